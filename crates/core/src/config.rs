@@ -1,0 +1,217 @@
+//! The two configuration files of a model repository, parsed strictly (unknown keys are errors).
+//!
+//! - `<repo>/<model>/model.toml` (optional, Triton's `config.pbtxt` in spirit): version policy and
+//!   serving options for every version of the model.
+//! - `<repo>/<model>/<version>/config.toml` (written by `aiserve train`): what the version is —
+//!   architecture, input and output tensors, class labels and training provenance.
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::VersionPolicy;
+
+/// File name of the optional model-level config.
+pub const MODEL_CONFIG_FILE: &str = "model.toml";
+/// File name of the per-version config.
+pub const VERSION_CONFIG_FILE: &str = "config.toml";
+
+/// Largest config file we read; anything bigger is refused before parsing.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// `<repo>/<model>/model.toml`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Which versions to serve; latest 1 when absent.
+    #[serde(default)]
+    pub version_policy: VersionPolicy,
+    /// Largest number of images one forward pass may take (requests are merged up to this).
+    #[serde(default = "default_max_batch_size")]
+    pub max_batch_size: usize,
+    /// Requests waiting for the model beyond this answer 503 at once.
+    #[serde(default = "default_max_queue_size")]
+    pub max_queue_size: usize,
+}
+
+fn default_max_batch_size() -> usize {
+    64
+}
+
+fn default_max_queue_size() -> usize {
+    1024
+}
+
+impl ModelConfig {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let cfg: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        cfg.version_policy.validate()?;
+        if cfg.max_batch_size == 0 || cfg.max_batch_size > 4096 {
+            return Err(format!("`max_batch_size` must be in 1..=4096, got {}", cfg.max_batch_size));
+        }
+        if cfg.max_queue_size == 0 {
+            return Err("`max_queue_size` must be at least 1, got 0".into());
+        }
+        Ok(cfg)
+    }
+
+    pub fn new_default() -> Self {
+        Self {
+            version_policy: VersionPolicy::default(),
+            max_batch_size: default_max_batch_size(),
+            max_queue_size: default_max_queue_size(),
+        }
+    }
+}
+
+/// `<repo>/<model>/<version>/config.toml`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionConfig {
+    /// The model kind; `image_classifier` is the one served today.
+    pub kind: ModelKind,
+    /// The architecture within the kind, e.g. `digits_cnn`.
+    pub architecture: String,
+    /// Weights file inside the version directory.
+    pub weights: String,
+    pub input: InputConfig,
+    pub output: OutputConfig,
+    /// Human-readable class names, one per output class.
+    pub labels: Vec<String>,
+    /// Where the weights came from; absent for hand-made versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<TrainingProvenance>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    ImageClassifier,
+}
+
+/// The input tensor of an image classifier: one image per batch row.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    pub name: String,
+    /// Only `FP32` today.
+    pub datatype: String,
+    /// `[height, width, channels]`; a batch adds a leading dimension.
+    pub shape: [usize; 3],
+    /// Pixel range after normalisation (`[0, 1]`: MNIST bytes divided by 255).
+    pub range: [f32; 2],
+    /// Value of an empty pixel; uploaded pictures are inverted when their border is the other way.
+    pub background: f32,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    pub name: String,
+    pub datatype: String,
+    /// `[classes]`.
+    pub shape: [usize; 1],
+}
+
+/// How a version was trained; enough to reproduce it.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingProvenance {
+    pub data: String,
+    pub train_examples: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub seed: u64,
+    pub test_accuracy: f64,
+    pub test_loss: f64,
+    pub train_seconds: f64,
+    pub aiserve_version: String,
+}
+
+impl VersionConfig {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let cfg: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("version config is always serialisable")
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.input.datatype != "FP32" || self.output.datatype != "FP32" {
+            return Err(format!(
+                "only FP32 tensors are supported, got input {} and output {}",
+                self.input.datatype, self.output.datatype
+            ));
+        }
+        if self.input.shape.iter().any(|&d| d == 0 || d > 4096) {
+            return Err(format!("`input.shape` dims must be in 1..=4096, got {:?}", self.input.shape));
+        }
+        let [lo, hi] = self.input.range;
+        if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+            return Err(format!("`input.range` must be [low, high] with low < high, got {:?}", self.input.range));
+        }
+        if self.labels.len() != self.output.shape[0] {
+            return Err(format!(
+                "`labels` has {} entries but `output.shape` declares {} classes",
+                self.labels.len(),
+                self.output.shape[0]
+            ));
+        }
+        if self.weights.contains('/') || self.weights.contains('\\') || self.weights.starts_with('.') {
+            return Err(format!("`weights` must be a file name inside the version directory, got {:?}", self.weights));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const DIGITS: &str = r#"
+kind = "image_classifier"
+architecture = "digits_cnn"
+weights = "model.safetensors"
+labels = ["0","1","2","3","4","5","6","7","8","9"]
+[input]
+name = "image"
+datatype = "FP32"
+shape = [28, 28, 1]
+range = [0.0, 1.0]
+background = 0.0
+[output]
+name = "probabilities"
+datatype = "FP32"
+shape = [10]
+"#;
+
+    #[test]
+    fn version_config_round_trips() {
+        let cfg = VersionConfig::parse(DIGITS).unwrap();
+        assert_eq!(cfg.input.shape, [28, 28, 1]);
+        assert_eq!(VersionConfig::parse(&cfg.to_toml()).unwrap(), cfg);
+    }
+
+    #[test]
+    fn version_config_errors_name_the_problem() {
+        let err = VersionConfig::parse(&DIGITS.replace("shape = [10]", "shape = [9]")).unwrap_err();
+        assert!(err.contains("`labels` has 10 entries"), "{err}");
+        let err = VersionConfig::parse(&format!("{DIGITS}\nsurprise = 1")).unwrap_err();
+        assert!(err.contains("surprise"), "{err}");
+        let err = VersionConfig::parse(&DIGITS.replace("model.safetensors", "../../etc/passwd")).unwrap_err();
+        assert!(err.contains("`weights`"), "{err}");
+    }
+
+    #[test]
+    fn model_config_defaults_and_strictness() {
+        let cfg = ModelConfig::parse("").unwrap();
+        assert_eq!(cfg, ModelConfig::new_default());
+        let cfg = ModelConfig::parse("max_batch_size = 8\n[version_policy]\nlatest = 2").unwrap();
+        assert_eq!(cfg.version_policy, VersionPolicy::Latest(2));
+        assert_eq!(cfg.max_batch_size, 8);
+        assert!(ModelConfig::parse("max_batch_size = 0").unwrap_err().contains("max_batch_size"));
+        assert!(ModelConfig::parse("batch = 3").is_err());
+    }
+}

@@ -1,0 +1,21 @@
+//! aiserve-core: the vocabulary every other crate speaks, with no candle and no axum.
+//!
+//! It owns model names and versions, the per-model and per-version configuration files, the
+//! version policy (which versions should be loaded) and the pure plan that moves the live set
+//! towards it, repository scanning, validated inference requests, and the backend traits that
+//! model code implements. Everything here is synchronous and unit-tested without a runtime.
+
+pub mod backend;
+pub mod config;
+pub mod error;
+pub mod ids;
+pub mod plan;
+pub mod policy;
+pub mod repository;
+pub mod state;
+pub mod tensor;
+
+pub use backend::{ImageClassifier, ModelLoader};
+pub use error::{BackendError, InputError, LoadError};
+pub use ids::{ModelName, Version};
+pub use tensor::ImageBatch;

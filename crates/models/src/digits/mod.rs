@@ -1,0 +1,214 @@
+//! The classic digits CNN: Conv32-Pool-Conv64-Pool-Conv64-Dense64-Dense10 on 28x28x1 images.
+//!
+//! Tensors are NHWC and kernels HWIO, as in Keras, so the flatten order (and a Keras weight
+//! export) lines up. On the CPU the convolutions and pooling run through our fused kernels
+//! (`crate::kernels`); elsewhere, and in [`DigitsCnn::logits_reference`], through candle's own ops.
+//! Weights live in `model.safetensors` under the names of [`PARAMS`].
+
+pub mod classifier;
+pub mod publish;
+pub mod train;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+use rand::{Rng, SeedableRng};
+
+use crate::kernels::{conv::conv2d_bias_relu, pool::max_pool2x2};
+
+/// `architecture` value in the version config.
+pub const ARCHITECTURE: &str = "digits_cnn";
+pub const HEIGHT: usize = 28;
+pub const WIDTH: usize = 28;
+pub const CLASSES: usize = 10;
+
+/// Parameter names and shapes (kernels HWIO, dense weights `in x out`).
+pub const PARAMS: [(&str, &[usize]); 10] = [
+    ("conv1.weight", &[3, 3, 1, 32]),
+    ("conv1.bias", &[32]),
+    ("conv2.weight", &[3, 3, 32, 64]),
+    ("conv2.bias", &[64]),
+    ("conv3.weight", &[3, 3, 64, 64]),
+    ("conv3.bias", &[64]),
+    ("dense1.weight", &[576, 64]),
+    ("dense1.bias", &[64]),
+    ("dense2.weight", &[64, 10]),
+    ("dense2.bias", &[10]),
+];
+
+/// The network's weights, in [`PARAMS`] order.
+#[derive(Clone, Debug)]
+pub struct DigitsCnn {
+    params: Vec<Tensor>,
+}
+
+impl DigitsCnn {
+    /// Fresh weights as trainable variables: Glorot-uniform kernels and zero biases (Keras'
+    /// defaults), drawn from a ChaCha stream seeded with `seed`.
+    pub fn init(seed: u64, device: &Device) -> Result<(Self, Vec<Var>)> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut vars = Vec::with_capacity(PARAMS.len());
+        for (name, shape) in PARAMS {
+            let n: usize = shape.iter().product();
+            let data: Vec<f32> = if name.ends_with(".bias") {
+                vec![0.0; n]
+            } else {
+                let (fan_in, fan_out) = match shape {
+                    [kh, kw, c, oc] => (kh * kw * c, kh * kw * oc),
+                    [i, o] => (*i, *o),
+                    _ => unreachable!("PARAMS lists only rank-2 and rank-4 weights"),
+                };
+                let limit = (6.0 / (fan_in + fan_out) as f32).sqrt();
+                (0..n).map(|_| rng.random_range(-limit..limit)).collect()
+            };
+            vars.push(Var::from_vec(data, shape, device)?);
+        }
+        let params = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        Ok((Self { params }, vars))
+    }
+
+    /// Loads and checks weights: every name present with its exact shape, finite F32 values.
+    pub fn load(path: &Path, device: &Device) -> std::result::Result<Self, String> {
+        let mut map = candle_core::safetensors::load(path, device).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut params = Vec::with_capacity(PARAMS.len());
+        for (name, shape) in PARAMS {
+            let t = map.remove(name).ok_or_else(|| format!("tensor `{name}` is missing"))?;
+            if t.dims() != shape {
+                return Err(format!("tensor `{name}` must have shape {shape:?}, got {:?}", t.dims()));
+            }
+            let t = t.to_dtype(DType::F32).map_err(|e| e.to_string())?;
+            let finite = t
+                .flatten_all()
+                .and_then(|f| f.to_vec1::<f32>())
+                .map_err(|e| e.to_string())?
+                .iter()
+                .all(|v| v.is_finite());
+            if !finite {
+                return Err(format!("tensor `{name}` holds NaN or infinite values"));
+            }
+            params.push(t);
+        }
+        if let Some(extra) = map.keys().next() {
+            return Err(format!("unexpected tensor `{extra}`"));
+        }
+        Ok(Self { params })
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let map: HashMap<String, Tensor> =
+            PARAMS.iter().zip(&self.params).map(|((n, _), t)| (n.to_string(), t.detach())).collect();
+        candle_core::safetensors::save(&map, path)
+    }
+
+    pub fn param_count(&self) -> usize {
+        self.params.iter().map(|t| t.elem_count()).sum()
+    }
+
+    /// A copy that shares no autograd history (for serving).
+    pub fn detached(&self) -> Self {
+        Self { params: self.params.iter().map(|t| t.detach()).collect() }
+    }
+
+    /// Class logits `[N, 10]` for images `[N, 28, 28, 1]` in [0, 1].
+    pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        if !x.device().is_cpu() {
+            return self.logits_reference(x);
+        }
+        let p = &self.params;
+        let x = max_pool2x2(&conv2d_bias_relu(x, &p[0], &p[1], true)?)?;
+        let x = max_pool2x2(&conv2d_bias_relu(&x, &p[2], &p[3], true)?)?;
+        let x = conv2d_bias_relu(&x, &p[4], &p[5], true)?;
+        self.dense_head(&x)
+    }
+
+    /// The same network through candle's stock NCHW ops: the correctness reference for the
+    /// fast path, and the path on non-CPU devices.
+    pub fn logits_reference(&self, x: &Tensor) -> Result<Tensor> {
+        let p = &self.params;
+        let conv = |x: &Tensor, w: &Tensor, b: &Tensor| -> Result<Tensor> {
+            let w = w.permute((3, 2, 0, 1))?.contiguous()?;
+            x.conv2d(&w, 0, 1, 1, 1)?.broadcast_add(&b.reshape((1, (), 1, 1))?)?.relu()
+        };
+        let x = x.permute((0, 3, 1, 2))?.contiguous()?;
+        let x = conv(&x, &p[0], &p[1])?.max_pool2d(2)?;
+        let x = conv(&x, &p[2], &p[3])?.max_pool2d(2)?;
+        let x = conv(&x, &p[4], &p[5])?.permute((0, 2, 3, 1))?;
+        self.dense_head(&x)
+    }
+
+    fn dense_head(&self, x: &Tensor) -> Result<Tensor> {
+        let p = &self.params;
+        let x = x.flatten_from(1)?;
+        let x = x.matmul(&p[6])?.broadcast_add(&p[7])?.relu()?;
+        x.matmul(&p[8])?.broadcast_add(&p[9])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn images(n: usize, seed: u64) -> Tensor {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let data: Vec<f32> = (0..n * 784).map(|_| rng.random_range(0.0..1.0)).collect();
+        Tensor::from_vec(data, (n, 28, 28, 1), &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn has_the_keras_parameter_count() {
+        let (m, _) = DigitsCnn::init(0, &Device::Cpu).unwrap();
+        assert_eq!(m.param_count(), 93_322);
+    }
+
+    #[test]
+    fn fast_path_equals_reference_path() {
+        let (m, _) = DigitsCnn::init(7, &Device::Cpu).unwrap();
+        let x = images(5, 1);
+        let fast = m.logits(&x).unwrap();
+        let slow = m.logits_reference(&x).unwrap();
+        let d = (fast - slow).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(d < 1e-5, "max |fast - reference| = {d}");
+    }
+
+    #[test]
+    fn batch_output_equals_single_outputs() {
+        let (m, _) = DigitsCnn::init(3, &Device::Cpu).unwrap();
+        let x = images(4, 2);
+        let batch = m.logits(&x).unwrap().to_vec2::<f32>().unwrap();
+        for (i, row) in batch.iter().enumerate() {
+            let one = m.logits(&x.narrow(0, i, 1).unwrap()).unwrap().to_vec2::<f32>().unwrap();
+            for (a, b) in row.iter().zip(&one[0]) {
+                assert!((a - b).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn init_is_deterministic_and_save_load_round_trips() {
+        let (a, _) = DigitsCnn::init(42, &Device::Cpu).unwrap();
+        let (b, _) = DigitsCnn::init(42, &Device::Cpu).unwrap();
+        let x = images(2, 9);
+        let la = a.logits(&x).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(la, b.logits(&x).unwrap().to_vec2::<f32>().unwrap());
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("w.safetensors");
+        a.save(&path).unwrap();
+        let c = DigitsCnn::load(&path, &Device::Cpu).unwrap();
+        assert_eq!(la, c.logits(&x).unwrap().to_vec2::<f32>().unwrap());
+    }
+
+    #[test]
+    fn load_rejects_wrong_weights() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("w.safetensors");
+        std::fs::write(&path, b"not safetensors").unwrap();
+        assert!(DigitsCnn::load(&path, &Device::Cpu).is_err());
+        let mut map = HashMap::new();
+        map.insert("conv1.weight".to_string(), Tensor::zeros((3, 3, 1, 31), DType::F32, &Device::Cpu).unwrap());
+        candle_core::safetensors::save(&map, &path).unwrap();
+        let err = DigitsCnn::load(&path, &Device::Cpu).unwrap_err();
+        assert!(err.contains("`conv1.weight` must have shape [3, 3, 1, 32]"), "{err}");
+        assert!(DigitsCnn::load(&tmp.path().join("absent"), &Device::Cpu).is_err());
+    }
+}

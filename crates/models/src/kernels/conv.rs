@@ -1,0 +1,263 @@
+//! 2-D convolution (NHWC input, HWIO weights, stride 1, no padding) with fused bias and ReLU.
+//!
+//! Forward: im2col turns the input into an `M x K` matrix (`M = N*OH*OW` output pixels,
+//! `K = KH*KW*C` taps); the output is `cols · W + b` (`W` is HWIO, i.e. already `K x OC`), with
+//! ReLU applied in place. The whole batch is one GEMM, so small images still make large products.
+//! Backward (from the ReLU output and its gradient): `g = dy ⊙ [y > 0]`, `db = Σ g`,
+//! `dW = colsᵀ · g`, `dx = col2im(g · Wᵀ)` (skipped when the input needs no gradient).
+
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::gemm::{matmul, MatRef};
+use super::{f32_slice, with_cpu_f32};
+
+/// Dimensions of one convolution call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeom {
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub oc: usize,
+}
+
+impl ConvGeom {
+    pub fn oh(&self) -> usize {
+        self.h + 1 - self.kh
+    }
+    pub fn ow(&self) -> usize {
+        self.w + 1 - self.kw
+    }
+    /// Output pixels in the batch (GEMM rows).
+    pub fn m(&self) -> usize {
+        self.n * self.oh() * self.ow()
+    }
+    /// Taps per output pixel (GEMM depth).
+    pub fn k(&self) -> usize {
+        self.kh * self.kw * self.c
+    }
+
+    fn from_shapes(x: &Shape, w: &Shape, b: &Shape) -> Result<Self> {
+        let (n, h, wd, c) = x.dims4()?;
+        let (kh, kw, wc, oc) = w.dims4()?;
+        if wc != c {
+            bail!("conv2d: input has {c} channels but the kernel expects {wc}");
+        }
+        if b.dims() != [oc] {
+            bail!("conv2d: bias shape {:?} does not match {oc} output channels", b.dims());
+        }
+        if kh == 0 || kw == 0 || kh > h || kw > wd {
+            bail!("conv2d: kernel {kh}x{kw} does not fit input {h}x{wd}");
+        }
+        Ok(Self { n, h, w: wd, c, kh, kw, oc })
+    }
+}
+
+/// Writes the `M x K` patch matrix of `x` into `cols`.
+pub fn im2col(g: &ConvGeom, x: &[f32], cols: &mut [f32]) {
+    let (oh, ow, k, c) = (g.oh(), g.ow(), g.k(), g.c);
+    let image_len = g.h * g.w * c;
+    cols.par_chunks_mut(oh * ow * k).zip(x.par_chunks(image_len)).for_each(|(dst, img)| {
+        for y in 0..oh {
+            for xo in 0..ow {
+                let row = &mut dst[(y * ow + xo) * k..][..k];
+                for ky in 0..g.kh {
+                    let src = &img[((y + ky) * g.w + xo) * c..][..g.kw * c];
+                    row[ky * g.kw * c..][..g.kw * c].copy_from_slice(src);
+                }
+            }
+        }
+    });
+}
+
+/// Adds the `M x K` patch gradients back onto the input gradient `dx` (which must start zeroed).
+pub fn col2im_add(g: &ConvGeom, cols: &[f32], dx: &mut [f32]) {
+    let (oh, ow, k, c) = (g.oh(), g.ow(), g.k(), g.c);
+    let image_len = g.h * g.w * c;
+    dx.par_chunks_mut(image_len).zip(cols.par_chunks(oh * ow * k)).for_each(|(img, src)| {
+        for y in 0..oh {
+            for xo in 0..ow {
+                let row = &src[(y * ow + xo) * k..][..k];
+                for ky in 0..g.kh {
+                    let dst = &mut img[((y + ky) * g.w + xo) * c..][..g.kw * c];
+                    for (d, s) in dst.iter_mut().zip(&row[ky * g.kw * c..][..g.kw * c]) {
+                        *d += s;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// `relu(conv(x, w) + b)` (or without the ReLU), NHWC out.
+pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], b: &[f32], relu: bool) -> Vec<f32> {
+    let (m, k, oc) = (g.m(), g.k(), g.oc);
+    let mut cols = vec![0.0; m * k];
+    im2col(g, x, &mut cols);
+    let mut out: Vec<f32> = Vec::with_capacity(m * oc);
+    for _ in 0..m {
+        out.extend_from_slice(b);
+    }
+    matmul(MatRef::row_major(&cols, m, k), MatRef::row_major(w, k, oc), &mut out, true);
+    if relu {
+        out.iter_mut().for_each(|v| *v = v.max(0.0));
+    }
+    out
+}
+
+/// Gradients of [`forward`] given its output `y` and the output gradient `dy`.
+pub struct ConvGrads {
+    pub dx: Option<Vec<f32>>,
+    pub dw: Vec<f32>,
+    pub db: Vec<f32>,
+}
+
+pub fn backward(g: &ConvGeom, x: &[f32], w: &[f32], y: &[f32], dy: &[f32], relu: bool, need_dx: bool) -> ConvGrads {
+    let (m, k, oc) = (g.m(), g.k(), g.oc);
+    let gm: Vec<f32> = if relu {
+        dy.iter().zip(y).map(|(d, y)| if *y > 0.0 { *d } else { 0.0 }).collect()
+    } else {
+        dy.to_vec()
+    };
+    let mut db = vec![0.0; oc];
+    for row in gm.chunks_exact(oc) {
+        db.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+    }
+    let mut cols = vec![0.0; m * k];
+    im2col(g, x, &mut cols);
+    let gmat = MatRef::row_major(&gm, m, oc);
+    let mut dw = vec![0.0; k * oc];
+    matmul(MatRef::row_major(&cols, m, k).t(), gmat, &mut dw, false);
+    let dx = need_dx.then(|| {
+        // Reuse the patch buffer for the patch gradients.
+        matmul(gmat, MatRef::row_major(w, k, oc).t(), &mut cols, false);
+        let mut dx = vec![0.0; g.n * g.h * g.w * g.c];
+        col2im_add(g, &cols, &mut dx);
+        dx
+    });
+    ConvGrads { dx, dw, db }
+}
+
+/// The candle op: `(x [N,H,W,C], w [KH,KW,C,OC], b [OC]) -> [N,OH,OW,OC]`.
+pub struct Conv2dBiasRelu {
+    pub relu: bool,
+}
+
+impl CustomOp3 for Conv2dBiasRelu {
+    fn name(&self) -> &'static str {
+        "conv2d-nhwc-bias-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = ConvGeom::from_shapes(l1.shape(), l2.shape(), l3.shape())?;
+        let x = f32_slice(s1, l1, "conv2d input")?;
+        let w = f32_slice(s2, l2, "conv2d kernel")?;
+        let b = f32_slice(s3, l3, "conv2d bias")?;
+        let out = forward(&g, x, w, b, self.relu);
+        Ok((CpuStorage::F32(out), Shape::from((g.n, g.oh(), g.ow(), g.oc))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = ConvGeom::from_shapes(x.shape(), w.shape(), b.shape())?;
+        let grads = with_cpu_f32(x, "conv2d input", |xs| {
+            with_cpu_f32(w, "conv2d kernel", |ws| {
+                with_cpu_f32(y, "conv2d output", |ys| {
+                    with_cpu_f32(dy, "conv2d output grad", |dys| {
+                        Ok(backward(&g, xs, ws, ys, dys, self.relu, x.track_op()))
+                    })
+                })
+            })
+        })?;
+        let dev = x.device();
+        let dx = grads.dx.map(|dx| Tensor::from_vec(dx, x.shape(), dev)).transpose()?;
+        Ok((dx, Some(Tensor::from_vec(grads.dw, w.shape(), dev)?), Some(Tensor::from_vec(grads.db, b.shape(), dev)?)))
+    }
+}
+
+/// `relu(conv2d(x, w) + b)` on NHWC tensors through the fast kernel.
+pub fn conv2d_bias_relu(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
+    x.apply_op3(w, b, Conv2dBiasRelu { relu })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn seq(n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|i| (i as f32 * 0.7311).sin() * scale).collect()
+    }
+
+    /// The same computation through candle's own NCHW conv2d, for both values and gradients.
+    fn reference(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let xn = x.permute((0, 3, 1, 2))?;
+        let wn = w.permute((3, 2, 0, 1))?.contiguous()?;
+        let y = xn.conv2d(&wn, 0, 1, 1, 1)?.broadcast_add(&b.reshape((1, (), 1, 1))?)?.relu()?;
+        y.permute((0, 2, 3, 1))
+    }
+
+    #[test]
+    fn forward_and_gradients_match_candle_conv2d() -> Result<()> {
+        let dev = Device::Cpu;
+        let g = ConvGeom { n: 3, h: 7, w: 6, c: 2, kh: 3, kw: 2, oc: 4 };
+        let x = Var::from_vec(seq(g.n * g.h * g.w * g.c, 1.0), (g.n, g.h, g.w, g.c), &dev)?;
+        let w = Var::from_vec(seq(g.k() * g.oc, 0.5), (g.kh, g.kw, g.c, g.oc), &dev)?;
+        let b = Var::from_vec(vec![0.1f32, -0.2, 0.05, 0.0], g.oc, &dev)?;
+        let fast = conv2d_bias_relu(&x, &w, &b, true)?;
+        let slow = reference(&x, &w, &b)?;
+        let diff = (&fast - &slow)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "forward differs by {diff}");
+
+        // A loss that weights every output differently, so every gradient path is exercised.
+        let weights = Tensor::from_vec(seq(fast.elem_count(), 1.0), fast.shape(), &dev)?;
+        let gf = (&fast * &weights)?.sum_all()?.backward()?;
+        let gs = (&slow * &weights)?.sum_all()?.backward()?;
+        for (name, v) in [("x", &x), ("w", &w), ("b", &b)] {
+            let a = gf.get(v).unwrap();
+            let r = gs.get(v).unwrap();
+            let d = (a - r)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(d < 1e-4, "d{name} differs by {d}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn input_gradient_is_skipped_for_constants() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::from_vec(seq(2 * 5 * 5, 1.0), (2, 5, 5, 1), &dev)?;
+        let w = Var::from_vec(seq(9 * 3, 0.3), (3, 3, 1, 3), &dev)?;
+        let b = Var::from_vec(vec![0.0f32; 3], 3, &dev)?;
+        let grads = conv2d_bias_relu(&x, &w, &b, true)?.sum_all()?.backward()?;
+        assert!(grads.get(&x).is_none());
+        assert!(grads.get(&w).is_some());
+        Ok(())
+    }
+
+    #[test]
+    fn shape_errors_are_reported() {
+        let dev = Device::Cpu;
+        let x = Tensor::zeros((1, 5, 5, 2), candle_core::DType::F32, &dev).unwrap();
+        let w = Tensor::zeros((3, 3, 1, 4), candle_core::DType::F32, &dev).unwrap();
+        let b = Tensor::zeros(4, candle_core::DType::F32, &dev).unwrap();
+        let err = conv2d_bias_relu(&x, &w, &b, true).unwrap_err().to_string();
+        assert!(err.contains("2 channels"), "{err}");
+    }
+}

@@ -1,0 +1,33 @@
+//! Fast CPU kernels for small convolutional networks, plugged into candle as custom ops.
+//!
+//! candle's CPU conv2d and its backward pass are slow for 28x28 images (a few GFLOP/s), so the
+//! digits CNN runs its convolutions as im2col + one large GEMM per layer in NHWC layout, with the
+//! bias and ReLU fused into the GEMM epilogue, and a matching backward pass. Max pooling is NHWC
+//! too. Each op implements candle's `CustomOp` traits, so autograd and the optimiser work
+//! unchanged. Work inside an op is spread over candle's rayon pool (per image for copies, per
+//! GEMM tile for the products); the ops hold no state between calls.
+
+pub mod conv;
+pub mod gemm;
+pub mod pool;
+
+use candle_core::{bail, CpuStorage, Layout, Result, Storage, Tensor};
+
+/// The contiguous `f32` data of a CPU storage as described by its layout.
+pub(crate) fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
+    let data = storage.as_slice::<f32>()?;
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("{what}: expected a contiguous tensor"),
+    }
+}
+
+/// Runs `f` on a CPU tensor's contiguous `f32` data (copying only if it is strided).
+pub(crate) fn with_cpu_f32<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) => f(f32_slice(cpu, layout, what)?),
+        _ => bail!("{what}: the fast kernels run on the CPU only"),
+    }
+}

@@ -1,0 +1,146 @@
+//! 2x2 max pooling with stride 2 on NHWC tensors (odd edges are dropped, as in Keras "valid").
+//!
+//! The backward pass recomputes each window's arg-max from the input and routes the gradient to
+//! the first maximal element, as TensorFlow and PyTorch do.
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::{f32_slice, with_cpu_f32};
+
+#[derive(Clone, Copy, Debug)]
+struct PoolGeom {
+    n: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+}
+
+impl PoolGeom {
+    fn from_shape(s: &Shape) -> Result<Self> {
+        let (n, h, w, c) = s.dims4()?;
+        if h < 2 || w < 2 {
+            candle_core::bail!("max_pool2x2: input {h}x{w} is smaller than the window");
+        }
+        Ok(Self { n, h, w, c })
+    }
+    fn oh(&self) -> usize {
+        self.h / 2
+    }
+    fn ow(&self) -> usize {
+        self.w / 2
+    }
+    /// Input offsets (within one image) of the four window elements of output (y, x, ch).
+    fn window(&self, y: usize, x: usize, ch: usize) -> [usize; 4] {
+        let at = |yy: usize, xx: usize| (yy * self.w + xx) * self.c + ch;
+        [at(2 * y, 2 * x), at(2 * y, 2 * x + 1), at(2 * y + 1, 2 * x), at(2 * y + 1, 2 * x + 1)]
+    }
+}
+
+fn forward(g: &PoolGeom, x: &[f32]) -> Vec<f32> {
+    let (oh, ow, c) = (g.oh(), g.ow(), g.c);
+    let mut out = vec![0.0; g.n * oh * ow * c];
+    out.par_chunks_mut(oh * ow * c).zip(x.par_chunks(g.h * g.w * c)).for_each(|(dst, img)| {
+        for y in 0..oh {
+            for xo in 0..ow {
+                for ch in 0..c {
+                    let [a, b, cc, d] = g.window(y, xo, ch);
+                    dst[(y * ow + xo) * c + ch] = img[a].max(img[b]).max(img[cc]).max(img[d]);
+                }
+            }
+        }
+    });
+    out
+}
+
+fn backward(g: &PoolGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (oh, ow, c) = (g.oh(), g.ow(), g.c);
+    let mut dx = vec![0.0; x.len()];
+    dx.par_chunks_mut(g.h * g.w * c)
+        .zip(x.par_chunks(g.h * g.w * c))
+        .zip(dy.par_chunks(oh * ow * c))
+        .for_each(|((dimg, img), gimg)| {
+            for y in 0..oh {
+                for xo in 0..ow {
+                    for ch in 0..c {
+                        let win = g.window(y, xo, ch);
+                        let best = win.iter().copied().fold(win[0], |best, i| if img[i] > img[best] { i } else { best });
+                        dimg[best] += gimg[(y * ow + xo) * c + ch];
+                    }
+                }
+            }
+        });
+    dx
+}
+
+/// The candle op: `[N,H,W,C] -> [N,H/2,W/2,C]`.
+pub struct MaxPool2x2;
+
+impl CustomOp1 for MaxPool2x2 {
+    fn name(&self) -> &'static str {
+        "max-pool-2x2-nhwc"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = PoolGeom::from_shape(l.shape())?;
+        let out = forward(&g, f32_slice(s, l, "max_pool2x2 input")?);
+        Ok((CpuStorage::F32(out), Shape::from((g.n, g.oh(), g.ow(), g.c))))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let g = PoolGeom::from_shape(x.shape())?;
+        let dx = with_cpu_f32(x, "max_pool2x2 input", |xs| {
+            with_cpu_f32(dy, "max_pool2x2 output grad", |dys| Ok(backward(&g, xs, dys)))
+        })?;
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
+
+/// 2x2/2 max pooling of an NHWC tensor through the fast kernel.
+pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
+    x.apply_op1(MaxPool2x2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn matches_candle_max_pool_values_and_gradients() -> Result<()> {
+        let dev = Device::Cpu;
+        let (n, h, w, c) = (2, 6, 6, 3);
+        // A permutation of 0..216: no ties, so the arg-max is unambiguous.
+        let len = n * h * w * c;
+        let data: Vec<f32> = (0..len).map(|i| ((i * 7919) % len) as f32).collect();
+        let x = Var::from_vec(data, (n, h, w, c), &dev)?;
+        let fast = max_pool2x2(&x)?;
+        let slow = x.permute((0, 3, 1, 2))?.max_pool2d(2)?.permute((0, 2, 3, 1))?;
+        assert_eq!(fast.dims(), [2, 3, 3, 3]);
+        let d = (&fast - &slow)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(d == 0.0, "forward differs by {d}");
+        // Gradient: each window's maximum receives that output's weight. (candle's own
+        // max_pool2d backward multiplies by the tie fraction instead of dividing, so it is a
+        // quarter of the true gradient for unique maxima; we check against first principles.)
+        let weights: Vec<f32> = (0..fast.elem_count()).map(|i| i as f32 + 1.0).collect();
+        let wt = Tensor::from_vec(weights.clone(), fast.shape(), &dev)?;
+        let grad = (&fast * &wt)?.sum_all()?.backward()?;
+        let got = grad.get(&x).unwrap().flatten_all()?.to_vec1::<f32>()?;
+        let xs = x.flatten_all()?.to_vec1::<f32>()?;
+        let mut want = vec![0f32; xs.len()];
+        let at = |b: usize, y: usize, xx: usize, ch: usize| ((b * h + y) * w + xx) * c + ch;
+        for b in 0..n {
+            for y in 0..h / 2 {
+                for xx in 0..w / 2 {
+                    for ch in 0..c {
+                        let win = [at(b, 2 * y, 2 * xx, ch), at(b, 2 * y, 2 * xx + 1, ch), at(b, 2 * y + 1, 2 * xx, ch), at(b, 2 * y + 1, 2 * xx + 1, ch)];
+                        let best = *win.iter().max_by(|i, j| xs[**i].total_cmp(&xs[**j])).unwrap();
+                        want[best] += weights[((b * (h / 2) + y) * (w / 2) + xx) * c + ch];
+                    }
+                }
+            }
+        }
+        assert_eq!(got, want);
+        Ok(())
+    }
+}
