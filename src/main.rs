@@ -1,8 +1,10 @@
 //! The `aiserve` binary: `serve` a model repository, `train` a model into it.
 
+mod serve;
 mod train;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
 #[command(name = "aiserve", version, about = "Train and serve AI models from one binary")]
@@ -13,13 +15,19 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Serve a model repository over HTTP (classify, KServe v2, TF Serving REST).
+    Serve(serve::ServeArgs),
     /// Train a model and publish it as a new version in a repository.
     Train(train::TrainArgs),
 }
 
 fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve::run(args)),
         Command::Train(args) => train::run(args),
     }
 }

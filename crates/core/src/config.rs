@@ -5,6 +5,8 @@
 //! - `<repo>/<model>/<version>/config.toml` (written by `aiserve train`): what the version is —
 //!   architecture, input and output tensors, class labels and training provenance.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::policy::VersionPolicy;
@@ -30,6 +32,9 @@ pub struct ModelConfig {
     /// Requests waiting for the model beyond this answer 503 at once.
     #[serde(default = "default_max_queue_size")]
     pub max_queue_size: usize,
+    /// TF Serving version labels, e.g. `stable = 1`, `canary = 2` (`/v1/models/m/labels/stable`).
+    #[serde(default)]
+    pub version_labels: BTreeMap<String, u64>,
 }
 
 fn default_max_batch_size() -> usize {
@@ -50,6 +55,9 @@ impl ModelConfig {
         if cfg.max_queue_size == 0 {
             return Err("`max_queue_size` must be at least 1, got 0".into());
         }
+        if let Some((label, _)) = cfg.version_labels.iter().find(|(_, v)| **v == 0) {
+            return Err(format!("`version_labels.{label}` must be a positive version, got 0"));
+        }
         Ok(cfg)
     }
 
@@ -58,6 +66,7 @@ impl ModelConfig {
             version_policy: VersionPolicy::default(),
             max_batch_size: default_max_batch_size(),
             max_queue_size: default_max_queue_size(),
+            version_labels: BTreeMap::new(),
         }
     }
 }
@@ -208,7 +217,8 @@ shape = [10]
     fn model_config_defaults_and_strictness() {
         let cfg = ModelConfig::parse("").unwrap();
         assert_eq!(cfg, ModelConfig::new_default());
-        let cfg = ModelConfig::parse("max_batch_size = 8\n[version_policy]\nlatest = 2").unwrap();
+        let cfg = ModelConfig::parse("max_batch_size = 8\n[version_policy]\nlatest = 2\n[version_labels]\nstable = 1").unwrap();
+        assert_eq!(cfg.version_labels["stable"], 1);
         assert_eq!(cfg.version_policy, VersionPolicy::Latest(2));
         assert_eq!(cfg.max_batch_size, 8);
         assert!(ModelConfig::parse("max_batch_size = 0").unwrap_err().contains("max_batch_size"));

@@ -1,1 +1,75 @@
+//! aiserve-server: the network front end (axum), with no candle dependency.
+//!
+//! [`app`] builds the router from shared state (tests call it without a socket); [`serve`] runs
+//! the version manager and the HTTP server on a bound listener until a shutdown future resolves,
+//! then drains in-flight requests. Model code arrives as an `aiserve_core::ModelLoader`.
 
+pub mod decode;
+pub mod error;
+pub mod manager;
+pub mod protocols;
+pub mod registry;
+pub mod state;
+pub mod worker;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aiserve_core::ModelLoader;
+use axum::Router;
+use tokio::net::TcpListener;
+
+pub use registry::Registry;
+pub use state::{AppState, Limits};
+
+/// The HTTP routes of every protocol.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(protocols::classify::routes())
+        .merge(protocols::kserve::routes())
+        .merge(protocols::tfserving::routes())
+        .fallback(|uri: axum::http::Uri| async move { error::ApiError::NotFound(format!("no route for `{}`", uri.path())) })
+        .with_state(state)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// Everything `serve` needs besides the listener.
+pub struct ServeOptions {
+    pub repo: PathBuf,
+    pub poll_interval: Duration,
+    pub limits: Limits,
+    pub default_model: String,
+}
+
+/// Loads the repository once, then serves HTTP on `listener` while polling the repository, until
+/// `shutdown` resolves; in-flight requests are finished before this returns.
+pub async fn serve(
+    opts: ServeOptions,
+    loader: Arc<dyn ModelLoader>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let registry = Arc::new(Registry::new());
+    let manager = manager::Manager { repo: opts.repo, loader, registry: registry.clone() };
+    manager.poll_once().await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut manager_stop = stop_rx.clone();
+    let poller = tokio::spawn(async move {
+        tokio::time::sleep(opts.poll_interval).await;
+        manager.run(opts.poll_interval, async move { let _ = manager_stop.wait_for(|s| *s).await; }).await;
+    });
+    let state = AppState { registry, limits: opts.limits, default_model: opts.default_model.into() };
+    let result = axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
+    poller.abort();
+    result
+}
+
+#[cfg(test)]
+mod tests;

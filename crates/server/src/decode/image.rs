@@ -1,0 +1,109 @@
+//! PNG/JPEG pictures → the model's input pixels (resized, grey or RGB, scaled to its range).
+//!
+//! Decoding is bounded (dimensions and allocation) so a small file cannot expand into gigabytes.
+//! MNIST-style models expect a light digit on a dark background; a picture whose border is
+//! brighter than its middle (dark ink on paper) is inverted so that 0 is the background.
+//! CPU-heavy: callers run this on the blocking pool.
+
+use std::io::Cursor;
+
+use aiserve_core::tensor::ImageSpec;
+use image::{imageops::FilterType, ImageFormat, ImageReader};
+
+use crate::error::ApiError;
+
+/// Largest picture side accepted, in pixels.
+pub const MAX_SIDE: u32 = 4096;
+
+/// True when `bytes` start like a PNG or JPEG file.
+pub fn looks_like_image(bytes: &[u8]) -> bool {
+    matches!(image::guess_format(bytes), Ok(ImageFormat::Png | ImageFormat::Jpeg))
+}
+
+/// Decodes, resizes and normalises one picture into `spec.height x spec.width x spec.channels`.
+pub fn decode(bytes: &[u8], spec: &ImageSpec, field: &str) -> Result<Vec<f32>, ApiError> {
+    let format = image::guess_format(bytes)
+        .ok()
+        .filter(|f| matches!(f, ImageFormat::Png | ImageFormat::Jpeg))
+        .ok_or_else(|| ApiError::invalid(field, format!("`{field}` is not a PNG or JPEG picture")))?;
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(256 << 20);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| {
+        ApiError::invalid(field, format!("`{field}` could not be decoded as {format:?} (at most {MAX_SIDE}x{MAX_SIDE} pixels): {e}"))
+    })?;
+    let (w, h) = (spec.width as u32, spec.height as u32);
+    let [lo, hi] = spec.range;
+    let scale = |p: u8| lo + (hi - lo) * p as f32 / 255.0;
+    let mut pixels: Vec<f32> = match spec.channels {
+        1 => image::imageops::resize(&img.to_luma8(), w, h, FilterType::Triangle).into_raw().into_iter().map(scale).collect(),
+        3 => image::imageops::resize(&img.to_rgb8(), w, h, FilterType::Triangle).into_raw().into_iter().map(scale).collect(),
+        c => return Err(ApiError::invalid(field, format!("pictures can feed 1- or 3-channel models; this model takes {c} channels"))),
+    };
+    if border_is_brighter(&pixels, spec) {
+        pixels.iter_mut().for_each(|p| *p = hi + lo - *p);
+    }
+    Ok(pixels)
+}
+
+/// Mean of the outermost ring of pixels vs the mean of the rest.
+fn border_is_brighter(px: &[f32], spec: &ImageSpec) -> bool {
+    let (h, w, c) = (spec.height, spec.width, spec.channels);
+    let (mut border, mut nb, mut inner, mut ni) = (0.0f32, 0usize, 0.0f32, 0usize);
+    for y in 0..h {
+        for x in 0..w {
+            let v: f32 = px[(y * w + x) * c..][..c].iter().sum::<f32>() / c as f32;
+            if y == 0 || x == 0 || y == h - 1 || x == w - 1 {
+                border += v;
+                nb += 1;
+            } else {
+                inner += v;
+                ni += 1;
+            }
+        }
+    }
+    nb > 0 && ni > 0 && border / nb as f32 > inner / ni as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ImageSpec {
+        ImageSpec { height: 28, width: 28, channels: 1, range: [0.0, 1.0] }
+    }
+
+    fn png(img: &image::GrayImage) -> Vec<u8> {
+        let mut out = Vec::new();
+        img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png).unwrap();
+        out
+    }
+
+    #[test]
+    fn decodes_resizes_and_keeps_dark_background() {
+        // 56x56 dark picture with a bright bar in the middle.
+        let img = image::GrayImage::from_fn(56, 56, |x, _| image::Luma([if (24..32).contains(&x) { 255 } else { 0 }]));
+        let px = decode(&png(&img), &spec(), "image").unwrap();
+        assert_eq!(px.len(), 784);
+        assert!(px[14] > 0.9 && px[0] < 0.01, "centre {} corner {}", px[14], px[0]);
+    }
+
+    #[test]
+    fn inverts_dark_ink_on_paper() {
+        let img = image::GrayImage::from_fn(28, 28, |x, _| image::Luma([if (12..16).contains(&x) { 0 } else { 255 }]));
+        let px = decode(&png(&img), &spec(), "image").unwrap();
+        assert!(px[0] < 0.01 && px[13] > 0.99);
+    }
+
+    #[test]
+    fn rejects_garbage_and_truncated_files() {
+        assert!(decode(b"hello", &spec(), "image").unwrap_err().to_string().contains("not a PNG or JPEG"));
+        let bytes = png(&image::GrayImage::new(28, 28));
+        let e = decode(&bytes[..bytes.len() / 2], &spec(), "image").unwrap_err().to_string();
+        assert!(e.contains("could not be decoded"), "{e}");
+        assert!(looks_like_image(&bytes) && !looks_like_image(b"{\"image\""));
+    }
+}

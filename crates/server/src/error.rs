@@ -1,0 +1,94 @@
+//! The one place where errors become HTTP statuses and bodies.
+//!
+//! Every protocol here (classify, KServe v2, TF Serving REST) uses `{"error": "<message>"}` as its
+//! error body; messages name the field, the limit and the value given and never carry internals
+//! (paths, panic payloads). Server-side failures get an id that is logged with the details.
+
+use aiserve_core::{BackendError, InputError};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("request body must be at most {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("model `{0}` is not served here")]
+    ModelNotFound(String),
+    #[error("version {version} of model `{model}` is not available{hint}")]
+    VersionNotFound { model: String, version: String, hint: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("model `{model}` has no version ready to serve{detail}")]
+    NotReady { model: String, detail: String },
+    #[error("model `{model}` version {version} has {queued} requests queued (the limit); retry shortly")]
+    Overloaded { model: String, version: String, queued: usize },
+    #[error("internal error {id}; the server log has the details")]
+    Internal { id: String },
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Input(InputError::TooLarge { .. }) | Self::Input(InputError::Invalid { .. }) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::ModelNotFound(_) | Self::VersionNotFound { .. } | Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::NotReady { .. } | Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self::Input(InputError::invalid(field, message))
+    }
+
+    /// Logs the backend failure with a fresh id and returns the client-facing error.
+    pub fn backend(model: &str, version: &str, err: &BackendError) -> Self {
+        let id = error_id();
+        tracing::error!(error_id = %id, model, version, error = %err, "model call failed");
+        Self::Internal { id }
+    }
+}
+
+fn error_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    format!("E{t:x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_client_error() {
+            tracing::debug!(%status, error = %self, "client error");
+        }
+        let mut resp = (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response();
+        if let Self::Overloaded { .. } | Self::NotReady { .. } = self {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        assert_eq!(ApiError::invalid("x", "bad").status(), StatusCode::BAD_REQUEST);
+        assert_eq!(ApiError::Input(InputError::too_large("x", 1, 2)).status(), StatusCode::BAD_REQUEST);
+        assert_eq!(ApiError::PayloadTooLarge { limit: 1 }.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(ApiError::ModelNotFound("m".into()).status(), StatusCode::NOT_FOUND);
+        let o = ApiError::Overloaded { model: "m".into(), version: "1".into(), queued: 3 }.into_response();
+        assert_eq!(o.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(o.headers()[header::RETRY_AFTER], "1");
+    }
+}

@@ -1,0 +1,120 @@
+//! `POST /classify`: the simple API.
+//!
+//! Body forms: `{"image": <28 rows of 28 numbers | 784 numbers | base64 PNG/JPEG>}`,
+//! `{"images": [<image>, ...]}`, or a raw PNG/JPEG body. Query: `?model=&version=`.
+//! Answer: `{"label", "probabilities", "model", "version"}` (or `"predictions": [...]` for
+//! `images`).
+
+use aiserve_core::ImageBatch;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::images::{image_from_json, picture};
+use crate::decode::image::looks_like_image;
+use crate::error::ApiError;
+use crate::state::{parse_json, AppState};
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/classify", post(classify))
+}
+
+#[derive(Deserialize)]
+struct Target {
+    model: Option<String>,
+    version: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Prediction {
+    label: String,
+    probabilities: Vec<f32>,
+}
+
+async fn classify(
+    State(state): State<AppState>,
+    query: Result<Query<Target>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Query(target) = query.map_err(|e| ApiError::invalid("query", format!("bad query string: {}", e.body_text())))?;
+    let bytes = state.read_body(body).await?;
+    let model = target.model.as_deref().unwrap_or(&state.default_model);
+    let servable = state.registry.resolve(model, target.version.as_deref())?;
+
+    let (batch, single) = if looks_like_image(&bytes) {
+        (picture(bytes.to_vec(), &servable, "body".into()).await?, true)
+    } else if is_json(&headers, &bytes) {
+        let req: serde_json::Map<String, Value> = parse_json(&bytes)?;
+        from_json(req, &servable).await?
+    } else {
+        return Err(ApiError::UnsupportedMediaType(
+            "`/classify` takes JSON (`{\"image\": ...}` or `{\"images\": [...]}`) or a PNG/JPEG body".into(),
+        ));
+    };
+    let probs = servable.classify(batch).await?;
+    let labels = &servable.config.labels;
+    let mut predictions: Vec<Prediction> = probs
+        .into_iter()
+        .map(|p| Prediction { label: labels[argmax(&p)].clone(), probabilities: p })
+        .collect();
+    let (model, version) = (servable.model.to_string(), servable.version.to_string());
+    let body = if single {
+        let p = predictions.remove(0);
+        serde_json::json!({ "label": label_value(&p.label), "probabilities": p.probabilities, "model": model, "version": version })
+    } else {
+        let preds: Vec<Value> = predictions
+            .into_iter()
+            .map(|p| serde_json::json!({ "label": label_value(&p.label), "probabilities": p.probabilities }))
+            .collect();
+        serde_json::json!({ "predictions": preds, "model": model, "version": version })
+    };
+    Ok(Json(body).into_response())
+}
+
+/// `{"image": ...}` → one image; `{"images": [...]}` → a batch. Returns the batch and whether the
+/// request was a single image.
+async fn from_json(mut req: serde_json::Map<String, Value>, servable: &crate::worker::Servable) -> Result<(ImageBatch, bool), ApiError> {
+    if let Some(extra) = req.keys().find(|k| *k != "image" && *k != "images") {
+        return Err(ApiError::invalid(extra, format!("unknown field `{extra}`; expected `image` or `images`")));
+    }
+    match (req.remove("image"), req.remove("images")) {
+        (Some(image), None) => Ok((image_from_json(image, servable, "image".into()).await?, true)),
+        (None, Some(Value::Array(items))) => {
+            if items.is_empty() {
+                return Err(ApiError::invalid("images", "`images` must hold at least one image, got 0"));
+            }
+            if items.len() > servable.max_batch {
+                return Err(aiserve_core::InputError::too_large("images", servable.max_batch, items.len()).into());
+            }
+            let mut batches = Vec::with_capacity(items.len());
+            for (i, item) in items.into_iter().enumerate() {
+                batches.push(image_from_json(item, servable, format!("images[{i}]")).await?);
+            }
+            let (batch, _) = ImageBatch::concat(&batches.iter().collect::<Vec<_>>());
+            Ok((batch, false))
+        }
+        (None, Some(other)) => Err(ApiError::invalid("images", format!("`images` must be an array of images, got {}", crate::decode::json_tensor::kind(&other)))),
+        (Some(_), Some(_)) => Err(ApiError::invalid("image", "give either `image` or `images`, not both")),
+        (None, None) => Err(ApiError::invalid("image", "missing `image` (one image) or `images` (a batch)")),
+    }
+}
+
+fn is_json(headers: &HeaderMap, bytes: &[u8]) -> bool {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    ct.contains("json") || bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+pub(crate) fn argmax(p: &[f32]) -> usize {
+    p.iter().enumerate().fold(0, |best, (i, v)| if *v > p[best] { i } else { best })
+}
+
+/// Numeric labels travel as numbers (`"label": 7`), others as strings.
+fn label_value(label: &str) -> Value {
+    label.parse::<u64>().map(Value::from).unwrap_or_else(|_| Value::from(label))
+}

@@ -1,0 +1,9 @@
+//! One module per wire protocol: its DTOs (private), its handlers, its routes.
+//!
+//! Handlers convert wire DTOs into validated `ImageBatch`es (`aiserve_core::tensor`), look up the
+//! servable in the registry, and hand the batch to the model thread; backends never see JSON.
+
+pub mod classify;
+pub mod images;
+pub mod kserve;
+pub mod tfserving;

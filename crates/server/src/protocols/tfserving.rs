@@ -1,0 +1,227 @@
+//! TF Serving REST: model status, metadata and `:predict` (row and columnar formats).
+//!
+//! Paths are `/v1/models/{m}[/versions/{v}|/labels/{l}][/metadata|:predict]`. The router cannot
+//! match a `:predict` suffix inside a segment, so one catch-all route parses the tail with
+//! [`parse_path`]. Version labels come from the model's `model.toml` (`[version_labels]`).
+
+use aiserve_core::ImageBatch;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+
+use super::images::image_from_json;
+use crate::decode::json_tensor;
+use crate::error::ApiError;
+use crate::registry::ModelStatus;
+use crate::state::{parse_json, AppState};
+use crate::worker::Servable;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/models/{*rest}", get(get_handler).post(post_handler))
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Selector {
+    Latest,
+    Version(String),
+    Label(String),
+}
+
+#[derive(Debug, PartialEq)]
+pub struct TfPath {
+    pub model: String,
+    pub selector: Selector,
+    /// `None` for status, `Some("metadata")`, or the verb after `:` (`predict`, ...).
+    pub verb: Option<String>,
+}
+
+/// Parses the part after `/v1/models/`.
+pub fn parse_path(rest: &str) -> Option<TfPath> {
+    let (path, verb) = match rest.rsplit_once(':') {
+        Some((p, v)) if !v.contains('/') => (p, Some(v.to_owned())),
+        _ => (rest, None),
+    };
+    let segs: Vec<&str> = path.split('/').collect();
+    let (model, selector, tail) = match segs.as_slice() {
+        [m, tail @ ..] if !m.is_empty() => match tail {
+            ["versions", v, t @ ..] => (*m, Selector::Version((*v).to_owned()), t),
+            ["labels", l, t @ ..] => (*m, Selector::Label((*l).to_owned()), t),
+            t => (*m, Selector::Latest, t),
+        },
+        _ => return None,
+    };
+    let verb = match (tail, verb) {
+        ([], v) => v,
+        (["metadata"], None) => Some("metadata".to_owned()),
+        _ => return None,
+    };
+    Some(TfPath { model: model.to_owned(), selector, verb })
+}
+
+fn not_found(rest: &str) -> ApiError {
+    ApiError::NotFound(format!("no TF Serving route for `/v1/models/{rest}`"))
+}
+
+/// The version string a selector names (`None`: latest).
+fn version_of(state: &AppState, p: &TfPath) -> Result<Option<String>, ApiError> {
+    match &p.selector {
+        Selector::Latest => Ok(None),
+        Selector::Version(v) => Ok(Some(v.clone())),
+        Selector::Label(l) => {
+            let name = p.model.parse().map_err(|_| ApiError::ModelNotFound(p.model.clone()))?;
+            let cfg = state.registry.model_config(&name).ok_or_else(|| ApiError::ModelNotFound(p.model.clone()))?;
+            cfg.version_labels
+                .get(l)
+                .map(|v| Some(v.to_string()))
+                .ok_or_else(|| ApiError::NotFound(format!("model `{}` has no version label `{l}`", p.model)))
+        }
+    }
+}
+
+async fn get_handler(State(state): State<AppState>, Path(rest): Path<String>) -> Result<Json<Value>, ApiError> {
+    let p = parse_path(&rest).ok_or_else(|| not_found(&rest))?;
+    match p.verb.as_deref() {
+        None => status(&state, &p),
+        Some("metadata") => {
+            let servable = state.registry.resolve(&p.model, version_of(&state, &p)?.as_deref())?;
+            Ok(Json(metadata(&servable)))
+        }
+        Some(_) => Err(not_found(&rest)),
+    }
+}
+
+fn status(state: &AppState, p: &TfPath) -> Result<Json<Value>, ApiError> {
+    let st: ModelStatus = state.registry.status(&p.model).ok_or_else(|| ApiError::ModelNotFound(p.model.clone()))?;
+    let only = version_of(state, p)?;
+    let rows: Vec<Value> = st
+        .versions
+        .iter()
+        .filter(|v| only.as_deref().is_none_or(|o| o == v.version.to_string()))
+        .map(|v| {
+            let (code, msg) = match &v.error {
+                Some(e) => ("UNKNOWN", e.as_str()),
+                None => ("OK", ""),
+            };
+            json!({ "version": v.version.to_string(), "state": v.state.tf_serving_name(), "status": { "error_code": code, "error_message": msg } })
+        })
+        .collect();
+    if rows.is_empty() {
+        if let Some(v) = only {
+            return Err(ApiError::VersionNotFound { model: p.model.clone(), version: v, hint: String::new() });
+        }
+    }
+    Ok(Json(json!({ "model_version_status": rows })))
+}
+
+fn metadata(s: &Servable) -> Value {
+    let cfg = &s.config;
+    let dims = |d: &[i64]| d.iter().map(|v| json!({ "size": v.to_string(), "name": "" })).collect::<Vec<_>>();
+    let [h, w, c] = cfg.input.shape;
+    json!({
+        "model_spec": { "name": s.model.as_str(), "signature_name": "", "version": s.version.to_string() },
+        "metadata": { "signature_def": { "signature_def": { "serving_default": {
+            "inputs": { cfg.input.name.clone(): { "dtype": "DT_FLOAT", "tensor_shape": { "dim": dims(&[-1, h as i64, w as i64, c as i64]), "unknown_rank": false }, "name": cfg.input.name } },
+            "outputs": { cfg.output.name.clone(): { "dtype": "DT_FLOAT", "tensor_shape": { "dim": dims(&[-1, cfg.output.shape[0] as i64]), "unknown_rank": false }, "name": cfg.output.name } },
+            "method_name": "tensorflow/serving/predict"
+        } } } }
+    })
+}
+
+async fn post_handler(State(state): State<AppState>, Path(rest): Path<String>, body: Body) -> Result<Json<Value>, ApiError> {
+    let p = parse_path(&rest).ok_or_else(|| not_found(&rest))?;
+    match p.verb.as_deref() {
+        Some("predict") => {}
+        Some(v @ ("classify" | "regress")) => {
+            return Err(ApiError::NotFound(format!("`:{v}` takes tf.Example inputs, which this model does not; use `:predict`")))
+        }
+        _ => return Err(not_found(&rest)),
+    }
+    let bytes = state.read_body(body).await?;
+    let servable = state.registry.resolve(&p.model, version_of(&state, &p)?.as_deref())?;
+    let mut req: Map<String, Value> = parse_json(&bytes)?;
+    if let Some(sig) = req.remove("signature_name") {
+        if sig.as_str() != Some("serving_default") && sig.as_str() != Some("") {
+            return Err(ApiError::invalid("signature_name", format!("unknown `signature_name` {sig}; this model has `serving_default`")));
+        }
+    }
+    if let Some(extra) = req.keys().find(|k| *k != "instances" && *k != "inputs") {
+        return Err(ApiError::invalid(extra, format!("unknown field `{extra}`; expected `instances` or `inputs`")));
+    }
+    let (batch, row_format) = match (req.remove("instances"), req.remove("inputs")) {
+        (Some(instances), None) => (from_instances(instances, &servable).await?, true),
+        (None, Some(inputs)) => (from_inputs(inputs, &servable)?, false),
+        (Some(_), Some(_)) => return Err(ApiError::invalid("instances", "give either `instances` (row format) or `inputs` (columnar), not both")),
+        (None, None) => return Err(ApiError::invalid("instances", "missing `instances` (row format) or `inputs` (columnar)")),
+    };
+    let probs = servable.classify(batch).await?;
+    Ok(Json(if row_format { json!({ "predictions": probs }) } else { json!({ "outputs": probs }) }))
+}
+
+/// Row format: each instance is one image (numbers, `{"b64": ...}`, or `{"<input name>": ...}`).
+async fn from_instances(instances: Value, s: &Servable) -> Result<ImageBatch, ApiError> {
+    let Value::Array(items) = instances else {
+        return Err(ApiError::invalid("instances", format!("`instances` must be a list, got {}", json_tensor::kind(&instances))));
+    };
+    if items.is_empty() {
+        return Err(ApiError::invalid("instances", "`instances` must hold at least one instance, got 0"));
+    }
+    if items.len() > s.max_batch {
+        return Err(aiserve_core::InputError::too_large("instances", s.max_batch, items.len()).into());
+    }
+    let input_name = &s.config.input.name;
+    let mut batches = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let field = format!("instances[{i}]");
+        let value = match item {
+            Value::Object(mut m) if m.contains_key(input_name) && m.len() == 1 => m.remove(input_name).expect("checked"),
+            Value::Object(m) if !m.contains_key("b64") => {
+                let names: Vec<&String> = m.keys().collect();
+                return Err(ApiError::invalid(&field, format!("`{field}` names inputs {names:?}; this model takes `{input_name}`")));
+            }
+            other => other,
+        };
+        batches.push(image_from_json(value, s, field).await?);
+    }
+    Ok(ImageBatch::concat(&batches.iter().collect::<Vec<_>>()).0)
+}
+
+/// Columnar format: one batch-first tensor, bare or under the input's name.
+fn from_inputs(inputs: Value, s: &Servable) -> Result<ImageBatch, ApiError> {
+    let input_name = &s.config.input.name;
+    let tensor = match inputs {
+        Value::Object(mut m) => {
+            if m.len() != 1 || !m.contains_key(input_name) {
+                let names: Vec<&String> = m.keys().collect();
+                return Err(ApiError::invalid("inputs", format!("`inputs` names {names:?}; this model takes `{input_name}`")));
+            }
+            m.remove(input_name).expect("checked")
+        }
+        other => other,
+    };
+    let (shape, data) = json_tensor::flatten(&tensor, "inputs")?;
+    Ok(ImageBatch::from_tensor(&s.spec, "inputs", &shape, data, s.limits())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(model: &str, selector: Selector, verb: Option<&str>) -> Option<TfPath> {
+        Some(TfPath { model: model.into(), selector, verb: verb.map(Into::into) })
+    }
+
+    #[test]
+    fn parses_paths() {
+        assert_eq!(parse_path("digits"), p("digits", Selector::Latest, None));
+        assert_eq!(parse_path("digits:predict"), p("digits", Selector::Latest, Some("predict")));
+        assert_eq!(parse_path("digits/versions/2:predict"), p("digits", Selector::Version("2".into()), Some("predict")));
+        assert_eq!(parse_path("digits/labels/stable"), p("digits", Selector::Label("stable".into()), None));
+        assert_eq!(parse_path("digits/versions/2/metadata"), p("digits", Selector::Version("2".into()), Some("metadata")));
+        assert_eq!(parse_path("digits/metadata"), p("digits", Selector::Latest, Some("metadata")));
+        assert_eq!(parse_path(""), None);
+        assert_eq!(parse_path("digits/versions/2/extra"), None);
+        assert_eq!(parse_path("digits/metadata:predict"), None);
+    }
+}

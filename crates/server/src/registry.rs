@@ -1,0 +1,248 @@
+//! What the server holds: every model, its versions, their states, and the servable handles.
+//!
+//! Guarded by one `std::sync::RwLock` held only for map lookups and updates (never across an
+//! `.await` or a model call). Request handlers clone an `Arc<Servable>` out and release the lock;
+//! that `Arc` keeps a retiring version alive until the request finishes (TF Serving's handle).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use aiserve_core::config::ModelConfig;
+use aiserve_core::plan::{Fingerprint, LiveVersion};
+use aiserve_core::state::VersionState;
+use aiserve_core::{ModelName, Version};
+
+use crate::error::ApiError;
+use crate::worker::Servable;
+
+#[derive(Default)]
+pub struct Registry {
+    models: RwLock<BTreeMap<ModelName, ModelEntry>>,
+    /// Set once the first repository poll has finished (readiness).
+    initial_poll_done: AtomicBool,
+}
+
+#[derive(Default)]
+struct ModelEntry {
+    config: Option<ModelConfig>,
+    config_error: Option<String>,
+    versions: BTreeMap<Version, VersionEntry>,
+}
+
+struct VersionEntry {
+    state: VersionState,
+    error: Option<String>,
+    fingerprint: Fingerprint,
+    servable: Option<Arc<Servable>>,
+}
+
+/// One version's status, for the status endpoints.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VersionStatus {
+    pub version: Version,
+    pub state: VersionState,
+    pub error: Option<String>,
+}
+
+/// One model's status.
+#[derive(Clone, Debug)]
+pub struct ModelStatus {
+    pub name: ModelName,
+    pub config_error: Option<String>,
+    pub versions: Vec<VersionStatus>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn mark_initial_poll_done(&self) {
+        self.initial_poll_done.store(true, Ordering::Release);
+    }
+
+    pub fn initial_poll_done(&self) -> bool {
+        self.initial_poll_done.load(Ordering::Acquire)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<ModelName, ModelEntry>> {
+        self.models.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<ModelName, ModelEntry>> {
+        self.models.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The servable for a request: the given version, or the highest available one.
+    pub fn resolve(&self, model: &str, version: Option<&str>) -> Result<Arc<Servable>, ApiError> {
+        let models = self.read();
+        let entry = model
+            .parse::<ModelName>()
+            .ok()
+            .and_then(|m| models.get(&m))
+            .ok_or_else(|| ApiError::ModelNotFound(model.to_owned()))?;
+        match version {
+            Some(v) => {
+                let parsed: Version = v.parse()?;
+                let ve = entry.versions.get(&parsed);
+                match ve.and_then(|e| e.servable.as_ref().filter(|_| e.state == VersionState::Available)) {
+                    Some(s) => Ok(s.clone()),
+                    None => Err(ApiError::VersionNotFound {
+                        model: model.to_owned(),
+                        version: v.to_owned(),
+                        hint: match ve {
+                            Some(e) => format!(" (it is {})", e.state),
+                            None => available_hint(entry),
+                        },
+                    }),
+                }
+            }
+            None => entry
+                .versions
+                .values()
+                .rev()
+                .find(|e| e.state == VersionState::Available)
+                .and_then(|e| e.servable.clone())
+                .ok_or_else(|| ApiError::NotReady { model: model.to_owned(), detail: not_ready_detail(entry) }),
+        }
+    }
+
+    pub fn status(&self, model: &str) -> Option<ModelStatus> {
+        let models = self.read();
+        let name: ModelName = model.parse().ok()?;
+        models.get(&name).map(|e| status_of(&name, e))
+    }
+
+    pub fn statuses(&self) -> Vec<ModelStatus> {
+        self.read().iter().map(|(n, e)| status_of(n, e)).collect()
+    }
+
+    /// The model's config as last read (defaults if never read).
+    pub fn model_config(&self, model: &ModelName) -> Option<ModelConfig> {
+        self.read().get(model).and_then(|e| e.config.clone())
+    }
+
+    pub fn model_names(&self) -> Vec<ModelName> {
+        self.read().keys().cloned().collect()
+    }
+
+    /// What the version manager plans against.
+    pub fn live(&self, model: &ModelName) -> BTreeMap<Version, LiveVersion> {
+        self.read()
+            .get(model)
+            .map(|e| {
+                e.versions
+                    .iter()
+                    .map(|(v, ve)| (*v, LiveVersion { state: ve.state, fingerprint: ve.fingerprint }))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn set_config(&self, model: &ModelName, config: Result<ModelConfig, String>) {
+        let mut models = self.write();
+        let entry = models.entry(model.clone()).or_default();
+        match config {
+            Ok(c) => {
+                entry.config = Some(c);
+                entry.config_error = None;
+            }
+            Err(e) => entry.config_error = Some(e),
+        }
+    }
+
+    pub fn set_loading(&self, model: &ModelName, version: Version, fingerprint: Fingerprint) {
+        let mut models = self.write();
+        let entry = models.entry(model.clone()).or_default();
+        entry.versions.insert(version, VersionEntry { state: VersionState::Loading, error: None, fingerprint, servable: None });
+    }
+
+    pub fn set_available(&self, servable: Arc<Servable>) {
+        let mut models = self.write();
+        let entry = models.entry(servable.model.clone()).or_default();
+        if let Some(ve) = entry.versions.get_mut(&servable.version) {
+            ve.state = VersionState::Available;
+            ve.servable = Some(servable);
+        }
+    }
+
+    pub fn set_failed(&self, model: &ModelName, version: Version, error: String) {
+        let mut models = self.write();
+        if let Some(ve) = models.get_mut(model).and_then(|e| e.versions.get_mut(&version)) {
+            ve.state = VersionState::Failed;
+            ve.error = Some(error);
+            ve.servable = None;
+        }
+    }
+
+    /// Moves a version to UNLOADING and hands back its servable so the caller can wait for
+    /// in-flight requests to finish before calling [`Registry::set_ended`].
+    pub fn begin_unload(&self, model: &ModelName, version: Version) -> Option<Arc<Servable>> {
+        let mut models = self.write();
+        let ve = models.get_mut(model)?.versions.get_mut(&version)?;
+        ve.state = VersionState::Unloading;
+        ve.servable.take()
+    }
+
+    pub fn set_ended(&self, model: &ModelName, version: Version) {
+        let mut models = self.write();
+        if let Some(ve) = models.get_mut(model).and_then(|e| e.versions.get_mut(&version)) {
+            if ve.state == VersionState::Unloading {
+                ve.state = VersionState::End;
+            }
+        }
+    }
+
+    /// Drops a version's record; drops the model when nothing is left of it.
+    pub fn forget(&self, model: &ModelName, version: Version) {
+        let mut models = self.write();
+        if let Some(entry) = models.get_mut(model) {
+            entry.versions.remove(&version);
+        }
+    }
+
+    /// Drops a model that has vanished from the repository and has no versions left.
+    pub fn forget_model_if_empty(&self, model: &ModelName) {
+        let mut models = self.write();
+        if models.get(model).is_some_and(|e| e.versions.values().all(|v| v.state == VersionState::End)) {
+            models.remove(model);
+        }
+    }
+}
+
+fn status_of(name: &ModelName, e: &ModelEntry) -> ModelStatus {
+    ModelStatus {
+        name: name.clone(),
+        config_error: e.config_error.clone(),
+        versions: e
+            .versions
+            .iter()
+            .map(|(v, ve)| VersionStatus { version: *v, state: ve.state, error: ve.error.clone() })
+            .collect(),
+    }
+}
+
+fn available_hint(entry: &ModelEntry) -> String {
+    let avail: Vec<String> = entry
+        .versions
+        .iter()
+        .filter(|(_, e)| e.state == VersionState::Available)
+        .map(|(v, _)| v.to_string())
+        .collect();
+    if avail.is_empty() {
+        String::new()
+    } else {
+        format!(" (available: {})", avail.join(", "))
+    }
+}
+
+fn not_ready_detail(entry: &ModelEntry) -> String {
+    match entry.versions.iter().next_back() {
+        Some((v, e)) => match &e.error {
+            Some(err) => format!(" (version {v} failed to load: {err})"),
+            None => format!(" (version {v} is {})", e.state),
+        },
+        None => " (no versions in the repository)".into(),
+    }
+}

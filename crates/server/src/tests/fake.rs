@@ -1,0 +1,166 @@
+//! A deterministic fake image classifier and repository helpers for the server tests.
+//!
+//! The "weights" file is text: `shift N` makes the model answer class `(round(9 * mean pixel)
+//! + N) % 10` with probability 0.9; `panic` panics on every call after warm-up; anything else
+//! fails to load.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aiserve_core::backend::read_version_config;
+use aiserve_core::config::VersionConfig;
+use aiserve_core::{BackendError, ImageBatch, ImageClassifier, LoadError, ModelLoader};
+use axum::body::Body;
+use axum::http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+use crate::manager::Manager;
+use crate::registry::Registry;
+use crate::state::{AppState, Limits};
+
+pub const CONFIG: &str = r#"
+kind = "image_classifier"
+architecture = "fake"
+weights = "weights.txt"
+labels = ["0","1","2","3","4","5","6","7","8","9"]
+[input]
+name = "image"
+datatype = "FP32"
+shape = [28, 28, 1]
+range = [0.0, 1.0]
+background = 0.0
+[output]
+name = "probabilities"
+datatype = "FP32"
+shape = [10]
+"#;
+
+pub struct FakeLoader;
+
+struct Fake {
+    shift: usize,
+    panics: bool,
+    warmed: AtomicBool,
+}
+
+impl ImageClassifier for Fake {
+    fn predict(&mut self, batch: &ImageBatch) -> Result<Vec<Vec<f32>>, BackendError> {
+        if self.panics && self.warmed.swap(true, Ordering::Relaxed) {
+            panic!("fake model panics on purpose");
+        }
+        let len = batch.height * batch.width * batch.channels;
+        Ok(batch
+            .data
+            .chunks(len)
+            .map(|img| {
+                let mean = img.iter().sum::<f32>() / len as f32;
+                let class = ((mean * 9.0).round() as usize + self.shift) % 10;
+                (0..10).map(|c| if c == class { 0.91 } else { 0.01 }).collect()
+            })
+            .collect())
+    }
+}
+
+impl ModelLoader for FakeLoader {
+    fn read_config(&self, dir: &Path) -> Result<VersionConfig, LoadError> {
+        read_version_config(dir)
+    }
+
+    fn load(&self, dir: &Path, config: &VersionConfig) -> Result<Box<dyn ImageClassifier>, LoadError> {
+        let text = std::fs::read_to_string(dir.join(&config.weights)).map_err(|e| LoadError::Weights(e.to_string()))?;
+        let text = text.trim();
+        if text == "panic" {
+            return Ok(Box::new(Fake { shift: 0, panics: true, warmed: AtomicBool::new(false) }));
+        }
+        let shift = text
+            .strip_prefix("shift ")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| LoadError::Weights(format!("unreadable fake weights {text:?}")))?;
+        Ok(Box::new(Fake { shift, panics: false, warmed: AtomicBool::new(false) }))
+    }
+}
+
+/// Writes `<repo>/<model>/<version>/` with the fake config and the given weights text.
+pub fn write_version(repo: &Path, model: &str, version: u64, weights: &str) {
+    let dir = repo.join(model).join(version.to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.toml"), CONFIG).unwrap();
+    std::fs::write(dir.join("weights.txt"), weights).unwrap();
+}
+
+/// A repository with `digits` v1 (shift 0), a manager that has polled it once, and the app.
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub manager: Manager,
+    pub state: AppState,
+}
+
+impl Harness {
+    pub async fn new() -> Self {
+        Self::with_limits(Limits::default()).await
+    }
+
+    pub async fn with_limits(limits: Limits) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        write_version(dir.path(), "digits", 1, "shift 0");
+        let registry = Arc::new(Registry::new());
+        let manager = Manager { repo: dir.path().to_owned(), loader: Arc::new(FakeLoader), registry: registry.clone() };
+        manager.poll_once().await;
+        let state = AppState { registry, limits, default_model: "digits".into() };
+        Self { dir, manager, state }
+    }
+
+    pub fn repo(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Polls, then waits until retiring versions have finished unloading.
+    pub async fn poll(&self) {
+        self.manager.poll_once().await;
+        for _ in 0..100 {
+            let busy = self.state.registry.statuses().iter().flat_map(|m| m.versions.iter()).any(|v| v.state == aiserve_core::state::VersionState::Unloading);
+            if !busy {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> Response<Body> {
+        crate::app(self.state.clone()).oneshot(req).await.unwrap()
+    }
+
+    pub async fn json(&self, method: &str, uri: &str, body: Value) -> (StatusCode, Value) {
+        let req = Request::builder().method(method).uri(uri).header("content-type", "application/json").body(Body::from(body.to_string())).unwrap();
+        read_json(self.send(req).await).await
+    }
+
+    pub async fn get(&self, uri: &str) -> (StatusCode, Value) {
+        read_json(self.send(Request::get(uri).body(Body::empty()).unwrap()).await).await
+    }
+
+    pub async fn raw(&self, uri: &str, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        let req = Request::post(uri).header("content-type", content_type).body(Body::from(body)).unwrap();
+        read_json(self.send(req).await).await
+    }
+}
+
+pub async fn read_json(resp: Response<Body>) -> (StatusCode, Value) {
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())) };
+    (status, value)
+}
+
+/// A 28x28 image whose every pixel is `v` (the fake answers `round(9 v)`).
+pub fn flat_image(v: f32) -> Vec<Vec<f32>> {
+    vec![vec![v; 28]; 28]
+}
+
+pub fn error_text(v: &Value) -> String {
+    v["error"].as_str().unwrap_or_else(|| panic!("no error field in {v}")).to_owned()
+}

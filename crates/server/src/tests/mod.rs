@@ -1,0 +1,8 @@
+//! HTTP-level tests of the server with a fake model (no candle): every protocol, every error
+//! class, and the version manager's swaps. `fake` holds the test model and repository helpers.
+
+mod fake;
+mod http_classify;
+mod http_kserve;
+mod http_tfserving;
+mod lifecycle;

@@ -1,0 +1,48 @@
+//! The `aiserve` command line: training publishes a version; bad data fails with a clear message.
+
+use std::process::Command;
+
+fn aiserve() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_aiserve"))
+}
+
+#[test]
+fn train_publishes_a_loadable_version_with_provenance() {
+    let repo = tempfile::tempdir().unwrap();
+    let out = aiserve()
+        .args(["train", "digits", "--epochs", "1", "--limit-train", "640", "--limit-test", "200", "--quiet", "--seed", "5"])
+        .arg("--data")
+        .arg(crate::mnist_dir())
+        .arg("--repo")
+        .arg(repo.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("epoch 1:") && stdout.contains("img/s"), "{stdout}");
+    assert!(stdout.contains("published digits version 1"), "{stdout}");
+    let dir = repo.path().join("digits/1");
+    let cfg = aiserve_core::backend::read_version_config(&dir).unwrap();
+    let t = cfg.training.unwrap();
+    assert_eq!((t.epochs, t.batch_size, t.seed, t.train_examples), (1, 32, 5, 640));
+    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics[0]["epoch"], 1);
+    assert!(metrics[0]["test_accuracy"].as_f64().unwrap() > 0.5, "{metrics}");
+}
+
+#[test]
+fn train_reports_bad_data_clearly() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = aiserve().args(["train", "digits", "--repo", "/nonexistent"]).arg("--data").arg(empty.path()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing train-images-idx3-ubyte"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn serve_refuses_a_missing_repository() {
+    let out = aiserve().args(["serve", "--repo", "/nonexistent/models", "--addr", "127.0.0.1:0"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a directory"));
+}
