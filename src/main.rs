@@ -27,7 +27,9 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve::run(args)),
+        Command::Serve(args) => {
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve::run(args))
+        }
         Command::Train(args) => train::run(args),
     }
 }

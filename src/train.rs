@@ -75,7 +75,7 @@ impl Progress for Bar {
     fn batch_end(&mut self, batch: usize, loss: f64, accuracy: f64, ips: f64) {
         if let Some(bar) = &self.bar {
             bar.set_position(batch as u64);
-            if batch % 20 == 0 {
+            if batch.is_multiple_of(20) {
                 bar.set_message(format!("loss {loss:.4} acc {:.2}% {ips:.0} img/s", accuracy * 100.0));
             }
         }
@@ -113,14 +113,20 @@ fn epoch_line(m: &EpochMetrics) -> String {
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let Task::Digits = args.task;
     let name: ModelName = args.model.parse().map_err(|e| anyhow::anyhow!("--model: {e}"))?;
-    let mut data = mnist::load_dir(&args.data).with_context(|| format!("reading MNIST from {}", args.data.display()))?;
+    let mut data =
+        mnist::load_dir(&args.data).with_context(|| format!("reading MNIST from {}", args.data.display()))?;
     if let Some(n) = args.limit_train {
         data.train = data.train.take(n);
     }
     if let Some(n) = args.limit_test {
         data.test = data.test.take(n);
     }
-    let cfg = TrainConfig { epochs: args.epochs, batch_size: args.batch_size, learning_rate: args.learning_rate, seed: args.seed };
+    let cfg = TrainConfig {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        learning_rate: args.learning_rate,
+        seed: args.seed,
+    };
     println!(
         "training digits_cnn on {} images ({} test), {} epochs, batch {}, seed {}, {} threads",
         data.train.len(),

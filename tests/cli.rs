@@ -10,7 +10,19 @@ fn aiserve() -> Command {
 fn train_publishes_a_loadable_version_with_provenance() {
     let repo = tempfile::tempdir().unwrap();
     let out = aiserve()
-        .args(["train", "digits", "--epochs", "1", "--limit-train", "640", "--limit-test", "200", "--quiet", "--seed", "5"])
+        .args([
+            "train",
+            "digits",
+            "--epochs",
+            "1",
+            "--limit-train",
+            "640",
+            "--limit-test",
+            "200",
+            "--quiet",
+            "--seed",
+            "5",
+        ])
         .arg("--data")
         .arg(crate::mnist_dir())
         .arg("--repo")
@@ -25,7 +37,8 @@ fn train_publishes_a_loadable_version_with_provenance() {
     let cfg = aiserve_core::backend::read_version_config(&dir).unwrap();
     let t = cfg.training.unwrap();
     assert_eq!((t.epochs, t.batch_size, t.seed, t.train_examples), (1, 32, 5, 640));
-    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap();
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics[0]["epoch"], 1);
     assert!(metrics[0]["test_accuracy"].as_f64().unwrap() > 0.5, "{metrics}");
 }
@@ -33,7 +46,8 @@ fn train_publishes_a_loadable_version_with_provenance() {
 #[test]
 fn train_reports_bad_data_clearly() {
     let empty = tempfile::tempdir().unwrap();
-    let out = aiserve().args(["train", "digits", "--repo", "/nonexistent"]).arg("--data").arg(empty.path()).output().unwrap();
+    let out =
+        aiserve().args(["train", "digits", "--repo", "/nonexistent"]).arg("--data").arg(empty.path()).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("missing train-images-idx3-ubyte"), "{err}");

@@ -16,7 +16,8 @@ fn committed_model_reaches_99_percent_on_the_mnist_test_set() {
     let mut correct = 0;
     for (chunk, labels) in test.images.chunks(256 * 784).zip(test.labels.chunks(256)) {
         let data: Vec<f32> = chunk.iter().map(|&p| p as f32 / 255.0).collect();
-        let batch = ImageBatch::from_tensor(&spec, "x", &[labels.len(), 784], data, BatchLimits { max_batch: 256 }).unwrap();
+        let batch =
+            ImageBatch::from_tensor(&spec, "x", &[labels.len(), 784], data, BatchLimits { max_batch: 256 }).unwrap();
         let probs = model.predict(&batch).unwrap();
         for (p, &l) in probs.iter().zip(labels) {
             let best = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;

@@ -27,8 +27,7 @@ pub trait ModelLoader: Send + Sync + 'static {
 pub fn read_version_config(dir: &Path) -> Result<VersionConfig, LoadError> {
     use crate::config::{MAX_CONFIG_BYTES, VERSION_CONFIG_FILE};
     let path = dir.join(VERSION_CONFIG_FILE);
-    let meta = std::fs::metadata(&path)
-        .map_err(|e| LoadError::Config(format!("{VERSION_CONFIG_FILE}: {e}")))?;
+    let meta = std::fs::metadata(&path).map_err(|e| LoadError::Config(format!("{VERSION_CONFIG_FILE}: {e}")))?;
     if meta.len() > MAX_CONFIG_BYTES {
         return Err(LoadError::Config(format!(
             "{VERSION_CONFIG_FILE} must be at most {MAX_CONFIG_BYTES} bytes, got {}",

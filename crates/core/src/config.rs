@@ -217,7 +217,8 @@ shape = [10]
     fn model_config_defaults_and_strictness() {
         let cfg = ModelConfig::parse("").unwrap();
         assert_eq!(cfg, ModelConfig::new_default());
-        let cfg = ModelConfig::parse("max_batch_size = 8\n[version_policy]\nlatest = 2\n[version_labels]\nstable = 1").unwrap();
+        let cfg = ModelConfig::parse("max_batch_size = 8\n[version_policy]\nlatest = 2\n[version_labels]\nstable = 1")
+            .unwrap();
         assert_eq!(cfg.version_labels["stable"], 1);
         assert_eq!(cfg.version_policy, VersionPolicy::Latest(2));
         assert_eq!(cfg.max_batch_size, 8);

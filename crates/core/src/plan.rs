@@ -54,18 +54,14 @@ pub fn plan(
         }
     }
 
-    let desired_available = desired
-        .iter()
-        .any(|v| live.get(v).is_some_and(|l| l.state == VersionState::Available));
+    let desired_available = desired.iter().any(|v| live.get(v).is_some_and(|l| l.state == VersionState::Available));
     for (v, l) in live {
         if desired.contains(v) {
             continue;
         }
         match l.state {
-            VersionState::Available => {
-                if desired_available || desired.is_empty() || !disk.contains(v) {
-                    actions.push(Action::Unload(*v));
-                }
+            VersionState::Available if desired_available || desired.is_empty() || !disk.contains(v) => {
+                actions.push(Action::Unload(*v))
             }
             VersionState::Failed | VersionState::End if !disk.contains(v) => actions.push(Action::Forget(*v)),
             _ => {}

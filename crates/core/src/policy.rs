@@ -88,7 +88,9 @@ impl From<VersionPolicy> for RawPolicy {
         match p {
             VersionPolicy::Latest(n) => Self { latest: Some(n), ..Self::default() },
             VersionPolicy::All => Self { all: Some(true), ..Self::default() },
-            VersionPolicy::Specific(v) => Self { specific: Some(v.into_iter().map(|v| v.0).collect()), ..Self::default() },
+            VersionPolicy::Specific(v) => {
+                Self { specific: Some(v.into_iter().map(|v| v.0).collect()), ..Self::default() }
+            }
         }
     }
 }

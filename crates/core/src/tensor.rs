@@ -84,7 +84,10 @@ impl ImageBatch {
             )
         })?;
         if n == 0 {
-            return Err(InputError::invalid(format!("{field}.shape"), format!("`{field}` must hold at least one image, got 0")));
+            return Err(InputError::invalid(
+                format!("{field}.shape"),
+                format!("`{field}` must hold at least one image, got 0"),
+            ));
         }
         if n > limits.max_batch {
             return Err(InputError::too_large(format!("{field}.batch"), limits.max_batch, n));
@@ -112,7 +115,10 @@ impl ImageBatch {
         if !ok {
             return Err(InputError::invalid(
                 field,
-                format!("`{field}` must be {h}x{w} (rows of pixels) or a flat list of {} values, got shape {shape:?}", spec.image_len()),
+                format!(
+                    "`{field}` must be {h}x{w} (rows of pixels) or a flat list of {} values, got shape {shape:?}",
+                    spec.image_len()
+                ),
             ));
         }
         check_values(spec, field, &data)?;
@@ -178,7 +184,9 @@ mod tests {
 
     #[test]
     fn rejects_nan_inf_and_out_of_range() {
-        for (bad, word) in [(f32::NAN, "not a finite"), (f32::INFINITY, "not a finite"), (1.5, "out of range"), (-0.1, "out of range")] {
+        for (bad, word) in
+            [(f32::NAN, "not a finite"), (f32::INFINITY, "not a finite"), (1.5, "out of range"), (-0.1, "out of range")]
+        {
             let mut d = vec![0.0; 784];
             d[17] = bad;
             let e = ImageBatch::single(&spec(), "image", &[28, 28], d).unwrap_err();

@@ -123,7 +123,10 @@ fn parse_images(path: &Path, bytes: &[u8]) -> Result<(usize, usize, usize, Vec<u
     }
     let magic = be_u32(bytes, 0);
     if magic != IMAGES_MAGIC {
-        return Err(format_err(path, format!("wrong magic number: expected 0x{IMAGES_MAGIC:08x} (idx3 ubyte images), got 0x{magic:08x}")));
+        return Err(format_err(
+            path,
+            format!("wrong magic number: expected 0x{IMAGES_MAGIC:08x} (idx3 ubyte images), got 0x{magic:08x}"),
+        ));
     }
     let (n, rows, cols) = (be_u32(bytes, 4) as usize, be_u32(bytes, 8) as usize, be_u32(bytes, 12) as usize);
     if n > MAX_ITEMS || rows == 0 || cols == 0 || rows > MAX_SIDE || cols > MAX_SIDE {
@@ -134,7 +137,11 @@ fn parse_images(path: &Path, bytes: &[u8]) -> Result<(usize, usize, usize, Vec<u
     if body.len() != want {
         return Err(format_err(
             path,
-            format!("{} body: header declares {n} images of {rows}x{cols} = {want} bytes, got {}", if body.len() < want { "truncated" } else { "oversized" }, body.len()),
+            format!(
+                "{} body: header declares {n} images of {rows}x{cols} = {want} bytes, got {}",
+                if body.len() < want { "truncated" } else { "oversized" },
+                body.len()
+            ),
         ));
     }
     Ok((n, rows, cols, body.to_vec()))
@@ -146,7 +153,10 @@ fn parse_labels(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, DataError> {
     }
     let magic = be_u32(bytes, 0);
     if magic != LABELS_MAGIC {
-        return Err(format_err(path, format!("wrong magic number: expected 0x{LABELS_MAGIC:08x} (idx1 ubyte labels), got 0x{magic:08x}")));
+        return Err(format_err(
+            path,
+            format!("wrong magic number: expected 0x{LABELS_MAGIC:08x} (idx1 ubyte labels), got 0x{magic:08x}"),
+        ));
     }
     let n = be_u32(bytes, 4) as usize;
     if n > MAX_ITEMS {
@@ -183,7 +193,12 @@ mod tests {
     use super::*;
 
     fn tiny(n: usize) -> Split {
-        Split { images: (0..n * 4).map(|i| i as u8).collect(), labels: (0..n).map(|i| (i % 10) as u8).collect(), rows: 2, cols: 2 }
+        Split {
+            images: (0..n * 4).map(|i| i as u8).collect(),
+            labels: (0..n).map(|i| (i % 10) as u8).collect(),
+            rows: 2,
+            cols: 2,
+        }
     }
 
     fn write_both(dir: &Path, n: usize) {

@@ -35,7 +35,9 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Input(InputError::TooLarge { .. }) | Self::Input(InputError::Invalid { .. }) => StatusCode::BAD_REQUEST,
+            Self::Input(InputError::TooLarge { .. }) | Self::Input(InputError::Invalid { .. }) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::ModelNotFound(_) | Self::VersionNotFound { .. } | Self::NotFound(_) => StatusCode::NOT_FOUND,

@@ -30,7 +30,9 @@ pub fn app(state: AppState) -> Router {
         .merge(protocols::classify::routes())
         .merge(protocols::kserve::routes())
         .merge(protocols::tfserving::routes())
-        .fallback(|uri: axum::http::Uri| async move { error::ApiError::NotFound(format!("no route for `{}`", uri.path())) })
+        .fallback(
+            |uri: axum::http::Uri| async move { error::ApiError::NotFound(format!("no route for `{}`", uri.path())) },
+        )
         .with_state(state)
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
@@ -58,7 +60,11 @@ pub async fn serve(
     let mut manager_stop = stop_rx.clone();
     let poller = tokio::spawn(async move {
         tokio::time::sleep(opts.poll_interval).await;
-        manager.run(opts.poll_interval, async move { let _ = manager_stop.wait_for(|s| *s).await; }).await;
+        manager
+            .run(opts.poll_interval, async move {
+                let _ = manager_stop.wait_for(|s| *s).await;
+            })
+            .await;
     });
     let state = AppState { registry, limits: opts.limits, default_model: opts.default_model.into() };
     let result = axum::serve(listener, app(state))

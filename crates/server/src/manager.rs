@@ -76,9 +76,7 @@ impl Manager {
             self.registry.set_config(model, found.config.clone());
         }
         let config = self.registry.model_config(model).unwrap_or_else(aiserve_core::config::ModelConfig::new_default);
-        let on_disk = found
-            .map(|f| f.versions.iter().map(|(v, d)| (*v, d.fingerprint)).collect())
-            .unwrap_or_default();
+        let on_disk = found.map(|f| f.versions.iter().map(|(v, d)| (*v, d.fingerprint)).collect()).unwrap_or_default();
 
         for action in plan(&config.version_policy, &on_disk, &self.registry.live(model)) {
             if let Action::Load(v) = action {
@@ -99,7 +97,14 @@ impl Manager {
         }
     }
 
-    async fn load(&self, model: &ModelName, version: Version, dir: PathBuf, fingerprint: u64, cfg: &aiserve_core::config::ModelConfig) {
+    async fn load(
+        &self,
+        model: &ModelName,
+        version: Version,
+        dir: PathBuf,
+        fingerprint: u64,
+        cfg: &aiserve_core::config::ModelConfig,
+    ) {
         self.registry.set_loading(model, version, fingerprint);
         let loader = self.loader.clone();
         let (name, max_batch, max_queue) = (model.clone(), cfg.max_batch_size, cfg.max_queue_size);

@@ -155,7 +155,9 @@ impl Registry {
     pub fn set_loading(&self, model: &ModelName, version: Version, fingerprint: Fingerprint) {
         let mut models = self.write();
         let entry = models.entry(model.clone()).or_default();
-        entry.versions.insert(version, VersionEntry { state: VersionState::Loading, error: None, fingerprint, servable: None });
+        entry
+            .versions
+            .insert(version, VersionEntry { state: VersionState::Loading, error: None, fingerprint, servable: None });
     }
 
     pub fn set_available(&self, servable: Arc<Servable>) {
@@ -224,12 +226,8 @@ fn status_of(name: &ModelName, e: &ModelEntry) -> ModelStatus {
 }
 
 fn available_hint(entry: &ModelEntry) -> String {
-    let avail: Vec<String> = entry
-        .versions
-        .iter()
-        .filter(|(_, e)| e.state == VersionState::Available)
-        .map(|(v, _)| v.to_string())
-        .collect();
+    let avail: Vec<String> =
+        entry.versions.iter().filter(|(_, e)| e.state == VersionState::Available).map(|(v, _)| v.to_string()).collect();
     if avail.is_empty() {
         String::new()
     } else {

@@ -33,8 +33,7 @@ impl AppState {
     pub async fn read_body(&self, body: Body) -> Result<Bytes, ApiError> {
         let limit = self.limits.max_body_bytes;
         axum::body::to_bytes(body, limit).await.map_err(|e| {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             if too_large {
                 ApiError::PayloadTooLarge { limit }
             } else {

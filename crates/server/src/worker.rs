@@ -72,7 +72,11 @@ impl Servable {
         match rx.await {
             Ok(Ok(rows)) => Ok(rows),
             Ok(Err(e)) => Err(ApiError::backend(self.model.as_str(), &version, &e)),
-            Err(_) => Err(ApiError::backend(self.model.as_str(), &version, &BackendError("model thread dropped the request".into()))),
+            Err(_) => Err(ApiError::backend(
+                self.model.as_str(),
+                &version,
+                &BackendError("model thread dropped the request".into()),
+            )),
         }
     }
 }
@@ -126,7 +130,11 @@ fn run_batch(model: &mut dyn ImageClassifier, jobs: Vec<Job>) {
             }
         }
         Ok(rows) => {
-            let err = BackendError(format!("model returned {} rows for {} images", rows.len(), jobs.iter().map(|j| j.batch.n).sum::<usize>()));
+            let err = BackendError(format!(
+                "model returned {} rows for {} images",
+                rows.len(),
+                jobs.iter().map(|j| j.batch.n).sum::<usize>()
+            ));
             jobs.into_iter().for_each(|j| drop(j.reply.send(Err(err.clone()))));
         }
         Err(e) => jobs.into_iter().for_each(|j| drop(j.reply.send(Err(e.clone())))),

@@ -7,7 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
-use aiserve_core::config::{InputConfig, ModelKind, OutputConfig, TrainingProvenance, VersionConfig, VERSION_CONFIG_FILE};
+use aiserve_core::config::{
+    InputConfig, ModelKind, OutputConfig, TrainingProvenance, VersionConfig, VERSION_CONFIG_FILE,
+};
 use aiserve_core::repository::latest_version;
 use aiserve_core::{ModelName, Version};
 
@@ -58,7 +60,12 @@ pub fn publish(
     result
 }
 
-fn write_version(dir: &Path, model: &DigitsCnn, training: Option<TrainingProvenance>, epochs: &[EpochMetrics]) -> std::io::Result<()> {
+fn write_version(
+    dir: &Path,
+    model: &DigitsCnn,
+    training: Option<TrainingProvenance>,
+    epochs: &[EpochMetrics],
+) -> std::io::Result<()> {
     model.save(&dir.join(WEIGHTS_FILE)).map_err(std::io::Error::other)?;
     std::fs::write(dir.join(VERSION_CONFIG_FILE), version_config(training).to_toml())?;
     let metrics = serde_json::to_string_pretty(epochs).map_err(std::io::Error::other)?;
@@ -102,7 +109,11 @@ mod tests {
         let cfg = aiserve_core::backend::read_version_config(&p1).unwrap();
         assert_eq!(cfg, version_config(None));
         assert!(DigitsCnn::load(&p1.join(WEIGHTS_FILE), &Device::Cpu).is_ok());
-        let leftovers: Vec<_> = std::fs::read_dir(tmp.path().join("digits")).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with('.')).collect();
+        let leftovers: Vec<_> = std::fs::read_dir(tmp.path().join("digits"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+            .collect();
         assert!(leftovers.is_empty());
     }
 }

@@ -170,6 +170,9 @@ mod tests {
         assert!(last.test_accuracy > 0.9, "toy task accuracy {}", last.test_accuracy);
         assert!(a.epochs[0].loss > last.loss);
         let b = train(&data, &cfg, &mut Quiet).unwrap();
-        assert_eq!(a.epochs.iter().map(|e| e.loss).collect::<Vec<_>>(), b.epochs.iter().map(|e| e.loss).collect::<Vec<_>>());
+        assert_eq!(
+            a.epochs.iter().map(|e| e.loss).collect::<Vec<_>>(),
+            b.epochs.iter().map(|e| e.loss).collect::<Vec<_>>()
+        );
     }
 }

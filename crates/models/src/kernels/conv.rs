@@ -117,11 +117,8 @@ pub struct ConvGrads {
 
 pub fn backward(g: &ConvGeom, x: &[f32], w: &[f32], y: &[f32], dy: &[f32], relu: bool, need_dx: bool) -> ConvGrads {
     let (m, k, oc) = (g.m(), g.k(), g.oc);
-    let gm: Vec<f32> = if relu {
-        dy.iter().zip(y).map(|(d, y)| if *y > 0.0 { *d } else { 0.0 }).collect()
-    } else {
-        dy.to_vec()
-    };
+    let gm: Vec<f32> =
+        if relu { dy.iter().zip(y).map(|(d, y)| if *y > 0.0 { *d } else { 0.0 }).collect() } else { dy.to_vec() };
     let mut db = vec![0.0; oc];
     for row in gm.chunks_exact(oc) {
         db.iter_mut().zip(row).for_each(|(a, v)| *a += v);

@@ -56,20 +56,20 @@ fn forward(g: &PoolGeom, x: &[f32]) -> Vec<f32> {
 fn backward(g: &PoolGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (oh, ow, c) = (g.oh(), g.ow(), g.c);
     let mut dx = vec![0.0; x.len()];
-    dx.par_chunks_mut(g.h * g.w * c)
-        .zip(x.par_chunks(g.h * g.w * c))
-        .zip(dy.par_chunks(oh * ow * c))
-        .for_each(|((dimg, img), gimg)| {
+    dx.par_chunks_mut(g.h * g.w * c).zip(x.par_chunks(g.h * g.w * c)).zip(dy.par_chunks(oh * ow * c)).for_each(
+        |((dimg, img), gimg)| {
             for y in 0..oh {
                 for xo in 0..ow {
                     for ch in 0..c {
                         let win = g.window(y, xo, ch);
-                        let best = win.iter().copied().fold(win[0], |best, i| if img[i] > img[best] { i } else { best });
+                        let best =
+                            win.iter().copied().fold(win[0], |best, i| if img[i] > img[best] { i } else { best });
                         dimg[best] += gimg[(y * ow + xo) * c + ch];
                     }
                 }
             }
-        });
+        },
+    );
     dx
 }
 
@@ -133,7 +133,12 @@ mod tests {
             for y in 0..h / 2 {
                 for xx in 0..w / 2 {
                     for ch in 0..c {
-                        let win = [at(b, 2 * y, 2 * xx, ch), at(b, 2 * y, 2 * xx + 1, ch), at(b, 2 * y + 1, 2 * xx, ch), at(b, 2 * y + 1, 2 * xx + 1, ch)];
+                        let win = [
+                            at(b, 2 * y, 2 * xx, ch),
+                            at(b, 2 * y, 2 * xx + 1, ch),
+                            at(b, 2 * y + 1, 2 * xx, ch),
+                            at(b, 2 * y + 1, 2 * xx + 1, ch),
+                        ];
                         let best = *win.iter().max_by(|i, j| xs[**i].total_cmp(&xs[**j])).unwrap();
                         want[best] += weights[((b * (h / 2) + y) * (w / 2) + xx) * c + ch];
                     }

@@ -33,15 +33,31 @@ pub fn decode(bytes: &[u8], spec: &ImageSpec, field: &str) -> Result<Vec<f32>, A
     limits.max_alloc = Some(256 << 20);
     reader.limits(limits);
     let img = reader.decode().map_err(|e| {
-        ApiError::invalid(field, format!("`{field}` could not be decoded as {format:?} (at most {MAX_SIDE}x{MAX_SIDE} pixels): {e}"))
+        ApiError::invalid(
+            field,
+            format!("`{field}` could not be decoded as {format:?} (at most {MAX_SIDE}x{MAX_SIDE} pixels): {e}"),
+        )
     })?;
     let (w, h) = (spec.width as u32, spec.height as u32);
     let [lo, hi] = spec.range;
     let scale = |p: u8| lo + (hi - lo) * p as f32 / 255.0;
     let mut pixels: Vec<f32> = match spec.channels {
-        1 => image::imageops::resize(&img.to_luma8(), w, h, FilterType::Triangle).into_raw().into_iter().map(scale).collect(),
-        3 => image::imageops::resize(&img.to_rgb8(), w, h, FilterType::Triangle).into_raw().into_iter().map(scale).collect(),
-        c => return Err(ApiError::invalid(field, format!("pictures can feed 1- or 3-channel models; this model takes {c} channels"))),
+        1 => image::imageops::resize(&img.to_luma8(), w, h, FilterType::Triangle)
+            .into_raw()
+            .into_iter()
+            .map(scale)
+            .collect(),
+        3 => image::imageops::resize(&img.to_rgb8(), w, h, FilterType::Triangle)
+            .into_raw()
+            .into_iter()
+            .map(scale)
+            .collect(),
+        c => {
+            return Err(ApiError::invalid(
+                field,
+                format!("pictures can feed 1- or 3-channel models; this model takes {c} channels"),
+            ))
+        }
     };
     if border_is_brighter(&pixels, spec) {
         pixels.iter_mut().for_each(|p| *p = hi + lo - *p);

@@ -44,7 +44,10 @@ fn walk(value: &Value, shape: &[usize], depth: usize, field: &str, out: &mut Vec
             out.push(n.as_f64().unwrap_or(f64::NAN) as f32);
             Ok(())
         }
-        Value::Number(_) => Err(ApiError::invalid(field, format!("`{field}` is ragged: found a number at depth {depth}, expected an array"))),
+        Value::Number(_) => Err(ApiError::invalid(
+            field,
+            format!("`{field}` is ragged: found a number at depth {depth}, expected an array"),
+        )),
         other => Err(ApiError::invalid(
             field,
             format!("`{field}` must contain only numbers; element {} is {}", out.len(), kind(other)),

@@ -42,7 +42,8 @@ async fn classify(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let Query(target) = query.map_err(|e| ApiError::invalid("query", format!("bad query string: {}", e.body_text())))?;
+    let Query(target) =
+        query.map_err(|e| ApiError::invalid("query", format!("bad query string: {}", e.body_text())))?;
     let bytes = state.read_body(body).await?;
     let model = target.model.as_deref().unwrap_or(&state.default_model);
     let servable = state.registry.resolve(model, target.version.as_deref())?;
@@ -59,10 +60,8 @@ async fn classify(
     };
     let probs = servable.classify(batch).await?;
     let labels = &servable.config.labels;
-    let mut predictions: Vec<Prediction> = probs
-        .into_iter()
-        .map(|p| Prediction { label: labels[argmax(&p)].clone(), probabilities: p })
-        .collect();
+    let mut predictions: Vec<Prediction> =
+        probs.into_iter().map(|p| Prediction { label: labels[argmax(&p)].clone(), probabilities: p }).collect();
     let (model, version) = (servable.model.to_string(), servable.version.to_string());
     let body = if single {
         let p = predictions.remove(0);
@@ -79,7 +78,10 @@ async fn classify(
 
 /// `{"image": ...}` → one image; `{"images": [...]}` → a batch. Returns the batch and whether the
 /// request was a single image.
-async fn from_json(mut req: serde_json::Map<String, Value>, servable: &crate::worker::Servable) -> Result<(ImageBatch, bool), ApiError> {
+async fn from_json(
+    mut req: serde_json::Map<String, Value>,
+    servable: &crate::worker::Servable,
+) -> Result<(ImageBatch, bool), ApiError> {
     if let Some(extra) = req.keys().find(|k| *k != "image" && *k != "images") {
         return Err(ApiError::invalid(extra, format!("unknown field `{extra}`; expected `image` or `images`")));
     }
@@ -99,7 +101,10 @@ async fn from_json(mut req: serde_json::Map<String, Value>, servable: &crate::wo
             let (batch, _) = ImageBatch::concat(&batches.iter().collect::<Vec<_>>());
             Ok((batch, false))
         }
-        (None, Some(other)) => Err(ApiError::invalid("images", format!("`images` must be an array of images, got {}", crate::decode::json_tensor::kind(&other)))),
+        (None, Some(other)) => Err(ApiError::invalid(
+            "images",
+            format!("`images` must be an array of images, got {}", crate::decode::json_tensor::kind(&other)),
+        )),
         (Some(_), Some(_)) => Err(ApiError::invalid("image", "give either `image` or `images`, not both")),
         (None, None) => Err(ApiError::invalid("image", "missing `image` (one image) or `images` (a batch)")),
     }

@@ -28,7 +28,10 @@ pub async fn image_from_json(value: Value, servable: &Servable, field: String) -
         }
         None => Err(ApiError::invalid(
             &field,
-            format!("`{field}` must be an array of pixel values or a base64 PNG/JPEG string, got {}", json_tensor::kind(&value)),
+            format!(
+                "`{field}` must be an array of pixel values or a base64 PNG/JPEG string, got {}",
+                json_tensor::kind(&value)
+            ),
         )),
     }
 }

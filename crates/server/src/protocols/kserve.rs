@@ -52,7 +52,10 @@ async fn model_metadata(State(state): State<AppState>, Path(model): Path<String>
     metadata(&state, &model, None)
 }
 
-async fn model_metadata_version(State(state): State<AppState>, Path((model, version)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+async fn model_metadata_version(
+    State(state): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     metadata(&state, &model, Some(&version))
 }
 
@@ -61,7 +64,13 @@ fn metadata(state: &AppState, model: &str, version: Option<&str>) -> Result<Json
     let versions: Vec<String> = state
         .registry
         .status(model)
-        .map(|s| s.versions.iter().filter(|v| v.state == aiserve_core::state::VersionState::Available).map(|v| v.version.to_string()).collect())
+        .map(|s| {
+            s.versions
+                .iter()
+                .filter(|v| v.state == aiserve_core::state::VersionState::Available)
+                .map(|v| v.version.to_string())
+                .collect()
+        })
         .unwrap_or_default();
     let cfg = &servable.config;
     let [h, w, c] = cfg.input.shape;
@@ -81,7 +90,10 @@ async fn model_ready(State(state): State<AppState>, Path(model): Path<String>) -
     ready(&state, &model, None)
 }
 
-async fn model_ready_version(State(state): State<AppState>, Path((model, version)): Path<(String, String)>) -> Response {
+async fn model_ready_version(
+    State(state): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Response {
     ready(&state, &model, Some(&version))
 }
 
@@ -121,7 +133,12 @@ struct RequestedOutput {
     parameters: Map<String, Value>,
 }
 
-async fn infer(State(state): State<AppState>, Path(model): Path<String>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn infer(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     run_infer(state, &model, None, headers, body).await
 }
 
@@ -134,14 +151,23 @@ async fn infer_version(
     run_infer(state, &model, Some(&version), headers, body).await
 }
 
-async fn run_infer(state: AppState, model: &str, version: Option<&str>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn run_infer(
+    state: AppState,
+    model: &str,
+    version: Option<&str>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let bytes = state.read_body(body).await?;
     let servable = state.registry.resolve(model, version)?;
     let (json_part, mut binary) = split_binary(&headers, &bytes)?;
     let req: InferRequest = parse_json(json_part)?;
     let batch = decode_input(&req, &mut binary, &servable)?;
     if !binary.is_empty() {
-        return Err(ApiError::invalid("body", format!("{} bytes of binary data follow the inputs that no input claimed", binary.len())));
+        return Err(ApiError::invalid(
+            "body",
+            format!("{} bytes of binary data follow the inputs that no input claimed", binary.len()),
+        ));
     }
     let outputs = requested_outputs(&req, &servable)?;
     let probs = servable.classify(batch).await?;
@@ -151,11 +177,10 @@ async fn run_infer(state: AppState, model: &str, version: Option<&str>, headers:
 /// Splits a binary-extension body into its JSON header and the raw tensor bytes.
 fn split_binary<'a>(headers: &HeaderMap, bytes: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), ApiError> {
     let Some(v) = headers.get(HEADER_LENGTH) else { return Ok((bytes, &[])) };
-    let n: usize = v
-        .to_str()
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| ApiError::invalid(HEADER_LENGTH, "`Inference-Header-Content-Length` must be a byte count"))?;
+    let n: usize =
+        v.to_str().ok().and_then(|s| s.trim().parse().ok()).ok_or_else(|| {
+            ApiError::invalid(HEADER_LENGTH, "`Inference-Header-Content-Length` must be a byte count")
+        })?;
     if n > bytes.len() {
         return Err(ApiError::invalid(
             HEADER_LENGTH,
@@ -170,39 +195,68 @@ fn decode_input(req: &InferRequest, binary: &mut &[u8], servable: &Servable) -> 
     let input = match req.inputs.as_slice() {
         [one] => one,
         other => {
-            return Err(ApiError::invalid("inputs", format!("model `{}` takes exactly one input (`{expected}`), got {}", servable.model, other.len())))
+            return Err(ApiError::invalid(
+                "inputs",
+                format!("model `{}` takes exactly one input (`{expected}`), got {}", servable.model, other.len()),
+            ))
         }
     };
     if &input.name != expected {
-        return Err(ApiError::invalid("inputs[0].name", format!("unknown input `{}`; model `{}` takes `{expected}`", input.name, servable.model)));
+        return Err(ApiError::invalid(
+            "inputs[0].name",
+            format!("unknown input `{}`; model `{}` takes `{expected}`", input.name, servable.model),
+        ));
     }
     let shape: Vec<usize> = input
         .shape
         .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| ApiError::invalid("inputs[0].shape", format!("`inputs[0].shape` dims must be non-negative, got {:?}", input.shape))))
+        .map(|&d| {
+            usize::try_from(d).map_err(|_| {
+                ApiError::invalid(
+                    "inputs[0].shape",
+                    format!("`inputs[0].shape` dims must be non-negative, got {:?}", input.shape),
+                )
+            })
+        })
         .collect::<Result<_, _>>()?;
     let width = match input.datatype.as_str() {
         "FP32" | "INT32" | "UINT32" => 4,
         "FP64" | "INT64" | "UINT64" => 8,
         "UINT8" | "INT8" => 1,
         "FP16" | "BF16" | "INT16" | "UINT16" => 2,
-        other => return Err(ApiError::invalid("inputs[0].datatype", format!("`inputs[0].datatype` must be a numeric type such as FP32, got {other:?}"))),
+        other => {
+            return Err(ApiError::invalid(
+                "inputs[0].datatype",
+                format!("`inputs[0].datatype` must be a numeric type such as FP32, got {other:?}"),
+            ))
+        }
     };
     let data = match input.parameters.get("binary_data_size") {
         Some(size) => {
-            let size = size.as_u64().ok_or_else(|| ApiError::invalid("inputs[0].parameters.binary_data_size", "`binary_data_size` must be a byte count"))? as usize;
+            let size = size.as_u64().ok_or_else(|| {
+                ApiError::invalid("inputs[0].parameters.binary_data_size", "`binary_data_size` must be a byte count")
+            })? as usize;
             if size > binary.len() {
-                return Err(ApiError::invalid("inputs[0].parameters.binary_data_size", format!("`binary_data_size` is {size} but only {} binary bytes follow", binary.len())));
+                return Err(ApiError::invalid(
+                    "inputs[0].parameters.binary_data_size",
+                    format!("`binary_data_size` is {size} but only {} binary bytes follow", binary.len()),
+                ));
             }
-            if size % width != 0 {
-                return Err(ApiError::invalid("inputs[0].parameters.binary_data_size", format!("{size} bytes is not a whole number of {} values", input.datatype)));
+            if !size.is_multiple_of(width) {
+                return Err(ApiError::invalid(
+                    "inputs[0].parameters.binary_data_size",
+                    format!("{size} bytes is not a whole number of {} values", input.datatype),
+                ));
             }
             let (mine, rest) = binary.split_at(size);
             *binary = rest;
             from_le_bytes(&input.datatype, mine)
         }
         None => {
-            let value = input.data.as_ref().ok_or_else(|| ApiError::invalid("inputs[0].data", "`inputs[0].data` is missing"))?;
+            let value = input
+                .data
+                .as_ref()
+                .ok_or_else(|| ApiError::invalid("inputs[0].data", "`inputs[0].data` is missing"))?;
             json_tensor::flatten(value, "inputs[0].data")?.1
         }
     };
@@ -239,7 +293,13 @@ fn f16_to_f32(h: u16) -> f32 {
     let frac = (h & 0x3ff) as f32;
     match exp {
         0 => sign * frac * 2f32.powi(-24),
-        31 => if frac == 0.0 { sign * f32::INFINITY } else { f32::NAN },
+        31 => {
+            if frac == 0.0 {
+                sign * f32::INFINITY
+            } else {
+                f32::NAN
+            }
+        }
         e => sign * (1.0 + frac / 1024.0) * 2f32.powi(e - 15),
     }
 }
@@ -267,7 +327,10 @@ fn requested_outputs(req: &InferRequest, servable: &Servable) -> Result<Vec<(Out
                 } else {
                     return Err(ApiError::invalid(
                         &format!("outputs[{i}].name"),
-                        format!("unknown output `{}`; model `{}` has `{prob_name}` and `label`", o.name, servable.model),
+                        format!(
+                            "unknown output `{}`; model `{}` has `{prob_name}` and `label`",
+                            o.name, servable.model
+                        ),
                     ));
                 };
                 let binary = o.parameters.get("binary_data").and_then(Value::as_bool).unwrap_or(all_binary);

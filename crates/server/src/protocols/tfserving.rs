@@ -129,12 +129,18 @@ fn metadata(s: &Servable) -> Value {
     })
 }
 
-async fn post_handler(State(state): State<AppState>, Path(rest): Path<String>, body: Body) -> Result<Json<Value>, ApiError> {
+async fn post_handler(
+    State(state): State<AppState>,
+    Path(rest): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
     let p = parse_path(&rest).ok_or_else(|| not_found(&rest))?;
     match p.verb.as_deref() {
         Some("predict") => {}
         Some(v @ ("classify" | "regress")) => {
-            return Err(ApiError::NotFound(format!("`:{v}` takes tf.Example inputs, which this model does not; use `:predict`")))
+            return Err(ApiError::NotFound(format!(
+                "`:{v}` takes tf.Example inputs, which this model does not; use `:predict`"
+            )))
         }
         _ => return Err(not_found(&rest)),
     }
@@ -143,7 +149,10 @@ async fn post_handler(State(state): State<AppState>, Path(rest): Path<String>, b
     let mut req: Map<String, Value> = parse_json(&bytes)?;
     if let Some(sig) = req.remove("signature_name") {
         if sig.as_str() != Some("serving_default") && sig.as_str() != Some("") {
-            return Err(ApiError::invalid("signature_name", format!("unknown `signature_name` {sig}; this model has `serving_default`")));
+            return Err(ApiError::invalid(
+                "signature_name",
+                format!("unknown `signature_name` {sig}; this model has `serving_default`"),
+            ));
         }
     }
     if let Some(extra) = req.keys().find(|k| *k != "instances" && *k != "inputs") {
@@ -152,8 +161,15 @@ async fn post_handler(State(state): State<AppState>, Path(rest): Path<String>, b
     let (batch, row_format) = match (req.remove("instances"), req.remove("inputs")) {
         (Some(instances), None) => (from_instances(instances, &servable).await?, true),
         (None, Some(inputs)) => (from_inputs(inputs, &servable)?, false),
-        (Some(_), Some(_)) => return Err(ApiError::invalid("instances", "give either `instances` (row format) or `inputs` (columnar), not both")),
-        (None, None) => return Err(ApiError::invalid("instances", "missing `instances` (row format) or `inputs` (columnar)")),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "instances",
+                "give either `instances` (row format) or `inputs` (columnar), not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ApiError::invalid("instances", "missing `instances` (row format) or `inputs` (columnar)"))
+        }
     };
     let probs = servable.classify(batch).await?;
     Ok(Json(if row_format { json!({ "predictions": probs }) } else { json!({ "outputs": probs }) }))
@@ -162,7 +178,10 @@ async fn post_handler(State(state): State<AppState>, Path(rest): Path<String>, b
 /// Row format: each instance is one image (numbers, `{"b64": ...}`, or `{"<input name>": ...}`).
 async fn from_instances(instances: Value, s: &Servable) -> Result<ImageBatch, ApiError> {
     let Value::Array(items) = instances else {
-        return Err(ApiError::invalid("instances", format!("`instances` must be a list, got {}", json_tensor::kind(&instances))));
+        return Err(ApiError::invalid(
+            "instances",
+            format!("`instances` must be a list, got {}", json_tensor::kind(&instances)),
+        ));
     };
     if items.is_empty() {
         return Err(ApiError::invalid("instances", "`instances` must hold at least one instance, got 0"));
@@ -175,10 +194,15 @@ async fn from_instances(instances: Value, s: &Servable) -> Result<ImageBatch, Ap
     for (i, item) in items.into_iter().enumerate() {
         let field = format!("instances[{i}]");
         let value = match item {
-            Value::Object(mut m) if m.contains_key(input_name) && m.len() == 1 => m.remove(input_name).expect("checked"),
+            Value::Object(mut m) if m.contains_key(input_name) && m.len() == 1 => {
+                m.remove(input_name).expect("checked")
+            }
             Value::Object(m) if !m.contains_key("b64") => {
                 let names: Vec<&String> = m.keys().collect();
-                return Err(ApiError::invalid(&field, format!("`{field}` names inputs {names:?}; this model takes `{input_name}`")));
+                return Err(ApiError::invalid(
+                    &field,
+                    format!("`{field}` names inputs {names:?}; this model takes `{input_name}`"),
+                ));
             }
             other => other,
         };
@@ -194,7 +218,10 @@ fn from_inputs(inputs: Value, s: &Servable) -> Result<ImageBatch, ApiError> {
         Value::Object(mut m) => {
             if m.len() != 1 || !m.contains_key(input_name) {
                 let names: Vec<&String> = m.keys().collect();
-                return Err(ApiError::invalid("inputs", format!("`inputs` names {names:?}; this model takes `{input_name}`")));
+                return Err(ApiError::invalid(
+                    "inputs",
+                    format!("`inputs` names {names:?}; this model takes `{input_name}`"),
+                ));
             }
             m.remove(input_name).expect("checked")
         }
@@ -216,9 +243,15 @@ mod tests {
     fn parses_paths() {
         assert_eq!(parse_path("digits"), p("digits", Selector::Latest, None));
         assert_eq!(parse_path("digits:predict"), p("digits", Selector::Latest, Some("predict")));
-        assert_eq!(parse_path("digits/versions/2:predict"), p("digits", Selector::Version("2".into()), Some("predict")));
+        assert_eq!(
+            parse_path("digits/versions/2:predict"),
+            p("digits", Selector::Version("2".into()), Some("predict"))
+        );
         assert_eq!(parse_path("digits/labels/stable"), p("digits", Selector::Label("stable".into()), None));
-        assert_eq!(parse_path("digits/versions/2/metadata"), p("digits", Selector::Version("2".into()), Some("metadata")));
+        assert_eq!(
+            parse_path("digits/versions/2/metadata"),
+            p("digits", Selector::Version("2".into()), Some("metadata"))
+        );
         assert_eq!(parse_path("digits/metadata"), p("digits", Selector::Latest, Some("metadata")));
         assert_eq!(parse_path(""), None);
         assert_eq!(parse_path("digits/versions/2/extra"), None);

@@ -1,8 +1,8 @@
 //! A deterministic fake image classifier and repository helpers for the server tests.
 //!
-//! The "weights" file is text: `shift N` makes the model answer class `(round(9 * mean pixel)
-//! + N) % 10` with probability 0.9; `panic` panics on every call after warm-up; anything else
-//! fails to load.
+//! The "weights" file is text: `shift N` makes the model answer class
+//! `(round(9 * mean pixel) + N) % 10` with probability 0.91; `panic` panics on every call after
+//! warm-up; anything else fails to load.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -122,7 +122,13 @@ impl Harness {
     pub async fn poll(&self) {
         self.manager.poll_once().await;
         for _ in 0..100 {
-            let busy = self.state.registry.statuses().iter().flat_map(|m| m.versions.iter()).any(|v| v.state == aiserve_core::state::VersionState::Unloading);
+            let busy = self
+                .state
+                .registry
+                .statuses()
+                .iter()
+                .flat_map(|m| m.versions.iter())
+                .any(|v| v.state == aiserve_core::state::VersionState::Unloading);
             if !busy {
                 return;
             }
@@ -135,7 +141,12 @@ impl Harness {
     }
 
     pub async fn json(&self, method: &str, uri: &str, body: Value) -> (StatusCode, Value) {
-        let req = Request::builder().method(method).uri(uri).header("content-type", "application/json").body(Body::from(body.to_string())).unwrap();
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
         read_json(self.send(req).await).await
     }
 
@@ -152,7 +163,11 @@ impl Harness {
 pub async fn read_json(resp: Response<Body>) -> (StatusCode, Value) {
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())) };
+    let value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+    };
     (status, value)
 }
 

@@ -20,7 +20,9 @@ async fn classifies_nested_flat_and_batched_images() {
     let (s, v) = h.json("POST", "/classify", json!({ "image": vec![0.0; 784] })).await;
     assert_eq!((s, v["label"].clone()), (StatusCode::OK, json!(0)));
 
-    let (s, v) = h.json("POST", "/classify?model=digits&version=1", json!({ "images": [flat_image(1.0), vec![0.5; 784]] })).await;
+    let (s, v) = h
+        .json("POST", "/classify?model=digits&version=1", json!({ "images": [flat_image(1.0), vec![0.5; 784]] }))
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["predictions"][0]["label"], 9);
     assert_eq!(v["predictions"][1]["label"], 5); // round(4.5) = 5
@@ -29,7 +31,9 @@ async fn classifies_nested_flat_and_batched_images() {
 fn png_bytes() -> Vec<u8> {
     // A white one-pixel frame around black: the decoder sees a bright border and inverts, so
     // the model gets a dark frame around ink: mean 676/784 → round(9 × 0.862) = 8.
-    let img = image::GrayImage::from_fn(28, 28, |x, y| image::Luma([if x == 0 || y == 0 || x == 27 || y == 27 { 255 } else { 0 }]));
+    let img = image::GrayImage::from_fn(28, 28, |x, y| {
+        image::Luma([if x == 0 || y == 0 || x == 27 || y == 27 { 255 } else { 0 }])
+    });
     let mut out = Vec::new();
     img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png).unwrap();
     out

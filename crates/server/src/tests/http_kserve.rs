@@ -89,11 +89,20 @@ async fn infer_errors_name_the_problem() {
         (infer_body(json!([2, 784]), json!(vec![0.0; 784])), "needs 1568 values, got 784"),
         (infer_body(json!([1, 784]), json!(vec![2.0; 784])), "out of range"),
         (infer_body(json!([-1, 784]), json!(vec![0.0; 784])), "non-negative"),
-        (json!({ "inputs": [{ "name": "x", "shape": [1, 784], "datatype": "FP32", "data": [0] }] }), "unknown input `x`"),
+        (
+            json!({ "inputs": [{ "name": "x", "shape": [1, 784], "datatype": "FP32", "data": [0] }] }),
+            "unknown input `x`",
+        ),
         (json!({ "inputs": [{ "name": "image", "shape": [1, 784], "datatype": "BYTES", "data": ["a"] }] }), "datatype"),
         (json!({ "inputs": [] }), "exactly one input"),
-        (json!({ "inputs": [{ "name": "image", "shape": [1, 784], "datatype": "FP32" }] }), "`inputs[0].data` is missing"),
-        (json!({ "inputs": [{ "name": "image", "shape": [1, 784], "datatype": "FP32", "data": vec![0.0; 784] }], "outputs": [{ "name": "logits" }] }), "unknown output `logits`"),
+        (
+            json!({ "inputs": [{ "name": "image", "shape": [1, 784], "datatype": "FP32" }] }),
+            "`inputs[0].data` is missing",
+        ),
+        (
+            json!({ "inputs": [{ "name": "image", "shape": [1, 784], "datatype": "FP32", "data": vec![0.0; 784] }], "outputs": [{ "name": "logits" }] }),
+            "unknown output `logits`",
+        ),
         (json!({ "input": [] }), "malformed JSON"),
     ];
     for (body, want) in cases {
@@ -103,9 +112,13 @@ async fn infer_errors_name_the_problem() {
     }
     let (s, _) = h.json("POST", "/v2/models/nope/infer", infer_body(json!([1, 784]), json!(vec![0.0; 784]))).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _) = h.json("POST", "/v2/models/digits/versions/9/infer", infer_body(json!([1, 784]), json!(vec![0.0; 784]))).await;
+    let (s, _) =
+        h.json("POST", "/v2/models/digits/versions/9/infer", infer_body(json!([1, 784]), json!(vec![0.0; 784]))).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let req = Request::post("/v2/models/digits/infer").header("inference-header-content-length", "99999").body(Body::from("{}")).unwrap();
+    let req = Request::post("/v2/models/digits/infer")
+        .header("inference-header-content-length", "99999")
+        .body(Body::from("{}"))
+        .unwrap();
     let (s, v) = super::fake::read_json(h.send(req).await).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(error_text(&v).contains("only 2 bytes"), "{v}");

@@ -8,7 +8,10 @@ async fn status_and_metadata() {
     let h = Harness::new().await;
     let (s, v) = h.get("/v1/models/digits").await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(v, json!({ "model_version_status": [{ "version": "1", "state": "AVAILABLE", "status": { "error_code": "OK", "error_message": "" } }] }));
+    assert_eq!(
+        v,
+        json!({ "model_version_status": [{ "version": "1", "state": "AVAILABLE", "status": { "error_code": "OK", "error_message": "" } }] })
+    );
     assert_eq!(h.get("/v1/models/digits/versions/1").await.0, StatusCode::OK);
     assert_eq!(h.get("/v1/models/digits/versions/4").await.0, StatusCode::NOT_FOUND);
     assert_eq!(h.get("/v1/models/nope").await.0, StatusCode::NOT_FOUND);
@@ -23,13 +26,25 @@ async fn status_and_metadata() {
 #[tokio::test]
 async fn predicts_rows_and_columns() {
     let h = Harness::new().await;
-    let (s, v) = h.json("POST", "/v1/models/digits:predict", json!({ "instances": [flat_image(1.0), vec![0.0; 784], { "image": flat_image(1.0 / 9.0) }] })).await;
+    let (s, v) = h
+        .json(
+            "POST",
+            "/v1/models/digits:predict",
+            json!({ "instances": [flat_image(1.0), vec![0.0; 784], { "image": flat_image(1.0 / 9.0) }] }),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let preds = v["predictions"].as_array().unwrap();
     assert_eq!(preds.len(), 3);
     assert!((preds[0][9].as_f64().unwrap() - 0.91).abs() < 1e-6);
     assert!((preds[2][1].as_f64().unwrap() - 0.91).abs() < 1e-6);
-    let (s, v) = h.json("POST", "/v1/models/digits/versions/1:predict", json!({ "signature_name": "serving_default", "inputs": { "image": [flat_image(1.0)] } })).await;
+    let (s, v) = h
+        .json(
+            "POST",
+            "/v1/models/digits/versions/1:predict",
+            json!({ "signature_name": "serving_default", "inputs": { "image": [flat_image(1.0)] } }),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["outputs"].as_array().unwrap().len(), 1);
     let (s, v) = h.json("POST", "/v1/models/digits:predict", json!({ "inputs": vec![vec![0.0; 784]; 2] })).await;
@@ -40,7 +55,11 @@ async fn predicts_rows_and_columns() {
 async fn labels_resolve_through_model_config() {
     let h = Harness::new().await;
     write_version(h.repo(), "digits", 2, "shift 1");
-    std::fs::write(h.repo().join("digits/model.toml"), "[version_policy]\nall = true\n[version_labels]\nstable = 1\ncanary = 2").unwrap();
+    std::fs::write(
+        h.repo().join("digits/model.toml"),
+        "[version_policy]\nall = true\n[version_labels]\nstable = 1\ncanary = 2",
+    )
+    .unwrap();
     h.poll().await;
     let body = json!({ "instances": [vec![0.0; 784]] });
     let (_, v) = h.json("POST", "/v1/models/digits/labels/stable:predict", body.clone()).await;

@@ -48,7 +48,10 @@ async fn a_version_that_fails_to_load_keeps_the_old_one_serving() {
     let (_, v) = h.get("/v1/models/digits/versions/2").await;
     assert_eq!(v["model_version_status"][0]["state"], "END");
     assert_eq!(v["model_version_status"][0]["status"]["error_code"], "UNKNOWN");
-    assert!(v["model_version_status"][0]["status"]["error_message"].as_str().unwrap().contains("unreadable fake weights"));
+    assert!(v["model_version_status"][0]["status"]["error_message"]
+        .as_str()
+        .unwrap()
+        .contains("unreadable fake weights"));
 
     // Fixing the files retries the load.
     std::thread::sleep(std::time::Duration::from_millis(20));
@@ -89,7 +92,10 @@ async fn removed_models_disappear() {
     // Like TF Serving, the unloaded versions report END until the next poll forgets them.
     let (_, v) = h.get("/v1/models/other").await;
     assert_eq!(v["model_version_status"][0]["state"], "END", "{v}");
-    assert_eq!(h.json("POST", "/classify?model=other", json!({ "image": vec![0.0; 784] })).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        h.json("POST", "/classify?model=other", json!({ "image": vec![0.0; 784] })).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     h.poll().await;
     assert_eq!(h.get("/v1/models/other").await.0, StatusCode::NOT_FOUND);
 }
