@@ -22,6 +22,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    aiserve_models::configure_threads();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();

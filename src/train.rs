@@ -134,7 +134,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         cfg.epochs,
         cfg.batch_size,
         cfg.seed,
-        rayon_threads()
+        aiserve_models::compute_threads()
     );
     let trained = if args.quiet {
         train(&data, &cfg, &mut Lines)?
@@ -164,8 +164,4 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         .with_context(|| format!("publishing into {}", args.repo.display()))?;
     println!("published {name} version {version} at {}", path.display());
     Ok(())
-}
-
-fn rayon_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }

@@ -6,10 +6,12 @@
 
 use std::time::Instant;
 
-use candle_core::{DType, Device, Result, Tensor, D};
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Result, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::DigitsCnn;
@@ -70,7 +72,7 @@ pub fn train(data: &Dataset, cfg: &TrainConfig, progress: &mut dyn Progress) -> 
     let device = Device::Cpu;
     let (model, vars) = DigitsCnn::init(cfg.seed, &device)?;
     let params = ParamsAdamW { lr: cfg.learning_rate, beta1: 0.9, beta2: 0.999, eps: 1e-7, weight_decay: 0.0 };
-    let mut opt = AdamW::new(vars, params)?;
+    let mut opt = AdamW::new(vars.clone(), params)?;
     let mut order: Vec<usize> = (0..data.train.len()).collect();
     let started = Instant::now();
     let mut epochs = Vec::with_capacity(cfg.epochs);
@@ -82,12 +84,10 @@ pub fn train(data: &Dataset, cfg: &TrainConfig, progress: &mut dyn Progress) -> 
         let t0 = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         for (b, idx) in order.chunks(cfg.batch_size).enumerate() {
-            let (x, y) = gather(&data.train, idx, &device)?;
-            let logits = model.logits(&x)?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
-            opt.backward_step(&loss)?;
-            loss_sum += loss.to_scalar::<f32>()? as f64 * idx.len() as f64;
-            correct += count_correct(&logits, &y)?;
+            let step = sharded_grads(&model, &vars, &data.train, idx, &device)?;
+            opt.step(&step.grads)?;
+            loss_sum += step.loss_sum;
+            correct += step.correct;
             seen += idx.len();
             let ips = seen as f64 / t0.elapsed().as_secs_f64();
             progress.batch_end(b + 1, loss_sum / seen as f64, correct as f64 / seen as f64, ips);
@@ -107,6 +107,51 @@ pub fn train(data: &Dataset, cfg: &TrainConfig, progress: &mut dyn Progress) -> 
         epochs.push(m);
     }
     Ok(Trained { model: model.detached(), epochs, seconds: started.elapsed().as_secs_f64() })
+}
+
+/// The summed gradients of one batch, and its loss and hit counts.
+struct Step {
+    grads: GradStore,
+    loss_sum: f64,
+    correct: usize,
+}
+
+/// Gradients of the batch's mean loss. The batch is split into one shard per compute thread;
+/// each shard runs forward and backward on its own rayon worker with sequential kernels (less
+/// synchronisation than splitting every GEMM), weighted by its share of the batch; the shard
+/// gradients are then added in a fixed order, so a run is deterministic for a given thread count.
+fn sharded_grads(model: &DigitsCnn, vars: &[Var], split: &Split, idx: &[usize], device: &Device) -> Result<Step> {
+    let shards = crate::compute_threads().clamp(1, idx.len());
+    let shard_len = idx.len().div_ceil(shards);
+    let total = idx.len() as f64;
+    let parts: Vec<Result<Step>> = idx
+        .par_chunks(shard_len)
+        .map(|part| {
+            let (x, y) = gather(split, part, device)?;
+            let logits = model.logits(&x)?;
+            let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+            let weighted = (&loss * (part.len() as f64 / total))?;
+            Ok(Step {
+                grads: weighted.backward()?,
+                loss_sum: loss.to_scalar::<f32>()? as f64 * part.len() as f64,
+                correct: count_correct(&logits, &y)?,
+            })
+        })
+        .collect();
+    let mut parts = parts.into_iter();
+    let mut acc = parts.next().expect("at least one shard")?;
+    for part in parts {
+        let part = part?;
+        for var in vars {
+            if let (Some(a), Some(b)) = (acc.grads.get(var), part.grads.get(var)) {
+                let sum = (a + b)?;
+                acc.grads.insert(var, sum);
+            }
+        }
+        acc.loss_sum += part.loss_sum;
+        acc.correct += part.correct;
+    }
+    Ok(acc)
 }
 
 /// Mean cross-entropy and accuracy over a split.

@@ -7,10 +7,9 @@
 //! `dW = colsᵀ · g`, `dx = col2im(g · Wᵀ)` (skipped when the input needs no gradient).
 
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
 use super::gemm::{matmul, MatRef};
-use super::{f32_slice, with_cpu_f32};
+use super::{f32_slice, for_each_chunk_mut, with_cpu_f32};
 
 /// Dimensions of one convolution call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,13 +59,20 @@ impl ConvGeom {
 pub fn im2col(g: &ConvGeom, x: &[f32], cols: &mut [f32]) {
     let (oh, ow, k, c) = (g.oh(), g.ow(), g.k(), g.c);
     let image_len = g.h * g.w * c;
-    cols.par_chunks_mut(oh * ow * k).zip(x.par_chunks(image_len)).for_each(|(dst, img)| {
+    for_each_chunk_mut(cols, oh * ow * k, |i, dst| {
+        let img = &x[i * image_len..][..image_len];
         for y in 0..oh {
             for xo in 0..ow {
                 let row = &mut dst[(y * ow + xo) * k..][..k];
                 for ky in 0..g.kh {
                     let src = &img[((y + ky) * g.w + xo) * c..][..g.kw * c];
-                    row[ky * g.kw * c..][..g.kw * c].copy_from_slice(src);
+                    let dst = &mut row[ky * g.kw * c..][..g.kw * c];
+                    if src.len() <= 8 {
+                        // Tiny runs (first layer: 3 floats): a loop beats a memcpy call.
+                        dst.iter_mut().zip(src).for_each(|(d, s)| *d = *s);
+                    } else {
+                        dst.copy_from_slice(src);
+                    }
                 }
             }
         }
@@ -77,7 +83,8 @@ pub fn im2col(g: &ConvGeom, x: &[f32], cols: &mut [f32]) {
 pub fn col2im_add(g: &ConvGeom, cols: &[f32], dx: &mut [f32]) {
     let (oh, ow, k, c) = (g.oh(), g.ow(), g.k(), g.c);
     let image_len = g.h * g.w * c;
-    dx.par_chunks_mut(image_len).zip(cols.par_chunks(oh * ow * k)).for_each(|(img, src)| {
+    for_each_chunk_mut(dx, image_len, |i, img| {
+        let src = &cols[i * oh * ow * k..][..oh * ow * k];
         for y in 0..oh {
             for xo in 0..ow {
                 let row = &src[(y * ow + xo) * k..][..k];
@@ -92,16 +99,37 @@ pub fn col2im_add(g: &ConvGeom, cols: &[f32], dx: &mut [f32]) {
     });
 }
 
+thread_local! {
+    /// Reused patch-matrix buffer: im2col overwrites every element, so reusing it saves a large
+    /// zeroed allocation (and its page faults) per call. One per thread; ops never nest.
+    static COLS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's scratch buffer resized to `len` (contents unspecified).
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    COLS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+            f(&mut buf[..len])
+        }
+        // Re-entered on this thread (e.g. a rayon worker that stole another op): use a fresh one.
+        Err(_) => f(&mut vec![0.0; len]),
+    })
+}
+
 /// `relu(conv(x, w) + b)` (or without the ReLU), NHWC out.
 pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], b: &[f32], relu: bool) -> Vec<f32> {
     let (m, k, oc) = (g.m(), g.k(), g.oc);
-    let mut cols = vec![0.0; m * k];
-    im2col(g, x, &mut cols);
     let mut out: Vec<f32> = Vec::with_capacity(m * oc);
     for _ in 0..m {
         out.extend_from_slice(b);
     }
-    matmul(MatRef::row_major(&cols, m, k), MatRef::row_major(w, k, oc), &mut out, true);
+    with_scratch(m * k, |cols| {
+        im2col(g, x, cols);
+        matmul(MatRef::row_major(cols, m, k), MatRef::row_major(w, k, oc), &mut out, true);
+    });
     if relu {
         out.iter_mut().for_each(|v| *v = v.max(0.0));
     }
@@ -123,19 +151,20 @@ pub fn backward(g: &ConvGeom, x: &[f32], w: &[f32], y: &[f32], dy: &[f32], relu:
     for row in gm.chunks_exact(oc) {
         db.iter_mut().zip(row).for_each(|(a, v)| *a += v);
     }
-    let mut cols = vec![0.0; m * k];
-    im2col(g, x, &mut cols);
     let gmat = MatRef::row_major(&gm, m, oc);
     let mut dw = vec![0.0; k * oc];
-    matmul(MatRef::row_major(&cols, m, k).t(), gmat, &mut dw, false);
-    let dx = need_dx.then(|| {
-        // Reuse the patch buffer for the patch gradients.
-        matmul(gmat, MatRef::row_major(w, k, oc).t(), &mut cols, false);
-        let mut dx = vec![0.0; g.n * g.h * g.w * g.c];
-        col2im_add(g, &cols, &mut dx);
-        dx
-    });
-    ConvGrads { dx, dw, db }
+    with_scratch(m * k, |cols| {
+        im2col(g, x, cols);
+        matmul(MatRef::row_major(cols, m, k).t(), gmat, &mut dw, false);
+        let dx = need_dx.then(|| {
+            // Reuse the patch buffer for the patch gradients.
+            matmul(gmat, MatRef::row_major(w, k, oc).t(), cols, false);
+            let mut dx = vec![0.0; g.n * g.h * g.w * g.c];
+            col2im_add(g, cols, &mut dx);
+            dx
+        });
+        ConvGrads { dx, dw, db }
+    })
 }
 
 /// The candle op: `(x [N,H,W,C], w [KH,KW,C,OC], b [OC]) -> [N,OH,OW,OC]`.

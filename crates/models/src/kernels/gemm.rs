@@ -54,7 +54,8 @@ pub fn matmul(a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32], accumulate: bool) {
         }
         return;
     }
-    let parallelism = if m * n * k >= PARALLEL_MIN_MACS { Parallelism::Rayon(0) } else { Parallelism::None };
+    let parallelism =
+        if m * n * k >= PARALLEL_MIN_MACS && !super::nested() { Parallelism::Rayon(0) } else { Parallelism::None };
     // SAFETY: every index gemm reads or writes was checked to lie inside its slice above:
     // lhs (m x k) and rhs (k x n) by `check`, dst (m x n, row stride n) by the length assert.
     unsafe {

@@ -12,6 +12,22 @@ pub mod gemm;
 pub mod pool;
 
 use candle_core::{bail, CpuStorage, Layout, Result, Storage, Tensor};
+use rayon::prelude::*;
+
+/// True on a rayon worker thread: the caller already spreads work over the cores (training
+/// shards each batch across them), so kernels run sequentially instead of nesting parallelism.
+pub(crate) fn nested() -> bool {
+    rayon::current_thread_index().is_some()
+}
+
+/// Calls `f(i, chunk)` for each `chunk_len`-sized chunk of `dst`, in parallel unless [`nested`].
+pub(crate) fn for_each_chunk_mut<T: Send>(dst: &mut [T], chunk_len: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
+    if nested() {
+        dst.chunks_mut(chunk_len).enumerate().for_each(|(i, c)| f(i, c));
+    } else {
+        dst.par_chunks_mut(chunk_len).enumerate().for_each(|(i, c)| f(i, c));
+    }
+}
 
 /// The contiguous `f32` data of a CPU storage as described by its layout.
 pub(crate) fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {

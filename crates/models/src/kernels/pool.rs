@@ -4,9 +4,8 @@
 //! the first maximal element, as TensorFlow and PyTorch do.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
-use super::{f32_slice, with_cpu_f32};
+use super::{f32_slice, for_each_chunk_mut, with_cpu_f32};
 
 #[derive(Clone, Copy, Debug)]
 struct PoolGeom {
@@ -40,12 +39,16 @@ impl PoolGeom {
 fn forward(g: &PoolGeom, x: &[f32]) -> Vec<f32> {
     let (oh, ow, c) = (g.oh(), g.ow(), g.c);
     let mut out = vec![0.0; g.n * oh * ow * c];
-    out.par_chunks_mut(oh * ow * c).zip(x.par_chunks(g.h * g.w * c)).for_each(|(dst, img)| {
+    let image_len = g.h * g.w * c;
+    for_each_chunk_mut(&mut out, oh * ow * c, |i, dst| {
+        let img = &x[i * image_len..][..image_len];
         for y in 0..oh {
             for xo in 0..ow {
-                for ch in 0..c {
-                    let [a, b, cc, d] = g.window(y, xo, ch);
-                    dst[(y * ow + xo) * c + ch] = img[a].max(img[b]).max(img[cc]).max(img[d]);
+                // The four window positions, each a contiguous run of `c` channels.
+                let [a, b, cc, d] = g.window(y, xo, 0).map(|at| &img[at..at + c]);
+                let o = &mut dst[(y * ow + xo) * c..][..c];
+                for i in 0..c {
+                    o[i] = a[i].max(b[i]).max(cc[i]).max(d[i]);
                 }
             }
         }
@@ -56,20 +59,26 @@ fn forward(g: &PoolGeom, x: &[f32]) -> Vec<f32> {
 fn backward(g: &PoolGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (oh, ow, c) = (g.oh(), g.ow(), g.c);
     let mut dx = vec![0.0; x.len()];
-    dx.par_chunks_mut(g.h * g.w * c).zip(x.par_chunks(g.h * g.w * c)).zip(dy.par_chunks(oh * ow * c)).for_each(
-        |((dimg, img), gimg)| {
-            for y in 0..oh {
-                for xo in 0..ow {
-                    for ch in 0..c {
-                        let win = g.window(y, xo, ch);
-                        let best =
-                            win.iter().copied().fold(win[0], |best, i| if img[i] > img[best] { i } else { best });
-                        dimg[best] += gimg[(y * ow + xo) * c + ch];
+    let image_len = g.h * g.w * c;
+    for_each_chunk_mut(&mut dx, image_len, |i, dimg| {
+        let (img, gimg) = (&x[i * image_len..][..image_len], &dy[i * oh * ow * c..][..oh * ow * c]);
+        for y in 0..oh {
+            for xo in 0..ow {
+                let win = g.window(y, xo, 0);
+                let grad = &gimg[(y * ow + xo) * c..][..c];
+                for ch in 0..c {
+                    // First maximal element of the window gets the gradient.
+                    let mut best = win[0] + ch;
+                    for at in &win[1..] {
+                        if img[at + ch] > img[best] {
+                            best = at + ch;
+                        }
                     }
+                    dimg[best] += grad[ch];
                 }
             }
-        },
-    );
+        }
+    });
     dx
 }
 

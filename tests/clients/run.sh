@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Real-client compatibility: starts the release binary on a free loopback port with the bundled
+# models and drives it with NVIDIA's tritonclient (HTTP), unmodified. Loopback only; bounded.
+#   tests/clients/run.sh            (after `cargo build --release`; CARGO_TARGET_DIR as for the build)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+target="${CARGO_TARGET_DIR:-$root/target}"
+venv="${AISERVE_CLIENTS_VENV:-$HOME/.cache/aiserve-clients}"
+mnist="${AISERVE_MNIST:-$root/../shared/data/mnist}"
+if ! "$venv/bin/python" -c 'import tritonclient.http' 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check 'tritonclient[http]==2.73.0'
+fi
+log=$(mktemp)
+"$target/release/aiserve" serve --repo "$root/models" --addr 127.0.0.1:0 >"$log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null || true; rm -f "$log"' EXIT
+addr=""
+for _ in $(seq 100); do
+  addr=$(sed -n 's/.*aiserve listening addr=\([0-9.:]*\).*/\1/p' "$log" | head -1)
+  [ -n "$addr" ] && break
+  sleep 0.1
+done
+[ -n "$addr" ] || { cat "$log"; echo "server did not start" >&2; exit 1; }
+timeout 120 "$venv/bin/python" "$root/tests/clients/tritonclient_check.py" "$addr" "$mnist"
+kill -TERM $pid
+wait $pid   # graceful shutdown must exit 0
+grep -q "shut down cleanly" "$log" || { cat "$log"; echo "no clean shutdown" >&2; exit 1; }

@@ -1,0 +1,58 @@
+"""Drives a running aiserve with NVIDIA's own `tritonclient.http`, unmodified.
+
+    python tests/clients/tritonclient_check.py 127.0.0.1:PORT MNIST_DIR
+
+Checks health, metadata, and `infer` with the client's defaults (binary tensor data both ways)
+and with JSON tensors, on real MNIST test digits; exits non-zero on any mismatch.
+"""
+import gzip
+import sys
+
+import numpy as np
+import tritonclient.http as http
+from tritonclient.utils import InferenceServerException
+
+
+def mnist_test(dirname, n):
+    with gzip.open(f"{dirname}/t10k-images-idx3-ubyte.gz") as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16)[: n * 784].reshape(n, 28, 28, 1)
+    with gzip.open(f"{dirname}/t10k-labels-idx1-ubyte.gz") as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)[:n]
+    return images.astype(np.float32) / 255.0, labels
+
+
+def main():
+    url, mnist = sys.argv[1], sys.argv[2]
+    client = http.InferenceServerClient(url=url)
+    assert client.is_server_live(), "server not live"
+    assert client.is_server_ready(), "server not ready"
+    assert client.is_model_ready("digits"), "digits not ready"
+    meta = client.get_model_metadata("digits")
+    assert meta["inputs"][0]["name"] == "image" and meta["inputs"][0]["shape"] == [-1, 28, 28, 1], meta
+    x, y = mnist_test(mnist, 64)
+    for binary in (True, False):
+        inp = http.InferInput("image", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x, binary_data=binary)
+        outs = [http.InferRequestedOutput("probabilities", binary_data=binary), http.InferRequestedOutput("label", binary_data=binary)]
+        res = client.infer("digits", [inp], outputs=outs, request_id="check-1")
+        probs, label = res.as_numpy("probabilities"), res.as_numpy("label")
+        assert probs.shape == (64, 10) and label.shape == (64,), (probs.shape, label.shape)
+        assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+        assert (label == probs.argmax(axis=1)).all()
+        accuracy = float((label == y).mean())
+        assert accuracy >= 0.95, accuracy
+        assert res.get_response()["id"] == "check-1"
+        print(f"tritonclient infer (binary={binary}): {accuracy:.3f} accuracy on 64 test digits")
+    try:
+        bad = http.InferInput("image", [1, 27, 28], "FP32")
+        bad.set_data_from_numpy(np.zeros((1, 27, 28), np.float32))
+        client.infer("digits", [bad])
+        raise AssertionError("a wrong shape was accepted")
+    except InferenceServerException as e:
+        assert "[N,28,28,1]" in str(e), e
+        print(f"tritonclient sees the shape error: {e}")
+    print("tritonclient: all checks passed")
+
+
+if __name__ == "__main__":
+    main()
