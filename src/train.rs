@@ -22,28 +22,28 @@ pub struct TrainArgs {
     #[arg(long, env = "AISERVE_REPO", default_value = "models")]
     pub repo: PathBuf,
     /// Model name in the repository.
-    #[arg(long, default_value = "digits")]
+    #[arg(long, env = "AISERVE_TRAIN_MODEL", default_value = "digits")]
     pub model: String,
     /// Passes over the training set; more epochs trade time for accuracy (10 reaches ~99%).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, env = "AISERVE_TRAIN_EPOCHS", default_value_t = 10, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     pub epochs: usize,
     /// Images per Adam step; larger batches are faster per image but generalise a little worse.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, env = "AISERVE_TRAIN_BATCH_SIZE", default_value_t = 32, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
     pub batch_size: usize,
     /// Adam learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, env = "AISERVE_TRAIN_LEARNING_RATE", default_value_t = 1e-3)]
     pub learning_rate: f64,
     /// Seed for weight initialisation and shuffling; the same seed gives the same model.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, env = "AISERVE_TRAIN_SEED", default_value_t = 42)]
     pub seed: u64,
     /// Train on only the first N training images (quick runs and tests).
-    #[arg(long)]
+    #[arg(long, env = "AISERVE_TRAIN_LIMIT_TRAIN")]
     pub limit_train: Option<usize>,
     /// Evaluate on only the first N test images.
-    #[arg(long)]
+    #[arg(long, env = "AISERVE_TRAIN_LIMIT_TEST")]
     pub limit_test: Option<usize>,
     /// Print one line per epoch instead of drawing a progress bar.
-    #[arg(long)]
+    #[arg(long, env = "AISERVE_TRAIN_QUIET")]
     pub quiet: bool,
 }
 
@@ -113,6 +113,9 @@ fn epoch_line(m: &EpochMetrics) -> String {
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let Task::Digits = args.task;
     let name: ModelName = args.model.parse().map_err(|e| anyhow::anyhow!("--model: {e}"))?;
+    if !(args.learning_rate.is_finite() && args.learning_rate > 0.0) {
+        anyhow::bail!("--learning-rate must be a positive number, got {}", args.learning_rate);
+    }
     let mut data =
         mnist::load_dir(&args.data).with_context(|| format!("reading MNIST from {}", args.data.display()))?;
     if let Some(n) = args.limit_train {

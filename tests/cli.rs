@@ -9,26 +9,10 @@ fn aiserve() -> Command {
 #[test]
 fn train_publishes_a_loadable_version_with_provenance() {
     let repo = tempfile::tempdir().unwrap();
-    let out = aiserve()
-        .args([
-            "train",
-            "digits",
-            "--epochs",
-            "1",
-            "--limit-train",
-            "640",
-            "--limit-test",
-            "200",
-            "--quiet",
-            "--seed",
-            "5",
-        ])
-        .arg("--data")
-        .arg(crate::mnist_dir())
-        .arg("--repo")
-        .arg(repo.path())
-        .output()
-        .unwrap();
+    let out = crate::train_digits(
+        repo.path(),
+        &["--epochs", "1", "--limit-train", "640", "--limit-test", "200", "--seed", "5"],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("epoch 1:") && stdout.contains("img/s"), "{stdout}");

@@ -18,6 +18,19 @@ pub fn mnist_dir() -> PathBuf {
     dir
 }
 
+/// Runs `aiserve train digits --quiet` on MNIST into `repo` with extra flags.
+pub fn train_digits(repo: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_aiserve"))
+        .args(["train", "digits", "--quiet"])
+        .args(extra)
+        .arg("--data")
+        .arg(mnist_dir())
+        .arg("--repo")
+        .arg(repo)
+        .output()
+        .unwrap()
+}
+
 /// The bundled model repository.
 pub fn bundled_repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models")

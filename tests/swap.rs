@@ -4,7 +4,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,14 +59,7 @@ fn trained_version_is_picked_up_by_a_running_server() {
     assert_eq!(status, 200, "{v}");
     assert_eq!((v["label"].as_u64(), v["version"].as_str()), (Some(test.labels[0] as u64), Some("1")));
 
-    let out = Command::new(env!("CARGO_BIN_EXE_aiserve"))
-        .args(["train", "digits", "--epochs", "1", "--limit-train", "1280", "--limit-test", "100", "--quiet"])
-        .arg("--data")
-        .arg(crate::mnist_dir())
-        .arg("--repo")
-        .arg(repo.path())
-        .output()
-        .unwrap();
+    let out = crate::train_digits(repo.path(), &["--epochs", "1", "--limit-train", "1280", "--limit-test", "100"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // Keep asking while the server notices, loads and swaps: every answer must be a 200.

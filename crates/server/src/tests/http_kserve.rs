@@ -115,6 +115,23 @@ async fn infer_errors_name_the_problem() {
     let (s, _) =
         h.json("POST", "/v2/models/digits/versions/9/infer", infer_body(json!([1, 784]), json!(vec![0.0; 784]))).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    // NaN and infinity cannot be written in JSON, but binary tensors can carry them.
+    for bad in [f32::NAN, f32::INFINITY] {
+        let mut pixels: Vec<u8> = vec![0u8; 783 * 4];
+        pixels.extend_from_slice(&bad.to_le_bytes());
+        let header = json!({ "inputs": [{ "name": "image", "shape": [1, 784], "datatype": "FP32",
+            "parameters": { "binary_data_size": pixels.len() } }] })
+        .to_string();
+        let mut body = header.clone().into_bytes();
+        body.extend_from_slice(&pixels);
+        let req = Request::post("/v2/models/digits/infer")
+            .header("inference-header-content-length", header.len())
+            .body(Body::from(body))
+            .unwrap();
+        let (s, v) = super::fake::read_json(h.send(req).await).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(error_text(&v).contains("value 783 is not a finite number"), "{v}");
+    }
     let req = Request::post("/v2/models/digits/infer")
         .header("inference-header-content-length", "99999")
         .body(Body::from("{}"))
