@@ -1,3 +1,5 @@
+//! `POST /classify`: every body form, every error class, 404/413, and a panicking model.
+
 use std::io::Cursor;
 
 use axum::http::StatusCode;

@@ -1,3 +1,5 @@
+//! KServe v2: health, metadata, readiness, infer in every shape, the binary extension, errors.
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;

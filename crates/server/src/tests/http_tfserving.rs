@@ -1,3 +1,5 @@
+//! TF Serving REST: status, metadata, `:predict` in row and columnar form, labels, errors.
+
 use axum::http::StatusCode;
 use serde_json::json;
 
