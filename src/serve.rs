@@ -25,6 +25,10 @@ pub struct ServeArgs {
     /// lets each request hold more memory.
     #[arg(long, env = "AISERVE_MAX_BODY_BYTES", default_value_t = 8 << 20)]
     pub max_body_bytes: usize,
+    /// Longest a request may wait for its model (queue and compute) before it is answered 504.
+    /// Clients can shorten it per request with the `x-request-timeout-ms` header.
+    #[arg(long, env = "AISERVE_REQUEST_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_ms: u64,
     /// Model that `/classify` uses when the request does not name one.
     #[arg(long, env = "AISERVE_DEFAULT_MODEL", default_value = "digits")]
     pub default_model: String,
@@ -42,7 +46,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let opts = ServeOptions {
         repo: args.repo,
         poll_interval: Duration::from_millis(args.poll_interval_ms),
-        limits: Limits { max_body_bytes: args.max_body_bytes },
+        limits: Limits {
+            max_body_bytes: args.max_body_bytes,
+            request_timeout: Duration::from_millis(args.request_timeout_ms),
+        },
         default_model: args.default_model,
     };
     aiserve_server::serve(opts, Arc::new(CandleLoader::cpu()), listener, shutdown_signal()).await?;

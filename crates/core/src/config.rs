@@ -29,9 +29,21 @@ pub struct ModelConfig {
     /// Largest number of images one forward pass may take (requests are merged up to this).
     #[serde(default = "default_max_batch_size")]
     pub max_batch_size: usize,
+    /// Batch sizes that run at once without waiting for `max_queue_delay_us` (Triton's
+    /// `preferred_batch_size`); each at most `max_batch_size`.
+    #[serde(default)]
+    pub preferred_batch_sizes: Vec<usize>,
+    /// Microseconds the oldest queued request may wait for others to join its batch: more
+    /// throughput under load, that much more latency when idle. 0 runs whatever is queued.
+    #[serde(default)]
+    pub max_queue_delay_us: u64,
     /// Requests waiting for the model beyond this answer 503 at once.
     #[serde(default = "default_max_queue_size")]
     pub max_queue_size: usize,
+    /// Model instances: threads that each own a copy of the model and take batches from the
+    /// shared queue (Triton's instance group count).
+    #[serde(default = "default_instances")]
+    pub instances: usize,
     /// TF Serving version labels, e.g. `stable = 1`, `canary = 2` (`/v1/models/m/labels/stable`).
     #[serde(default)]
     pub version_labels: BTreeMap<String, u64>,
@@ -45,12 +57,31 @@ fn default_max_queue_size() -> usize {
     1024
 }
 
+fn default_instances() -> usize {
+    1
+}
+
 impl ModelConfig {
     pub fn parse(text: &str) -> Result<Self, String> {
         let cfg: Self = toml::from_str(text).map_err(|e| e.to_string())?;
         cfg.version_policy.validate()?;
         if cfg.max_batch_size == 0 || cfg.max_batch_size > 4096 {
             return Err(format!("`max_batch_size` must be in 1..=4096, got {}", cfg.max_batch_size));
+        }
+        if let Some(p) = cfg.preferred_batch_sizes.iter().find(|&&p| p == 0 || p > cfg.max_batch_size) {
+            return Err(format!(
+                "`preferred_batch_sizes` entries must be in 1..=max_batch_size ({}), got {p}",
+                cfg.max_batch_size
+            ));
+        }
+        if cfg.max_queue_delay_us > 10_000_000 {
+            return Err(format!(
+                "`max_queue_delay_us` must be at most 10000000 (10 s), got {}",
+                cfg.max_queue_delay_us
+            ));
+        }
+        if cfg.instances == 0 || cfg.instances > 64 {
+            return Err(format!("`instances` must be in 1..=64, got {}", cfg.instances));
         }
         if cfg.max_queue_size == 0 {
             return Err("`max_queue_size` must be at least 1, got 0".into());
@@ -61,11 +92,24 @@ impl ModelConfig {
         Ok(cfg)
     }
 
+    /// The dynamic batcher's knobs.
+    pub fn batch_policy(&self) -> crate::batching::BatchPolicy {
+        crate::batching::BatchPolicy {
+            max_batch_size: self.max_batch_size,
+            preferred_batch_sizes: self.preferred_batch_sizes.clone(),
+            max_queue_delay: std::time::Duration::from_micros(self.max_queue_delay_us),
+            max_queue_size: self.max_queue_size,
+        }
+    }
+
     pub fn new_default() -> Self {
         Self {
             version_policy: VersionPolicy::default(),
             max_batch_size: default_max_batch_size(),
+            preferred_batch_sizes: Vec::new(),
+            max_queue_delay_us: 0,
             max_queue_size: default_max_queue_size(),
+            instances: default_instances(),
             version_labels: BTreeMap::new(),
         }
     }
@@ -224,5 +268,10 @@ shape = [10]
         assert_eq!(cfg.max_batch_size, 8);
         assert!(ModelConfig::parse("max_batch_size = 0").unwrap_err().contains("max_batch_size"));
         assert!(ModelConfig::parse("batch = 3").is_err());
+        let err = ModelConfig::parse("max_batch_size = 8\npreferred_batch_sizes = [4, 16]").unwrap_err();
+        assert!(err.contains("`preferred_batch_sizes`") && err.contains("got 16"), "{err}");
+        assert!(ModelConfig::parse("instances = 0").unwrap_err().contains("`instances`"));
+        let cfg = ModelConfig::parse("max_queue_delay_us = 500\ninstances = 2").unwrap();
+        assert_eq!(cfg.batch_policy().max_queue_delay, std::time::Duration::from_micros(500));
     }
 }

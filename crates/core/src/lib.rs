@@ -6,6 +6,7 @@
 //! model code implements. Everything here is synchronous and unit-tested without a runtime.
 
 pub mod backend;
+pub mod batching;
 pub mod config;
 pub mod error;
 pub mod ids;

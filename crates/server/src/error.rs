@@ -28,6 +28,8 @@ pub enum ApiError {
     NotReady { model: String, detail: String },
     #[error("model `{model}` version {version} has {queued} requests queued (the limit); retry shortly")]
     Overloaded { model: String, version: String, queued: usize },
+    #[error("the request timed out before the model answered")]
+    Timeout,
     #[error("internal error {id}; the server log has the details")]
     Internal { id: String },
 }
@@ -42,6 +44,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::ModelNotFound(_) | Self::VersionNotFound { .. } | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::NotReady { .. } | Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

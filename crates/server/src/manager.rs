@@ -107,13 +107,17 @@ impl Manager {
     ) {
         self.registry.set_loading(model, version, fingerprint);
         let loader = self.loader.clone();
-        let (name, max_batch, max_queue) = (model.clone(), cfg.max_batch_size, cfg.max_queue_size);
+        let (name, policy, instances) = (model.clone(), cfg.batch_policy(), cfg.instances);
         let started = Instant::now();
         let result = tokio::task::spawn_blocking(move || -> Result<Servable, String> {
             let config = loader.read_config(&dir).map_err(|e| e.to_string())?;
-            let mut classifier = loader.load(&dir, &config).map_err(|e| e.to_string())?;
-            warm_up(classifier.as_mut(), &config)?;
-            Servable::start(name, version, config, classifier, max_batch, max_queue).map_err(|e| e.to_string())
+            let mut copies = Vec::with_capacity(instances);
+            for _ in 0..instances {
+                let mut classifier = loader.load(&dir, &config).map_err(|e| e.to_string())?;
+                warm_up(classifier.as_mut(), &config)?;
+                copies.push(classifier);
+            }
+            Servable::start(name, version, config, copies, policy).map_err(|e| e.to_string())
         })
         .await
         .unwrap_or_else(|_| Err("the loader panicked".into()));

@@ -1,22 +1,29 @@
 //! Shared request state and the limits every handler enforces.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 
 use crate::error::ApiError;
 use crate::registry::Registry;
 
+/// Header a client may send to bound how long it waits for the model, in milliseconds.
+pub const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
+
 /// Limits applied to every request.
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// Largest request body accepted (413 beyond).
     pub max_body_bytes: usize,
+    /// Longest a request may wait for the model (queue plus compute) before a 504; a client's
+    /// own timeout can only shorten it.
+    pub request_timeout: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_body_bytes: 8 << 20 }
+        Self { max_body_bytes: 8 << 20, request_timeout: Duration::from_secs(30) }
     }
 }
 
@@ -29,6 +36,25 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// When this request must be answered: the server's limit, shortened by the client's
+    /// `x-request-timeout-ms` header or a protocol's own timeout field (`requested`).
+    pub fn deadline(&self, headers: &axum::http::HeaderMap, requested: Option<Duration>) -> Result<Instant, ApiError> {
+        let mut timeout = self.limits.request_timeout;
+        if let Some(v) = headers.get(TIMEOUT_HEADER) {
+            let ms: u64 = v.to_str().ok().and_then(|s| s.trim().parse().ok()).ok_or_else(|| {
+                ApiError::invalid(
+                    TIMEOUT_HEADER,
+                    format!("`{TIMEOUT_HEADER}` must be a whole number of milliseconds, got {v:?}"),
+                )
+            })?;
+            timeout = timeout.min(Duration::from_millis(ms));
+        }
+        if let Some(r) = requested {
+            timeout = timeout.min(r);
+        }
+        Ok(Instant::now() + timeout)
+    }
+
     /// Reads the whole body, refusing more than `max_body_bytes` with 413.
     pub async fn read_body(&self, body: Body) -> Result<Bytes, ApiError> {
         let limit = self.limits.max_body_bytes;

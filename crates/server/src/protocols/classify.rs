@@ -58,7 +58,8 @@ async fn classify(
             "`/classify` takes JSON (`{\"image\": ...}` or `{\"images\": [...]}`) or a PNG/JPEG body".into(),
         ));
     };
-    let probs = servable.classify(batch).await?;
+    let deadline = state.deadline(&headers, None)?;
+    let probs = servable.classify(batch, Some(deadline)).await?;
     let labels = &servable.config.labels;
     let mut predictions: Vec<Prediction> =
         probs.into_iter().map(|p| Prediction { label: labels[argmax(&p)].clone(), probabilities: p }).collect();

@@ -170,7 +170,18 @@ async fn run_infer(
         ));
     }
     let outputs = requested_outputs(&req, &servable)?;
-    let probs = servable.classify(batch).await?;
+    // Triton's request parameter `timeout` is in microseconds.
+    let requested = match req.parameters.get("timeout") {
+        None => None,
+        Some(v) => Some(std::time::Duration::from_micros(v.as_u64().ok_or_else(|| {
+            ApiError::invalid(
+                "parameters.timeout",
+                format!("`parameters.timeout` must be microseconds (an integer), got {v}"),
+            )
+        })?)),
+    };
+    let deadline = state.deadline(&headers, requested)?;
+    let probs = servable.classify(batch, Some(deadline)).await?;
     Ok(encode_response(&servable, req.id, &outputs, &probs))
 }
 

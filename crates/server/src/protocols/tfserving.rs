@@ -132,6 +132,7 @@ fn metadata(s: &Servable) -> Value {
 async fn post_handler(
     State(state): State<AppState>,
     Path(rest): Path<String>,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let p = parse_path(&rest).ok_or_else(|| not_found(&rest))?;
@@ -171,7 +172,7 @@ async fn post_handler(
             return Err(ApiError::invalid("instances", "missing `instances` (row format) or `inputs` (columnar)"))
         }
     };
-    let probs = servable.classify(batch).await?;
+    let probs = servable.classify(batch, Some(state.deadline(&headers, None)?)).await?;
     Ok(Json(if row_format { json!({ "predictions": probs }) } else { json!({ "outputs": probs }) }))
 }
 

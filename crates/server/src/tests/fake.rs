@@ -1,12 +1,13 @@
 //! A deterministic fake image classifier and repository helpers for the server tests.
 //!
-//! The "weights" file is text: `shift N` makes the model answer class
-//! `(round(9 * mean pixel) + N) % 10` with probability 0.91; `panic` panics on every call after
-//! warm-up; anything else fails to load.
+//! The "weights" file is text lines: `shift N` makes the model answer class
+//! `(round(9 * mean pixel) + N) % 10` with probability 0.91; `sleep MS` makes every call after
+//! warm-up take that long; `panic` panics on every call after warm-up; anything else fails to
+//! load. The loader records each batch size and the most calls seen running at once.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aiserve_core::backend::read_version_config;
@@ -39,18 +40,39 @@ datatype = "FP32"
 shape = [10]
 "#;
 
-pub struct FakeLoader;
+/// What the fake models saw, shared by every model the loader made.
+#[derive(Default)]
+pub struct Observed {
+    pub batch_sizes: Mutex<Vec<usize>>,
+    running: AtomicUsize,
+    pub max_running: AtomicUsize,
+}
+
+#[derive(Clone, Default)]
+pub struct FakeLoader {
+    pub observed: Arc<Observed>,
+}
 
 struct Fake {
     shift: usize,
     panics: bool,
+    sleep: Duration,
     warmed: AtomicBool,
+    observed: Arc<Observed>,
 }
 
 impl ImageClassifier for Fake {
     fn predict(&mut self, batch: &ImageBatch) -> Result<Vec<Vec<f32>>, BackendError> {
-        if self.panics && self.warmed.swap(true, Ordering::Relaxed) {
+        let warm = self.warmed.swap(true, Ordering::Relaxed);
+        if self.panics && warm {
             panic!("fake model panics on purpose");
+        }
+        if warm {
+            self.observed.batch_sizes.lock().unwrap().push(batch.n);
+            let now = self.observed.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.observed.max_running.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(self.sleep);
+            self.observed.running.fetch_sub(1, Ordering::SeqCst);
         }
         let len = batch.height * batch.width * batch.channels;
         Ok(batch
@@ -72,15 +94,23 @@ impl ModelLoader for FakeLoader {
 
     fn load(&self, dir: &Path, config: &VersionConfig) -> Result<Box<dyn ImageClassifier>, LoadError> {
         let text = std::fs::read_to_string(dir.join(&config.weights)).map_err(|e| LoadError::Weights(e.to_string()))?;
-        let text = text.trim();
-        if text == "panic" {
-            return Ok(Box::new(Fake { shift: 0, panics: true, warmed: AtomicBool::new(false) }));
+        let mut fake = Fake {
+            shift: 0,
+            panics: false,
+            sleep: Duration::ZERO,
+            warmed: AtomicBool::new(false),
+            observed: self.observed.clone(),
+        };
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let bad = || LoadError::Weights(format!("unreadable fake weights {text:?}"));
+            match line.split_once(' ') {
+                None if line == "panic" => fake.panics = true,
+                Some(("shift", n)) => fake.shift = n.parse().map_err(|_| bad())?,
+                Some(("sleep", ms)) => fake.sleep = Duration::from_millis(ms.parse().map_err(|_| bad())?),
+                _ => return Err(bad()),
+            }
         }
-        let shift = text
-            .strip_prefix("shift ")
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| LoadError::Weights(format!("unreadable fake weights {text:?}")))?;
-        Ok(Box::new(Fake { shift, panics: false, warmed: AtomicBool::new(false) }))
+        Ok(Box::new(fake))
     }
 }
 
@@ -95,6 +125,7 @@ pub fn write_version(repo: &Path, model: &str, version: u64, weights: &str) {
 /// A repository with `digits` v1 (shift 0), a manager that has polled it once, and the app.
 pub struct Harness {
     pub dir: tempfile::TempDir,
+    pub observed: Arc<Observed>,
     pub manager: Manager,
     pub state: AppState,
 }
@@ -108,10 +139,12 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         write_version(dir.path(), "digits", 1, "shift 0");
         let registry = Arc::new(Registry::new());
-        let manager = Manager { repo: dir.path().to_owned(), loader: Arc::new(FakeLoader), registry: registry.clone() };
+        let loader = FakeLoader::default();
+        let observed = loader.observed.clone();
+        let manager = Manager { repo: dir.path().to_owned(), loader: Arc::new(loader), registry: registry.clone() };
         manager.poll_once().await;
         let state = AppState { registry, limits, default_model: "digits".into() };
-        Self { dir, manager, state }
+        Self { dir, observed, manager, state }
     }
 
     pub fn repo(&self) -> &Path {

@@ -102,7 +102,7 @@ async fn unknown_model_and_version_are_404() {
 
 #[tokio::test]
 async fn oversized_bodies_are_413() {
-    let h = Harness::with_limits(Limits { max_body_bytes: 1000 }).await;
+    let h = Harness::with_limits(Limits { max_body_bytes: 1000, ..Limits::default() }).await;
     let (s, v) = h.json("POST", "/classify", json!({ "image": vec![0.0; 784] })).await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
     assert!(error_text(&v).contains("at most 1000 bytes"));

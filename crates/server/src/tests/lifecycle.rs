@@ -114,9 +114,10 @@ async fn serves_on_a_real_socket_and_shuts_down() {
         limits: Default::default(),
         default_model: "digits".into(),
     };
-    let server = tokio::spawn(crate::serve(opts, std::sync::Arc::new(super::fake::FakeLoader), listener, async {
-        let _ = rx.await;
-    }));
+    let server =
+        tokio::spawn(crate::serve(opts, std::sync::Arc::new(super::fake::FakeLoader::default()), listener, async {
+            let _ = rx.await;
+        }));
     let body = json!({ "image": vec![1.0; 784] }).to_string();
     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
     let req = format!("POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());

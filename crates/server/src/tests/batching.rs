@@ -1,0 +1,80 @@
+//! Dynamic batching through the HTTP surface: requests merge into one forward pass, a full queue
+//! answers 503 at once, deadlines answer 504, and instances run batches side by side.
+
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use futures_util::future::join_all;
+use serde_json::json;
+
+use super::fake::{read_json, write_version, Harness};
+
+fn classify(model: &str, value: f32) -> Request<Body> {
+    let body = json!({ "image": vec![value; 784] }).to_string();
+    Request::post(format!("/classify?model={model}"))
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap()
+}
+
+async fn with_model(model_toml: &str, weights: &str) -> Harness {
+    let h = Harness::new().await;
+    write_version(h.repo(), "m", 1, weights);
+    std::fs::write(h.repo().join("m/model.toml"), model_toml).unwrap();
+    h.poll().await;
+    h
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_merge_into_one_batch_and_split_back() {
+    let h = with_model("max_queue_delay_us = 200000\npreferred_batch_sizes = [4]", "shift 0").await;
+    let values = [0.0, 1.0 / 9.0, 2.0 / 9.0, 3.0 / 9.0];
+    let answers = join_all(values.iter().map(|&v| h.send(classify("m", v)))).await;
+    for (resp, want) in answers.into_iter().zip(0..) {
+        let (s, v) = read_json(resp).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["label"], want, "results must go back to the request they came from");
+    }
+    assert_eq!(*h.observed.batch_sizes.lock().unwrap(), [4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_queue_answers_503_at_once() {
+    let h = with_model("max_queue_size = 1\nmax_batch_size = 1", "sleep 300").await;
+    let answers = join_all((0..4).map(|_| h.send(classify("m", 0.0)))).await;
+    let statuses: Vec<StatusCode> = answers.iter().map(|r| r.status()).collect();
+    let refused: Vec<_> = answers.iter().filter(|r| r.status() == StatusCode::SERVICE_UNAVAILABLE).collect();
+    assert!(!refused.is_empty(), "{statuses:?}");
+    assert_eq!(refused[0].headers()["retry-after"], "1");
+    assert!(statuses.contains(&StatusCode::OK), "{statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deadlines_answer_504_and_skip_compute() {
+    let h = with_model("max_batch_size = 1", "sleep 200").await;
+    let mut slow = classify("m", 0.0);
+    slow.headers_mut().insert("x-request-timeout-ms", "50".parse().unwrap());
+    let mut queued = classify("m", 0.0);
+    queued.headers_mut().insert("x-request-timeout-ms", "50".parse().unwrap());
+    let answers = join_all([h.send(slow), h.send(queued)]).await;
+    for r in answers {
+        assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
+    }
+    // Give the model time to finish the batch it had started; the queued one never ran.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(h.observed.batch_sizes.lock().unwrap().len(), 1);
+    let mut bad = classify("m", 0.0);
+    bad.headers_mut().insert("x-request-timeout-ms", "soon".parse().unwrap());
+    let (s, v) = read_json(h.send(bad).await).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().unwrap().contains("x-request-timeout-ms"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn instances_run_batches_side_by_side() {
+    let h = with_model("instances = 2\nmax_batch_size = 1", "sleep 150").await;
+    let answers = join_all((0..2).map(|_| h.send(classify("m", 0.0)))).await;
+    assert!(answers.iter().all(|r| r.status() == StatusCode::OK));
+    assert_eq!(h.observed.max_running.load(Ordering::SeqCst), 2);
+}
