@@ -1,5 +1,6 @@
 //! The `aiserve` binary: `serve` a model repository, `train` a model into it.
 
+mod bench;
 mod serve;
 mod train;
 
@@ -21,6 +22,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Train a model and publish it as a new version in a repository.
     Train(train::TrainArgs),
+    /// Load-test a running server: throughput and latency percentiles per concurrency level.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,5 +39,6 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve::run(args))
         }
         Command::Train(args) => train::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
