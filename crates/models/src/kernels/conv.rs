@@ -171,27 +171,35 @@ pub struct ConvGrads {
 }
 
 pub fn backward(g: &ConvGeom, x: &[f32], w: &[f32], y: &[f32], dy: &[f32], relu: bool, need_dx: bool) -> ConvGrads {
-    let (m, k, oc) = (g.m(), g.k(), g.oc);
+    let (rows_per_image, k, oc) = (g.oh() * g.ow(), g.k(), g.oc);
     let gm: Vec<f32> =
         if relu { dy.iter().zip(y).map(|(d, y)| if *y > 0.0 { *d } else { 0.0 }).collect() } else { dy.to_vec() };
     let mut db = vec![0.0; oc];
     for row in gm.chunks_exact(oc) {
         db.iter_mut().zip(row).for_each(|(a, v)| *a += v);
     }
-    let gmat = MatRef::row_major(&gm, m, oc);
+    // Same L2-sized blocks of images as the forward pass, one after the other: dW accumulates
+    // over the blocks, dX is written block by block.
+    let images_per_block = (BLOCK_FLOATS / (rows_per_image * k)).clamp(1, g.n.max(1));
+    let image_len = g.h * g.w * g.c;
     let mut dw = vec![0.0; k * oc];
-    with_scratch(m * k, |cols| {
-        im2col(g, x, cols);
-        matmul(MatRef::row_major(cols, m, k).t(), gmat, &mut dw, false);
-        let dx = need_dx.then(|| {
-            // Reuse the patch buffer for the patch gradients.
-            matmul(gmat, MatRef::row_major(w, k, oc).t(), cols, false);
-            let mut dx = vec![0.0; g.n * g.h * g.w * g.c];
-            col2im_add(g, cols, &mut dx);
-            dx
+    let mut dx = need_dx.then(|| vec![0.0; g.n * image_len]);
+    for start in (0..g.n).step_by(images_per_block) {
+        let n = images_per_block.min(g.n - start);
+        let sub = ConvGeom { n, ..*g };
+        let m = sub.m();
+        let gmat = MatRef::row_major(&gm[start * rows_per_image * oc..][..m * oc], m, oc);
+        with_scratch(m * k, |cols| {
+            im2col(&sub, &x[start * image_len..][..n * image_len], cols);
+            matmul(MatRef::row_major(cols, m, k).t(), gmat, &mut dw, start > 0);
+            if let Some(dx) = dx.as_mut() {
+                // Reuse the patch buffer for the patch gradients.
+                matmul(gmat, MatRef::row_major(w, k, oc).t(), cols, false);
+                col2im_add(&sub, cols, &mut dx[start * image_len..][..n * image_len]);
+            }
         });
-        ConvGrads { dx, dw, db }
-    })
+    }
+    ConvGrads { dx, dw, db }
 }
 
 /// The candle op: `(x [N,H,W,C], w [KH,KW,C,OC], b [OC]) -> [N,OH,OW,OC]`.

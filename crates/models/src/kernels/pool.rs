@@ -56,25 +56,34 @@ fn forward(g: &PoolGeom, x: &[f32]) -> Vec<f32> {
     out
 }
 
-fn backward(g: &PoolGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    let (oh, ow, c) = (g.oh(), g.ow(), g.c);
+/// Routes each output gradient to the first input of its window that equals the pooled
+/// maximum `y`. Windows do not overlap, so every input gets written at most once; the loop over
+/// channels is branch-free (and vectorises).
+fn backward(g: &PoolGeom, x: &[f32], y: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (oh, ow, c, w) = (g.oh(), g.ow(), g.c, g.w);
+    let image_len = g.h * w * c;
+    let out_len = oh * ow * c;
     let mut dx = vec![0.0; x.len()];
-    let image_len = g.h * g.w * c;
     for_each_chunk_mut(&mut dx, image_len, |i, dimg| {
-        let (img, gimg) = (&x[i * image_len..][..image_len], &dy[i * oh * ow * c..][..oh * ow * c]);
-        for y in 0..oh {
+        let img = &x[i * image_len..][..image_len];
+        let (ys, gs) = (&y[i * out_len..][..out_len], &dy[i * out_len..][..out_len]);
+        for yy in 0..oh {
+            let (row0, row1) = (2 * yy * w * c, (2 * yy + 1) * w * c);
+            let (top, bottom) = dimg.split_at_mut(row1);
             for xo in 0..ow {
-                let win = g.window(y, xo, 0);
-                let grad = &gimg[(y * ow + xo) * c..][..c];
+                let (o, p) = ((yy * ow + xo) * c, 2 * xo * c);
+                let (m, gr) = (&ys[o..o + c], &gs[o..o + c]);
+                let (x0, x1) = img[row0 + p..row0 + p + 2 * c].split_at(c);
+                let (x2, x3) = img[row1 + p..row1 + p + 2 * c].split_at(c);
+                let (d0, d1) = top[row0 + p..row0 + p + 2 * c].split_at_mut(c);
+                let (d2, d3) = bottom[p..p + 2 * c].split_at_mut(c);
                 for ch in 0..c {
-                    // First maximal element of the window gets the gradient.
-                    let mut best = win[0] + ch;
-                    for at in &win[1..] {
-                        if img[at + ch] > img[best] {
-                            best = at + ch;
-                        }
-                    }
-                    dimg[best] += grad[ch];
+                    let (e0, e1, e2) = (x0[ch] == m[ch], x1[ch] == m[ch], x2[ch] == m[ch]);
+                    let gv = gr[ch];
+                    d0[ch] = if e0 { gv } else { 0.0 };
+                    d1[ch] = if !e0 && e1 { gv } else { 0.0 };
+                    d2[ch] = if !e0 && !e1 && e2 { gv } else { 0.0 };
+                    d3[ch] = if !e0 && !e1 && !e2 && x3[ch] == m[ch] { gv } else { 0.0 };
                 }
             }
         }
@@ -96,10 +105,12 @@ impl CustomOp1 for MaxPool2x2 {
         Ok((CpuStorage::F32(out), Shape::from((g.n, g.oh(), g.ow(), g.c))))
     }
 
-    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+    fn bwd(&self, x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         let g = PoolGeom::from_shape(x.shape())?;
         let dx = with_cpu_f32(x, "max_pool2x2 input", |xs| {
-            with_cpu_f32(dy, "max_pool2x2 output grad", |dys| Ok(backward(&g, xs, dys)))
+            with_cpu_f32(y, "max_pool2x2 output", |ys| {
+                with_cpu_f32(dy, "max_pool2x2 output grad", |dys| Ok(backward(&g, xs, ys, dys)))
+            })
         })?;
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
     }
