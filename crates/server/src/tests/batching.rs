@@ -7,6 +7,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use futures_util::future::join_all;
 use serde_json::json;
+use tower::ServiceExt;
 
 use super::fake::{read_json, write_version, Harness};
 
@@ -77,4 +78,17 @@ async fn instances_run_batches_side_by_side() {
     let answers = join_all((0..2).map(|_| h.send(classify("m", 0.0)))).await;
     assert!(answers.iter().all(|r| r.status() == StatusCode::OK));
     assert_eq!(h.observed.max_running.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_whose_client_left_never_reach_the_model() {
+    let h = with_model("max_batch_size = 1", "sleep 200").await;
+    let running = tokio::spawn(crate::app(h.state.clone()).oneshot(classify("m", 0.0)));
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // The second client gives up while its request is still queued behind the first.
+    let gave_up = tokio::time::timeout(std::time::Duration::from_millis(50), h.send(classify("m", 0.0))).await;
+    assert!(gave_up.is_err());
+    assert_eq!(running.await.unwrap().unwrap().status(), StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(h.observed.batch_sizes.lock().unwrap().len(), 1, "the abandoned request was computed");
 }
