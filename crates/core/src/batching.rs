@@ -90,6 +90,10 @@ impl<T> Batcher<T> {
 
     /// Removes requests whose client is gone (`alive` false) and returns those past their deadline.
     pub fn prune(&mut self, now: Instant, alive: impl Fn(&T) -> bool) -> Vec<Pending<T>> {
+        let keep = |p: &Pending<T>| alive(&p.item) && p.deadline.is_none_or(|d| d > now);
+        if self.queue.iter().all(keep) {
+            return Vec::new(); // the common case: nothing to remove, nothing allocated
+        }
         let mut expired = Vec::new();
         let mut kept = VecDeque::with_capacity(self.queue.len());
         for p in self.queue.drain(..) {
