@@ -236,6 +236,9 @@ fn available_hint(entry: &ModelEntry) -> String {
 }
 
 fn not_ready_detail(entry: &ModelEntry) -> String {
+    if let Some(e) = &entry.config_error {
+        return format!(" (its model config is invalid: {e})");
+    }
     match entry.versions.iter().next_back() {
         Some((v, e)) => match &e.error {
             Some(err) => format!(" (version {v} failed to load: {err})"),

@@ -82,6 +82,17 @@ async fn broken_files_never_take_the_server_down() {
 }
 
 #[tokio::test]
+async fn a_new_model_with_a_bad_config_says_why_it_is_not_ready() {
+    let h = Harness::new().await;
+    write_version(h.repo(), "fresh", 1, "shift 0");
+    std::fs::write(h.repo().join("fresh/model.toml"), "max_batch_size = 0").unwrap();
+    h.poll().await;
+    let (s, v) = h.json("POST", "/classify?model=fresh", json!({ "image": vec![0.0; 784] })).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(v["error"].as_str().unwrap().contains("`max_batch_size` must be in 1..=4096, got 0"), "{v}");
+}
+
+#[tokio::test]
 async fn removed_models_disappear() {
     let h = Harness::new().await;
     write_version(h.repo(), "other", 1, "shift 0");
