@@ -140,3 +140,47 @@ async fn serves_on_a_real_socket_and_shuts_down() {
     tx.send(()).unwrap();
     tokio::time::timeout(std::time::Duration::from_secs(5), server).await.unwrap().unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn swapping_versions_under_concurrent_load_fails_no_request() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    let h = Harness::new().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut clients = Vec::new();
+    for _ in 0..32 {
+        let (app, stop, ok, failed) = (crate::app(h.state.clone()), stop.clone(), ok.clone(), failed.clone());
+        clients.push(tokio::spawn(async move {
+            let body = json!({ "image": vec![0.0; 784] }).to_string();
+            while !stop.load(Ordering::Relaxed) {
+                let req = axum::http::Request::post("/classify")
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(body.clone()))
+                    .unwrap();
+                let status = app.clone().oneshot(req).await.unwrap().status();
+                let counter = if status == StatusCode::OK { &ok } else { &failed };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    // Publish, swap, remove and swap back while the clients run.
+    for v in 2..=4 {
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        write_version(h.repo(), "digits", v, "shift 0");
+        h.poll().await;
+        assert_eq!(served_version(&h).await, v.to_string());
+    }
+    std::fs::remove_dir_all(h.repo().join("digits/4")).unwrap();
+    h.poll().await;
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert_eq!(served_version(&h).await, "3");
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "{} requests succeeded", ok.load(Ordering::Relaxed));
+    assert!(ok.load(Ordering::Relaxed) > 100);
+}
