@@ -49,7 +49,6 @@ pub struct VersionStatus {
 #[derive(Clone, Debug)]
 pub struct ModelStatus {
     pub name: ModelName,
-    pub config_error: Option<String>,
     pub versions: Vec<VersionStatus>,
 }
 
@@ -216,7 +215,6 @@ impl Registry {
 fn status_of(name: &ModelName, e: &ModelEntry) -> ModelStatus {
     ModelStatus {
         name: name.clone(),
-        config_error: e.config_error.clone(),
         versions: e
             .versions
             .iter()

@@ -29,9 +29,10 @@ impl PoolGeom {
     fn ow(&self) -> usize {
         self.w / 2
     }
-    /// Input offsets (within one image) of the four window elements of output (y, x, ch).
-    fn window(&self, y: usize, x: usize, ch: usize) -> [usize; 4] {
-        let at = |yy: usize, xx: usize| (yy * self.w + xx) * self.c + ch;
+    /// Input offsets (within one image) of the four window positions of output (y, x); each
+    /// starts a run of `c` channels.
+    fn window(&self, y: usize, x: usize) -> [usize; 4] {
+        let at = |yy: usize, xx: usize| (yy * self.w + xx) * self.c;
         [at(2 * y, 2 * x), at(2 * y, 2 * x + 1), at(2 * y + 1, 2 * x), at(2 * y + 1, 2 * x + 1)]
     }
 }
@@ -45,7 +46,7 @@ fn forward(g: &PoolGeom, x: &[f32]) -> Vec<f32> {
         for y in 0..oh {
             for xo in 0..ow {
                 // The four window positions, each a contiguous run of `c` channels.
-                let [a, b, cc, d] = g.window(y, xo, 0).map(|at| &img[at..at + c]);
+                let [a, b, cc, d] = g.window(y, xo).map(|at| &img[at..at + c]);
                 let o = &mut dst[(y * ow + xo) * c..][..c];
                 for i in 0..c {
                     o[i] = a[i].max(b[i]).max(cc[i]).max(d[i]);

@@ -49,7 +49,7 @@ async fn classify(
     let servable = state.registry.resolve(model, target.version.as_deref())?;
 
     let (batch, single) = if looks_like_image(&bytes) {
-        (picture(bytes.to_vec(), &servable, "body".into()).await?, true)
+        (picture(bytes, &servable, "body".into()).await?, true)
     } else if is_json(&headers, &bytes) {
         let req: serde_json::Map<String, Value> = parse_json(&bytes)?;
         from_json(req, &servable).await?

@@ -3,6 +3,7 @@
 //! Serving's `{"b64": "..."}` object.
 
 use aiserve_core::ImageBatch;
+use axum::body::Bytes;
 use base64::Engine;
 use serde_json::Value;
 
@@ -20,7 +21,7 @@ pub async fn image_from_json(value: Value, servable: &Servable, field: String) -
     match b64 {
         Some(text) => {
             let bytes = decode_base64(text, &field)?;
-            picture(bytes, servable, field).await
+            picture(bytes.into(), servable, field).await
         }
         None if value.is_array() => {
             let (shape, data) = json_tensor::flatten(&value, &field)?;
@@ -37,7 +38,7 @@ pub async fn image_from_json(value: Value, servable: &Servable, field: String) -
 }
 
 /// Decodes a PNG/JPEG picture into a single-image batch on the blocking pool.
-pub async fn picture(bytes: Vec<u8>, servable: &Servable, field: String) -> Result<ImageBatch, ApiError> {
+pub async fn picture(bytes: Bytes, servable: &Servable, field: String) -> Result<ImageBatch, ApiError> {
     let spec = servable.spec.clone();
     tokio::task::spawn_blocking(move || {
         let data = image::decode(&bytes, &spec, &field)?;

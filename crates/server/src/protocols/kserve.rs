@@ -351,30 +351,51 @@ fn requested_outputs(req: &InferRequest, servable: &Servable) -> Result<Vec<(Out
     }
 }
 
+/// One output tensor's values.
+enum Values {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+}
+
+impl Values {
+    fn append_le_bytes(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Self::I64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        }
+    }
+
+    fn into_json(self) -> Value {
+        match self {
+            Self::F32(v) => json!(v),
+            Self::I64(v) => json!(v),
+        }
+    }
+}
+
 fn encode_response(servable: &Servable, id: Option<String>, outputs: &[(Out, bool)], probs: &[Vec<f32>]) -> Response {
     let n = probs.len();
     let classes = servable.config.output.shape[0];
     let mut tail: Vec<u8> = Vec::new();
     let mut outs = Vec::with_capacity(outputs.len());
     for &(which, binary) in outputs {
-        let (name, datatype, shape, bytes, data): (&str, &str, Vec<usize>, Vec<u8>, Value) = match which {
-            Out::Probabilities => {
-                let flat: Vec<f32> = probs.iter().flatten().copied().collect();
-                let bytes = flat.iter().flat_map(|v| v.to_le_bytes()).collect();
-                (&servable.config.output.name, "FP32", vec![n, classes], bytes, json!(flat))
-            }
-            Out::Label => {
-                let labels: Vec<i64> = probs.iter().map(|p| argmax(p) as i64).collect();
-                let bytes = labels.iter().flat_map(|v| v.to_le_bytes()).collect();
-                ("label", "INT64", vec![n], bytes, json!(labels))
-            }
+        let (name, datatype, shape, values) = match which {
+            Out::Probabilities => (
+                servable.config.output.name.as_str(),
+                "FP32",
+                vec![n, classes],
+                Values::F32(probs.iter().flatten().copied().collect()),
+            ),
+            Out::Label => ("label", "INT64", vec![n], Values::I64(probs.iter().map(|p| argmax(p) as i64).collect())),
         };
         let mut o = json!({ "name": name, "datatype": datatype, "shape": shape });
+        // Encode each output once, in the form the client asked for.
         if binary {
-            o["parameters"] = json!({ "binary_data_size": bytes.len() });
-            tail.extend_from_slice(&bytes);
+            let start = tail.len();
+            values.append_le_bytes(&mut tail);
+            o["parameters"] = json!({ "binary_data_size": tail.len() - start });
         } else {
-            o["data"] = data;
+            o["data"] = values.into_json();
         }
         outs.push(o);
     }
