@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aiserve_models::CandleLoader;
+use aiserve_server::state::TextLimits;
 use aiserve_server::{Limits, ServeOptions};
 use anyhow::Context;
 
@@ -29,6 +30,13 @@ pub struct ServeArgs {
     /// Clients can shorten it per request with the `x-request-timeout-ms` header.
     #[arg(long, env = "AISERVE_REQUEST_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_ms: u64,
+    /// Cut texts longer than an embedding model's token limit instead of refusing them with 400
+    /// (TEI's `--auto-truncate`). Off by default, so no input is silently shortened.
+    #[arg(long, env = "AISERVE_AUTO_TRUNCATE")]
+    pub auto_truncate: bool,
+    /// Most texts one embeddings request may hold.
+    #[arg(long, env = "AISERVE_MAX_INPUTS", default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_inputs: u64,
     /// Model that `/classify` uses when the request does not name one.
     #[arg(long, env = "AISERVE_DEFAULT_MODEL", default_value = "digits")]
     pub default_model: String,
@@ -49,6 +57,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         limits: Limits {
             max_body_bytes: args.max_body_bytes,
             request_timeout: Duration::from_millis(args.request_timeout_ms),
+            text: TextLimits { max_inputs: args.max_inputs as usize, auto_truncate: args.auto_truncate },
         },
         default_model: args.default_model,
     };

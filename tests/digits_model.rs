@@ -10,8 +10,11 @@ fn committed_model_reaches_99_percent_on_the_mnist_test_set() {
     let test = mnist::load_dir(&crate::mnist_dir()).unwrap().test;
     let dir = crate::bundled_repo().join("digits/1");
     let loader = CandleLoader::cpu();
-    let cfg = loader.read_config(&dir).unwrap();
-    let mut model = loader.load(&dir, &cfg).unwrap();
+    let description = loader.describe(&dir).unwrap();
+    let aiserve_core::Loaded::Image(mut model) = loader.load(&dir, &description).unwrap() else {
+        panic!("not an image model")
+    };
+    let aiserve_core::Description::Image(cfg) = description else { unreachable!() };
     let spec = ImageSpec::from(&cfg.input);
     let mut correct = 0;
     for (chunk, labels) in test.images.chunks(256 * 784).zip(test.labels.chunks(256)) {

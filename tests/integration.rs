@@ -1,10 +1,12 @@
 //! End-to-end tests of the real binary and the real digits model (one test binary, linked once).
 //!
 //! They need the MNIST files from `../shared/data/mnist` (or `$AISERVE_MNIST`), which every
-//! checkout of this project has beside it; no network.
+//! checkout of this project has beside it, and the model weights `../shared/fetch-assets.sh`
+//! puts in `$AISERVE_ASSETS` (default `~/.cache/aiserve-assets`); no network.
 
 mod cli;
 mod digits_model;
+mod embeddings_model;
 mod swap;
 
 use std::path::PathBuf;
@@ -15,6 +17,24 @@ pub fn mnist_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mnist"));
     assert!(dir.join("t10k-images-idx3-ubyte.gz").exists(), "MNIST not found at {} (set AISERVE_MNIST)", dir.display());
+    dir
+}
+
+/// `../shared` beside the checkout (read-only data and references).
+pub fn shared_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared")
+}
+
+/// The fetched model weights (`../shared/fetch-assets.sh` writes them).
+pub fn assets_dir() -> PathBuf {
+    let dir = std::env::var_os("AISERVE_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/aiserve-assets"));
+    assert!(
+        dir.join("minilm/model.safetensors").exists(),
+        "model assets not found at {} (run ../shared/fetch-assets.sh, or set AISERVE_ASSETS)",
+        dir.display()
+    );
     dir
 }
 

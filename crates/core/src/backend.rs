@@ -1,13 +1,17 @@
 //! The traits model code implements, so that the server never depends on candle.
 //!
-//! A loaded model version is an [`ImageClassifier`] owned by one model thread; the version
-//! manager obtains it from a [`ModelLoader`] on a blocking thread.
+//! A loader first [describes](ModelLoader::describe) a version directory (what kind of model it
+//! is, its tensors or its tokenizer), then [loads](ModelLoader::load) one copy per model
+//! instance; each copy is owned by one model thread. The version manager calls both on a
+//! blocking thread.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::config::VersionConfig;
 use crate::error::{BackendError, LoadError};
 use crate::tensor::ImageBatch;
+use crate::text::{EmbedderInfo, TextTokenizer};
 
 /// A loaded image classification model. Called from a single dedicated thread.
 pub trait ImageClassifier: Send {
@@ -15,12 +19,35 @@ pub trait ImageClassifier: Send {
     fn predict(&mut self, batch: &ImageBatch) -> Result<Vec<Vec<f32>>, BackendError>;
 }
 
+/// A loaded text embedding model. Called from a single dedicated thread.
+pub trait TextEmbedder: Send {
+    /// One pooled (and, if the model says so, normalised) vector per token sequence, in order.
+    /// Each sequence is non-empty and at most the model's `max_tokens` long.
+    fn embed(&mut self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>, BackendError>;
+}
+
+/// What a version directory holds, read before any weights are loaded.
+#[derive(Clone)]
+pub enum Description {
+    /// An aiserve-native version (`config.toml`), e.g. a trained digits CNN.
+    Image(VersionConfig),
+    /// A text embedding model (a Hugging Face / sentence-transformers directory) and the
+    /// tokenizer requests are encoded with.
+    Embedder { info: EmbedderInfo, tokenizer: Arc<dyn TextTokenizer> },
+}
+
+/// One loaded copy of a model, matching its [`Description`].
+pub enum Loaded {
+    Image(Box<dyn ImageClassifier>),
+    Embedder(Box<dyn TextEmbedder>),
+}
+
 /// Turns a version directory into a loaded model. Must be callable from any thread.
 pub trait ModelLoader: Send + Sync + 'static {
-    /// Reads and validates `<dir>/config.toml` (cheap; used for metadata and errors).
-    fn read_config(&self, dir: &Path) -> Result<VersionConfig, LoadError>;
-    /// Loads the weights described by `config` from `dir`.
-    fn load(&self, dir: &Path, config: &VersionConfig) -> Result<Box<dyn ImageClassifier>, LoadError>;
+    /// Recognises the directory's format and reads its configs and tokenizer (no weights).
+    fn describe(&self, dir: &Path) -> Result<Description, LoadError>;
+    /// Loads one copy of the weights described by `description` from `dir`.
+    fn load(&self, dir: &Path, description: &Description) -> Result<Loaded, LoadError>;
 }
 
 /// Reads a version config file with the size cap and strict parsing. Shared by loaders.

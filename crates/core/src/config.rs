@@ -29,6 +29,10 @@ pub struct ModelConfig {
     /// Largest number of images one forward pass may take (requests are merged up to this).
     #[serde(default = "default_max_batch_size")]
     pub max_batch_size: usize,
+    /// Text models: most tokens one forward pass may take (TEI's `max-batch-tokens`). Texts
+    /// from many requests are packed up to this; a bigger request is split across passes.
+    #[serde(default = "default_max_batch_tokens")]
+    pub max_batch_tokens: usize,
     /// Batch sizes that run at once without waiting for `max_queue_delay_us` (Triton's
     /// `preferred_batch_size`); each at most `max_batch_size`.
     #[serde(default)]
@@ -53,6 +57,10 @@ fn default_max_batch_size() -> usize {
     64
 }
 
+fn default_max_batch_tokens() -> usize {
+    4096
+}
+
 fn default_max_queue_size() -> usize {
     1024
 }
@@ -67,6 +75,12 @@ impl ModelConfig {
         cfg.version_policy.validate()?;
         if cfg.max_batch_size == 0 || cfg.max_batch_size > 4096 {
             return Err(format!("`max_batch_size` must be in 1..=4096, got {}", cfg.max_batch_size));
+        }
+        if cfg.max_batch_tokens < 512 || cfg.max_batch_tokens > 1 << 20 {
+            return Err(format!(
+                "`max_batch_tokens` must be in 512..=1048576 (one text of up to 512 tokens must fit), got {}",
+                cfg.max_batch_tokens
+            ));
         }
         if let Some(p) = cfg.preferred_batch_sizes.iter().find(|&&p| p == 0 || p > cfg.max_batch_size) {
             return Err(format!(
@@ -92,7 +106,7 @@ impl ModelConfig {
         Ok(cfg)
     }
 
-    /// The dynamic batcher's knobs.
+    /// The dynamic batcher's knobs for image models (batch size counted in images).
     pub fn batch_policy(&self) -> crate::batching::BatchPolicy {
         crate::batching::BatchPolicy {
             max_batch_size: self.max_batch_size,
@@ -102,10 +116,21 @@ impl ModelConfig {
         }
     }
 
+    /// The batcher's knobs for text models: batch size counted in tokens, no preferred sizes.
+    pub fn token_batch_policy(&self) -> crate::batching::BatchPolicy {
+        crate::batching::BatchPolicy {
+            max_batch_size: self.max_batch_tokens,
+            preferred_batch_sizes: Vec::new(),
+            max_queue_delay: std::time::Duration::from_micros(self.max_queue_delay_us),
+            max_queue_size: self.max_queue_size,
+        }
+    }
+
     pub fn new_default() -> Self {
         Self {
             version_policy: VersionPolicy::default(),
             max_batch_size: default_max_batch_size(),
+            max_batch_tokens: default_max_batch_tokens(),
             preferred_batch_sizes: Vec::new(),
             max_queue_delay_us: 0,
             max_queue_size: default_max_queue_size(),

@@ -15,8 +15,9 @@ pub mod policy;
 pub mod repository;
 pub mod state;
 pub mod tensor;
+pub mod text;
 
-pub use backend::{ImageClassifier, ModelLoader};
+pub use backend::{Description, ImageClassifier, Loaded, ModelLoader, TextEmbedder};
 pub use error::{BackendError, InputError, LoadError};
 pub use ids::{ModelName, Version};
 pub use tensor::ImageBatch;

@@ -1,13 +1,18 @@
-//! The candle-backed [`ModelLoader`]: turns a version directory into a served model.
+//! The candle-backed [`ModelLoader`]: recognises a version directory's format and loads it.
+//!
+//! - `config.toml` (written by `aiserve train`): an aiserve-native model such as the digits CNN.
+//! - `config.json` (a Hugging Face / sentence-transformers directory): a text embedding model.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use aiserve_core::backend::read_version_config;
-use aiserve_core::config::{ModelKind, VersionConfig};
-use aiserve_core::{ImageClassifier, LoadError, ModelLoader};
+use aiserve_core::config::{ModelKind, VERSION_CONFIG_FILE};
+use aiserve_core::{Description, LoadError, Loaded, ModelLoader};
 use candle_core::Device;
 
 use crate::digits::{self, classifier::DigitsClassifier, DigitsCnn};
+use crate::text::{self, embedder::Embedder, hf_dir};
 
 /// Loads every architecture this build knows, on one device.
 pub struct CandleLoader {
@@ -21,24 +26,49 @@ impl CandleLoader {
 }
 
 impl ModelLoader for CandleLoader {
-    fn read_config(&self, dir: &Path) -> Result<VersionConfig, LoadError> {
-        read_version_config(dir)
+    fn describe(&self, dir: &Path) -> Result<Description, LoadError> {
+        if dir.join(VERSION_CONFIG_FILE).is_file() || !hf_dir::is_hf_dir(dir) {
+            return Ok(Description::Image(read_version_config(dir)?));
+        }
+        let d = hf_dir::describe(dir)?;
+        Ok(Description::Embedder { info: d.info, tokenizer: d.tokenizer })
     }
 
-    fn load(&self, dir: &Path, config: &VersionConfig) -> Result<Box<dyn ImageClassifier>, LoadError> {
-        match (config.kind, config.architecture.as_str()) {
-            (ModelKind::ImageClassifier, digits::ARCHITECTURE) => {
-                let expected = digits::publish::version_config(None);
-                if config.input.shape != expected.input.shape || config.output.shape != expected.output.shape {
-                    return Err(LoadError::Config(format!(
-                        "digits_cnn takes input {:?} and gives output {:?}; config declares {:?} and {:?}",
-                        expected.input.shape, expected.output.shape, config.input.shape, config.output.shape
-                    )));
+    fn load(&self, dir: &Path, description: &Description) -> Result<Loaded, LoadError> {
+        match description {
+            Description::Image(config) => match (config.kind, config.architecture.as_str()) {
+                (ModelKind::ImageClassifier, digits::ARCHITECTURE) => {
+                    let expected = digits::publish::version_config(None);
+                    if config.input.shape != expected.input.shape || config.output.shape != expected.output.shape {
+                        return Err(LoadError::Config(format!(
+                            "digits_cnn takes input {:?} and gives output {:?}; config declares {:?} and {:?}",
+                            expected.input.shape, expected.output.shape, config.input.shape, config.output.shape
+                        )));
+                    }
+                    let model =
+                        DigitsCnn::load(&dir.join(&config.weights), &self.device).map_err(LoadError::Weights)?;
+                    Ok(Loaded::Image(Box::new(DigitsClassifier::new(model, self.device.clone()))))
                 }
-                let model = DigitsCnn::load(&dir.join(&config.weights), &self.device).map_err(LoadError::Weights)?;
-                Ok(Box::new(DigitsClassifier::new(model, self.device.clone())))
+                (_, other) => Err(LoadError::Unsupported(format!("architecture `{other}` is not known to this build"))),
+            },
+            Description::Embedder { info, .. } => {
+                let config = hf_dir::read_json(dir, "config.json")?
+                    .ok_or_else(|| LoadError::Config("config.json is missing".into()))?;
+                let encoder = text::load_encoder(dir, &config)?;
+                Ok(Loaded::Embedder(Box::new(Embedder::new(encoder, info.clone()))))
             }
-            (_, other) => Err(LoadError::Unsupported(format!("architecture `{other}` is not known to this build"))),
         }
     }
+}
+
+/// Loads a text embedding model directory directly (benchmarks and tests).
+pub fn load_embedder(
+    dir: &Path,
+) -> Result<
+    (Box<dyn aiserve_core::TextEmbedder>, aiserve_core::text::EmbedderInfo, Arc<text::tokenizer::HfTokenizer>),
+    LoadError,
+> {
+    let d = hf_dir::describe(dir)?;
+    let encoder = text::load_encoder(dir, &d.config)?;
+    Ok((Box::new(Embedder::new(encoder, d.info.clone())), d.info, d.tokenizer))
 }

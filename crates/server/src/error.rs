@@ -24,6 +24,8 @@ pub enum ApiError {
     VersionNotFound { model: String, version: String, hint: String },
     #[error("{0}")]
     NotFound(String),
+    #[error("model `{model}` is {is}; this endpoint takes {wants}")]
+    WrongModelKind { model: String, is: String, wants: String },
     #[error("model `{model}` has no version ready to serve{detail}")]
     NotReady { model: String, detail: String },
     #[error("model `{model}` version {version} has {queued} requests queued (the limit); retry shortly")]
@@ -40,6 +42,7 @@ impl ApiError {
             Self::Input(InputError::TooLarge { .. }) | Self::Input(InputError::Invalid { .. }) => {
                 StatusCode::BAD_REQUEST
             }
+            Self::WrongModelKind { .. } => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::ModelNotFound(_) | Self::VersionNotFound { .. } | Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -49,7 +52,7 @@ impl ApiError {
         }
     }
 
-    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Input(InputError::invalid(field, message))
     }
 

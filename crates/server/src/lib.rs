@@ -9,7 +9,9 @@ pub mod error;
 pub mod manager;
 pub mod protocols;
 pub mod registry;
+pub mod servable;
 pub mod state;
+pub mod text_input;
 pub mod worker;
 
 use std::future::Future;
@@ -29,6 +31,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(protocols::classify::routes())
         .merge(protocols::kserve::routes())
+        .merge(protocols::openai::routes())
         .merge(protocols::tfserving::routes())
         .fallback(
             |uri: axum::http::Uri| async move { error::ApiError::NotFound(format!("no route for `{}`", uri.path())) },

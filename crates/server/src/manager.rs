@@ -11,13 +11,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aiserve_core::config::VersionConfig;
+use aiserve_core::config::ModelConfig;
 use aiserve_core::plan::{plan, Action};
 use aiserve_core::repository::{self, RepoScan};
-use aiserve_core::{ImageBatch, ModelLoader, ModelName, Version};
+use aiserve_core::tensor::ImageSpec;
+use aiserve_core::{Description, ImageBatch, Loaded, ModelLoader, ModelName, Version};
 
 use crate::registry::Registry;
-use crate::worker::Servable;
+use crate::servable::{EmbedModel, EmbedRunner, ImageModel, ImageRunner, Kind, Servable};
+use crate::worker::Queue;
 
 pub struct Manager {
     pub repo: PathBuf,
@@ -75,7 +77,7 @@ impl Manager {
             }
             self.registry.set_config(model, found.config.clone());
         }
-        let config = self.registry.model_config(model).unwrap_or_else(aiserve_core::config::ModelConfig::new_default);
+        let config = self.registry.model_config(model).unwrap_or_else(ModelConfig::new_default);
         let on_disk = found.map(|f| f.versions.iter().map(|(v, d)| (*v, d.fingerprint)).collect()).unwrap_or_default();
 
         for action in plan(&config.version_policy, &on_disk, &self.registry.live(model)) {
@@ -97,30 +99,14 @@ impl Manager {
         }
     }
 
-    async fn load(
-        &self,
-        model: &ModelName,
-        version: Version,
-        dir: PathBuf,
-        fingerprint: u64,
-        cfg: &aiserve_core::config::ModelConfig,
-    ) {
+    async fn load(&self, model: &ModelName, version: Version, dir: PathBuf, fingerprint: u64, cfg: &ModelConfig) {
         self.registry.set_loading(model, version, fingerprint);
         let loader = self.loader.clone();
-        let (name, policy, instances) = (model.clone(), cfg.batch_policy(), cfg.instances);
+        let (name, cfg) = (model.clone(), cfg.clone());
         let started = Instant::now();
-        let result = tokio::task::spawn_blocking(move || -> Result<Servable, String> {
-            let config = loader.read_config(&dir).map_err(|e| e.to_string())?;
-            let mut copies = Vec::with_capacity(instances);
-            for _ in 0..instances {
-                let mut classifier = loader.load(&dir, &config).map_err(|e| e.to_string())?;
-                warm_up(classifier.as_mut(), &config)?;
-                copies.push(classifier);
-            }
-            Servable::start(name, version, config, copies, policy).map_err(|e| e.to_string())
-        })
-        .await
-        .unwrap_or_else(|_| Err("the loader panicked".into()));
+        let result = tokio::task::spawn_blocking(move || build(&*loader, name, version, &dir, &cfg))
+            .await
+            .unwrap_or_else(|_| Err("the loader panicked".into()));
         match result {
             Ok(servable) => {
                 tracing::info!(%model, %version, seconds = started.elapsed().as_secs_f64(), "version available");
@@ -153,21 +139,84 @@ impl Manager {
     }
 }
 
-/// One forward pass on a blank image so the first request does not pay for lazy setup, and so a
-/// version whose weights cannot run fails here rather than on a client's request.
-fn warm_up(model: &mut dyn aiserve_core::ImageClassifier, config: &VersionConfig) -> Result<(), String> {
-    let [h, w, c] = config.input.shape;
-    let blank = ImageBatch { n: 1, height: h, width: w, channels: c, data: vec![config.input.background; h * w * c] };
-    let rows = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.predict(&blank)))
-        .map_err(|_| "warm-up forward pass panicked".to_string())?
-        .map_err(|e| format!("warm-up forward pass failed: {e}"))?;
-    if rows.len() != 1 || rows[0].len() != config.output.shape[0] {
-        return Err(format!(
-            "warm-up produced {} rows of {} values; config declares 1 row of {}",
-            rows.len(),
-            rows.first().map_or(0, |r| r.len()),
-            config.output.shape[0]
-        ));
+/// Describes the version, loads and warms up one copy per instance, and starts its queue.
+fn build(
+    loader: &dyn ModelLoader,
+    model: ModelName,
+    version: Version,
+    dir: &std::path::Path,
+    cfg: &ModelConfig,
+) -> Result<Servable, String> {
+    let description = loader.describe(dir).map_err(|e| e.to_string())?;
+    let mut copies = Vec::with_capacity(cfg.instances);
+    for _ in 0..cfg.instances {
+        let mut loaded = loader.load(dir, &description).map_err(|e| e.to_string())?;
+        guarded("warm-up", || warm_up(&mut loaded, &description))?;
+        copies.push(loaded);
     }
-    Ok(())
+    let (name, v) = (model.to_string(), version.to_string());
+    let kind = match description {
+        Description::Image(config) => {
+            let runners = copies
+                .into_iter()
+                .map(|c| match c {
+                    Loaded::Image(m) => Ok(ImageRunner(m)),
+                    Loaded::Embedder(_) => Err("the loader returned an embedder for an image model".to_string()),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let queue = Queue::start(&name, &v, runners, cfg.batch_policy()).map_err(|e| e.to_string())?;
+            let spec = ImageSpec::from(&config.input);
+            Kind::Image(ImageModel { config, spec, max_batch: cfg.max_batch_size, queue })
+        }
+        Description::Embedder { info, tokenizer } => {
+            let runners = copies
+                .into_iter()
+                .map(|c| match c {
+                    Loaded::Embedder(m) => Ok(EmbedRunner(m)),
+                    Loaded::Image(_) => Err("the loader returned an image model for an embedder".to_string()),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let queue = Queue::start(&name, &v, runners, cfg.token_batch_policy()).map_err(|e| e.to_string())?;
+            Kind::Embedder(EmbedModel { info, tokenizer, max_batch_tokens: cfg.max_batch_tokens, queue })
+        }
+    };
+    Ok(Servable { model, version, kind, loaded_at: std::time::SystemTime::now() })
+}
+
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| format!("{what} panicked"))?
+}
+
+/// One forward pass on a blank input so the first request does not pay for lazy setup, and so a
+/// version whose weights cannot run fails here rather than on a client's request.
+fn warm_up(model: &mut Loaded, description: &Description) -> Result<(), String> {
+    match (model, description) {
+        (Loaded::Image(model), Description::Image(config)) => {
+            let [h, w, c] = config.input.shape;
+            let blank =
+                ImageBatch { n: 1, height: h, width: w, channels: c, data: vec![config.input.background; h * w * c] };
+            let rows = model.predict(&blank).map_err(|e| format!("warm-up forward pass failed: {e}"))?;
+            if rows.len() != 1 || rows[0].len() != config.output.shape[0] {
+                return Err(format!(
+                    "warm-up produced {} rows of {} values; config declares 1 row of {}",
+                    rows.len(),
+                    rows.first().map_or(0, |r| r.len()),
+                    config.output.shape[0]
+                ));
+            }
+            Ok(())
+        }
+        (Loaded::Embedder(model), Description::Embedder { info, tokenizer }) => {
+            let ids = tokenizer.encode_truncated("warm up").map_err(|e| format!("warm-up tokenisation failed: {e}"))?;
+            if ids.is_empty() {
+                return Err("the tokenizer produced no tokens for \"warm up\"".into());
+            }
+            let vectors = model.embed(&[&ids]).map_err(|e| format!("warm-up forward pass failed: {e}"))?;
+            match vectors.as_slice() {
+                [v] if v.len() == info.dim => Ok(()),
+                _ => Err(format!("warm-up produced {} vectors; expected 1 of {} values", vectors.len(), info.dim)),
+            }
+        }
+        _ => Err("the loader returned a different kind of model than it described".into()),
+    }
 }

@@ -14,7 +14,7 @@ use aiserve_core::state::VersionState;
 use aiserve_core::{ModelName, Version};
 
 use crate::error::ApiError;
-use crate::worker::Servable;
+use crate::servable::Servable;
 
 #[derive(Default)]
 pub struct Registry {

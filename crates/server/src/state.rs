@@ -19,11 +19,27 @@ pub struct Limits {
     /// Longest a request may wait for the model (queue plus compute) before a 504; a client's
     /// own timeout can only shorten it.
     pub request_timeout: Duration,
+    pub text: TextLimits,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_body_bytes: 8 << 20, request_timeout: Duration::from_secs(30) }
+        Self { max_body_bytes: 8 << 20, request_timeout: Duration::from_secs(30), text: TextLimits::default() }
+    }
+}
+
+/// Limits on text inputs (embeddings).
+#[derive(Clone, Debug)]
+pub struct TextLimits {
+    /// Most texts in one request (OpenAI's limit is 2048).
+    pub max_inputs: usize,
+    /// Cut texts longer than the model's limit instead of answering 400.
+    pub auto_truncate: bool,
+}
+
+impl Default for TextLimits {
+    fn default() -> Self {
+        Self { max_inputs: 2048, auto_truncate: false }
     }
 }
 

@@ -1,106 +1,94 @@
-//! A loaded model version: its metadata, its request queue and the instance threads that own
-//! copies of the model.
+//! The request queue of a loaded model version and the instance threads that drain it.
 //!
 //! Requests are pushed into a [`Batcher`] (the pure dynamic-batching state machine from core)
 //! behind a mutex that is held only to push or to pick the next batch; a full queue answers 503
-//! at once. Each instance thread (an OS thread, never the async runtime) waits on a condvar,
-//! prunes requests whose client went away or whose deadline passed, and runs the batch the
-//! batcher hands it as one forward pass; results go back by index through each request's
-//! `oneshot`. A panic in the model fails that batch only. When the last [`Servable`] handle is
-//! dropped the queue is closed and the threads exit once it is empty.
+//! at once. Each instance thread (an OS thread, never the async runtime) owns one copy of the
+//! model, waits on a condvar, prunes requests whose client went away or whose deadline passed,
+//! and runs the batch the batcher hands it as one call of its [`Runner`]; results go back through
+//! each request's `oneshot`. A panic in the model fails that batch only. When the [`Queue`] is
+//! dropped the threads exit once it is empty.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
-use aiserve_core::batching::{BatchPolicy, Batcher, Decision, Pending};
-use aiserve_core::config::VersionConfig;
-use aiserve_core::tensor::{BatchLimits, ImageSpec};
-use aiserve_core::{BackendError, ImageBatch, ImageClassifier, ModelName, Version};
+use aiserve_core::batching::{BatchPolicy, Batcher, Decision};
+use aiserve_core::BackendError;
 use tokio::sync::oneshot;
 
 use crate::error::ApiError;
+
+/// One model copy as the queue sees it: takes the inputs of several requests, gives one output
+/// per request, in order.
+pub trait Runner: Send + 'static {
+    type Input: Send + 'static;
+    type Output: Send + 'static;
+    fn run(&mut self, inputs: &[&Self::Input]) -> Result<Vec<Self::Output>, BackendError>;
+}
 
 enum JobError {
     Backend(BackendError),
     Expired,
 }
 
-type Reply = oneshot::Sender<Result<Vec<Vec<f32>>, JobError>>;
-
-struct Job {
-    batch: ImageBatch,
-    reply: Reply,
+struct Job<I, O> {
+    input: I,
+    reply: oneshot::Sender<Result<O, JobError>>,
 }
 
-struct Queue {
-    batcher: Batcher<Job>,
+struct State<I, O> {
+    batcher: Batcher<Job<I, O>>,
     closed: bool,
 }
 
-struct Shared {
+struct Shared<I, O> {
     /// The batcher; held only while pushing a request or choosing a batch, never during a
     /// forward pass.
-    queue: Mutex<Queue>,
+    state: Mutex<State<I, O>>,
     /// Wakes instance threads when a request arrives or the queue closes.
     ready: Condvar,
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+impl<I, O> Shared<I, O> {
+    fn lock(&self) -> MutexGuard<'_, State<I, O>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// A model version that is ready to serve. Holding an `Arc<Servable>` keeps it alive.
-pub struct Servable {
-    pub model: ModelName,
-    pub version: Version,
-    pub config: VersionConfig,
-    pub spec: ImageSpec,
-    pub max_batch: usize,
-    shared: Arc<Shared>,
+/// Where requests for one model version wait for an instance thread.
+pub struct Queue<R: Runner> {
+    model: String,
+    version: String,
+    shared: Arc<Shared<R::Input, R::Output>>,
 }
 
-impl Servable {
-    /// Starts one thread per loaded copy in `instances` (each already warmed up).
-    pub fn start(
-        model_name: ModelName,
-        version: Version,
-        config: VersionConfig,
-        instances: Vec<Box<dyn ImageClassifier>>,
-        policy: BatchPolicy,
-    ) -> std::io::Result<Self> {
-        let max_batch = policy.max_batch_size;
+impl<R: Runner> Queue<R> {
+    /// Starts one thread per model copy in `instances` (each already warmed up).
+    pub fn start(model: &str, version: &str, instances: Vec<R>, policy: BatchPolicy) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue { batcher: Batcher::new(policy), closed: false }),
+            state: Mutex::new(State { batcher: Batcher::new(policy), closed: false }),
             ready: Condvar::new(),
         });
-        for (i, model) in instances.into_iter().enumerate() {
+        for (i, runner) in instances.into_iter().enumerate() {
             let shared = shared.clone();
             std::thread::Builder::new()
-                .name(format!("model-{model_name}-{version}-{i}"))
-                .spawn(move || instance_thread(&shared, model))?;
+                .name(format!("model-{model}-{version}-{i}"))
+                .spawn(move || instance_thread(&shared, runner))?;
         }
-        let spec = ImageSpec::from(&config.input);
-        Ok(Self { model: model_name, version, config, spec, max_batch, shared })
+        Ok(Self { model: model.to_owned(), version: version.to_owned(), shared })
     }
 
-    pub fn limits(&self) -> BatchLimits {
-        BatchLimits { max_batch: self.max_batch }
-    }
-
-    /// Runs a validated batch through the model; probabilities per image. Answers 504 if the
-    /// deadline passes first (the request is then dropped from the queue, or its result ignored).
-    pub async fn classify(&self, batch: ImageBatch, deadline: Option<Instant>) -> Result<Vec<Vec<f32>>, ApiError> {
+    /// Queues `input` (of `size` batch units: images, tokens) and waits for its output. Answers
+    /// 503 when the queue is full and 504 if the deadline passes first (the request is then
+    /// dropped from the queue, or its result ignored).
+    pub async fn submit(&self, input: R::Input, size: usize, deadline: Option<Instant>) -> Result<R::Output, ApiError> {
         let (reply, rx) = oneshot::channel();
-        let size = batch.n;
         {
             let mut q = self.shared.lock();
-            if let Err((_, full)) = q.batcher.push(Job { batch, reply }, size, Instant::now(), deadline) {
+            if let Err((_, full)) = q.batcher.push(Job { input, reply }, size, Instant::now(), deadline) {
                 return Err(ApiError::Overloaded {
-                    model: self.model.to_string(),
-                    version: self.version.to_string(),
+                    model: self.model.clone(),
+                    version: self.version.clone(),
                     queued: full.limit,
                 });
             }
@@ -113,28 +101,27 @@ impl Servable {
             },
             None => rx.await,
         };
-        let version = self.version.to_string();
         match outcome {
-            Ok(Ok(rows)) => Ok(rows),
+            Ok(Ok(out)) => Ok(out),
             Ok(Err(JobError::Expired)) => Err(ApiError::Timeout),
-            Ok(Err(JobError::Backend(e))) => Err(ApiError::backend(self.model.as_str(), &version, &e)),
+            Ok(Err(JobError::Backend(e))) => Err(ApiError::backend(&self.model, &self.version, &e)),
             Err(_) => Err(ApiError::backend(
-                self.model.as_str(),
-                &version,
+                &self.model,
+                &self.version,
                 &BackendError("model thread dropped the request".into()),
             )),
         }
     }
 }
 
-impl Drop for Servable {
+impl<R: Runner> Drop for Queue<R> {
     fn drop(&mut self) {
         self.shared.lock().closed = true;
         self.shared.ready.notify_all();
     }
 }
 
-fn instance_thread(shared: &Shared, mut model: Box<dyn ImageClassifier>) {
+fn instance_thread<R: Runner>(shared: &Shared<R::Input, R::Output>, mut runner: R) {
     let mut q = shared.lock();
     loop {
         let now = Instant::now();
@@ -144,7 +131,8 @@ fn instance_thread(shared: &Shared, mut model: Box<dyn ImageClassifier>) {
         match q.batcher.next(now) {
             Decision::Run(batch) => {
                 drop(q);
-                run_batch(model.as_mut(), batch);
+                let jobs: Vec<Job<R::Input, R::Output>> = batch.into_iter().map(|p| p.item).collect();
+                run_batch(&mut runner, jobs);
                 q = shared.lock();
             }
             Decision::WaitUntil(t) => {
@@ -156,27 +144,21 @@ fn instance_thread(shared: &Shared, mut model: Box<dyn ImageClassifier>) {
     }
 }
 
-fn run_batch(model: &mut dyn ImageClassifier, jobs: Vec<Pending<Job>>) {
-    let total: usize = jobs.iter().map(|j| j.item.batch.n).sum();
-    let result = if jobs.len() == 1 {
-        catch_unwind(AssertUnwindSafe(|| model.predict(&jobs[0].item.batch)))
-    } else {
-        let (all, _) = ImageBatch::concat(&jobs.iter().map(|j| &j.item.batch).collect::<Vec<_>>());
-        catch_unwind(AssertUnwindSafe(|| model.predict(&all)))
-    };
-    let result = result.unwrap_or_else(|_| Err(BackendError("the model panicked".into())));
+fn run_batch<R: Runner>(runner: &mut R, jobs: Vec<Job<R::Input, R::Output>>) {
+    let inputs: Vec<&R::Input> = jobs.iter().map(|j| &j.input).collect();
+    let result = catch_unwind(AssertUnwindSafe(|| runner.run(&inputs)))
+        .unwrap_or_else(|_| Err(BackendError("the model panicked".into())));
+    drop(inputs);
     match result {
-        Ok(rows) if rows.len() == total => {
-            let mut rows = rows.into_iter();
-            for job in jobs {
-                let mine: Vec<_> = rows.by_ref().take(job.item.batch.n).collect();
-                let _ = job.item.reply.send(Ok(mine));
+        Ok(outs) if outs.len() == jobs.len() => {
+            for (job, out) in jobs.into_iter().zip(outs) {
+                let _ = job.reply.send(Ok(out));
             }
         }
-        Ok(rows) => {
-            let err = BackendError(format!("model returned {} rows for {total} images", rows.len()));
-            jobs.into_iter().for_each(|j| drop(j.item.reply.send(Err(JobError::Backend(err.clone())))));
+        Ok(outs) => {
+            let err = BackendError(format!("model returned {} results for {} requests", outs.len(), jobs.len()));
+            jobs.into_iter().for_each(|j| drop(j.reply.send(Err(JobError::Backend(err.clone())))));
         }
-        Err(e) => jobs.into_iter().for_each(|j| drop(j.item.reply.send(Err(JobError::Backend(e.clone()))))),
+        Err(e) => jobs.into_iter().for_each(|j| drop(j.reply.send(Err(JobError::Backend(e.clone()))))),
     }
 }

@@ -47,20 +47,21 @@ async fn classify(
     let bytes = state.read_body(body).await?;
     let model = target.model.as_deref().unwrap_or(&state.default_model);
     let servable = state.registry.resolve(model, target.version.as_deref())?;
+    let img = servable.image()?;
 
     let (batch, single) = if looks_like_image(&bytes) {
-        (picture(bytes, &servable, "body".into()).await?, true)
+        (picture(bytes, img, "body".into()).await?, true)
     } else if is_json(&headers, &bytes) {
         let req: serde_json::Map<String, Value> = parse_json(&bytes)?;
-        from_json(req, &servable).await?
+        from_json(req, img).await?
     } else {
         return Err(ApiError::UnsupportedMediaType(
             "`/classify` takes JSON (`{\"image\": ...}` or `{\"images\": [...]}`) or a PNG/JPEG body".into(),
         ));
     };
     let deadline = state.deadline(&headers, None)?;
-    let probs = servable.classify(batch, Some(deadline)).await?;
-    let labels = &servable.config.labels;
+    let probs = img.classify(batch, Some(deadline)).await?;
+    let labels = &img.config.labels;
     let mut predictions: Vec<Prediction> =
         probs.into_iter().map(|p| Prediction { label: labels[argmax(&p)].clone(), probabilities: p }).collect();
     let (model, version) = (servable.model.to_string(), servable.version.to_string());
@@ -81,7 +82,7 @@ async fn classify(
 /// request was a single image.
 async fn from_json(
     mut req: serde_json::Map<String, Value>,
-    servable: &crate::worker::Servable,
+    servable: &crate::servable::ImageModel,
 ) -> Result<(ImageBatch, bool), ApiError> {
     if let Some(extra) = req.keys().find(|k| *k != "image" && *k != "images") {
         return Err(ApiError::invalid(extra, format!("unknown field `{extra}`; expected `image` or `images`")));

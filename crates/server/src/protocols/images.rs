@@ -9,10 +9,10 @@ use serde_json::Value;
 
 use crate::decode::{image, json_tensor};
 use crate::error::ApiError;
-use crate::worker::Servable;
+use crate::servable::ImageModel;
 
 /// Decodes one image given as JSON. Picture decoding runs on the blocking pool.
-pub async fn image_from_json(value: Value, servable: &Servable, field: String) -> Result<ImageBatch, ApiError> {
+pub async fn image_from_json(value: Value, servable: &ImageModel, field: String) -> Result<ImageBatch, ApiError> {
     let b64 = match &value {
         Value::String(s) => Some(s.as_str()),
         Value::Object(map) if map.len() == 1 && map.get("b64").is_some_and(Value::is_string) => map["b64"].as_str(),
@@ -38,7 +38,7 @@ pub async fn image_from_json(value: Value, servable: &Servable, field: String) -
 }
 
 /// Decodes a PNG/JPEG picture into a single-image batch on the blocking pool.
-pub async fn picture(bytes: Bytes, servable: &Servable, field: String) -> Result<ImageBatch, ApiError> {
+pub async fn picture(bytes: Bytes, servable: &ImageModel, field: String) -> Result<ImageBatch, ApiError> {
     let spec = servable.spec.clone();
     tokio::task::spawn_blocking(move || {
         let data = image::decode(&bytes, &spec, &field)?;

@@ -18,8 +18,8 @@ use serde_json::{json, Map, Value};
 use super::classify::argmax;
 use crate::decode::json_tensor;
 use crate::error::ApiError;
+use crate::servable::{ImageModel, Kind, Servable};
 use crate::state::{parse_json, AppState};
-use crate::worker::Servable;
 
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
@@ -72,7 +72,10 @@ fn metadata(state: &AppState, model: &str, version: Option<&str>) -> Result<Json
                 .collect()
         })
         .unwrap_or_default();
-    let cfg = &servable.config;
+    let cfg = match &servable.kind {
+        Kind::Image(img) => &img.config,
+        Kind::Embedder(em) => return Ok(Json(super::kserve_text::metadata(&servable, em, versions))),
+    };
     let [h, w, c] = cfg.input.shape;
     Ok(Json(json!({
         "name": servable.model.as_str(),
@@ -106,31 +109,31 @@ fn ready(state: &AppState, model: &str, version: Option<&str>) -> Response {
 }
 
 #[derive(Deserialize)]
-struct InferRequest {
-    id: Option<String>,
+pub(super) struct InferRequest {
+    pub id: Option<String>,
     #[serde(default)]
-    parameters: Map<String, Value>,
-    inputs: Vec<InferInput>,
+    pub parameters: Map<String, Value>,
+    pub inputs: Vec<InferInput>,
     #[serde(default)]
-    outputs: Option<Vec<RequestedOutput>>,
+    pub outputs: Option<Vec<RequestedOutput>>,
 }
 
 #[derive(Deserialize)]
-struct InferInput {
-    name: String,
-    shape: Vec<i64>,
-    datatype: String,
+pub(super) struct InferInput {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub datatype: String,
     #[serde(default)]
-    parameters: Map<String, Value>,
+    pub parameters: Map<String, Value>,
     #[serde(default)]
-    data: Option<Value>,
+    pub data: Option<Value>,
 }
 
 #[derive(Deserialize)]
-struct RequestedOutput {
-    name: String,
+pub(super) struct RequestedOutput {
+    pub name: String,
     #[serde(default)]
-    parameters: Map<String, Value>,
+    pub parameters: Map<String, Value>,
 }
 
 async fn infer(
@@ -162,14 +165,6 @@ async fn run_infer(
     let servable = state.registry.resolve(model, version)?;
     let (json_part, mut binary) = split_binary(&headers, &bytes)?;
     let req: InferRequest = parse_json(json_part)?;
-    let batch = decode_input(&req, &mut binary, &servable)?;
-    if !binary.is_empty() {
-        return Err(ApiError::invalid(
-            "body",
-            format!("{} bytes of binary data follow the inputs that no input claimed", binary.len()),
-        ));
-    }
-    let outputs = requested_outputs(&req, &servable)?;
     // Triton's request parameter `timeout` is in microseconds.
     let requested = match req.parameters.get("timeout") {
         None => None,
@@ -181,12 +176,26 @@ async fn run_infer(
         })?)),
     };
     let deadline = state.deadline(&headers, requested)?;
-    let probs = servable.classify(batch, Some(deadline)).await?;
-    Ok(encode_response(&servable, req.id, &outputs, &probs))
+    let img = match &servable.kind {
+        Kind::Image(img) => img,
+        Kind::Embedder(em) => {
+            return super::kserve_text::infer(&servable, em, req, binary, deadline, &state.limits.text).await
+        }
+    };
+    let batch = decode_input(&req, &mut binary, &servable, img)?;
+    if !binary.is_empty() {
+        return Err(ApiError::invalid(
+            "body",
+            format!("{} bytes of binary data follow the inputs that no input claimed", binary.len()),
+        ));
+    }
+    let outputs = requested_outputs(&req, &servable, img)?;
+    let probs = img.classify(batch, Some(deadline)).await?;
+    Ok(encode_response(&servable, img, req.id, &outputs, &probs))
 }
 
 /// Splits a binary-extension body into its JSON header and the raw tensor bytes.
-fn split_binary<'a>(headers: &HeaderMap, bytes: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), ApiError> {
+pub(super) fn split_binary<'a>(headers: &HeaderMap, bytes: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), ApiError> {
     let Some(v) = headers.get(HEADER_LENGTH) else { return Ok((bytes, &[])) };
     let n: usize =
         v.to_str().ok().and_then(|s| s.trim().parse().ok()).ok_or_else(|| {
@@ -201,8 +210,13 @@ fn split_binary<'a>(headers: &HeaderMap, bytes: &'a [u8]) -> Result<(&'a [u8], &
     Ok(bytes.split_at(n))
 }
 
-fn decode_input(req: &InferRequest, binary: &mut &[u8], servable: &Servable) -> Result<ImageBatch, ApiError> {
-    let expected = &servable.config.input.name;
+fn decode_input(
+    req: &InferRequest,
+    binary: &mut &[u8],
+    servable: &Servable,
+    img: &ImageModel,
+) -> Result<ImageBatch, ApiError> {
+    let expected = &img.config.input.name;
     let input = match req.inputs.as_slice() {
         [one] => one,
         other => {
@@ -271,7 +285,7 @@ fn decode_input(req: &InferRequest, binary: &mut &[u8], servable: &Servable) -> 
             json_tensor::flatten(value, "inputs[0].data")?.1
         }
     };
-    Ok(ImageBatch::from_tensor(&servable.spec, "inputs[0]", &shape, data, servable.limits())?)
+    Ok(ImageBatch::from_tensor(&img.spec, "inputs[0]", &shape, data, img.limits())?)
 }
 
 fn from_le_bytes(datatype: &str, b: &[u8]) -> Vec<f32> {
@@ -322,9 +336,9 @@ enum Out {
 }
 
 /// The outputs to return and whether each goes as binary.
-fn requested_outputs(req: &InferRequest, servable: &Servable) -> Result<Vec<(Out, bool)>, ApiError> {
+fn requested_outputs(req: &InferRequest, servable: &Servable, img: &ImageModel) -> Result<Vec<(Out, bool)>, ApiError> {
     let all_binary = req.parameters.get("binary_data_output").and_then(Value::as_bool).unwrap_or(false);
-    let prob_name = &servable.config.output.name;
+    let prob_name = &img.config.output.name;
     match &req.outputs {
         None => Ok(vec![(Out::Probabilities, all_binary), (Out::Label, all_binary)]),
         Some(list) => list
@@ -373,15 +387,21 @@ impl Values {
     }
 }
 
-fn encode_response(servable: &Servable, id: Option<String>, outputs: &[(Out, bool)], probs: &[Vec<f32>]) -> Response {
+fn encode_response(
+    servable: &Servable,
+    img: &ImageModel,
+    id: Option<String>,
+    outputs: &[(Out, bool)],
+    probs: &[Vec<f32>],
+) -> Response {
     let n = probs.len();
-    let classes = servable.config.output.shape[0];
+    let classes = img.config.output.shape[0];
     let mut tail: Vec<u8> = Vec::new();
     let mut outs = Vec::with_capacity(outputs.len());
     for &(which, binary) in outputs {
         let (name, datatype, shape, values) = match which {
             Out::Probabilities => (
-                servable.config.output.name.as_str(),
+                img.config.output.name.as_str(),
                 "FP32",
                 vec![n, classes],
                 Values::F32(probs.iter().flatten().copied().collect()),
@@ -399,6 +419,12 @@ fn encode_response(servable: &Servable, id: Option<String>, outputs: &[(Out, boo
         }
         outs.push(o);
     }
+    respond(servable, id, outs, tail)
+}
+
+/// The infer response: JSON alone, or (when any output went binary) the JSON header followed by
+/// the raw output bytes, with the header length in `Inference-Header-Content-Length`.
+pub(super) fn respond(servable: &Servable, id: Option<String>, outs: Vec<Value>, tail: Vec<u8>) -> Response {
     let mut body = json!({ "model_name": servable.model.as_str(), "model_version": servable.version.to_string(), "outputs": outs });
     if let Some(id) = id {
         body["id"] = Value::String(id);

@@ -6,4 +6,6 @@
 pub mod classify;
 pub mod images;
 pub mod kserve;
+pub mod kserve_text;
+pub mod openai;
 pub mod tfserving;

@@ -15,8 +15,8 @@ use super::images::image_from_json;
 use crate::decode::json_tensor;
 use crate::error::ApiError;
 use crate::registry::ModelStatus;
+use crate::servable::{ImageModel, Servable};
 use crate::state::{parse_json, AppState};
-use crate::worker::Servable;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/models/{*rest}", get(get_handler).post(post_handler))
@@ -86,7 +86,7 @@ async fn get_handler(State(state): State<AppState>, Path(rest): Path<String>) ->
         None => status(&state, &p),
         Some("metadata") => {
             let servable = state.registry.resolve(&p.model, version_of(&state, &p)?.as_deref())?;
-            Ok(Json(metadata(&servable)))
+            Ok(Json(metadata(&servable)?))
         }
         Some(_) => Err(not_found(&rest)),
     }
@@ -115,18 +115,18 @@ fn status(state: &AppState, p: &TfPath) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({ "model_version_status": rows })))
 }
 
-fn metadata(s: &Servable) -> Value {
-    let cfg = &s.config;
+fn metadata(s: &Servable) -> Result<Value, ApiError> {
+    let cfg = &s.image()?.config;
     let dims = |d: &[i64]| d.iter().map(|v| json!({ "size": v.to_string(), "name": "" })).collect::<Vec<_>>();
     let [h, w, c] = cfg.input.shape;
-    json!({
+    Ok(json!({
         "model_spec": { "name": s.model.as_str(), "signature_name": "", "version": s.version.to_string() },
         "metadata": { "signature_def": { "signature_def": { "serving_default": {
             "inputs": { cfg.input.name.clone(): { "dtype": "DT_FLOAT", "tensor_shape": { "dim": dims(&[-1, h as i64, w as i64, c as i64]), "unknown_rank": false }, "name": cfg.input.name } },
             "outputs": { cfg.output.name.clone(): { "dtype": "DT_FLOAT", "tensor_shape": { "dim": dims(&[-1, cfg.output.shape[0] as i64]), "unknown_rank": false }, "name": cfg.output.name } },
             "method_name": "tensorflow/serving/predict"
         } } } }
-    })
+    }))
 }
 
 async fn post_handler(
@@ -147,6 +147,7 @@ async fn post_handler(
     }
     let bytes = state.read_body(body).await?;
     let servable = state.registry.resolve(&p.model, version_of(&state, &p)?.as_deref())?;
+    let img = servable.image()?;
     let mut req: Map<String, Value> = parse_json(&bytes)?;
     if let Some(sig) = req.remove("signature_name") {
         if sig.as_str() != Some("serving_default") && sig.as_str() != Some("") {
@@ -160,8 +161,8 @@ async fn post_handler(
         return Err(ApiError::invalid(extra, format!("unknown field `{extra}`; expected `instances` or `inputs`")));
     }
     let (batch, row_format) = match (req.remove("instances"), req.remove("inputs")) {
-        (Some(instances), None) => (from_instances(instances, &servable).await?, true),
-        (None, Some(inputs)) => (from_inputs(inputs, &servable)?, false),
+        (Some(instances), None) => (from_instances(instances, img).await?, true),
+        (None, Some(inputs)) => (from_inputs(inputs, img)?, false),
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid(
                 "instances",
@@ -172,12 +173,12 @@ async fn post_handler(
             return Err(ApiError::invalid("instances", "missing `instances` (row format) or `inputs` (columnar)"))
         }
     };
-    let probs = servable.classify(batch, Some(state.deadline(&headers, None)?)).await?;
+    let probs = img.classify(batch, Some(state.deadline(&headers, None)?)).await?;
     Ok(Json(if row_format { json!({ "predictions": probs }) } else { json!({ "outputs": probs }) }))
 }
 
 /// Row format: each instance is one image (numbers, `{"b64": ...}`, or `{"<input name>": ...}`).
-async fn from_instances(instances: Value, s: &Servable) -> Result<ImageBatch, ApiError> {
+async fn from_instances(instances: Value, s: &ImageModel) -> Result<ImageBatch, ApiError> {
     let Value::Array(items) = instances else {
         return Err(ApiError::invalid(
             "instances",
@@ -213,7 +214,7 @@ async fn from_instances(instances: Value, s: &Servable) -> Result<ImageBatch, Ap
 }
 
 /// Columnar format: one batch-first tensor, bare or under the input's name.
-fn from_inputs(inputs: Value, s: &Servable) -> Result<ImageBatch, ApiError> {
+fn from_inputs(inputs: Value, s: &ImageModel) -> Result<ImageBatch, ApiError> {
     let input_name = &s.config.input.name;
     let tensor = match inputs {
         Value::Object(mut m) => {

@@ -11,8 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aiserve_core::backend::read_version_config;
-use aiserve_core::config::VersionConfig;
-use aiserve_core::{BackendError, ImageBatch, ImageClassifier, LoadError, ModelLoader};
+use aiserve_core::text::{EmbedderInfo, TextTokenizer};
+use aiserve_core::{
+    BackendError, Description, ImageBatch, ImageClassifier, LoadError, Loaded, ModelLoader, TextEmbedder,
+};
 use axum::body::Body;
 use axum::http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -87,12 +89,83 @@ impl ImageClassifier for Fake {
     }
 }
 
-impl ModelLoader for FakeLoader {
-    fn read_config(&self, dir: &Path) -> Result<VersionConfig, LoadError> {
-        read_version_config(dir)
+/// Fake tokenizer: one token per whitespace-separated word, id = word length, wrapped in
+/// 101 … 102 like BERT's [CLS] … [SEP]; truncation keeps the first `max - 1` and the 102.
+pub struct FakeTokenizer {
+    pub max_tokens: usize,
+}
+
+impl TextTokenizer for FakeTokenizer {
+    fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
+        let mut ids = vec![101];
+        ids.extend(text.split_whitespace().map(|w| w.len() as u32));
+        ids.push(102);
+        Ok(ids)
     }
 
-    fn load(&self, dir: &Path, config: &VersionConfig) -> Result<Box<dyn ImageClassifier>, LoadError> {
+    fn encode_truncated(&self, text: &str) -> Result<Vec<u32>, String> {
+        let mut ids = self.encode(text)?;
+        if ids.len() > self.max_tokens {
+            ids.truncate(self.max_tokens - 1);
+            ids.push(102);
+        }
+        Ok(ids)
+    }
+}
+
+/// Fake embedder: `[tokens, sum of ids, first id, last id]` per sequence, so tests can see
+/// exactly which tokens reached the model. Records the tokens of each forward pass.
+struct FakeEmbedder {
+    observed: Arc<Observed>,
+    warmed: bool,
+}
+
+impl TextEmbedder for FakeEmbedder {
+    fn embed(&mut self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>, BackendError> {
+        if std::mem::replace(&mut self.warmed, true) {
+            self.observed.batch_sizes.lock().unwrap().push(sequences.iter().map(|s| s.len()).sum());
+        }
+        Ok(sequences
+            .iter()
+            .map(|s| vec![s.len() as f32, s.iter().sum::<u32>() as f32, s[0] as f32, s[s.len() - 1] as f32])
+            .collect())
+    }
+}
+
+pub const EMBEDDER_FILE: &str = "embedder.txt";
+
+pub fn fake_embedder_info(max_tokens: usize) -> EmbedderInfo {
+    EmbedderInfo {
+        architecture: "fake".into(),
+        dim: 4,
+        max_tokens,
+        vocab_size: 1000,
+        pooling: aiserve_core::text::Pooling::Mean,
+        normalize: false,
+    }
+}
+
+impl ModelLoader for FakeLoader {
+    fn describe(&self, dir: &Path) -> Result<Description, LoadError> {
+        if let Ok(text) = std::fs::read_to_string(dir.join(EMBEDDER_FILE)) {
+            let max_tokens = text
+                .trim()
+                .strip_prefix("max_tokens ")
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| LoadError::Config(format!("unreadable {EMBEDDER_FILE} {text:?}")))?;
+            let tokenizer = Arc::new(FakeTokenizer { max_tokens });
+            return Ok(Description::Embedder { info: fake_embedder_info(max_tokens), tokenizer });
+        }
+        Ok(Description::Image(read_version_config(dir)?))
+    }
+
+    fn load(&self, dir: &Path, description: &Description) -> Result<Loaded, LoadError> {
+        let config = match description {
+            Description::Image(c) => c,
+            Description::Embedder { .. } => {
+                return Ok(Loaded::Embedder(Box::new(FakeEmbedder { observed: self.observed.clone(), warmed: false })))
+            }
+        };
         let text = std::fs::read_to_string(dir.join(&config.weights)).map_err(|e| LoadError::Weights(e.to_string()))?;
         let mut fake = Fake {
             shift: 0,
@@ -110,8 +183,15 @@ impl ModelLoader for FakeLoader {
                 _ => return Err(bad()),
             }
         }
-        Ok(Box::new(fake))
+        Ok(Loaded::Image(Box::new(fake)))
     }
+}
+
+/// Writes `<repo>/<model>/<version>/` as a fake text embedding model.
+pub fn write_embedder(repo: &Path, model: &str, version: u64, max_tokens: usize) {
+    let dir = repo.join(model).join(version.to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(EMBEDDER_FILE), format!("max_tokens {max_tokens}")).unwrap();
 }
 
 /// Writes `<repo>/<model>/<version>/` with the fake config and the given weights text.

@@ -1,0 +1,197 @@
+//! The BERT encoder family (BERT, MiniLM, BGE, E5, GTE-base and other `model_type: bert`
+//! checkpoints), run on packed sequences.
+//!
+//! All texts of a batch are laid back to back in one `tokens x hidden` buffer: every linear
+//! layer is one large product over all tokens of all texts, and attention runs per text. No
+//! padding exists, so texts of very different lengths never pay for each other, and a text
+//! gives the same vector alone or in any batch.
+
+use aiserve_core::LoadError;
+use serde::Deserialize;
+
+use super::ops::{self, Activation};
+use super::weights::Weights;
+use super::Encoder;
+
+/// The fields of `config.json` the forward pass needs.
+#[derive(Debug, Deserialize)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default)]
+    pub position_embedding_type: Option<String>,
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+
+struct Layer {
+    qkv_w: Vec<f32>, // [hidden, 3·hidden]
+    qkv_b: Vec<f32>,
+    out_w: Vec<f32>, // [hidden, hidden]
+    out_b: Vec<f32>,
+    ln1: (Vec<f32>, Vec<f32>),
+    ff1_w: Vec<f32>, // [hidden, intermediate]
+    ff1_b: Vec<f32>,
+    ff2_w: Vec<f32>, // [intermediate, hidden]
+    ff2_b: Vec<f32>,
+    ln2: (Vec<f32>, Vec<f32>),
+}
+
+pub struct Bert {
+    hidden: usize,
+    heads: usize,
+    intermediate: usize,
+    max_positions: usize,
+    vocab: usize,
+    eps: f32,
+    act: Activation,
+    word: Vec<f32>,
+    position: Vec<f32>,
+    token_type0: Vec<f32>,
+    emb_ln: (Vec<f32>, Vec<f32>),
+    layers: Vec<Layer>,
+}
+
+impl BertConfig {
+    pub fn parse(config: &serde_json::Value) -> Result<Self, LoadError> {
+        let cfg: Self =
+            serde_json::from_value(config.clone()).map_err(|e| LoadError::Config(format!("config.json: {e}")))?;
+        if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+            return Err(LoadError::Config(format!(
+                "config.json: hidden_size {} is not a multiple of num_attention_heads {}",
+                cfg.hidden_size, cfg.num_attention_heads
+            )));
+        }
+        if let Some(p) = cfg.position_embedding_type.as_deref().filter(|p| *p != "absolute") {
+            return Err(LoadError::Unsupported(format!(
+                "position_embedding_type `{p}` (only `absolute` is supported)"
+            )));
+        }
+        if Activation::from_hf(&cfg.hidden_act).is_none() {
+            return Err(LoadError::Unsupported(format!("hidden_act `{}`", cfg.hidden_act)));
+        }
+        Ok(cfg)
+    }
+}
+
+impl Bert {
+    pub fn load(cfg: &BertConfig, mut w: Weights) -> Result<Self, LoadError> {
+        w.detect_prefix("bert.", "embeddings.word_embeddings.weight");
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        let ln = |name: &str| -> Result<(Vec<f32>, Vec<f32>), LoadError> {
+            Ok((w.get(&format!("{name}.weight"), &[h])?, w.get(&format!("{name}.bias"), &[h])?))
+        };
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for l in 0..cfg.num_hidden_layers {
+            let p = format!("encoder.layer.{l}");
+            let (q, k, v) = (
+                w.get_linear_t(&format!("{p}.attention.self.query.weight"), h, h)?,
+                w.get_linear_t(&format!("{p}.attention.self.key.weight"), h, h)?,
+                w.get_linear_t(&format!("{p}.attention.self.value.weight"), h, h)?,
+            );
+            // [hidden, 3·hidden]: each input row holds its query, key and value weights.
+            let qkv_w = (0..h).flat_map(|r| [&q, &k, &v].map(|m| &m[r * h..(r + 1) * h])).flatten().copied().collect();
+            let qkv_b = [
+                w.get(&format!("{p}.attention.self.query.bias"), &[h])?,
+                w.get(&format!("{p}.attention.self.key.bias"), &[h])?,
+                w.get(&format!("{p}.attention.self.value.bias"), &[h])?,
+            ]
+            .concat();
+            layers.push(Layer {
+                qkv_w,
+                qkv_b,
+                out_w: w.get_linear_t(&format!("{p}.attention.output.dense.weight"), h, h)?,
+                out_b: w.get(&format!("{p}.attention.output.dense.bias"), &[h])?,
+                ln1: ln(&format!("{p}.attention.output.LayerNorm"))?,
+                ff1_w: w.get_linear_t(&format!("{p}.intermediate.dense.weight"), i, h)?,
+                ff1_b: w.get(&format!("{p}.intermediate.dense.bias"), &[i])?,
+                ff2_w: w.get_linear_t(&format!("{p}.output.dense.weight"), h, i)?,
+                ff2_b: w.get(&format!("{p}.output.dense.bias"), &[h])?,
+                ln2: ln(&format!("{p}.output.LayerNorm"))?,
+            });
+        }
+        let token_type = w.get("embeddings.token_type_embeddings.weight", &[cfg.type_vocab_size, h])?;
+        Ok(Self {
+            hidden: h,
+            heads: cfg.num_attention_heads,
+            intermediate: i,
+            max_positions: cfg.max_position_embeddings,
+            vocab: cfg.vocab_size,
+            eps: cfg.layer_norm_eps as f32,
+            act: Activation::from_hf(&cfg.hidden_act).expect("checked in parse"),
+            word: w.get("embeddings.word_embeddings.weight", &[cfg.vocab_size, h])?,
+            position: w.get("embeddings.position_embeddings.weight", &[cfg.max_position_embeddings, h])?,
+            token_type0: token_type[..h].to_vec(),
+            emb_ln: ln("embeddings.LayerNorm")?,
+            layers,
+        })
+    }
+}
+
+impl Encoder for Bert {
+    fn hidden_size(&self) -> usize {
+        self.hidden
+    }
+
+    fn max_positions(&self) -> usize {
+        self.max_positions
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.vocab
+    }
+
+    fn forward(&self, ids: &[u32], lens: &[usize]) -> Vec<f32> {
+        let (h, tokens) = (self.hidden, ids.len());
+        debug_assert_eq!(lens.iter().sum::<usize>(), tokens);
+        let mut x = vec![0.0; tokens * h];
+        let mut row = 0;
+        for &len in lens {
+            for pos in 0..len {
+                let id = ids[row] as usize;
+                let (w, p) = (&self.word[id * h..(id + 1) * h], &self.position[pos * h..(pos + 1) * h]);
+                let out = &mut x[row * h..(row + 1) * h];
+                for j in 0..h {
+                    out[j] = w[j] + p[j] + self.token_type0[j];
+                }
+                row += 1;
+            }
+        }
+        let zero = vec![0.0; h];
+        ops::bias_layer_norm(&mut x, &zero, &self.emb_ln.0, &self.emb_ln.1, self.eps);
+        let mut qkv = vec![0.0; tokens * 3 * h];
+        let mut ctx = vec![0.0; tokens * h];
+        let mut inter = vec![0.0; tokens * self.intermediate];
+        for l in &self.layers {
+            ops::fill_rows(&mut qkv, &l.qkv_b);
+            ops::matmul_acc(&x, h, &l.qkv_w, 3 * h, &mut qkv);
+            ops::attention(&qkv, lens, self.heads, &mut ctx);
+            ops::matmul_acc(&ctx, h, &l.out_w, h, &mut x); // residual: x += ctx · W_o
+            ops::bias_layer_norm(&mut x, &l.out_b, &l.ln1.0, &l.ln1.1, self.eps);
+            ops::fill_rows(&mut inter, &l.ff1_b);
+            ops::matmul_acc(&x, h, &l.ff1_w, self.intermediate, &mut inter);
+            self.act.apply(&mut inter);
+            ops::matmul_acc(&inter, self.intermediate, &l.ff2_w, h, &mut x); // residual: x += ff · W_2
+            ops::bias_layer_norm(&mut x, &l.ff2_b, &l.ln2.0, &l.ln2.1, self.eps);
+        }
+        x
+    }
+}

@@ -1,0 +1,196 @@
+//! The row-wise pieces of a transformer encoder on packed `tokens x width` buffers: bias
+//! rows, layer norm, GELU and multi-head self-attention over sequences laid back to back.
+//!
+//! Every op walks plain `f32` slices and spreads rows over rayon's pool (sequentially when
+//! already on a pool thread); the products go through [`crate::kernels::gemm`]. Nothing here
+//! allocates per token.
+
+use rayon::prelude::*;
+
+use crate::kernels::gemm::{matmul, MatRef};
+use crate::kernels::{for_each_chunk_mut, nested};
+
+/// Rows per parallel task for the cheap row-wise ops.
+const ROWS_PER_TASK: usize = 32;
+
+/// `out` (`rows x n`) = each row set to `bias`.
+pub fn fill_rows(out: &mut [f32], bias: &[f32]) {
+    for_each_chunk_mut(out, ROWS_PER_TASK * bias.len(), |_, chunk| {
+        chunk.chunks_exact_mut(bias.len()).for_each(|row| row.copy_from_slice(bias));
+    });
+}
+
+/// `out += x · w` with `x` `rows x k` and `w` `k x n` (both row-major).
+pub fn matmul_acc(x: &[f32], k: usize, w: &[f32], n: usize, out: &mut [f32]) {
+    let rows = x.len() / k;
+    matmul(MatRef::row_major(x, rows, k), MatRef::row_major(w, k, n), out, true);
+}
+
+/// Adds `bias` to every row of `x`, then layer-normalises each row with `gamma`, `beta`, `eps`.
+pub fn bias_layer_norm(x: &mut [f32], bias: &[f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let width = gamma.len();
+    for_each_chunk_mut(x, ROWS_PER_TASK * width, |_, chunk| {
+        for row in chunk.chunks_exact_mut(width) {
+            row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+            let mean = row.iter().sum::<f32>() / width as f32;
+            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / width as f32;
+            let inv = 1.0 / (var + eps).sqrt();
+            for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
+                *v = (*v - mean) * inv * g + b;
+            }
+        }
+    });
+}
+
+/// The activation between the two feed-forward products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// `x·Φ(x)` with the exact error function (BERT's `gelu`).
+    GeluErf,
+    /// The tanh approximation (`gelu_new`, `gelu_pytorch_tanh`).
+    GeluTanh,
+    Relu,
+}
+
+impl Activation {
+    pub fn from_hf(name: &str) -> Option<Self> {
+        match name {
+            "gelu" => Some(Self::GeluErf),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Some(Self::GeluTanh),
+            "relu" => Some(Self::Relu),
+            _ => None,
+        }
+    }
+
+    pub fn apply(self, x: &mut [f32]) {
+        for_each_chunk_mut(x, 1 << 14, |_, chunk| match self {
+            Self::GeluErf => {
+                chunk.iter_mut().for_each(|v| *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2)))
+            }
+            Self::GeluTanh => chunk.iter_mut().for_each(|v| {
+                let x = *v;
+                *v = 0.5 * x * (1.0 + (0.797_884_6 * (x + 0.044_715 * x * x * x)).tanh());
+            }),
+            Self::Relu => chunk.iter_mut().for_each(|v| *v = v.max(0.0)),
+        });
+    }
+}
+
+/// The error function as a clamped odd rational polynomial (the single-precision approximation
+/// Eigen and XLA use): branch-free, so the GELU loop vectorises; error below 1e-6.
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = -2.726_142_2e-10_f32;
+    p = p * x2 + 2.770_681_4e-8;
+    p = p * x2 + -2.101_024e-6;
+    p = p * x2 + -5.692_506_4e-5;
+    p = p * x2 + -7.349_906e-4;
+    p = p * x2 + -2.954_6e-3;
+    p = p * x2 + -1.609_603_3e-2;
+    let mut q = -1.456_607_2e-5_f32;
+    q = q * x2 + -2.133_740_6e-4;
+    q = q * x2 + -1.682_827e-3;
+    q = q * x2 + -7.373_329e-3;
+    q = q * x2 + -1.426_474e-2;
+    x * p / q
+}
+
+/// Multi-head self-attention for sequences packed back to back.
+///
+/// `qkv` is `tokens x 3·width` (queries, keys, values side by side, each `heads` blocks of
+/// `width / heads`); `lens` are the sequence lengths in order; `ctx` (`tokens x width`) receives
+/// each token's attention output. Tokens attend only within their own sequence, so no padding
+/// or mask exists anywhere.
+pub fn attention(qkv: &[f32], lens: &[usize], heads: usize, ctx: &mut [f32]) {
+    let width = ctx.len() / lens.iter().sum::<usize>().max(1);
+    let d = width / heads;
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut starts = Vec::with_capacity(lens.len());
+    let mut at = 0;
+    for &l in lens {
+        starts.push(at);
+        at += l;
+    }
+    let task = |(s, h): (usize, usize)| -> Vec<f32> {
+        let (start, len) = (starts[s], lens[s]);
+        let rows = &qkv[start * 3 * width..(start + len) * 3 * width];
+        let view = |part: usize| MatRef {
+            data: &rows[part * width + h * d..],
+            rows: len,
+            cols: d,
+            row_stride: 3 * width,
+            col_stride: 1,
+        };
+        let mut scores = vec![0.0; len * len];
+        matmul(view(0), view(1).t(), &mut scores, false);
+        for row in scores.chunks_exact_mut(len) {
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let mut sum = 0.0;
+            row.iter_mut().for_each(|v| {
+                *v = ((*v - max) * scale).exp();
+                sum += *v;
+            });
+            row.iter_mut().for_each(|v| *v /= sum);
+        }
+        let mut out = vec![0.0; len * d];
+        matmul(MatRef::row_major(&scores, len, len), view(2), &mut out, false);
+        out
+    };
+    let pairs: Vec<(usize, usize)> = (0..lens.len()).flat_map(|s| (0..heads).map(move |h| (s, h))).collect();
+    let outs: Vec<Vec<f32>> = if nested() {
+        pairs.iter().copied().map(task).collect()
+    } else {
+        pairs.par_iter().copied().map(task).collect()
+    };
+    for (&(s, h), out) in pairs.iter().zip(&outs) {
+        for (i, src) in out.chunks_exact(d).enumerate() {
+            let row = (starts[s] + i) * width + h * d;
+            ctx[row..row + d].copy_from_slice(src);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn erf_is_accurate() {
+        let worst = (-600..=600)
+            .map(|i| i as f64 / 100.0)
+            .map(|x| (erf(x as f32) as f64 - libm::erf(x)).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 2e-6, "max |erf error| {worst}");
+    }
+
+    #[test]
+    fn layer_norm_rows() {
+        let mut x = vec![1.0, 2.0, 3.0, 4.0, 0.0, 0.0, 0.0, 0.0];
+        bias_layer_norm(&mut x, &[0.0, 0.0, 0.0, 1.0], &[1.0; 4], &[0.5; 4], 1e-12);
+        let row = &x[..4];
+        assert!(row.iter().map(|v| v - 0.5).sum::<f32>().abs() < 1e-5);
+        assert!(x[4..7].iter().all(|&v| v < 0.5) && x[7] > 0.5);
+    }
+
+    /// Attention over two packed sequences equals attention over each alone.
+    #[test]
+    fn packed_attention_keeps_sequences_apart() {
+        let (heads, width) = (2, 4);
+        let lens = [3, 2];
+        let qkv: Vec<f32> = (0..5 * 3 * width).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+        let mut packed = vec![0.0; 5 * width];
+        attention(&qkv, &lens, heads, &mut packed);
+        let mut first = vec![0.0; 3 * width];
+        attention(&qkv[..3 * 3 * width], &[3], heads, &mut first);
+        let mut second = vec![0.0; 2 * width];
+        attention(&qkv[3 * 3 * width..], &[2], heads, &mut second);
+        assert_eq!(&packed[..3 * width], &first[..]);
+        assert_eq!(&packed[3 * width..], &second[..]);
+        // A single token attends only to itself: its output is its own value vector.
+        let mut one = vec![0.0; width];
+        attention(&qkv[..3 * width], &[1], heads, &mut one);
+        assert_eq!(&one[..], &qkv[2 * width..3 * width]);
+    }
+}

@@ -1,0 +1,193 @@
+//! The OpenAI API subset for embedding models: `POST /v1/embeddings` and `GET /v1/models`.
+//!
+//! Requests take `input` as a string, a list of strings, a list of token ids or a list of such
+//! lists; `encoding_format` `float` or `base64` (what the official Python client asks for by
+//! default: little-endian f32 bytes); `dimensions` (keep the first N components, re-normalised
+//! when the model normalises). `usage` counts the real tokens fed to the model. Errors use
+//! OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`.
+
+use std::time::UNIX_EPOCH;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use serde_json::{json, Map, Value};
+
+use crate::error::ApiError;
+use crate::state::{parse_json, AppState};
+use crate::text_input::{self, Texts};
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/embeddings", post(embeddings)).route("/v1/models", get(list_models))
+}
+
+/// An [`ApiError`] rendered in OpenAI's error shape (same status and headers).
+pub struct OpenAiError(pub ApiError);
+
+impl From<ApiError> for OpenAiError {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        let (status, message) = (self.0.status(), self.0.to_string());
+        let param = match &self.0 {
+            ApiError::Input(e) => Value::from(e.field()),
+            _ => Value::Null,
+        };
+        let (kind, code) = match status {
+            StatusCode::NOT_FOUND => ("invalid_request_error", Value::from("model_not_found")),
+            s if s.is_server_error() => ("server_error", Value::Null),
+            _ => ("invalid_request_error", Value::Null),
+        };
+        let body = json!({ "error": { "message": message, "type": kind, "param": param, "code": code } });
+        let (parts, _) = self.0.into_response().into_parts();
+        let mut resp = Response::from_parts(parts, Body::from(body.to_string()));
+        resp.headers_mut().remove(axum::http::header::CONTENT_LENGTH);
+        resp
+    }
+}
+
+async fn list_models(State(state): State<AppState>) -> Json<Value> {
+    let data: Vec<Value> = state
+        .registry
+        .model_names()
+        .into_iter()
+        .filter_map(|m| state.registry.resolve(m.as_str(), None).ok())
+        .map(|s| {
+            let created = s.loaded_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            json!({ "id": s.model.as_str(), "object": "model", "created": created, "owned_by": "aiserve" })
+        })
+        .collect();
+    Json(json!({ "object": "list", "data": data }))
+}
+
+async fn embeddings(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, OpenAiError> {
+    let bytes = state.read_body(body).await?;
+    let mut req: Map<String, Value> = parse_json(&bytes)?;
+    if let Some(extra) =
+        req.keys().find(|k| !["model", "input", "encoding_format", "dimensions", "user"].contains(&k.as_str()))
+    {
+        return Err(ApiError::invalid(extra, format!("unknown field `{extra}` for /v1/embeddings")).into());
+    }
+    let model = match req.remove("model") {
+        Some(Value::String(m)) => m,
+        Some(other) => return Err(ApiError::invalid("model", format!("`model` must be a string, got {other}")).into()),
+        None => return Err(ApiError::invalid("model", "`model` is required").into()),
+    };
+    let base64 = match req.get("encoding_format") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(f)) if f == "float" => false,
+        Some(Value::String(f)) if f == "base64" => true,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "encoding_format",
+                format!("`encoding_format` must be \"float\" or \"base64\", got {other}"),
+            )
+            .into())
+        }
+    };
+    let texts = parse_input(req.remove("input"))?;
+    let servable = state.registry.resolve(&model, None)?;
+    let em = servable.embedder()?;
+    let dimensions = match req.get("dimensions") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(d) if d >= 1 && d as usize <= em.info.dim => Some(d as usize),
+            _ => {
+                return Err(ApiError::invalid(
+                    "dimensions",
+                    format!("`dimensions` must be an integer in 1..={} for model `{model}`, got {v}", em.info.dim),
+                )
+                .into())
+            }
+        },
+    };
+    let tokens = text_input::tokenize(em, texts, "input", &state.limits.text).await?;
+    let deadline = state.deadline(&headers, None)?;
+    let vectors = em.embed(tokens.sequences, Some(deadline)).await?;
+    let data: Vec<Value> = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut v)| {
+            if let Some(d) = dimensions {
+                v.truncate(d);
+                if em.info.normalize {
+                    aiserve_core::text::normalize(&mut v);
+                }
+            }
+            let embedding = if base64 {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                Value::from(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(v)
+            };
+            json!({ "object": "embedding", "index": i, "embedding": embedding })
+        })
+        .collect();
+    let usage = json!({ "prompt_tokens": tokens.tokens, "total_tokens": tokens.tokens });
+    Ok(Json(json!({ "object": "list", "data": data, "model": model, "usage": usage })).into_response())
+}
+
+/// OpenAI's four `input` forms.
+fn parse_input(input: Option<Value>) -> Result<Texts, ApiError> {
+    let kind = crate::decode::json_tensor::kind;
+    let token = |v: &Value, field: &str| -> Result<u32, ApiError> {
+        v.as_u64().and_then(|t| u32::try_from(t).ok()).ok_or_else(|| {
+            ApiError::invalid(field, format!("`{field}` must be a token id (a non-negative integer), got {v}"))
+        })
+    };
+    match input {
+        None => Err(ApiError::invalid("input", "`input` is required")),
+        Some(Value::String(s)) => Ok(Texts::Strings(vec![s])),
+        Some(Value::Array(items)) => match items.first() {
+            None | Some(Value::String(_)) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| match v {
+                    Value::String(s) => Ok(s),
+                    other => Err(ApiError::invalid(
+                        format!("input[{i}]"),
+                        format!("`input[{i}]` must be a string like the other items, got {}", kind(&other)),
+                    )),
+                })
+                .collect::<Result<_, _>>()
+                .map(Texts::Strings),
+            Some(Value::Number(_)) => Ok(Texts::Tokens(vec![items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| token(v, &format!("input[{i}]")))
+                .collect::<Result<_, _>>()?])),
+            Some(Value::Array(_)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, seq)| match seq {
+                    Value::Array(ids) => ids
+                        .iter()
+                        .enumerate()
+                        .map(|(j, v)| token(v, &format!("input[{i}][{j}]")))
+                        .collect::<Result<Vec<_>, _>>(),
+                    other => Err(ApiError::invalid(
+                        format!("input[{i}]"),
+                        format!("`input[{i}]` must be a list of token ids, got {}", kind(other)),
+                    )),
+                })
+                .collect::<Result<_, _>>()
+                .map(Texts::Tokens),
+            Some(other) => Err(ApiError::invalid(
+                "input[0]",
+                format!("`input` items must be strings or token ids, got {}", kind(other)),
+            )),
+        },
+        Some(other) => Err(ApiError::invalid(
+            "input",
+            format!("`input` must be a string, a list of strings or token ids, got {}", kind(&other)),
+        )),
+    }
+}

@@ -1,0 +1,140 @@
+//! A loaded model version as request handlers see it: its name, its kind-specific metadata and
+//! the [`Queue`] in front of its instance threads. Holding an `Arc<Servable>` keeps it alive.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use aiserve_core::config::VersionConfig;
+use aiserve_core::tensor::{BatchLimits, ImageSpec};
+use aiserve_core::text::{EmbedderInfo, TextTokenizer};
+use aiserve_core::{BackendError, ImageBatch, ImageClassifier, ModelName, TextEmbedder, Version};
+
+use crate::error::ApiError;
+use crate::worker::{Queue, Runner};
+
+pub struct Servable {
+    pub model: ModelName,
+    pub version: Version,
+    pub kind: Kind,
+    /// When the version became available (OpenAI's `created`).
+    pub loaded_at: std::time::SystemTime,
+}
+
+pub enum Kind {
+    Image(ImageModel),
+    Embedder(EmbedModel),
+}
+
+impl Servable {
+    /// The image classifier behind this version, or a 400 naming what it is instead.
+    pub fn image(&self) -> Result<&ImageModel, ApiError> {
+        match &self.kind {
+            Kind::Image(m) => Ok(m),
+            Kind::Embedder(_) => Err(self.wrong_kind("a text embedding model", "images")),
+        }
+    }
+
+    /// The text embedding model behind this version, or a 400 naming what it is instead.
+    pub fn embedder(&self) -> Result<&EmbedModel, ApiError> {
+        match &self.kind {
+            Kind::Embedder(m) => Ok(m),
+            Kind::Image(_) => Err(self.wrong_kind("an image classifier", "text to embed")),
+        }
+    }
+
+    fn wrong_kind(&self, is: &str, wants: &str) -> ApiError {
+        ApiError::WrongModelKind { model: self.model.to_string(), is: is.into(), wants: wants.into() }
+    }
+}
+
+/// An image classification version.
+pub struct ImageModel {
+    pub config: VersionConfig,
+    pub spec: ImageSpec,
+    pub max_batch: usize,
+    pub queue: Queue<ImageRunner>,
+}
+
+impl ImageModel {
+    pub fn limits(&self) -> BatchLimits {
+        BatchLimits { max_batch: self.max_batch }
+    }
+
+    /// Class probabilities per image of a validated batch.
+    pub async fn classify(&self, batch: ImageBatch, deadline: Option<Instant>) -> Result<Vec<Vec<f32>>, ApiError> {
+        let size = batch.n;
+        self.queue.submit(batch, size, deadline).await
+    }
+}
+
+/// Runs merged image batches; one row of probabilities per image, split back per request.
+pub struct ImageRunner(pub Box<dyn ImageClassifier>);
+
+impl Runner for ImageRunner {
+    type Input = ImageBatch;
+    type Output = Vec<Vec<f32>>;
+
+    fn run(&mut self, inputs: &[&ImageBatch]) -> Result<Vec<Vec<Vec<f32>>>, BackendError> {
+        let total: usize = inputs.iter().map(|b| b.n).sum();
+        let rows = if let [one] = inputs {
+            self.0.predict(one)?
+        } else {
+            let (all, _) = ImageBatch::concat(inputs);
+            self.0.predict(&all)?
+        };
+        if rows.len() != total {
+            return Err(BackendError(format!("model returned {} rows for {total} images", rows.len())));
+        }
+        let mut rows = rows.into_iter();
+        Ok(inputs.iter().map(|b| rows.by_ref().take(b.n).collect()).collect())
+    }
+}
+
+/// A text embedding version.
+pub struct EmbedModel {
+    pub info: EmbedderInfo,
+    pub tokenizer: Arc<dyn TextTokenizer>,
+    /// Most tokens one forward pass takes; bigger requests are split.
+    pub max_batch_tokens: usize,
+    pub queue: Queue<EmbedRunner>,
+}
+
+impl EmbedModel {
+    /// One vector per token sequence. Sequences are queued in chunks of at most
+    /// `max_batch_tokens` tokens, so one huge request cannot hold a forward pass alone for long
+    /// and other clients' texts are packed in beside its pieces.
+    pub async fn embed(&self, sequences: Vec<Vec<u32>>, deadline: Option<Instant>) -> Result<Vec<Vec<f32>>, ApiError> {
+        let mut chunks: Vec<(Vec<Vec<u32>>, usize)> = Vec::new();
+        for seq in sequences {
+            let len = seq.len();
+            match chunks.last_mut() {
+                Some((c, tokens)) if *tokens + len <= self.max_batch_tokens => {
+                    c.push(seq);
+                    *tokens += len;
+                }
+                _ => chunks.push((vec![seq], len)),
+            }
+        }
+        let pending = chunks.into_iter().map(|(c, tokens)| self.queue.submit(c, tokens, deadline));
+        let parts = futures_util::future::try_join_all(pending).await?;
+        Ok(parts.into_iter().flatten().collect())
+    }
+}
+
+/// Runs the sequences of several requests as one packed forward pass.
+pub struct EmbedRunner(pub Box<dyn TextEmbedder>);
+
+impl Runner for EmbedRunner {
+    type Input = Vec<Vec<u32>>;
+    type Output = Vec<Vec<f32>>;
+
+    fn run(&mut self, inputs: &[&Vec<Vec<u32>>]) -> Result<Vec<Vec<Vec<f32>>>, BackendError> {
+        let seqs: Vec<&[u32]> = inputs.iter().flat_map(|r| r.iter().map(|s| s.as_slice())).collect();
+        let vectors = self.0.embed(&seqs)?;
+        if vectors.len() != seqs.len() {
+            return Err(BackendError(format!("model returned {} vectors for {} texts", vectors.len(), seqs.len())));
+        }
+        let mut vectors = vectors.into_iter();
+        Ok(inputs.iter().map(|r| vectors.by_ref().take(r.len()).collect()).collect())
+    }
+}
