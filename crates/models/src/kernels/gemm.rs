@@ -40,9 +40,19 @@ const PARALLEL_MIN_MACS: usize = 1 << 18;
 
 /// `out = a · b` (or `out += a · b` when `accumulate`); `out` is dense row-major `a.rows x b.cols`.
 pub fn matmul(a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32], accumulate: bool) {
+    assert_eq!(out.len(), a.rows * b.cols, "matmul: output has the wrong size");
+    matmul_strided(a, b, out, (b.cols, 1), accumulate);
+}
+
+/// Like [`matmul`] with the output element `(i, j)` at `out[i * strides.0 + j * strides.1]`
+/// (so a transposed output costs nothing).
+pub fn matmul_strided(a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32], strides: (usize, usize), accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
+    let (out_rs, out_cs) = strides;
     assert_eq!(b.rows, k, "matmul: inner dimensions differ");
-    assert_eq!(out.len(), m * n, "matmul: output has the wrong size");
+    if m > 0 && n > 0 {
+        assert!((m - 1) * out_rs + (n - 1) * out_cs < out.len(), "matmul: output view exceeds its buffer");
+    }
     a.check("matmul lhs");
     b.check("matmul rhs");
     if m == 0 || n == 0 {
@@ -50,22 +60,24 @@ pub fn matmul(a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32], accumulate: bool) {
     }
     if k == 0 {
         if !accumulate {
-            out.fill(0.0);
+            for i in 0..m {
+                (0..n).for_each(|j| out[i * out_rs + j * out_cs] = 0.0);
+            }
         }
         return;
     }
     let parallelism =
         if m * n * k >= PARALLEL_MIN_MACS && !super::nested() { Parallelism::Rayon(0) } else { Parallelism::None };
     // SAFETY: every index gemm reads or writes was checked to lie inside its slice above:
-    // lhs (m x k) and rhs (k x n) by `check`, dst (m x n, row stride n) by the length assert.
+    // lhs (m x k) and rhs (k x n) by `check`, dst (m x n with its strides) by the view assert.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
             out.as_mut_ptr(),
-            1,
-            n as isize,
+            out_cs as isize,
+            out_rs as isize,
             accumulate,
             a.data.as_ptr(),
             a.col_stride as isize,

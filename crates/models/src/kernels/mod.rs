@@ -10,6 +10,7 @@
 pub mod conv;
 pub mod gemm;
 pub mod pool;
+pub mod skinny;
 
 use candle_core::{bail, CpuStorage, Layout, Result, Storage, Tensor};
 use rayon::prelude::*;

@@ -43,14 +43,15 @@ fn default_eps() -> f64 {
 }
 
 struct Layer {
-    qkv_w: Vec<f32>, // [hidden, 3·hidden]
+    // Linear weights in PyTorch's [out_features, in_features] layout.
+    qkv_w: Vec<f32>, // [3·hidden, hidden]
     qkv_b: Vec<f32>,
     out_w: Vec<f32>, // [hidden, hidden]
     out_b: Vec<f32>,
     ln1: (Vec<f32>, Vec<f32>),
-    ff1_w: Vec<f32>, // [hidden, intermediate]
+    ff1_w: Vec<f32>, // [intermediate, hidden]
     ff1_b: Vec<f32>,
-    ff2_w: Vec<f32>, // [intermediate, hidden]
+    ff2_w: Vec<f32>, // [hidden, intermediate]
     ff2_b: Vec<f32>,
     ln2: (Vec<f32>, Vec<f32>),
 }
@@ -103,12 +104,12 @@ impl Bert {
         for l in 0..cfg.num_hidden_layers {
             let p = format!("encoder.layer.{l}");
             let (q, k, v) = (
-                w.get_linear_t(&format!("{p}.attention.self.query.weight"), h, h)?,
-                w.get_linear_t(&format!("{p}.attention.self.key.weight"), h, h)?,
-                w.get_linear_t(&format!("{p}.attention.self.value.weight"), h, h)?,
+                w.get(&format!("{p}.attention.self.query.weight"), &[h, h])?,
+                w.get(&format!("{p}.attention.self.key.weight"), &[h, h])?,
+                w.get(&format!("{p}.attention.self.value.weight"), &[h, h])?,
             );
-            // [hidden, 3·hidden]: each input row holds its query, key and value weights.
-            let qkv_w = (0..h).flat_map(|r| [&q, &k, &v].map(|m| &m[r * h..(r + 1) * h])).flatten().copied().collect();
+            // [3·hidden, hidden]: query, key and value output features stacked, one product.
+            let qkv_w = [q, k, v].concat();
             let qkv_b = [
                 w.get(&format!("{p}.attention.self.query.bias"), &[h])?,
                 w.get(&format!("{p}.attention.self.key.bias"), &[h])?,
@@ -118,12 +119,12 @@ impl Bert {
             layers.push(Layer {
                 qkv_w,
                 qkv_b,
-                out_w: w.get_linear_t(&format!("{p}.attention.output.dense.weight"), h, h)?,
+                out_w: w.get(&format!("{p}.attention.output.dense.weight"), &[h, h])?,
                 out_b: w.get(&format!("{p}.attention.output.dense.bias"), &[h])?,
                 ln1: ln(&format!("{p}.attention.output.LayerNorm"))?,
-                ff1_w: w.get_linear_t(&format!("{p}.intermediate.dense.weight"), i, h)?,
+                ff1_w: w.get(&format!("{p}.intermediate.dense.weight"), &[i, h])?,
                 ff1_b: w.get(&format!("{p}.intermediate.dense.bias"), &[i])?,
-                ff2_w: w.get_linear_t(&format!("{p}.output.dense.weight"), h, i)?,
+                ff2_w: w.get(&format!("{p}.output.dense.weight"), &[h, i])?,
                 ff2_b: w.get(&format!("{p}.output.dense.bias"), &[h])?,
                 ln2: ln(&format!("{p}.output.LayerNorm"))?,
             });
@@ -182,14 +183,14 @@ impl Encoder for Bert {
         let mut inter = vec![0.0; tokens * self.intermediate];
         for l in &self.layers {
             ops::fill_rows(&mut qkv, &l.qkv_b);
-            ops::matmul_acc(&x, h, &l.qkv_w, 3 * h, &mut qkv);
+            ops::linear_acc(&x, h, &l.qkv_w, 3 * h, &mut qkv);
             ops::attention(&qkv, lens, self.heads, &mut ctx);
-            ops::matmul_acc(&ctx, h, &l.out_w, h, &mut x); // residual: x += ctx · W_o
+            ops::linear_acc(&ctx, h, &l.out_w, h, &mut x); // residual: x += ctx · W_o
             ops::bias_layer_norm(&mut x, &l.out_b, &l.ln1.0, &l.ln1.1, self.eps);
             ops::fill_rows(&mut inter, &l.ff1_b);
-            ops::matmul_acc(&x, h, &l.ff1_w, self.intermediate, &mut inter);
+            ops::linear_acc(&x, h, &l.ff1_w, self.intermediate, &mut inter);
             self.act.apply(&mut inter);
-            ops::matmul_acc(&inter, self.intermediate, &l.ff2_w, h, &mut x); // residual: x += ff · W_2
+            ops::linear_acc(&inter, self.intermediate, &l.ff2_w, h, &mut x); // residual: x += ff · W_2
             ops::bias_layer_norm(&mut x, &l.ff2_b, &l.ln2.0, &l.ln2.1, self.eps);
         }
         x

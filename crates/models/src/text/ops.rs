@@ -13,6 +13,9 @@ use crate::kernels::{for_each_chunk_mut, nested};
 /// Rows per parallel task for the cheap row-wise ops.
 const ROWS_PER_TASK: usize = 32;
 
+/// Attention below this many multiply-adds runs on the calling thread.
+const PARALLEL_ATTENTION_MACS: usize = 1 << 20;
+
 /// `out` (`rows x n`) = each row set to `bias`.
 pub fn fill_rows(out: &mut [f32], bias: &[f32]) {
     for_each_chunk_mut(out, ROWS_PER_TASK * bias.len(), |_, chunk| {
@@ -20,10 +23,9 @@ pub fn fill_rows(out: &mut [f32], bias: &[f32]) {
     });
 }
 
-/// `out += x · w` with `x` `rows x k` and `w` `k x n` (both row-major).
-pub fn matmul_acc(x: &[f32], k: usize, w: &[f32], n: usize, out: &mut [f32]) {
-    let rows = x.len() / k;
-    matmul(MatRef::row_major(x, rows, k), MatRef::row_major(w, k, n), out, true);
+/// `out += x · wᵀ` with `x` `rows x k` and the linear weight `w` `n x k` (both row-major).
+pub fn linear_acc(x: &[f32], k: usize, w: &[f32], n: usize, out: &mut [f32]) {
+    crate::kernels::skinny::matmul_wt_acc(x, k, w, n, out);
 }
 
 /// Adds `bias` to every row of `x`, then layer-normalises each row with `gamma`, `beta`, `eps`.
@@ -139,7 +141,9 @@ pub fn attention(qkv: &[f32], lens: &[usize], heads: usize, ctx: &mut [f32]) {
         out
     };
     let pairs: Vec<(usize, usize)> = (0..lens.len()).flat_map(|s| (0..heads).map(move |h| (s, h))).collect();
-    let outs: Vec<Vec<f32>> = if nested() {
+    // A short text's attention is a few microseconds: spreading it over threads costs more.
+    let macs: usize = lens.iter().map(|l| l * l * width * 2).sum();
+    let outs: Vec<Vec<f32>> = if nested() || macs < PARALLEL_ATTENTION_MACS {
         pairs.iter().copied().map(task).collect()
     } else {
         pairs.par_iter().copied().map(task).collect()

@@ -46,19 +46,6 @@ impl Weights {
             .and_then(|t| t.to_vec1::<f32>())
             .map_err(|e| LoadError::Weights(format!("tensor `{full}`: {e}")))
     }
-
-    /// A `[out, in]` linear weight transposed to `[in, out]` row-major (the layout the packed
-    /// forward multiplies by).
-    pub fn get_linear_t(&self, name: &str, out: usize, inp: usize) -> Result<Vec<f32>, LoadError> {
-        let w = self.get(name, &[out, inp])?;
-        let mut t = vec![0.0; w.len()];
-        for (o, row) in w.chunks_exact(inp).enumerate() {
-            for (i, &v) in row.iter().enumerate() {
-                t[i * out + o] = v;
-            }
-        }
-        Ok(t)
-    }
 }
 
 fn file_name(p: &Path) -> String {
