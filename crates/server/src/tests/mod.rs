@@ -4,6 +4,7 @@
 mod batching;
 mod fake;
 mod http_classify;
+mod http_embeddings;
 mod http_kserve;
 mod http_tfserving;
 mod lifecycle;
