@@ -1,6 +1,7 @@
-//! The `aiserve` binary: `serve` a model repository, `train` a model into it.
+//! The `aiserve` binary: `serve` a model repository, `train` or `pull` a model into it, `bench` a server.
 
 mod bench;
+mod pull;
 mod serve;
 mod train;
 
@@ -18,10 +19,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve a model repository over HTTP (classify, KServe v2, TF Serving REST).
+    /// Serve a model repository over HTTP (classify, KServe v2, TF Serving REST, OpenAI).
     Serve(serve::ServeArgs),
     /// Train a model and publish it as a new version in a repository.
     Train(train::TrainArgs),
+    /// Download a model from the Hugging Face Hub and publish it as a new version.
+    Pull(pull::PullArgs),
     /// Load-test a running server: throughput and latency percentiles per concurrency level.
     Bench(bench::BenchArgs),
 }
@@ -39,6 +42,7 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve::run(args))
         }
         Command::Train(args) => train::run(args),
+        Command::Pull(args) => pull::run(args),
         Command::Bench(args) => bench::run(args),
     }
 }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod ids;
 pub mod plan;
 pub mod policy;
+pub mod publish;
 pub mod repository;
 pub mod state;
 pub mod tensor;

@@ -1,16 +1,12 @@
-//! Publishing a trained digits model as a new repository version, atomically.
-//!
-//! The version is staged in `<repo>/<model>/.tmp-<N>-<pid>/` (the scanner ignores dot entries)
-//! and renamed to `<repo>/<model>/<N>/` only when complete, so a polling server never sees a
-//! half-written version. `N` is one above the highest version present; if another publisher
-//! takes `N` first, the next number is tried.
+//! Publishing a trained digits model as a new repository version, atomically (staged and
+//! renamed into place by `aiserve_core::publish`).
 
 use std::path::{Path, PathBuf};
 
 use aiserve_core::config::{
     InputConfig, ModelKind, OutputConfig, TrainingProvenance, VersionConfig, VERSION_CONFIG_FILE,
 };
-use aiserve_core::repository::latest_version;
+use aiserve_core::publish::publish_version;
 use aiserve_core::{ModelName, Version};
 
 use super::train::EpochMetrics;
@@ -46,18 +42,7 @@ pub fn publish(
     training: Option<TrainingProvenance>,
     epochs: &[EpochMetrics],
 ) -> std::io::Result<(Version, PathBuf)> {
-    let model_dir = repo.join(model_name.as_str());
-    std::fs::create_dir_all(&model_dir)?;
-    let stage = model_dir.join(format!(".tmp-{}-{}", std::process::id(), latest_version(&model_dir)? + 1));
-    if stage.exists() {
-        std::fs::remove_dir_all(&stage)?;
-    }
-    std::fs::create_dir(&stage)?;
-    let result = write_version(&stage, model, training, epochs).and_then(|()| rename_into_place(&model_dir, &stage));
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&stage);
-    }
-    result
+    publish_version(repo, model_name, |stage| write_version(stage, model, training, epochs))
 }
 
 fn write_version(
@@ -74,23 +59,6 @@ fn write_version(
         std::fs::File::open(dir.join(f))?.sync_all()?;
     }
     Ok(())
-}
-
-fn rename_into_place(model_dir: &Path, stage: &Path) -> std::io::Result<(Version, PathBuf)> {
-    for _ in 0..100 {
-        let next = Version(latest_version(model_dir)? + 1);
-        let target = model_dir.join(next.to_string());
-        // create_dir claims the number (fails if taken); rename then replaces the empty dir.
-        match std::fs::create_dir(&target) {
-            Ok(()) => {
-                std::fs::rename(stage, &target)?;
-                return Ok((next, target));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(std::io::Error::other("could not claim a new version number after 100 attempts"))
 }
 
 #[cfg(test)]
