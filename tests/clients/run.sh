@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
 # Real-client compatibility: starts the release binary on a free loopback port with the bundled
-# models and drives it with NVIDIA's tritonclient (HTTP), unmodified. Loopback only; bounded.
+# models plus all-MiniLM-L6-v2 (from $AISERVE_ASSETS, see ../shared/fetch-assets.sh) and drives it
+# with NVIDIA's tritonclient (HTTP) and the official openai client, unmodified. Loopback only.
 #   tests/clients/run.sh            (after `cargo build --release`; CARGO_TARGET_DIR as for the build)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 target="${CARGO_TARGET_DIR:-$root/target}"
 venv="${AISERVE_CLIENTS_VENV:-$HOME/.cache/aiserve-clients}"
 mnist="${AISERVE_MNIST:-$root/../shared/data/mnist}"
-if ! "$venv/bin/python" -c 'import tritonclient.http' 2>/dev/null; then
+assets="${AISERVE_ASSETS:-$HOME/.cache/aiserve-assets}"
+if ! "$venv/bin/python" -c 'import tritonclient.http, openai' 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check 'tritonclient[http]==2.73.0'
+  "$venv/bin/pip" install -q --disable-pip-version-check 'tritonclient[http]==2.73.0' 'openai==3.57.0'
 fi
+# A repository of copies (the server refuses symlinks that leave the repository).
+repo=$(mktemp -d)
+cp -r "$root/models/digits" "$repo/"
+mkdir -p "$repo/minilm" && cp -r "$assets/minilm" "$repo/minilm/1"
 log=$(mktemp)
-"$target/release/aiserve" serve --repo "$root/models" --addr 127.0.0.1:0 >"$log" 2>&1 &
+"$target/release/aiserve" serve --repo "$repo" --addr 127.0.0.1:0 >"$log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null || true; rm -f "$log"' EXIT
+trap 'kill $pid 2>/dev/null || true; rm -rf "$log" "$repo"' EXIT
 addr=""
 for _ in $(seq 100); do
   addr=$(sed -n 's/.*aiserve listening addr=\([0-9.:]*\).*/\1/p' "$log" | head -1)
@@ -23,6 +29,11 @@ for _ in $(seq 100); do
 done
 [ -n "$addr" ] || { cat "$log"; echo "server did not start" >&2; exit 1; }
 timeout 120 "$venv/bin/python" "$root/tests/clients/tritonclient_check.py" "$addr" "$mnist"
+for _ in $(seq 100); do  # minilm loads after the port opens
+  "$venv/bin/python" -c "import urllib.request as u; u.urlopen('http://$addr/v2/models/minilm/ready')" 2>/dev/null && break
+  sleep 0.1
+done
+timeout 120 "$venv/bin/python" "$root/tests/clients/embeddings_check.py" "$addr" minilm "$root/../shared/reference/minilm_reference.json"
 kill -TERM $pid
 wait $pid   # graceful shutdown must exit 0
 grep -q "shut down cleanly" "$log" || { cat "$log"; echo "no clean shutdown" >&2; exit 1; }
