@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aiserve_models::CandleLoader;
+use aiserve_server::auth::{Auth, KeyLimits};
 use aiserve_server::state::TextLimits;
 use aiserve_server::{Limits, ServeOptions};
 use anyhow::Context;
@@ -37,6 +38,16 @@ pub struct ServeArgs {
     /// Most texts one embeddings request may hold.
     #[arg(long, env = "AISERVE_MAX_INPUTS", default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_inputs: u64,
+    /// API keys, one per line: `<key> <scope>[,<scope>...] [rps=N] [concurrency=N]` (scopes:
+    /// infer, admin, metrics). Without it the server is open: keep it on loopback.
+    #[arg(long, env = "AISERVE_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+    /// Default requests per second per key (0: unlimited); a key's `rps=N` overrides it.
+    #[arg(long, env = "AISERVE_KEY_RPS", default_value_t = 0)]
+    pub key_rps: u32,
+    /// Default requests in flight per key (0: unlimited); a key's `concurrency=N` overrides it.
+    #[arg(long, env = "AISERVE_KEY_CONCURRENCY", default_value_t = 0)]
+    pub key_concurrency: u32,
     /// Model that `/classify` uses when the request does not name one.
     #[arg(long, env = "AISERVE_DEFAULT_MODEL", default_value = "digits")]
     pub default_model: String,
@@ -49,10 +60,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             args.repo.display()
         );
     }
+    let defaults = KeyLimits {
+        requests_per_second: std::num::NonZeroU32::new(args.key_rps),
+        concurrency: std::num::NonZeroU32::new(args.key_concurrency),
+    };
+    let auth = match &args.api_keys_file {
+        Some(path) => Auth::from_file(path, defaults).map_err(|e| anyhow::anyhow!("--api-keys-file: {e}"))?,
+        None => Auth::open(),
+    };
+    if auth.is_open() && !args.addr.ip().is_loopback() {
+        tracing::warn!(addr = %args.addr, "no --api-keys-file: every route is open to anyone who can reach this address");
+    } else if !auth.is_open() {
+        tracing::info!(keys = auth.key_count(), "API keys required");
+    }
     let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("binding {}", args.addr))?;
     tracing::info!(addr = %listener.local_addr()?, repo = %args.repo.display(), "aiserve listening");
     let opts = ServeOptions {
         repo: args.repo,
+        auth: Arc::new(auth),
         poll_interval: Duration::from_millis(args.poll_interval_ms),
         limits: Limits {
             max_body_bytes: args.max_body_bytes,

@@ -36,6 +36,7 @@ fn trained_version_is_picked_up_by_a_running_server() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let opts = ServeOptions {
         repo: repo.path().to_owned(),
+        auth: Default::default(),
         poll_interval: Duration::from_millis(100),
         limits: Limits::default(),
         default_model: "digits".into(),

@@ -30,6 +30,12 @@ pub enum ApiError {
     NotReady { model: String, detail: String },
     #[error("model `{model}` version {version} has {queued} requests queued (the limit); retry shortly")]
     Overloaded { model: String, version: String, queued: usize },
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{message}; retry in {retry_after_s} s")]
+    RateLimited { message: String, retry_after_s: u64 },
     #[error("the request timed out before the model answered")]
     Timeout,
     #[error("internal error {id}; the server log has the details")]
@@ -47,6 +53,9 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::ModelNotFound(_) | Self::VersionNotFound { .. } | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::NotReady { .. } | Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -78,8 +87,17 @@ impl IntoResponse for ApiError {
             tracing::debug!(%status, error = %self, "client error");
         }
         let mut resp = (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response();
-        if let Self::Overloaded { .. } | Self::NotReady { .. } = self {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        match self {
+            Self::Overloaded { .. } | Self::NotReady { .. } => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::RateLimited { retry_after_s, .. } => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+            }
+            Self::Unauthorized(_) => {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
         }
         resp
     }

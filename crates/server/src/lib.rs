@@ -4,6 +4,7 @@
 //! the version manager and the HTTP server on a bound listener until a shutdown future resolves,
 //! then drains in-flight requests. Model code arrives as an `aiserve_core::ModelLoader`.
 
+pub mod auth;
 pub mod decode;
 pub mod error;
 pub mod manager;
@@ -26,8 +27,9 @@ use tokio::net::TcpListener;
 pub use registry::Registry;
 pub use state::{AppState, Limits};
 
-/// The HTTP routes of every protocol.
+/// The HTTP routes of every protocol, behind the API-key check.
 pub fn app(state: AppState) -> Router {
+    let auth = state.auth.clone();
     Router::new()
         .merge(protocols::classify::routes())
         .merge(protocols::kserve::routes())
@@ -37,12 +39,19 @@ pub fn app(state: AppState) -> Router {
             |uri: axum::http::Uri| async move { error::ApiError::NotFound(format!("no route for `{}`", uri.path())) },
         )
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(auth, auth::middleware))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+        // Keys never reach a log line, even at trace level.
+        .layer(tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
+            axum::http::header::AUTHORIZATION,
+            axum::http::HeaderName::from_static("x-api-key"),
+        ]))
 }
 
 /// Everything `serve` needs besides the listener.
 pub struct ServeOptions {
     pub repo: PathBuf,
+    pub auth: Arc<auth::Auth>,
     pub poll_interval: Duration,
     pub limits: Limits,
     pub default_model: String,
@@ -69,7 +78,7 @@ pub async fn serve(
             })
             .await;
     });
-    let state = AppState { registry, limits: opts.limits, default_model: opts.default_model.into() };
+    let state = AppState { registry, limits: opts.limits, default_model: opts.default_model.into(), auth: opts.auth };
     let result = axum::serve(listener, app(state))
         .with_graceful_shutdown(async move {
             shutdown.await;

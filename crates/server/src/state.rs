@@ -49,6 +49,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Model used by `/classify` when the request names none.
     pub default_model: Arc<str>,
+    /// API keys (empty: open).
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 impl AppState {

@@ -25,6 +25,11 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/embeddings", post(embeddings)).route("/v1/models", get(list_models))
 }
 
+/// Routes whose errors use OpenAI's shape.
+pub fn is_openai_path(path: &str) -> bool {
+    path == "/v1/models" || ["/v1/embeddings", "/v1/chat/", "/v1/completions"].iter().any(|p| path.starts_with(p))
+}
+
 /// An [`ApiError`] rendered in OpenAI's error shape (same status and headers).
 pub struct OpenAiError(pub ApiError);
 
@@ -43,6 +48,9 @@ impl IntoResponse for OpenAiError {
         };
         let (kind, code) = match status {
             StatusCode::NOT_FOUND => ("invalid_request_error", Value::from("model_not_found")),
+            StatusCode::UNAUTHORIZED => ("invalid_request_error", Value::from("invalid_api_key")),
+            StatusCode::FORBIDDEN => ("invalid_request_error", Value::from("insufficient_scope")),
+            StatusCode::TOO_MANY_REQUESTS => ("rate_limit_error", Value::from("rate_limit_exceeded")),
             s if s.is_server_error() => ("server_error", Value::Null),
             _ => ("invalid_request_error", Value::Null),
         };

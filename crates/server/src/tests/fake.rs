@@ -223,7 +223,7 @@ impl Harness {
         let observed = loader.observed.clone();
         let manager = Manager { repo: dir.path().to_owned(), loader: Arc::new(loader), registry: registry.clone() };
         manager.poll_once().await;
-        let state = AppState { registry, limits, default_model: "digits".into() };
+        let state = AppState { registry, limits, default_model: "digits".into(), auth: Default::default() };
         Self { dir, observed, manager, state }
     }
 

@@ -120,6 +120,7 @@ async fn serves_on_a_real_socket_and_shuts_down() {
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let opts = crate::ServeOptions {
+        auth: Default::default(),
         repo: dir.path().to_owned(),
         poll_interval: std::time::Duration::from_millis(50),
         limits: Default::default(),

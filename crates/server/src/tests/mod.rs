@@ -3,6 +3,7 @@
 
 mod batching;
 mod fake;
+mod http_auth;
 mod http_classify;
 mod http_embeddings;
 mod http_kserve;

@@ -1,0 +1,144 @@
+//! Who may call what: API keys with scopes, per-key rate and concurrency limits, as one axum
+//! middleware in front of every route (the fallback included, so unknown paths reveal nothing).
+//!
+//! With no key file the server is open (and binds loopback by default). With keys, a request
+//! presents one as `Authorization: Bearer <key>` or `x-api-key: <key>`: none or an unknown key is
+//! 401 (with `WWW-Authenticate`), a key without the route's scope is 403, a key over its
+//! requests-per-second or concurrency limit is 429 with `Retry-After`. Liveness/readiness probes
+//! and the OpenAPI document stay open so orchestrators and tooling work without secrets. Keys
+//! are never logged; a key is named by its line in the key file.
+
+pub mod keys;
+
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::Semaphore;
+
+pub use keys::{KeyLimits, Scope};
+
+use crate::error::ApiError;
+use crate::protocols::openai::{is_openai_path, OpenAiError};
+
+/// The configured keys and their limiters; empty means the server is open.
+#[derive(Default)]
+pub struct Auth {
+    keys: Vec<keys::KeyEntry>,
+    rate: Vec<Option<DefaultDirectRateLimiter>>,
+    inflight: Vec<Option<Arc<Semaphore>>>,
+}
+
+impl Auth {
+    /// No keys: every route is open.
+    pub fn open() -> Self {
+        Self::default()
+    }
+
+    pub fn from_text(text: &str, defaults: KeyLimits) -> Result<Self, String> {
+        let keys = keys::parse(text, defaults)?;
+        if keys.is_empty() {
+            return Err("the key file has no keys (an open server needs no key file)".into());
+        }
+        let rate = keys
+            .iter()
+            .map(|k| k.limits.requests_per_second.map(|r| RateLimiter::direct(Quota::per_second(r))))
+            .collect();
+        let inflight =
+            keys.iter().map(|k| k.limits.concurrency.map(|c| Arc::new(Semaphore::new(c.get() as usize)))).collect();
+        Ok(Self { keys, rate, inflight })
+    }
+
+    /// Reads `--api-keys-file`; warns when other users can read it.
+    pub fn from_file(path: &Path, defaults: KeyLimits) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        #[cfg(unix)]
+        if let Ok(meta) = std::fs::metadata(path) {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(path = %path.display(), "the API key file is readable by other users; chmod 600 it");
+            }
+        }
+        Self::from_text(&text, defaults).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+/// The scope a route needs; `None` for the routes that stay open.
+pub fn required_scope(path: &str) -> Option<Scope> {
+    if path.starts_with("/v2/health/") || path == "/openapi.json" {
+        None
+    } else if path == "/metrics" {
+        Some(Scope::Metrics)
+    } else if path.starts_with("/v2/repository") {
+        Some(Scope::Admin)
+    } else {
+        Some(Scope::Infer)
+    }
+}
+
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let (scheme, token) = v.trim().split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
+    }
+    headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+pub async fn middleware(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
+    if auth.is_open() {
+        return next.run(req).await;
+    }
+    let path = req.uri().path().to_owned();
+    let Some(scope) = required_scope(&path) else { return next.run(req).await };
+    let refuse = |e: ApiError| if is_openai_path(&path) { OpenAiError(e).into_response() } else { e.into_response() };
+    let Some(key) = presented_key(req.headers()) else {
+        return refuse(ApiError::Unauthorized(
+            "an API key is required: send `Authorization: Bearer <key>` or `x-api-key: <key>`".into(),
+        ));
+    };
+    let Some(i) = keys::lookup(&auth.keys, key) else {
+        return refuse(ApiError::Unauthorized("the API key is not valid".into()));
+    };
+    let entry = &auth.keys[i];
+    if !entry.allows(scope) {
+        return refuse(ApiError::Forbidden(format!("this API key lacks the `{}` scope `{path}` needs", scope.name())));
+    }
+    if let Some(limiter) = &auth.rate[i] {
+        if let Err(not_until) = limiter.check() {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+            let rps = entry.limits.requests_per_second.map_or(0, NonZeroU32::get);
+            return refuse(ApiError::RateLimited {
+                message: format!("this API key is limited to {rps} requests per second"),
+                retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
+            });
+        }
+    }
+    let _permit = match &auth.inflight[i] {
+        None => None,
+        Some(sem) => match sem.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                let limit = entry.limits.concurrency.map_or(0, NonZeroU32::get);
+                return refuse(ApiError::RateLimited {
+                    message: format!("this API key already has {limit} requests in flight (its limit)"),
+                    retry_after_s: 1,
+                });
+            }
+        },
+    };
+    tracing::debug!(key = %entry.label(), scope = scope.name(), "authorised");
+    next.run(req).await
+}
