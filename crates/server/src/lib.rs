@@ -8,6 +8,7 @@ pub mod auth;
 pub mod decode;
 pub mod error;
 pub mod manager;
+pub mod metrics;
 pub mod protocols;
 pub mod registry;
 pub mod servable;
@@ -31,6 +32,7 @@ pub use state::{AppState, Limits};
 pub fn app(state: AppState) -> Router {
     let auth = state.auth.clone();
     Router::new()
+        .route("/metrics", axum::routing::get(metrics::render))
         .merge(protocols::classify::routes())
         .merge(protocols::kserve::routes())
         .merge(protocols::openai::routes())
@@ -40,6 +42,7 @@ pub fn app(state: AppState) -> Router {
         )
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(auth, auth::middleware))
+        .layer(axum::middleware::from_fn(metrics::middleware))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         // Keys never reach a log line, even at trace level.
         .layer(tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([

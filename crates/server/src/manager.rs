@@ -109,7 +109,10 @@ impl Manager {
             .unwrap_or_else(|_| Err("the loader panicked".into()));
         match result {
             Ok(servable) => {
-                tracing::info!(%model, %version, seconds = started.elapsed().as_secs_f64(), "version available");
+                let seconds = started.elapsed().as_secs_f64();
+                tracing::info!(%model, %version, seconds, "version available");
+                let v = version.to_string();
+                crate::metrics::METRICS.load_seconds.with_label_values(&[model.as_str(), &v]).set(seconds);
                 self.registry.set_available(Arc::new(servable));
             }
             Err(e) => {

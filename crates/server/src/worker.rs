@@ -47,6 +47,14 @@ struct Shared<I, O> {
     state: Mutex<State<I, O>>,
     /// Wakes instance threads when a request arrives or the queue closes.
     ready: Condvar,
+    metrics: QueueMetrics,
+}
+
+/// This queue's series of the process metrics.
+struct QueueMetrics {
+    depth: prometheus::IntGauge,
+    wait: prometheus::Histogram,
+    batch: prometheus::Histogram,
 }
 
 impl<I, O> Shared<I, O> {
@@ -65,9 +73,16 @@ pub struct Queue<R: Runner> {
 impl<R: Runner> Queue<R> {
     /// Starts one thread per model copy in `instances` (each already warmed up).
     pub fn start(model: &str, version: &str, instances: Vec<R>, policy: BatchPolicy) -> std::io::Result<Self> {
+        let m = &crate::metrics::METRICS;
+        let metrics = QueueMetrics {
+            depth: m.queue_depth.with_label_values(&[model, version]),
+            wait: m.queue_seconds.with_label_values(&[model, version]),
+            batch: m.batch_size.with_label_values(&[model, version]),
+        };
         let shared = Arc::new(Shared {
             state: Mutex::new(State { batcher: Batcher::new(policy), closed: false }),
             ready: Condvar::new(),
+            metrics,
         });
         for (i, runner) in instances.into_iter().enumerate() {
             let shared = shared.clone();
@@ -92,6 +107,7 @@ impl<R: Runner> Queue<R> {
                     queued: full.limit,
                 });
             }
+            self.shared.metrics.depth.set(q.batcher.len() as i64);
         }
         self.shared.ready.notify_one();
         let outcome = match deadline {
@@ -128,9 +144,13 @@ fn instance_thread<R: Runner>(shared: &Shared<R::Input, R::Output>, mut runner: 
         for expired in q.batcher.prune(now, |job| !job.reply.is_closed()) {
             let _ = expired.item.reply.send(Err(JobError::Expired));
         }
-        match q.batcher.next(now) {
+        let decision = q.batcher.next(now);
+        shared.metrics.depth.set(q.batcher.len() as i64);
+        match decision {
             Decision::Run(batch) => {
                 drop(q);
+                shared.metrics.batch.observe(batch.len() as f64);
+                batch.iter().for_each(|p| shared.metrics.wait.observe(now.duration_since(p.enqueued).as_secs_f64()));
                 let jobs: Vec<Job<R::Input, R::Output>> = batch.into_iter().map(|p| p.item).collect();
                 run_batch(&mut runner, jobs);
                 q = shared.lock();

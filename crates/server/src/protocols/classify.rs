@@ -75,7 +75,7 @@ async fn classify(
             .collect();
         serde_json::json!({ "predictions": preds, "model": model, "version": version })
     };
-    Ok(Json(body).into_response())
+    Ok(crate::metrics::tag(Json(body).into_response(), crate::metrics::Served::of(&servable)))
 }
 
 /// `{"image": ...}` → one image; `{"images": [...]}` → a batch. Returns the batch and whether the

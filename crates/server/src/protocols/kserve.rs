@@ -429,8 +429,9 @@ pub(super) fn respond(servable: &Servable, id: Option<String>, outs: Vec<Value>,
     if let Some(id) = id {
         body["id"] = Value::String(id);
     }
+    let served = crate::metrics::Served::of(servable);
     if tail.is_empty() {
-        return Json(body).into_response();
+        return crate::metrics::tag(Json(body).into_response(), served);
     }
     let mut bytes = serde_json::to_vec(&body).expect("response JSON serialises");
     let header_len = bytes.len();
@@ -439,7 +440,7 @@ pub(super) fn respond(servable: &Servable, id: Option<String>, outs: Vec<Value>,
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     h.insert(HEADER_LENGTH, HeaderValue::from(header_len));
-    resp
+    crate::metrics::tag(resp, served)
 }
 
 #[cfg(test)]

@@ -106,6 +106,7 @@ pub(super) async fn infer(
     let binary_out = binary_output(&req, servable)?;
     let tokens = text_input::tokenize(em, Texts::Strings(texts), "inputs[0].data", limits).await?;
     let vectors = em.embed(tokens.sequences, Some(deadline)).await?;
+    crate::metrics::METRICS.tokens.with_label_values(&[servable.model.as_str(), "prompt"]).inc_by(tokens.tokens as u64);
     let mut out = json!({ "name": OUTPUT, "datatype": "FP32", "shape": [vectors.len(), em.info.dim] });
     let mut tail = Vec::new();
     if binary_out {

@@ -140,7 +140,9 @@ async fn embeddings(State(state): State<AppState>, headers: HeaderMap, body: Bod
         })
         .collect();
     let usage = json!({ "prompt_tokens": tokens.tokens, "total_tokens": tokens.tokens });
-    Ok(Json(json!({ "object": "list", "data": data, "model": model, "usage": usage })).into_response())
+    crate::metrics::METRICS.tokens.with_label_values(&[servable.model.as_str(), "prompt"]).inc_by(tokens.tokens as u64);
+    let resp = Json(json!({ "object": "list", "data": data, "model": model, "usage": usage })).into_response();
+    Ok(crate::metrics::tag(resp, crate::metrics::Served::of(&servable)))
 }
 
 /// OpenAI's four `input` forms.

@@ -7,6 +7,7 @@
 use aiserve_core::ImageBatch;
 use axum::body::Body;
 use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
@@ -134,7 +135,7 @@ async fn post_handler(
     Path(rest): Path<String>,
     headers: axum::http::HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let p = parse_path(&rest).ok_or_else(|| not_found(&rest))?;
     match p.verb.as_deref() {
         Some("predict") => {}
@@ -174,7 +175,8 @@ async fn post_handler(
         }
     };
     let probs = img.classify(batch, Some(state.deadline(&headers, None)?)).await?;
-    Ok(Json(if row_format { json!({ "predictions": probs }) } else { json!({ "outputs": probs }) }))
+    let body = if row_format { json!({ "predictions": probs }) } else { json!({ "outputs": probs }) };
+    Ok(crate::metrics::tag(Json(body).into_response(), crate::metrics::Served::of(&servable)))
 }
 
 /// Row format: each instance is one image (numbers, `{"b64": ...}`, or `{"<input name>": ...}`).

@@ -7,5 +7,6 @@ mod http_auth;
 mod http_classify;
 mod http_embeddings;
 mod http_kserve;
+mod http_metrics;
 mod http_tfserving;
 mod lifecycle;
