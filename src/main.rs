@@ -15,6 +15,16 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on stderr: `text` (human, coloured on a terminal) or `json` (one object per
+    /// line, for log shippers). `RUST_LOG` sets the level (default `info`).
+    #[arg(long, global = true, env = "AISERVE_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -31,12 +41,14 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     aiserve_models::configure_threads();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),
+    }
     match cli.command {
         Command::Serve(args) => {
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve::run(args))

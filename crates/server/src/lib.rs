@@ -11,6 +11,7 @@ pub mod manager;
 pub mod metrics;
 pub mod protocols;
 pub mod registry;
+pub mod request_id;
 pub mod servable;
 pub mod state;
 pub mod text_input;
@@ -43,7 +44,8 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(auth, auth::middleware))
         .layer(axum::middleware::from_fn(metrics::middleware))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_id::span))
+        .layer(axum::middleware::from_fn(request_id::middleware))
         // Keys never reach a log line, even at trace level.
         .layer(tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
             axum::http::header::AUTHORIZATION,
