@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aiserve_models::CandleLoader;
-use aiserve_server::{Limits, ServeOptions};
+use aiserve_server::ServeOptions;
 
 fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, serde_json::Value) {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -34,13 +34,7 @@ fn trained_version_is_picked_up_by_a_running_server() {
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let opts = ServeOptions {
-        repo: repo.path().to_owned(),
-        auth: Default::default(),
-        poll_interval: Duration::from_millis(100),
-        limits: Limits::default(),
-        default_model: "digits".into(),
-    };
+    let opts = ServeOptions { poll_interval: Duration::from_millis(100), ..ServeOptions::new(repo.path().to_owned()) };
     let server = rt.spawn(aiserve_server::serve(opts, Arc::new(CandleLoader::cpu()), listener, async {
         let _ = stopped.await;
     }));

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod decode;
 pub mod error;
+pub mod listen;
 pub mod manager;
 pub mod metrics;
 pub mod protocols;
@@ -56,10 +57,61 @@ pub fn app(state: AppState) -> Router {
 /// Everything `serve` needs besides the listener.
 pub struct ServeOptions {
     pub repo: PathBuf,
+    pub listen: listen::ListenOptions,
+    /// Origins allowed to call from a browser (CORS); empty: no CORS headers at all.
+    pub cors_origins: Vec<String>,
     pub auth: Arc<auth::Auth>,
     pub poll_interval: Duration,
     pub limits: Limits,
     pub default_model: String,
+}
+
+impl ServeOptions {
+    /// Defaults for everything but the repository: open, loopback-safe limits, no CORS.
+    pub fn new(repo: PathBuf) -> Self {
+        Self {
+            repo,
+            listen: listen::ListenOptions::default(),
+            cors_origins: Vec::new(),
+            auth: Arc::new(auth::Auth::open()),
+            poll_interval: Duration::from_secs(2),
+            limits: Limits::default(),
+            default_model: "digits".into(),
+        }
+    }
+}
+
+/// Browser access for the given origins (`*` for any): the methods and headers the protocols
+/// use, and the response headers clients read. Preflights are answered before the key check.
+pub fn cors_layer(origins: &[String]) -> Result<tower_http::cors::CorsLayer, String> {
+    use axum::http::{header, HeaderName, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let list = origins
+            .iter()
+            .map(|o| HeaderValue::from_str(o).map_err(|_| format!("CORS origin {o:?} is not a valid header value")))
+            .collect::<Result<Vec<_>, _>>()?;
+        AllowOrigin::list(list)
+    };
+    Ok(CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-api-key"),
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static(state::TIMEOUT_HEADER),
+            HeaderName::from_static(protocols::kserve::HEADER_LENGTH),
+        ])
+        .expose_headers([
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static(protocols::kserve::HEADER_LENGTH),
+            header::RETRY_AFTER,
+        ])
+        .max_age(Duration::from_secs(600)))
 }
 
 /// Loads the repository once, then serves HTTP on `listener` while polling the repository, until
@@ -84,12 +136,15 @@ pub async fn serve(
             .await;
     });
     let state = AppState { registry, limits: opts.limits, default_model: opts.default_model.into(), auth: opts.auth };
-    let result = axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        })
-        .await;
+    let mut router = app(state);
+    if !opts.cors_origins.is_empty() {
+        router = router.layer(cors_layer(&opts.cors_origins).map_err(std::io::Error::other)?);
+    }
+    let result = listen::serve(listener, router, opts.listen, async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    })
+    .await;
     poller.abort();
     result
 }

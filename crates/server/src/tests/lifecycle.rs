@@ -120,11 +120,8 @@ async fn serves_on_a_real_socket_and_shuts_down() {
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let opts = crate::ServeOptions {
-        auth: Default::default(),
-        repo: dir.path().to_owned(),
         poll_interval: std::time::Duration::from_millis(50),
-        limits: Default::default(),
-        default_model: "digits".into(),
+        ..crate::ServeOptions::new(dir.path().to_owned())
     };
     let server =
         tokio::spawn(crate::serve(opts, std::sync::Arc::new(super::fake::FakeLoader::default()), listener, async {

@@ -10,3 +10,4 @@ mod http_kserve;
 mod http_metrics;
 mod http_tfserving;
 mod lifecycle;
+mod listen;

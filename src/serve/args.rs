@@ -1,0 +1,130 @@
+//! `aiserve serve` flags (each also an `AISERVE_*` environment variable), grouped by concern,
+//! and their translation into the server's options.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aiserve_server::auth::{Auth, KeyLimits};
+use aiserve_server::listen::{tls_config, ListenOptions};
+use aiserve_server::state::TextLimits;
+use aiserve_server::Limits;
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Model repository (`<repo>/<model>/<version>/`); the bundled `models/` by default.
+    #[arg(long, env = "AISERVE_REPO", default_value = "models")]
+    pub repo: PathBuf,
+    /// Address to listen on. The default is loopback only; use 0.0.0.0 to expose the server.
+    #[arg(long, env = "AISERVE_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// How often to rescan the repository for new or removed versions, in milliseconds. Shorter
+    /// picks up new versions sooner at the cost of more directory reads.
+    #[arg(long, env = "AISERVE_POLL_INTERVAL_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub poll_interval_ms: u64,
+    /// Model that `/classify` uses when the request does not name one.
+    #[arg(long, env = "AISERVE_DEFAULT_MODEL", default_value = "digits")]
+    pub default_model: String,
+    #[command(flatten)]
+    pub security: SecurityArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Security")]
+pub struct SecurityArgs {
+    /// API keys, one per line: `<key> <scope>[,<scope>...] [rps=N] [concurrency=N]` (scopes:
+    /// infer, admin, metrics). Without it the server is open: keep it on loopback.
+    #[arg(long, env = "AISERVE_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+    /// Default requests per second per key (0: unlimited); a key's `rps=N` overrides it.
+    #[arg(long, env = "AISERVE_KEY_RPS", default_value_t = 0)]
+    pub key_rps: u32,
+    /// Default requests in flight per key (0: unlimited); a key's `concurrency=N` overrides it.
+    #[arg(long, env = "AISERVE_KEY_CONCURRENCY", default_value_t = 0)]
+    pub key_concurrency: u32,
+    /// PEM certificate chain: serve HTTPS (with --tls-key).
+    #[arg(long, env = "AISERVE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "AISERVE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Origins browsers may call from (CORS), comma-separated, `*` for any. Off by default.
+    #[arg(long, env = "AISERVE_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Limits")]
+pub struct LimitArgs {
+    /// Largest request body in bytes (413 beyond). Bigger allows larger batches and pictures but
+    /// lets each request hold more memory.
+    #[arg(long, env = "AISERVE_MAX_BODY_BYTES", default_value_t = 8 << 20)]
+    pub max_body_bytes: usize,
+    /// Largest request head (request line and headers) in bytes; 431 beyond. At least 8192.
+    #[arg(long, env = "AISERVE_MAX_HEADER_BYTES", default_value_t = 16 << 10, value_parser = clap::value_parser!(u64).range(8192..))]
+    pub max_header_bytes: u64,
+    /// Most client connections at once; more are closed on accept.
+    #[arg(long, env = "AISERVE_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+    /// Longest a request may wait for its model (queue and compute) before it is answered 504.
+    /// Clients can shorten it per request with the `x-request-timeout-ms` header.
+    #[arg(long, env = "AISERVE_REQUEST_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_ms: u64,
+    /// How long a client may take to send its request head (and TLS handshake), in milliseconds.
+    #[arg(long, env = "AISERVE_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_ms: u64,
+    /// On SIGTERM/SIGINT, how long in-flight requests get to finish before the server exits.
+    #[arg(long, env = "AISERVE_SHUTDOWN_TIMEOUT_MS", default_value_t = 30_000)]
+    pub shutdown_timeout_ms: u64,
+    /// Cut texts longer than an embedding model's token limit instead of refusing them with 400
+    /// (TEI's `--auto-truncate`). Off by default, so no input is silently shortened.
+    #[arg(long, env = "AISERVE_AUTO_TRUNCATE")]
+    pub auto_truncate: bool,
+    /// Most texts one embeddings request may hold.
+    #[arg(long, env = "AISERVE_MAX_INPUTS", default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_inputs: u64,
+}
+
+impl SecurityArgs {
+    pub fn auth(&self) -> anyhow::Result<Auth> {
+        let defaults = KeyLimits {
+            requests_per_second: NonZeroU32::new(self.key_rps),
+            concurrency: NonZeroU32::new(self.key_concurrency),
+        };
+        match &self.api_keys_file {
+            Some(path) => Auth::from_file(path, defaults).map_err(|e| anyhow::anyhow!("--api-keys-file: {e}")),
+            None => Ok(Auth::open()),
+        }
+    }
+
+    pub fn tls(&self) -> anyhow::Result<Option<Arc<aiserve_server::listen::TlsConfig>>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(tls_config(cert, key).map_err(|e| anyhow::anyhow!("TLS: {e}"))?)),
+            _ => Ok(None),
+        }
+    }
+}
+
+impl LimitArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_body_bytes: self.max_body_bytes,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            text: TextLimits { max_inputs: self.max_inputs as usize, auto_truncate: self.auto_truncate },
+        }
+    }
+
+    pub fn listen(&self, tls: Option<Arc<aiserve_server::listen::TlsConfig>>) -> ListenOptions {
+        ListenOptions {
+            max_connections: self.max_connections as usize,
+            max_header_bytes: self.max_header_bytes as usize,
+            header_timeout: Duration::from_millis(self.header_timeout_ms),
+            shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
+            tls,
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! `aiserve serve`: serve a model repository over HTTP until SIGINT/SIGTERM.
+
+mod args;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aiserve_models::CandleLoader;
+use aiserve_server::ServeOptions;
+use anyhow::Context;
+
+pub use args::ServeArgs;
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    if !args.repo.is_dir() {
+        anyhow::bail!(
+            "model repository {} is not a directory (run from the aiserve checkout, or pass --repo)",
+            args.repo.display()
+        );
+    }
+    let auth = args.security.auth()?;
+    let tls = args.security.tls()?;
+    if auth.is_open() && !args.addr.ip().is_loopback() {
+        tracing::warn!(addr = %args.addr, "no --api-keys-file: every route is open to anyone who can reach this address");
+    } else if !auth.is_open() {
+        tracing::info!(keys = auth.key_count(), "API keys required");
+    }
+    let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("binding {}", args.addr))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(addr = %listener.local_addr()?, scheme, repo = %args.repo.display(), "aiserve listening");
+    let opts = ServeOptions {
+        repo: args.repo,
+        listen: args.limits.listen(tls),
+        cors_origins: args.security.cors_origins,
+        auth: Arc::new(auth),
+        poll_interval: Duration::from_millis(args.poll_interval_ms),
+        limits: args.limits.limits(),
+        default_model: args.default_model,
+    };
+    aiserve_server::serve(opts, Arc::new(CandleLoader::cpu()), listener, shutdown_signal()).await?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}
