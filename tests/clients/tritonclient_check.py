@@ -51,6 +51,14 @@ def main():
     except InferenceServerException as e:
         assert "[N,28,28,1]" in str(e), e
         print(f"tritonclient sees the shape error: {e}")
+    # Model repository extension: index, unload, load.
+    index = client.get_model_repository_index()
+    assert any(m["name"] == "digits" and m["state"] == "READY" for m in index), index
+    client.unload_model("digits")
+    assert not client.is_model_ready("digits"), "digits still ready after unload"
+    client.load_model("digits")
+    assert client.is_model_ready("digits"), "digits not ready after load"
+    print("tritonclient repository API: index, unload, load")
     print("tritonclient: all checks passed")
 
 

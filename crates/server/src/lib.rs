@@ -37,6 +37,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", axum::routing::get(metrics::render))
         .merge(protocols::classify::routes())
         .merge(protocols::kserve::routes())
+        .merge(protocols::kserve_repository::routes())
         .merge(protocols::openai::routes())
         .merge(protocols::tfserving::routes())
         .fallback(
@@ -123,11 +124,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let registry = Arc::new(Registry::new());
-    let manager = manager::Manager { repo: opts.repo, loader, registry: registry.clone() };
+    let manager = Arc::new(manager::Manager::new(opts.repo, loader, registry.clone()));
     manager.poll_once().await;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut manager_stop = stop_rx.clone();
+    let poller_manager = manager.clone();
     let poller = tokio::spawn(async move {
+        let manager = poller_manager;
         tokio::time::sleep(opts.poll_interval).await;
         manager
             .run(opts.poll_interval, async move {
@@ -135,7 +138,13 @@ pub async fn serve(
             })
             .await;
     });
-    let state = AppState { registry, limits: opts.limits, default_model: opts.default_model.into(), auth: opts.auth };
+    let state = AppState {
+        registry,
+        limits: opts.limits,
+        default_model: opts.default_model.into(),
+        auth: opts.auth,
+        manager: Some(manager),
+    };
     let mut router = app(state);
     if !opts.cors_origins.is_empty() {
         router = router.layer(cors_layer(&opts.cors_origins).map_err(std::io::Error::other)?);

@@ -7,6 +7,7 @@
 //! request holds it before it is dropped. Load failures are recorded on the version and never
 //! stop the server or other versions.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,11 +26,77 @@ pub struct Manager {
     pub repo: PathBuf,
     pub loader: Arc<dyn ModelLoader>,
     pub registry: Arc<Registry>,
+    /// Models an administrator unloaded (KServe repository API): kept unloaded until loaded.
+    unloaded: std::sync::Mutex<BTreeSet<ModelName>>,
+    /// One scan-plan-act round at a time (the poller and administrator requests share it).
+    round: tokio::sync::Mutex<()>,
 }
 
 impl Manager {
+    pub fn new(repo: PathBuf, loader: Arc<dyn ModelLoader>, registry: Arc<Registry>) -> Self {
+        Self { repo, loader, registry, unloaded: Default::default(), round: Default::default() }
+    }
+
+    fn is_unloaded(&self, model: &ModelName) -> bool {
+        self.unloaded.lock().unwrap_or_else(|p| p.into_inner()).contains(model)
+    }
+
+    pub fn unloaded_models(&self) -> BTreeSet<ModelName> {
+        self.unloaded.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Scans the repository on the blocking pool (an unreadable repository scans as empty).
+    pub async fn scan(&self) -> Option<RepoScan> {
+        let repo = self.repo.clone();
+        match tokio::task::spawn_blocking(move || repository::scan(&repo)).await {
+            Ok(Ok(scan)) => Some(scan),
+            Ok(Err(e)) => {
+                tracing::warn!(repo = %self.repo.display(), error = %e, "cannot read the model repository");
+                Some(RepoScan::default())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "repository scan panicked");
+                None
+            }
+        }
+    }
+
+    /// Loads a model now (KServe `repository/models/{m}/load`): clears an earlier unload,
+    /// reconciles it with the repository, and answers whether a version is serving.
+    pub async fn load_model(&self, model: &ModelName) -> Result<(), String> {
+        let _round = self.round.lock().await;
+        self.unloaded.lock().unwrap_or_else(|p| p.into_inner()).remove(model);
+        let scan = self.scan().await.ok_or("the repository scan failed")?;
+        if !scan.models.contains_key(model) {
+            return Err(format!("model `{model}` is not in the repository"));
+        }
+        self.reconcile(model, &scan).await;
+        let status = self.registry.status(model.as_str());
+        let versions = status.map(|s| s.versions).unwrap_or_default();
+        if versions.iter().any(|v| v.state == aiserve_core::state::VersionState::Available) {
+            return Ok(());
+        }
+        Err(match versions.iter().rev().find_map(|v| v.error.clone()) {
+            Some(e) => format!("model `{model}` failed to load: {e}"),
+            None => format!("model `{model}` has no version to load under its version policy"),
+        })
+    }
+
+    /// Unloads every version of a model (KServe `repository/models/{m}/unload`) and keeps it
+    /// unloaded until it is loaded again; in-flight requests finish first.
+    pub async fn unload_model(&self, model: &ModelName) -> Result<(), String> {
+        let _round = self.round.lock().await;
+        let scan = self.scan().await.ok_or("the repository scan failed")?;
+        if !scan.models.contains_key(model) && self.registry.status(model.as_str()).is_none() {
+            return Err(format!("model `{model}` is not in the repository"));
+        }
+        self.unloaded.lock().unwrap_or_else(|p| p.into_inner()).insert(model.clone());
+        self.reconcile(model, &scan).await;
+        Ok(())
+    }
+
     /// Polls every `interval` until `shutdown` resolves.
-    pub async fn run(self, interval: Duration, shutdown: impl std::future::Future<Output = ()>) {
+    pub async fn run(&self, interval: Duration, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
             self.poll_once().await;
@@ -42,18 +109,8 @@ impl Manager {
 
     /// One scan-plan-act round. Public so tests can drive the manager step by step.
     pub async fn poll_once(&self) {
-        let repo = self.repo.clone();
-        let scan = match tokio::task::spawn_blocking(move || repository::scan(&repo)).await {
-            Ok(Ok(scan)) => scan,
-            Ok(Err(e)) => {
-                tracing::warn!(repo = %self.repo.display(), error = %e, "cannot read the model repository");
-                RepoScan::default()
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "repository scan panicked");
-                return;
-            }
-        };
+        let _round = self.round.lock().await;
+        let Some(scan) = self.scan().await else { return };
         for (path, why) in &scan.skipped {
             tracing::debug!(path = %path.display(), why, "skipped repository entry");
         }
@@ -78,7 +135,11 @@ impl Manager {
             self.registry.set_config(model, found.config.clone());
         }
         let config = self.registry.model_config(model).unwrap_or_else(ModelConfig::new_default);
-        let on_disk = found.map(|f| f.versions.iter().map(|(v, d)| (*v, d.fingerprint)).collect()).unwrap_or_default();
+        // An unloaded model is planned as if it had no versions on disk: everything retires.
+        let on_disk = match found {
+            Some(f) if !self.is_unloaded(model) => f.versions.iter().map(|(v, d)| (*v, d.fingerprint)).collect(),
+            _ => Default::default(),
+        };
 
         for action in plan(&config.version_policy, &on_disk, &self.registry.live(model)) {
             if let Action::Load(v) = action {

@@ -51,6 +51,8 @@ pub struct AppState {
     pub default_model: Arc<str>,
     /// API keys (empty: open).
     pub auth: Arc<crate::auth::Auth>,
+    /// The version manager, for the repository API (absent in tests that drive no manager).
+    pub manager: Option<Arc<crate::manager::Manager>>,
 }
 
 impl AppState {

@@ -37,7 +37,9 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn server_metadata() -> Json<Value> {
-    Json(json!({ "name": "aiserve", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"] }))
+    Json(
+        json!({ "name": "aiserve", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data", "model_repository"] }),
+    )
 }
 
 async fn server_ready(State(state): State<AppState>) -> StatusCode {

@@ -6,6 +6,7 @@
 pub mod classify;
 pub mod images;
 pub mod kserve;
+pub mod kserve_repository;
 pub mod kserve_text;
 pub mod openai;
 pub mod tfserving;

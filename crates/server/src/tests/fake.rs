@@ -206,7 +206,7 @@ pub fn write_version(repo: &Path, model: &str, version: u64, weights: &str) {
 pub struct Harness {
     pub dir: tempfile::TempDir,
     pub observed: Arc<Observed>,
-    pub manager: Manager,
+    pub manager: Arc<Manager>,
     pub state: AppState,
 }
 
@@ -221,9 +221,15 @@ impl Harness {
         let registry = Arc::new(Registry::new());
         let loader = FakeLoader::default();
         let observed = loader.observed.clone();
-        let manager = Manager { repo: dir.path().to_owned(), loader: Arc::new(loader), registry: registry.clone() };
+        let manager = Arc::new(Manager::new(dir.path().to_owned(), Arc::new(loader), registry.clone()));
         manager.poll_once().await;
-        let state = AppState { registry, limits, default_model: "digits".into(), auth: Default::default() };
+        let state = AppState {
+            registry,
+            limits,
+            default_model: "digits".into(),
+            auth: Default::default(),
+            manager: Some(manager.clone()),
+        };
         Self { dir, observed, manager, state }
     }
 
