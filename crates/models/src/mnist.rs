@@ -117,7 +117,9 @@ fn format_err(path: &Path, message: String) -> DataError {
     DataError::Format { path: path.to_owned(), message }
 }
 
-fn parse_images(path: &Path, bytes: &[u8]) -> Result<(usize, usize, usize, Vec<u8>), DataError> {
+/// Parses an IDX3 image file (already decompressed): count, rows, cols and the pixels. `path`
+/// only names the file in errors.
+pub fn parse_images(path: &Path, bytes: &[u8]) -> Result<(usize, usize, usize, Vec<u8>), DataError> {
     if bytes.len() < 16 {
         return Err(format_err(path, format!("truncated header: need 16 bytes, got {}", bytes.len())));
     }
@@ -147,7 +149,8 @@ fn parse_images(path: &Path, bytes: &[u8]) -> Result<(usize, usize, usize, Vec<u
     Ok((n, rows, cols, body.to_vec()))
 }
 
-fn parse_labels(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, DataError> {
+/// Parses an IDX1 label file (already decompressed).
+pub fn parse_labels(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, DataError> {
     if bytes.len() < 8 {
         return Err(format_err(path, format!("truncated header: need 8 bytes, got {}", bytes.len())));
     }

@@ -88,7 +88,7 @@ impl<R: Runner> Queue<R> {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name(format!("model-{model}-{version}-{i}"))
-                .spawn(move || instance_thread(&shared, runner))?;
+                .spawn(move || supervise(&shared, runner))?;
         }
         Ok(Self { model: model.to_owned(), version: version.to_owned(), shared })
     }
@@ -137,7 +137,18 @@ impl<R: Runner> Drop for Queue<R> {
     }
 }
 
-fn instance_thread<R: Runner>(shared: &Shared<R::Input, R::Output>, mut runner: R) {
+/// Runs the instance loop, restarting it (with the same model copy) if anything outside the
+/// guarded model call panics, so a version never silently loses an instance.
+fn supervise<R: Runner>(shared: &Shared<R::Input, R::Output>, mut runner: R) {
+    loop {
+        match catch_unwind(AssertUnwindSafe(|| instance_thread(shared, &mut runner))) {
+            Ok(()) => return,
+            Err(_) => tracing::error!("model instance loop panicked; restarting it"),
+        }
+    }
+}
+
+fn instance_thread<R: Runner>(shared: &Shared<R::Input, R::Output>, runner: &mut R) {
     let mut q = shared.lock();
     loop {
         let now = Instant::now();
@@ -152,7 +163,7 @@ fn instance_thread<R: Runner>(shared: &Shared<R::Input, R::Output>, mut runner: 
                 shared.metrics.batch.observe(batch.len() as f64);
                 batch.iter().for_each(|p| shared.metrics.wait.observe(now.duration_since(p.enqueued).as_secs_f64()));
                 let jobs: Vec<Job<R::Input, R::Output>> = batch.into_iter().map(|p| p.item).collect();
-                run_batch(&mut runner, jobs);
+                run_batch(runner, jobs);
                 q = shared.lock();
             }
             Decision::WaitUntil(t) => {

@@ -7,6 +7,7 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::kserve::{respond, InferRequest};
+use crate::decode::bytes::decode_bytes_elements;
 use crate::error::ApiError;
 use crate::servable::{EmbedModel, Servable};
 use crate::state::TextLimits;
@@ -130,47 +131,5 @@ fn binary_output(req: &InferRequest, servable: &Servable) -> Result<bool, ApiErr
                 format!("unknown output `{bad}`; model `{}` has one output, `{OUTPUT}`", servable.model),
             ))
         }
-    }
-}
-
-/// The binary extension's BYTES layout: each element is a little-endian u32 length and then
-/// that many bytes.
-fn decode_bytes_elements(mut b: &[u8]) -> Result<Vec<String>, ApiError> {
-    let mut out = Vec::new();
-    while !b.is_empty() {
-        let i = out.len();
-        let field = || format!("inputs[0] element {i}");
-        if b.len() < 4 {
-            return Err(ApiError::invalid(field(), format!("BYTES element {i} is cut off inside its 4-byte length")));
-        }
-        let n = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
-        if b.len() - 4 < n {
-            return Err(ApiError::invalid(
-                field(),
-                format!("BYTES element {i} declares {n} bytes but only {} remain", b.len() - 4),
-            ));
-        }
-        let text = std::str::from_utf8(&b[4..4 + n])
-            .map_err(|e| ApiError::invalid(field(), format!("BYTES element {i} is not UTF-8: {e}")))?;
-        out.push(text.to_owned());
-        b = &b[4 + n..];
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bytes_elements() {
-        let mut b = Vec::new();
-        for s in ["hi", "", "héllo"] {
-            b.extend_from_slice(&(s.len() as u32).to_le_bytes());
-            b.extend_from_slice(s.as_bytes());
-        }
-        assert_eq!(decode_bytes_elements(&b).unwrap(), vec!["hi", "", "héllo"]);
-        assert!(decode_bytes_elements(&b[..b.len() - 1]).unwrap_err().to_string().contains("declares 6 bytes"));
-        assert!(decode_bytes_elements(&[1, 0]).unwrap_err().to_string().contains("cut off"));
     }
 }

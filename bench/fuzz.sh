@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs every fuzz target (fuzz/fuzz_targets: JSON tensors, KServe BYTES, PNG/JPEG, IDX,
+# safetensors, config files) for SECONDS each with libFuzzer through cargo-fuzz; exits non-zero
+# on the first crash (the reproducer lands in fuzz/artifacts/<target>/).
+#   bench/fuzz.sh [SECONDS]        # default 10; CI runs the default, longer runs go in the notes
+# The machines have one stable toolchain; cargo-fuzz passes -Z flags, which RUSTC_BOOTSTRAP=1
+# allows on stable (no sanitizer: `-s none`; Rust's own checks and debug assertions stay on).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+secs="${1:-10}"
+export CARGO_TARGET_DIR="${AISERVE_FUZZ_TARGET:-$HOME/.cache/aiserve-fuzz-target}"
+export RUSTC_BOOTSTRAP=1
+command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz@0.13.2
+cd "$here/fuzz"
+cargo fuzz build -s none -O 2>&1 | tail -1
+# Seed corpora from real inputs, so the fuzzer starts from valid files and mutates inward.
+mkdir -p corpus/{json_tensor,picture,idx,safetensors,configs,kserve_bytes}
+cp "$here/../shared/peers/payload_28x28.json" corpus/json_tensor/ 2>/dev/null || true
+cp "$here/models/digits/1/config.toml" corpus/configs/
+printf 'max_batch_size = 32\n[version_policy]\nlatest = 2\n' >corpus/configs/model.toml
+python3 - "$here" <<'PY'
+import struct, sys, zlib, os
+here = sys.argv[1]
+c = os.path.join(here, "fuzz", "corpus")
+# a 4x4 grey PNG
+def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 8, 0, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(b"".join(b"\0" + bytes([i * 16] * 4) for i in range(4)))) + chunk(b"IEND", b"")
+open(os.path.join(c, "picture", "grey.png"), "wb").write(png)
+open(os.path.join(c, "idx", "images"), "wb").write(struct.pack(">IIII", 0x803, 2, 2, 2) + bytes(range(8)))
+open(os.path.join(c, "idx", "labels"), "wb").write(struct.pack(">II", 0x801, 3) + bytes([1, 2, 3]))
+hdr = b'{"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}'
+open(os.path.join(c, "safetensors", "tiny"), "wb").write(struct.pack("<Q", len(hdr)) + hdr + bytes(16))
+open(os.path.join(c, "kserve_bytes", "two"), "wb").write(struct.pack("<I", 2) + b"hi" + struct.pack("<I", 0))
+PY
+for t in json_tensor kserve_bytes picture idx safetensors configs; do
+  out=$(cargo fuzz run -s none -O "$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 2>&1) || {
+    echo "$out" | tail -30; echo "fuzz target $t crashed" >&2; exit 1; }
+  echo "$t: $(echo "$out" | grep -E '^Done [0-9]+ runs' | tail -1)"
+done
