@@ -10,6 +10,7 @@ pub mod error;
 pub mod listen;
 pub mod manager;
 pub mod metrics;
+pub mod openapi;
 pub mod protocols;
 pub mod registry;
 pub mod request_id;
@@ -35,6 +36,7 @@ pub fn app(state: AppState) -> Router {
     let auth = state.auth.clone();
     Router::new()
         .route("/metrics", axum::routing::get(metrics::render))
+        .route("/openapi.json", axum::routing::get(openapi::serve))
         .merge(protocols::classify::routes())
         .merge(protocols::kserve::routes())
         .merge(protocols::kserve_repository::routes())

@@ -8,6 +8,7 @@ mod http_classify;
 mod http_embeddings;
 mod http_kserve;
 mod http_metrics;
+mod http_openapi;
 mod http_repository;
 mod http_tfserving;
 mod lifecycle;
