@@ -221,30 +221,33 @@ fn build(
     let (name, v) = (model.to_string(), version.to_string());
     let kind = match description {
         Description::Image(config) => {
-            let runners = copies
-                .into_iter()
-                .map(|c| match c {
-                    Loaded::Image(m) => Ok(ImageRunner(m)),
-                    Loaded::Embedder(_) => Err("the loader returned an embedder for an image model".to_string()),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let runners = same_kind(copies, |c| match c {
+                Loaded::Image(m) => Some(ImageRunner(m)),
+                _ => None,
+            })?;
             let queue = Queue::start(&name, &v, runners, cfg.batch_policy()).map_err(|e| e.to_string())?;
             let spec = ImageSpec::from(&config.input);
             Kind::Image(ImageModel { config, spec, max_batch: cfg.max_batch_size, queue })
         }
         Description::Embedder { info, tokenizer } => {
-            let runners = copies
-                .into_iter()
-                .map(|c| match c {
-                    Loaded::Embedder(m) => Ok(EmbedRunner(m)),
-                    Loaded::Image(_) => Err("the loader returned an image model for an embedder".to_string()),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let runners = same_kind(copies, |c| match c {
+                Loaded::Embedder(m) => Some(EmbedRunner(m)),
+                _ => None,
+            })?;
             let queue = Queue::start(&name, &v, runners, cfg.token_batch_policy()).map_err(|e| e.to_string())?;
             Kind::Embedder(EmbedModel { info, tokenizer, max_batch_tokens: cfg.max_batch_tokens, queue })
         }
     };
     Ok(Servable { model, version, kind, loaded_at: std::time::SystemTime::now() })
+}
+
+/// The loaded copies as runners of the described kind (a loader that returns another kind is
+/// a bug in the loader, reported as a load failure).
+fn same_kind<R>(copies: Vec<Loaded>, runner: impl Fn(Loaded) -> Option<R>) -> Result<Vec<R>, String> {
+    copies
+        .into_iter()
+        .map(|c| runner(c).ok_or_else(|| "the loader returned a different kind of model than it described".into()))
+        .collect()
 }
 
 fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
