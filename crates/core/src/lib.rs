@@ -14,6 +14,7 @@ pub mod plan;
 pub mod policy;
 pub mod publish;
 pub mod repository;
+pub mod scheduler;
 pub mod state;
 pub mod tensor;
 pub mod text;

@@ -30,7 +30,10 @@ use crate::protocols::openai::{is_openai_path, OpenAiError};
 #[derive(Default)]
 pub struct Auth {
     keys: Vec<keys::KeyEntry>,
+    /// Per key (same index): its requests-per-second bucket, when it has a rate limit.
     rate: Vec<Option<DefaultDirectRateLimiter>>,
+    /// Per key: permits for requests in flight, when it has a concurrency limit; a request holds
+    /// one until its response is produced, and none left means 429 at once (never a wait).
     inflight: Vec<Option<Arc<Semaphore>>>,
 }
 
