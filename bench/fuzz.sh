@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every fuzz target (fuzz/fuzz_targets: JSON tensors, KServe BYTES, PNG/JPEG, IDX,
-# safetensors, config files) for SECONDS each with libFuzzer through cargo-fuzz; exits non-zero
+# safetensors, GGUF headers and tokenizers, config files) for SECONDS each with libFuzzer through cargo-fuzz; exits non-zero
 # on the first crash (the reproducer lands in fuzz/artifacts/<target>/).
 #   bench/fuzz.sh [SECONDS]        # default 10; CI runs the default, longer runs go in the notes
 # The machines have one stable toolchain; cargo-fuzz passes -Z flags, which RUSTC_BOOTSTRAP=1
@@ -14,7 +14,7 @@ command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz@0.13.2
 cd "$here/fuzz"
 cargo fuzz build -s none -O 2>&1 | tail -1
 # Seed corpora from real inputs, so the fuzzer starts from valid files and mutates inward.
-mkdir -p corpus/{json_tensor,picture,idx,safetensors,configs,kserve_bytes}
+mkdir -p corpus/{json_tensor,picture,idx,safetensors,configs,kserve_bytes,gguf}
 cp "$here/../shared/peers/payload_28x28.json" corpus/json_tensor/ 2>/dev/null || true
 cp "$here/models/digits/1/config.toml" corpus/configs/
 printf 'max_batch_size = 32\n[version_policy]\nlatest = 2\n' >corpus/configs/model.toml
@@ -31,8 +31,18 @@ open(os.path.join(c, "idx", "labels"), "wb").write(struct.pack(">II", 0x801, 3) 
 hdr = b'{"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}'
 open(os.path.join(c, "safetensors", "tiny"), "wb").write(struct.pack("<Q", len(hdr)) + hdr + bytes(16))
 open(os.path.join(c, "kserve_bytes", "two"), "wb").write(struct.pack("<I", 2) + b"hi" + struct.pack("<I", 0))
+# a GGUF v3 file with no tensors and a tiny byte-level BPE tokenizer
+def s_(x): b = x.encode(); return struct.pack("<Q", len(b)) + b
+def kv_str(k, v): return s_(k) + struct.pack("<I", 8) + s_(v)
+def kv_strs(k, vs): return s_(k) + struct.pack("<IIQ", 9, 8, len(vs)) + b"".join(s_(v) for v in vs)
+def kv_i32s(k, vs): return s_(k) + struct.pack("<IIQ", 9, 5, len(vs)) + b"".join(struct.pack("<i", v) for v in vs)
+def kv_u32(k, v): return s_(k) + struct.pack("<II", 4, v)
+toks = ["a", "b", "ab", "<|im_start|>", "\u0120"]
+kvs = [kv_str("tokenizer.ggml.model", "gpt2"), kv_str("tokenizer.ggml.pre", "smollm"), kv_strs("tokenizer.ggml.tokens", toks),
+       kv_strs("tokenizer.ggml.merges", ["a b"]), kv_i32s("tokenizer.ggml.token_type", [1, 1, 1, 3, 1]), kv_u32("tokenizer.ggml.bos_token_id", 3)]
+open(os.path.join(c, "gguf", "tiny.gguf"), "wb").write(b"GGUF" + struct.pack("<IQQ", 3, 0, len(kvs)) + b"".join(kvs))
 PY
-for t in json_tensor kserve_bytes picture idx safetensors configs; do
+for t in json_tensor kserve_bytes picture idx safetensors gguf configs; do
   out=$(cargo fuzz run -s none -O "$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 2>&1) || {
     echo "$out" | tail -30; echo "fuzz target $t crashed" >&2; exit 1; }
   echo "$t: $(echo "$out" | grep -E '^Done [0-9]+ runs' | tail -1)"

@@ -8,6 +8,7 @@
 
 pub mod bert;
 pub mod embedder;
+pub mod gguf_tokenizer;
 pub mod hf_dir;
 pub mod ops;
 pub mod tokenizer;

@@ -1,0 +1,108 @@
+//! A GGUF file's own tokenizer, rebuilt as a `tokenizers::Tokenizer` (what llama.cpp and Ollama
+//! do), so a single `.gguf` is a complete model without a `tokenizer.json` beside it.
+//!
+//! Supported today: GPT-2-style byte-level BPE (`tokenizer.ggml.model = "gpt2"`) with the
+//! pre-tokenizers llama.cpp calls `default`/`gpt2` (the GPT-2 regex) and `smollm` (digits split
+//! one by one, then the GPT-2 regex). Control and user-defined tokens (`<|im_start|>` …) become
+//! special added tokens, so they are matched in text and skipped when decoding. Other
+//! vocabularies (SentencePiece `llama`, other pre-tokenizer regexes) are refused by name.
+
+use std::collections::HashMap;
+
+use aiserve_core::LoadError;
+use candle_core::quantized::gguf_file::{Content, Value};
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::{AddedToken, PreTokenizerWrapper, Tokenizer};
+
+/// GGUF `tokenizer.ggml.token_type` values that mark special tokens.
+const CONTROL: i32 = 3;
+const USER_DEFINED: i32 = 4;
+
+/// The tokenizer plus the ids and template the GGUF declares.
+pub struct GgufTokenizer {
+    pub tokenizer: Tokenizer,
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    pub chat_template: Option<String>,
+}
+
+fn meta<'a>(content: &'a Content, key: &str) -> Option<&'a Value> {
+    content.metadata.get(key)
+}
+
+fn strings(content: &Content, key: &str) -> Result<Vec<String>, LoadError> {
+    let v = meta(content, key).ok_or_else(|| LoadError::Config(format!("GGUF metadata has no `{key}`")))?;
+    v.to_vec()
+        .map_err(|e| LoadError::Config(format!("GGUF `{key}`: {e}")))?
+        .iter()
+        .map(|x| x.to_string().cloned().map_err(|e| LoadError::Config(format!("GGUF `{key}`: {e}"))))
+        .collect()
+}
+
+fn u32_of(content: &Content, key: &str) -> Option<u32> {
+    meta(content, key).and_then(|v| v.to_u32().ok())
+}
+
+/// Reads the tokenizer of the GGUF file at `path` (only its metadata is read).
+pub fn read(path: &std::path::Path) -> Result<GgufTokenizer, LoadError> {
+    let mut file = std::fs::File::open(path)?;
+    let content = Content::read(&mut file).map_err(|e| LoadError::Weights(format!("GGUF header: {e}")))?;
+    from_gguf(&content)
+}
+
+pub fn from_gguf(content: &Content) -> Result<GgufTokenizer, LoadError> {
+    let model = meta(content, "tokenizer.ggml.model").and_then(|v| v.to_string().ok()).map(String::as_str);
+    if model != Some("gpt2") {
+        return Err(LoadError::Unsupported(format!(
+            "GGUF tokenizer model {model:?} (only byte-level BPE, `gpt2`, is supported so far)"
+        )));
+    }
+    let pre =
+        meta(content, "tokenizer.ggml.pre").and_then(|v| v.to_string().ok()).map(String::as_str).unwrap_or("default");
+    let byte_level = ByteLevel::new(false, true, true);
+    let pre_tokenizer: PreTokenizerWrapper = match pre {
+        "default" | "gpt2" => byte_level.into(),
+        "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
+        other => {
+            return Err(LoadError::Unsupported(format!(
+                "GGUF pre-tokenizer `{other}` (supported: default, gpt2, smollm)"
+            )))
+        }
+    };
+    let tokens = strings(content, "tokenizer.ggml.tokens")?;
+    let merges: Vec<(String, String)> = strings(content, "tokenizer.ggml.merges")?
+        .into_iter()
+        .map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                .ok_or_else(|| LoadError::Config(format!("GGUF merge {m:?} is not two tokens")))
+        })
+        .collect::<Result<_, _>>()?;
+    let vocab: HashMap<String, u32> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab.into_iter().collect::<tokenizers::models::bpe::Vocab>(), merges)
+        .build()
+        .map_err(|e| LoadError::Config(format!("GGUF BPE vocabulary: {e}")))?;
+    let mut tokenizer = Tokenizer::new(bpe);
+    tokenizer.with_pre_tokenizer(Some(pre_tokenizer));
+    tokenizer.with_decoder(Some(ByteLevelDecoder::default()));
+    if let Some(types) = meta(content, "tokenizer.ggml.token_type").and_then(|v| v.to_vec().ok()) {
+        let special: Vec<AddedToken> = types
+            .iter()
+            .zip(&tokens)
+            .filter(|(t, _)| matches!(t.to_i32(), Ok(CONTROL | USER_DEFINED)))
+            .map(|(_, tok)| AddedToken::from(tok.clone(), true))
+            .collect();
+        tokenizer.add_special_tokens(special).map_err(|e| LoadError::Config(format!("GGUF special tokens: {e}")))?;
+    }
+    Ok(GgufTokenizer {
+        tokenizer,
+        bos: u32_of(content, "tokenizer.ggml.bos_token_id"),
+        eos: u32_of(content, "tokenizer.ggml.eos_token_id"),
+        chat_template: meta(content, "tokenizer.chat_template").and_then(|v| v.to_string().ok()).cloned(),
+    })
+}
