@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod batching;
+pub mod chat;
 pub mod config;
 pub mod error;
 pub mod ids;

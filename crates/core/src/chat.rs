@@ -1,0 +1,110 @@
+//! Chat templates: the model's own Jinja template (from `tokenizer_config.json` or GGUF
+//! `tokenizer.chat_template`) rendered with a real Jinja engine (minijinja, with Python string
+//! methods like `.strip()` that Hugging Face templates call), never string concatenation.
+//!
+//! The context is what `transformers.apply_chat_template` passes: `messages` (each with `role`
+//! and `content`), `add_generation_prompt`, `bos_token`, `eos_token`, and the
+//! `raise_exception(msg)` function templates use to reject a conversation.
+
+use minijinja::{context, Environment, Error, ErrorKind};
+use serde::Serialize;
+
+/// One chat message as the template sees it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+impl Message {
+    pub fn new(role: &str, content: &str) -> Self {
+        Self { role: role.into(), content: content.into() }
+    }
+}
+
+/// A compiled chat template with the model's special tokens.
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    bos: String,
+    eos: String,
+}
+
+const NAME: &str = "chat";
+
+impl ChatTemplate {
+    /// Compiles `source`; a syntax error names the line.
+    pub fn new(source: &str, bos: &str, eos: &str) -> Result<Self, String> {
+        let mut env = Environment::new();
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |msg: String| -> Result<String, Error> {
+            Err(Error::new(ErrorKind::InvalidOperation, msg))
+        });
+        env.add_template_owned(NAME, source.to_owned()).map_err(|e| format!("chat template: {e}"))?;
+        Ok(Self { env, bos: bos.into(), eos: eos.into() })
+    }
+
+    /// The prompt text for `messages`; with `add_generation_prompt` it ends where the
+    /// assistant's answer begins.
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, String> {
+        let template = self.env.get_template(NAME).map_err(|e| e.to_string())?;
+        template
+            .render(context! {
+                messages => messages,
+                add_generation_prompt => add_generation_prompt,
+                bos_token => &self.bos,
+                eos_token => &self.eos,
+            })
+            .map_err(|e| match e.kind() {
+                ErrorKind::InvalidOperation => {
+                    format!("the model's chat template refused the conversation: {}", e.detail().unwrap_or(""))
+                }
+                _ => format!("chat template: {e}"),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SmolLM2-135M-Instruct's template (from its GGUF) and the prompts transformers'
+    /// `apply_chat_template(..., add_generation_prompt=True)` renders for these conversations.
+    const SMOLLM2: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+    #[test]
+    fn renders_like_transformers() {
+        let t = ChatTemplate::new(SMOLLM2, "<|im_start|>", "<|im_end|>").unwrap();
+        let one = [Message::new("user", "Which city is the capital of France?")];
+        assert_eq!(
+            t.render(&one, true).unwrap(),
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nWhich city is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+        );
+        let chat = [
+            Message::new("system", "Be brief."),
+            Message::new("user", "Hi"),
+            Message::new("assistant", "Hello!"),
+            Message::new("user", "What is 2 + 2?"),
+        ];
+        assert_eq!(
+            t.render(&chat, true).unwrap(),
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n"
+        );
+        assert!(!t.render(&one, false).unwrap().ends_with("assistant\n"));
+    }
+
+    #[test]
+    fn python_methods_exceptions_and_syntax_errors() {
+        let strip = ChatTemplate::new("{{ messages[0]['content'].strip() }}{{ bos_token }}", "<s>", "</s>").unwrap();
+        assert_eq!(strip.render(&[Message::new("user", "  hi  ")], false).unwrap(), "hi<s>");
+        let strict = ChatTemplate::new(
+            "{% if messages[0]['role'] != 'user' %}{{ raise_exception('Conversation must start with a user message') }}{% endif %}ok",
+            "",
+            "",
+        )
+        .unwrap();
+        let err = strict.render(&[Message::new("assistant", "x")], true).unwrap_err();
+        assert!(err.contains("must start with a user message"), "{err}");
+        let err = ChatTemplate::new("{% for %}", "", "").err().unwrap();
+        assert!(err.contains("chat template"), "{err}");
+    }
+}
