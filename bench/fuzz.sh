@@ -43,7 +43,10 @@ kvs = [kv_str("tokenizer.ggml.model", "gpt2"), kv_str("tokenizer.ggml.pre", "smo
 open(os.path.join(c, "gguf", "tiny.gguf"), "wb").write(b"GGUF" + struct.pack("<IQQ", 3, 0, len(kvs)) + b"".join(kvs))
 PY
 for t in json_tensor kserve_bytes picture idx safetensors gguf configs; do
-  out=$(cargo fuzz run -s none -O "$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 2>&1) || {
-    echo "$out" | tail -30; echo "fuzz target $t crashed" >&2; exit 1; }
+  # Inputs that once crashed a target (fuzz/regressions/<target>) are replayed first.
+  extra=(); [ -d "regressions/$t" ] && extra=("regressions/$t")
+  out=$(cargo fuzz run -s none -O "$t" "corpus/$t" "${extra[@]}" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 2>&1) || {
+    echo "$out" | grep -E -A3 "panicked|ERROR: libFuzzer" | head -20; echo "$out" | tail -8
+    echo "fuzz target $t crashed (reproducer in fuzz/artifacts/$t/)" >&2; exit 1; }
   echo "$t: $(echo "$out" | grep -E '^Done [0-9]+ runs' | tail -1)"
 done

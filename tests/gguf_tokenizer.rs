@@ -31,3 +31,13 @@ fn smollm2_tokenizer_from_gguf_matches_transformers() {
     let ids = t.tokenizer.encode("<|im_start|>assistant\nParis<|im_end|>", false).unwrap().get_ids().to_vec();
     assert_eq!(t.tokenizer.decode(&ids, true).unwrap(), "assistant\nParis");
 }
+
+/// A malformed GGUF the fuzzer found (a merge whose result is longer than any token) is refused
+/// with a clear error; it used to panic inside the BPE builder.
+#[test]
+fn malformed_merges_are_refused_not_a_panic() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/gguf/merge-longer-than-any-token");
+    let err = read(&path).err().expect("refused");
+    assert!(err.to_string().contains("not in the vocabulary"), "{err}");
+}

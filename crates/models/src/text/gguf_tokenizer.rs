@@ -83,6 +83,17 @@ pub fn from_gguf(content: &Content) -> Result<GgufTokenizer, LoadError> {
         })
         .collect::<Result<_, _>>()?;
     let vocab: HashMap<String, u32> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    // Every merge joins two tokens into a third, all in the vocabulary. Checked here: the BPE
+    // builder indexes out of bounds (panics) on a merge whose result is longer than any token.
+    for (i, (a, b)) in merges.iter().enumerate() {
+        let joined = format!("{a}{b}");
+        let missing = [a.as_str(), b.as_str(), joined.as_str()].into_iter().find(|t| !vocab.contains_key(*t));
+        if let Some(missing) = missing {
+            return Err(LoadError::Config(format!(
+                "GGUF merge {i} ({a:?} + {b:?}) uses {missing:?}, which is not in the vocabulary"
+            )));
+        }
+    }
     let bpe = BPE::builder()
         .vocab_and_merges(vocab.into_iter().collect::<tokenizers::models::bpe::Vocab>(), merges)
         .build()
