@@ -10,7 +10,8 @@
 
 use std::time::Instant;
 
-use aiserve_models::loader::load_embedder;
+use aiserve_core::{Description, Loaded, ModelLoader};
+use aiserve_models::CandleLoader;
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -29,8 +30,11 @@ fn main() {
         Err(_) => generated(1000),
     };
     let batch: usize = std::env::var("AISERVE_EMBED_BATCH").ok().and_then(|b| b.parse().ok()).unwrap_or(32);
-    let (mut model, _, tokenizer) = load_embedder(std::path::Path::new(&dir)).expect("loading the model");
-    use aiserve_core::text::TextTokenizer;
+    // The same loader the server uses.
+    let (loader, dir) = (CandleLoader::cpu(), std::path::Path::new(&dir));
+    let description = loader.describe(dir).expect("reading the model directory");
+    let Description::Embedder { tokenizer, .. } = &description else { panic!("not a text embedding model") };
+    let Ok(Loaded::Embedder(mut model)) = loader.load(dir, &description) else { panic!("loading the weights failed") };
     let mut encode = |texts: &[String]| {
         let ids: Vec<Vec<u32>> = texts.iter().map(|t| tokenizer.encode_truncated(t).unwrap()).collect();
         let refs: Vec<&[u32]> = ids.iter().map(|v| v.as_slice()).collect();

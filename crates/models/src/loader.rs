@@ -4,7 +4,6 @@
 //! - `config.json` (a Hugging Face / sentence-transformers directory): a text embedding model.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use aiserve_core::backend::read_version_config;
 use aiserve_core::config::{ModelKind, VERSION_CONFIG_FILE};
@@ -59,16 +58,4 @@ impl ModelLoader for CandleLoader {
             }
         }
     }
-}
-
-/// Loads a text embedding model directory directly (benchmarks and tests).
-pub fn load_embedder(
-    dir: &Path,
-) -> Result<
-    (Box<dyn aiserve_core::TextEmbedder>, aiserve_core::text::EmbedderInfo, Arc<text::tokenizer::HfTokenizer>),
-    LoadError,
-> {
-    let d = hf_dir::describe(dir)?;
-    let encoder = text::load_encoder(dir, &d.config)?;
-    Ok((Box::new(Embedder::new(encoder, d.info.clone())), d.info, d.tokenizer))
 }

@@ -75,7 +75,7 @@ impl BertConfig {
     pub fn parse(config: &serde_json::Value) -> Result<Self, LoadError> {
         let cfg: Self =
             serde_json::from_value(config.clone()).map_err(|e| LoadError::Config(format!("config.json: {e}")))?;
-        if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
             return Err(LoadError::Config(format!(
                 "config.json: hidden_size {} is not a multiple of num_attention_heads {}",
                 cfg.hidden_size, cfg.num_attention_heads

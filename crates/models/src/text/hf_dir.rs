@@ -50,7 +50,6 @@ pub fn model_type(config: &Value) -> Result<&str, LoadError> {
 
 /// What serving needs to know about the embedding model in `dir`, and its tokenizer.
 pub struct EmbedderDir {
-    pub config: Value,
     pub info: EmbedderInfo,
     pub tokenizer: Arc<HfTokenizer>,
 }
@@ -86,7 +85,7 @@ pub fn describe(dir: &Path) -> Result<EmbedderDir, LoadError> {
         )));
     }
     let info = EmbedderInfo { architecture, dim: hidden, max_tokens, vocab_size, pooling, normalize };
-    Ok(EmbedderDir { config, info, tokenizer })
+    Ok(EmbedderDir { info, tokenizer })
 }
 
 /// Pooling mode and normalisation from the sentence-transformers module list.

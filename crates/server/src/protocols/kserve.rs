@@ -353,7 +353,7 @@ fn requested_outputs(req: &InferRequest, servable: &Servable, img: &ImageModel) 
                     Out::Label
                 } else {
                     return Err(ApiError::invalid(
-                        &format!("outputs[{i}].name"),
+                        format!("outputs[{i}].name"),
                         format!(
                             "unknown output `{}`; model `{}` has `{prob_name}` and `label`",
                             o.name, servable.model
