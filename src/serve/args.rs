@@ -31,6 +31,42 @@ pub struct ServeArgs {
     pub security: SecurityArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub generation: GenerationArgs,
+}
+
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Text generation")]
+pub struct GenerationArgs {
+    /// Memory the KV caches of one generation model may take, in MiB. It bounds how many
+    /// tokens its sequences hold together; the longest sequence is also capped by it.
+    #[arg(long, env = "AISERVE_KV_CACHE_MB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub kv_cache_mb: u64,
+    /// Most sequences decoding together in one forward pass (continuous batching).
+    #[arg(long, env = "AISERVE_MAX_RUNNING_SEQS", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_running_seqs: u64,
+    /// Most tokens (decodes plus prompt chunks) in one forward pass.
+    #[arg(long, env = "AISERVE_MAX_STEP_TOKENS", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_step_tokens: u64,
+    /// Most prompt tokens of one sequence per forward pass: long prompts are prefilled in chunks
+    /// so running streams keep their pace.
+    #[arg(long, env = "AISERVE_PREFILL_CHUNK", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    pub prefill_chunk: u64,
+    /// Most sequences running or waiting per generation model before new requests get 503.
+    #[arg(long, env = "AISERVE_MAX_QUEUED_SEQS", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_queued_seqs: u64,
+}
+
+impl GenerationArgs {
+    pub fn engine(&self) -> aiserve_server::generation::engine::EngineConfig {
+        aiserve_server::generation::engine::EngineConfig {
+            kv_cache_bytes: (self.kv_cache_mb as usize) << 20,
+            max_seqs: self.max_running_seqs as usize,
+            max_step_tokens: self.max_step_tokens as usize,
+            prefill_chunk: self.prefill_chunk as usize,
+            max_queued: self.max_queued_seqs as usize,
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]

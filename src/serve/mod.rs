@@ -36,6 +36,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         poll_interval: Duration::from_millis(args.poll_interval_ms),
         limits: args.limits.limits(),
         default_model: args.default_model,
+        generation: args.generation.engine(),
     };
     aiserve_server::serve(opts, Arc::new(CandleLoader::cpu()), listener, shutdown_signal()).await?;
     tracing::info!("shut down cleanly");

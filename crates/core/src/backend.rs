@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::config::VersionConfig;
 use crate::error::{BackendError, LoadError};
+use crate::generate::{GeneratorSpec, TextGenerator};
 use crate::tensor::ImageBatch;
 use crate::text::{EmbedderInfo, TextTokenizer};
 
@@ -34,12 +35,15 @@ pub enum Description {
     /// A text embedding model (a Hugging Face / sentence-transformers directory) and the
     /// tokenizer requests are encoded with.
     Embedder { info: EmbedderInfo, tokenizer: Arc<dyn TextTokenizer> },
+    /// A text generation model (a GGUF file, a Hugging Face decoder or seq2seq directory).
+    Generator(GeneratorSpec),
 }
 
 /// One loaded copy of a model, matching its [`Description`].
 pub enum Loaded {
     Image(Box<dyn ImageClassifier>),
     Embedder(Box<dyn TextEmbedder>),
+    Generator(Box<dyn TextGenerator>),
 }
 
 /// Turns a version directory into a loaded model. Must be callable from any thread.

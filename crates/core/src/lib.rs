@@ -10,13 +10,16 @@ pub mod batching;
 pub mod chat;
 pub mod config;
 pub mod error;
+pub mod generate;
 pub mod ids;
 pub mod plan;
 pub mod policy;
 pub mod publish;
 pub mod repository;
+pub mod sampling;
 pub mod scheduler;
 pub mod state;
+pub mod stop;
 pub mod tensor;
 pub mod text;
 

@@ -5,8 +5,10 @@
 
 pub mod digits;
 pub mod kernels;
+pub mod llm;
 pub mod loader;
 pub mod mnist;
+pub mod quant;
 pub mod text;
 
 pub use loader::CandleLoader;

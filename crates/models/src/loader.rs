@@ -2,6 +2,7 @@
 //!
 //! - `config.toml` (written by `aiserve train`): an aiserve-native model such as the digits CNN.
 //! - `config.json` (a Hugging Face / sentence-transformers directory): a text embedding model.
+//! - one `.gguf` file: a llama-family text generation model with its own tokenizer and template.
 
 use std::path::Path;
 
@@ -11,6 +12,7 @@ use aiserve_core::{Description, LoadError, Loaded, ModelLoader};
 use candle_core::Device;
 
 use crate::digits::{self, classifier::DigitsClassifier, DigitsCnn};
+use crate::llm;
 use crate::text::{self, embedder::Embedder, hf_dir};
 
 /// Loads every architecture this build knows, on one device.
@@ -26,6 +28,9 @@ impl CandleLoader {
 
 impl ModelLoader for CandleLoader {
     fn describe(&self, dir: &Path) -> Result<Description, LoadError> {
+        if let Some(path) = llm::gguf::find(dir)? {
+            return Ok(Description::Generator(llm::gguf::describe(&path)?));
+        }
         if dir.join(VERSION_CONFIG_FILE).is_file() || !hf_dir::is_hf_dir(dir) {
             return Ok(Description::Image(read_version_config(dir)?));
         }
@@ -55,6 +60,10 @@ impl ModelLoader for CandleLoader {
                     .ok_or_else(|| LoadError::Config("config.json is missing".into()))?;
                 let encoder = text::load_encoder(dir, &config)?;
                 Ok(Loaded::Embedder(Box::new(Embedder::new(encoder, info.clone()))))
+            }
+            Description::Generator(_) => {
+                let path = llm::gguf::find(dir)?.ok_or_else(|| LoadError::Weights("the .gguf file is gone".into()))?;
+                Ok(Loaded::Generator(Box::new(llm::gguf::load(&path)?)))
             }
         }
     }

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod decode;
 pub mod error;
+pub mod generation;
 pub mod listen;
 pub mod manager;
 pub mod metrics;
@@ -41,6 +42,8 @@ pub fn app(state: AppState) -> Router {
         .merge(protocols::kserve::routes())
         .merge(protocols::kserve_repository::routes())
         .merge(protocols::openai::routes())
+        .merge(protocols::openai_generate::routes())
+        .merge(protocols::kserve_generate::routes())
         .merge(protocols::tfserving::routes())
         .fallback(
             |uri: axum::http::Uri| async move { error::ApiError::NotFound(format!("no route for `{}`", uri.path())) },
@@ -67,6 +70,8 @@ pub struct ServeOptions {
     pub poll_interval: Duration,
     pub limits: Limits,
     pub default_model: String,
+    /// Engine limits of text generation models.
+    pub generation: generation::engine::EngineConfig,
 }
 
 impl ServeOptions {
@@ -80,6 +85,7 @@ impl ServeOptions {
             poll_interval: Duration::from_secs(2),
             limits: Limits::default(),
             default_model: "digits".into(),
+            generation: Default::default(),
         }
     }
 }
@@ -126,7 +132,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let registry = Arc::new(Registry::new());
-    let manager = Arc::new(manager::Manager::new(opts.repo, loader, registry.clone()));
+    let manager = Arc::new(manager::Manager::new(opts.repo, loader, registry.clone()).with_generation(opts.generation));
     manager.poll_once().await;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut manager_stop = stop_rx.clone();

@@ -13,11 +13,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aiserve_core::config::ModelConfig;
+use aiserve_core::generate::GenItem;
 use aiserve_core::plan::{plan, Action};
 use aiserve_core::repository::{self, RepoScan};
 use aiserve_core::tensor::ImageSpec;
 use aiserve_core::{Description, ImageBatch, Loaded, ModelLoader, ModelName, Version};
 
+use crate::generation::engine::{Engine, EngineConfig};
+use crate::generation::GenModel;
 use crate::registry::Registry;
 use crate::servable::{EmbedModel, EmbedRunner, ImageModel, ImageRunner, Kind, Servable};
 use crate::worker::Queue;
@@ -30,11 +33,25 @@ pub struct Manager {
     unloaded: std::sync::Mutex<BTreeSet<ModelName>>,
     /// One scan-plan-act round at a time (the poller and administrator requests share it).
     round: tokio::sync::Mutex<()>,
+    /// Engine limits of text generation versions.
+    generation: EngineConfig,
 }
 
 impl Manager {
     pub fn new(repo: PathBuf, loader: Arc<dyn ModelLoader>, registry: Arc<Registry>) -> Self {
-        Self { repo, loader, registry, unloaded: Default::default(), round: Default::default() }
+        Self {
+            repo,
+            loader,
+            registry,
+            unloaded: Default::default(),
+            round: Default::default(),
+            generation: EngineConfig::default(),
+        }
+    }
+
+    pub fn with_generation(mut self, generation: EngineConfig) -> Self {
+        self.generation = generation;
+        self
     }
 
     fn is_unloaded(&self, model: &ModelName) -> bool {
@@ -163,9 +180,9 @@ impl Manager {
     async fn load(&self, model: &ModelName, version: Version, dir: PathBuf, fingerprint: u64, cfg: &ModelConfig) {
         self.registry.set_loading(model, version, fingerprint);
         let loader = self.loader.clone();
-        let (name, cfg) = (model.clone(), cfg.clone());
+        let (name, cfg, generation) = (model.clone(), cfg.clone(), self.generation.clone());
         let started = Instant::now();
-        let result = tokio::task::spawn_blocking(move || build(&*loader, name, version, &dir, &cfg))
+        let result = tokio::task::spawn_blocking(move || build(&*loader, name, version, &dir, &cfg, &generation))
             .await
             .unwrap_or_else(|_| Err("the loader panicked".into()));
         match result {
@@ -210,10 +227,14 @@ fn build(
     version: Version,
     dir: &std::path::Path,
     cfg: &ModelConfig,
+    generation: &EngineConfig,
 ) -> Result<Servable, String> {
     let description = loader.describe(dir).map_err(|e| e.to_string())?;
-    let mut copies = Vec::with_capacity(cfg.instances);
-    for _ in 0..cfg.instances {
+    // One engine per generation version: continuous batching already fills the cores, and a
+    // second copy would only split the KV cache budget.
+    let instances = if matches!(description, Description::Generator(_)) { 1 } else { cfg.instances };
+    let mut copies = Vec::with_capacity(instances);
+    for _ in 0..instances {
         let mut loaded = loader.load(dir, &description).map_err(|e| e.to_string())?;
         guarded("warm-up", || warm_up(&mut loaded, &description))?;
         copies.push(loaded);
@@ -236,6 +257,16 @@ fn build(
             })?;
             let queue = Queue::start(&name, &v, runners, cfg.token_batch_policy()).map_err(|e| e.to_string())?;
             Kind::Embedder(EmbedModel { info, tokenizer, max_batch_tokens: cfg.max_batch_tokens, queue })
+        }
+        Description::Generator(spec) => {
+            let generator = same_kind(copies, |c| match c {
+                Loaded::Generator(m) => Some(m),
+                _ => None,
+            })?
+            .pop()
+            .ok_or("no instance was loaded")?;
+            let engine = Engine::start(&name, &v, generator, spec, generation.clone()).map_err(|e| e.to_string())?;
+            Kind::Generator(GenModel { engine })
         }
     };
     Ok(Servable { model, version, kind, loaded_at: std::time::SystemTime::now() })
@@ -282,6 +313,25 @@ fn warm_up(model: &mut Loaded, description: &Description) -> Result<(), String> 
             match vectors.as_slice() {
                 [v] if v.len() == info.dim => Ok(()),
                 _ => Err(format!("warm-up produced {} vectors; expected 1 of {} values", vectors.len(), info.dim)),
+            }
+        }
+        (Loaded::Generator(model), Description::Generator(spec)) => {
+            let ids =
+                spec.tokenizer.encode("warm up", false).map_err(|e| format!("warm-up tokenisation failed: {e}"))?;
+            if ids.is_empty() {
+                return Err("the tokenizer produced no tokens for \"warm up\"".into());
+            }
+            let mut seq = model.new_sequence();
+            let logits = model
+                .forward(&mut [GenItem { state: &mut seq, tokens: &ids, logits: true }])
+                .map_err(|e| format!("warm-up forward pass failed: {e}"))?;
+            match logits.as_slice() {
+                [l] if l.len() == spec.info.vocab_size => Ok(()),
+                _ => Err(format!(
+                    "warm-up produced {} logit rows; expected 1 of {} values",
+                    logits.len(),
+                    spec.info.vocab_size
+                )),
             }
         }
         _ => Err("the loader returned a different kind of model than it described".into()),

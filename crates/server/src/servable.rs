@@ -10,6 +10,7 @@ use aiserve_core::text::{EmbedderInfo, TextTokenizer};
 use aiserve_core::{BackendError, ImageBatch, ImageClassifier, ModelName, TextEmbedder, Version};
 
 use crate::error::ApiError;
+use crate::generation::GenModel;
 use crate::worker::{Queue, Runner};
 
 pub struct Servable {
@@ -23,6 +24,7 @@ pub struct Servable {
 pub enum Kind {
     Image(ImageModel),
     Embedder(EmbedModel),
+    Generator(GenModel),
 }
 
 impl Servable {
@@ -31,6 +33,7 @@ impl Servable {
         match &self.kind {
             Kind::Image(m) => Ok(m),
             Kind::Embedder(_) => Err(self.wrong_kind("a text embedding model", "images")),
+            Kind::Generator(_) => Err(self.wrong_kind("a text generation model", "images")),
         }
     }
 
@@ -39,6 +42,16 @@ impl Servable {
         match &self.kind {
             Kind::Embedder(m) => Ok(m),
             Kind::Image(_) => Err(self.wrong_kind("an image classifier", "text to embed")),
+            Kind::Generator(_) => Err(self.wrong_kind("a text generation model", "text to embed")),
+        }
+    }
+
+    /// The text generation model behind this version, or a 400 naming what it is instead.
+    pub fn generator(&self) -> Result<&GenModel, ApiError> {
+        match &self.kind {
+            Kind::Generator(m) => Ok(m),
+            Kind::Image(_) => Err(self.wrong_kind("an image classifier", "a prompt to complete")),
+            Kind::Embedder(_) => Err(self.wrong_kind("a text embedding model", "a prompt to complete")),
         }
     }
 

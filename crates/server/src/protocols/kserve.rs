@@ -77,6 +77,17 @@ fn metadata(state: &AppState, model: &str, version: Option<&str>) -> Result<Json
     let cfg = match &servable.kind {
         Kind::Image(img) => &img.config,
         Kind::Embedder(em) => return Ok(Json(super::kserve_text::metadata(&servable, em, versions))),
+        Kind::Generator(g) => {
+            let info = &g.engine.spec().info;
+            return Ok(Json(json!({
+                "name": servable.model.as_str(),
+                "versions": versions,
+                "platform": "aiserve_candle",
+                "inputs": [{ "name": "text_input", "datatype": "BYTES", "shape": [1] }],
+                "outputs": [{ "name": "text_output", "datatype": "BYTES", "shape": [-1] }],
+                "parameters": { "architecture": info.architecture, "max_context": info.max_context, "endpoints": ["generate", "generate_stream"] }
+            })));
+        }
     };
     let [h, w, c] = cfg.input.shape;
     Ok(Json(json!({
@@ -182,6 +193,15 @@ async fn run_infer(
         Kind::Image(img) => img,
         Kind::Embedder(em) => {
             return super::kserve_text::infer(&servable, em, req, binary, deadline, &state.limits.text).await
+        }
+        Kind::Generator(_) => {
+            return Err(ApiError::invalid(
+                "inputs",
+                format!(
+                    "model `{}` generates text: use /v2/models/{}/generate or /generate_stream",
+                    servable.model, servable.model
+                ),
+            ))
         }
     };
     let batch = decode_input(&req, &mut binary, &servable, img)?;

@@ -6,7 +6,9 @@
 pub mod classify;
 pub mod images;
 pub mod kserve;
+pub mod kserve_generate;
 pub mod kserve_repository;
 pub mod kserve_text;
 pub mod openai;
+pub mod openai_generate;
 pub mod tfserving;

@@ -1,0 +1,67 @@
+//! What a text generation model offers the engine: its limits, its tokenizer, and one forward
+//! pass over pieces of several sequences at once (continuous batching).
+//!
+//! The engine owns the sequences. Each holds an opaque state from
+//! [`TextGenerator::new_sequence`] (its KV cache); a step hands the model, for every sequence in
+//! the batch, the tokens to append (a prompt chunk or the last sampled token) and whether it
+//! wants the next-token logits. Dropping a state frees its cache.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use crate::chat::ChatTemplate;
+use crate::error::BackendError;
+
+/// What a generation model is, read before its weights.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GeneratorInfo {
+    pub architecture: String,
+    /// Longest sequence (prompt plus generated tokens) the model takes.
+    pub max_context: usize,
+    pub vocab_size: usize,
+    /// KV cache bytes one token of one sequence holds.
+    pub kv_bytes_per_token: usize,
+    /// Token ids that end a generation (end of text, end of turn).
+    pub stop_tokens: Vec<u32>,
+    /// False when a prompt must be fed in one piece (an encoder-decoder's encoder sees it whole).
+    pub chunked_prefill: bool,
+}
+
+/// Text to token ids and back, for prompts and generated text.
+pub trait PromptTokenizer: Send + Sync {
+    /// Token ids of `text`. Special tokens written in the text (`<|im_start|>`) are recognised;
+    /// `add_special` adds what the model puts around a plain prompt (e.g. a BOS token).
+    fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>, String>;
+    /// The text of `ids`, special tokens left out.
+    fn decode(&self, ids: &[u32]) -> Result<String, String>;
+}
+
+/// A generation model's description: limits, tokenizer and chat template (if it has one).
+#[derive(Clone)]
+pub struct GeneratorSpec {
+    pub info: GeneratorInfo,
+    pub tokenizer: Arc<dyn PromptTokenizer>,
+    pub chat_template: Option<Arc<ChatTemplate>>,
+}
+
+/// One sequence's state inside the model (its KV cache), owned by the engine.
+pub type SeqState = Box<dyn Any + Send>;
+
+/// One sequence's part of a forward pass.
+pub struct GenItem<'a> {
+    pub state: &'a mut SeqState,
+    /// Tokens to append after what the state holds.
+    pub tokens: &'a [u32],
+    /// Whether to return the logits that follow the last of `tokens`.
+    pub logits: bool,
+}
+
+/// A loaded generation model. Called from a single dedicated thread.
+pub trait TextGenerator: Send {
+    /// A fresh, empty sequence.
+    fn new_sequence(&self) -> SeqState;
+    /// Runs every item's tokens as one batch; returns `vocab_size` logits for each item that
+    /// asked, in item order. On error the states of this batch are unspecified (the engine
+    /// drops them).
+    fn forward(&mut self, items: &mut [GenItem<'_>]) -> Result<Vec<Vec<f32>>, BackendError>;
+}

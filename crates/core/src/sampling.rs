@@ -1,0 +1,173 @@
+//! Choosing the next token from logits: greedy at temperature 0, otherwise temperature, top-k,
+//! top-p (nucleus) and OpenAI's frequency/presence penalties, with a per-sequence seeded RNG so
+//! a request with a `seed` gets the same text every time.
+
+use std::collections::HashMap;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// How one sequence samples.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplingParams {
+    /// 0 means greedy (always the most likely token).
+    pub temperature: f32,
+    /// Keep the smallest set of most likely tokens whose probability reaches `top_p` (1 = all).
+    pub top_p: f32,
+    /// Keep the `top_k` most likely tokens (0 = all).
+    pub top_k: usize,
+    pub frequency_penalty: f32,
+    pub presence_penalty: f32,
+    pub seed: Option<u64>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self { temperature: 1.0, top_p: 1.0, top_k: 0, frequency_penalty: 0.0, presence_penalty: 0.0, seed: None }
+    }
+}
+
+/// Tokens considered for top-p before falling back to a full sort: the nucleus nearly always
+/// lies far inside them, and selecting them is linear in the vocabulary.
+const NUCLEUS_CANDIDATES: usize = 1024;
+
+pub struct Sampler {
+    params: SamplingParams,
+    rng: ChaCha8Rng,
+    /// How often each generated token occurred (for the penalties).
+    counts: HashMap<u32, u32>,
+}
+
+impl Sampler {
+    pub fn new(params: SamplingParams) -> Self {
+        let rng = match params.seed {
+            Some(s) => ChaCha8Rng::seed_from_u64(s),
+            None => ChaCha8Rng::from_rng(&mut rand::rng()),
+        };
+        Self { params, rng, counts: HashMap::new() }
+    }
+
+    /// Picks the next token and remembers it for the penalties. `logits` is scratch.
+    pub fn sample(&mut self, logits: &mut [f32]) -> u32 {
+        let p = &self.params;
+        if p.frequency_penalty != 0.0 || p.presence_penalty != 0.0 {
+            for (&t, &c) in &self.counts {
+                if let Some(l) = logits.get_mut(t as usize) {
+                    *l -= p.frequency_penalty * c as f32 + p.presence_penalty;
+                }
+            }
+        }
+        let token = if p.temperature <= 0.0 { argmax(logits) } else { self.draw(logits) };
+        *self.counts.entry(token).or_default() += 1;
+        token
+    }
+
+    fn draw(&mut self, logits: &[f32]) -> u32 {
+        let p = &self.params;
+        let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        let mut cands: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, l)| (i as u32, *l)).collect();
+        let keep = if p.top_k > 0 {
+            p.top_k
+        } else if p.top_p < 1.0 {
+            NUCLEUS_CANDIDATES
+        } else {
+            cands.len()
+        };
+        if keep < cands.len() {
+            cands.select_nth_unstable_by(keep - 1, by_logit);
+            cands.truncate(keep);
+        }
+        let max = cands.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
+        // Probabilities over the whole vocabulary's normaliser, so a truncated candidate list
+        // still knows how much mass it holds.
+        let total: f64 = logits.iter().map(|l| (((l - max) / p.temperature) as f64).exp()).sum();
+        let mut probs: Vec<(u32, f64)> =
+            cands.iter().map(|&(t, l)| (t, (((l - max) / p.temperature) as f64).exp() / total)).collect();
+        if p.top_p < 1.0 {
+            let held: f64 = probs.iter().map(|c| c.1).sum();
+            if held < p.top_p as f64 && probs.len() < logits.len() {
+                // The nucleus is wider than the candidates: redo with the whole vocabulary.
+                probs = logits
+                    .iter()
+                    .enumerate()
+                    .map(|(t, l)| (t as u32, (((l - max) / p.temperature) as f64).exp() / total))
+                    .collect();
+            }
+            probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let mut acc = 0.0;
+            let mut cut = probs.len();
+            for (i, c) in probs.iter().enumerate() {
+                acc += c.1;
+                if acc >= p.top_p as f64 {
+                    cut = i + 1;
+                    break;
+                }
+            }
+            probs.truncate(cut);
+        }
+        let mass: f64 = probs.iter().map(|c| c.1).sum();
+        let mut r = self.rng.random::<f64>() * mass;
+        for &(t, w) in &probs {
+            if r < w {
+                return t;
+            }
+            r -= w;
+        }
+        probs.last().map_or(0, |c| c.0)
+    }
+}
+
+/// Index of the largest value (the first one on ties).
+pub fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(temperature: f32, top_p: f32, top_k: usize, seed: u64) -> SamplingParams {
+        SamplingParams { temperature, top_p, top_k, seed: Some(seed), ..Default::default() }
+    }
+
+    #[test]
+    fn greedy_takes_the_first_maximum() {
+        let mut s = Sampler::new(params(0.0, 1.0, 0, 1));
+        assert_eq!(s.sample(&mut [0.1, 3.0, 3.0, -1.0]), 1);
+    }
+
+    #[test]
+    fn same_seed_same_tokens_and_top_k_top_p_restrict_the_choice() {
+        let logits: Vec<f32> = (0..50).map(|i| (i % 7) as f32 * 0.3).collect();
+        let run = |p: SamplingParams| {
+            let mut s = Sampler::new(p);
+            (0..200).map(|_| s.sample(&mut logits.clone())).collect::<Vec<_>>()
+        };
+        assert_eq!(run(params(1.0, 1.0, 0, 9)), run(params(1.0, 1.0, 0, 9)));
+        assert_ne!(run(params(1.0, 1.0, 0, 9)), run(params(1.0, 1.0, 0, 10)));
+        // Top-k 1 is greedy; the best logit (1.8) belongs to ids 6, 13, 20, ... → the first.
+        assert!(run(params(1.0, 1.0, 1, 3)).iter().all(|t| *t == 6));
+        // A tiny nucleus keeps only the single most likely token.
+        assert!(run(params(1.0, 0.01, 0, 3)).iter().all(|t| *t == 6));
+        // Top-k 8: the eight best are the 1.8s (ids 6,13,20,27,34,41,48) and the first 1.5 (5).
+        let allowed = [5, 6, 13, 20, 27, 34, 41, 48];
+        assert!(run(params(1.0, 1.0, 8, 4)).iter().all(|t| allowed.contains(t)));
+        // Full sampling reaches beyond the best tokens.
+        assert!(run(params(1.0, 1.0, 0, 4)).iter().any(|t| !allowed.contains(t)));
+    }
+
+    #[test]
+    fn penalties_push_repeated_tokens_down() {
+        let p = SamplingParams { temperature: 0.0, presence_penalty: 2.0, ..Default::default() };
+        let mut s = Sampler::new(p);
+        let logits = [1.0, 0.5, 0.0];
+        let picks: Vec<u32> = (0..3).map(|_| s.sample(&mut logits.to_vec())).collect();
+        assert_eq!(picks, [0, 1, 2]);
+    }
+}

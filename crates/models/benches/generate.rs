@@ -1,0 +1,105 @@
+//! Text generation speed of a GGUF model on this machine, model only (no HTTP, no engine):
+//! time to first token for a chat prompt, single-stream greedy decode tokens/s, prefill
+//! tokens/s, and aggregate decode tokens/s with 1, 2, 4, 8 sequences sharing each forward pass.
+//!
+//!   AISERVE_GGUF=path/to/model.gguf cargo bench -p aiserve-models --bench generate
+//!
+//! Threads: rayon's pool (`RAYON_NUM_THREADS=1` for one thread).
+
+use std::time::Instant;
+
+use aiserve_core::chat::Message;
+use aiserve_core::generate::{GenItem, PromptTokenizer, SeqState, TextGenerator};
+use aiserve_models::llm::gguf;
+
+fn argmax(v: &[f32]) -> u32 {
+    v.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, x)| if *x > bv { (i, *x) } else { (bi, bv) }).0
+        as u32
+}
+
+fn main() {
+    let path = std::env::var("AISERVE_GGUF").unwrap_or_else(|_| {
+        let assets = std::env::var("AISERVE_ASSETS")
+            .unwrap_or_else(|_| format!("{}/.cache/aiserve-assets", std::env::var("HOME").unwrap()));
+        format!("{assets}/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    });
+    let decode_tokens: usize = std::env::var("AISERVE_DECODE_TOKENS").ok().and_then(|v| v.parse().ok()).unwrap_or(128);
+    let path = std::path::Path::new(&path);
+    let spec = gguf::describe(path).expect("describe");
+    let mut model = gguf::load(path).expect("load");
+    println!(
+        "model {} ({} MB of weights read per token), {} threads",
+        path.display(),
+        model.weight_bytes() / 1_000_000,
+        rayon::current_num_threads()
+    );
+    let template = spec.chat_template.clone().expect("chat template");
+
+    // Greedy answers and time to first token.
+    let skip = std::env::var_os("AISERVE_ONLY_BATCH").is_some();
+    for q in if skip {
+        &[][..]
+    } else {
+        &[
+            "Which city is the capital of France?",
+            "What is 2 + 2?",
+            "Write a long story about a robot who learns to paint.",
+        ][..]
+    } {
+        let prompt = template.render(&[Message::new("user", q)], true).unwrap();
+        let ids = spec.tokenizer.encode(&prompt, false).unwrap();
+        let mut seq: SeqState = model.new_sequence();
+        let t0 = Instant::now();
+        let logits = model.forward(&mut [GenItem { state: &mut seq, tokens: &ids, logits: true }]).unwrap();
+        let ttft = t0.elapsed();
+        let mut next = argmax(&logits[0]);
+        let mut out = vec![next];
+        let t1 = Instant::now();
+        while out.len() < decode_tokens && !spec.info.stop_tokens.contains(&next) {
+            let logits = model.forward(&mut [GenItem { state: &mut seq, tokens: &[next], logits: true }]).unwrap();
+            next = argmax(&logits[0]);
+            out.push(next);
+        }
+        let dt = t1.elapsed();
+        let text = spec.tokenizer.decode(&out).unwrap();
+        println!(
+            "{q:?} -> {text:?}\n  prompt {} tokens, first token {:.1} ms, decode {:.1} tok/s ({} tokens), ids {:?}",
+            ids.len(),
+            ttft.as_secs_f64() * 1e3,
+            (out.len() - 1) as f64 / dt.as_secs_f64(),
+            out.len(),
+            &out[..out.len().min(12)]
+        );
+    }
+
+    // Prefill speed: 200 tokens as one chunk.
+    let ids = spec.tokenizer.encode(&"word ".repeat(200), false).unwrap();
+    let mut seq = model.new_sequence();
+    let t = Instant::now();
+    model.forward(&mut [GenItem { state: &mut seq, tokens: &ids, logits: true }]).unwrap();
+    println!("prefill {} tokens: {:.0} tok/s", ids.len(), ids.len() as f64 / t.elapsed().as_secs_f64());
+
+    // Aggregate decode with b sequences per pass (64 steps each after a short prompt).
+    let prompt = spec.tokenizer.encode("Once upon a time", false).unwrap();
+    let mut base = 0.0;
+    for b in [1usize, 2, 4, 8, 16] {
+        let mut seqs: Vec<SeqState> = (0..b).map(|_| model.new_sequence()).collect();
+        let mut items: Vec<GenItem> =
+            seqs.iter_mut().map(|s| GenItem { state: s, tokens: &prompt, logits: true }).collect();
+        let logits = model.forward(&mut items).unwrap();
+        let mut next: Vec<[u32; 1]> = logits.iter().map(|l| [argmax(l)]).collect();
+        let steps = 64;
+        let t = Instant::now();
+        for _ in 0..steps {
+            let mut items: Vec<GenItem> =
+                seqs.iter_mut().zip(&next).map(|(s, t)| GenItem { state: s, tokens: t, logits: true }).collect();
+            let logits = model.forward(&mut items).unwrap();
+            next = logits.iter().map(|l| [argmax(l)]).collect();
+        }
+        let rate = (steps * b) as f64 / t.elapsed().as_secs_f64();
+        if b == 1 {
+            base = rate;
+        }
+        println!("decode batch {b}: {rate:.1} tok/s aggregate ({:.2}x batch 1)", rate / base);
+    }
+}

@@ -1,0 +1,128 @@
+//! Rotary position embeddings and causal attention of packed token rows against per-sequence
+//! KV caches (grouped-query: several query heads share one key/value head).
+
+use rayon::prelude::*;
+
+use super::llama::LlamaConfig;
+
+/// Which elements of a head rotate together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopePairs {
+    /// `(x[2i], x[2i+1])`: GGUF llama files (llama.cpp's converter permutes q/k to this order).
+    Adjacent,
+    /// `(x[i], x[i + d/2])`: Hugging Face checkpoints (`rotate_half`), and GGUF qwen2.
+    Halves,
+}
+
+pub struct Rope {
+    head_dim: usize,
+    inv_freq: Vec<f64>,
+    pairs: RopePairs,
+}
+
+impl Rope {
+    pub fn new(head_dim: usize, theta: f32, pairs: RopePairs) -> Self {
+        let inv_freq = (0..head_dim / 2).map(|i| (theta as f64).powf(-2.0 * i as f64 / head_dim as f64)).collect();
+        Self { head_dim, inv_freq, pairs }
+    }
+
+    pub fn half(&self) -> usize {
+        self.head_dim / 2
+    }
+
+    /// Cosines and sines for each position, `half()` values per position.
+    pub fn tables(&self, positions: impl Iterator<Item = usize>) -> (Vec<f32>, Vec<f32>) {
+        let (mut cos, mut sin) = (Vec::new(), Vec::new());
+        for p in positions {
+            for f in &self.inv_freq {
+                let (s, c) = (p as f64 * f).sin_cos();
+                cos.push(c as f32);
+                sin.push(s as f32);
+            }
+        }
+        (cos, sin)
+    }
+
+    /// Rotates every head in `heads` (back to back, `head_dim` each) by one position's angles.
+    pub fn apply(&self, heads: &mut [f32], cos: &[f32], sin: &[f32]) {
+        let half = self.half();
+        for head in heads.chunks_exact_mut(self.head_dim) {
+            for i in 0..half {
+                let (a, b) = match self.pairs {
+                    RopePairs::Adjacent => (2 * i, 2 * i + 1),
+                    RopePairs::Halves => (i, i + half),
+                };
+                let (x, y) = (head[a], head[b]);
+                head[a] = x * cos[i] - y * sin[i];
+                head[b] = x * sin[i] + y * cos[i];
+            }
+        }
+    }
+}
+
+/// A token row of the batch: the piece (sequence) it belongs to and its position in it.
+#[derive(Clone, Copy, Debug)]
+pub struct Row {
+    pub piece: usize,
+    pub pos: usize,
+}
+
+/// Attention below this many multiply-adds runs on the calling thread.
+const PARALLEL_MACS: usize = 1 << 16;
+
+/// `out` (`rows × q_dim`): each row's query heads attend to its sequence's keys and values at
+/// positions `0..=pos`. `qkv` rows hold `[q | k | v]`; `caches[piece]` are `(keys, values)`,
+/// `len × kv_dim` each, already holding this step's tokens.
+pub fn causal(cfg: &LlamaConfig, rows: &[Row], qkv: &[f32], caches: &[(&[f32], &[f32])], out: &mut [f32]) {
+    let (qd, kvd, hd) = (cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
+    let stride = qd + 2 * kvd;
+    let group = cfg.heads / cfg.kv_heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let one = |i: usize, o: &mut [f32]| {
+        let row = rows[i];
+        let q = &qkv[i * stride..i * stride + qd];
+        let (keys, values) = caches[row.piece];
+        let ctx = row.pos + 1;
+        let mut scores = vec![0.0f32; ctx];
+        for h in 0..cfg.heads {
+            let kvh = h / group;
+            let qh = &q[h * hd..(h + 1) * hd];
+            let mut max = f32::NEG_INFINITY;
+            for (t, s) in scores.iter_mut().enumerate() {
+                *s = dot(qh, &keys[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd]) * scale;
+                max = max.max(*s);
+            }
+            let mut sum = 0.0;
+            for s in scores.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            let oh = &mut o[h * hd..(h + 1) * hd];
+            oh.fill(0.0);
+            for (t, s) in scores.iter().enumerate() {
+                let p = s / sum;
+                let v = &values[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
+                oh.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
+            }
+        }
+    };
+    let macs: usize = rows.iter().map(|r| (r.pos + 1) * qd * 2).sum();
+    if macs < PARALLEL_MACS || crate::kernels::nested() {
+        out.chunks_exact_mut(qd).enumerate().for_each(|(i, o)| one(i, o));
+    } else {
+        out.par_chunks_exact_mut(qd).enumerate().for_each(|(i, o)| one(i, o));
+    }
+}
+
+/// Dot product in eight independent lanes (vectorised by the compiler).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for j in 0..8 {
+            acc[j] += x[j] * y[j];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}

@@ -1,0 +1,272 @@
+//! A llama-family model from one GGUF file: shapes from its metadata, weights kept in their
+//! quantized blocks where a kernel exists (Q4_0, Q4_1, Q8_0) and dequantized to f32 by candle
+//! otherwise, tokenizer and chat template from the same file.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aiserve_core::chat::ChatTemplate;
+use aiserve_core::generate::{GeneratorInfo, GeneratorSpec};
+use aiserve_core::LoadError;
+use candle_core::quantized::gguf_file::{Content, TensorInfo};
+use candle_core::quantized::GgmlDType;
+use candle_core::Device;
+
+use super::attention::RopePairs;
+use super::llama::{Layer, Llama, LlamaConfig};
+use super::tokenizer::GenTokenizer;
+use crate::quant::{Format, Matrix};
+use crate::text::gguf_tokenizer;
+
+/// Texts llama.cpp also treats as end of generation when the vocabulary marks them as control.
+const END_TEXTS: [&str; 7] =
+    ["<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|end|>", "</s>", "<end_of_turn>", "<|eom_id|>"];
+
+/// The single `.gguf` file of a version directory, if it holds one.
+pub fn find(dir: &Path) -> Result<Option<PathBuf>, LoadError> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) && path.is_file() {
+            found.push(path);
+        }
+    }
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.pop()),
+        n => Err(LoadError::Config(format!("a version directory must hold one .gguf file, found {n}"))),
+    }
+}
+
+fn read_header(path: &Path) -> Result<(std::fs::File, Content), LoadError> {
+    let mut file = std::fs::File::open(path)?;
+    let content = Content::read(&mut file).map_err(|e| LoadError::Weights(format!("GGUF header: {e}")))?;
+    Ok((file, content))
+}
+
+fn meta_u32(content: &Content, key: &str) -> Result<Option<usize>, LoadError> {
+    match content.metadata.get(key) {
+        None => Ok(None),
+        Some(v) => v
+            .to_u32()
+            .or_else(|_| v.to_u64().map(|x| x as u32))
+            .map(|x| Some(x as usize))
+            .map_err(|e| LoadError::Config(format!("GGUF `{key}`: {e}"))),
+    }
+}
+
+fn meta_f32(content: &Content, key: &str) -> Result<Option<f32>, LoadError> {
+    match content.metadata.get(key) {
+        None => Ok(None),
+        Some(v) => v.to_f32().map(Some).map_err(|e| LoadError::Config(format!("GGUF `{key}`: {e}"))),
+    }
+}
+
+fn required(content: &Content, key: &str) -> Result<usize, LoadError> {
+    meta_u32(content, key)?.ok_or_else(|| LoadError::Config(format!("GGUF metadata has no `{key}`")))
+}
+
+/// The model's shapes from GGUF metadata (and the embedding table for the vocabulary size).
+pub fn config(content: &Content) -> Result<LlamaConfig, LoadError> {
+    let arch =
+        content.metadata.get("general.architecture").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
+    let rope_pairs = match arch.as_str() {
+        "llama" | "mistral" => RopePairs::Adjacent,
+        "qwen2" => RopePairs::Halves,
+        other => {
+            return Err(LoadError::Unsupported(format!(
+                "GGUF architecture `{other}` (supported: llama, mistral, qwen2)"
+            )))
+        }
+    };
+    let heads = required(content, &format!("{arch}.attention.head_count"))?;
+    let hidden = required(content, &format!("{arch}.embedding_length"))?;
+    let vocab = content
+        .tensor_infos
+        .get("token_embd.weight")
+        .map(|t| t.shape.dims()[0])
+        .ok_or_else(|| LoadError::Weights("GGUF has no `token_embd.weight`".into()))?;
+    let cfg = LlamaConfig {
+        hidden,
+        intermediate: required(content, &format!("{arch}.feed_forward_length"))?,
+        layers: required(content, &format!("{arch}.block_count"))?,
+        heads,
+        kv_heads: meta_u32(content, &format!("{arch}.attention.head_count_kv"))?.unwrap_or(heads),
+        head_dim: meta_u32(content, &format!("{arch}.rope.dimension_count"))?.unwrap_or(hidden / heads.max(1)),
+        vocab,
+        rms_eps: meta_f32(content, &format!("{arch}.attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
+        rope_theta: meta_f32(content, &format!("{arch}.rope.freq_base"))?.unwrap_or(10_000.0),
+        max_context: meta_u32(content, &format!("{arch}.context_length"))?.unwrap_or(2048),
+        rope_pairs,
+    };
+    cfg.validate().map_err(LoadError::Config)?;
+    Ok(cfg)
+}
+
+/// Limits, tokenizer and chat template of the GGUF file at `path` (metadata only).
+pub fn describe(path: &Path) -> Result<GeneratorSpec, LoadError> {
+    let (_, content) = read_header(path)?;
+    let cfg = config(&content)?;
+    let tok = gguf_tokenizer::from_gguf(&content)?;
+    let mut stop_tokens: Vec<u32> = tok.eos.into_iter().collect();
+    for key in ["tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
+        stop_tokens.extend(meta_u32(&content, key)?.map(|v| v as u32));
+    }
+    let add_bos = content.metadata.get("tokenizer.ggml.add_bos_token").and_then(|v| v.to_bool().ok()).unwrap_or(false);
+    let text_of = |id: Option<u32>| id.and_then(|i| tok.tokenizer.id_to_token(i)).unwrap_or_default();
+    let (bos_text, eos_text) = (text_of(tok.bos), text_of(tok.eos));
+    let chat_template = match &tok.chat_template {
+        Some(src) => Some(Arc::new(
+            ChatTemplate::new(src, &bos_text, &eos_text)
+                .map_err(|e| LoadError::Config(format!("GGUF chat template: {e}")))?,
+        )),
+        None => None,
+    };
+    let tokenizer = GenTokenizer::new(tok.tokenizer, if add_bos { tok.bos } else { None });
+    for text in END_TEXTS {
+        if let Some(id) = tokenizer.token_id(text) {
+            if !stop_tokens.contains(&id) {
+                stop_tokens.push(id);
+            }
+        }
+    }
+    stop_tokens.retain(|t| (*t as usize) < cfg.vocab);
+    let info = GeneratorInfo {
+        architecture: content
+            .metadata
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .unwrap_or_default(),
+        max_context: cfg.max_context,
+        vocab_size: cfg.vocab,
+        kv_bytes_per_token: cfg.kv_bytes_per_token(),
+        stop_tokens,
+        chunked_prefill: true,
+    };
+    Ok(GeneratorSpec { info, tokenizer: Arc::new(tokenizer), chat_template })
+}
+
+/// Reads tensors of one GGUF file.
+struct Tensors {
+    file: std::fs::File,
+    content: Content,
+}
+
+impl Tensors {
+    fn info(&self, name: &str) -> Result<&TensorInfo, LoadError> {
+        self.content.tensor_infos.get(name).ok_or_else(|| LoadError::Weights(format!("GGUF has no tensor `{name}`")))
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    fn raw(&mut self, name: &str) -> Result<(GgmlDType, Vec<usize>, Vec<u8>), LoadError> {
+        let info = self.info(name)?;
+        let (dtype, dims, offset) = (info.ggml_dtype, info.shape.dims().to_vec(), info.offset);
+        let elems: usize = dims.iter().product();
+        if elems % dtype.block_size() != 0 {
+            return Err(LoadError::Weights(format!("`{name}`: {elems} values is not whole {dtype:?} blocks")));
+        }
+        let size = elems / dtype.block_size() * dtype.type_size();
+        let start = self.content.tensor_data_offset.saturating_add(offset);
+        let file_len = self.file.seek(SeekFrom::End(0))?;
+        if start.saturating_add(size as u64) > file_len {
+            return Err(LoadError::Weights(format!("`{name}` runs past the end of the file")));
+        }
+        let mut bytes = vec![0u8; size];
+        self.file.seek(SeekFrom::Start(start))?;
+        self.file.read_exact(&mut bytes)?;
+        Ok((dtype, dims, bytes))
+    }
+
+    /// A 2-D weight as a [`Matrix`]: blocks as they are when a kernel exists, else f32.
+    fn matrix(&mut self, name: &str) -> Result<Matrix, LoadError> {
+        let info = self.info(name)?;
+        let dims = info.shape.dims().to_vec();
+        let [rows, cols] = dims[..] else {
+            return Err(LoadError::Weights(format!("`{name}` should be a matrix, has shape {dims:?}")));
+        };
+        let format = match info.ggml_dtype {
+            GgmlDType::Q4_0 => Some(Format::Q4_0),
+            GgmlDType::Q4_1 => Some(Format::Q4_1),
+            GgmlDType::Q8_0 => Some(Format::Q8_0),
+            _ => None,
+        };
+        let bad = |e: String| LoadError::Weights(format!("`{name}`: {e}"));
+        match format {
+            Some(format) => {
+                let (_, _, bytes) = self.raw(name)?;
+                Matrix::quantized(format, rows, cols, bytes).map_err(bad)
+            }
+            None => Matrix::f32(rows, cols, self.floats(name)?).map_err(bad),
+        }
+    }
+
+    /// Any tensor as f32 values (candle dequantizes formats we have no kernel for).
+    fn floats(&mut self, name: &str) -> Result<Vec<f32>, LoadError> {
+        let info = self.info(name)?;
+        if info.ggml_dtype == GgmlDType::F32 {
+            let (_, _, bytes) = self.raw(name)?;
+            return Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect());
+        }
+        let bad = |e: candle_core::Error| LoadError::Weights(format!("`{name}`: {e}"));
+        let qt = self.content.tensor(&mut self.file, name, &Device::Cpu).map_err(bad)?;
+        qt.dequantize(&Device::Cpu).and_then(|t| t.flatten_all()).and_then(|t| t.to_vec1::<f32>()).map_err(bad)
+    }
+
+    fn vector(&mut self, name: &str, len: usize) -> Result<Vec<f32>, LoadError> {
+        let v = self.floats(name)?;
+        if v.len() != len {
+            return Err(LoadError::Weights(format!("`{name}` has {} values, expected {len}", v.len())));
+        }
+        Ok(v)
+    }
+}
+
+/// Loads the model in the GGUF file at `path`.
+pub fn load(path: &Path) -> Result<Llama, LoadError> {
+    let (file, content) = read_header(path)?;
+    let cfg = config(&content)?;
+    let mut t = Tensors { file, content };
+    let stack =
+        |parts: Vec<Matrix>, what: &str| Matrix::stack(parts).map_err(|e| LoadError::Weights(format!("{what}: {e}")));
+    let mut layers = Vec::with_capacity(cfg.layers);
+    for i in 0..cfg.layers {
+        let p = format!("blk.{i}");
+        let qkv = stack(
+            vec![
+                t.matrix(&format!("{p}.attn_q.weight"))?,
+                t.matrix(&format!("{p}.attn_k.weight"))?,
+                t.matrix(&format!("{p}.attn_v.weight"))?,
+            ],
+            &format!("{p} attention"),
+        )?;
+        let qkv_bias = if t.has(&format!("{p}.attn_q.bias")) {
+            let mut b = t.vector(&format!("{p}.attn_q.bias"), cfg.q_dim())?;
+            b.extend(t.vector(&format!("{p}.attn_k.bias"), cfg.kv_dim())?);
+            b.extend(t.vector(&format!("{p}.attn_v.bias"), cfg.kv_dim())?);
+            Some(b)
+        } else {
+            None
+        };
+        layers.push(Layer {
+            attn_norm: t.vector(&format!("{p}.attn_norm.weight"), cfg.hidden)?,
+            qkv,
+            qkv_bias,
+            wo: t.matrix(&format!("{p}.attn_output.weight"))?,
+            ffn_norm: t.vector(&format!("{p}.ffn_norm.weight"), cfg.hidden)?,
+            gate_up: stack(
+                vec![t.matrix(&format!("{p}.ffn_gate.weight"))?, t.matrix(&format!("{p}.ffn_up.weight"))?],
+                &format!("{p} feed-forward"),
+            )?,
+            down: t.matrix(&format!("{p}.ffn_down.weight"))?,
+        });
+    }
+    let embed = t.matrix("token_embd.weight")?;
+    let norm = t.vector("output_norm.weight", cfg.hidden)?;
+    let output = if t.has("output.weight") { Some(t.matrix("output.weight")?) } else { None };
+    Llama::new(cfg, embed, layers, norm, output).map_err(LoadError::Weights)
+}

@@ -1,0 +1,259 @@
+//! The llama-family decoder block (Llama, SmolLM, Mistral, Qwen2): RMS norm, rotary attention
+//! with grouped KV heads, SwiGLU feed-forward, on packed `tokens × width` rows.
+//!
+//! A forward pass takes pieces of several sequences at once: every linear layer is one product
+//! over all their tokens (so weights are read once per step, whatever the batch), and attention
+//! runs per token against its own sequence's KV cache. Sequences never see each other's tokens
+//! and nothing is padded, so a sequence gets the same logits alone or in any batch.
+
+use aiserve_core::generate::{GenItem, SeqState, TextGenerator};
+use aiserve_core::BackendError;
+
+use super::attention::{self, Rope};
+use crate::quant::Matrix;
+
+/// Shapes and constants of a llama-family model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LlamaConfig {
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub vocab: usize,
+    pub rms_eps: f32,
+    pub rope_theta: f32,
+    pub max_context: usize,
+    pub rope_pairs: attention::RopePairs,
+}
+
+impl LlamaConfig {
+    pub fn q_dim(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    pub fn kv_dim(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+
+    pub fn kv_bytes_per_token(&self) -> usize {
+        2 * self.layers * self.kv_dim() * std::mem::size_of::<f32>()
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.hidden == 0 || self.layers == 0 || self.heads == 0 || self.kv_heads == 0 || self.head_dim == 0 {
+            return Err(format!("model sizes must be positive: {self:?}"));
+        }
+        if self.heads % self.kv_heads != 0 {
+            return Err(format!("{} attention heads cannot share {} KV heads evenly", self.heads, self.kv_heads));
+        }
+        if self.head_dim % 2 != 0 {
+            return Err(format!("rotary embeddings need an even head size, got {}", self.head_dim));
+        }
+        Ok(())
+    }
+}
+
+/// One decoder block's weights. Query, key and value are one stacked matrix, as are the gate and
+/// up projections, so each is one product.
+pub struct Layer {
+    pub attn_norm: Vec<f32>,
+    pub qkv: Matrix,
+    pub qkv_bias: Option<Vec<f32>>,
+    pub wo: Matrix,
+    pub ffn_norm: Vec<f32>,
+    pub gate_up: Matrix,
+    pub down: Matrix,
+}
+
+pub struct Llama {
+    pub cfg: LlamaConfig,
+    pub embed: Matrix,
+    pub layers: Vec<Layer>,
+    pub norm: Vec<f32>,
+    /// The output projection; `None` when tied to the embeddings.
+    pub output: Option<Matrix>,
+    rope: Rope,
+}
+
+/// One sequence's KV cache: per layer, keys and values of every position (`len × kv_dim`).
+pub struct Seq {
+    len: usize,
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+}
+
+impl Llama {
+    pub fn new(
+        cfg: LlamaConfig,
+        embed: Matrix,
+        layers: Vec<Layer>,
+        norm: Vec<f32>,
+        output: Option<Matrix>,
+    ) -> Result<Self, String> {
+        cfg.validate()?;
+        let (h, q, kv, i) = (cfg.hidden, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate);
+        let shape = |m: &Matrix, rows: usize, cols: usize, what: &str| {
+            if m.rows() != rows || m.cols() != cols {
+                return Err(format!("{what} is {}x{}, expected {rows}x{cols}", m.rows(), m.cols()));
+            }
+            Ok(())
+        };
+        shape(&embed, cfg.vocab, h, "the token embedding")?;
+        if let Some(out) = &output {
+            shape(out, cfg.vocab, h, "the output projection")?;
+        }
+        if layers.len() != cfg.layers {
+            return Err(format!("{} blocks, expected {}", layers.len(), cfg.layers));
+        }
+        for (n, l) in layers.iter().enumerate() {
+            shape(&l.qkv, q + 2 * kv, h, &format!("block {n} query/key/value"))?;
+            shape(&l.wo, h, q, &format!("block {n} attention output"))?;
+            shape(&l.gate_up, 2 * i, h, &format!("block {n} gate/up"))?;
+            shape(&l.down, h, i, &format!("block {n} down"))?;
+            if l.attn_norm.len() != h || l.ffn_norm.len() != h {
+                return Err(format!("block {n} norms must have {h} values"));
+            }
+            if l.qkv_bias.as_ref().is_some_and(|b| b.len() != q + 2 * kv) {
+                return Err(format!("block {n} query/key/value bias must have {} values", q + 2 * kv));
+            }
+        }
+        if norm.len() != h {
+            return Err(format!("the final norm must have {h} values"));
+        }
+        let rope = Rope::new(cfg.head_dim, cfg.rope_theta, cfg.rope_pairs);
+        Ok(Self { cfg, embed, layers, norm, output, rope })
+    }
+
+    /// Bytes of weights read per decoded token.
+    pub fn weight_bytes(&self) -> usize {
+        let blocks: usize =
+            self.layers.iter().map(|l| l.qkv.bytes() + l.wo.bytes() + l.gate_up.bytes() + l.down.bytes()).sum();
+        blocks + self.output.as_ref().unwrap_or(&self.embed).bytes()
+    }
+
+    fn empty_seq(&self) -> Seq {
+        Seq { len: 0, k: vec![Vec::new(); self.cfg.layers], v: vec![Vec::new(); self.cfg.layers] }
+    }
+
+    /// Runs `pieces` (a sequence, its new tokens, whether it wants logits) as one batch.
+    pub fn forward_seqs(&self, pieces: &mut [(&mut Seq, &[u32], bool)]) -> Result<Vec<Vec<f32>>, String> {
+        let cfg = self.cfg.clone();
+        let (h, qd, kvd) = (cfg.hidden, cfg.q_dim(), cfg.kv_dim());
+        // Token rows of the batch: which piece each belongs to and its position.
+        let mut rows = Vec::new();
+        for (p, (seq, tokens, _)) in pieces.iter().enumerate() {
+            if seq.len + tokens.len() > cfg.max_context {
+                return Err(format!(
+                    "sequence of {} tokens exceeds the context of {}",
+                    seq.len + tokens.len(),
+                    cfg.max_context
+                ));
+            }
+            if let Some(t) = tokens.iter().find(|t| **t as usize >= cfg.vocab) {
+                return Err(format!("token id {t} is outside the vocabulary of {}", cfg.vocab));
+            }
+            rows.extend((0..tokens.len()).map(|j| attention::Row { piece: p, pos: seq.len + j }));
+        }
+        let n = rows.len();
+        if n == 0 {
+            return Ok(vec![Vec::new(); pieces.iter().filter(|p| p.2).count()]);
+        }
+        let mut x = vec![0.0f32; n * h];
+        for (row, t) in x.chunks_exact_mut(h).zip(pieces.iter().flat_map(|p| p.1.iter())) {
+            self.embed.row_into(*t as usize, row);
+        }
+        let (cos, sin) = self.rope.tables(rows.iter().map(|r| r.pos));
+        let mut normed = vec![0.0f32; n * h];
+        let mut qkv = vec![0.0f32; n * (qd + 2 * kvd)];
+        let mut att = vec![0.0f32; n * qd];
+        let mut proj = vec![0.0f32; n * h];
+        let mut gate_up = vec![0.0f32; n * 2 * cfg.intermediate];
+        let mut act = vec![0.0f32; n * cfg.intermediate];
+        for (l, layer) in self.layers.iter().enumerate() {
+            rms_norm(&x, &layer.attn_norm, cfg.rms_eps, &mut normed);
+            layer.qkv.matmul(&normed, n, &mut qkv);
+            if let Some(bias) = &layer.qkv_bias {
+                qkv.chunks_exact_mut(bias.len()).for_each(|r| r.iter_mut().zip(bias).for_each(|(v, b)| *v += b));
+            }
+            for (i, row) in qkv.chunks_exact_mut(qd + 2 * kvd).enumerate() {
+                let (c, s) = (&cos[i * self.rope.half()..], &sin[i * self.rope.half()..]);
+                self.rope.apply(&mut row[..qd + kvd], c, s);
+            }
+            // Append this layer's keys and values to each sequence's cache.
+            let mut offset = 0;
+            for (seq, tokens, _) in pieces.iter_mut() {
+                for row in
+                    qkv[offset * (qd + 2 * kvd)..(offset + tokens.len()) * (qd + 2 * kvd)].chunks_exact(qd + 2 * kvd)
+                {
+                    seq.k[l].extend_from_slice(&row[qd..qd + kvd]);
+                    seq.v[l].extend_from_slice(&row[qd + kvd..]);
+                }
+                offset += tokens.len();
+            }
+            let caches: Vec<(&[f32], &[f32])> =
+                pieces.iter().map(|(s, _, _)| (s.k[l].as_slice(), s.v[l].as_slice())).collect();
+            attention::causal(&cfg, &rows, &qkv, &caches, &mut att);
+            layer.wo.matmul(&att, n, &mut proj);
+            x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
+            rms_norm(&x, &layer.ffn_norm, cfg.rms_eps, &mut normed);
+            layer.gate_up.matmul(&normed, n, &mut gate_up);
+            swiglu(&gate_up, cfg.intermediate, &mut act);
+            layer.down.matmul(&act, n, &mut proj);
+            x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
+        }
+        // Logits only for the last token of the pieces that want them.
+        let mut last_rows = Vec::new();
+        let mut end = 0;
+        for (seq, tokens, want) in pieces.iter_mut() {
+            end += tokens.len();
+            seq.len += tokens.len();
+            if *want {
+                last_rows.extend_from_slice(&x[(end - 1) * h..end * h]);
+            }
+        }
+        let m = last_rows.len() / h;
+        let mut finals = vec![0.0f32; m * h];
+        rms_norm(&last_rows, &self.norm, cfg.rms_eps, &mut finals);
+        let mut logits = vec![0.0f32; m * cfg.vocab];
+        self.output.as_ref().unwrap_or(&self.embed).matmul(&finals, m, &mut logits);
+        Ok(logits.chunks_exact(cfg.vocab).map(<[f32]>::to_vec).collect())
+    }
+}
+
+impl TextGenerator for Llama {
+    fn new_sequence(&self) -> SeqState {
+        Box::new(self.empty_seq())
+    }
+
+    fn forward(&mut self, items: &mut [GenItem<'_>]) -> Result<Vec<Vec<f32>>, BackendError> {
+        let mut pieces = Vec::with_capacity(items.len());
+        for item in items.iter_mut() {
+            let seq = item
+                .state
+                .downcast_mut::<Seq>()
+                .ok_or_else(|| BackendError("sequence state of another model".into()))?;
+            pieces.push((seq, item.tokens, item.logits));
+        }
+        self.forward_seqs(&mut pieces).map_err(BackendError)
+    }
+}
+
+/// `out` = each row of `x` scaled to unit RMS, times `weight`.
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let w = weight.len();
+    for (row, o) in x.chunks_exact(w).zip(out.chunks_exact_mut(w)) {
+        let ms = row.iter().map(|v| v * v).sum::<f32>() / w as f32;
+        let inv = 1.0 / (ms + eps).sqrt();
+        o.iter_mut().zip(row).zip(weight).for_each(|((o, v), g)| *o = v * inv * g);
+    }
+}
+
+/// SwiGLU: `silu(gate) · up` from rows holding `[gate | up]`.
+fn swiglu(gate_up: &[f32], width: usize, out: &mut [f32]) {
+    for (gu, o) in gate_up.chunks_exact(2 * width).zip(out.chunks_exact_mut(width)) {
+        let (g, u) = gu.split_at(width);
+        o.iter_mut().zip(g).zip(u).for_each(|((o, g), u)| *o = g / (1.0 + (-g).exp()) * u);
+    }
+}

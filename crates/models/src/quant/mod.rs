@@ -1,0 +1,325 @@
+//! Weight matrices in GGML's block formats (as stored in GGUF files) and the products a decoder
+//! runs on them, on the CPU.
+//!
+//! Why our own kernels: candle 0.11 has no SIMD dot product for Q4_1 (its scalar fallback decoded
+//! SmolLM2-135M Q4_1 at ~1 token/s), and dequantizing to f32 at load time reads 6× more memory
+//! per token, which is what bounds decoding. Here weights stay in their GGUF bytes and each block
+//! is unpacked to floats in registers right before use; activations stay f32. (llama.cpp
+//! quantizes activations to 8 bits as well; that is faster per block but changes greedy answers
+//! of small models: SmolLM2 says "Le Grand Château…" instead of "The capital of France is
+//! Paris." — the f32 answer, which transformers gives too.) Several activation rows share every
+//! unpacked weight block, so a batch of sequences reads the weights once.
+//! Formats without a kernel here are dequantized to f32 by candle at load time.
+
+mod avx2;
+mod scalar;
+
+use rayon::prelude::*;
+
+/// Values per quantization block (every format here).
+pub const BLOCK: usize = 32;
+
+/// GGML block formats with a kernel here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// f16 scale `d`, 32 4-bit values: `w = d·(q − 8)`.
+    Q4_0,
+    /// f16 scale `d` and minimum `m`, 32 4-bit values: `w = d·q + m`.
+    Q4_1,
+    /// f16 scale `d`, 32 signed bytes: `w = d·q`.
+    Q8_0,
+}
+
+impl Format {
+    pub const fn block_bytes(self) -> usize {
+        match self {
+            Format::Q4_0 => 18,
+            Format::Q4_1 => 20,
+            Format::Q8_0 => 34,
+        }
+    }
+}
+
+enum Data {
+    Blocks { format: Format, bytes: Vec<u8> },
+    F32(Vec<f32>),
+}
+
+/// A `rows × cols` weight matrix (a linear layer's `[out, in]`), row-major.
+pub struct Matrix {
+    rows: usize,
+    cols: usize,
+    data: Data,
+}
+
+impl std::fmt::Debug for Matrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Matrix({}x{} {})", self.rows, self.cols, self.format_name())
+    }
+}
+
+impl Matrix {
+    /// A matrix of GGML blocks: each row is `cols / 32` blocks of `format`.
+    pub fn quantized(format: Format, rows: usize, cols: usize, bytes: Vec<u8>) -> Result<Self, String> {
+        if cols % BLOCK != 0 {
+            return Err(format!("{format:?} rows must hold a multiple of {BLOCK} values, got {cols}"));
+        }
+        let want = rows * cols / BLOCK * format.block_bytes();
+        if bytes.len() != want {
+            return Err(format!("{format:?} {rows}x{cols} takes {want} bytes, got {}", bytes.len()));
+        }
+        Ok(Self { rows, cols, data: Data::Blocks { format, bytes } })
+    }
+
+    pub fn f32(rows: usize, cols: usize, values: Vec<f32>) -> Result<Self, String> {
+        if values.len() != rows * cols {
+            return Err(format!("a {rows}x{cols} matrix takes {} values, got {}", rows * cols, values.len()));
+        }
+        Ok(Self { rows, cols, data: Data::F32(values) })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes the weights take (what one full product reads).
+    pub fn bytes(&self) -> usize {
+        match &self.data {
+            Data::Blocks { bytes, .. } => bytes.len(),
+            Data::F32(v) => v.len() * 4,
+        }
+    }
+
+    pub fn format_name(&self) -> String {
+        match &self.data {
+            Data::Blocks { format, .. } => format!("{format:?}"),
+            Data::F32(_) => "F32".into(),
+        }
+    }
+
+    /// The rows of `parts` one under the other (e.g. the query, key and value projections as one
+    /// product). All parts must share the column count and storage format.
+    pub fn stack(parts: Vec<Matrix>) -> Result<Matrix, String> {
+        let cols = parts.first().map(|p| p.cols).ok_or("nothing to stack")?;
+        let rows = parts.iter().map(|p| p.rows).sum();
+        if parts.iter().any(|p| p.cols != cols) {
+            return Err("stacked matrices must have the same number of columns".into());
+        }
+        let data = match &parts[0].data {
+            Data::Blocks { format, .. } => {
+                let format = *format;
+                let mut all = Vec::new();
+                for p in parts {
+                    match p.data {
+                        Data::Blocks { format: f, bytes } if f == format => all.extend_from_slice(&bytes),
+                        _ => return Err("stacked matrices must have the same format".into()),
+                    }
+                }
+                Data::Blocks { format, bytes: all }
+            }
+            Data::F32(_) => {
+                let mut all = Vec::new();
+                for p in parts {
+                    match p.data {
+                        Data::F32(v) => all.extend_from_slice(&v),
+                        _ => return Err("stacked matrices must have the same format".into()),
+                    }
+                }
+                Data::F32(all)
+            }
+        };
+        Ok(Matrix { rows, cols, data })
+    }
+
+    /// Writes row `r` as floats into `out` (`cols` long): an embedding lookup.
+    pub fn row_into(&self, r: usize, out: &mut [f32]) {
+        assert!(r < self.rows && out.len() == self.cols);
+        match &self.data {
+            Data::F32(v) => out.copy_from_slice(&v[r * self.cols..(r + 1) * self.cols]),
+            Data::Blocks { format, bytes } => {
+                let bb = format.block_bytes();
+                let nb = self.cols / BLOCK;
+                let row = &bytes[r * nb * bb..(r + 1) * nb * bb];
+                for (blk, o) in row.chunks_exact(bb).zip(out.chunks_exact_mut(BLOCK)) {
+                    scalar::dequantize_block(*format, blk, o);
+                }
+            }
+        }
+    }
+
+    /// `out` (`n × rows`) = `x` (`n × cols`) · selfᵀ. Output rows are spread over rayon's pool.
+    pub fn matmul(&self, x: &[f32], n: usize, out: &mut [f32]) {
+        assert_eq!(x.len(), n * self.cols, "matmul: x is not n x cols");
+        assert_eq!(out.len(), n * self.rows, "matmul: out is not n x rows");
+        match &self.data {
+            Data::F32(w) => {
+                out.fill(0.0);
+                crate::kernels::skinny::matmul_wt_acc(x, self.cols, w, self.rows, out);
+            }
+            Data::Blocks { format, bytes } => {
+                let (format, bytes, cols) = (*format, bytes.as_slice(), self.cols);
+                let per_task = rows_per_task(self.rows, n);
+                let run = |t: usize, chunk: &mut [f32]| {
+                    let r0 = t * per_task;
+                    let r1 = (r0 + per_task).min(self.rows);
+                    dot_rows(format, bytes, cols, r0..r1, x, n, chunk);
+                };
+                if n == 1 {
+                    par_chunks(out, per_task, run);
+                } else {
+                    let mut out_t = vec![0.0f32; self.rows * n];
+                    par_chunks(&mut out_t, per_task * n, run);
+                    for (j, col) in out_t.chunks_exact(n).enumerate() {
+                        for (i, v) in col.iter().enumerate() {
+                            out[i * self.rows + j] = *v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Weight rows per parallel task: a few tasks per thread so the work balances, fewer (bigger)
+/// ones when many activation rows make each weight row expensive anyway.
+fn rows_per_task(rows: usize, n: usize) -> usize {
+    let tasks = (rayon::current_num_threads() * 4).max(1);
+    let min_rows = if n >= 16 { 4 } else { 16 };
+    rows.div_ceil(tasks).max(min_rows)
+}
+
+fn par_chunks(out: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    if crate::kernels::nested() || out.len() <= chunk {
+        out.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+    } else {
+        out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+    }
+}
+
+/// `out_t[(r - r0) * n + i]` = row `r` of the weights · row `i` of `x`.
+fn dot_rows(
+    format: Format,
+    bytes: &[u8],
+    cols: usize,
+    rows: std::ops::Range<usize>,
+    x: &[f32],
+    n: usize,
+    out_t: &mut [f32],
+) {
+    debug_assert_eq!(out_t.len(), rows.len() * n);
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: the CPU has the features `avx2::dot_rows` is compiled for (checked above), and
+        // `Matrix::quantized` checked `bytes` holds whole rows of `format` blocks.
+        unsafe { avx2::dot_rows(format, bytes, cols, rows, x, n, out_t) };
+        return;
+    }
+    scalar::dot_rows(format, bytes, cols, rows, x, n, out_t);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Random blocks of `format` (scales kept small and positive, like real weights).
+    pub(crate) fn random_blocks(format: Format, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+        let mut state = seed;
+        let mut next = move || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) as u32
+        };
+        let bb = format.block_bytes();
+        let mut out = Vec::with_capacity(rows * cols / BLOCK * bb);
+        for _ in 0..rows * cols / BLOCK {
+            let d = half::f16::from_f32(0.001 + (next() % 1000) as f32 * 1e-5).to_bits().to_le_bytes();
+            out.extend_from_slice(&d);
+            if format == Format::Q4_1 {
+                let m = half::f16::from_f32(-((next() % 1000) as f32) * 1e-4).to_bits().to_le_bytes();
+                out.extend_from_slice(&m);
+            }
+            let payload = bb - out.len() % bb;
+            for _ in 0..payload {
+                out.push(next() as u8);
+            }
+        }
+        if format == Format::Q8_0 {
+            // Signed bytes in -127..=127 as GGML writes them.
+            for blk in out.chunks_exact_mut(bb) {
+                for q in &mut blk[2..] {
+                    if *q == 0x80 {
+                        *q = 0x81;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn dense(m: &Matrix) -> Vec<f32> {
+        let mut all = vec![0.0; m.rows * m.cols];
+        for r in 0..m.rows {
+            m.row_into(r, &mut all[r * m.cols..(r + 1) * m.cols]);
+        }
+        all
+    }
+
+    #[test]
+    fn products_match_dequantized_weights_for_every_format_and_batch_size() {
+        let (rows, cols) = (37, 96);
+        for format in [Format::Q4_0, Format::Q4_1, Format::Q8_0] {
+            let m = Matrix::quantized(format, rows, cols, random_blocks(format, rows, cols, 7)).unwrap();
+            let w = dense(&m);
+            for n in [1, 2, 3, 4, 5, 9] {
+                let x: Vec<f32> = (0..n * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+                let mut out = vec![0.0; n * rows];
+                m.matmul(&x, n, &mut out);
+                for i in 0..n {
+                    for r in 0..rows {
+                        let exact: f32 = (0..cols).map(|c| x[i * cols + c] * w[r * cols + c]).sum();
+                        let scale: f32 = (0..cols).map(|c| (x[i * cols + c] * w[r * cols + c]).abs()).sum();
+                        let got = out[i * rows + r];
+                        assert!(
+                            (got - exact).abs() <= 1e-5 * scale + 1e-6,
+                            "{format:?} n={n} ({i},{r}): {got} vs {exact}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_gets_identical_bits_alone_and_in_any_batch() {
+        let (rows, cols) = (9, 128);
+        for format in [Format::Q4_0, Format::Q4_1, Format::Q8_0] {
+            let m = Matrix::quantized(format, rows, cols, random_blocks(format, rows, cols, 3)).unwrap();
+            let x: Vec<f32> = (0..7 * cols).map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0).collect();
+            let mut all = vec![0.0; 7 * rows];
+            m.matmul(&x, 7, &mut all);
+            for i in 0..7 {
+                let mut one = vec![0.0; rows];
+                m.matmul(&x[i * cols..(i + 1) * cols], 1, &mut one);
+                assert_eq!(one, all[i * rows..(i + 1) * rows], "{format:?} row {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn stacking_keeps_rows_and_refuses_mixed_shapes() {
+        let a = Matrix::quantized(Format::Q8_0, 2, 32, random_blocks(Format::Q8_0, 2, 32, 1)).unwrap();
+        let b = Matrix::quantized(Format::Q8_0, 3, 32, random_blocks(Format::Q8_0, 3, 32, 2)).unwrap();
+        let (da, db) = (dense(&a), dense(&b));
+        let s = Matrix::stack(vec![a, b]).unwrap();
+        assert_eq!(s.rows(), 5);
+        assert_eq!(dense(&s), [da, db].concat());
+        let c = Matrix::f32(1, 32, vec![0.0; 32]).unwrap();
+        let d = Matrix::quantized(Format::Q8_0, 1, 32, random_blocks(Format::Q8_0, 1, 32, 3)).unwrap();
+        assert!(Matrix::stack(vec![c, d]).is_err());
+        assert!(Matrix::quantized(Format::Q4_1, 1, 33, vec![]).is_err());
+        assert!(Matrix::quantized(Format::Q4_1, 1, 32, vec![0; 19]).is_err());
+    }
+}

@@ -1,0 +1,409 @@
+//! The generation engine of one model version: a dedicated thread that runs the continuous-
+//! batching loop around the model.
+//!
+//! Each loop turn takes new requests off the channel, drops sequences whose client went away
+//! (their receiver is closed: the KV cache is freed before the next forward pass), asks the
+//! [`Scheduler`] which decodes and prompt chunks run next, runs them as one forward pass, then
+//! samples, detokenises, checks stop tokens and stop strings, and sends each sequence's new text
+//! to its receiver. Nothing here runs on the async runtime.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+
+use aiserve_core::generate::{GenItem, GeneratorSpec, SeqState, TextGenerator};
+use aiserve_core::sampling::{Sampler, SamplingParams};
+use aiserve_core::scheduler::{Scheduler, SchedulerConfig, SeqId};
+use aiserve_core::stop::{Detokenizer, StopStrings};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use crate::error::ApiError;
+use crate::metrics::METRICS;
+
+/// Engine limits of one model version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Memory all sequences' KV caches may take together.
+    pub kv_cache_bytes: usize,
+    /// Most sequences decoding together.
+    pub max_seqs: usize,
+    /// Most tokens (decodes plus prompt chunks) in one forward pass.
+    pub max_step_tokens: usize,
+    /// Most prompt tokens of one sequence per forward pass.
+    pub prefill_chunk: usize,
+    /// Most sequences admitted or waiting before new requests get 503.
+    pub max_queued: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self { kv_cache_bytes: 1 << 30, max_seqs: 16, max_step_tokens: 512, prefill_chunk: 256, max_queued: 256 }
+    }
+}
+
+/// One sequence to generate.
+#[derive(Clone, Debug)]
+pub struct GenRequest {
+    pub prompt: Vec<u32>,
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    pub stop: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-sequence token or a stop string.
+    Stop,
+    /// `max_tokens` reached.
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+        }
+    }
+}
+
+/// What a sequence's receiver gets: text pieces, then exactly one `Done` or `Failed`.
+#[derive(Debug)]
+pub enum Event {
+    Text(String),
+    Done { reason: FinishReason, prompt_tokens: usize, completion_tokens: usize },
+    Failed(ApiError),
+}
+
+struct Submit {
+    id: SeqId,
+    req: GenRequest,
+    events: UnboundedSender<Event>,
+}
+
+/// Handle to a running engine; dropping it lets the thread finish its sequences and exit.
+pub struct Engine {
+    tx: mpsc::Sender<Submit>,
+    spec: GeneratorSpec,
+    kv_budget_tokens: usize,
+    max_queued: usize,
+    /// Sequences submitted and not finished.
+    queued: Arc<AtomicUsize>,
+    next_id: AtomicUsize,
+    model: String,
+    version: String,
+}
+
+impl Engine {
+    pub fn start(
+        model: &str,
+        version: &str,
+        generator: Box<dyn TextGenerator>,
+        spec: GeneratorSpec,
+        cfg: EngineConfig,
+    ) -> std::io::Result<Self> {
+        let kv_budget_tokens = (cfg.kv_cache_bytes / spec.info.kv_bytes_per_token.max(1)).max(1);
+        let prefill_chunk = if spec.info.chunked_prefill { cfg.prefill_chunk } else { kv_budget_tokens };
+        let sched = SchedulerConfig {
+            kv_budget_tokens,
+            max_seqs: cfg.max_seqs.max(1),
+            max_step_tokens: cfg.max_step_tokens.max(1).max(if spec.info.chunked_prefill {
+                1
+            } else {
+                spec.info.max_context
+            }),
+            prefill_chunk: prefill_chunk.max(1),
+        };
+        let (tx, rx) = mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let mut lp = Loop {
+            rx,
+            generator,
+            spec: spec.clone(),
+            sched: Scheduler::new(sched),
+            seqs: HashMap::new(),
+            queued: queued.clone(),
+            labels: [model.to_string(), version.to_string()],
+        };
+        std::thread::Builder::new().name(format!("gen-{model}-{version}")).spawn(move || lp.run())?;
+        Ok(Self {
+            tx,
+            spec,
+            kv_budget_tokens,
+            max_queued: cfg.max_queued,
+            queued,
+            next_id: AtomicUsize::new(0),
+            model: model.into(),
+            version: version.into(),
+        })
+    }
+
+    pub fn spec(&self) -> &GeneratorSpec {
+        &self.spec
+    }
+
+    /// Most tokens (prompt plus generated) one sequence may hold: the model's context or the
+    /// KV cache budget, whichever is smaller.
+    pub fn max_sequence_tokens(&self) -> usize {
+        self.spec.info.max_context.min(self.kv_budget_tokens)
+    }
+
+    /// Queues a sequence; its text arrives on the returned receiver. Dropping the receiver
+    /// cancels the sequence.
+    pub fn submit(&self, req: GenRequest) -> Result<UnboundedReceiver<Event>, ApiError> {
+        let limit = self.max_sequence_tokens();
+        if req.prompt.is_empty() {
+            return Err(ApiError::invalid("prompt", "the prompt has no tokens"));
+        }
+        if req.prompt.len() + req.max_tokens > limit {
+            return Err(ApiError::invalid(
+                "max_tokens",
+                format!(
+                    "prompt ({} tokens) plus max_tokens ({}) exceeds the {limit} tokens model `{}` can hold",
+                    req.prompt.len(),
+                    req.max_tokens,
+                    self.model
+                ),
+            ));
+        }
+        if let Some(t) = req.prompt.iter().find(|t| **t as usize >= self.spec.info.vocab_size) {
+            return Err(ApiError::invalid(
+                "prompt",
+                format!("token id {t} is outside the vocabulary of {}", self.spec.info.vocab_size),
+            ));
+        }
+        let queued = self.queued.fetch_add(1, Ordering::SeqCst);
+        if queued >= self.max_queued {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(ApiError::Overloaded { model: self.model.clone(), version: self.version.clone(), queued });
+        }
+        let (events, rx) = unbounded_channel();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) as SeqId;
+        if self.tx.send(Submit { id, req, events }).is_err() {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(ApiError::NotReady {
+                model: self.model.clone(),
+                detail: "the generation engine stopped".into(),
+            });
+        }
+        Ok(rx)
+    }
+}
+
+/// A sequence the loop owns.
+struct Active {
+    /// Prompt then generated tokens.
+    tokens: Vec<u32>,
+    prompt_len: usize,
+    state: Option<SeqState>,
+    sampler: Sampler,
+    detok: Detokenizer,
+    stops: StopStrings,
+    events: UnboundedSender<Event>,
+}
+
+struct Loop {
+    rx: mpsc::Receiver<Submit>,
+    generator: Box<dyn TextGenerator>,
+    spec: GeneratorSpec,
+    sched: Scheduler,
+    seqs: HashMap<SeqId, Active>,
+    queued: Arc<AtomicUsize>,
+    labels: [String; 2],
+}
+
+impl Loop {
+    fn run(&mut self) {
+        let mut open = true;
+        loop {
+            if self.sched.is_idle() {
+                self.report();
+                if !open {
+                    return;
+                }
+                match self.rx.recv() {
+                    Ok(s) => self.admit(s),
+                    Err(_) => return,
+                }
+            }
+            loop {
+                match self.rx.try_recv() {
+                    Ok(s) => self.admit(s),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            }
+            let gone: Vec<SeqId> = self.seqs.iter().filter(|(_, s)| s.events.is_closed()).map(|(id, _)| *id).collect();
+            for id in gone {
+                self.finish(id, None);
+            }
+            if !self.sched.is_idle() {
+                self.step();
+            }
+        }
+    }
+
+    fn admit(&mut self, s: Submit) {
+        let Submit { id, req, events } = s;
+        if let Err(e) = self.sched.submit(id, req.prompt.len(), req.max_tokens) {
+            let _ = events.send(Event::Failed(ApiError::invalid("max_tokens", format!("{e:?}"))));
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        let prompt_len = req.prompt.len();
+        self.seqs.insert(
+            id,
+            Active {
+                tokens: req.prompt,
+                prompt_len,
+                state: None,
+                sampler: Sampler::new(req.sampling),
+                detok: Detokenizer::default(),
+                stops: StopStrings::new(req.stop),
+                events,
+            },
+        );
+    }
+
+    /// Removes a sequence everywhere; sends its final event if it has one.
+    fn finish(&mut self, id: SeqId, last: Option<Event>) {
+        self.sched.remove(id);
+        if let Some(s) = self.seqs.remove(&id) {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            if let Some(e) = last {
+                let _ = s.events.send(e);
+            }
+        }
+    }
+
+    fn report(&self) {
+        METRICS.queue_depth.with_label_values(&[&self.labels[0], &self.labels[1]]).set(self.seqs.len() as i64);
+    }
+
+    fn step(&mut self) {
+        let step = self.sched.schedule();
+        for id in &step.preempted {
+            if let Some(s) = self.seqs.get_mut(id) {
+                s.state = None;
+            }
+        }
+        if step.is_empty() {
+            return;
+        }
+        self.report();
+        METRICS.batch_size.with_label_values(&[&self.labels[0], &self.labels[1]]).observe(step.tokens() as f64);
+        // (sequence, token range fed, wants logits) in batch order.
+        let mut plan: Vec<(SeqId, std::ops::Range<usize>, bool)> = Vec::new();
+        for id in &step.decode {
+            let len = self.seqs[id].tokens.len();
+            plan.push((*id, len - 1..len, true));
+        }
+        for p in &step.prefill {
+            plan.push((p.id, p.start..p.start + p.len, p.last));
+        }
+        let mut states: Vec<SeqState> = plan
+            .iter()
+            .map(|(id, _, _)| {
+                self.seqs.get_mut(id).and_then(|s| s.state.take()).unwrap_or_else(|| self.generator.new_sequence())
+            })
+            .collect();
+        let result = {
+            let mut items: Vec<GenItem> = states
+                .iter_mut()
+                .zip(&plan)
+                .map(|(state, (id, range, logits))| GenItem {
+                    state,
+                    tokens: &self.seqs[id].tokens[range.clone()],
+                    logits: *logits,
+                })
+                .collect();
+            let generator = &mut self.generator;
+            catch_unwind(AssertUnwindSafe(|| generator.forward(&mut items)))
+        };
+        let done_by_length = self.sched.complete();
+        let logits = match result {
+            Ok(Ok(l)) if l.len() == plan.iter().filter(|p| p.2).count() => l,
+            other => {
+                let err = match other {
+                    Ok(Ok(l)) => aiserve_core::BackendError(format!("model returned {} logit rows", l.len())),
+                    Ok(Err(e)) => e,
+                    Err(_) => aiserve_core::BackendError("the model panicked".into()),
+                };
+                let api = ApiError::backend(&self.labels[0], &self.labels[1], &err);
+                for (id, _, _) in &plan {
+                    self.finish(*id, Some(Event::Failed(clone_error(&api))));
+                }
+                return;
+            }
+        };
+        for ((id, _, _), state) in plan.iter().zip(states) {
+            if let Some(s) = self.seqs.get_mut(id) {
+                s.state = Some(state);
+            }
+        }
+        let tok = self.spec.tokenizer.clone();
+        let mut generated = 0u64;
+        for ((id, _, _), mut row) in plan.iter().filter(|p| p.2).zip(logits) {
+            let Some(s) = self.seqs.get_mut(id) else { continue };
+            let t = s.sampler.sample(&mut row);
+            s.tokens.push(t);
+            generated += 1;
+            if self.spec.info.stop_tokens.contains(&t) {
+                let tail = s.detok.flush(tok.as_ref()).unwrap_or_default();
+                let mut text = s.stops.push(&tail).text;
+                text.push_str(&s.stops.finish());
+                if !text.is_empty() {
+                    let _ = s.events.send(Event::Text(text));
+                }
+                let done = self.done(*id, FinishReason::Stop);
+                self.finish(*id, Some(done));
+                continue;
+            }
+            let delta = match s.detok.push(tok.as_ref(), t) {
+                Ok(d) => d,
+                Err(e) => {
+                    let api = ApiError::backend(&self.labels[0], &self.labels[1], &aiserve_core::BackendError(e));
+                    self.finish(*id, Some(Event::Failed(api)));
+                    continue;
+                }
+            };
+            let released = s.stops.push(&delta);
+            if !released.text.is_empty() {
+                let _ = s.events.send(Event::Text(released.text));
+            }
+            if released.stopped {
+                let done = self.done(*id, FinishReason::Stop);
+                self.finish(*id, Some(done));
+            }
+        }
+        METRICS.tokens.with_label_values(&[&self.labels[0], "generated"]).inc_by(generated);
+        for id in done_by_length {
+            let Some(s) = self.seqs.get_mut(&id) else { continue };
+            let tail = s.detok.flush(tok.as_ref()).unwrap_or_default();
+            let mut text = s.stops.push(&tail).text;
+            text.push_str(&s.stops.finish());
+            if !text.is_empty() {
+                let _ = s.events.send(Event::Text(text));
+            }
+            let done = self.done(id, FinishReason::Length);
+            self.finish(id, Some(done));
+        }
+    }
+
+    fn done(&self, id: SeqId, reason: FinishReason) -> Event {
+        let s = &self.seqs[&id];
+        Event::Done { reason, prompt_tokens: s.prompt_len, completion_tokens: s.tokens.len() - s.prompt_len }
+    }
+}
+
+/// The client-facing copy of a batch failure for each of its sequences.
+fn clone_error(e: &ApiError) -> ApiError {
+    match e {
+        ApiError::Internal { id } => ApiError::Internal { id: id.clone() },
+        other => ApiError::Internal { id: other.to_string() },
+    }
+}

@@ -1,0 +1,244 @@
+//! The sampling and length fields OpenAI's chat and completion requests (and KServe's generate
+//! `parameters`) share, validated into a [`Params`]: ranges checked, fields that would change
+//! the result but are not supported refused by name instead of ignored.
+
+use aiserve_core::sampling::SamplingParams;
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+
+/// Most choices one request may ask for.
+pub const MAX_N: usize = 16;
+/// Most stop strings, and the longest one in bytes.
+pub const MAX_STOPS: usize = 16;
+pub const MAX_STOP_BYTES: usize = 256;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Params {
+    pub max_tokens: Option<usize>,
+    pub sampling: SamplingParams,
+    pub stop: Vec<String>,
+    pub n: usize,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+fn number(v: &Value, field: &str, lo: f64, hi: f64) -> Result<f64, ApiError> {
+    match v.as_f64() {
+        Some(x) if (lo..=hi).contains(&x) => Ok(x),
+        _ => Err(ApiError::invalid(field, format!("`{field}` must be a number in [{lo}, {hi}], got {v}"))),
+    }
+}
+
+fn integer(v: &Value, field: &str, lo: u64, hi: u64) -> Result<u64, ApiError> {
+    match v.as_u64() {
+        Some(x) if (lo..=hi).contains(&x) => Ok(x),
+        _ => Err(ApiError::invalid(field, format!("`{field}` must be an integer in [{lo}, {hi}], got {v}"))),
+    }
+}
+
+fn boolean(v: &Value, field: &str) -> Result<bool, ApiError> {
+    v.as_bool().ok_or_else(|| ApiError::invalid(field, format!("`{field}` must be true or false, got {v}")))
+}
+
+/// A field present with a non-null value.
+fn get<'a>(req: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {
+    req.get(field).filter(|v| !v.is_null())
+}
+
+/// Refuses fields outside `known`, naming the first one.
+pub fn check_fields(req: &Map<String, Value>, known: &[&str], route: &str) -> Result<(), ApiError> {
+    match req.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(extra) => Err(ApiError::invalid(extra, format!("unknown or unsupported field `{extra}` for {route}"))),
+        None => Ok(()),
+    }
+}
+
+/// Fields that are fine when absent or at their no-op value, and refused otherwise.
+pub fn refuse_unless_default(req: &Map<String, Value>) -> Result<(), ApiError> {
+    let unsupported = |field: &str, why: &str| ApiError::invalid(field, format!("`{field}` is not supported: {why}"));
+    for (field, ok) in [
+        (
+            "logprobs",
+            req.get("logprobs").is_none_or(|v| v.is_null() || v == &Value::Bool(false) || v == &Value::from(0)),
+        ),
+        ("top_logprobs", get(req, "top_logprobs").is_none_or(|v| v == &Value::from(0))),
+        ("logit_bias", get(req, "logit_bias").is_none_or(|v| v.as_object().is_some_and(|o| o.is_empty()))),
+        ("tools", get(req, "tools").is_none_or(|v| v.as_array().is_some_and(|a| a.is_empty()))),
+        ("functions", get(req, "functions").is_none_or(|v| v.as_array().is_some_and(|a| a.is_empty()))),
+        ("tool_choice", get(req, "tool_choice").is_none_or(|v| v == "none" || v == "auto")),
+        ("function_call", get(req, "function_call").is_none_or(|v| v == "none" || v == "auto")),
+        ("response_format", get(req, "response_format").is_none_or(|v| v.get("type").is_some_and(|t| t == "text"))),
+        ("echo", get(req, "echo").is_none_or(|v| v == &Value::Bool(false))),
+        ("best_of", get(req, "best_of").is_none_or(|v| v == &Value::from(1))),
+        ("suffix", get(req, "suffix").is_none_or(|v| v == "")),
+    ] {
+        if !ok {
+            return Err(unsupported(field, "this server returns plain text completions only; leave it unset"));
+        }
+    }
+    Ok(())
+}
+
+/// Reads the shared fields. `max_token_fields` are the names accepted for the length limit,
+/// in order of precedence.
+pub fn parse(req: &Map<String, Value>, max_token_fields: &[&str]) -> Result<Params, ApiError> {
+    let mut p = Params {
+        max_tokens: None,
+        sampling: SamplingParams::default(),
+        stop: Vec::new(),
+        n: 1,
+        stream: false,
+        include_usage: false,
+    };
+    for field in max_token_fields {
+        if let Some(v) = get(req, field) {
+            p.max_tokens = Some(integer(v, field, 1, u32::MAX as u64)? as usize);
+            break;
+        }
+    }
+    if let Some(v) = get(req, "temperature") {
+        p.sampling.temperature = number(v, "temperature", 0.0, 2.0)? as f32;
+    }
+    if let Some(v) = get(req, "top_p") {
+        let x = number(v, "top_p", 0.0, 1.0)?;
+        if x == 0.0 {
+            return Err(ApiError::invalid("top_p", "`top_p` must be greater than 0"));
+        }
+        p.sampling.top_p = x as f32;
+    }
+    if let Some(v) = get(req, "top_k") {
+        // vLLM's extension; -1 and 0 both mean "all tokens".
+        p.sampling.top_k = match v.as_i64() {
+            Some(-1) | Some(0) => 0,
+            Some(k) if k > 0 => k as usize,
+            _ => {
+                return Err(ApiError::invalid("top_k", format!("`top_k` must be -1, 0 or a positive integer, got {v}")))
+            }
+        };
+    }
+    if let Some(v) = get(req, "frequency_penalty") {
+        p.sampling.frequency_penalty = number(v, "frequency_penalty", -2.0, 2.0)? as f32;
+    }
+    if let Some(v) = get(req, "presence_penalty") {
+        p.sampling.presence_penalty = number(v, "presence_penalty", -2.0, 2.0)? as f32;
+    }
+    if let Some(v) = get(req, "seed") {
+        p.sampling.seed = Some(match v.as_i64() {
+            Some(s) => s as u64,
+            None => {
+                v.as_u64().ok_or_else(|| ApiError::invalid("seed", format!("`seed` must be an integer, got {v}")))?
+            }
+        });
+    }
+    if let Some(v) = get(req, "n") {
+        p.n = integer(v, "n", 1, MAX_N as u64)? as usize;
+    }
+    if let Some(v) = get(req, "stream") {
+        p.stream = boolean(v, "stream")?;
+    }
+    if let Some(v) = get(req, "stream_options") {
+        let o =
+            v.as_object().ok_or_else(|| ApiError::invalid("stream_options", "`stream_options` must be an object"))?;
+        if !p.stream {
+            return Err(ApiError::invalid("stream_options", "`stream_options` is only allowed when `stream` is true"));
+        }
+        check_fields(o, &["include_usage", "continuous_usage_stats"], "stream_options")?;
+        if let Some(u) = o.get("include_usage") {
+            p.include_usage = boolean(u, "stream_options.include_usage")?;
+        }
+    }
+    if let Some(v) = get(req, "stop") {
+        p.stop = match v {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    s.as_str().map(str::to_owned).ok_or_else(|| {
+                        ApiError::invalid(format!("stop[{i}]"), format!("`stop[{i}]` must be a string, got {s}"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            other => {
+                return Err(ApiError::invalid(
+                    "stop",
+                    format!("`stop` must be a string or a list of strings, got {other}"),
+                ))
+            }
+        };
+        if p.stop.len() > MAX_STOPS {
+            return Err(ApiError::invalid(
+                "stop",
+                format!("`stop` may hold at most {MAX_STOPS} strings, got {}", p.stop.len()),
+            ));
+        }
+        if let Some((i, s)) = p.stop.iter().enumerate().find(|(_, s)| s.is_empty() || s.len() > MAX_STOP_BYTES) {
+            return Err(ApiError::invalid(
+                format!("stop[{i}]"),
+                format!("stop strings must be 1 to {MAX_STOP_BYTES} bytes long, got {} bytes", s.len()),
+            ));
+        }
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn reads_every_field_and_names_the_bad_one() {
+        let p = parse(
+            &obj(json!({"max_completion_tokens": 7, "max_tokens": 9, "temperature": 0, "top_p": 0.5, "top_k": 3, "seed": 4,
+                "n": 2, "stop": ["a", "b"], "stream": true, "stream_options": {"include_usage": true}})),
+            &["max_completion_tokens", "max_tokens"],
+        )
+        .unwrap();
+        assert_eq!(p.max_tokens, Some(7));
+        assert_eq!(
+            (p.sampling.temperature, p.sampling.top_p, p.sampling.top_k, p.sampling.seed),
+            (0.0, 0.5, 3, Some(4))
+        );
+        assert_eq!((p.n, p.stream, p.include_usage, p.stop.len()), (2, true, true, 2));
+        for (bad, field) in [
+            (json!({"temperature": 3}), "temperature"),
+            (json!({"top_p": 0}), "top_p"),
+            (json!({"n": 0}), "n"),
+            (json!({"max_tokens": 0}), "max_tokens"),
+            (json!({"stop": [""]}), "stop[0]"),
+            (json!({"stop": 5}), "stop"),
+            (json!({"stream_options": {"include_usage": true}}), "stream_options"),
+            (json!({"top_k": -2}), "top_k"),
+        ] {
+            let err = parse(&obj(bad.clone()), &["max_tokens"]).unwrap_err();
+            match err {
+                ApiError::Input(e) => assert_eq!(e.field(), field, "{bad}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn semantic_fields_are_refused_unless_default() {
+        assert!(refuse_unless_default(&obj(
+            json!({"logprobs": false, "tools": [], "response_format": {"type": "text"}})
+        ))
+        .is_ok());
+        for bad in [
+            json!({"logprobs": true}),
+            json!({"tools": [{"type": "function"}]}),
+            json!({"response_format": {"type": "json_object"}}),
+            json!({"echo": true}),
+            json!({"logit_bias": {"1": 5}}),
+        ] {
+            assert!(refuse_unless_default(&obj(bad.clone())).is_err(), "{bad}");
+        }
+        assert!(check_fields(&obj(json!({"model": "m", "extra": 1})), &["model"], "/x").is_err());
+    }
+}

@@ -1,0 +1,413 @@
+//! OpenAI text generation: `POST /v1/chat/completions` and `POST /v1/completions`, whole or
+//! streamed as server-sent events, for the official clients unmodified.
+//!
+//! Chat prompts are rendered with the model's own template; completion prompts are a string,
+//! a list of strings, token ids or a list of token-id lists (each prompt gets `n` choices,
+//! indexed prompt by prompt). Streams send the role first, then text deltas, a last chunk per
+//! choice with its `finish_reason`, the usage chunk when `stream_options.include_usage` asks,
+//! and `[DONE]`. A client that goes away drops the stream, which cancels its sequences.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use aiserve_core::chat::Message;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+
+use super::openai::OpenAiError;
+use crate::error::ApiError;
+use crate::generation::engine::Event;
+use crate::generation::params::{self, Params};
+use crate::generation::{collect_all, Choices};
+use crate::metrics::{tag, Served, METRICS};
+use crate::servable::Servable;
+use crate::state::{parse_json, AppState};
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/chat/completions", post(chat)).route("/v1/completions", post(completions))
+}
+
+const COMMON_FIELDS: [&str; 19] = [
+    "model",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "n",
+    "stream",
+    "stream_options",
+    "stop",
+    "seed",
+    "frequency_penalty",
+    "presence_penalty",
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+    "user",
+    "response_format",
+    "store",
+    "metadata",
+];
+const CHAT_FIELDS: [&str; 7] =
+    ["messages", "max_completion_tokens", "tools", "tool_choice", "functions", "function_call", "parallel_tool_calls"];
+const COMPLETION_FIELDS: [&str; 4] = ["prompt", "echo", "best_of", "suffix"];
+
+/// Which of the two APIs a response is shaped for.
+#[derive(Clone)]
+struct Shape {
+    chat: bool,
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl Shape {
+    fn new(chat: bool, model: &str) -> Self {
+        let prefix = if chat { "chatcmpl" } else { "cmpl" };
+        let created = std::time::SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        Self { chat, id: format!("{prefix}-{}", uuid::Uuid::new_v4().simple()), created, model: model.into() }
+    }
+
+    fn object(&self, stream: bool) -> &'static str {
+        match (self.chat, stream) {
+            (true, false) => "chat.completion",
+            (true, true) => "chat.completion.chunk",
+            (false, _) => "text_completion",
+        }
+    }
+
+    fn envelope(&self, stream: bool, choices: Vec<Value>) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("id".into(), self.id.clone().into());
+        m.insert("object".into(), self.object(stream).into());
+        m.insert("created".into(), self.created.into());
+        m.insert("model".into(), self.model.clone().into());
+        m.insert("system_fingerprint".into(), Value::Null);
+        m.insert("choices".into(), choices.into());
+        m
+    }
+
+    /// A streamed choice: text delta (and the role, first time) or its finish reason.
+    fn chunk_choice(&self, index: usize, role: bool, text: Option<&str>, finish: Option<&str>) -> Value {
+        if self.chat {
+            let mut delta = Map::new();
+            if role {
+                delta.insert("role".into(), "assistant".into());
+            }
+            if let Some(t) = text {
+                delta.insert("content".into(), t.into());
+            }
+            json!({ "index": index, "delta": delta, "logprobs": null, "finish_reason": finish })
+        } else {
+            json!({ "index": index, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish })
+        }
+    }
+}
+
+fn usage(prompt: usize, completion: usize) -> Value {
+    json!({ "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion })
+}
+
+/// Parses the body, resolves the model and checks the fields both routes share.
+async fn start(
+    state: &AppState,
+    body: Body,
+    route: &str,
+    own: &[&str],
+) -> Result<(Map<String, Value>, Arc<Servable>, Params), ApiError> {
+    let bytes = state.read_body(body).await?;
+    let req: Map<String, Value> = parse_json(&bytes)?;
+    let known: Vec<&str> = COMMON_FIELDS.iter().chain(own).copied().collect();
+    params::check_fields(&req, &known, route)?;
+    params::refuse_unless_default(&req)?;
+    let model = match req.get("model") {
+        Some(Value::String(m)) => m.clone(),
+        Some(other) => return Err(ApiError::invalid("model", format!("`model` must be a string, got {other}"))),
+        None => return Err(ApiError::invalid("model", "`model` is required")),
+    };
+    let servable = state.registry.resolve(&model, None)?;
+    servable.generator()?;
+    let max_fields: &[&str] =
+        if own.contains(&"max_completion_tokens") { &["max_completion_tokens", "max_tokens"] } else { &["max_tokens"] };
+    let mut p = params::parse(&req, max_fields)?;
+    if own.contains(&"prompt") && p.max_tokens.is_none() {
+        // OpenAI's default for the legacy completions API.
+        p.max_tokens = Some(16);
+    }
+    Ok((req, servable, p))
+}
+
+async fn chat(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, OpenAiError> {
+    let (mut req, servable, p) = start(&state, body, "/v1/chat/completions", &CHAT_FIELDS).await?;
+    let messages = parse_messages(req.remove("messages"))?;
+    let gen = servable.generator()?;
+    let prompt = gen.chat_prompt(messages).await?;
+    let shape = Shape::new(true, servable.model.as_str());
+    respond(&state, &headers, servable.clone(), shape, vec![prompt], p).await.map_err(Into::into)
+}
+
+async fn completions(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, OpenAiError> {
+    let (mut req, servable, p) = start(&state, body, "/v1/completions", &COMPLETION_FIELDS).await?;
+    let gen = servable.generator()?;
+    let mut prompts = Vec::new();
+    for input in parse_prompts(req.remove("prompt"))? {
+        prompts.push(match input {
+            Prompt::Text(t) => gen.text_prompt(t, "prompt").await?,
+            Prompt::Tokens(ids) => ids,
+        });
+    }
+    let shape = Shape::new(false, servable.model.as_str());
+    respond(&state, &headers, servable.clone(), shape, prompts, p).await.map_err(Into::into)
+}
+
+/// Runs `n` choices per prompt and answers whole or as a stream.
+async fn respond(
+    state: &AppState,
+    headers: &HeaderMap,
+    servable: Arc<Servable>,
+    shape: Shape,
+    prompts: Vec<Vec<u32>>,
+    p: Params,
+) -> Result<Response, ApiError> {
+    let gen = servable.generator()?;
+    let prompt_tokens: usize = prompts.iter().map(Vec::len).sum();
+    METRICS.tokens.with_label_values(&[servable.model.as_str(), "prompt"]).inc_by(prompt_tokens as u64);
+    let mut rxs = Vec::new();
+    for prompt in prompts {
+        rxs.extend(gen.start(prompt, &p)?);
+    }
+    let served = Served::of(&servable);
+    if !p.stream {
+        let deadline = state.deadline(headers, None)?;
+        let done = collect_all(rxs, deadline).await?;
+        let completion_tokens: usize = done.iter().map(|c| c.completion_tokens).sum();
+        let choices: Vec<Value> = done
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if shape.chat {
+                    json!({ "index": i, "message": { "role": "assistant", "content": c.text }, "logprobs": null, "finish_reason": c.reason.as_str() })
+                } else {
+                    json!({ "index": i, "text": c.text, "logprobs": null, "finish_reason": c.reason.as_str() })
+                }
+            })
+            .collect();
+        let mut body = shape.envelope(false, choices);
+        body.insert("usage".into(), usage(prompt_tokens, completion_tokens));
+        return Ok(tag(Json(Value::Object(body)).into_response(), served));
+    }
+    let stream = ChunkStream {
+        shape,
+        choices: Choices::new(rxs),
+        started: Vec::new(),
+        outbox: VecDeque::new(),
+        prompt_tokens,
+        completion_tokens: 0,
+        include_usage: p.include_usage,
+        ended: false,
+        _servable: servable,
+    };
+    let events =
+        futures_util::stream::unfold(
+            stream,
+            |mut s| async move { s.next().await.map(|e| (Ok::<_, Infallible>(e), s)) },
+        );
+    Ok(tag(Sse::new(events).keep_alive(KeepAlive::default()).into_response(), served))
+}
+
+/// The SSE events of a streamed response, built from the choices' engine events.
+struct ChunkStream {
+    shape: Shape,
+    choices: Choices,
+    started: Vec<usize>,
+    outbox: VecDeque<SseEvent>,
+    prompt_tokens: usize,
+    completion_tokens: usize,
+    include_usage: bool,
+    ended: bool,
+    /// Keeps the version loaded while its stream runs.
+    _servable: Arc<Servable>,
+}
+
+impl ChunkStream {
+    fn data(&self, mut body: Map<String, Value>) -> SseEvent {
+        if self.include_usage {
+            body.entry("usage").or_insert(Value::Null);
+        }
+        SseEvent::default().data(Value::Object(body).to_string())
+    }
+
+    async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(e) = self.outbox.pop_front() {
+                return Some(e);
+            }
+            if self.ended {
+                return None;
+            }
+            match self.choices.next().await {
+                Some((i, event)) => {
+                    let role = self.shape.chat && !self.started.contains(&i);
+                    if role {
+                        self.started.push(i);
+                        let c = self.shape.chunk_choice(i, true, Some(""), None);
+                        let e = self.data(self.shape.envelope(true, vec![c]));
+                        self.outbox.push_back(e);
+                    }
+                    match event {
+                        Event::Text(t) => {
+                            let c = self.shape.chunk_choice(i, false, Some(&t), None);
+                            let e = self.data(self.shape.envelope(true, vec![c]));
+                            self.outbox.push_back(e);
+                        }
+                        Event::Done { reason, completion_tokens, .. } => {
+                            self.completion_tokens += completion_tokens;
+                            let c = self.shape.chunk_choice(i, false, None, Some(reason.as_str()));
+                            let e = self.data(self.shape.envelope(true, vec![c]));
+                            self.outbox.push_back(e);
+                        }
+                        Event::Failed(err) => {
+                            // Mid-stream failures end the stream with an error object (as vLLM does).
+                            let body = OpenAiError(err).into_response();
+                            let msg = format!("generation failed ({})", body.status());
+                            self.outbox.push_back(
+                                SseEvent::default()
+                                    .data(json!({ "error": { "message": msg, "type": "server_error" } }).to_string()),
+                            );
+                            self.outbox.push_back(SseEvent::default().data("[DONE]"));
+                            self.ended = true;
+                        }
+                    }
+                }
+                None => {
+                    if self.include_usage {
+                        let mut body = self.shape.envelope(true, Vec::new());
+                        body.insert("usage".into(), usage(self.prompt_tokens, self.completion_tokens));
+                        self.outbox.push_back(SseEvent::default().data(Value::Object(body).to_string()));
+                    }
+                    self.outbox.push_back(SseEvent::default().data("[DONE]"));
+                    self.ended = true;
+                }
+            }
+        }
+    }
+}
+
+/// Chat messages: `role` and `content` (a string, or a list of `{"type": "text"}` parts).
+fn parse_messages(v: Option<Value>) -> Result<Vec<Message>, ApiError> {
+    let items = match v {
+        Some(Value::Array(items)) if !items.is_empty() => items,
+        Some(Value::Array(_)) => return Err(ApiError::invalid("messages", "`messages` must not be empty")),
+        Some(other) => return Err(ApiError::invalid("messages", format!("`messages` must be a list, got {other}"))),
+        None => return Err(ApiError::invalid("messages", "`messages` is required")),
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let field = format!("messages[{i}]");
+            let Value::Object(m) = m else {
+                return Err(ApiError::invalid(
+                    &field,
+                    format!("`{field}` must be an object with `role` and `content`"),
+                ));
+            };
+            let role = match m.get("role") {
+                Some(Value::String(r))
+                    if ["system", "developer", "user", "assistant", "tool"].contains(&r.as_str()) =>
+                {
+                    r.clone()
+                }
+                other => {
+                    return Err(ApiError::invalid(
+                        format!("{field}.role"),
+                        format!(
+                            "`{field}.role` must be system, developer, user, assistant or tool, got {}",
+                            other.map_or("nothing".into(), |v| v.to_string())
+                        ),
+                    ))
+                }
+            };
+            if m.get("tool_calls").is_some_and(|t| !t.is_null()) {
+                return Err(ApiError::invalid(format!("{field}.tool_calls"), "tool calls are not supported"));
+            }
+            let content = match m.get("content") {
+                None | Some(Value::Null) if role == "assistant" => String::new(),
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Array(parts)) => {
+                    let mut text = String::new();
+                    for (j, part) in parts.iter().enumerate() {
+                        match (part.get("type").and_then(Value::as_str), part.get("text").and_then(Value::as_str)) {
+                            (Some("text"), Some(t)) => text.push_str(t),
+                            _ => return Err(ApiError::invalid(
+                                format!("{field}.content[{j}]"),
+                                "only {\"type\": \"text\", \"text\": ...} content parts are supported by text models",
+                            )),
+                        }
+                    }
+                    text
+                }
+                _ => {
+                    return Err(ApiError::invalid(
+                        format!("{field}.content"),
+                        format!("`{field}.content` must be a string or a list of text parts"),
+                    ))
+                }
+            };
+            Ok(Message { role, content })
+        })
+        .collect()
+}
+
+enum Prompt {
+    Text(String),
+    Tokens(Vec<u32>),
+}
+
+/// OpenAI's four `prompt` forms.
+fn parse_prompts(v: Option<Value>) -> Result<Vec<Prompt>, ApiError> {
+    let token = |v: &Value, field: String| -> Result<u32, ApiError> {
+        v.as_u64()
+            .and_then(|t| u32::try_from(t).ok())
+            .ok_or_else(|| ApiError::invalid(&field, format!("`{field}` must be a token id, got {v}")))
+    };
+    match v {
+        None => Err(ApiError::invalid("prompt", "`prompt` is required")),
+        Some(Value::String(s)) => Ok(vec![Prompt::Text(s)]),
+        Some(Value::Array(items)) if items.is_empty() => Err(ApiError::invalid("prompt", "`prompt` must not be empty")),
+        Some(Value::Array(items)) => match &items[0] {
+            Value::Number(_) => Ok(vec![Prompt::Tokens(
+                items.iter().enumerate().map(|(i, v)| token(v, format!("prompt[{i}]"))).collect::<Result<_, _>>()?,
+            )]),
+            _ => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| match item {
+                    Value::String(s) => Ok(Prompt::Text(s.clone())),
+                    Value::Array(ids) => ids
+                        .iter()
+                        .enumerate()
+                        .map(|(j, v)| token(v, format!("prompt[{i}][{j}]")))
+                        .collect::<Result<_, _>>()
+                        .map(Prompt::Tokens),
+                    other => Err(ApiError::invalid(
+                        format!("prompt[{i}]"),
+                        format!("`prompt[{i}]` must be a string or a list of token ids, got {other}"),
+                    )),
+                })
+                .collect(),
+        },
+        Some(other) => Err(ApiError::invalid(
+            "prompt",
+            format!("`prompt` must be a string, a list of strings or token ids, got {other}"),
+        )),
+    }
+}
