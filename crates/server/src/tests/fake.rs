@@ -53,6 +53,7 @@ pub struct Observed {
 #[derive(Clone, Default)]
 pub struct FakeLoader {
     pub observed: Arc<Observed>,
+    pub generated: Arc<super::fake_generator::GenObserved>,
 }
 
 struct Fake {
@@ -147,6 +148,9 @@ pub fn fake_embedder_info(max_tokens: usize) -> EmbedderInfo {
 
 impl ModelLoader for FakeLoader {
     fn describe(&self, dir: &Path) -> Result<Description, LoadError> {
+        if let Some(d) = super::fake_generator::describe(dir) {
+            return d;
+        }
         if let Ok(text) = std::fs::read_to_string(dir.join(EMBEDDER_FILE)) {
             let max_tokens = text
                 .trim()
@@ -165,6 +169,7 @@ impl ModelLoader for FakeLoader {
             Description::Embedder { .. } => {
                 return Ok(Loaded::Embedder(Box::new(FakeEmbedder { observed: self.observed.clone(), warmed: false })))
             }
+            Description::Generator(_) => return super::fake_generator::load(dir, &self.generated),
         };
         let text = std::fs::read_to_string(dir.join(&config.weights)).map_err(|e| LoadError::Weights(e.to_string()))?;
         let mut fake = Fake {
@@ -206,6 +211,7 @@ pub fn write_version(repo: &Path, model: &str, version: u64, weights: &str) {
 pub struct Harness {
     pub dir: tempfile::TempDir,
     pub observed: Arc<Observed>,
+    pub generated: Arc<super::fake_generator::GenObserved>,
     pub manager: Arc<Manager>,
     pub state: AppState,
 }
@@ -221,6 +227,7 @@ impl Harness {
         let registry = Arc::new(Registry::new());
         let loader = FakeLoader::default();
         let observed = loader.observed.clone();
+        let generated = loader.generated.clone();
         let manager = Arc::new(Manager::new(dir.path().to_owned(), Arc::new(loader), registry.clone()));
         manager.poll_once().await;
         let state = AppState {
@@ -230,7 +237,7 @@ impl Harness {
             auth: Default::default(),
             manager: Some(manager.clone()),
         };
-        Self { dir, observed, manager, state }
+        Self { dir, observed, generated, manager, state }
     }
 
     pub fn repo(&self) -> &Path {

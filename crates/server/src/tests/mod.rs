@@ -3,9 +3,11 @@
 
 mod batching;
 mod fake;
+mod fake_generator;
 mod http_auth;
 mod http_classify;
 mod http_embeddings;
+mod http_generate;
 mod http_kserve;
 mod http_metrics;
 mod http_openapi;
