@@ -7,6 +7,7 @@
 mod cli;
 mod digits_model;
 mod embeddings_model;
+mod generate_model;
 mod gguf_tokenizer;
 mod ops;
 mod pull;

@@ -52,6 +52,9 @@ pub struct GenItem<'a> {
     pub state: &'a mut SeqState,
     /// Tokens to append after what the state holds.
     pub tokens: &'a [u32],
+    /// How many of the sequence's tokens are its prompt. Decoder-only models ignore it; an
+    /// encoder-decoder feeds those to its encoder (they always arrive in the first call).
+    pub prompt_len: usize,
     /// Whether to return the logits that follow the last of `tokens`.
     pub logits: bool,
 }

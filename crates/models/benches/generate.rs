@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use aiserve_core::chat::Message;
-use aiserve_core::generate::{GenItem, PromptTokenizer, SeqState, TextGenerator};
+use aiserve_core::generate::{GenItem, SeqState, TextGenerator};
 use aiserve_models::llm::gguf;
 
 fn argmax(v: &[f32]) -> u32 {
@@ -50,13 +50,17 @@ fn main() {
         let ids = spec.tokenizer.encode(&prompt, false).unwrap();
         let mut seq: SeqState = model.new_sequence();
         let t0 = Instant::now();
-        let logits = model.forward(&mut [GenItem { state: &mut seq, tokens: &ids, logits: true }]).unwrap();
+        let logits = model
+            .forward(&mut [GenItem { state: &mut seq, tokens: &ids, prompt_len: ids.len(), logits: true }])
+            .unwrap();
         let ttft = t0.elapsed();
         let mut next = argmax(&logits[0]);
         let mut out = vec![next];
         let t1 = Instant::now();
         while out.len() < decode_tokens && !spec.info.stop_tokens.contains(&next) {
-            let logits = model.forward(&mut [GenItem { state: &mut seq, tokens: &[next], logits: true }]).unwrap();
+            let logits = model
+                .forward(&mut [GenItem { state: &mut seq, tokens: &[next], prompt_len: ids.len(), logits: true }])
+                .unwrap();
             next = argmax(&logits[0]);
             out.push(next);
         }
@@ -76,7 +80,7 @@ fn main() {
     let ids = spec.tokenizer.encode(&"word ".repeat(200), false).unwrap();
     let mut seq = model.new_sequence();
     let t = Instant::now();
-    model.forward(&mut [GenItem { state: &mut seq, tokens: &ids, logits: true }]).unwrap();
+    model.forward(&mut [GenItem { state: &mut seq, tokens: &ids, prompt_len: ids.len(), logits: true }]).unwrap();
     println!("prefill {} tokens: {:.0} tok/s", ids.len(), ids.len() as f64 / t.elapsed().as_secs_f64());
 
     // Aggregate decode with b sequences per pass (64 steps each after a short prompt).
@@ -84,15 +88,20 @@ fn main() {
     let mut base = 0.0;
     for b in [1usize, 2, 4, 8, 16] {
         let mut seqs: Vec<SeqState> = (0..b).map(|_| model.new_sequence()).collect();
-        let mut items: Vec<GenItem> =
-            seqs.iter_mut().map(|s| GenItem { state: s, tokens: &prompt, logits: true }).collect();
+        let mut items: Vec<GenItem> = seqs
+            .iter_mut()
+            .map(|s| GenItem { state: s, tokens: &prompt, prompt_len: prompt.len(), logits: true })
+            .collect();
         let logits = model.forward(&mut items).unwrap();
         let mut next: Vec<[u32; 1]> = logits.iter().map(|l| [argmax(l)]).collect();
         let steps = 64;
         let t = Instant::now();
         for _ in 0..steps {
-            let mut items: Vec<GenItem> =
-                seqs.iter_mut().zip(&next).map(|(s, t)| GenItem { state: s, tokens: t, logits: true }).collect();
+            let mut items: Vec<GenItem> = seqs
+                .iter_mut()
+                .zip(&next)
+                .map(|(s, t)| GenItem { state: s, tokens: t, prompt_len: prompt.len(), logits: true })
+                .collect();
             let logits = model.forward(&mut items).unwrap();
             next = logits.iter().map(|l| [argmax(l)]).collect();
         }

@@ -3,6 +3,7 @@
 //! - `config.toml` (written by `aiserve train`): an aiserve-native model such as the digits CNN.
 //! - `config.json` (a Hugging Face / sentence-transformers directory): a text embedding model.
 //! - one `.gguf` file: a llama-family text generation model with its own tokenizer and template.
+//! - `config.json` of a llama/mistral/qwen2 decoder or a T5: a text generation model.
 
 use std::path::Path;
 
@@ -34,6 +35,11 @@ impl ModelLoader for CandleLoader {
         if dir.join(VERSION_CONFIG_FILE).is_file() || !hf_dir::is_hf_dir(dir) {
             return Ok(Description::Image(read_version_config(dir)?));
         }
+        let config =
+            hf_dir::read_json(dir, "config.json")?.ok_or_else(|| LoadError::Config("config.json is missing".into()))?;
+        if llm::hf::is_generator(&config) {
+            return Ok(Description::Generator(llm::hf::describe(dir)?));
+        }
         let d = hf_dir::describe(dir)?;
         Ok(Description::Embedder { info: d.info, tokenizer: d.tokenizer })
     }
@@ -62,8 +68,16 @@ impl ModelLoader for CandleLoader {
                 Ok(Loaded::Embedder(Box::new(Embedder::new(encoder, info.clone()))))
             }
             Description::Generator(_) => {
-                let path = llm::gguf::find(dir)?.ok_or_else(|| LoadError::Weights("the .gguf file is gone".into()))?;
-                Ok(Loaded::Generator(Box::new(llm::gguf::load(&path)?)))
+                if let Some(path) = llm::gguf::find(dir)? {
+                    return Ok(Loaded::Generator(Box::new(llm::gguf::load(&path)?)));
+                }
+                let config = hf_dir::read_json(dir, "config.json")?
+                    .ok_or_else(|| LoadError::Config("config.json is missing".into()))?;
+                if llm::hf::SEQ2SEQ.contains(&hf_dir::model_type(&config)?) {
+                    Ok(Loaded::Generator(Box::new(llm::t5::T5::load(dir, &config)?)))
+                } else {
+                    Ok(Loaded::Generator(Box::new(llm::hf::load_llama(dir, &config)?)))
+                }
             }
         }
     }

@@ -1,7 +1,9 @@
 //! Text generation models: llama-family decoders (from GGUF files or Hugging Face directories)
-//! behind [`aiserve_core::generate::TextGenerator`].
+//! and T5 encoder-decoders, behind [`aiserve_core::generate::TextGenerator`].
 
 pub mod attention;
 pub mod gguf;
+pub mod hf;
 pub mod llama;
+pub mod t5;
 pub mod tokenizer;

@@ -27,10 +27,15 @@ pub fn available() -> bool {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub use imp::dot_rows;
+pub use imp::{dot_rows, dot_rows_f32};
 
 #[cfg(not(target_arch = "x86_64"))]
 pub unsafe fn dot_rows(_: Format, _: &[u8], _: usize, _: std::ops::Range<usize>, _: &[f32], _: usize, _: &mut [f32]) {
+    unreachable!("avx2 kernels exist on x86_64 only")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub unsafe fn dot_rows_f32(_: &[f32], _: usize, _: std::ops::Range<usize>, _: &[f32], _: usize, _: &mut [f32]) {
     unreachable!("avx2 kernels exist on x86_64 only")
 }
 
@@ -43,6 +48,8 @@ mod imp {
     const Q4_0: u8 = 0;
     const Q4_1: u8 = 1;
     const Q8_0: u8 = 2;
+    /// Plain f32 weights (a block is 32 floats), for checkpoints stored unquantized.
+    const F32: u8 = 3;
 
     /// `out_t[(r - rows.start) * n + i]` = weight row `r` · row `i` of `x` (`n × cols`).
     ///
@@ -65,11 +72,29 @@ mod imp {
         }
     }
 
+    /// The same for an f32 matrix (`cols` a multiple of 32).
+    ///
+    /// # Safety
+    /// As [`dot_rows`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_rows_f32(
+        w: &[f32],
+        cols: usize,
+        rows: std::ops::Range<usize>,
+        x: &[f32],
+        n: usize,
+        out_t: &mut [f32],
+    ) {
+        let bytes = std::slice::from_raw_parts(w.as_ptr() as *const u8, std::mem::size_of_val(w));
+        rows_of::<F32>(bytes, cols, rows, x, n, out_t)
+    }
+
     const fn block_bytes(f: u8) -> usize {
         match f {
             Q4_0 => Format::Q4_0.block_bytes(),
             Q4_1 => Format::Q4_1.block_bytes(),
-            _ => Format::Q8_0.block_bytes(),
+            Q8_0 => Format::Q8_0.block_bytes(),
+            _ => 4 * BLOCK,
         }
     }
 
@@ -124,6 +149,15 @@ mod imp {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn unpack<const F: u8>(blk: *const u8) -> [__m256; 4] {
+        if F == F32 {
+            let p = blk as *const f32;
+            return [
+                _mm256_loadu_ps(p),
+                _mm256_loadu_ps(p.add(8)),
+                _mm256_loadu_ps(p.add(16)),
+                _mm256_loadu_ps(p.add(24)),
+            ];
+        }
         let d = _mm256_set1_ps(f16_at(blk));
         if F == Q8_0 {
             let q = blk.add(2);

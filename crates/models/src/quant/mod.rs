@@ -155,29 +155,24 @@ impl Matrix {
     pub fn matmul(&self, x: &[f32], n: usize, out: &mut [f32]) {
         assert_eq!(x.len(), n * self.cols, "matmul: x is not n x cols");
         assert_eq!(out.len(), n * self.rows, "matmul: out is not n x rows");
-        match &self.data {
-            Data::F32(w) => {
-                out.fill(0.0);
-                crate::kernels::skinny::matmul_wt_acc(x, self.cols, w, self.rows, out);
+        let (cols, data) = (self.cols, &self.data);
+        let per_task = rows_per_task(self.rows, n);
+        let run = |t: usize, chunk: &mut [f32]| {
+            let r0 = t * per_task;
+            let rows = r0..(r0 + per_task).min(self.rows);
+            match data {
+                Data::Blocks { format, bytes } => dot_rows(*format, bytes, cols, rows, x, n, chunk),
+                Data::F32(w) => dot_rows_f32(w, cols, rows, x, n, chunk),
             }
-            Data::Blocks { format, bytes } => {
-                let (format, bytes, cols) = (*format, bytes.as_slice(), self.cols);
-                let per_task = rows_per_task(self.rows, n);
-                let run = |t: usize, chunk: &mut [f32]| {
-                    let r0 = t * per_task;
-                    let r1 = (r0 + per_task).min(self.rows);
-                    dot_rows(format, bytes, cols, r0..r1, x, n, chunk);
-                };
-                if n == 1 {
-                    par_chunks(out, per_task, run);
-                } else {
-                    let mut out_t = vec![0.0f32; self.rows * n];
-                    par_chunks(&mut out_t, per_task * n, run);
-                    for (j, col) in out_t.chunks_exact(n).enumerate() {
-                        for (i, v) in col.iter().enumerate() {
-                            out[i * self.rows + j] = *v;
-                        }
-                    }
+        };
+        if n == 1 {
+            par_chunks(out, per_task, run);
+        } else {
+            let mut out_t = vec![0.0f32; self.rows * n];
+            par_chunks(&mut out_t, per_task * n, run);
+            for (j, col) in out_t.chunks_exact(n).enumerate() {
+                for (i, v) in col.iter().enumerate() {
+                    out[i * self.rows + j] = *v;
                 }
             }
         }
@@ -219,6 +214,23 @@ fn dot_rows(
         return;
     }
     scalar::dot_rows(format, bytes, cols, rows, x, n, out_t);
+}
+
+/// [`dot_rows`] for f32 weights: the SIMD kernel when rows are whole blocks, else plain sums
+/// (either way each output depends on its own row only, so batching never changes it).
+fn dot_rows_f32(w: &[f32], cols: usize, rows: std::ops::Range<usize>, x: &[f32], n: usize, out_t: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if cols % BLOCK == 0 && avx2::available() {
+        // SAFETY: the CPU has the features (checked above); `w` holds whole rows of `cols`.
+        unsafe { avx2::dot_rows_f32(w, cols, rows, x, n, out_t) };
+        return;
+    }
+    for (k, r) in rows.enumerate() {
+        let wr = &w[r * cols..(r + 1) * cols];
+        for i in 0..n {
+            out_t[k * n + i] = wr.iter().zip(&x[i * cols..(i + 1) * cols]).map(|(a, b)| a * b).sum();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -304,6 +316,27 @@ mod tests {
                 let mut one = vec![0.0; rows];
                 m.matmul(&x[i * cols..(i + 1) * cols], 1, &mut one);
                 assert_eq!(one, all[i * rows..(i + 1) * rows], "{format:?} row {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn f32_matrices_match_plain_sums_and_are_batch_invariant() {
+        for cols in [64, 40] {
+            let rows = 5;
+            let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 7 % 23) as f32 - 11.0) / 10.0).collect();
+            let m = Matrix::f32(rows, cols, w.clone()).unwrap();
+            let x: Vec<f32> = (0..3 * cols).map(|i| ((i * 5 % 17) as f32 - 8.0) / 4.0).collect();
+            let mut all = vec![0.0; 3 * rows];
+            m.matmul(&x, 3, &mut all);
+            for i in 0..3 {
+                let mut one = vec![0.0; rows];
+                m.matmul(&x[i * cols..(i + 1) * cols], 1, &mut one);
+                assert_eq!(one, all[i * rows..(i + 1) * rows]);
+                for r in 0..rows {
+                    let exact: f32 = (0..cols).map(|c| x[i * cols + c] * w[r * cols + c]).sum();
+                    assert!((one[r] - exact).abs() < 1e-4, "{cols}: {} vs {exact}", one[r]);
+                }
             }
         }
     }

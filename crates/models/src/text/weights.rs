@@ -34,6 +34,15 @@ impl Weights {
         }
     }
 
+    pub fn has(&self, name: &str) -> bool {
+        self.tensors.contains_key(&format!("{}{name}", self.prefix))
+    }
+
+    /// Every tensor by name, as stored.
+    pub fn into_tensors(self) -> HashMap<String, Tensor> {
+        self.tensors
+    }
+
     /// The named tensor as row-major f32, checked against `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, LoadError> {
         let full = format!("{}{name}", self.prefix);

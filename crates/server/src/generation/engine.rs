@@ -318,6 +318,7 @@ impl Loop {
                 .map(|(state, (id, range, logits))| GenItem {
                     state,
                     tokens: &self.seqs[id].tokens[range.clone()],
+                    prompt_len: self.seqs[id].prompt_len,
                     logits: *logits,
                 })
                 .collect();

@@ -1,0 +1,239 @@
+//! Text generation models against their references, through the loader the server uses:
+//! SmolLM2-135M-Instruct Q4_1 (GGUF) answers exactly as transformers does on the dequantized
+//! weights, greedy decoding gives the same tokens alone and batched; tiny llama and T5 models
+//! built here from a weight formula match transformers' logits and greedy tokens
+//! (`tests/data/tiny_generators.json`, made by `tests/data/make_tiny_generators.py`).
+
+use std::path::Path;
+
+use aiserve_core::chat::Message;
+use aiserve_core::generate::{GenItem, GeneratorSpec, SeqState, TextGenerator};
+use aiserve_core::sampling::argmax;
+use aiserve_core::{Description, Loaded, ModelLoader};
+use aiserve_models::CandleLoader;
+use serde_json::{json, Value};
+
+fn load(dir: &Path) -> (GeneratorSpec, Box<dyn TextGenerator>) {
+    let loader = CandleLoader::cpu();
+    let description = loader.describe(dir).unwrap();
+    let Description::Generator(spec) = &description else { panic!("not described as a generator") };
+    let spec = spec.clone();
+    match loader.load(dir, &description).unwrap() {
+        Loaded::Generator(g) => (spec, g),
+        _ => panic!("not loaded as a generator"),
+    }
+}
+
+/// Greedy tokens (`steps` of them, or up to a stop token) for each prompt, all in one batch.
+fn greedy(model: &mut dyn TextGenerator, prompts: &[Vec<u32>], steps: usize, stop: &[u32]) -> Vec<Vec<u32>> {
+    let mut seqs: Vec<SeqState> = prompts.iter().map(|_| model.new_sequence()).collect();
+    let mut out: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
+    let mut feed: Vec<Vec<u32>> = prompts.to_vec();
+    let mut live: Vec<usize> = (0..prompts.len()).collect();
+    for _ in 0..steps {
+        if live.is_empty() {
+            break;
+        }
+        let mut batch: Vec<(usize, &mut SeqState)> =
+            seqs.iter_mut().enumerate().filter(|(i, _)| live.contains(i)).collect();
+        let mut items: Vec<GenItem> = batch
+            .iter_mut()
+            .map(|(i, s)| GenItem { state: s, tokens: &feed[*i], prompt_len: prompts[*i].len(), logits: true })
+            .collect();
+        let logits = model.forward(&mut items).unwrap();
+        drop(items);
+        let mut next_live = Vec::new();
+        for (&i, l) in live.iter().zip(&logits) {
+            let t = argmax(l);
+            out[i].push(t);
+            feed[i] = vec![t];
+            if !stop.contains(&t) {
+                next_live.push(i);
+            }
+        }
+        live = next_live;
+    }
+    out
+}
+
+fn smollm2_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = crate::assets_dir().join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    std::os::unix::fs::symlink(gguf, dir.path().join("model.gguf")).unwrap();
+    dir
+}
+
+fn chat_ids(spec: &GeneratorSpec, question: &str) -> Vec<u32> {
+    let text = spec.chat_template.as_ref().unwrap().render(&[Message::new("user", question)], true).unwrap();
+    spec.tokenizer.encode(&text, false).unwrap()
+}
+
+#[test]
+fn smollm2_answers_like_transformers_with_its_own_template() {
+    let dir = smollm2_dir();
+    let (spec, mut model) = load(dir.path());
+    assert_eq!((spec.info.max_context, spec.info.vocab_size), (8192, 49152));
+    assert!(spec.info.stop_tokens.contains(&2), "{:?}", spec.info.stop_tokens);
+    // Greedy ids from transformers 5.24 on the same GGUF (dequantized to f32), same prompt.
+    let cases: [(&str, &[u32], &str); 2] = [
+        (
+            "Which city is the capital of France?",
+            &[504, 3575, 282, 4649, 314, 7042, 30, 2],
+            "The capital of France is Paris.",
+        ),
+        (
+            "What is 2 + 2?",
+            &[504, 2988, 288, 451, 8170, 4119, 1732, 314, 216, 36, 30, 2],
+            "The answer to this classic math problem is 4.",
+        ),
+    ];
+    for (q, want_ids, want_text) in cases {
+        let ids = chat_ids(&spec, q);
+        assert_eq!(ids.len(), 38, "the template adds SmolLM's default system prompt");
+        let got = greedy(model.as_mut(), &[ids], 32, &spec.info.stop_tokens).remove(0);
+        assert_eq!(got, want_ids, "{q}");
+        assert_eq!(spec.tokenizer.decode(&got).unwrap(), want_text);
+    }
+}
+
+#[test]
+fn greedy_tokens_are_the_same_alone_and_in_a_batch_of_8() {
+    let dir = smollm2_dir();
+    let (spec, mut model) = load(dir.path());
+    let questions = [
+        "Which city is the capital of France?",
+        "What is 2 + 2?",
+        "Name three colors.",
+        "Write a haiku about the sea.",
+        "Who wrote Hamlet?",
+        "What is the boiling point of water?",
+        "Say hello in Spanish.",
+        "List the days of the week, starting on Monday.",
+    ];
+    let prompts: Vec<Vec<u32>> = questions.iter().map(|q| chat_ids(&spec, q)).collect();
+    let together = greedy(model.as_mut(), &prompts, 24, &[]);
+    for (i, p) in prompts.iter().enumerate() {
+        let alone = greedy(model.as_mut(), std::slice::from_ref(p), 24, &[]).remove(0);
+        assert_eq!(alone, together[i], "{:?}", questions[i]);
+    }
+}
+
+/// FNV-1a (32 bit) of a tensor name: the seed of its values.
+fn fnv1a(name: &str) -> u32 {
+    name.bytes().fold(2166136261u32, |h, b| (h ^ b as u32).wrapping_mul(16777619))
+}
+
+/// The reference script's weight formula (see `make_tiny_generators.py`).
+fn formula(name: &str, n: usize) -> Vec<f32> {
+    let h = fnv1a(name) as u64;
+    (0..n as u64)
+        .map(|i| {
+            let x = (h + i * 2654435761) % (1u64 << 32);
+            let u = x as f64 / 4294967296.0 - 0.5;
+            (if name.ends_with("norm.weight") { 1.0 + 0.2 * u } else { 0.4 * u }) as f32
+        })
+        .collect()
+}
+
+fn reference() -> Value {
+    serde_json::from_str(include_str!("data/tiny_generators.json")).unwrap()
+}
+
+/// A Hugging Face directory for `case` of the reference: config, formula weights (one per tied
+/// group) and a word-level tokenizer over `t0 … t95`.
+fn tiny_dir(case: &Value, model_type: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = case["config"].clone();
+    config["model_type"] = model_type.into();
+    config["architectures"] =
+        json!([if model_type == "t5" { "T5ForConditionalGeneration" } else { "LlamaForCausalLM" }]);
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    let tied_followers: Vec<&str> = case["tied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g.as_array().unwrap()[1..].iter().map(|n| n.as_str().unwrap()))
+        .collect();
+    let mut tensors = Vec::new();
+    for key in case["keys"].as_array().unwrap() {
+        let name = key[0].as_str().unwrap();
+        if tied_followers.contains(&name) {
+            continue;
+        }
+        let shape: Vec<usize> = key[1].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+        let bytes: Vec<u8> = formula(name, shape.iter().product()).iter().flat_map(|v| v.to_le_bytes()).collect();
+        tensors.push((name.to_owned(), shape, bytes));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, s, b)| {
+            (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors")).unwrap();
+    let vocab: serde_json::Map<String, Value> = (0..96).map(|i| (format!("t{i}"), json!(i))).collect();
+    let tokenizer = json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
+        "pre_tokenizer": { "type": "WhitespaceSplit" }, "post_processor": null,
+        "decoder": null, "model": { "type": "WordLevel", "vocab": vocab, "unk_token": "t0" }
+    });
+    std::fs::write(dir.path().join("tokenizer.json"), tokenizer.to_string()).unwrap();
+    dir
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+fn first_logits(model: &mut dyn TextGenerator, prompt: &[u32]) -> Vec<f32> {
+    let mut seq = model.new_sequence();
+    model
+        .forward(&mut [GenItem { state: &mut seq, tokens: prompt, prompt_len: prompt.len(), logits: true }])
+        .unwrap()
+        .remove(0)
+}
+
+fn assert_close(got: &[f32], want: &Value, what: &str) {
+    let want: Vec<f64> = want.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert_eq!(got.len(), want.len(), "{what}");
+    let worst = got.iter().zip(&want).map(|(g, w)| (*g as f64 - w).abs()).fold(0.0, f64::max);
+    assert!(worst < 1e-4, "{what}: logits differ from transformers by up to {worst}");
+}
+
+#[test]
+fn tiny_hf_llama_matches_transformers() {
+    let refs = reference();
+    let case = &refs["llama"];
+    let dir = tiny_dir(case, "llama");
+    let (spec, mut model) = load(dir.path());
+    assert_eq!((spec.info.max_context, spec.info.vocab_size, spec.info.stop_tokens.clone()), (128, 96, vec![2]));
+    assert_eq!(spec.tokenizer.encode("t5 t9", false).unwrap(), [5, 9]);
+    for p in ["P1", "P2"] {
+        let prompt = ids(&case[p]["prompt"]);
+        assert_close(&first_logits(model.as_mut(), &prompt), &case[p]["first_logits"], p);
+        let got = greedy(model.as_mut(), &[prompt], 16, &[]).remove(0);
+        assert_eq!(got, ids(&case[p]["greedy"]), "{p}");
+    }
+    // Both prompts in one batch: the same tokens.
+    let prompts = [ids(&case["P1"]["prompt"]), ids(&case["P2"]["prompt"])];
+    let both = greedy(model.as_mut(), &prompts, 16, &[]);
+    assert_eq!(both, [ids(&case["P1"]["greedy"]), ids(&case["P2"]["greedy"])]);
+}
+
+#[test]
+fn tiny_t5_matches_transformers_tied_and_untied() {
+    let refs = reference();
+    for variant in ["t5_flan", "t5_t5"] {
+        let case = &refs[variant];
+        let dir = tiny_dir(case, "t5");
+        let (spec, mut model) = load(dir.path());
+        assert!(!spec.info.chunked_prefill);
+        assert_eq!(spec.info.stop_tokens, [1]);
+        for e in ["E1", "E2"] {
+            let input = ids(&case[e]["input"]);
+            assert_close(&first_logits(model.as_mut(), &input), &case[e]["first_logits"], &format!("{variant} {e}"));
+            let got = greedy(model.as_mut(), &[input], 12, &[]).remove(0);
+            assert_eq!(got, ids(&case[e]["greedy"]), "{variant} {e}");
+        }
+    }
+}
