@@ -1,9 +1,8 @@
 //! Rotary position embeddings and causal attention of packed token rows against per-sequence
 //! KV caches (grouped-query: several query heads share one key/value head).
 
-use rayon::prelude::*;
-
 use super::llama::LlamaConfig;
+use crate::quant::team::{Chunks, Team};
 
 /// Which elements of a head rotate together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,51 +67,73 @@ pub struct Row {
 }
 
 /// Attention below this many multiply-adds runs on the calling thread.
-const PARALLEL_MACS: usize = 1 << 16;
+const PARALLEL_MACS: usize = 1 << 15;
 
 /// `out` (`rows × q_dim`): each row's query heads attend to its sequence's keys and values at
 /// positions `0..=pos`. `qkv` rows hold `[q | k | v]`; `caches[piece]` are `(keys, values)`,
 /// `len × kv_dim` each, already holding this step's tokens.
-pub fn causal(cfg: &LlamaConfig, rows: &[Row], qkv: &[f32], caches: &[(&[f32], &[f32])], out: &mut [f32]) {
+///
+/// Work is split by (row, KV head): the query heads sharing a KV head are one task, so each
+/// key and value is read once for the whole group, and even a single decoding sequence spreads
+/// over the cores.
+pub fn causal(team: &Team, cfg: &LlamaConfig, rows: &[Row], qkv: &[f32], caches: &[(&[f32], &[f32])], out: &mut [f32]) {
     let (qd, kvd, hd) = (cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
     let stride = qd + 2 * kvd;
     let group = cfg.heads / cfg.kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
-    let one = |i: usize, o: &mut [f32]| {
+    let one = |task: usize, o: &mut [f32]| {
+        let (i, kvh) = (task / cfg.kv_heads, task % cfg.kv_heads);
         let row = rows[i];
-        let q = &qkv[i * stride..i * stride + qd];
         let (keys, values) = caches[row.piece];
         let ctx = row.pos + 1;
-        let mut scores = vec![0.0f32; ctx];
-        for h in 0..cfg.heads {
-            let kvh = h / group;
-            let qh = &q[h * hd..(h + 1) * hd];
+        let mut scores = vec![0.0f32; ctx * group];
+        for g in 0..group {
+            let h = kvh * group + g;
+            let qh = &qkv[i * stride + h * hd..i * stride + (h + 1) * hd];
+            let s = &mut scores[g * ctx..(g + 1) * ctx];
             let mut max = f32::NEG_INFINITY;
-            for (t, s) in scores.iter_mut().enumerate() {
-                *s = dot(qh, &keys[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd]) * scale;
-                max = max.max(*s);
+            for (t, v) in s.iter_mut().enumerate() {
+                *v = dot(qh, &keys[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd]) * scale;
+                max = max.max(*v);
             }
             let mut sum = 0.0;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
+            for v in s.iter_mut() {
+                *v = (*v - max).exp();
+                sum += *v;
             }
-            let oh = &mut o[h * hd..(h + 1) * hd];
-            oh.fill(0.0);
-            for (t, s) in scores.iter().enumerate() {
-                let p = s / sum;
-                let v = &values[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
+            s.iter_mut().for_each(|v| *v /= sum);
+        }
+        o.fill(0.0);
+        for t in 0..ctx {
+            let v = &values[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
+            for (g, oh) in o.chunks_exact_mut(hd).enumerate() {
+                let p = scores[g * ctx + t];
                 oh.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
             }
         }
     };
     let macs: usize = rows.iter().map(|r| (r.pos + 1) * qd * 2).sum();
-    if macs < PARALLEL_MACS || crate::kernels::nested() {
-        out.chunks_exact_mut(qd).enumerate().for_each(|(i, o)| one(i, o));
-    } else {
-        out.par_chunks_exact_mut(qd).enumerate().for_each(|(i, o)| one(i, o));
+    let chunk = group * hd;
+    if macs < PARALLEL_MACS {
+        out.chunks_exact_mut(chunk).enumerate().for_each(|(t, o)| one(t, o));
+        return;
     }
+    let tasks = Chunks::new(out.len() / chunk);
+    let dst = Dst(out.as_mut_ptr());
+    team.run(&|_| {
+        let dst = &dst;
+        while let Some(t) = tasks.claim() {
+            // SAFETY: task `t` owns `out[t * chunk..(t + 1) * chunk]`, and `out` outlives `run`.
+            one(t, unsafe { std::slice::from_raw_parts_mut(dst.0.add(t * chunk), chunk) });
+        }
+    });
 }
+
+/// The attention output shared by the team's threads, each writing its own tasks' slices.
+struct Dst(*mut f32);
+// SAFETY: only used in `causal`, where tasks write disjoint slices.
+unsafe impl Sync for Dst {}
+
 
 /// Dot product in eight independent lanes (vectorised by the compiler).
 fn dot(a: &[f32], b: &[f32]) -> f32 {

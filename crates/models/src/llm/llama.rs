@@ -10,6 +10,7 @@ use aiserve_core::generate::{GenItem, SeqState, TextGenerator};
 use aiserve_core::BackendError;
 
 use super::attention::{self, Rope};
+use crate::quant::team::Team;
 use crate::quant::Matrix;
 
 /// Shapes and constants of a llama-family model.
@@ -75,6 +76,7 @@ pub struct Llama {
     /// The output projection; `None` when tied to the embeddings.
     pub output: Option<Matrix>,
     rope: Rope,
+    team: Team,
 }
 
 /// One sequence's KV cache: per layer, keys and values of every position (`len × kv_dim`).
@@ -123,7 +125,7 @@ impl Llama {
             return Err(format!("the final norm must have {h} values"));
         }
         let rope = Rope::new(cfg.head_dim, cfg.rope_theta, cfg.rope_pairs);
-        Ok(Self { cfg, embed, layers, norm, output, rope })
+        Ok(Self { cfg, embed, layers, norm, output, rope, team: Team::new(crate::compute_threads()) })
     }
 
     /// Bytes of weights read per decoded token.
@@ -173,7 +175,7 @@ impl Llama {
         let mut act = vec![0.0f32; n * cfg.intermediate];
         for (l, layer) in self.layers.iter().enumerate() {
             rms_norm(&x, &layer.attn_norm, cfg.rms_eps, &mut normed);
-            layer.qkv.matmul(&normed, n, &mut qkv);
+            layer.qkv.matmul(&self.team, &normed, n, &mut qkv);
             if let Some(bias) = &layer.qkv_bias {
                 qkv.chunks_exact_mut(bias.len()).for_each(|r| r.iter_mut().zip(bias).for_each(|(v, b)| *v += b));
             }
@@ -194,13 +196,13 @@ impl Llama {
             }
             let caches: Vec<(&[f32], &[f32])> =
                 pieces.iter().map(|(s, _, _)| (s.k[l].as_slice(), s.v[l].as_slice())).collect();
-            attention::causal(&cfg, &rows, &qkv, &caches, &mut att);
-            layer.wo.matmul(&att, n, &mut proj);
+            attention::causal(&self.team, &cfg, &rows, &qkv, &caches, &mut att);
+            layer.wo.matmul(&self.team, &att, n, &mut proj);
             x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
             rms_norm(&x, &layer.ffn_norm, cfg.rms_eps, &mut normed);
-            layer.gate_up.matmul(&normed, n, &mut gate_up);
+            layer.gate_up.matmul(&self.team, &normed, n, &mut gate_up);
             swiglu(&gate_up, cfg.intermediate, &mut act);
-            layer.down.matmul(&act, n, &mut proj);
+            layer.down.matmul(&self.team, &act, n, &mut proj);
             x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
         }
         // Logits only for the last token of the pieces that want them.
@@ -217,7 +219,7 @@ impl Llama {
         let mut finals = vec![0.0f32; m * h];
         rms_norm(&last_rows, &self.norm, cfg.rms_eps, &mut finals);
         let mut logits = vec![0.0f32; m * cfg.vocab];
-        self.output.as_ref().unwrap_or(&self.embed).matmul(&finals, m, &mut logits);
+        self.output.as_ref().unwrap_or(&self.embed).matmul(&self.team, &finals, m, &mut logits);
         Ok(logits.chunks_exact(cfg.vocab).map(<[f32]>::to_vec).collect())
     }
 }

@@ -13,8 +13,9 @@
 
 mod avx2;
 mod scalar;
+pub mod team;
 
-use rayon::prelude::*;
+use team::{Chunks, Team};
 
 /// Values per quantization block (every format here).
 pub const BLOCK: usize = 32;
@@ -151,48 +152,47 @@ impl Matrix {
         }
     }
 
-    /// `out` (`n × rows`) = `x` (`n × cols`) · selfᵀ. Output rows are spread over rayon's pool.
-    pub fn matmul(&self, x: &[f32], n: usize, out: &mut [f32]) {
+    /// `out` (`n × rows`) = `x` (`n × cols`) · selfᵀ, the weight rows shared out among `team`
+    /// in chunks.
+    pub fn matmul(&self, team: &Team, x: &[f32], n: usize, out: &mut [f32]) {
         assert_eq!(x.len(), n * self.cols, "matmul: x is not n x cols");
         assert_eq!(out.len(), n * self.rows, "matmul: out is not n x rows");
-        let (cols, data) = (self.cols, &self.data);
-        let per_task = rows_per_task(self.rows, n);
-        let run = |t: usize, chunk: &mut [f32]| {
-            let r0 = t * per_task;
-            let rows = r0..(r0 + per_task).min(self.rows);
-            match data {
-                Data::Blocks { format, bytes } => dot_rows(*format, bytes, cols, rows, x, n, chunk),
-                Data::F32(w) => dot_rows_f32(w, cols, rows, x, n, chunk),
-            }
-        };
-        if n == 1 {
-            par_chunks(out, per_task, run);
-        } else {
-            let mut out_t = vec![0.0f32; self.rows * n];
-            par_chunks(&mut out_t, per_task * n, run);
-            for (j, col) in out_t.chunks_exact(n).enumerate() {
-                for (i, v) in col.iter().enumerate() {
-                    out[i * self.rows + j] = *v;
+        let (rows, cols, data) = (self.rows, self.cols, &self.data);
+        let per = rows_per_chunk(rows, n, team.threads());
+        let chunks = Chunks::new(rows.div_ceil(per));
+        let dst = OutPtr(out.as_mut_ptr());
+        team.run(&|_| {
+            let dst = &dst;
+            let mut buf = Vec::new();
+            while let Some(c) = chunks.claim() {
+                let (r0, r1) = (c * per, ((c + 1) * per).min(rows));
+                buf.resize((r1 - r0) * n, 0.0);
+                match data {
+                    Data::Blocks { format, bytes } => dot_rows(*format, bytes, cols, r0..r1, x, n, &mut buf),
+                    Data::F32(w) => dot_rows_f32(w, cols, r0..r1, x, n, &mut buf),
+                }
+                for (k, col) in buf.chunks_exact(n).enumerate() {
+                    for (i, v) in col.iter().enumerate() {
+                        // SAFETY: `out` has n × rows values and outlives `run`; chunks are
+                        // disjoint row ranges, so no two threads write the same element.
+                        unsafe { *dst.0.add(i * rows + r0 + k) = *v };
+                    }
                 }
             }
-        }
+        });
     }
 }
 
-/// Weight rows per parallel task: a few tasks per thread so the work balances, fewer (bigger)
-/// ones when many activation rows make each weight row expensive anyway.
-fn rows_per_task(rows: usize, n: usize) -> usize {
-    let tasks = (rayon::current_num_threads() * 4).max(1);
+/// The output buffer shared by the team's threads, each writing its own rows.
+struct OutPtr(*mut f32);
+// SAFETY: only used inside `Matrix::matmul`, where writes go to disjoint elements.
+unsafe impl Sync for OutPtr {}
+
+/// Weight rows per claimed chunk: several chunks per thread so uneven cores even out, fewer
+/// (bigger) ones when many activation rows make each weight row expensive anyway.
+fn rows_per_chunk(rows: usize, n: usize, threads: usize) -> usize {
     let min_rows = if n >= 16 { 4 } else { 16 };
-    rows.div_ceil(tasks).max(min_rows)
-}
-
-fn par_chunks(out: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
-    if crate::kernels::nested() || out.len() <= chunk {
-        out.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
-    } else {
-        out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
-    }
+    rows.div_ceil(threads * 4).max(min_rows)
 }
 
 /// `out_t[(r - r0) * n + i]` = row `r` of the weights · row `i` of `x`.
@@ -288,7 +288,7 @@ mod tests {
             for n in [1, 2, 3, 4, 5, 9] {
                 let x: Vec<f32> = (0..n * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
                 let mut out = vec![0.0; n * rows];
-                m.matmul(&x, n, &mut out);
+                m.matmul(&Team::new(2), &x, n, &mut out);
                 for i in 0..n {
                     for r in 0..rows {
                         let exact: f32 = (0..cols).map(|c| x[i * cols + c] * w[r * cols + c]).sum();
@@ -311,10 +311,10 @@ mod tests {
             let m = Matrix::quantized(format, rows, cols, random_blocks(format, rows, cols, 3)).unwrap();
             let x: Vec<f32> = (0..7 * cols).map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0).collect();
             let mut all = vec![0.0; 7 * rows];
-            m.matmul(&x, 7, &mut all);
+            m.matmul(&Team::new(2), &x, 7, &mut all);
             for i in 0..7 {
                 let mut one = vec![0.0; rows];
-                m.matmul(&x[i * cols..(i + 1) * cols], 1, &mut one);
+                m.matmul(&Team::new(1), &x[i * cols..(i + 1) * cols], 1, &mut one);
                 assert_eq!(one, all[i * rows..(i + 1) * rows], "{format:?} row {i}");
             }
         }
@@ -328,10 +328,10 @@ mod tests {
             let m = Matrix::f32(rows, cols, w.clone()).unwrap();
             let x: Vec<f32> = (0..3 * cols).map(|i| ((i * 5 % 17) as f32 - 8.0) / 4.0).collect();
             let mut all = vec![0.0; 3 * rows];
-            m.matmul(&x, 3, &mut all);
+            m.matmul(&Team::new(3), &x, 3, &mut all);
             for i in 0..3 {
                 let mut one = vec![0.0; rows];
-                m.matmul(&x[i * cols..(i + 1) * cols], 1, &mut one);
+                m.matmul(&Team::new(1), &x[i * cols..(i + 1) * cols], 1, &mut one);
                 assert_eq!(one, all[i * rows..(i + 1) * rows]);
                 for r in 0..rows {
                     let exact: f32 = (0..cols).map(|c| x[i * cols + c] * w[r * cols + c]).sum();

@@ -1,0 +1,51 @@
+"""Streams chat completions from an aiserve (or any OpenAI-compatible) server with C concurrent
+clients and reports aggregate generated tokens/s and time to first token. Standard library only.
+  generate_load.py ADDR MODEL CONCURRENCY [REQUESTS_PER_CLIENT] [MAX_TOKENS]"""
+import http.client
+import json
+import statistics
+import sys
+import threading
+import time
+
+addr, model, conc = sys.argv[1], sys.argv[2], int(sys.argv[3])
+per_client = int(sys.argv[4]) if len(sys.argv) > 4 else 2
+max_tokens = int(sys.argv[5]) if len(sys.argv) > 5 else 128
+host, port = addr.rsplit(":", 1)
+topics = ["a robot who learns to paint", "the sea at night", "a city of glass", "an old lighthouse keeper",
+          "a dragon who loves books", "the first day of school", "a journey to the moon", "a forgotten garden"]
+ttfts, tokens, lock = [], [0], threading.Lock()
+
+
+def client(i):
+    for r in range(per_client):
+        body = json.dumps({"model": model, "stream": True, "max_tokens": max_tokens, "temperature": 0,
+                           "stream_options": {"include_usage": True},
+                           "messages": [{"role": "user", "content": f"Write a long story about {topics[(i + r) % len(topics)]}."}]})
+        conn = http.client.HTTPConnection(host, int(port), timeout=600)
+        t0 = time.time()
+        conn.request("POST", "/v1/chat/completions", body, {"content-type": "application/json"})
+        resp = conn.getresponse()
+        first = None
+        for line in resp:
+            line = line.decode().strip()
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if first is None and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                first = time.time() - t0
+            if chunk.get("usage"):
+                with lock:
+                    tokens[0] += chunk["usage"]["completion_tokens"]
+        with lock:
+            ttfts.append(first)
+        conn.close()
+
+
+start = time.time()
+threads = [threading.Thread(target=client, args=(i,)) for i in range(conc)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+wall = time.time() - start
+print(f"concurrency {conc}: {tokens[0]} tokens in {wall:.1f} s = {tokens[0] / wall:.1f} tok/s aggregate, "
+      f"time to first token p50 {statistics.median(ttfts) * 1000:.0f} ms")
