@@ -29,6 +29,8 @@ pub trait TextEmbedder: Send {
 
 /// What a version directory holds, read before any weights are loaded.
 #[derive(Clone)]
+// One value per model version, made once per load: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Description {
     /// An aiserve-native version (`config.toml`), e.g. a trained digits CNN.
     Image(VersionConfig),

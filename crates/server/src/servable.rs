@@ -21,6 +21,8 @@ pub struct Servable {
     pub loaded_at: std::time::SystemTime,
 }
 
+// One value per loaded version: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Kind {
     Image(ImageModel),
     Embedder(EmbedModel),

@@ -134,7 +134,6 @@ struct Dst(*mut f32);
 // SAFETY: only used in `causal`, where tasks write disjoint slices.
 unsafe impl Sync for Dst {}
 
-
 /// Dot product in eight independent lanes (vectorised by the compiler).
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];

@@ -167,7 +167,7 @@ impl Tensors {
         let info = self.info(name)?;
         let (dtype, dims, offset) = (info.ggml_dtype, info.shape.dims().to_vec(), info.offset);
         let elems: usize = dims.iter().product();
-        if elems % dtype.block_size() != 0 {
+        if !elems.is_multiple_of(dtype.block_size()) {
             return Err(LoadError::Weights(format!("`{name}`: {elems} values is not whole {dtype:?} blocks")));
         }
         let size = elems / dtype.block_size() * dtype.type_size();

@@ -46,10 +46,10 @@ impl LlamaConfig {
         if self.hidden == 0 || self.layers == 0 || self.heads == 0 || self.kv_heads == 0 || self.head_dim == 0 {
             return Err(format!("model sizes must be positive: {self:?}"));
         }
-        if self.heads % self.kv_heads != 0 {
+        if !self.heads.is_multiple_of(self.kv_heads) {
             return Err(format!("{} attention heads cannot share {} KV heads evenly", self.heads, self.kv_heads));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(format!("rotary embeddings need an even head size, got {}", self.head_dim));
         }
         Ok(())
@@ -201,7 +201,8 @@ impl Llama {
             x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
             rms_norm(&x, &layer.ffn_norm, cfg.rms_eps, &mut normed);
             layer.gate_up.matmul(&self.team, &normed, n, &mut gate_up);
-            swiglu(&gate_up, cfg.intermediate, &mut act);
+            let inter = cfg.intermediate;
+            rows_on(&self.team, &mut act, inter, |i, o| swiglu(&gate_up[i * 2 * inter..(i + 1) * 2 * inter], inter, o));
             layer.down.matmul(&self.team, &act, n, &mut proj);
             x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
         }
@@ -250,6 +251,27 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
         let inv = 1.0 / (ms + eps).sqrt();
         o.iter_mut().zip(row).zip(weight).for_each(|((o, v), g)| *o = v * inv * g);
     }
+}
+
+/// Runs `f(i, row)` for every `width`-wide row of `out`, rows shared out among the team when
+/// there are several.
+fn rows_on(team: &Team, out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let n = out.len() / width;
+    if n < 2 {
+        out.chunks_exact_mut(width).enumerate().for_each(|(i, r)| f(i, r));
+        return;
+    }
+    struct Rows(*mut f32);
+    // SAFETY: each claimed row index is written by one thread only.
+    unsafe impl Sync for Rows {}
+    let (rows, next) = (Rows(out.as_mut_ptr()), crate::quant::team::Chunks::new(n));
+    team.run(&|_| {
+        let rows = &rows;
+        while let Some(i) = next.claim() {
+            // SAFETY: row `i` lies inside `out`, which outlives `run`, and only this thread has it.
+            f(i, unsafe { std::slice::from_raw_parts_mut(rows.0.add(i * width), width) });
+        }
+    });
 }
 
 /// SwiGLU: `silu(gate) · up` from rows holding `[gate | up]`.

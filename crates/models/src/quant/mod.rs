@@ -4,14 +4,17 @@
 //! Why our own kernels: candle 0.11 has no SIMD dot product for Q4_1 (its scalar fallback decoded
 //! SmolLM2-135M Q4_1 at ~1 token/s), and dequantizing to f32 at load time reads 6× more memory
 //! per token, which is what bounds decoding. Here weights stay in their GGUF bytes and each block
-//! is unpacked to floats in registers right before use; activations stay f32. (llama.cpp
-//! quantizes activations to 8 bits as well; that is faster per block but changes greedy answers
-//! of small models: SmolLM2 says "Le Grand Château…" instead of "The capital of France is
-//! Paris." — the f32 answer, which transformers gives too.) Several activation rows share every
-//! unpacked weight block, so a batch of sequences reads the weights once.
+//! is unpacked in registers right before use. Activations are rounded to 16 bits per block of 32
+//! ([`int16`]): integer multiply-adds do twice the work of float FMAs per instruction, which is
+//! what bounds prefill and batched decoding. llama.cpp rounds activations to 8 bits; that
+//! changes greedy answers of small models (SmolLM2 says "Le Grand Château…" where transformers'
+//! f32 says "The capital of France is Paris."), while 16 bits keep transformers' tokens.
+//! Several activation rows share every unpacked weight block, so a batch of sequences reads the
+//! weights once, and each row's arithmetic is the same in any batch.
 //! Formats without a kernel here are dequantized to f32 by candle at load time.
 
 mod avx2;
+pub mod int16;
 mod scalar;
 pub mod team;
 
@@ -62,7 +65,7 @@ impl std::fmt::Debug for Matrix {
 impl Matrix {
     /// A matrix of GGML blocks: each row is `cols / 32` blocks of `format`.
     pub fn quantized(format: Format, rows: usize, cols: usize, bytes: Vec<u8>) -> Result<Self, String> {
-        if cols % BLOCK != 0 {
+        if !cols.is_multiple_of(BLOCK) {
             return Err(format!("{format:?} rows must hold a multiple of {BLOCK} values, got {cols}"));
         }
         let want = rows * cols / BLOCK * format.block_bytes();
@@ -161,6 +164,10 @@ impl Matrix {
         let per = rows_per_chunk(rows, n, team.threads());
         let chunks = Chunks::new(rows.div_ceil(per));
         let dst = OutPtr(out.as_mut_ptr());
+        let acts = match data {
+            Data::Blocks { .. } => Some(int16::Acts::quantize(x, n, cols)),
+            Data::F32(_) => None,
+        };
         team.run(&|_| {
             let dst = &dst;
             let mut buf = Vec::new();
@@ -168,14 +175,16 @@ impl Matrix {
                 let (r0, r1) = (c * per, ((c + 1) * per).min(rows));
                 buf.resize((r1 - r0) * n, 0.0);
                 match data {
-                    Data::Blocks { format, bytes } => dot_rows(*format, bytes, cols, r0..r1, x, n, &mut buf),
+                    Data::Blocks { format, bytes } => {
+                        int16::dot_rows(*format, bytes, cols, r0..r1, acts.as_ref().expect("quantized above"), &mut buf)
+                    }
                     Data::F32(w) => dot_rows_f32(w, cols, r0..r1, x, n, &mut buf),
                 }
-                for (k, col) in buf.chunks_exact(n).enumerate() {
-                    for (i, v) in col.iter().enumerate() {
+                for i in 0..n {
+                    for k in 0..r1 - r0 {
                         // SAFETY: `out` has n × rows values and outlives `run`; chunks are
                         // disjoint row ranges, so no two threads write the same element.
-                        unsafe { *dst.0.add(i * rows + r0 + k) = *v };
+                        unsafe { *dst.0.add(i * rows + r0 + k) = buf[k * n + i] };
                     }
                 }
             }
@@ -195,32 +204,11 @@ fn rows_per_chunk(rows: usize, n: usize, threads: usize) -> usize {
     rows.div_ceil(threads * 4).max(min_rows)
 }
 
-/// `out_t[(r - r0) * n + i]` = row `r` of the weights · row `i` of `x`.
-fn dot_rows(
-    format: Format,
-    bytes: &[u8],
-    cols: usize,
-    rows: std::ops::Range<usize>,
-    x: &[f32],
-    n: usize,
-    out_t: &mut [f32],
-) {
-    debug_assert_eq!(out_t.len(), rows.len() * n);
-    #[cfg(target_arch = "x86_64")]
-    if avx2::available() {
-        // SAFETY: the CPU has the features `avx2::dot_rows` is compiled for (checked above), and
-        // `Matrix::quantized` checked `bytes` holds whole rows of `format` blocks.
-        unsafe { avx2::dot_rows(format, bytes, cols, rows, x, n, out_t) };
-        return;
-    }
-    scalar::dot_rows(format, bytes, cols, rows, x, n, out_t);
-}
-
-/// [`dot_rows`] for f32 weights: the SIMD kernel when rows are whole blocks, else plain sums
+/// Products with f32 weights: the SIMD kernel when rows are whole blocks, else plain sums
 /// (either way each output depends on its own row only, so batching never changes it).
 fn dot_rows_f32(w: &[f32], cols: usize, rows: std::ops::Range<usize>, x: &[f32], n: usize, out_t: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if cols % BLOCK == 0 && avx2::available() {
+    if cols.is_multiple_of(BLOCK) && avx2::available() {
         // SAFETY: the CPU has the features (checked above); `w` holds whole rows of `cols`.
         unsafe { avx2::dot_rows_f32(w, cols, rows, x, n, out_t) };
         return;
@@ -300,6 +288,37 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn simd_rounding_matches_round_ties_even() {
+        let x: Vec<f32> =
+            (0..32).map(|i| [0.5, 1.5, 2.5, -0.5, -2.5, 7.49, -7.51, 3.0][i % 8] * (1 + i / 8) as f32).collect();
+        let acts = int16::Acts::quantize(&x, 1, 32);
+        let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let id = 1.0 / (amax / 32767.0);
+        let want: Vec<i16> = x.iter().map(|v| (v * id).round_ties_even() as i16).collect();
+        assert_eq!(acts.values(), want);
+        let halves: Vec<f32> = (0..32).map(|i| i as f32 - 15.5).collect();
+        let acts = int16::Acts::quantize(&halves, 1, 32);
+        assert_eq!(acts.values().iter().map(|q| *q as i32).max(), Some(32767));
+    }
+
+    #[test]
+    fn simd_and_portable_int16_kernels_give_the_same_bits() {
+        let (rows, cols) = (9, 96);
+        for format in [Format::Q4_0, Format::Q4_1, Format::Q8_0] {
+            let bytes = random_blocks(format, rows, cols, 5);
+            for n in [1, 3, 8, 11] {
+                let x: Vec<f32> = (0..n * cols).map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0).collect();
+                let acts = int16::Acts::quantize(&x, n, cols);
+                let mut a = vec![0.0; rows * n];
+                let mut b = vec![0.0; rows * n];
+                int16::dot_rows(format, &bytes, cols, 0..rows, &acts, &mut a);
+                int16::portable(format, &bytes, cols, 0..rows, &acts, &mut b);
+                assert_eq!(a, b, "{format:?} n={n}");
             }
         }
     }

@@ -1,5 +1,5 @@
-//! Portable block kernels: the reference the SIMD ones are tested against, and the path on CPUs
-//! without AVX2.
+//! Block decoding without SIMD: a row of any format as floats (embedding lookups, and the
+//! dense reference in tests).
 
 use super::{Format, BLOCK};
 
@@ -21,27 +21,5 @@ pub fn dequantize_block(format: Format, blk: &[u8], out: &mut [f32]) {
             (0..BLOCK).for_each(|j| out[j] = nibble(&blk[4..], j).mul_add(d, m));
         }
         Format::Q8_0 => (0..BLOCK).for_each(|j| out[j] = d * blk[2 + j] as i8 as f32),
-    }
-}
-
-pub fn dot_rows(
-    format: Format,
-    bytes: &[u8],
-    cols: usize,
-    rows: std::ops::Range<usize>,
-    x: &[f32],
-    n: usize,
-    out_t: &mut [f32],
-) {
-    let bb = format.block_bytes();
-    let row_bytes = cols / BLOCK * bb;
-    let mut w = vec![0.0f32; cols];
-    for (k, r) in rows.enumerate() {
-        for (blk, o) in bytes[r * row_bytes..(r + 1) * row_bytes].chunks_exact(bb).zip(w.chunks_exact_mut(BLOCK)) {
-            dequantize_block(format, blk, o);
-        }
-        for i in 0..n {
-            out_t[k * n + i] = w.iter().zip(&x[i * cols..(i + 1) * cols]).map(|(a, b)| a * b).sum();
-        }
     }
 }

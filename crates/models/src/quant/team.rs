@@ -49,7 +49,10 @@ impl Team {
         let helpers = (1..threads.max(1))
             .map(|i| {
                 let s = shared.clone();
-                std::thread::Builder::new().name(format!("team-{i}")).spawn(move || helper(&s, i)).expect("spawning a team thread")
+                std::thread::Builder::new()
+                    .name(format!("team-{i}"))
+                    .spawn(move || helper(&s, i))
+                    .expect("spawning a team thread")
             })
             .collect();
         Self { shared, helpers }
@@ -108,7 +111,7 @@ fn helper(s: &Shared, index: usize) {
                 break;
             }
             spins = spins.wrapping_add(1);
-            if spins % 1024 == 0 && started.elapsed() > SPIN {
+            if spins.is_multiple_of(1024) && started.elapsed() > SPIN {
                 let mut parked = s.parked.lock().unwrap_or_else(|p| p.into_inner());
                 *parked += 1;
                 while s.epoch.load(Ordering::Acquire) == seen && !s.stop.load(Ordering::Acquire) {

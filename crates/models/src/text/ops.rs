@@ -84,7 +84,7 @@ impl Activation {
 pub fn erf(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
-    let mut p = -2.726_142_2e-10_f32;
+    let mut p = -2.726_142e-10_f32;
     p = p * x2 + 2.770_681_4e-8;
     p = p * x2 + -2.101_024e-6;
     p = p * x2 + -5.692_506_4e-5;
