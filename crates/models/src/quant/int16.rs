@@ -269,13 +269,13 @@ mod simd {
             let (wl, wh, dw, m) = unpack::<F>(row.add(b * bb));
             *ms.get_unchecked_mut(b) = m;
             let dw = _mm256_set1_ps(dw);
-            for k in 0..R {
+            for (k, a) in acc.iter_mut().enumerate() {
                 let xb = (i0 + k) * nb + b;
                 let xl = _mm256_loadu_si256(q.add(xb * BLOCK) as *const __m256i);
                 let xh = _mm256_loadu_si256(q.add(xb * BLOCK + 16) as *const __m256i);
                 let p = _mm256_add_epi32(_mm256_madd_epi16(wl, xl), _mm256_madd_epi16(wh, xh));
                 let scale = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*ad.add(xb)));
-                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc[k]);
+                *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, *a);
             }
         }
         let mut out = [0.0f32; R];
