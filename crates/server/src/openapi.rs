@@ -121,6 +121,42 @@ pub static ROUTES: &[Route] = &[
     ),
     route!(
         Post,
+        "/v2/models/{model}/generate",
+        Some(Infer),
+        "kserve",
+        "Generate extension: `text_input` and sampling parameters in, `text_output` out",
+        JSON,
+        PREDICT_ERRORS
+    ),
+    route!(
+        Post,
+        "/v2/models/{model}/versions/{version}/generate",
+        Some(Infer),
+        "kserve",
+        "Generate with one version",
+        JSON,
+        PREDICT_ERRORS
+    ),
+    route!(
+        Post,
+        "/v2/models/{model}/generate_stream",
+        Some(Infer),
+        "kserve",
+        "Generate extension, streamed: one server-sent event per text piece",
+        JSON,
+        PREDICT_ERRORS
+    ),
+    route!(
+        Post,
+        "/v2/models/{model}/versions/{version}/generate_stream",
+        Some(Infer),
+        "kserve",
+        "Streamed generation with one version",
+        JSON,
+        PREDICT_ERRORS
+    ),
+    route!(
+        Post,
         "/v2/models/{model}/versions/{version}/infer",
         Some(Infer),
         "kserve",
@@ -163,6 +199,24 @@ pub static ROUTES: &[Route] = &[
         "OpenAI embeddings: string(s) or token ids; float or base64; dimensions",
         JSON,
         &[BAD, UNKNOWN, TOO_BIG, BUSY, SLOW]
+    ),
+    route!(
+        Post,
+        "/v1/chat/completions",
+        Some(Infer),
+        "openai",
+        "OpenAI chat completions with the model's own chat template; `stream: true` answers with server-sent events",
+        JSON,
+        PREDICT_ERRORS
+    ),
+    route!(
+        Post,
+        "/v1/completions",
+        Some(Infer),
+        "openai",
+        "OpenAI (legacy) completions: prompt string(s) or token ids; `stream: true` answers with server-sent events",
+        JSON,
+        PREDICT_ERRORS
     ),
     route!(Get, "/v1/models", Some(Infer), "openai", "OpenAI model list (models with a serving version)", &[], &[]),
     route!(

@@ -14,10 +14,12 @@ use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::Semaphore;
 
@@ -129,7 +131,7 @@ pub async fn middleware(State(auth): State<Arc<Auth>>, req: Request, next: Next)
             });
         }
     }
-    let _permit = match &auth.inflight[i] {
+    let permit = match &auth.inflight[i] {
         None => None,
         Some(sem) => match sem.clone().try_acquire_owned() {
             Ok(p) => Some(p),
@@ -143,5 +145,25 @@ pub async fn middleware(State(auth): State<Arc<Auth>>, req: Request, next: Next)
         },
     };
     tracing::debug!(key = %entry.label(), scope = scope.name(), "authorised");
-    next.run(req).await
+    let resp = next.run(req).await;
+    match permit {
+        // A streamed answer (server-sent events) is in flight until its body ends: the permit
+        // goes with the body, so a key's concurrency limit counts open streams too.
+        Some(permit) if is_event_stream(&resp) => {
+            let (parts, body) = resp.into_parts();
+            let body = body.into_data_stream().map(move |chunk| {
+                let _held = &permit;
+                chunk
+            });
+            Response::from_parts(parts, Body::from_stream(body))
+        }
+        _ => resp,
+    }
+}
+
+fn is_event_stream(resp: &Response) -> bool {
+    resp.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/event-stream"))
 }

@@ -116,3 +116,33 @@ async fn per_key_concurrency_limit() {
     // The permit is released with the response: the next request goes through.
     assert_eq!(h.send(slow(LIMITED)).await.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn an_open_stream_holds_its_keys_concurrency_permit() {
+    use http_body_util::BodyExt;
+    let h = secured(&format!("{LIMITED} infer concurrency=1")).await;
+    super::fake_generator::write_generator(h.repo(), "gen", 1, "sleep 20");
+    h.poll().await;
+    let chat = |stream: bool| {
+        Request::post("/v1/chat/completions")
+            .header("authorization", format!("Bearer {LIMITED}"))
+            .header("content-type", "application/json")
+            .body(Body::from(
+                json!({ "model": "gen", "stream": stream, "max_tokens": 20, "messages": [{ "role": "user", "content": "A" }] })
+                    .to_string(),
+            ))
+            .unwrap()
+    };
+    let resp = h.send(chat(true)).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    body.frame().await.unwrap().unwrap();
+    // The stream is still open: a second request with the same key is over its limit.
+    let (s, v) = read_json(h.send(chat(false)).await).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+    while body.frame().await.is_some() {}
+    drop(body);
+    let (s, v) = read_json(h.send(chat(false)).await).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
