@@ -14,7 +14,7 @@ command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz@0.13.2
 cd "$here/fuzz"
 cargo fuzz build -s none -O 2>&1 | tail -1
 # Seed corpora from real inputs, so the fuzzer starts from valid files and mutates inward.
-mkdir -p corpus/{json_tensor,picture,idx,safetensors,configs,kserve_bytes,gguf}
+mkdir -p corpus/{json_tensor,picture,idx,safetensors,configs,kserve_bytes,gguf,generation}
 cp "$here/../shared/peers/payload_28x28.json" corpus/json_tensor/ 2>/dev/null || true
 cp "$here/models/digits/1/config.toml" corpus/configs/
 printf 'max_batch_size = 32\n[version_policy]\nlatest = 2\n' >corpus/configs/model.toml
@@ -41,8 +41,13 @@ toks = ["a", "b", "ab", "<|im_start|>", "\u0120"]
 kvs = [kv_str("tokenizer.ggml.model", "gpt2"), kv_str("tokenizer.ggml.pre", "smollm"), kv_strs("tokenizer.ggml.tokens", toks),
        kv_strs("tokenizer.ggml.merges", ["a b"]), kv_i32s("tokenizer.ggml.token_type", [1, 1, 1, 3, 1]), kv_u32("tokenizer.ggml.bos_token_id", 3)]
 open(os.path.join(c, "gguf", "tiny.gguf"), "wb").write(b"GGUF" + struct.pack("<IQQ", 3, 0, len(kvs)) + b"".join(kvs))
+# generation: template \x01 message \x01 stops (\x02-separated) \x01 streamed pieces (\x01-separated)
+smol = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\n' }}{% endif %}"
+        "{{'<|im_start|>' + message['role'] + '\\n' + message['content'].strip() + '<|im_end|>\\n'}}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+open(os.path.join(c, "generation", "smollm2"), "w").write(smol + "\x01What is 2 + 2?\x01\n\nUser:\x02END\x01The answer\x01 is 4.\x01\n\nUs\x01er: next")
 PY
-for t in json_tensor kserve_bytes picture idx safetensors gguf configs; do
+for t in json_tensor kserve_bytes picture idx safetensors gguf configs generation; do
   # Inputs that once crashed a target (fuzz/regressions/<target>) are replayed first.
   extra=(); [ -d "regressions/$t" ] && extra=("regressions/$t")
   out=$(cargo fuzz run -s none -O "$t" "corpus/$t" "${extra[@]}" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 2>&1) || {

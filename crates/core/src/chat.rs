@@ -31,10 +31,15 @@ pub struct ChatTemplate {
 
 const NAME: &str = "chat";
 
+/// Template instructions one render may run. Real chat templates need a few per message; the cap
+/// stops a hostile template (a model file is input too) from looping for minutes per request.
+const FUEL: u64 = 2_000_000;
+
 impl ChatTemplate {
     /// Compiles `source`; a syntax error names the line.
     pub fn new(source: &str, bos: &str, eos: &str) -> Result<Self, String> {
         let mut env = Environment::new();
+        env.set_fuel(Some(FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |msg: String| -> Result<String, Error> {
             Err(Error::new(ErrorKind::InvalidOperation, msg))
@@ -70,6 +75,18 @@ mod tests {
     /// SmolLM2-135M-Instruct's template (from its GGUF) and the prompts transformers'
     /// `apply_chat_template(..., add_generation_prompt=True)` renders for these conversations.
     const SMOLLM2: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+    #[test]
+    fn a_template_that_runs_forever_is_stopped() {
+        let t = ChatTemplate::new(
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            "",
+            "",
+        )
+        .unwrap();
+        let err = t.render(&[Message::new("user", "hi")], true).unwrap_err();
+        assert!(err.contains("fuel"), "{err}");
+    }
 
     #[test]
     fn renders_like_transformers() {

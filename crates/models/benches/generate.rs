@@ -76,6 +76,25 @@ fn main() {
         );
     }
 
+    // llama.cpp's own measure (../shared/peers/llamacpp/bench.py): a raw prompt, 128 greedy tokens,
+    // time including the prompt.
+    let ids = spec.tokenizer.encode("Write a long story about a robot who learns to paint.", true).unwrap();
+    let mut seq = model.new_sequence();
+    let t = Instant::now();
+    let mut logits =
+        model.forward(&mut [GenItem { state: &mut seq, tokens: &ids, prompt_len: ids.len(), logits: true }]).unwrap();
+    for _ in 1..128 {
+        let next = [argmax(&logits[0])];
+        logits = model
+            .forward(&mut [GenItem { state: &mut seq, tokens: &next, prompt_len: ids.len(), logits: true }])
+            .unwrap();
+    }
+    println!(
+        "as llama.cpp measures it: 128 tokens incl. a {}-token prompt: {:.1} tok/s",
+        ids.len(),
+        128.0 / t.elapsed().as_secs_f64()
+    );
+
     // Prefill speed: 200 tokens as one chunk.
     let ids = spec.tokenizer.encode(&"word ".repeat(200), false).unwrap();
     let mut seq = model.new_sequence();

@@ -1,0 +1,28 @@
+//! What text generation reads from model files and requests: chat templates (a GGUF or
+//! tokenizer_config.json carries its own Jinja source) rendered over arbitrary messages, and
+//! stop strings matched over arbitrary streamed text.
+#![no_main]
+use aiserve_core::chat::{ChatTemplate, Message};
+use aiserve_core::stop::StopStrings;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let mut parts = text.split('\u{1}');
+    let source = parts.next().unwrap_or_default();
+    let content = parts.next().unwrap_or_default();
+    if let Ok(t) = ChatTemplate::new(source, "<s>", "</s>") {
+        let _ = t.render(&[Message::new("system", "s"), Message::new("user", content)], true);
+    }
+    let stops: Vec<String> = parts.next().unwrap_or_default().split('\u{2}').map(str::to_owned).collect();
+    let mut s = StopStrings::new(stops);
+    let mut out = String::new();
+    for piece in parts {
+        let r = s.push(piece);
+        out.push_str(&r.text);
+        if r.stopped {
+            break;
+        }
+    }
+    out.push_str(&s.finish());
+});
