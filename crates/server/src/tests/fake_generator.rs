@@ -1,5 +1,5 @@
 //! A deterministic fake text generator: token ids are ASCII bytes, and the next token is always
-//! the byte after the last one (`"ab"` continues `"cdef…"`), until `~` is followed by the end
+//! the byte after the last one (`"ab"` continues `"cdef…"`, at any temperature), until `~` is followed by the end
 //! token 127. The version directory's `generator.txt` may say `sleep MS` (every forward pass
 //! after warm-up takes that long). Live sequences and batch sizes are counted in [`GenObserved`].
 
@@ -109,7 +109,8 @@ impl TextGenerator for FakeGenerator {
                     _ => END,
                 };
                 let mut logits = vec![0.0f32; VOCAB];
-                logits[next as usize] = 10.0;
+                // Far above the rest: sampling at any temperature the tests use picks it (e^-100).
+                logits[next as usize] = 100.0;
                 out.push(logits);
             }
         }
