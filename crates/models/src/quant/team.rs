@@ -5,7 +5,8 @@
 //! pool from the engine thread puts that thread to sleep and wakes a worker every time (measured:
 //! 12% of the time in the kernel's scheduler). Here the caller works too, and the helpers spin
 //! between products (parking only after a few milliseconds without work), as llama.cpp's
-//! threads do.
+//! threads do. Every wait turns into yielding the core after a few microseconds, so on a busy
+//! machine a spinning thread does not hold the core the awaited one needs.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -14,6 +15,21 @@ use std::time::{Duration, Instant};
 
 /// How long a helper spins for the next job before parking.
 const SPIN: Duration = Duration::from_millis(5);
+
+/// Busy-wait rounds before a waiting thread starts yielding its core: when the machine is
+/// oversubscribed (HTTP threads, other models, other processes), the thread being waited for
+/// may need this very core to finish.
+const PATIENCE: u32 = 4096;
+
+/// One round of waiting: a pause instruction at first, then a yield to the scheduler.
+fn wait_round(round: &mut u32) {
+    *round = round.saturating_add(1);
+    if *round < PATIENCE {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
 
 type Job = &'static (dyn Fn(usize) + Sync);
 
@@ -81,8 +97,9 @@ impl Team {
         struct Wait<'a>(&'a Shared);
         impl Drop for Wait<'_> {
             fn drop(&mut self) {
+                let mut round = 0;
                 while self.0.pending.load(Ordering::Acquire) != 0 {
-                    std::hint::spin_loop();
+                    wait_round(&mut round);
                 }
                 *self.0.job.lock().unwrap_or_else(|p| p.into_inner()) = None;
             }
@@ -101,6 +118,7 @@ fn helper(s: &Shared, index: usize) {
     loop {
         let started = Instant::now();
         let mut spins = 0u32;
+        let mut round = 0;
         loop {
             if s.stop.load(Ordering::Acquire) {
                 return;
@@ -119,7 +137,7 @@ fn helper(s: &Shared, index: usize) {
                 }
                 *parked -= 1;
             } else {
-                std::hint::spin_loop();
+                wait_round(&mut round);
             }
         }
         let job = *s.job.lock().unwrap_or_else(|p| p.into_inner());

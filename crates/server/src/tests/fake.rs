@@ -222,13 +222,19 @@ impl Harness {
     }
 
     pub async fn with_limits(limits: Limits) -> Self {
+        Self::with_config(limits, Default::default()).await
+    }
+
+    pub async fn with_config(limits: Limits, generation: crate::generation::engine::EngineConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         write_version(dir.path(), "digits", 1, "shift 0");
         let registry = Arc::new(Registry::new());
         let loader = FakeLoader::default();
         let observed = loader.observed.clone();
         let generated = loader.generated.clone();
-        let manager = Arc::new(Manager::new(dir.path().to_owned(), Arc::new(loader), registry.clone()));
+        let manager = Arc::new(
+            Manager::new(dir.path().to_owned(), Arc::new(loader), registry.clone()).with_generation(generation),
+        );
         manager.poll_once().await;
         let state = AppState {
             registry,

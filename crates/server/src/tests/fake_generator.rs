@@ -20,6 +20,8 @@ pub const CONTEXT: usize = 64;
 #[derive(Default)]
 pub struct GenObserved {
     pub live_seqs: AtomicUsize,
+    /// Sequence states ever made (a preempted sequence gets a new one when it resumes).
+    pub made_seqs: AtomicUsize,
     /// Sequences in each forward pass after warm-up.
     pub batch_items: Mutex<Vec<usize>>,
 }
@@ -90,6 +92,7 @@ impl Drop for Seq {
 impl TextGenerator for FakeGenerator {
     fn new_sequence(&self) -> SeqState {
         self.observed.live_seqs.fetch_add(1, Ordering::SeqCst);
+        self.observed.made_seqs.fetch_add(1, Ordering::SeqCst);
         Box::new(Seq { last: None, observed: self.observed.clone() })
     }
 

@@ -276,3 +276,34 @@ async fn seeded_sampling_repeats_and_greedy_ignores_the_seed() {
     assert_eq!(a["choices"], b["choices"]);
     assert_eq!(a["choices"].as_array().unwrap().len(), 3);
 }
+
+#[tokio::test]
+async fn a_full_kv_cache_pauses_sequences_and_recomputes_them_without_changing_their_text() {
+    use crate::generation::engine::EngineConfig;
+    // 40 KV slots (the fake holds 1 KiB per token) for eight sequences of 3 + 24 tokens each: at
+    // most one runs at a time near the end, the others are preempted and prefilled again.
+    let generation = EngineConfig { kv_cache_bytes: 40 * 1024, max_seqs: 8, ..Default::default() };
+    let h = Harness::with_config(crate::state::Limits::default(), generation).await;
+    write_generator(h.repo(), "gen", 1, "sleep 1");
+    h.poll().await;
+    let starts = ["ABC", "DEF", "GHI", "JKL", "MNO", "PQR", "abc", "def"];
+    let answers =
+        join_all(starts.iter().map(|s| h.json("POST", "/v1/chat/completions", chat(s, json!({ "max_tokens": 24 })))))
+            .await;
+    for (s, (status, v)) in starts.iter().zip(answers) {
+        assert_eq!(status, StatusCode::OK, "{v}");
+        let last = *s.as_bytes().last().unwrap();
+        let want: String = (1..=24u8).map(|i| last + i).take_while(|c| *c < 127).map(|c| c as char).collect();
+        assert_eq!(v["choices"][0]["message"]["content"], want.as_str(), "{s}");
+        assert_eq!(v["usage"]["completion_tokens"], want.len() + usize::from(want.len() < 24));
+    }
+    // Warm-up made one state and each request one more; every resumption after a preemption
+    // made another.
+    let made = h.generated.made_seqs.load(Ordering::SeqCst);
+    assert!(made > 1 + starts.len(), "only {made} sequence states: nothing was preempted");
+    // A sequence that can never fit the cache is refused up front, naming the limit.
+    let (status, v) = h.json("POST", "/v1/chat/completions", chat("AB", json!({ "max_tokens": 39 }))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("40 tokens"), "{v}");
+    assert_eq!(h.generated.live_seqs.load(Ordering::SeqCst), 0);
+}
