@@ -110,3 +110,35 @@ fn refuses_what_it_cannot_serve_and_publishes_nothing() {
     let out = pull(hf.path(), repo.path(), &[("HF_HUB_OFFLINE", "1")], &["org/absent"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not in the Hugging Face cache"));
 }
+
+#[test]
+fn pulls_one_gguf_quantisation_as_a_generation_model() {
+    let (hf, repo) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let gguf = crate::assets_dir().join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let readme = crate::assets_dir().join("minilm/README.md");
+    let id = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF";
+    let files = [
+        ("SmolLM2-135M-Instruct.Q4_1.gguf", gguf.as_path()),
+        ("SmolLM2-135M-Instruct.Q8_0.gguf", gguf.as_path()),
+        ("README.md", readme.as_path()),
+    ];
+    cache_model(hf.path(), id, &files);
+    // Several quantisations: the user must say which.
+    let out = pull(hf.path(), repo.path(), &[("HF_HUB_OFFLINE", "1")], &[id]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--file"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = pull(
+        hf.path(),
+        repo.path(),
+        &[("HF_HUB_OFFLINE", "1")],
+        &[id, "--file", "SmolLM2-135M-Instruct.Q4_1.gguf", "--name", "smollm2"],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v1 = repo.path().join("smollm2/1");
+    assert!(v1.join("SmolLM2-135M-Instruct.Q4_1.gguf").is_file() && !v1.join("README.md").exists());
+    use aiserve_core::ModelLoader;
+    let d = aiserve_models::CandleLoader::cpu().describe(&v1).unwrap();
+    assert!(
+        matches!(d, aiserve_core::Description::Generator(ref s) if s.chat_template.is_some() && s.info.vocab_size == 49152)
+    );
+}
