@@ -50,6 +50,8 @@ pub struct Metrics {
     pub load_seconds: prometheus::GaugeVec,
     pub model_state: IntGaugeVec,
     pub inflight: prometheus::IntGauge,
+    pub first_token_seconds: HistogramVec,
+    pub token_seconds: HistogramVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -104,6 +106,21 @@ impl Metrics {
             .expect("valid metric"),
             inflight: prometheus::IntGauge::new("http_requests_in_flight", "HTTP requests being handled")
                 .expect("valid metric"),
+            first_token_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "time_to_first_token_seconds",
+                    "Generation: from a sequence's arrival at the engine to its first token",
+                )
+                .buckets(exponential_buckets(0.005, 2.0, 14).expect("valid buckets")),
+                &["model", "version"],
+            )
+            .expect("valid metric"),
+            token_seconds: HistogramVec::new(
+                HistogramOpts::new("time_per_output_token_seconds", "Generation: time between a sequence's tokens")
+                    .buckets(exponential_buckets(0.001, 2.0, 14).expect("valid buckets")),
+                &["model", "version"],
+            )
+            .expect("valid metric"),
             registry,
         };
         for c in [
@@ -116,6 +133,8 @@ impl Metrics {
             Box::new(m.load_seconds.clone()),
             Box::new(m.model_state.clone()),
             Box::new(m.inflight.clone()),
+            Box::new(m.first_token_seconds.clone()),
+            Box::new(m.token_seconds.clone()),
         ] {
             m.registry.register(c).expect("metric names are unique");
         }

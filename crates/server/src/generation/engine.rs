@@ -201,6 +201,9 @@ struct Active {
     detok: Detokenizer,
     stops: StopStrings,
     events: UnboundedSender<Event>,
+    /// When the engine took the sequence, then when it last produced a token.
+    arrived: std::time::Instant,
+    last_token: Option<std::time::Instant>,
 }
 
 struct Loop {
@@ -265,6 +268,8 @@ impl Loop {
                 detok: Detokenizer::default(),
                 stops: StopStrings::new(req.stop),
                 events,
+                arrived: std::time::Instant::now(),
+                last_token: None,
             },
         );
     }
@@ -348,11 +353,17 @@ impl Loop {
         }
         let tok = self.spec.tokenizer.clone();
         let mut generated = 0u64;
+        let (mut first_token, mut token_gap) = (Vec::new(), Vec::new());
         for ((id, _, _), mut row) in plan.iter().filter(|p| p.2).zip(logits) {
             let Some(s) = self.seqs.get_mut(id) else { continue };
             let t = s.sampler.sample(&mut row);
             s.tokens.push(t);
             generated += 1;
+            let now = std::time::Instant::now();
+            match s.last_token.replace(now) {
+                None => first_token.push(now - s.arrived),
+                Some(prev) => token_gap.push(now - prev),
+            }
             if self.spec.info.stop_tokens.contains(&t) {
                 let tail = s.detok.flush(tok.as_ref()).unwrap_or_default();
                 let mut text = s.stops.push(&tail).text;
@@ -382,6 +393,11 @@ impl Loop {
             }
         }
         METRICS.tokens.with_label_values(&[&self.labels[0], "generated"]).inc_by(generated);
+        let labels = [self.labels[0].as_str(), self.labels[1].as_str()];
+        first_token
+            .iter()
+            .for_each(|d| METRICS.first_token_seconds.with_label_values(&labels).observe(d.as_secs_f64()));
+        token_gap.iter().for_each(|d| METRICS.token_seconds.with_label_values(&labels).observe(d.as_secs_f64()));
         for id in done_by_length {
             let Some(s) = self.seqs.get_mut(&id) else { continue };
             let tail = s.detok.flush(tok.as_ref()).unwrap_or_default();

@@ -34,6 +34,7 @@ async fn requests_batches_tokens_and_states_are_exported() {
     let h = Harness::new().await;
     write_version(h.repo(), "metered", 1, "shift 0");
     write_embedder(h.repo(), "metered-emb", 1, 16);
+    super::fake_generator::write_generator(h.repo(), "metered-gen", 1, "");
     h.poll().await;
     for _ in 0..3 {
         let (s, _) = h.json("POST", "/classify?model=metered", json!({ "image": vec![0.0; 784] })).await;
@@ -50,6 +51,9 @@ async fn requests_batches_tokens_and_states_are_exported() {
     let (s, _) = h.json("POST", "/classify?model=metered", json!({ "image": vec![9.0; 784] })).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, _) = h.json("POST", "/v1/embeddings", json!({ "model": "metered-emb", "input": ["a b", "c"] })).await;
+    assert_eq!(s, StatusCode::OK);
+    let chat = json!({ "model": "metered-gen", "max_tokens": 5, "messages": [{ "role": "user", "content": "ab" }] });
+    let (s, _) = h.json("POST", "/v1/chat/completions", chat).await;
     assert_eq!(s, StatusCode::OK);
 
     let (status, text) = scrape(&h, None).await;
@@ -73,6 +77,11 @@ async fn requests_batches_tokens_and_states_are_exported() {
         sample(&text, "aiserve_request_duration_seconds_count{model=\"metered\",protocol=\"classify\"}") >= Some(3.0)
     );
     assert_eq!(sample(&text, "aiserve_tokens_total{kind=\"prompt\",model=\"metered-emb\"}"), Some(7.0));
+    assert_eq!(sample(&text, "aiserve_tokens_total{kind=\"prompt\",model=\"metered-gen\"}"), Some(2.0));
+    assert_eq!(sample(&text, "aiserve_tokens_total{kind=\"generated\",model=\"metered-gen\"}"), Some(5.0));
+    let gen = |name: &str| sample(&text, &format!("aiserve_{name}_count{{model=\"metered-gen\",version=\"1\"}}"));
+    assert_eq!(gen("time_to_first_token_seconds"), Some(1.0), "{text}");
+    assert_eq!(gen("time_per_output_token_seconds"), Some(4.0));
     assert_eq!(sample(&text, "aiserve_model_state{model=\"metered\",state=\"AVAILABLE\",version=\"1\"}"), Some(1.0));
     assert!(sample(&text, "aiserve_model_load_duration_seconds{model=\"metered\",version=\"1\"}").is_some());
     assert!(text.contains("# TYPE aiserve_requests_total counter"));
