@@ -1,7 +1,8 @@
 //! aiserve-models: model families on candle, their fast CPU kernels, data readers and training.
 //!
-//! One folder per family (`digits/`, `text/` for Hugging Face encoders), the kernels they share (`kernels/`), dataset readers
-//! (`mnist`), and [`loader::CandleLoader`], the `ModelLoader` the server is given.
+//! One folder per family (`digits/`, `text/` for Hugging Face encoders, `llm/` for text
+//! generation), the kernels they share (`kernels/` for f32, `quant/` for GGUF blocks), dataset
+//! readers (`mnist`), and [`loader::CandleLoader`], the `ModelLoader` the server is given.
 
 pub mod digits;
 pub mod kernels;

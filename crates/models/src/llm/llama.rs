@@ -186,6 +186,8 @@ impl Llama {
             // Append this layer's keys and values to each sequence's cache.
             let mut offset = 0;
             for (seq, tokens, _) in pieces.iter_mut() {
+                grow(&mut seq.k[l], tokens.len() * kvd, kvd);
+                grow(&mut seq.v[l], tokens.len() * kvd, kvd);
                 for row in
                     qkv[offset * (qd + 2 * kvd)..(offset + tokens.len()) * (qd + 2 * kvd)].chunks_exact(qd + 2 * kvd)
                 {
@@ -240,6 +242,18 @@ impl TextGenerator for Llama {
             pieces.push((seq, item.tokens, item.logits));
         }
         self.forward_seqs(&mut pieces).map_err(BackendError)
+    }
+}
+
+/// Positions a KV cache grows by at a time: linear growth keeps a sequence's memory within this
+/// many positions of what the engine's KV budget counts (doubling could hold twice as much).
+const KV_GROWTH: usize = 128;
+
+/// Makes room for `more` values in a cache of rows `width` wide.
+fn grow(cache: &mut Vec<f32>, more: usize, width: usize) {
+    let need = cache.len() + more;
+    if need > cache.capacity() {
+        cache.reserve_exact(need.next_multiple_of(KV_GROWTH * width) - cache.len());
     }
 }
 
