@@ -279,8 +279,11 @@ impl Loop {
         self.sched.remove(id);
         if let Some(s) = self.seqs.remove(&id) {
             self.queued.fetch_sub(1, Ordering::SeqCst);
+            // The KV cache goes before the client hears the sequence ended.
+            let events = s.events.clone();
+            drop(s);
             if let Some(e) = last {
-                let _ = s.events.send(e);
+                let _ = events.send(e);
             }
         }
     }
@@ -339,9 +342,13 @@ impl Loop {
                     Ok(Err(e)) => e,
                     Err(_) => aiserve_core::BackendError("the model panicked".into()),
                 };
-                let api = ApiError::backend(&self.labels[0], &self.labels[1], &err);
+                // One log line and error id for the batch; every sequence in it reports that id.
+                let ApiError::Internal { id: error_id } = ApiError::backend(&self.labels[0], &self.labels[1], &err)
+                else {
+                    unreachable!("backend failures are internal errors")
+                };
                 for (id, _, _) in &plan {
-                    self.finish(*id, Some(Event::Failed(clone_error(&api))));
+                    self.finish(*id, Some(Event::Failed(ApiError::Internal { id: error_id.clone() })));
                 }
                 return;
             }
@@ -414,13 +421,5 @@ impl Loop {
     fn done(&self, id: SeqId, reason: FinishReason) -> Event {
         let s = &self.seqs[&id];
         Event::Done { reason, prompt_tokens: s.prompt_len, completion_tokens: s.tokens.len() - s.prompt_len }
-    }
-}
-
-/// The client-facing copy of a batch failure for each of its sequences.
-fn clone_error(e: &ApiError) -> ApiError {
-    match e {
-        ApiError::Internal { id } => ApiError::Internal { id: id.clone() },
-        other => ApiError::Internal { id: other.to_string() },
     }
 }

@@ -157,8 +157,15 @@ async fn chat(State(state): State<AppState>, headers: HeaderMap, body: Body) -> 
 async fn completions(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, OpenAiError> {
     let (mut req, servable, p) = start(&state, body, "/v1/completions", &COMPLETION_FIELDS).await?;
     let gen = servable.generator()?;
+    let inputs = parse_prompts(req.remove("prompt"))?;
+    let limit = state.limits.text.max_inputs;
+    if inputs.len() > limit {
+        return Err(
+            ApiError::invalid("prompt", format!("at most {limit} prompts per request, got {}", inputs.len())).into()
+        );
+    }
     let mut prompts = Vec::new();
-    for input in parse_prompts(req.remove("prompt"))? {
+    for input in inputs {
         prompts.push(match input {
             Prompt::Text(t) => gen.text_prompt(t, "prompt").await?,
             Prompt::Tokens(ids) => ids,
@@ -276,12 +283,8 @@ impl ChunkStream {
                         }
                         Event::Failed(err) => {
                             // Mid-stream failures end the stream with an error object (as vLLM does).
-                            let body = OpenAiError(err).into_response();
-                            let msg = format!("generation failed ({})", body.status());
-                            self.outbox.push_back(
-                                SseEvent::default()
-                                    .data(json!({ "error": { "message": msg, "type": "server_error" } }).to_string()),
-                            );
+                            let error = json!({ "error": { "message": err.to_string(), "type": "server_error", "param": null, "code": null } });
+                            self.outbox.push_back(SseEvent::default().data(error.to_string()));
                             self.outbox.push_back(SseEvent::default().data("[DONE]"));
                             self.ended = true;
                         }

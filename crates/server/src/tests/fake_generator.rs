@@ -1,7 +1,8 @@
 //! A deterministic fake text generator: token ids are ASCII bytes, and the next token is always
 //! the byte after the last one (`"ab"` continues `"cdef…"`, at any temperature), until `~` is followed by the end
 //! token 127. The version directory's `generator.txt` may say `sleep MS` (every forward pass
-//! after warm-up takes that long). Live sequences and batch sizes are counted in [`GenObserved`].
+//! after warm-up takes that long); a `!` in the input makes the forward pass panic. Live
+//! sequences and batch sizes are counted in [`GenObserved`].
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +17,8 @@ pub const GENERATOR_FILE: &str = "generator.txt";
 pub const VOCAB: usize = 128;
 pub const END: u32 = 127;
 pub const CONTEXT: usize = 64;
+/// A prompt holding this byte (`!`) makes the forward pass panic.
+pub const PANIC: u32 = b'!' as u32;
 
 #[derive(Default)]
 pub struct GenObserved {
@@ -103,6 +106,9 @@ impl TextGenerator for FakeGenerator {
         }
         self.warmed = true;
         let mut out = Vec::new();
+        if items.iter().any(|i| i.tokens.contains(&PANIC)) {
+            panic!("the fake generator panics on `!` on purpose");
+        }
         for item in items.iter_mut() {
             let seq = item.state.downcast_mut::<Seq>().ok_or_else(|| BackendError("foreign state".into()))?;
             seq.last = item.tokens.last().copied().or(seq.last);

@@ -307,3 +307,17 @@ async fn a_full_kv_cache_pauses_sequences_and_recomputes_them_without_changing_t
     assert!(v["error"]["message"].as_str().unwrap().contains("40 tokens"), "{v}");
     assert_eq!(h.generated.live_seqs.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test]
+async fn a_model_panic_fails_its_batch_with_an_error_id_and_the_engine_goes_on() {
+    let h = with_generator("").await;
+    let (status, v) = h.json("POST", "/v1/chat/completions", chat("a!", json!({ "max_tokens": 3 }))).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("internal error E"), "{v}");
+    let (_, events) = sse(&h, "/v1/chat/completions", chat("b!", json!({ "stream": true }))).await;
+    assert!(events.iter().any(|e| e.contains("\"error\"") && e.contains("internal error E")), "{events:?}");
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let (status, v) = h.json("POST", "/v1/chat/completions", chat("ab", json!({ "max_tokens": 3 }))).await;
+    assert_eq!((status, v["choices"][0]["message"]["content"].as_str()), (StatusCode::OK, Some("cde")));
+    assert_eq!(h.generated.live_seqs.load(Ordering::SeqCst), 0);
+}
