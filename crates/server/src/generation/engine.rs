@@ -121,7 +121,8 @@ impl Engine {
             rx,
             generator,
             spec: spec.clone(),
-            sched: Scheduler::new(sched),
+            sched: Scheduler::new(sched.clone()),
+            sched_cfg: sched,
             seqs: HashMap::new(),
             queued: queued.clone(),
             labels: [model.to_string(), version.to_string()],
@@ -211,6 +212,7 @@ struct Loop {
     generator: Box<dyn TextGenerator>,
     spec: GeneratorSpec,
     sched: Scheduler,
+    sched_cfg: SchedulerConfig,
     seqs: HashMap<SeqId, Active>,
     queued: Arc<AtomicUsize>,
     labels: [String; 2],
@@ -244,10 +246,25 @@ impl Loop {
             for id in gone {
                 self.finish(id, None);
             }
-            if !self.sched.is_idle() {
-                self.step();
+            if !self.sched.is_idle() && catch_unwind(AssertUnwindSafe(|| self.step())).is_err() {
+                self.reset_after_panic();
             }
         }
+    }
+
+    /// A panic outside the model's forward pass (sampling, detokenising) leaves this loop's
+    /// state unknown: every sequence fails with one error id and the loop starts afresh, so the
+    /// version keeps serving new requests.
+    fn reset_after_panic(&mut self) {
+        let err = aiserve_core::BackendError("the generation engine panicked".into());
+        let ApiError::Internal { id: error_id } = ApiError::backend(&self.labels[0], &self.labels[1], &err) else {
+            unreachable!("backend failures are internal errors")
+        };
+        let ids: Vec<SeqId> = self.seqs.keys().copied().collect();
+        for id in ids {
+            self.finish(id, Some(Event::Failed(ApiError::Internal { id: error_id.clone() })));
+        }
+        self.sched = Scheduler::new(self.sched_cfg.clone());
     }
 
     fn admit(&mut self, s: Submit) {

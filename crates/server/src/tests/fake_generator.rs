@@ -1,7 +1,8 @@
 //! A deterministic fake text generator: token ids are ASCII bytes, and the next token is always
 //! the byte after the last one (`"ab"` continues `"cdef…"`, at any temperature), until `~` is followed by the end
 //! token 127. The version directory's `generator.txt` may say `sleep MS` (every forward pass
-//! after warm-up takes that long); a `!` in the input makes the forward pass panic. Live
+//! after warm-up takes that long); a `!` in the input makes the forward pass panic, and
+//! decoding byte 2 panics in the tokenizer. Live
 //! sequences and batch sizes are counted in [`GenObserved`].
 
 use std::path::Path;
@@ -17,6 +18,8 @@ pub const GENERATOR_FILE: &str = "generator.txt";
 pub const VOCAB: usize = 128;
 pub const END: u32 = 127;
 pub const CONTEXT: usize = 64;
+/// Decoding this byte panics (a bug outside the model, in the engine's own thread).
+pub const DECODE_PANIC: u32 = 2;
 /// A prompt holding this byte (`!`) makes the forward pass panic.
 pub const PANIC: u32 = b'!' as u32;
 
@@ -36,6 +39,7 @@ impl PromptTokenizer for Bytes {
         Ok(text.bytes().map(u32::from).collect())
     }
     fn decode(&self, ids: &[u32]) -> Result<String, String> {
+        assert!(!ids.contains(&DECODE_PANIC), "the fake tokenizer panics on byte 2 on purpose");
         Ok(String::from_utf8_lossy(&ids.iter().filter(|i| **i < END).map(|i| *i as u8).collect::<Vec<_>>())
             .into_owned())
     }

@@ -321,3 +321,13 @@ async fn a_model_panic_fails_its_batch_with_an_error_id_and_the_engine_goes_on()
     assert_eq!((status, v["choices"][0]["message"]["content"].as_str()), (StatusCode::OK, Some("cde")));
     assert_eq!(h.generated.live_seqs.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test]
+async fn a_panic_in_the_engine_thread_fails_its_sequences_and_the_version_keeps_serving() {
+    let h = with_generator("").await;
+    // "\u{1}" continues with byte 2, which the fake tokenizer cannot decode without panicking.
+    let (status, v) = h.json("POST", "/v1/chat/completions", chat("\u{1}", json!({ "max_tokens": 3 }))).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{v}");
+    let (status, v) = h.json("POST", "/v1/chat/completions", chat("ab", json!({ "max_tokens": 3 }))).await;
+    assert_eq!((status, v["choices"][0]["message"]["content"].as_str()), (StatusCode::OK, Some("cde")), "{v}");
+}
