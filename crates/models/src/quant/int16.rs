@@ -172,6 +172,20 @@ mod simd {
         _mm256_storeu_si256(q.as_mut_ptr().add(16) as *mut __m256i, hi);
     }
 
+    /// Whether the CPU fuses the two multiply-adds and their sum into `vpdpwssd` (AVX-512 VNNI
+    /// on 256-bit vectors). The integer results are the same either way, so the choice is only
+    /// about speed: measured on Zen 4, the fused form is ~20% faster for one or two activation
+    /// rows (fewer instructions per block) and a few percent slower for eight (`pmaddwd` issues
+    /// on two pipes).
+    fn vnni() -> bool {
+        static VNNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *VNNI.get_or_init(|| {
+            std::env::var_os("AISERVE_NO_VNNI").is_none()
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+        })
+    }
+
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_rows(
         format: Format,
@@ -181,10 +195,29 @@ mod simd {
         acts: &Acts,
         out_t: &mut [f32],
     ) {
+        if acts.n <= 2 && vnni() {
+            return dot_rows_vnni(format, bytes, cols, rows, acts, out_t);
+        }
         match format {
-            Format::Q4_0 => rows_of::<Q4_0>(bytes, cols, rows, acts, out_t),
-            Format::Q4_1 => rows_of::<Q4_1>(bytes, cols, rows, acts, out_t),
-            Format::Q8_0 => rows_of::<Q8_0>(bytes, cols, rows, acts, out_t),
+            Format::Q4_0 => rows_of::<Q4_0, false>(bytes, cols, rows, acts, out_t),
+            Format::Q4_1 => rows_of::<Q4_1, false>(bytes, cols, rows, acts, out_t),
+            Format::Q8_0 => rows_of::<Q8_0, false>(bytes, cols, rows, acts, out_t),
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+    unsafe fn dot_rows_vnni(
+        format: Format,
+        bytes: &[u8],
+        cols: usize,
+        rows: std::ops::Range<usize>,
+        acts: &Acts,
+        out_t: &mut [f32],
+    ) {
+        match format {
+            Format::Q4_0 => rows_of::<Q4_0, true>(bytes, cols, rows, acts, out_t),
+            Format::Q4_1 => rows_of::<Q4_1, true>(bytes, cols, rows, acts, out_t),
+            Format::Q8_0 => rows_of::<Q8_0, true>(bytes, cols, rows, acts, out_t),
         }
     }
 
@@ -196,8 +229,9 @@ mod simd {
         }
     }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn rows_of<const F: u8>(
+    /// Inlined into the entry points, which carry the target features.
+    #[inline(always)]
+    unsafe fn rows_of<const F: u8, const VNNI: bool>(
         bytes: &[u8],
         cols: usize,
         rows: std::ops::Range<usize>,
@@ -216,14 +250,14 @@ mod simd {
             while i < n {
                 let take = (n - i).min(TILE);
                 match take {
-                    1 => out[i] = tile::<F, 1>(row, nb, acts, i, ms)[0],
-                    2 => out[i..i + 2].copy_from_slice(&tile::<F, 2>(row, nb, acts, i, ms)),
-                    3 => out[i..i + 3].copy_from_slice(&tile::<F, 3>(row, nb, acts, i, ms)),
-                    4 => out[i..i + 4].copy_from_slice(&tile::<F, 4>(row, nb, acts, i, ms)),
-                    5 => out[i..i + 5].copy_from_slice(&tile::<F, 5>(row, nb, acts, i, ms)),
-                    6 => out[i..i + 6].copy_from_slice(&tile::<F, 6>(row, nb, acts, i, ms)),
-                    7 => out[i..i + 7].copy_from_slice(&tile::<F, 7>(row, nb, acts, i, ms)),
-                    _ => out[i..i + TILE].copy_from_slice(&tile::<F, TILE>(row, nb, acts, i, ms)),
+                    1 => out[i] = tile::<F, VNNI, 1>(row, nb, acts, i, ms)[0],
+                    2 => out[i..i + 2].copy_from_slice(&tile::<F, VNNI, 2>(row, nb, acts, i, ms)),
+                    3 => out[i..i + 3].copy_from_slice(&tile::<F, VNNI, 3>(row, nb, acts, i, ms)),
+                    4 => out[i..i + 4].copy_from_slice(&tile::<F, VNNI, 4>(row, nb, acts, i, ms)),
+                    5 => out[i..i + 5].copy_from_slice(&tile::<F, VNNI, 5>(row, nb, acts, i, ms)),
+                    6 => out[i..i + 6].copy_from_slice(&tile::<F, VNNI, 6>(row, nb, acts, i, ms)),
+                    7 => out[i..i + 7].copy_from_slice(&tile::<F, VNNI, 7>(row, nb, acts, i, ms)),
+                    _ => out[i..i + TILE].copy_from_slice(&tile::<F, VNNI, TILE>(row, nb, acts, i, ms)),
                 }
                 i += take;
             }
@@ -254,8 +288,8 @@ mod simd {
         (_mm256_cvtepu8_epi16(lo), _mm256_cvtepu8_epi16(hi), d, m)
     }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn tile<const F: u8, const R: usize>(
+    #[inline(always)]
+    unsafe fn tile<const F: u8, const VNNI: bool, const R: usize>(
         row: *const u8,
         nb: usize,
         acts: &Acts,
@@ -273,7 +307,11 @@ mod simd {
                 let xb = (i0 + k) * nb + b;
                 let xl = _mm256_loadu_si256(q.add(xb * BLOCK) as *const __m256i);
                 let xh = _mm256_loadu_si256(q.add(xb * BLOCK + 16) as *const __m256i);
-                let p = _mm256_add_epi32(_mm256_madd_epi16(wl, xl), _mm256_madd_epi16(wh, xh));
+                let p = if VNNI {
+                    _mm256_dpwssd_epi32(_mm256_dpwssd_epi32(_mm256_setzero_si256(), wl, xl), wh, xh)
+                } else {
+                    _mm256_add_epi32(_mm256_madd_epi16(wl, xl), _mm256_madd_epi16(wh, xh))
+                };
                 let scale = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*ad.add(xb)));
                 *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, *a);
             }
