@@ -10,12 +10,8 @@ use std::time::Instant;
 
 use aiserve_core::chat::Message;
 use aiserve_core::generate::{GenItem, SeqState, TextGenerator};
+use aiserve_core::sampling::argmax;
 use aiserve_models::llm::gguf;
-
-fn argmax(v: &[f32]) -> u32 {
-    v.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, x)| if *x > bv { (i, *x) } else { (bi, bv) }).0
-        as u32
-}
 
 fn main() {
     let path = std::env::var("AISERVE_GGUF").unwrap_or_else(|_| {

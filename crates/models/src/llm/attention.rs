@@ -2,7 +2,7 @@
 //! KV caches (grouped-query: several query heads share one key/value head).
 
 use super::llama::LlamaConfig;
-use crate::quant::team::{Chunks, Team};
+use crate::quant::team::Team;
 
 /// Which elements of a head rotate together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,23 +116,10 @@ pub fn causal(team: &Team, cfg: &LlamaConfig, rows: &[Row], qkv: &[f32], caches:
     let chunk = group * hd;
     if macs < PARALLEL_MACS {
         out.chunks_exact_mut(chunk).enumerate().for_each(|(t, o)| one(t, o));
-        return;
+    } else {
+        team.chunks_mut(out, chunk, one);
     }
-    let tasks = Chunks::new(out.len() / chunk);
-    let dst = Dst(out.as_mut_ptr());
-    team.run(&|_| {
-        let dst = &dst;
-        while let Some(t) = tasks.claim() {
-            // SAFETY: task `t` owns `out[t * chunk..(t + 1) * chunk]`, and `out` outlives `run`.
-            one(t, unsafe { std::slice::from_raw_parts_mut(dst.0.add(t * chunk), chunk) });
-        }
-    });
 }
-
-/// The attention output shared by the team's threads, each writing its own tasks' slices.
-struct Dst(*mut f32);
-// SAFETY: only used in `causal`, where tasks write disjoint slices.
-unsafe impl Sync for Dst {}
 
 /// Dot product in eight independent lanes (vectorised by the compiler).
 fn dot(a: &[f32], b: &[f32]) -> f32 {

@@ -204,7 +204,8 @@ impl Llama {
             rms_norm(&x, &layer.ffn_norm, cfg.rms_eps, &mut normed);
             layer.gate_up.matmul(&self.team, &normed, n, &mut gate_up);
             let inter = cfg.intermediate;
-            rows_on(&self.team, &mut act, inter, |i, o| swiglu(&gate_up[i * 2 * inter..(i + 1) * 2 * inter], inter, o));
+            self.team
+                .chunks_mut(&mut act, inter, |i, o| swiglu(&gate_up[i * 2 * inter..(i + 1) * 2 * inter], inter, o));
             layer.down.matmul(&self.team, &act, n, &mut proj);
             x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
         }
@@ -265,27 +266,6 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
         let inv = 1.0 / (ms + eps).sqrt();
         o.iter_mut().zip(row).zip(weight).for_each(|((o, v), g)| *o = v * inv * g);
     }
-}
-
-/// Runs `f(i, row)` for every `width`-wide row of `out`, rows shared out among the team when
-/// there are several.
-fn rows_on(team: &Team, out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
-    let n = out.len() / width;
-    if n < 2 {
-        out.chunks_exact_mut(width).enumerate().for_each(|(i, r)| f(i, r));
-        return;
-    }
-    struct Rows(*mut f32);
-    // SAFETY: each claimed row index is written by one thread only.
-    unsafe impl Sync for Rows {}
-    let (rows, next) = (Rows(out.as_mut_ptr()), crate::quant::team::Chunks::new(n));
-    team.run(&|_| {
-        let rows = &rows;
-        while let Some(i) = next.claim() {
-            // SAFETY: row `i` lies inside `out`, which outlives `run`, and only this thread has it.
-            f(i, unsafe { std::slice::from_raw_parts_mut(rows.0.add(i * width), width) });
-        }
-    });
 }
 
 /// SwiGLU: `silu(gate) · up` from rows holding `[gate | up]`.

@@ -113,6 +113,32 @@ impl Team {
     }
 }
 
+impl Team {
+    /// Runs `f(i, chunk)` for every `len`-long chunk `i` of `out` (the last may be shorter),
+    /// chunks claimed by whichever thread is free; on the caller alone when there is one chunk.
+    pub fn chunks_mut(&self, out: &mut [f32], len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+        let n = out.len().div_ceil(len.max(1));
+        if n < 2 || self.helpers.is_empty() {
+            out.chunks_mut(len.max(1)).enumerate().for_each(|(i, c)| f(i, c));
+            return;
+        }
+        struct Base(*mut f32, usize);
+        // SAFETY: each chunk index is claimed once, so threads write disjoint slices.
+        unsafe impl Sync for Base {}
+        let (base, next) = (Base(out.as_mut_ptr(), out.len()), Chunks::new(n));
+        self.run(&|_| {
+            let base = &base;
+            while let Some(i) = next.claim() {
+                let start = i * len;
+                // SAFETY: `start..start + l` lies inside `out`, which outlives `run`, and chunk
+                // `i` is this thread's alone.
+                let chunk = unsafe { std::slice::from_raw_parts_mut(base.0.add(start), len.min(base.1 - start)) };
+                f(i, chunk);
+            }
+        });
+    }
+}
+
 fn helper(s: &Shared, index: usize) {
     let mut seen = 0;
     loop {
@@ -206,5 +232,13 @@ mod tests {
             n.fetch_add(1, Ordering::Relaxed);
         });
         assert_eq!(n.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn chunks_mut_hands_every_chunk_to_one_thread() {
+        let team = Team::new(2);
+        let mut out = vec![0.0f32; 103];
+        team.chunks_mut(&mut out, 10, |i, c| c.iter_mut().for_each(|v| *v += i as f32 + 1.0));
+        assert!(out.iter().enumerate().all(|(j, v)| *v == (j / 10) as f32 + 1.0));
     }
 }

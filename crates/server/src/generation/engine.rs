@@ -256,14 +256,8 @@ impl Loop {
     /// state unknown: every sequence fails with one error id and the loop starts afresh, so the
     /// version keeps serving new requests.
     fn reset_after_panic(&mut self) {
-        let err = aiserve_core::BackendError("the generation engine panicked".into());
-        let ApiError::Internal { id: error_id } = ApiError::backend(&self.labels[0], &self.labels[1], &err) else {
-            unreachable!("backend failures are internal errors")
-        };
         let ids: Vec<SeqId> = self.seqs.keys().copied().collect();
-        for id in ids {
-            self.finish(id, Some(Event::Failed(ApiError::Internal { id: error_id.clone() })));
-        }
+        self.fail_all(&ids, aiserve_core::BackendError("the generation engine panicked".into()));
         self.sched = Scheduler::new(self.sched_cfg.clone());
     }
 
@@ -303,6 +297,31 @@ impl Loop {
                 let _ = events.send(e);
             }
         }
+    }
+
+    /// Logs `err` once and fails each of `ids` with its error id.
+    fn fail_all(&mut self, ids: &[SeqId], err: aiserve_core::BackendError) {
+        let ApiError::Internal { id: error_id } = ApiError::backend(&self.labels[0], &self.labels[1], &err) else {
+            unreachable!("backend failures are internal errors")
+        };
+        for id in ids {
+            self.finish(*id, Some(Event::Failed(ApiError::Internal { id: error_id.clone() })));
+        }
+    }
+
+    /// Ends a sequence that stopped at an end token or its length: the text still held back
+    /// (an incomplete character, a possible stop-string prefix) goes out before `Done`.
+    fn end(&mut self, id: SeqId, reason: FinishReason) {
+        let tok = self.spec.tokenizer.clone();
+        let Some(s) = self.seqs.get_mut(&id) else { return };
+        let tail = s.detok.flush(tok.as_ref()).unwrap_or_default();
+        let mut text = s.stops.push(&tail).text;
+        text.push_str(&s.stops.finish());
+        if !text.is_empty() {
+            let _ = s.events.send(Event::Text(text));
+        }
+        let done = self.done(id, reason);
+        self.finish(id, Some(done));
     }
 
     fn report(&self) {
@@ -360,13 +379,8 @@ impl Loop {
                     Err(_) => aiserve_core::BackendError("the model panicked".into()),
                 };
                 // One log line and error id for the batch; every sequence in it reports that id.
-                let ApiError::Internal { id: error_id } = ApiError::backend(&self.labels[0], &self.labels[1], &err)
-                else {
-                    unreachable!("backend failures are internal errors")
-                };
-                for (id, _, _) in &plan {
-                    self.finish(*id, Some(Event::Failed(ApiError::Internal { id: error_id.clone() })));
-                }
+                let ids: Vec<SeqId> = plan.iter().map(|p| p.0).collect();
+                self.fail_all(&ids, err);
                 return;
             }
         };
@@ -389,14 +403,7 @@ impl Loop {
                 Some(prev) => token_gap.push(now - prev),
             }
             if self.spec.info.stop_tokens.contains(&t) {
-                let tail = s.detok.flush(tok.as_ref()).unwrap_or_default();
-                let mut text = s.stops.push(&tail).text;
-                text.push_str(&s.stops.finish());
-                if !text.is_empty() {
-                    let _ = s.events.send(Event::Text(text));
-                }
-                let done = self.done(*id, FinishReason::Stop);
-                self.finish(*id, Some(done));
+                self.end(*id, FinishReason::Stop);
                 continue;
             }
             let delta = match s.detok.push(tok.as_ref(), t) {
@@ -423,15 +430,7 @@ impl Loop {
             .for_each(|d| METRICS.first_token_seconds.with_label_values(&labels).observe(d.as_secs_f64()));
         token_gap.iter().for_each(|d| METRICS.token_seconds.with_label_values(&labels).observe(d.as_secs_f64()));
         for id in done_by_length {
-            let Some(s) = self.seqs.get_mut(&id) else { continue };
-            let tail = s.detok.flush(tok.as_ref()).unwrap_or_default();
-            let mut text = s.stops.push(&tail).text;
-            text.push_str(&s.stops.finish());
-            if !text.is_empty() {
-                let _ = s.events.send(Event::Text(text));
-            }
-            let done = self.done(id, FinishReason::Length);
-            self.finish(id, Some(done));
+            self.end(id, FinishReason::Length);
         }
     }
 
