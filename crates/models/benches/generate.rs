@@ -4,7 +4,8 @@
 //!
 //!   AISERVE_GGUF=path/to/model.gguf cargo bench -p aiserve-models --bench generate
 //!
-//! Threads: rayon's pool (`RAYON_NUM_THREADS=1` for one thread).
+//! Threads: rayon's pool (`RAYON_NUM_THREADS=1` for one thread). `AISERVE_ONLY_BATCH=1` skips the
+//! answers, `AISERVE_BATCHES=1,8` picks the batch sizes.
 
 use std::time::Instant;
 
@@ -100,8 +101,13 @@ fn main() {
 
     // Aggregate decode with b sequences per pass (64 steps each after a short prompt).
     let prompt = spec.tokenizer.encode("Once upon a time", false).unwrap();
-    let mut base = 0.0;
-    for b in [1usize, 2, 4, 8, 16] {
+    // AISERVE_BATCHES="8" measures one size (for a profiler); the ratio needs 1 first.
+    let batches: Vec<usize> = std::env::var("AISERVE_BATCHES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|b| b.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 2, 4, 8, 16]);
+    let mut base = f64::NAN;
+    for b in batches {
         let mut seqs: Vec<SeqState> = (0..b).map(|_| model.new_sequence()).collect();
         let mut items: Vec<GenItem> = seqs
             .iter_mut()

@@ -6,38 +6,78 @@
 //!
 //! `w · x` over a block is `dw·dx·Σ q_w q_x + m·Σx`, where the weight is `dw·q_w + m` (Q4_1:
 //! its minimum; Q4_0: `m = −8·dw`; Q8_0: `m = 0`) and `Σx` is the block's exact float sum.
+//! Weights and activations are in [`layout`]'s group order, where one vector instruction per
+//! group does the float work that would otherwise be done per block.
 
+use super::layout::{self, groups};
 use super::{Format, BLOCK};
 
-/// Activation rows as 16-bit blocks: per block a scale `d`, the exact sum `s` of its values,
-/// and 32 integers.
+/// 16-bit values in 64-byte blocks, so that vector loads never straddle two cache lines (a
+/// straddling load costs two).
+#[derive(Default)]
+struct Aligned(Vec<Block>);
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Block([i16; BLOCK]);
+
+impl std::ops::Deref for Aligned {
+    type Target = [i16];
+    fn deref(&self) -> &[i16] {
+        // SAFETY: `Block` is 32 `i16` with no padding (64 bytes, aligned to 64).
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr() as *const i16, self.0.len() * BLOCK) }
+    }
+}
+
+impl std::ops::DerefMut for Aligned {
+    fn deref_mut(&mut self) -> &mut [i16] {
+        // SAFETY: as in `deref`.
+        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr() as *mut i16, self.0.len() * BLOCK) }
+    }
+}
+
+/// Activation rows as 16-bit blocks: per block a scale `d` and the exact sum `s` of its values;
+/// the integers of each row in [`layout`]'s stream order.
 #[derive(Default)]
 pub struct Acts {
     pub n: usize,
     pub nb: usize,
-    q: Vec<i16>,
+    q: Aligned,
     d: Vec<f32>,
     s: Vec<f32>,
 }
 
 impl Acts {
-    /// The rounded values, row after row.
-    pub fn values(&self) -> &[i16] {
-        &self.q
+    /// The rounded values of row `i`, in natural order.
+    pub fn values(&self, i: usize) -> Vec<i16> {
+        let row = &self.q[i * self.nb * BLOCK..(i + 1) * self.nb * BLOCK];
+        let mut out = vec![0; row.len()];
+        for (b0, g) in groups(self.nb) {
+            for b in 0..g {
+                for p in 0..BLOCK {
+                    out[(b0 + b) * BLOCK + p] = row[b0 * BLOCK + layout::stream_index(g, b, p)];
+                }
+            }
+        }
+        out
     }
 
     /// Quantizes `x` (`n × cols`, `cols` a multiple of 32).
     pub fn quantize(x: &[f32], n: usize, cols: usize) -> Self {
-        let blocks = n * cols / BLOCK;
+        let nb = cols / BLOCK;
         let mut a =
-            Acts { n, nb: cols / BLOCK, q: vec![0; blocks * BLOCK], d: vec![0.0; blocks], s: vec![0.0; blocks] };
-        for (b, (xb, qb)) in x.chunks_exact(BLOCK).zip(a.q.chunks_exact_mut(BLOCK)).enumerate() {
-            let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let d = amax / 32767.0;
-            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-            round_block(xb, id, qb);
-            a.d[b] = d;
-            a.s[b] = xb.iter().sum();
+            Acts { n, nb, q: Aligned(vec![Block([0; BLOCK]); n * nb]), d: vec![0.0; n * nb], s: vec![0.0; n * nb] };
+        let mut natural = vec![0i16; cols];
+        for (i, xr) in x.chunks_exact(cols).enumerate() {
+            for (j, (xb, qb)) in xr.chunks_exact(BLOCK).zip(natural.chunks_exact_mut(BLOCK)).enumerate() {
+                let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let d = amax / 32767.0;
+                let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+                round_block(xb, id, qb);
+                a.d[i * nb + j] = d;
+                a.s[i * nb + j] = xb.iter().sum();
+            }
+            layout::pack_acts(&natural, &mut a.q[i * cols..(i + 1) * cols]);
         }
         a
     }
@@ -57,11 +97,8 @@ fn round_block(x: &[f32], id: f32, q: &mut [i16]) {
     }
 }
 
-fn f16_at(b: &[u8], at: usize) -> f32 {
-    half::f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]])).to_f32()
-}
-
-/// `out_t[(r - rows.start) * n + i]` = weight row `r` · activation row `i`.
+/// `out_t[(r - rows.start) * n + i]` = weight row `r` (packed by [`layout::pack_row`]) ·
+/// activation row `i`.
 pub fn dot_rows(
     format: Format,
     bytes: &[u8],
@@ -90,32 +127,26 @@ pub fn portable(
     acts: &Acts,
     out_t: &mut [f32],
 ) {
-    let (bb, nb, n) = (format.block_bytes(), cols / BLOCK, acts.n);
+    let (nb, n) = (cols / BLOCK, acts.n);
+    let row_bytes = nb * format.block_bytes();
     for (k, r) in rows.enumerate() {
-        let row = &bytes[r * nb * bb..(r + 1) * nb * bb];
+        let groups = layout::read_row(format, &bytes[r * row_bytes..(r + 1) * row_bytes]);
+        let ms: Vec<f32> = groups.iter().flat_map(|g| g.m[..g.g].to_vec()).collect();
         for i in 0..n {
-            // Eight lanes as the SIMD path keeps them, summed in its order at the end.
+            // Eight lanes as the SIMD path keeps them; lane l sums block l mod g of each group.
             let mut acc = [0.0f32; 8];
-            let mut ms = vec![0.0f32; nb];
-            for (b, blk) in row.chunks_exact(bb).enumerate() {
-                let xb = i * nb + b;
-                let xq = &acts.q[xb * BLOCK..(xb + 1) * BLOCK];
-                let dw = f16_at(blk, 0);
-                let (w, m): ([i32; 32], f32) = match format {
-                    Format::Q4_0 => (std::array::from_fn(|j| nibble(&blk[2..], j)), -8.0 * dw),
-                    Format::Q4_1 => (std::array::from_fn(|j| nibble(&blk[4..], j)), f16_at(blk, 2)),
-                    Format::Q8_0 => (std::array::from_fn(|j| blk[2 + j] as i8 as i32), 0.0),
-                };
-                // Lane l of pmaddwd on the low half holds pairs (2l, 2l+1); on the high half
-                // (16+2l, 17+2l); the two are added lane by lane.
-                let scale = dw * acts.d[xb];
+            let mut b0 = 0;
+            for grp in &groups {
+                let x = &acts.q[(i * nb + b0) * BLOCK..(i * nb + b0 + grp.g) * BLOCK];
                 for (l, a) in acc.iter_mut().enumerate() {
-                    let p = w[2 * l] * xq[2 * l] as i32
-                        + w[2 * l + 1] * xq[2 * l + 1] as i32
-                        + (w[16 + 2 * l] * xq[16 + 2 * l] as i32 + w[17 + 2 * l] * xq[17 + 2 * l] as i32);
-                    *a = (p as f32).mul_add(scale, *a);
+                    let b = l % grp.g;
+                    let sum: i32 = (0..2 * grp.g)
+                        .flat_map(|v| [v * 16 + 2 * l, v * 16 + 2 * l + 1])
+                        .map(|t| grp.q[t] * x[t] as i32)
+                        .sum();
+                    *a = (sum as f32).mul_add(grp.d[b] * acts.d[i * nb + b0 + b], *a);
                 }
-                ms[b] = m;
+                b0 += grp.g;
             }
             let mins = if format == Format::Q8_0 { 0.0 } else { min_terms(&ms, &acts.s[i * nb..(i + 1) * nb]) };
             out_t[k * n + i] = hsum8(&acc) + mins;
@@ -144,20 +175,17 @@ fn hsum8(a: &[f32; 8]) -> f32 {
     t[0] + t[1]
 }
 
-fn nibble(qs: &[u8], j: usize) -> i32 {
-    (if j < 16 { qs[j] & 0x0F } else { qs[j - 16] >> 4 }) as i32
-}
-
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use std::arch::x86_64::*;
 
     use super::{Acts, Format, BLOCK};
+    use crate::quant::layout::GROUP;
 
     const Q4_0: u8 = 0;
     const Q4_1: u8 = 1;
     const Q8_0: u8 = 2;
-    /// Most activation rows multiplied per unpacked weight block.
+    /// Most activation rows multiplied per unpacked weight group.
     const TILE: usize = 8;
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -172,11 +200,9 @@ mod simd {
         _mm256_storeu_si256(q.as_mut_ptr().add(16) as *mut __m256i, hi);
     }
 
-    /// Whether the CPU fuses the two multiply-adds and their sum into `vpdpwssd` (AVX-512 VNNI
+    /// Whether the CPU fuses a multiply-add and the sum it goes into (`vpdpwssd`, AVX-512 VNNI
     /// on 256-bit vectors). The integer results are the same either way, so the choice is only
-    /// about speed: measured on Zen 4, the fused form is ~20% faster for one or two activation
-    /// rows (fewer instructions per block) and a few percent slower for eight (`pmaddwd` issues
-    /// on two pipes).
+    /// about speed.
     fn vnni() -> bool {
         static VNNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         *VNNI.get_or_init(|| {
@@ -195,7 +221,7 @@ mod simd {
         acts: &Acts,
         out_t: &mut [f32],
     ) {
-        if acts.n <= 2 && vnni() {
+        if vnni() {
             return dot_rows_vnni(format, bytes, cols, rows, acts, out_t);
         }
         match format {
@@ -229,6 +255,15 @@ mod simd {
         }
     }
 
+    /// Header bytes of a group of `g` blocks (see [`crate::quant::layout`]).
+    const fn header(f: u8, g: usize) -> usize {
+        if f == Q4_1 {
+            4 * g
+        } else {
+            2 * g
+        }
+    }
+
     /// Inlined into the entry points, which carry the target features.
     #[inline(always)]
     unsafe fn rows_of<const F: u8, const VNNI: bool>(
@@ -242,50 +277,26 @@ mod simd {
         let row_bytes = nb * block_bytes(F);
         let n = acts.n;
         let mut ms = vec![0.0f32; nb];
-        let ms = &mut ms[..];
         for (k, r) in rows.enumerate() {
             let row = bytes.as_ptr().add(r * row_bytes);
             let out = &mut out_t[k * n..(k + 1) * n];
             let mut i = 0;
             while i < n {
                 let take = (n - i).min(TILE);
+                let o = &mut out[i..i + take];
                 match take {
-                    1 => out[i] = tile::<F, VNNI, 1>(row, nb, acts, i, ms)[0],
-                    2 => out[i..i + 2].copy_from_slice(&tile::<F, VNNI, 2>(row, nb, acts, i, ms)),
-                    3 => out[i..i + 3].copy_from_slice(&tile::<F, VNNI, 3>(row, nb, acts, i, ms)),
-                    4 => out[i..i + 4].copy_from_slice(&tile::<F, VNNI, 4>(row, nb, acts, i, ms)),
-                    5 => out[i..i + 5].copy_from_slice(&tile::<F, VNNI, 5>(row, nb, acts, i, ms)),
-                    6 => out[i..i + 6].copy_from_slice(&tile::<F, VNNI, 6>(row, nb, acts, i, ms)),
-                    7 => out[i..i + 7].copy_from_slice(&tile::<F, VNNI, 7>(row, nb, acts, i, ms)),
-                    _ => out[i..i + TILE].copy_from_slice(&tile::<F, VNNI, TILE>(row, nb, acts, i, ms)),
+                    1 => o.copy_from_slice(&tile::<F, VNNI, 1>(row, nb, acts, i, &mut ms)),
+                    2 => o.copy_from_slice(&tile::<F, VNNI, 2>(row, nb, acts, i, &mut ms)),
+                    3 => o.copy_from_slice(&tile::<F, VNNI, 3>(row, nb, acts, i, &mut ms)),
+                    4 => o.copy_from_slice(&tile::<F, VNNI, 4>(row, nb, acts, i, &mut ms)),
+                    5 => o.copy_from_slice(&tile::<F, VNNI, 5>(row, nb, acts, i, &mut ms)),
+                    6 => o.copy_from_slice(&tile::<F, VNNI, 6>(row, nb, acts, i, &mut ms)),
+                    7 => o.copy_from_slice(&tile::<F, VNNI, 7>(row, nb, acts, i, &mut ms)),
+                    _ => o.copy_from_slice(&tile::<F, VNNI, TILE>(row, nb, acts, i, &mut ms)),
                 }
                 i += take;
             }
         }
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn f16_at(p: *const u8) -> f32 {
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes(*(p as *const [u8; 2])) as i32)))
-    }
-
-    /// The block's weights as two vectors of 16 i16 (values 0..16 and 16..32), its scale, and
-    /// the factor of the activation sum.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn unpack<const F: u8>(blk: *const u8) -> (__m256i, __m256i, f32, f32) {
-        let d = f16_at(blk);
-        if F == Q8_0 {
-            let lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.add(2) as *const __m128i));
-            let hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.add(18) as *const __m128i));
-            return (lo, hi, d, 0.0);
-        }
-        let (m, qs) = if F == Q4_1 { (f16_at(blk.add(2)), blk.add(4)) } else { (-8.0 * d, blk.add(2)) };
-        let q = _mm_loadu_si128(qs as *const __m128i);
-        let lo = _mm_and_si128(q, _mm_set1_epi8(0x0F));
-        let hi = _mm_and_si128(_mm_srli_epi16::<4>(q), _mm_set1_epi8(0x0F));
-        (_mm256_cvtepu8_epi16(lo), _mm256_cvtepu8_epi16(hi), d, m)
     }
 
     #[inline(always)]
@@ -296,32 +307,106 @@ mod simd {
         i0: usize,
         ms: &mut [f32],
     ) -> [f32; R] {
-        let bb = block_bytes(F);
         let mut acc = [_mm256_setzero_ps(); R];
-        let (q, ad) = (acts.q.as_ptr(), acts.d.as_ptr());
-        for b in 0..nb {
-            let (wl, wh, dw, m) = unpack::<F>(row.add(b * bb));
-            *ms.get_unchecked_mut(b) = m;
-            let dw = _mm256_set1_ps(dw);
-            for (k, a) in acc.iter_mut().enumerate() {
-                let xb = (i0 + k) * nb + b;
-                let xl = _mm256_loadu_si256(q.add(xb * BLOCK) as *const __m256i);
-                let xh = _mm256_loadu_si256(q.add(xb * BLOCK + 16) as *const __m256i);
-                let p = if VNNI {
-                    _mm256_dpwssd_epi32(_mm256_dpwssd_epi32(_mm256_setzero_si256(), wl, xl), wh, xh)
-                } else {
-                    _mm256_add_epi32(_mm256_madd_epi16(wl, xl), _mm256_madd_epi16(wh, xh))
-                };
-                let scale = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*ad.add(xb)));
-                *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, *a);
-            }
+        let mut at = row;
+        let full = nb / GROUP;
+        for g in 0..full {
+            group::<F, VNNI, R, GROUP>(at, g * GROUP, nb, acts, i0, &mut acc, ms);
+            at = at.add(GROUP * block_bytes(F));
+        }
+        let mut b0 = full * GROUP;
+        if nb - b0 >= 2 {
+            group::<F, VNNI, R, 2>(at, b0, nb, acts, i0, &mut acc, ms);
+            at = at.add(2 * block_bytes(F));
+            b0 += 2;
+        }
+        if b0 < nb {
+            group::<F, VNNI, R, 1>(at, b0, nb, acts, i0, &mut acc, ms);
         }
         let mut out = [0.0f32; R];
         for (k, (o, a)) in out.iter_mut().zip(&acc).enumerate() {
-            let i = i0 + k;
-            *o = hsum(*a) + if F == Q8_0 { 0.0 } else { min_terms(&ms[..nb], &acts.s[i * nb..(i + 1) * nb]) };
+            let x = (i0 + k) * nb;
+            *o = hsum(*a) + if F == Q8_0 { 0.0 } else { min_terms(&ms[..nb], &acts.s[x..x + nb]) };
         }
         out
+    }
+
+    /// One group of `G` blocks at `p` (first block `b0`) times `R` activation rows from `i0`:
+    /// the weights are unpacked once, then each row takes `2G` multiply-adds, one conversion
+    /// and one FMA. Writes the blocks' `m` terms (Q4_1: minimums; Q4_0: `−8·d`) to `ms`.
+    #[inline(always)]
+    unsafe fn group<const F: u8, const VNNI: bool, const R: usize, const G: usize>(
+        p: *const u8,
+        b0: usize,
+        nb: usize,
+        acts: &Acts,
+        i0: usize,
+        acc: &mut [__m256; R],
+        ms: &mut [f32],
+    ) {
+        // G f16 values at h as floats in the low lanes.
+        let halfs = |h: *const u8| match G {
+            4 => _mm_cvtph_ps(_mm_loadl_epi64(h as *const __m128i)),
+            2 => _mm_cvtph_ps(_mm_cvtsi32_si128((h as *const i32).read_unaligned())),
+            _ => _mm_cvtph_ps(_mm_cvtsi32_si128((h as *const u16).read_unaligned() as i32)),
+        };
+        let dw = halfs(p);
+        if F != Q8_0 {
+            let m = if F == Q4_1 { halfs(p.add(2 * G)) } else { _mm_mul_ps(dw, _mm_set1_ps(-8.0)) };
+            let mut lanes = [0.0f32; 4];
+            _mm_storeu_ps(lanes.as_mut_ptr(), m);
+            ms[b0..b0 + G].copy_from_slice(&lanes[..G]);
+        }
+        let payload = p.add(header(F, G));
+        let mut w = [[_mm256_setzero_si256(); 2]; G];
+        for c in 0..G {
+            // Vectors c and c + G (numbered as in the layout), kept as w[c][0] and w[c][1].
+            if F == Q8_0 {
+                w[c][0] = _mm256_cvtepi8_epi16(_mm_loadu_si128(payload.add(16 * c) as *const __m128i));
+                w[c][1] = _mm256_cvtepi8_epi16(_mm_loadu_si128(payload.add(16 * (c + G)) as *const __m128i));
+            } else {
+                let q = _mm_loadu_si128(payload.add(16 * c) as *const __m128i);
+                let mask = _mm_set1_epi8(0x0F);
+                w[c][0] = _mm256_cvtepu8_epi16(_mm_and_si128(q, mask));
+                w[c][1] = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(q), mask));
+            }
+        }
+        for (k, a) in acc.iter_mut().enumerate() {
+            let row = i0 + k;
+            let x = acts.q.as_ptr().add((row * nb + b0) * BLOCK);
+            let ld = |v: usize| _mm256_loadu_si256(x.add(16 * v) as *const __m256i);
+            // G short chains of integer sums, added as a tree (exact, so the order changes no
+            // bit): long chains would keep the multipliers waiting on each other.
+            let mut t = [_mm256_setzero_si256(); G];
+            for (c, t) in t.iter_mut().enumerate() {
+                let lo = _mm256_madd_epi16(w[c][0], ld(c));
+                *t = if VNNI {
+                    _mm256_dpwssd_epi32(lo, w[c][1], ld(c + G))
+                } else {
+                    _mm256_add_epi32(lo, _mm256_madd_epi16(w[c][1], ld(c + G)))
+                };
+            }
+            let s = match G {
+                4 => _mm256_add_epi32(_mm256_add_epi32(t[0], t[1]), _mm256_add_epi32(t[2], t[3])),
+                2 => _mm256_add_epi32(t[0], t[1]),
+                _ => t[0],
+            };
+            let dx = acts.d.as_ptr().add(row * nb + b0);
+            // Lane l's scale: block l mod G's weight scale times its activation scale.
+            let sc = match G {
+                4 => {
+                    let t = _mm_mul_ps(dw, _mm_loadu_ps(dx));
+                    _mm256_set_m128(t, t)
+                }
+                2 => {
+                    let t = _mm_mul_ps(dw, _mm_castpd_ps(_mm_load_sd(dx as *const f64)));
+                    let t = _mm_movelh_ps(t, t);
+                    _mm256_set_m128(t, t)
+                }
+                _ => _mm256_set1_ps(_mm_cvtss_f32(dw) * *dx),
+            };
+            *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, *a);
+        }
     }
 
     /// [`super::min_terms`] with vector FMAs (the same fused operations, lane by lane).

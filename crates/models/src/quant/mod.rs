@@ -15,6 +15,8 @@
 
 mod avx2;
 pub mod int16;
+pub mod layout;
+#[cfg(test)]
 mod scalar;
 pub mod team;
 
@@ -63,7 +65,8 @@ impl std::fmt::Debug for Matrix {
 }
 
 impl Matrix {
-    /// A matrix of GGML blocks: each row is `cols / 32` blocks of `format`.
+    /// A matrix of GGML blocks: each row is `cols / 32` blocks of `format`, as GGUF stores
+    /// them. The rows are regrouped for the kernels ([`layout`]); the size stays the same.
     pub fn quantized(format: Format, rows: usize, cols: usize, bytes: Vec<u8>) -> Result<Self, String> {
         if !cols.is_multiple_of(BLOCK) {
             return Err(format!("{format:?} rows must hold a multiple of {BLOCK} values, got {cols}"));
@@ -72,7 +75,13 @@ impl Matrix {
         if bytes.len() != want {
             return Err(format!("{format:?} {rows}x{cols} takes {want} bytes, got {}", bytes.len()));
         }
-        Ok(Self { rows, cols, data: Data::Blocks { format, bytes } })
+        let mut packed = Vec::with_capacity(bytes.len());
+        if rows > 0 {
+            for row in bytes.chunks_exact(bytes.len() / rows) {
+                layout::pack_row(format, row, &mut packed);
+            }
+        }
+        Ok(Self { rows, cols, data: Data::Blocks { format, bytes: packed } })
     }
 
     pub fn f32(rows: usize, cols: usize, values: Vec<f32>) -> Result<Self, String> {
@@ -145,12 +154,8 @@ impl Matrix {
         match &self.data {
             Data::F32(v) => out.copy_from_slice(&v[r * self.cols..(r + 1) * self.cols]),
             Data::Blocks { format, bytes } => {
-                let bb = format.block_bytes();
-                let nb = self.cols / BLOCK;
-                let row = &bytes[r * nb * bb..(r + 1) * nb * bb];
-                for (blk, o) in row.chunks_exact(bb).zip(out.chunks_exact_mut(BLOCK)) {
-                    scalar::dequantize_block(*format, blk, o);
-                }
+                let row_bytes = self.cols / BLOCK * format.block_bytes();
+                layout::dequantize_row(*format, &bytes[r * row_bytes..(r + 1) * row_bytes], out);
             }
         }
     }
@@ -300,18 +305,22 @@ mod tests {
         let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let id = 1.0 / (amax / 32767.0);
         let want: Vec<i16> = x.iter().map(|v| (v * id).round_ties_even() as i16).collect();
-        assert_eq!(acts.values(), want);
+        assert_eq!(acts.values(0), want);
         let halves: Vec<f32> = (0..32).map(|i| i as f32 - 15.5).collect();
         let acts = int16::Acts::quantize(&halves, 1, 32);
-        assert_eq!(acts.values().iter().map(|q| *q as i32).max(), Some(32767));
+        assert_eq!(acts.values(0).iter().map(|q| *q as i32).max(), Some(32767));
     }
 
     #[test]
     fn simd_and_portable_int16_kernels_give_the_same_bits() {
-        let (rows, cols) = (9, 96);
-        for format in [Format::Q4_0, Format::Q4_1, Format::Q8_0] {
-            let bytes = random_blocks(format, rows, cols, 5);
-            for n in [1, 3, 8, 11] {
+        // 3 blocks (one partial group), 8 (two whole ones), 9 (two and a partial one).
+        for (format, rows, cols) in
+            [Format::Q4_0, Format::Q4_1, Format::Q8_0].into_iter().flat_map(|f| [(f, 9, 96), (f, 5, 256), (f, 6, 288)])
+        {
+            let raw = random_blocks(format, rows, cols, 5);
+            let mut bytes = Vec::new();
+            raw.chunks_exact(raw.len() / rows).for_each(|row| layout::pack_row(format, row, &mut bytes));
+            for n in [1, 2, 3, 8, 11] {
                 let x: Vec<f32> = (0..n * cols).map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0).collect();
                 let acts = int16::Acts::quantize(&x, n, cols);
                 let mut a = vec![0.0; rows * n];

@@ -1,0 +1,78 @@
+//! The quantized product alone, one thread, on SmolLM2-135M's shapes (576 → 1536 and back) with
+//! seeded random Q4_1 weights: nanoseconds per activation row and weight group (4 blocks, 128
+//! multiply-adds) for 1, 2, 4, 8 and 16 rows, the fastest of 15 timings. The weights (7 MB)
+//! exceed L2, as in a model.
+//!
+//!   cargo bench -p aiserve-models --bench quant_matmul
+
+use std::time::Instant;
+
+use aiserve_models::quant::team::Team;
+use aiserve_models::quant::{Format, Matrix};
+
+fn main() {
+    let mut state = 7u64;
+    let mut next = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) as u32
+    };
+    let (rows, cols) = match std::env::var("SHAPE").as_deref() {
+        Ok("small") => (64, 576),
+        _ => (1536, 576),
+    };
+    // Eight matrices per direction, as a model's layers, so the weights stream from memory.
+    let mats: Vec<(Matrix, usize)> = (0..8)
+        .flat_map(|_| match std::env::var("SHAPE").as_deref() {
+            Ok("up") | Ok("small") => [(rows, cols), (rows, cols)],
+            Ok("down") => [(cols, rows), (cols, rows)],
+            _ => [(rows, cols), (cols, rows)],
+        })
+        .map(|(r, c)| {
+            let mut bytes = Vec::with_capacity(r * c / 32 * 20);
+            for _ in 0..r * c / 32 {
+                let d = half::f16::from_f32(0.001 + (next() % 1000) as f32 * 1e-5).to_bits().to_le_bytes();
+                let m = half::f16::from_f32(-((next() % 1000) as f32) * 1e-4).to_bits().to_le_bytes();
+                bytes.extend_from_slice(&d);
+                bytes.extend_from_slice(&m);
+                bytes.extend((0..16).map(|_| next() as u8));
+            }
+            (Matrix::quantized(Format::Q4_1, r, c, bytes).unwrap(), c)
+        })
+        .collect();
+    let macs_per_pass: usize = mats.iter().map(|(m, _)| m.rows() * m.cols()).sum();
+    let team = Team::new(1);
+    let mut base = 0.0;
+    for n in [1usize, 2, 4, 8, 16] {
+        let xs: Vec<Vec<f32>> =
+            [cols, rows].iter().map(|c| (0..n * c).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect()).collect();
+        let mut out = vec![0.0; n * rows];
+        let pass = |out: &mut Vec<f32>| {
+            for (m, c) in &mats {
+                let x = if *c == cols { &xs[0] } else { &xs[1] };
+                m.matmul(&team, x, n, &mut out[..n * m.rows()]);
+            }
+        };
+        pass(&mut out);
+        // The fastest of 15 timings of 4 passes: the least disturbed by other work on the machine.
+        let s = (0..15)
+            .map(|_| {
+                let t = Instant::now();
+                for _ in 0..4 {
+                    pass(&mut out);
+                }
+                t.elapsed().as_secs_f64() / 4.0
+            })
+            .fold(f64::INFINITY, f64::min);
+        let per_group = s * 1e9 / (n * macs_per_pass / 128) as f64;
+        let rate = n as f64 / s;
+        if n == 1 {
+            base = rate;
+        }
+        println!(
+            "n={n:2}: {:.2} ms per pass, {per_group:.2} ns per row-group, {:.1} GMAC/s, {:.2}x rows/s of n=1",
+            s * 1e3,
+            (n * macs_per_pass) as f64 / s / 1e9,
+            rate / base
+        );
+    }
+}
