@@ -1,7 +1,8 @@
 //! The quantized product alone, one thread, on SmolLM2-135M's shapes (576 → 1536 and back) with
 //! seeded random Q4_1 weights: nanoseconds per activation row and weight group (4 blocks, 128
 //! multiply-adds) for 1, 2, 4, 8 and 16 rows, the fastest of 15 timings. The weights (7 MB)
-//! exceed L2, as in a model.
+//! exceed L2, as in a model. `SHAPE=up` or `SHAPE=down` keeps one direction only, `SHAPE=small`
+//! uses 64-row matrices (per-call costs show), `AISERVE_NO_VNNI=1` the AVX2 multiply-adds.
 //!
 //!   cargo bench -p aiserve-models --bench quant_matmul
 

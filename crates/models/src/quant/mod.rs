@@ -3,8 +3,9 @@
 //!
 //! Why our own kernels: candle 0.11 has no SIMD dot product for Q4_1 (its scalar fallback decoded
 //! SmolLM2-135M Q4_1 at ~1 token/s), and dequantizing to f32 at load time reads 6× more memory
-//! per token, which is what bounds decoding. Here weights stay in their GGUF bytes and each block
-//! is unpacked in registers right before use. Activations are rounded to 16 bits per block of 32
+//! per token, which is what bounds decoding. Here weights keep their GGUF size and bits, regrouped
+//! four blocks at a time at load time ([`layout`]), and each group is unpacked in registers right
+//! before use. Activations are rounded to 16 bits per block of 32
 //! ([`int16`]): integer multiply-adds do twice the work of float FMAs per instruction, which is
 //! what bounds prefill and batched decoding. llama.cpp rounds activations to 8 bits; that
 //! changes greedy answers of small models (SmolLM2 says "Le Grand Château…" where transformers'
@@ -76,8 +77,8 @@ impl Matrix {
             return Err(format!("{format:?} {rows}x{cols} takes {want} bytes, got {}", bytes.len()));
         }
         let mut packed = Vec::with_capacity(bytes.len());
-        if rows > 0 {
-            for row in bytes.chunks_exact(bytes.len() / rows) {
+        if let Some(row_bytes) = bytes.len().checked_div(rows).filter(|b| *b > 0) {
+            for row in bytes.chunks_exact(row_bytes) {
                 layout::pack_row(format, row, &mut packed);
             }
         }
