@@ -9,7 +9,7 @@
 //! Weights and activations are in [`layout`]'s group order, where one vector instruction per
 //! group does the float work that would otherwise be done per block.
 
-use super::layout::{self, groups};
+use super::layout;
 use super::{Format, BLOCK};
 
 /// 16-bit values in 64-byte blocks, so that vector loads never straddle two cache lines (a
@@ -49,10 +49,11 @@ pub struct Acts {
 
 impl Acts {
     /// The rounded values of row `i`, in natural order.
+    #[cfg(test)]
     pub fn values(&self, i: usize) -> Vec<i16> {
         let row = &self.q[i * self.nb * BLOCK..(i + 1) * self.nb * BLOCK];
         let mut out = vec![0; row.len()];
-        for (b0, g) in groups(self.nb) {
+        for (b0, g) in layout::groups(self.nb) {
             for b in 0..g {
                 for p in 0..BLOCK {
                     out[(b0 + b) * BLOCK + p] = row[b0 * BLOCK + layout::stream_index(g, b, p)];
@@ -130,7 +131,7 @@ pub fn portable(
     let (nb, n) = (cols / BLOCK, acts.n);
     let row_bytes = nb * format.block_bytes();
     for (k, r) in rows.enumerate() {
-        let groups = layout::read_row(format, &bytes[r * row_bytes..(r + 1) * row_bytes]);
+        let groups: Vec<_> = layout::read_row(format, &bytes[r * row_bytes..(r + 1) * row_bytes]).collect();
         let ms: Vec<f32> = groups.iter().flat_map(|g| g.m[..g.g].to_vec()).collect();
         for i in 0..n {
             // Eight lanes as the SIMD path keeps them; lane l sums block l mod g of each group.
@@ -180,7 +181,7 @@ mod simd {
     use std::arch::x86_64::*;
 
     use super::{Acts, Format, BLOCK};
-    use crate::quant::layout::GROUP;
+    use crate::quant::layout::{self, GROUP};
 
     const Q4_0: u8 = 0;
     const Q4_1: u8 = 1;
@@ -249,21 +250,17 @@ mod simd {
         }
     }
 
-    const fn block_bytes(f: u8) -> usize {
+    /// The format a kernel's constant stands for.
+    const fn format(f: u8) -> Format {
         match f {
-            Q4_0 => Format::Q4_0.block_bytes(),
-            Q4_1 => Format::Q4_1.block_bytes(),
-            _ => Format::Q8_0.block_bytes(),
+            Q4_0 => Format::Q4_0,
+            Q4_1 => Format::Q4_1,
+            _ => Format::Q8_0,
         }
     }
 
-    /// Header bytes of a group of `g` blocks (see [`crate::quant::layout`]).
-    const fn header(f: u8, g: usize) -> usize {
-        if f == Q4_1 {
-            4 * g
-        } else {
-            2 * g
-        }
+    const fn block_bytes(f: u8) -> usize {
+        format(f).block_bytes()
     }
 
     /// Inlined into the entry points, which carry the target features.
@@ -359,7 +356,7 @@ mod simd {
             _mm_storeu_ps(lanes.as_mut_ptr(), m);
             ms[b0..b0 + G].copy_from_slice(&lanes[..G]);
         }
-        let payload = p.add(header(F, G));
+        let payload = p.add(layout::header(format(F), G));
         let mut w = [[_mm256_setzero_si256(); 2]; G];
         for (c, w) in w.iter_mut().enumerate() {
             // Vectors c and c + G (numbered as in the layout), kept as w[c][0] and w[c][1].

@@ -64,8 +64,8 @@ fn stream_table(g: usize) -> &'static [u8] {
 }
 
 /// Header bytes of a `g`-block group.
-fn header(format: Format, g: usize) -> usize {
-    if format == Format::Q4_1 {
+pub const fn header(format: Format, g: usize) -> usize {
+    if matches!(format, Format::Q4_1) {
         4 * g
     } else {
         2 * g
@@ -128,35 +128,33 @@ impl Group {
 }
 
 /// The groups of a packed row, in order.
-pub fn read_row(format: Format, row: &[u8]) -> Vec<Group> {
+pub fn read_row(format: Format, row: &[u8]) -> impl Iterator<Item = Group> + '_ {
     let nb = row.len() / format.block_bytes();
     let mut at = 0;
     let f16 = |b: &[u8], i: usize| half::f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32();
-    groups(nb)
-        .map(|(_, g)| {
-            let grp = &row[at..at + g * format.block_bytes()];
-            at += grp.len();
-            let h = header(format, g);
-            let mut out = Group { g, d: [0.0; GROUP], m: [0.0; GROUP], q: [0; GROUP * BLOCK] };
-            for b in 0..g {
-                out.d[b] = f16(grp, 2 * b);
-                out.m[b] = match format {
-                    Format::Q4_0 => -8.0 * out.d[b],
-                    Format::Q4_1 => f16(grp, 2 * (g + b)),
-                    Format::Q8_0 => 0.0,
-                };
-            }
-            let payload = &grp[h..];
-            for t in 0..g * BLOCK {
-                out.q[t] = match format {
-                    Format::Q8_0 => payload[t] as i8 as i32,
-                    _ if t < 16 * g => (payload[t] & 0x0F) as i32,
-                    _ => (payload[t - 16 * g] >> 4) as i32,
-                };
-            }
-            out
-        })
-        .collect()
+    groups(nb).map(move |(_, g)| {
+        let grp = &row[at..at + g * format.block_bytes()];
+        at += grp.len();
+        let h = header(format, g);
+        let mut out = Group { g, d: [0.0; GROUP], m: [0.0; GROUP], q: [0; GROUP * BLOCK] };
+        for b in 0..g {
+            out.d[b] = f16(grp, 2 * b);
+            out.m[b] = match format {
+                Format::Q4_0 => -8.0 * out.d[b],
+                Format::Q4_1 => f16(grp, 2 * (g + b)),
+                Format::Q8_0 => 0.0,
+            };
+        }
+        let payload = &grp[h..];
+        for t in 0..g * BLOCK {
+            out.q[t] = match format {
+                Format::Q8_0 => payload[t] as i8 as i32,
+                _ if t < 16 * g => (payload[t] & 0x0F) as i32,
+                _ => (payload[t - 16 * g] >> 4) as i32,
+            };
+        }
+        out
+    })
 }
 
 /// Writes a packed row's values as floats (`nb · 32`): an embedding lookup.
