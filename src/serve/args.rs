@@ -55,9 +55,20 @@ pub struct GenerationArgs {
     /// Most sequences running or waiting per generation model before new requests get 503.
     #[arg(long, env = "AISERVE_MAX_QUEUED_SEQS", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_queued_seqs: u64,
+    /// Bits GGUF models round activations to before multiplying them with 4-bit weights: 16
+    /// answers as f32 does; 8 (llama.cpp's choice) is faster but changes small models' answers.
+    #[arg(long, env = "AISERVE_ACTIVATION_BITS", default_value_t = 16, value_parser = clap::builder::TypedValueParser::map(clap::builder::PossibleValuesParser::new(["8", "16"]), |v: String| v.parse::<u8>().expect("8 or 16")))]
+    pub activation_bits: u8,
 }
 
 impl GenerationArgs {
+    pub fn bits(&self) -> aiserve_models::quant::Bits {
+        match self.activation_bits {
+            8 => aiserve_models::quant::Bits::Eight,
+            _ => aiserve_models::quant::Bits::Sixteen,
+        }
+    }
+
     pub fn engine(&self) -> aiserve_server::generation::engine::EngineConfig {
         aiserve_server::generation::engine::EngineConfig {
             kv_cache_bytes: (self.kv_cache_mb as usize) << 20,

@@ -28,6 +28,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("binding {}", args.addr))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(addr = %listener.local_addr()?, scheme, repo = %args.repo.display(), "aiserve listening");
+    let loader = CandleLoader::cpu().with_activation_bits(args.generation.bits());
     let opts = ServeOptions {
         repo: args.repo,
         listen: args.limits.listen(tls),
@@ -38,7 +39,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         default_model: args.default_model,
         generation: args.generation.engine(),
     };
-    aiserve_server::serve(opts, Arc::new(CandleLoader::cpu()), listener, shutdown_signal()).await?;
+    aiserve_server::serve(opts, Arc::new(loader), listener, shutdown_signal()).await?;
     tracing::info!("shut down cleanly");
     Ok(())
 }

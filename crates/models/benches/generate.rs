@@ -5,7 +5,8 @@
 //!   AISERVE_GGUF=path/to/model.gguf cargo bench -p aiserve-models --bench generate
 //!
 //! Threads: rayon's pool (`RAYON_NUM_THREADS=1` for one thread). `AISERVE_ONLY_BATCH=1` skips the
-//! answers, `AISERVE_BATCHES=1,8` picks the batch sizes.
+//! answers, `AISERVE_BATCHES=1,8` picks the batch sizes, `AISERVE_ACTIVATION_BITS=8` the
+//! 8-bit activations (16 by default, as the server).
 
 use std::time::Instant;
 
@@ -13,6 +14,7 @@ use aiserve_core::chat::Message;
 use aiserve_core::generate::{GenItem, SeqState, TextGenerator};
 use aiserve_core::sampling::argmax;
 use aiserve_models::llm::gguf;
+use aiserve_models::quant::Bits;
 
 fn main() {
     let path = std::env::var("AISERVE_GGUF").unwrap_or_else(|_| {
@@ -23,9 +25,13 @@ fn main() {
     let decode_tokens: usize = std::env::var("AISERVE_DECODE_TOKENS").ok().and_then(|v| v.parse().ok()).unwrap_or(128);
     let path = std::path::Path::new(&path);
     let spec = gguf::describe(path).expect("describe");
-    let mut model = gguf::load(path).expect("load");
+    let bits = match std::env::var("AISERVE_ACTIVATION_BITS").as_deref() {
+        Ok("8") => Bits::Eight,
+        _ => Bits::Sixteen,
+    };
+    let mut model = gguf::load(path, bits).expect("load");
     println!(
-        "model {} ({} MB of weights read per token), {} threads",
+        "model {} ({} MB of weights read per token, {bits:?}-bit activations), {} threads",
         path.display(),
         model.weight_bytes() / 1_000_000,
         rayon::current_num_threads()

@@ -1,15 +1,17 @@
-//! The quantized product alone, one thread, on SmolLM2-135M's shapes (576 → 1536 and back) with
-//! seeded random Q4_1 weights: nanoseconds per activation row and weight group (4 blocks, 128
-//! multiply-adds) for 1, 2, 4, 8 and 16 rows, the fastest of 15 timings. The weights (7 MB)
-//! exceed L2, as in a model. `SHAPE=up` or `SHAPE=down` keeps one direction only, `SHAPE=small`
-//! uses 64-row matrices (per-call costs show), `AISERVE_NO_VNNI=1` the AVX2 multiply-adds.
+//! The quantized product alone on SmolLM2-135M's shapes (576 → 1536 and back) with seeded random
+//! Q4_1 weights: nanoseconds per activation row and 128 multiply-adds for 1, 2, 4, 8 and 16
+//! rows, the fastest of 15 timings. The weights of 8 layers (7 MB) exceed L2; `LAYERS=64`
+//! (70 MB) makes them stream from memory as a model's do. `THREADS=2` shares each product among
+//! two threads (one by default), `SHAPE=up` or `SHAPE=down` keeps one direction only,
+//! `SHAPE=small` uses 64-row matrices (per-call costs show), `AISERVE_NO_VNNI=1` the AVX2
+//! multiply-adds, `AISERVE_ACTIVATION_BITS=8` the 8-bit activations.
 //!
 //!   cargo bench -p aiserve-models --bench quant_matmul
 
 use std::time::Instant;
 
 use aiserve_models::quant::team::Team;
-use aiserve_models::quant::{Format, Matrix};
+use aiserve_models::quant::{Bits, Format, Matrix};
 
 fn main() {
     let mut state = 7u64;
@@ -21,8 +23,13 @@ fn main() {
         Ok("small") => (64, 576),
         _ => (1536, 576),
     };
-    // Eight matrices per direction, as a model's layers, so the weights stream from memory.
-    let mats: Vec<(Matrix, usize)> = (0..8)
+    // Matrices in both directions per layer, as a model's.
+    let bits = match std::env::var("AISERVE_ACTIVATION_BITS").as_deref() {
+        Ok("8") => Bits::Eight,
+        _ => Bits::Sixteen,
+    };
+    let layers: usize = std::env::var("LAYERS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let mats: Vec<(Matrix, usize)> = (0..layers)
         .flat_map(|_| match std::env::var("SHAPE").as_deref() {
             Ok("up") | Ok("small") => [(rows, cols), (rows, cols)],
             Ok("down") => [(cols, rows), (cols, rows)],
@@ -37,11 +44,11 @@ fn main() {
                 bytes.extend_from_slice(&m);
                 bytes.extend((0..16).map(|_| next() as u8));
             }
-            (Matrix::quantized(Format::Q4_1, r, c, bytes).unwrap(), c)
+            (Matrix::quantized(Format::Q4_1, bits, r, c, bytes).unwrap(), c)
         })
         .collect();
     let macs_per_pass: usize = mats.iter().map(|(m, _)| m.rows() * m.cols()).sum();
-    let team = Team::new(1);
+    let team = Team::new(std::env::var("THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1));
     let mut base = 0.0;
     for n in [1usize, 2, 4, 8, 16] {
         let xs: Vec<Vec<f32>> =
@@ -70,7 +77,7 @@ fn main() {
             base = rate;
         }
         println!(
-            "n={n:2}: {:.2} ms per pass, {per_group:.2} ns per row-group, {:.1} GMAC/s, {:.2}x rows/s of n=1",
+            "n={n:2}: {:.2} ms per pass, {per_group:.2} ns per row and 128 MACs, {:.1} GMAC/s, {:.2}x rows/s of n=1",
             s * 1e3,
             (n * macs_per_pass) as f64 / s / 1e9,
             rate / base

@@ -14,16 +14,23 @@ use candle_core::Device;
 
 use crate::digits::{self, classifier::DigitsClassifier, DigitsCnn};
 use crate::llm;
+use crate::quant::Bits;
 use crate::text::{self, embedder::Embedder, hf_dir};
 
 /// Loads every architecture this build knows, on one device.
 pub struct CandleLoader {
     device: Device,
+    bits: Bits,
 }
 
 impl CandleLoader {
     pub fn cpu() -> Self {
-        Self { device: Device::Cpu }
+        Self { device: Device::Cpu, bits: Bits::default() }
+    }
+
+    /// Rounds activations to `bits` in products with GGUF's 4-bit weights (see [`Bits`]).
+    pub fn with_activation_bits(self, bits: Bits) -> Self {
+        Self { bits, ..self }
     }
 }
 
@@ -69,7 +76,7 @@ impl ModelLoader for CandleLoader {
             }
             Description::Generator(_) => {
                 if let Some(path) = llm::gguf::find(dir)? {
-                    return Ok(Loaded::Generator(Box::new(llm::gguf::load(&path)?)));
+                    return Ok(Loaded::Generator(Box::new(llm::gguf::load(&path, self.bits)?)));
                 }
                 let config = hf_dir::read_json(dir, "config.json")?
                     .ok_or_else(|| LoadError::Config("config.json is missing".into()))?;

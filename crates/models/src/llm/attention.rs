@@ -77,51 +77,68 @@ const PARALLEL_MACS: usize = 1 << 15;
 /// key and value is read once for the whole group, and even a single decoding sequence spreads
 /// over the cores.
 pub fn causal(team: &Team, cfg: &LlamaConfig, rows: &[Row], qkv: &[f32], caches: &[(&[f32], &[f32])], out: &mut [f32]) {
+    let job = Job { cfg, rows, qkv, caches };
+    let macs: usize = rows.iter().map(|r| (r.pos + 1) * cfg.q_dim() * 2).sum();
+    let chunk = cfg.heads / cfg.kv_heads * cfg.head_dim;
+    if macs < PARALLEL_MACS {
+        out.chunks_exact_mut(chunk).enumerate().for_each(|(t, o)| attend(&job, t, o));
+    } else {
+        team.chunks_mut(out, chunk, |t, o| attend(&job, t, o));
+    }
+}
+
+/// What every attention task reads.
+struct Job<'a> {
+    cfg: &'a LlamaConfig,
+    rows: &'a [Row],
+    qkv: &'a [f32],
+    caches: &'a [(&'a [f32], &'a [f32])],
+}
+
+/// Task `task` = (row, KV head): the group's query heads against the row's keys and values,
+/// written to `o` (`group × head_dim`). Compiled for AVX2 too (chosen at run time); the same
+/// operations in the same order either way, so the bits do not depend on the CPU.
+#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
+fn attend(job: &Job, task: usize, o: &mut [f32]) {
+    let cfg = job.cfg;
     let (qd, kvd, hd) = (cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
     let stride = qd + 2 * kvd;
     let group = cfg.heads / cfg.kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
-    let one = |task: usize, o: &mut [f32]| {
-        let (i, kvh) = (task / cfg.kv_heads, task % cfg.kv_heads);
-        let row = rows[i];
-        let (keys, values) = caches[row.piece];
-        let ctx = row.pos + 1;
-        let mut scores = vec![0.0f32; ctx * group];
-        for g in 0..group {
-            let h = kvh * group + g;
-            let qh = &qkv[i * stride + h * hd..i * stride + (h + 1) * hd];
-            let s = &mut scores[g * ctx..(g + 1) * ctx];
-            let mut max = f32::NEG_INFINITY;
-            for (t, v) in s.iter_mut().enumerate() {
-                *v = dot(qh, &keys[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd]) * scale;
-                max = max.max(*v);
-            }
-            let mut sum = 0.0;
-            for v in s.iter_mut() {
-                *v = (*v - max).exp();
-                sum += *v;
-            }
-            s.iter_mut().for_each(|v| *v /= sum);
+    let (i, kvh) = (task / cfg.kv_heads, task % cfg.kv_heads);
+    let row = job.rows[i];
+    let (keys, values) = job.caches[row.piece];
+    let ctx = row.pos + 1;
+    let mut scores = vec![0.0f32; ctx * group];
+    for g in 0..group {
+        let h = kvh * group + g;
+        let qh = &job.qkv[i * stride + h * hd..i * stride + (h + 1) * hd];
+        let s = &mut scores[g * ctx..(g + 1) * ctx];
+        let mut max = f32::NEG_INFINITY;
+        for (t, v) in s.iter_mut().enumerate() {
+            *v = dot(qh, &keys[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd]) * scale;
+            max = max.max(*v);
         }
-        o.fill(0.0);
-        for t in 0..ctx {
-            let v = &values[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
-            for (g, oh) in o.chunks_exact_mut(hd).enumerate() {
-                let p = scores[g * ctx + t];
-                oh.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
-            }
+        let mut sum = 0.0;
+        for v in s.iter_mut() {
+            *v = (*v - max).exp();
+            sum += *v;
         }
-    };
-    let macs: usize = rows.iter().map(|r| (r.pos + 1) * qd * 2).sum();
-    let chunk = group * hd;
-    if macs < PARALLEL_MACS {
-        out.chunks_exact_mut(chunk).enumerate().for_each(|(t, o)| one(t, o));
-    } else {
-        team.chunks_mut(out, chunk, one);
+        s.iter_mut().for_each(|v| *v /= sum);
+    }
+    o.fill(0.0);
+    for t in 0..ctx {
+        let v = &values[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
+        for (g, oh) in o.chunks_exact_mut(hd).enumerate() {
+            let p = scores[g * ctx + t];
+            oh.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
+        }
     }
 }
 
-/// Dot product in eight independent lanes (vectorised by the compiler).
+/// Dot product in eight independent lanes (vectorised by the compiler; inlined into `attend`'s
+/// versions).
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));

@@ -16,7 +16,7 @@ use candle_core::Device;
 use super::attention::RopePairs;
 use super::llama::{Layer, Llama, LlamaConfig};
 use super::tokenizer::GenTokenizer;
-use crate::quant::{Format, Matrix};
+use crate::quant::{Bits, Format, Matrix};
 use crate::text::gguf_tokenizer;
 
 /// Texts llama.cpp also treats as end of generation when the vocabulary marks them as control.
@@ -152,6 +152,8 @@ pub fn describe(path: &Path) -> Result<GeneratorSpec, LoadError> {
 struct Tensors {
     file: std::fs::File,
     content: Content,
+    /// Activation width of the products with quantized weights.
+    bits: Bits,
 }
 
 impl Tensors {
@@ -199,7 +201,7 @@ impl Tensors {
         match format {
             Some(format) => {
                 let (_, _, bytes) = self.raw(name)?;
-                Matrix::quantized(format, rows, cols, bytes).map_err(bad)
+                Matrix::quantized(format, self.bits, rows, cols, bytes).map_err(bad)
             }
             None => Matrix::f32(rows, cols, self.floats(name)?).map_err(bad),
         }
@@ -226,11 +228,11 @@ impl Tensors {
     }
 }
 
-/// Loads the model in the GGUF file at `path`.
-pub fn load(path: &Path) -> Result<Llama, LoadError> {
+/// Loads the model in the GGUF file at `path`; its products round activations to `bits`.
+pub fn load(path: &Path, bits: Bits) -> Result<Llama, LoadError> {
     let (file, content) = read_header(path)?;
     let cfg = config(&content)?;
-    let mut t = Tensors { file, content };
+    let mut t = Tensors { file, content, bits };
     let stack =
         |parts: Vec<Matrix>, what: &str| Matrix::stack(parts).map_err(|e| LoadError::Weights(format!("{what}: {e}")));
     let mut layers = Vec::with_capacity(cfg.layers);

@@ -259,6 +259,7 @@ fn grow(cache: &mut Vec<f32>, more: usize, width: usize) {
 }
 
 /// `out` = each row of `x` scaled to unit RMS, times `weight`.
+#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let w = weight.len();
     for (row, o) in x.chunks_exact(w).zip(out.chunks_exact_mut(w)) {
@@ -269,6 +270,7 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
 }
 
 /// SwiGLU: `silu(gate) · up` from rows holding `[gate | up]`.
+#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
 fn swiglu(gate_up: &[f32], width: usize, out: &mut [f32]) {
     for (gu, o) in gate_up.chunks_exact(2 * width).zip(out.chunks_exact_mut(width)) {
         let (g, u) = gu.split_at(width);

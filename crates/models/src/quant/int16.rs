@@ -4,16 +4,17 @@
 //! 256× finer than llama.cpp's 8-bit activations. The integer part is exact, so every
 //! instruction set, tile size and batch gives the same bits for a row.
 //!
-//! `w · x` over a block is `dw·dx·Σ q_w q_x + m·Σx`, where the weight is `dw·q_w + m` (Q4_1:
-//! its minimum; Q4_0: `m = −8·dw`; Q8_0: `m = 0`) and `Σx` is the block's exact float sum.
-//! Weights and activations are in [`layout`]'s group order, where one vector instruction per
-//! group does the float work that would otherwise be done per block.
+//! For weight row `j` and activation row `i`, each block `b` adds, in block order and in this
+//! order, `Σq·(dw·dx)` and `m·s` to one float with fused multiply-adds: `Σq` is the exact
+//! integer sum of the block's products, `dw`, `dx` the scales, `m` the weight term added per
+//! unit of activation (Q4_1: its minimum; Q4_0: `−8·dw`; Q8_0: none) and `s` the activation
+//! block's exact float sum. Weights are in [`layout`]'s tiles: each activation pair is broadcast
+//! to 16 weight rows at once.
 
-use super::layout;
-use super::{Format, BLOCK};
+use super::layout::{self, TILE};
+use super::{Bits, Format, Out, BLOCK};
 
-/// 16-bit values in 64-byte blocks, so that vector loads never straddle two cache lines (a
-/// straddling load costs two).
+/// 16-bit values in 64-byte blocks, so that no load straddles two cache lines.
 #[derive(Default)]
 struct Aligned(Vec<Block>);
 
@@ -36,8 +37,7 @@ impl std::ops::DerefMut for Aligned {
     }
 }
 
-/// Activation rows as 16-bit blocks: per block a scale `d` and the exact sum `s` of its values;
-/// the integers of each row in [`layout`]'s stream order.
+/// Activation rows as 16-bit blocks: per block a scale `d` and the exact sum `s` of its values.
 #[derive(Default)]
 pub struct Acts {
     pub n: usize,
@@ -48,19 +48,10 @@ pub struct Acts {
 }
 
 impl Acts {
-    /// The rounded values of row `i`, in natural order.
+    /// The rounded values of row `i`.
     #[cfg(test)]
     pub fn values(&self, i: usize) -> Vec<i16> {
-        let row = &self.q[i * self.nb * BLOCK..(i + 1) * self.nb * BLOCK];
-        let mut out = vec![0; row.len()];
-        for (b0, g) in layout::groups(self.nb) {
-            for b in 0..g {
-                for p in 0..BLOCK {
-                    out[(b0 + b) * BLOCK + p] = row[b0 * BLOCK + layout::stream_index(g, b, p)];
-                }
-            }
-        }
-        out
+        self.q[i * self.nb * BLOCK..(i + 1) * self.nb * BLOCK].to_vec()
     }
 
     /// Quantizes `x` (`n × cols`, `cols` a multiple of 32).
@@ -68,17 +59,13 @@ impl Acts {
         let nb = cols / BLOCK;
         let mut a =
             Acts { n, nb, q: Aligned(vec![Block([0; BLOCK]); n * nb]), d: vec![0.0; n * nb], s: vec![0.0; n * nb] };
-        let mut natural = vec![0i16; cols];
-        for (i, xr) in x.chunks_exact(cols).enumerate() {
-            for (j, (xb, qb)) in xr.chunks_exact(BLOCK).zip(natural.chunks_exact_mut(BLOCK)).enumerate() {
-                let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                let d = amax / 32767.0;
-                let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-                round_block(xb, id, qb);
-                a.d[i * nb + j] = d;
-                a.s[i * nb + j] = xb.iter().sum();
-            }
-            layout::pack_acts(&natural, &mut a.q[i * cols..(i + 1) * cols]);
+        for (j, (xb, qb)) in x.chunks_exact(BLOCK).zip(a.q.chunks_exact_mut(BLOCK)).enumerate().take(n * nb) {
+            let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let d = amax / 32767.0;
+            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+            round_block(xb, id, qb);
+            a.d[j] = d;
+            a.s[j] = xb.iter().sum();
         }
         a
     }
@@ -98,96 +85,60 @@ fn round_block(x: &[f32], id: f32, q: &mut [i16]) {
     }
 }
 
-/// `out_t[(r - rows.start) * n + i]` = weight row `r` (packed by [`layout::pack_row`]) ·
-/// activation row `i`.
-pub fn dot_rows(
-    format: Format,
-    bytes: &[u8],
-    cols: usize,
-    rows: std::ops::Range<usize>,
-    acts: &Acts,
-    out_t: &mut [f32],
-) {
-    assert!(cols == acts.nb * BLOCK && out_t.len() >= rows.len() * acts.n);
-    assert!(rows.end * (cols / BLOCK) * format.block_bytes() <= bytes.len());
+/// The products of weight tiles `tiles` (packed by [`layout::pack`], `nb` blocks per row) with
+/// every activation row, written to `out`.
+///
+/// # Safety
+/// `out.ptr` must be valid for writes of `acts.n` rows of `out.stride ≥ out.rows` floats, and
+/// no other thread may write the columns of these tiles meanwhile.
+pub unsafe fn dot_tiles(format: Format, packed: &[u8], tiles: std::ops::Range<usize>, acts: &Acts, out: &Out) {
+    assert!(tiles.end * acts.nb * layout::tile_block_bytes(format) <= packed.len());
+    assert!(tiles.end * TILE < out.rows + TILE && out.rows <= out.stride);
     #[cfg(target_arch = "x86_64")]
     if super::avx2::available() {
         // SAFETY: the CPU has the features (checked above) and the bounds were asserted.
-        unsafe { simd::dot_rows(format, bytes, cols, rows, acts, out_t) };
+        unsafe { simd::dot_tiles(format, packed, tiles, acts, out) };
         return;
     }
-    portable(format, bytes, cols, rows, acts, out_t)
+    unsafe { portable(format, packed, tiles, acts, out) }
 }
 
 /// The same sums in the same order without SIMD (and the reference the SIMD path must equal).
-pub fn portable(
-    format: Format,
-    bytes: &[u8],
-    cols: usize,
-    rows: std::ops::Range<usize>,
-    acts: &Acts,
-    out_t: &mut [f32],
-) {
-    let (nb, n) = (cols / BLOCK, acts.n);
-    let row_bytes = nb * format.block_bytes();
-    for (k, r) in rows.enumerate() {
-        let groups: Vec<_> = layout::read_row(format, &bytes[r * row_bytes..(r + 1) * row_bytes]).collect();
-        let ms: Vec<f32> = groups.iter().flat_map(|g| g.m[..g.g].to_vec()).collect();
-        for i in 0..n {
-            // Eight lanes as the SIMD path keeps them; lane l sums block l mod g of each group.
-            let mut acc = [0.0f32; 8];
-            let mut b0 = 0;
-            for grp in &groups {
-                let x = &acts.q[(i * nb + b0) * BLOCK..(i * nb + b0 + grp.g) * BLOCK];
-                for (l, a) in acc.iter_mut().enumerate() {
-                    let b = l % grp.g;
-                    let sum: i32 = (0..2 * grp.g)
-                        .flat_map(|v| [v * 16 + 2 * l, v * 16 + 2 * l + 1])
-                        .map(|t| grp.q[t] * x[t] as i32)
-                        .sum();
-                    *a = (sum as f32).mul_add(grp.d[b] * acts.d[i * nb + b0 + b], *a);
+///
+/// # Safety
+/// As [`dot_tiles`].
+pub unsafe fn portable(format: Format, packed: &[u8], tiles: std::ops::Range<usize>, acts: &Acts, out: &Out) {
+    let nb = acts.nb;
+    for r in tiles.start * TILE..(tiles.end * TILE).min(out.rows) {
+        let blocks: Vec<_> = (0..nb).map(|b| layout::read_block(format, Bits::Sixteen, packed, nb, r, b)).collect();
+        for i in 0..acts.n {
+            let mut acc = 0.0f32;
+            for (b, (dw, m, q)) in blocks.iter().enumerate() {
+                let x = &acts.q[(i * nb + b) * BLOCK..(i * nb + b + 1) * BLOCK];
+                let sum: i32 = q.iter().zip(x).map(|(q, x)| q * *x as i32).sum();
+                acc = (sum as f32).mul_add(dw * acts.d[i * nb + b], acc);
+                if format != Format::Q8_0 {
+                    acc = m.mul_add(acts.s[i * nb + b], acc);
                 }
-                b0 += grp.g;
             }
-            let mins = if format == Format::Q8_0 { 0.0 } else { min_terms(&ms, &acts.s[i * nb..(i + 1) * nb]) };
-            out_t[k * n + i] = hsum8(&acc) + mins;
+            // SAFETY: row `i`, column `r < rows ≤ stride`, inside `out` by the contract.
+            unsafe { *out.ptr.add(i * out.stride + r) = acc };
         }
     }
-}
-
-/// `Σ m_b·s_b` over a row's blocks in eight lanes (the order both paths use): the weight
-/// minimums times the activation block sums.
-pub fn min_terms(m: &[f32], s: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (cm, cs) = (m.chunks_exact(8), s.chunks_exact(8));
-    let tail = cm.remainder().iter().zip(cs.remainder()).fold(0.0f32, |t, (a, b)| a.mul_add(*b, t));
-    for (a, b) in cm.zip(cs) {
-        for l in 0..8 {
-            acc[l] = a[l].mul_add(b[l], acc[l]);
-        }
-    }
-    hsum8(&acc) + tail
-}
-
-/// Horizontal sum in the order of the SIMD path's reduction.
-fn hsum8(a: &[f32; 8]) -> f32 {
-    let s: [f32; 4] = std::array::from_fn(|j| a[j] + a[j + 4]);
-    let t = [s[0] + s[2], s[1] + s[3]];
-    t[0] + t[1]
 }
 
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use std::arch::x86_64::*;
 
-    use super::{Acts, Format, BLOCK};
-    use crate::quant::layout::{self, GROUP};
+    use super::{Acts, Format, Out, BLOCK};
+    use crate::quant::layout::{self, TILE};
 
     const Q4_0: u8 = 0;
     const Q4_1: u8 = 1;
     const Q8_0: u8 = 2;
-    /// Most activation rows multiplied per unpacked weight group.
-    const TILE: usize = 8;
+    /// Most activation rows multiplied per unpacked pair row.
+    const ROWS: usize = 8;
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn round_block(x: &[f32], id: f32, q: &mut [i16]) {
@@ -202,10 +153,8 @@ mod simd {
     }
 
     /// Whether the CPU fuses a multiply-add and the sum it goes into (`vpdpwssd`, AVX-512 VNNI
-    /// on 256-bit vectors). The integer results are the same either way, so the choice is only
-    /// about speed: on Zen 4, fewer instructions per group for one or two rows, the same speed
-    /// as `pmaddwd` for eight (measured with `--bench quant_matmul`). `AISERVE_NO_VNNI=1` turns
-    /// it off.
+    /// on 256-bit vectors, which also brings 32 vector registers). The integer results are the
+    /// same either way, so the choice is only about speed. `AISERVE_NO_VNNI=1` turns it off.
     fn vnni() -> bool {
         static VNNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         *VNNI.get_or_init(|| {
@@ -216,37 +165,23 @@ mod simd {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_rows(
-        format: Format,
-        bytes: &[u8],
-        cols: usize,
-        rows: std::ops::Range<usize>,
-        acts: &Acts,
-        out_t: &mut [f32],
-    ) {
+    pub unsafe fn dot_tiles(format: Format, packed: &[u8], tiles: std::ops::Range<usize>, acts: &Acts, out: &Out) {
         if vnni() {
-            return dot_rows_vnni(format, bytes, cols, rows, acts, out_t);
+            return dot_tiles_vnni(format, packed, tiles, acts, out);
         }
         match format {
-            Format::Q4_0 => rows_of::<Q4_0, false>(bytes, cols, rows, acts, out_t),
-            Format::Q4_1 => rows_of::<Q4_1, false>(bytes, cols, rows, acts, out_t),
-            Format::Q8_0 => rows_of::<Q8_0, false>(bytes, cols, rows, acts, out_t),
+            Format::Q4_0 => tiles_of::<Q4_0, false>(packed, tiles, acts, out),
+            Format::Q4_1 => tiles_of::<Q4_1, false>(packed, tiles, acts, out),
+            Format::Q8_0 => tiles_of::<Q8_0, false>(packed, tiles, acts, out),
         }
     }
 
     #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-    unsafe fn dot_rows_vnni(
-        format: Format,
-        bytes: &[u8],
-        cols: usize,
-        rows: std::ops::Range<usize>,
-        acts: &Acts,
-        out_t: &mut [f32],
-    ) {
+    unsafe fn dot_tiles_vnni(format: Format, packed: &[u8], tiles: std::ops::Range<usize>, acts: &Acts, out: &Out) {
         match format {
-            Format::Q4_0 => rows_of::<Q4_0, true>(bytes, cols, rows, acts, out_t),
-            Format::Q4_1 => rows_of::<Q4_1, true>(bytes, cols, rows, acts, out_t),
-            Format::Q8_0 => rows_of::<Q8_0, true>(bytes, cols, rows, acts, out_t),
+            Format::Q4_0 => tiles_of::<Q4_0, true>(packed, tiles, acts, out),
+            Format::Q4_1 => tiles_of::<Q4_1, true>(packed, tiles, acts, out),
+            Format::Q8_0 => tiles_of::<Q8_0, true>(packed, tiles, acts, out),
         }
     }
 
@@ -259,177 +194,117 @@ mod simd {
         }
     }
 
-    const fn block_bytes(f: u8) -> usize {
-        format(f).block_bytes()
-    }
-
     /// Inlined into the entry points, which carry the target features.
     #[inline(always)]
-    unsafe fn rows_of<const F: u8, const VNNI: bool>(
-        bytes: &[u8],
-        cols: usize,
-        rows: std::ops::Range<usize>,
+    unsafe fn tiles_of<const F: u8, const VNNI: bool>(
+        packed: &[u8],
+        tiles: std::ops::Range<usize>,
         acts: &Acts,
-        out_t: &mut [f32],
+        out: &Out,
     ) {
-        let nb = cols / BLOCK;
-        let row_bytes = nb * block_bytes(F);
-        let n = acts.n;
-        let mut ms = vec![0.0f32; nb];
-        for (k, r) in rows.enumerate() {
-            let row = bytes.as_ptr().add(r * row_bytes);
-            let out = &mut out_t[k * n..(k + 1) * n];
+        let tile_bytes = acts.nb * layout::tile_block_bytes(format(F));
+        for t in tiles {
+            let tile = packed.as_ptr().add(t * tile_bytes);
             let mut i = 0;
-            while i < n {
-                let take = (n - i).min(TILE);
-                let o = &mut out[i..i + take];
-                match take {
-                    1 => o.copy_from_slice(&tile::<F, VNNI, 1>(row, nb, acts, i, &mut ms)),
-                    2 => o.copy_from_slice(&tile::<F, VNNI, 2>(row, nb, acts, i, &mut ms)),
-                    3 => o.copy_from_slice(&tile::<F, VNNI, 3>(row, nb, acts, i, &mut ms)),
-                    4 => o.copy_from_slice(&tile::<F, VNNI, 4>(row, nb, acts, i, &mut ms)),
-                    5 => o.copy_from_slice(&tile::<F, VNNI, 5>(row, nb, acts, i, &mut ms)),
-                    6 => o.copy_from_slice(&tile::<F, VNNI, 6>(row, nb, acts, i, &mut ms)),
-                    7 => o.copy_from_slice(&tile::<F, VNNI, 7>(row, nb, acts, i, &mut ms)),
-                    _ => o.copy_from_slice(&tile::<F, VNNI, TILE>(row, nb, acts, i, &mut ms)),
+            while i < acts.n {
+                let take = (acts.n - i).min(ROWS);
+                // Few rows: several independent chains per row keep the multipliers busy.
+                let o = match take {
+                    1 => rows::<F, VNNI, 1, 4>(tile, acts, i),
+                    2 => rows::<F, VNNI, 2, 2>(tile, acts, i),
+                    3 => rows::<F, VNNI, 3, 2>(tile, acts, i),
+                    4 => rows::<F, VNNI, 4, 1>(tile, acts, i),
+                    5 => rows::<F, VNNI, 5, 1>(tile, acts, i),
+                    6 => rows::<F, VNNI, 6, 1>(tile, acts, i),
+                    7 => rows::<F, VNNI, 7, 1>(tile, acts, i),
+                    _ => rows::<F, VNNI, ROWS, 1>(tile, acts, i),
+                };
+                let valid = (out.rows - t * TILE).min(TILE);
+                for (k, o) in o[..take].iter().enumerate() {
+                    let dst = out.ptr.add((i + k) * out.stride + t * TILE);
+                    if valid == TILE {
+                        _mm256_storeu_ps(dst, o[0]);
+                        _mm256_storeu_ps(dst.add(8), o[1]);
+                    } else {
+                        let mut all = [0.0f32; TILE];
+                        _mm256_storeu_ps(all.as_mut_ptr(), o[0]);
+                        _mm256_storeu_ps(all.as_mut_ptr().add(8), o[1]);
+                        std::ptr::copy_nonoverlapping(all.as_ptr(), dst, valid);
+                    }
                 }
                 i += take;
             }
         }
     }
 
+    /// One tile (16 weight rows) times activation rows `i0..i0 + R`, each row's integer sums
+    /// split over `K` chains: per row, the 16 outputs in two vectors of 8.
+    // `h` picks the half of the header, the payload and the accumulators alike.
+    #[allow(clippy::needless_range_loop)]
     #[inline(always)]
-    unsafe fn tile<const F: u8, const VNNI: bool, const R: usize>(
-        row: *const u8,
-        nb: usize,
+    unsafe fn rows<const F: u8, const VNNI: bool, const R: usize, const K: usize>(
+        tile: *const u8,
         acts: &Acts,
         i0: usize,
-        ms: &mut [f32],
-    ) -> [f32; R] {
-        let mut acc = [_mm256_setzero_ps(); R];
-        let mut at = row;
-        let full = nb / GROUP;
-        for g in 0..full {
-            group::<F, VNNI, R, GROUP>(at, g * GROUP, nb, acts, i0, &mut acc, ms);
-            at = at.add(GROUP * block_bytes(F));
-        }
-        let mut b0 = full * GROUP;
-        if nb - b0 >= 2 {
-            group::<F, VNNI, R, 2>(at, b0, nb, acts, i0, &mut acc, ms);
-            at = at.add(2 * block_bytes(F));
-            b0 += 2;
-        }
-        if b0 < nb {
-            group::<F, VNNI, R, 1>(at, b0, nb, acts, i0, &mut acc, ms);
-        }
-        let mut out = [0.0f32; R];
-        for (k, (o, a)) in out.iter_mut().zip(&acc).enumerate() {
-            let x = (i0 + k) * nb;
-            *o = hsum(*a) + if F == Q8_0 { 0.0 } else { min_terms(&ms[..nb], &acts.s[x..x + nb]) };
-        }
-        out
-    }
-
-    /// One group of `G` blocks at `p` (first block `b0`) times `R` activation rows from `i0`:
-    /// the weights are unpacked once, then each row takes `2G` multiply-adds, one conversion
-    /// and one FMA. Writes the blocks' `m` terms (Q4_1: minimums; Q4_0: `−8·d`) to `ms`.
-    #[inline(always)]
-    unsafe fn group<const F: u8, const VNNI: bool, const R: usize, const G: usize>(
-        p: *const u8,
-        b0: usize,
-        nb: usize,
-        acts: &Acts,
-        i0: usize,
-        acc: &mut [__m256; R],
-        ms: &mut [f32],
-    ) {
-        // G f16 values at h as floats in the low lanes.
-        let halfs = |h: *const u8| match G {
-            4 => _mm_cvtph_ps(_mm_loadl_epi64(h as *const __m128i)),
-            2 => _mm_cvtph_ps(_mm_cvtsi32_si128((h as *const i32).read_unaligned())),
-            _ => _mm_cvtph_ps(_mm_cvtsi32_si128((h as *const u16).read_unaligned() as i32)),
-        };
-        let dw = halfs(p);
-        if F != Q8_0 {
-            let m = if F == Q4_1 { halfs(p.add(2 * G)) } else { _mm_mul_ps(dw, _mm_set1_ps(-8.0)) };
-            let mut lanes = [0.0f32; 4];
-            _mm_storeu_ps(lanes.as_mut_ptr(), m);
-            ms[b0..b0 + G].copy_from_slice(&lanes[..G]);
-        }
-        let payload = p.add(layout::header(format(F), G));
-        let mut w = [[_mm256_setzero_si256(); 2]; G];
-        for (c, w) in w.iter_mut().enumerate() {
-            // Vectors c and c + G (numbered as in the layout), kept as w[c][0] and w[c][1].
-            *w = if F == Q8_0 {
-                let at = |v: usize| _mm256_cvtepi8_epi16(_mm_loadu_si128(payload.add(16 * v) as *const __m128i));
-                [at(c), at(c + G)]
-            } else {
-                let q = _mm_loadu_si128(payload.add(16 * c) as *const __m128i);
-                let mask = _mm_set1_epi8(0x0F);
-                [
-                    _mm256_cvtepu8_epi16(_mm_and_si128(q, mask)),
-                    _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(q), mask)),
-                ]
-            };
-        }
-        for (k, a) in acc.iter_mut().enumerate() {
-            let row = i0 + k;
-            let x = acts.q.as_ptr().add((row * nb + b0) * BLOCK);
-            let ld = |v: usize| _mm256_loadu_si256(x.add(16 * v) as *const __m256i);
-            // G short chains of integer sums, added as a tree (exact, so the order changes no
-            // bit): long chains would keep the multipliers waiting on each other.
-            let mut t = [_mm256_setzero_si256(); G];
-            for (c, t) in t.iter_mut().enumerate() {
-                let lo = _mm256_madd_epi16(w[c][0], ld(c));
-                *t = if VNNI {
-                    _mm256_dpwssd_epi32(lo, w[c][1], ld(c + G))
-                } else {
-                    _mm256_add_epi32(lo, _mm256_madd_epi16(w[c][1], ld(c + G)))
+    ) -> [[__m256; 2]; ROWS] {
+        let nb = acts.nb;
+        let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
+        for b in 0..nb {
+            let blk = tile.add(b * layout::tile_block_bytes(format(F)));
+            let payload = blk.add(layout::header(format(F)));
+            for h in 0..2 {
+                // Rows 8h..8h + 8 of the tile: scales, and the term per unit of activation.
+                let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16 * h) as *const __m128i));
+                let m = match F {
+                    Q4_1 => _mm256_cvtph_ps(_mm_loadu_si128(blk.add(2 * TILE + 16 * h) as *const __m128i)),
+                    Q4_0 => _mm256_mul_ps(dw, _mm256_set1_ps(-8.0)),
+                    _ => dw,
                 };
+                let mut sums = [[_mm256_setzero_si256(); K]; R];
+                for c in 0..8 {
+                    // Pair rows c and c + 8, this half's 8 weight rows.
+                    let (lo, hi) = if F == Q8_0 {
+                        let at = |r: usize| {
+                            _mm256_cvtepi8_epi16(_mm_loadu_si128(payload.add(32 * r + 16 * h) as *const __m128i))
+                        };
+                        (at(c), at(c + 8))
+                    } else {
+                        let q = _mm256_cvtepu8_epi16(_mm_loadu_si128(payload.add(32 * c + 16 * h) as *const __m128i));
+                        (_mm256_and_si256(q, _mm256_set1_epi16(0x0F)), _mm256_srli_epi16::<4>(q))
+                    };
+                    for (k, s) in sums.iter_mut().enumerate() {
+                        let x = acts.q.as_ptr().add(((i0 + k) * nb + b) * BLOCK) as *const i32;
+                        let (xa, xb) = (_mm256_set1_epi32(*x.add(c)), _mm256_set1_epi32(*x.add(c + 8)));
+                        s[(2 * c) % K] = dot(s[(2 * c) % K], lo, xa, VNNI);
+                        s[(2 * c + 1) % K] = dot(s[(2 * c + 1) % K], hi, xb, VNNI);
+                    }
+                }
+                for (k, s) in sums.iter().enumerate() {
+                    let j = (i0 + k) * nb + b;
+                    let sum = match K {
+                        4 => _mm256_add_epi32(_mm256_add_epi32(s[0], s[1 % K]), _mm256_add_epi32(s[2 % K], s[3 % K])),
+                        2 => _mm256_add_epi32(s[0], s[1 % K]),
+                        _ => s[0],
+                    };
+                    let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*acts.d.get_unchecked(j)));
+                    let mut a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), scale, acc[k][h]);
+                    if F != Q8_0 {
+                        a = _mm256_fmadd_ps(m, _mm256_set1_ps(*acts.s.get_unchecked(j)), a);
+                    }
+                    acc[k][h] = a;
+                }
             }
-            let s = match G {
-                4 => _mm256_add_epi32(_mm256_add_epi32(t[0], t[1]), _mm256_add_epi32(t[2], t[3])),
-                2 => _mm256_add_epi32(t[0], t[1]),
-                _ => t[0],
-            };
-            let dx = acts.d.as_ptr().add(row * nb + b0);
-            // Lane l's scale: block l mod G's weight scale times its activation scale.
-            let sc = match G {
-                4 => {
-                    let t = _mm_mul_ps(dw, _mm_loadu_ps(dx));
-                    _mm256_set_m128(t, t)
-                }
-                2 => {
-                    let t = _mm_mul_ps(dw, _mm_castpd_ps(_mm_load_sd(dx as *const f64)));
-                    let t = _mm_movelh_ps(t, t);
-                    _mm256_set_m128(t, t)
-                }
-                _ => _mm256_set1_ps(_mm_cvtss_f32(dw) * *dx),
-            };
-            *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, *a);
         }
+        acc
     }
 
-    /// [`super::min_terms`] with vector FMAs (the same fused operations, lane by lane).
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn min_terms(m: &[f32], s: &[f32]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        let full = m.len() / 8 * 8;
-        for j in (0..full).step_by(8) {
-            acc = _mm256_fmadd_ps(_mm256_loadu_ps(m.as_ptr().add(j)), _mm256_loadu_ps(s.as_ptr().add(j)), acc);
+    /// `acc + Σ` of the pairwise products of `w` and `x` in each 32-bit lane (exact).
+    #[inline(always)]
+    unsafe fn dot(acc: __m256i, w: __m256i, x: __m256i, vnni: bool) -> __m256i {
+        if vnni {
+            _mm256_dpwssd_epi32(acc, w, x)
+        } else {
+            _mm256_add_epi32(acc, _mm256_madd_epi16(w, x))
         }
-        let tail = m[full..].iter().zip(&s[full..]).fold(0.0f32, |t, (a, b)| a.mul_add(*b, t));
-        hsum(acc) + tail
-    }
-
-    /// Lanes summed as `((a0+a4) + (a2+a6)) + ((a1+a5) + (a3+a7))`, the order `hsum8` follows.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        _mm_cvtss_f32(s)
     }
 }

@@ -1,101 +1,115 @@
-//! How quantized weight rows (and the 16-bit activations multiplied with them) are laid out in
-//! memory: GGUF's blocks, regrouped at load time so that a product needs no horizontal sums.
+//! How quantized weight matrices are laid out in memory: GGUF's blocks, regrouped at load time
+//! into tiles of 16 rows, so that one activation row meets 16 weight rows with no horizontal sum.
 //!
-//! A row's blocks go in groups of four (then one of two and one of one for the rest). A group of
-//! `g` blocks is a header of `g` f16 scales (then, for Q4_1, `g` f16 minimums) and a payload
-//! of `32·g` values read as `2g` vectors of 16 `i16`. Multiply-adding these vectors pair by pair
-//! (`pmaddwd`) into eight 32-bit lanes leaves in lane `l` a partial sum of block `l mod g` only,
-//! so the eight lanes are scaled, turned into floats and added with one instruction each for the
-//! whole group, instead of a horizontal sum and a float multiply-add for every block.
-//! Weights keep their GGUF size: the same scales and 4- or 8-bit values, in another order.
+//! Tile `t` holds rows `16t..16t + 16`. For each block `b` of those rows (values `32b..32b + 32`
+//! of each row), in order: a header of the 16 rows' f16 scales (then, for Q4_1, their 16 f16
+//! minimums), then the 16 × 32 values as 16 *pair rows*. Pair row `r` holds values `2r` and
+//! `2r + 1` of every weight row (row `j` at positions `2j` and `2j + 1`). Multiply-adding pair
+//! row `r` with activation values `2r, 2r + 1` broadcast to every lane (`pmaddwd`) adds to lane
+//! `j` a partial sum of row `j` alone: 16 such instructions give 16 rows' block sums in 16 lanes,
+//! which are turned into floats, scaled and accumulated with one instruction per 8 rows.
 //!
-//! Value `t` of a group's stream (vector `t / 16`, lane `(t % 16) / 2`) holds value `p` of
-//! block `b`, where, with `v = t / 16`, `l = (t % 16) / 2`, `e = t % 2`:
-//! `b = l mod g` and `p = (l div g)·4g + 2v + e`. Each lane covers `4g` values of its block.
-//! 4-bit payloads: byte `16c + i` holds stream value `16c + i` in its low nibble and
-//! `16(c + g) + i` in its high one (`c < g`), so a 16-byte load unpacks into two vectors.
+//! 4-bit payloads are 8 chunks of 32 bytes: byte `i` of chunk `c` holds value `i` of pair row `c`
+//! in its low nibble and value `i` of pair row `c + 8` in its high one, so 16 bytes zero-extended
+//! to 16-bit lanes unpack into 8 rows of two pair rows with one AND and one shift. 8-bit payloads
+//! are the 16 pair rows of 32 signed bytes each.
+//!
+//! For 8-bit activations ([`Bits::Eight`], 4-bit weights only) a block's values go in 8 *quad
+//! rows* instead: quad row `r` holds values `4r..4r + 4` of each weight row, for
+//! `pmaddubsw`/`vpdpbusd`, which sum four byte products per 32-bit lane. Chunk `4h + c` (32 bytes)
+//! holds rows `8h..8h + 8`: byte `i` is row `8h + i/4`, value `4c + i%4` in its low nibble and
+//! `16 + 4c + i%4` in its high one, so one load, two ANDs and a shift give two quad rows. Weights keep their GGUF size (a tile block is 16
+//! GGUF blocks' bytes); only the last tile of a matrix whose rows are not a multiple of 16 is
+//! padded with zero rows.
 
-use super::{Format, BLOCK};
+use super::{Bits, Format, BLOCK};
 
-/// Blocks in a full group.
-pub const GROUP: usize = 4;
+/// Weight rows per tile.
+pub const TILE: usize = 16;
 
-/// `(first block, blocks)` of each group of a row of `nb` blocks.
-pub fn groups(nb: usize) -> impl Iterator<Item = (usize, usize)> {
-    let full = nb / GROUP;
-    let rest = nb % GROUP;
-    let tail = [(rest >= 2).then_some(2), (rest % 2 == 1).then_some(1)];
-    let mut at = full * GROUP;
-    (0..full).map(|k| (k * GROUP, GROUP)).chain(tail.into_iter().flatten().map(move |g| {
-        at += g;
-        (at - g, g)
-    }))
+/// Header bytes of a tile block: 16 f16 scales, and for Q4_1 16 f16 minimums.
+pub const fn header(format: Format) -> usize {
+    if matches!(format, Format::Q4_1) {
+        4 * TILE
+    } else {
+        2 * TILE
+    }
 }
 
-/// Where value `p` of block `b` of a `g`-block group sits in the group's stream.
-pub const fn stream_index(g: usize, b: usize, p: usize) -> usize {
-    let (part, r) = (p / (4 * g), p % (4 * g));
-    let (v, e, l) = (r / 2, r % 2, part * g + b);
-    v * 16 + 2 * l + e
+/// Bytes of one tile block (16 rows × 32 values), the size of 16 GGUF blocks.
+pub const fn tile_block_bytes(format: Format) -> usize {
+    TILE * format.block_bytes()
 }
 
-/// [`stream_index`] of value `i = 32·b + p` of a `G`-block group, as a table.
-const fn table<const N: usize>(g: usize) -> [u8; N] {
-    let mut out = [0u8; N];
-    let mut i = 0;
-    while i < N {
-        out[i] = stream_index(g, i / BLOCK, i % BLOCK) as u8;
-        i += 1;
+/// Where weight value `p` (`< 32`) of tile row `j` sits in a tile block's payload: `(byte,
+/// high nibble)` for 4-bit formats, `(byte, false)` for Q8_0.
+const fn payload_index(format: Format, bits: Bits, j: usize, p: usize) -> (usize, bool) {
+    match (format, bits) {
+        (Format::Q8_0, _) => (32 * (p / 2) + 2 * j + p % 2, false),
+        (_, Bits::Sixteen) => (32 * (p / 2 % 8) + 2 * j + p % 2, p / 2 >= 8),
+        (_, Bits::Eight) => (32 * (4 * (j / 8) + p % 16 / 4) + 4 * (j % 8) + p % 4, p >= 16),
+    }
+}
+
+/// A GGUF matrix (`rows` rows of `nb` blocks of `format`) in tiles; the last tile is padded
+/// with zero rows.
+pub fn pack(format: Format, bits: Bits, rows: usize, nb: usize, gguf: &[u8]) -> Vec<u8> {
+    let bb = format.block_bytes();
+    assert_eq!(gguf.len(), rows * nb * bb, "pack: not rows × blocks of the format");
+    let tbb = tile_block_bytes(format);
+    let mut out = vec![0u8; rows.div_ceil(TILE) * nb * tbb];
+    for r in 0..rows {
+        let (t, j) = (r / TILE, r % TILE);
+        for b in 0..nb {
+            let blk = &gguf[(r * nb + b) * bb..(r * nb + b + 1) * bb];
+            let dst = &mut out[(t * nb + b) * tbb..(t * nb + b + 1) * tbb];
+            dst[2 * j..2 * j + 2].copy_from_slice(&blk[..2]);
+            if format == Format::Q4_1 {
+                dst[2 * (TILE + j)..2 * (TILE + j) + 2].copy_from_slice(&blk[2..4]);
+            }
+            let payload = &mut dst[header(format)..];
+            for p in 0..BLOCK {
+                let (at, high) = payload_index(format, bits, j, p);
+                match format {
+                    Format::Q8_0 => payload[at] = blk[2 + p],
+                    _ => payload[at] |= nibble(&blk[header_bytes_gguf(format)..], p) << if high { 4 } else { 0 },
+                }
+            }
+        }
     }
     out
 }
 
-static STREAM_1: [u8; BLOCK] = table(1);
-static STREAM_2: [u8; 2 * BLOCK] = table(2);
-static STREAM_4: [u8; 4 * BLOCK] = table(4);
-
-/// The table for groups of `g` blocks.
-fn stream_table(g: usize) -> &'static [u8] {
-    match g {
-        1 => &STREAM_1,
-        2 => &STREAM_2,
-        _ => &STREAM_4,
+/// Bytes before the values in a GGUF block.
+const fn header_bytes_gguf(format: Format) -> usize {
+    match format {
+        Format::Q4_1 => 4,
+        _ => 2,
     }
 }
 
-/// Header bytes of a `g`-block group.
-pub const fn header(format: Format, g: usize) -> usize {
-    if matches!(format, Format::Q4_1) {
-        4 * g
-    } else {
-        2 * g
-    }
-}
-
-/// A GGUF row (`nb` blocks of `format`) regrouped; the same number of bytes.
-pub fn pack_row(format: Format, row: &[u8], out: &mut Vec<u8>) {
-    let bb = format.block_bytes();
-    let nb = row.len() / bb;
-    for (b0, g) in groups(nb) {
-        let blocks: Vec<&[u8]> = (b0..b0 + g).map(|b| &row[b * bb..(b + 1) * bb]).collect();
-        out.extend(blocks.iter().flat_map(|blk| [blk[0], blk[1]]));
+/// The GGUF bytes of row `r` of a packed matrix of `nb` blocks per row (what [`pack`] was given).
+pub fn gguf_row(format: Format, bits: Bits, packed: &[u8], nb: usize, r: usize, out: &mut Vec<u8>) {
+    let tbb = tile_block_bytes(format);
+    let (t, j) = (r / TILE, r % TILE);
+    for b in 0..nb {
+        let src = &packed[(t * nb + b) * tbb..(t * nb + b + 1) * tbb];
+        out.extend_from_slice(&src[2 * j..2 * j + 2]);
         if format == Format::Q4_1 {
-            out.extend(blocks.iter().flat_map(|blk| [blk[2], blk[3]]));
+            out.extend_from_slice(&src[2 * (TILE + j)..2 * (TILE + j) + 2]);
         }
-        let mut stream = [0u8; GROUP * BLOCK];
-        let table = stream_table(g);
-        for (b, blk) in blocks.iter().enumerate() {
-            for p in 0..BLOCK {
-                stream[table[b * BLOCK + p] as usize] = match format {
-                    Format::Q4_0 => nibble(&blk[2..], p),
-                    Format::Q4_1 => nibble(&blk[4..], p),
-                    Format::Q8_0 => blk[2 + p],
-                };
+        let payload = &src[header(format)..];
+        let value = |p: usize| {
+            let (at, high) = payload_index(format, bits, j, p);
+            match (format, high) {
+                (Format::Q8_0, _) => payload[at],
+                (_, false) => payload[at] & 0x0F,
+                (_, true) => payload[at] >> 4,
             }
-        }
+        };
         match format {
-            Format::Q8_0 => out.extend_from_slice(&stream[..g * BLOCK]),
-            _ => out.extend((0..16 * g).map(|i| stream[i] | stream[i + 16 * g] << 4)),
+            Format::Q8_0 => out.extend((0..BLOCK).map(value)),
+            _ => out.extend((0..16).map(|i| value(i) | value(i + 16) << 4)),
         }
     }
 }
@@ -109,74 +123,44 @@ fn nibble(qs: &[u8], p: usize) -> u8 {
     }
 }
 
-/// One group of a packed row, read back.
-pub struct Group {
-    /// Blocks in the group.
-    pub g: usize,
-    /// Per block: scale and the term added per unit of activation (`w = d·q + m`).
-    pub d: [f32; GROUP],
-    pub m: [f32; GROUP],
-    /// The stream: `32·g` integers in stream order.
-    pub q: [i32; GROUP * BLOCK],
-}
-
-impl Group {
-    /// Block `b`'s 32 integers in their natural order.
-    pub fn block(&self, b: usize) -> [i32; BLOCK] {
-        std::array::from_fn(|p| self.q[stream_index(self.g, b, p)])
-    }
-}
-
-/// The groups of a packed row, in order.
-pub fn read_row(format: Format, row: &[u8]) -> impl Iterator<Item = Group> + '_ {
-    let nb = row.len() / format.block_bytes();
-    let mut at = 0;
-    let f16 = |b: &[u8], i: usize| half::f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32();
-    groups(nb).map(move |(_, g)| {
-        let grp = &row[at..at + g * format.block_bytes()];
-        at += grp.len();
-        let h = header(format, g);
-        let mut out = Group { g, d: [0.0; GROUP], m: [0.0; GROUP], q: [0; GROUP * BLOCK] };
-        for b in 0..g {
-            out.d[b] = f16(grp, 2 * b);
-            out.m[b] = match format {
-                Format::Q4_0 => -8.0 * out.d[b],
-                Format::Q4_1 => f16(grp, 2 * (g + b)),
-                Format::Q8_0 => 0.0,
-            };
+/// Block `b` of row `r`, read back: scale `d`, the term `m` added per unit of activation
+/// (`w = d·q + m`; Q4_0: `−8·d`, Q8_0: 0), and the 32 integers in natural order.
+pub fn read_block(
+    format: Format,
+    bits: Bits,
+    packed: &[u8],
+    nb: usize,
+    r: usize,
+    b: usize,
+) -> (f32, f32, [i32; BLOCK]) {
+    let tbb = tile_block_bytes(format);
+    let (t, j) = (r / TILE, r % TILE);
+    let src = &packed[(t * nb + b) * tbb..(t * nb + b + 1) * tbb];
+    let f16 = |i: usize| half::f16::from_bits(u16::from_le_bytes([src[i], src[i + 1]])).to_f32();
+    let d = f16(2 * j);
+    let m = match format {
+        Format::Q4_0 => -8.0 * d,
+        Format::Q4_1 => f16(2 * (TILE + j)),
+        Format::Q8_0 => 0.0,
+    };
+    let payload = &src[header(format)..];
+    let q = std::array::from_fn(|p| {
+        let (at, high) = payload_index(format, bits, j, p);
+        match (format, high) {
+            (Format::Q8_0, _) => payload[at] as i8 as i32,
+            (_, false) => (payload[at] & 0x0F) as i32,
+            (_, true) => (payload[at] >> 4) as i32,
         }
-        let payload = &grp[h..];
-        for t in 0..g * BLOCK {
-            out.q[t] = match format {
-                Format::Q8_0 => payload[t] as i8 as i32,
-                _ if t < 16 * g => (payload[t] & 0x0F) as i32,
-                _ => (payload[t - 16 * g] >> 4) as i32,
-            };
-        }
-        out
-    })
+    });
+    (d, m, q)
 }
 
-/// Writes a packed row's values as floats (`nb · 32`): an embedding lookup.
-pub fn dequantize_row(format: Format, row: &[u8], out: &mut [f32]) {
-    let mut b0 = 0;
-    for grp in read_row(format, row) {
-        for b in 0..grp.g {
-            let q = grp.block(b);
-            for (o, q) in out[(b0 + b) * BLOCK..(b0 + b + 1) * BLOCK].iter_mut().zip(q) {
-                *o = (q as f32).mul_add(grp.d[b], grp.m[b]);
-            }
-        }
-        b0 += grp.g;
-    }
-}
-
-/// Activation values of one row (`nb` blocks in natural order) into group stream order.
-pub fn pack_acts(q: &[i16], out: &mut [i16]) {
-    for (b0, g) in groups(q.len() / BLOCK) {
-        let (src, dst) = (&q[b0 * BLOCK..(b0 + g) * BLOCK], &mut out[b0 * BLOCK..(b0 + g) * BLOCK]);
-        for (v, t) in src.iter().zip(stream_table(g)) {
-            dst[*t as usize] = *v;
+/// Row `r`'s values as floats (`nb · 32`): an embedding lookup.
+pub fn dequantize_row(format: Format, bits: Bits, packed: &[u8], nb: usize, r: usize, out: &mut [f32]) {
+    for (b, o) in out.chunks_exact_mut(BLOCK).enumerate().take(nb) {
+        let (d, m, q) = read_block(format, bits, packed, nb, r, b);
+        for (o, q) in o.iter_mut().zip(q) {
+            *o = (q as f32).mul_add(d, m);
         }
     }
 }
@@ -186,50 +170,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn groups_cover_every_block_once() {
-        for nb in 0..12 {
-            let gs: Vec<_> = groups(nb).collect();
-            let mut next = 0;
-            for (b0, g) in gs {
-                assert_eq!(b0, next, "nb={nb}");
-                assert!([1, 2, 4].contains(&g));
-                next += g;
-            }
-            assert_eq!(next, nb);
-        }
-        assert_eq!(groups(18).map(|(_, g)| g).collect::<Vec<_>>(), [4, 4, 4, 4, 2]);
-    }
-
-    #[test]
-    fn stream_index_is_a_permutation_with_one_block_per_lane() {
-        for g in [1, 2, 4] {
-            let mut seen = vec![false; g * BLOCK];
-            for b in 0..g {
+    fn payload_positions_are_a_permutation() {
+        for (format, bits) in
+            [(Format::Q4_1, Bits::Sixteen), (Format::Q4_1, Bits::Eight), (Format::Q8_0, Bits::Sixteen)]
+        {
+            let mut seen = std::collections::HashSet::new();
+            for j in 0..TILE {
                 for p in 0..BLOCK {
-                    let t = stream_index(g, b, p);
-                    assert!(!seen[t]);
-                    seen[t] = true;
-                    assert_eq!((t % 16) / 2 % g, b, "lane of g={g} b={b} p={p}");
+                    let (at, high) = payload_index(format, bits, j, p);
+                    assert!(at < TILE * format.block_bytes() - header(format));
+                    assert!(seen.insert((at, high)), "{format:?} {bits:?} j={j} p={p}");
                 }
             }
+            assert_eq!(seen.len(), TILE * BLOCK);
         }
     }
 
     #[test]
-    fn packed_rows_dequantize_to_the_gguf_values() {
-        for format in [Format::Q4_0, Format::Q4_1, Format::Q8_0] {
-            for nb in [1, 2, 3, 5, 7, 18] {
-                let row = crate::quant::tests::random_blocks(format, 1, nb * BLOCK, nb as u64);
-                let mut packed = Vec::new();
-                pack_row(format, &row, &mut packed);
-                assert_eq!(packed.len(), row.len());
-                let mut got = vec![0.0; nb * BLOCK];
-                dequantize_row(format, &packed, &mut got);
-                let mut want = vec![0.0; nb * BLOCK];
-                for (blk, o) in row.chunks_exact(format.block_bytes()).zip(want.chunks_exact_mut(BLOCK)) {
-                    crate::quant::scalar::dequantize_block(format, blk, o);
+    fn packed_matrices_read_back_as_the_gguf_bytes_and_values() {
+        for (format, bits) in [
+            (Format::Q4_0, Bits::Sixteen),
+            (Format::Q4_1, Bits::Sixteen),
+            (Format::Q4_1, Bits::Eight),
+            (Format::Q8_0, Bits::Sixteen),
+        ] {
+            for (rows, nb) in [(1, 1), (16, 3), (17, 2), (40, 18)] {
+                let gguf = crate::quant::tests::random_blocks(format, rows, nb * BLOCK, (rows * nb) as u64);
+                let packed = pack(format, bits, rows, nb, &gguf);
+                assert_eq!(packed.len(), rows.div_ceil(TILE) * TILE * nb * format.block_bytes());
+                let bb = format.block_bytes();
+                for r in 0..rows {
+                    let row = &gguf[r * nb * bb..(r + 1) * nb * bb];
+                    let mut back = Vec::new();
+                    gguf_row(format, bits, &packed, nb, r, &mut back);
+                    assert_eq!(back, row, "{format:?} {rows}x{nb} row {r}");
+                    let mut got = vec![0.0; nb * BLOCK];
+                    dequantize_row(format, bits, &packed, nb, r, &mut got);
+                    let mut want = vec![0.0; nb * BLOCK];
+                    for (blk, o) in row.chunks_exact(bb).zip(want.chunks_exact_mut(BLOCK)) {
+                        crate::quant::scalar::dequantize_block(format, blk, o);
+                    }
+                    assert_eq!(got, want, "{format:?} {rows}x{nb} row {r}");
                 }
-                assert_eq!(got, want, "{format:?} nb={nb}");
             }
         }
     }

@@ -4,8 +4,8 @@
 //! Why our own kernels: candle 0.11 has no SIMD dot product for Q4_1 (its scalar fallback decoded
 //! SmolLM2-135M Q4_1 at ~1 token/s), and dequantizing to f32 at load time reads 6× more memory
 //! per token, which is what bounds decoding. Here weights keep their GGUF size and bits, regrouped
-//! four blocks at a time at load time ([`layout`]), and each group is unpacked in registers right
-//! before use. Activations are rounded to 16 bits per block of 32
+//! at load time into tiles of 16 rows ([`layout`]), and each tile block is unpacked in registers
+//! right before use. Activations are rounded to 16 bits per block of 32
 //! ([`int16`]): integer multiply-adds do twice the work of float FMAs per instruction, which is
 //! what bounds prefill and batched decoding. llama.cpp rounds activations to 8 bits; that
 //! changes greedy answers of small models (SmolLM2 says "Le Grand Château…" where transformers'
@@ -16,6 +16,7 @@
 
 mod avx2;
 pub mod int16;
+pub mod int8;
 pub mod layout;
 #[cfg(test)]
 mod scalar;
@@ -47,8 +48,34 @@ impl Format {
     }
 }
 
+/// Bits that activations are rounded to (per block of 32, with a float scale) before their
+/// integer products with quantized weights.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Bits {
+    /// llama.cpp's choice: twice the multiply-adds per instruction (4-bit weights only; 8-bit
+    /// ones take 16). It changes greedy answers of small models: SmolLM2-135M answers "Which
+    /// city is the capital of France?" with "Le Grand Château…" instead of "The capital of
+    /// France is Paris.".
+    Eight,
+    /// 256× finer: SmolLM2-135M answers token for token as transformers does in f32.
+    #[default]
+    Sixteen,
+}
+
+/// Where a product's results go: row `i` of the output starts at `i * stride`; only the rows
+/// of the matrix (not a last tile's padding) are written.
+pub struct Out {
+    pub ptr: *mut f32,
+    pub stride: usize,
+    /// Weight rows of the matrix.
+    pub rows: usize,
+}
+
+// SAFETY: threads writing through the same `Out` write disjoint tiles (see `int16::dot_tiles`).
+unsafe impl Sync for Out {}
+
 enum Data {
-    Blocks { format: Format, bytes: Vec<u8> },
+    Blocks { format: Format, bits: Bits, bytes: Vec<u8> },
     F32(Vec<f32>),
 }
 
@@ -68,7 +95,8 @@ impl std::fmt::Debug for Matrix {
 impl Matrix {
     /// A matrix of GGML blocks: each row is `cols / 32` blocks of `format`, as GGUF stores
     /// them. The rows are regrouped for the kernels ([`layout`]); the size stays the same.
-    pub fn quantized(format: Format, rows: usize, cols: usize, bytes: Vec<u8>) -> Result<Self, String> {
+    /// Products round activations to `bits` (8-bit weights always take 16).
+    pub fn quantized(format: Format, bits: Bits, rows: usize, cols: usize, bytes: Vec<u8>) -> Result<Self, String> {
         if !cols.is_multiple_of(BLOCK) {
             return Err(format!("{format:?} rows must hold a multiple of {BLOCK} values, got {cols}"));
         }
@@ -76,13 +104,9 @@ impl Matrix {
         if bytes.len() != want {
             return Err(format!("{format:?} {rows}x{cols} takes {want} bytes, got {}", bytes.len()));
         }
-        let mut packed = Vec::with_capacity(bytes.len());
-        if let Some(row_bytes) = bytes.len().checked_div(rows).filter(|b| *b > 0) {
-            for row in bytes.chunks_exact(row_bytes) {
-                layout::pack_row(format, row, &mut packed);
-            }
-        }
-        Ok(Self { rows, cols, data: Data::Blocks { format, bytes: packed } })
+        let bits = if format == Format::Q8_0 { Bits::Sixteen } else { bits };
+        let packed = layout::pack(format, bits, rows, cols / BLOCK, &bytes);
+        Ok(Self { rows, cols, data: Data::Blocks { format, bits, bytes: packed } })
     }
 
     pub fn f32(rows: usize, cols: usize, values: Vec<f32>) -> Result<Self, String> {
@@ -100,7 +124,7 @@ impl Matrix {
         self.cols
     }
 
-    /// Bytes the weights take (what one full product reads).
+    /// Bytes the weights take (what one full product reads; quantized rows padded to whole tiles).
     pub fn bytes(&self) -> usize {
         match &self.data {
             Data::Blocks { bytes, .. } => bytes.len(),
@@ -110,6 +134,7 @@ impl Matrix {
 
     pub fn format_name(&self) -> String {
         match &self.data {
+            Data::Blocks { format, bits: Bits::Eight, .. } => format!("{format:?} (8-bit activations)"),
             Data::Blocks { format, .. } => format!("{format:?}"),
             Data::F32(_) => "F32".into(),
         }
@@ -124,16 +149,19 @@ impl Matrix {
             return Err("stacked matrices must have the same number of columns".into());
         }
         let data = match &parts[0].data {
-            Data::Blocks { format, .. } => {
-                let format = *format;
+            Data::Blocks { format, bits, .. } => {
+                // Back to GGUF rows and packed again: a part's last tile may be padded.
+                let (format, bits) = (*format, *bits);
                 let mut all = Vec::new();
                 for p in parts {
                     match p.data {
-                        Data::Blocks { format: f, bytes } if f == format => all.extend_from_slice(&bytes),
+                        Data::Blocks { format: f, bits: b, bytes } if f == format && b == bits => {
+                            (0..p.rows).for_each(|r| layout::gguf_row(format, bits, &bytes, cols / BLOCK, r, &mut all))
+                        }
                         _ => return Err("stacked matrices must have the same format".into()),
                     }
                 }
-                Data::Blocks { format, bytes: all }
+                Data::Blocks { format, bits, bytes: layout::pack(format, bits, rows, cols / BLOCK, &all) }
             }
             Data::F32(_) => {
                 let mut all = Vec::new();
@@ -154,9 +182,8 @@ impl Matrix {
         assert!(r < self.rows && out.len() == self.cols);
         match &self.data {
             Data::F32(v) => out.copy_from_slice(&v[r * self.cols..(r + 1) * self.cols]),
-            Data::Blocks { format, bytes } => {
-                let row_bytes = self.cols / BLOCK * format.block_bytes();
-                layout::dequantize_row(*format, &bytes[r * row_bytes..(r + 1) * row_bytes], out);
+            Data::Blocks { format, bits, bytes } => {
+                layout::dequantize_row(*format, *bits, bytes, self.cols / BLOCK, r, out)
             }
         }
     }
@@ -166,35 +193,56 @@ impl Matrix {
     pub fn matmul(&self, team: &Team, x: &[f32], n: usize, out: &mut [f32]) {
         assert_eq!(x.len(), n * self.cols, "matmul: x is not n x cols");
         assert_eq!(out.len(), n * self.rows, "matmul: out is not n x rows");
-        let (rows, cols, data) = (self.rows, self.cols, &self.data);
-        let per = rows_per_chunk(rows, n, team.threads());
-        let chunks = Chunks::new(rows.div_ceil(per));
-        let dst = OutPtr(out.as_mut_ptr());
-        let acts = match data {
-            Data::Blocks { .. } => Some(int16::Acts::quantize(x, n, cols)),
-            Data::F32(_) => None,
-        };
-        team.run(&|_| {
-            let dst = &dst;
-            let mut buf = Vec::new();
-            while let Some(c) = chunks.claim() {
-                let (r0, r1) = (c * per, ((c + 1) * per).min(rows));
-                buf.resize((r1 - r0) * n, 0.0);
-                match data {
-                    Data::Blocks { format, bytes } => {
-                        int16::dot_rows(*format, bytes, cols, r0..r1, acts.as_ref().expect("quantized above"), &mut buf)
+        let (rows, cols) = (self.rows, self.cols);
+        match &self.data {
+            Data::Blocks { format, bits, bytes } => {
+                let tiles = rows.div_ceil(layout::TILE);
+                let per = tiles.div_ceil(team.threads() * 4).max(1);
+                let chunks = Chunks::new(tiles.div_ceil(per));
+                let dst = Out { ptr: out.as_mut_ptr(), stride: rows, rows };
+                let run = |product: &(dyn Fn(std::ops::Range<usize>) + Sync)| {
+                    team.run(&|_| {
+                        while let Some(c) = chunks.claim() {
+                            product(c * per..((c + 1) * per).min(tiles));
+                        }
+                    })
+                };
+                // SAFETY (both): `out` holds n × rows values and outlives `run`; chunks are
+                // disjoint tile ranges, so no two threads write the same element.
+                match bits {
+                    Bits::Eight => {
+                        let acts = int8::Acts::quantize(x, n, cols);
+                        run(&|t| unsafe { int8::dot_tiles(*format, bytes, t, &acts, &dst) });
                     }
-                    Data::F32(w) => dot_rows_f32(w, cols, r0..r1, x, n, &mut buf),
-                }
-                for i in 0..n {
-                    for k in 0..r1 - r0 {
-                        // SAFETY: `out` has n × rows values and outlives `run`; chunks are
-                        // disjoint row ranges, so no two threads write the same element.
-                        unsafe { *dst.0.add(i * rows + r0 + k) = buf[k * n + i] };
+                    Bits::Sixteen => {
+                        let acts = int16::Acts::quantize(x, n, cols);
+                        run(&|t| unsafe { int16::dot_tiles(*format, bytes, t, &acts, &dst) });
                     }
                 }
             }
-        });
+            Data::F32(w) => {
+                let per = rows_per_chunk(rows, n, team.threads());
+                let chunks = Chunks::new(rows.div_ceil(per));
+                let dst = OutPtr(out.as_mut_ptr());
+                team.run(&|_| {
+                    let dst = &dst;
+                    let mut buf = Vec::new();
+                    while let Some(c) = chunks.claim() {
+                        let (r0, r1) = (c * per, ((c + 1) * per).min(rows));
+                        buf.resize((r1 - r0) * n, 0.0);
+                        dot_rows_f32(w, cols, r0..r1, x, n, &mut buf);
+                        for i in 0..n {
+                            for k in 0..r1 - r0 {
+                                // SAFETY: `out` has n × rows values and outlives `run`; chunks
+                                // are disjoint row ranges, so no two threads write the same
+                                // element.
+                                unsafe { *dst.0.add(i * rows + r0 + k) = buf[k * n + i] };
+                            }
+                        }
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -273,24 +321,44 @@ mod tests {
         all
     }
 
+    /// Every format with each activation width it takes.
+    const KINDS: [(Format, Bits); 5] = [
+        (Format::Q4_0, Bits::Sixteen),
+        (Format::Q4_1, Bits::Sixteen),
+        (Format::Q8_0, Bits::Sixteen),
+        (Format::Q4_0, Bits::Eight),
+        (Format::Q4_1, Bits::Eight),
+    ];
+
     #[test]
     fn products_match_dequantized_weights_for_every_format_and_batch_size() {
         let (rows, cols) = (37, 96);
-        for format in [Format::Q4_0, Format::Q4_1, Format::Q8_0] {
-            let m = Matrix::quantized(format, rows, cols, random_blocks(format, rows, cols, 7)).unwrap();
+        for (format, bits) in KINDS {
+            let m = Matrix::quantized(format, bits, rows, cols, random_blocks(format, rows, cols, 7)).unwrap();
             let w = dense(&m);
+            let levels = if bits == Bits::Eight { 127.0 } else { 32767.0 };
             for n in [1, 2, 3, 4, 5, 9] {
                 let x: Vec<f32> = (0..n * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
                 let mut out = vec![0.0; n * rows];
                 m.matmul(&Team::new(2), &x, n, &mut out);
                 for i in 0..n {
+                    let xi = &x[i * cols..(i + 1) * cols];
                     for r in 0..rows {
-                        let exact: f32 = (0..cols).map(|c| x[i * cols + c] * w[r * cols + c]).sum();
-                        let scale: f32 = (0..cols).map(|c| (x[i * cols + c] * w[r * cols + c]).abs()).sum();
+                        let wr = &w[r * cols..(r + 1) * cols];
+                        let exact: f32 = xi.iter().zip(wr).map(|(a, b)| a * b).sum();
+                        // Rounding moves each activation by at most half its block's step.
+                        let bound: f32 = xi
+                            .chunks_exact(BLOCK)
+                            .zip(wr.chunks_exact(BLOCK))
+                            .map(|(xb, wb)| {
+                                let step = xb.iter().fold(0.0f32, |a, v| a.max(v.abs())) / levels;
+                                wb.iter().map(|v| v.abs()).sum::<f32>() * step / 2.0
+                            })
+                            .sum();
                         let got = out[i * rows + r];
                         assert!(
-                            (got - exact).abs() <= 1e-5 * scale + 1e-6,
-                            "{format:?} n={n} ({i},{r}): {got} vs {exact}"
+                            (got - exact).abs() <= 1.01 * bound + 1e-5,
+                            "{format:?} {bits:?} n={n} ({i},{r}): {got} vs {exact}"
                         );
                     }
                 }
@@ -302,33 +370,52 @@ mod tests {
     fn simd_rounding_matches_round_ties_even() {
         let x: Vec<f32> =
             (0..32).map(|i| [0.5, 1.5, 2.5, -0.5, -2.5, 7.49, -7.51, 3.0][i % 8] * (1 + i / 8) as f32).collect();
-        let acts = int16::Acts::quantize(&x, 1, 32);
         let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let acts = int16::Acts::quantize(&x, 1, 32);
         let id = 1.0 / (amax / 32767.0);
         let want: Vec<i16> = x.iter().map(|v| (v * id).round_ties_even() as i16).collect();
+        assert_eq!(acts.values(0), want);
+        let acts = int8::Acts::quantize(&x, 1, 32);
+        let id = 1.0 / (amax / 127.0);
+        let want: Vec<i8> = x.iter().map(|v| (v * id).round_ties_even() as i8).collect();
         assert_eq!(acts.values(0), want);
         let halves: Vec<f32> = (0..32).map(|i| i as f32 - 15.5).collect();
         let acts = int16::Acts::quantize(&halves, 1, 32);
         assert_eq!(acts.values(0).iter().map(|q| *q as i32).max(), Some(32767));
+        let acts = int8::Acts::quantize(&halves, 1, 32);
+        let v = acts.values(0);
+        assert_eq!((v.iter().min(), v.iter().max()), (Some(&-127), Some(&127)));
     }
 
     #[test]
-    fn simd_and_portable_int16_kernels_give_the_same_bits() {
-        // 3 blocks (one partial group), 8 (two whole ones), 9 (two and a partial one).
-        for (format, rows, cols) in
-            [Format::Q4_0, Format::Q4_1, Format::Q8_0].into_iter().flat_map(|f| [(f, 9, 96), (f, 5, 256), (f, 6, 288)])
+    fn simd_and_portable_kernels_give_the_same_bits() {
+        // One block, whole and partial tiles, rows of 18 blocks (SmolLM2's 576 columns).
+        for ((format, bits), (rows, cols)) in
+            KINDS.into_iter().flat_map(|k| [(k, (9, 32)), (k, (32, 96)), (k, (21, 576))])
         {
             let raw = random_blocks(format, rows, cols, 5);
-            let mut bytes = Vec::new();
-            raw.chunks_exact(raw.len() / rows).for_each(|row| layout::pack_row(format, row, &mut bytes));
-            for n in [1, 2, 3, 8, 11] {
+            let packed = layout::pack(format, bits, rows, cols / BLOCK, &raw);
+            let tiles = rows.div_ceil(layout::TILE);
+            for n in [1, 2, 3, 4, 8, 11] {
                 let x: Vec<f32> = (0..n * cols).map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0).collect();
-                let acts = int16::Acts::quantize(&x, n, cols);
-                let mut a = vec![0.0; rows * n];
-                let mut b = vec![0.0; rows * n];
-                int16::dot_rows(format, &bytes, cols, 0..rows, &acts, &mut a);
-                int16::portable(format, &bytes, cols, 0..rows, &acts, &mut b);
-                assert_eq!(a, b, "{format:?} n={n}");
+                let mut a = vec![f32::NAN; rows * n];
+                let mut b = vec![f32::NAN; rows * n];
+                let (oa, ob) =
+                    (Out { ptr: a.as_mut_ptr(), stride: rows, rows }, Out { ptr: b.as_mut_ptr(), stride: rows, rows });
+                // SAFETY: both buffers hold n rows of `rows` values.
+                unsafe {
+                    if bits == Bits::Eight {
+                        let acts = int8::Acts::quantize(&x, n, cols);
+                        int8::dot_tiles(format, &packed, 0..tiles, &acts, &oa);
+                        int8::portable(format, &packed, 0..tiles, &acts, &ob);
+                    } else {
+                        let acts = int16::Acts::quantize(&x, n, cols);
+                        int16::dot_tiles(format, &packed, 0..tiles, &acts, &oa);
+                        int16::portable(format, &packed, 0..tiles, &acts, &ob);
+                    }
+                }
+                assert!(a.iter().all(|v| v.is_finite()), "{format:?} {bits:?} n={n}: an output was not written");
+                assert_eq!(a, b, "{format:?} {bits:?} n={n}");
             }
         }
     }
@@ -336,15 +423,15 @@ mod tests {
     #[test]
     fn a_row_gets_identical_bits_alone_and_in_any_batch() {
         let (rows, cols) = (9, 128);
-        for format in [Format::Q4_0, Format::Q4_1, Format::Q8_0] {
-            let m = Matrix::quantized(format, rows, cols, random_blocks(format, rows, cols, 3)).unwrap();
+        for (format, bits) in KINDS {
+            let m = Matrix::quantized(format, bits, rows, cols, random_blocks(format, rows, cols, 3)).unwrap();
             let x: Vec<f32> = (0..7 * cols).map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0).collect();
             let mut all = vec![0.0; 7 * rows];
             m.matmul(&Team::new(2), &x, 7, &mut all);
             for i in 0..7 {
                 let mut one = vec![0.0; rows];
                 m.matmul(&Team::new(1), &x[i * cols..(i + 1) * cols], 1, &mut one);
-                assert_eq!(one, all[i * rows..(i + 1) * rows], "{format:?} row {i}");
+                assert_eq!(one, all[i * rows..(i + 1) * rows], "{format:?} {bits:?} row {i}");
             }
         }
     }
@@ -372,16 +459,16 @@ mod tests {
 
     #[test]
     fn stacking_keeps_rows_and_refuses_mixed_shapes() {
-        let a = Matrix::quantized(Format::Q8_0, 2, 32, random_blocks(Format::Q8_0, 2, 32, 1)).unwrap();
-        let b = Matrix::quantized(Format::Q8_0, 3, 32, random_blocks(Format::Q8_0, 3, 32, 2)).unwrap();
+        let a = Matrix::quantized(Format::Q8_0, Bits::Sixteen, 2, 32, random_blocks(Format::Q8_0, 2, 32, 1)).unwrap();
+        let b = Matrix::quantized(Format::Q8_0, Bits::Sixteen, 3, 32, random_blocks(Format::Q8_0, 3, 32, 2)).unwrap();
         let (da, db) = (dense(&a), dense(&b));
         let s = Matrix::stack(vec![a, b]).unwrap();
         assert_eq!(s.rows(), 5);
         assert_eq!(dense(&s), [da, db].concat());
         let c = Matrix::f32(1, 32, vec![0.0; 32]).unwrap();
-        let d = Matrix::quantized(Format::Q8_0, 1, 32, random_blocks(Format::Q8_0, 1, 32, 3)).unwrap();
+        let d = Matrix::quantized(Format::Q8_0, Bits::Sixteen, 1, 32, random_blocks(Format::Q8_0, 1, 32, 3)).unwrap();
         assert!(Matrix::stack(vec![c, d]).is_err());
-        assert!(Matrix::quantized(Format::Q4_1, 1, 33, vec![]).is_err());
-        assert!(Matrix::quantized(Format::Q4_1, 1, 32, vec![0; 19]).is_err());
+        assert!(Matrix::quantized(Format::Q4_1, Bits::Eight, 1, 33, vec![]).is_err());
+        assert!(Matrix::quantized(Format::Q4_1, Bits::Eight, 1, 32, vec![0; 19]).is_err());
     }
 }
