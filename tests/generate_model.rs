@@ -101,14 +101,39 @@ fn smollm2_answers_like_transformers_with_its_own_template() {
     }
 }
 
+const QUESTIONS: [&str; 8] = [
+    "Which city is the capital of France?",
+    "What is 2 + 2?",
+    "Name three colors.",
+    "Write a haiku about the sea.",
+    "Who wrote Hamlet?",
+    "What is the boiling point of water?",
+    "Say hello in Spanish.",
+    "List the days of the week, starting on Monday.",
+];
+
 #[test]
-fn smollm2_with_8_bit_activations_still_answers_arithmetic() {
-    // 8-bit activations (llama.cpp's rounding) keep this answer token for token; the capital
-    // question is the one they change (see `Bits::Eight`).
+fn smollm2_with_8_bit_activations_stays_close_to_16_bit() {
+    // 8-bit activations move this tiny model's logits by a few units (measured: up to 2.8 on
+    // logits of 23-33), more than the gap between its two best first tokens for some prompts,
+    // so greedy answers change (see `Bits::Eight`). What must hold: each first token it picks
+    // is one that 16 bits rate within half a unit of their best, and no logit moves by 4.
     let dir = smollm2_dir();
-    let (spec, mut model) = load_with(dir.path(), Bits::Eight);
-    let got = greedy(model.as_mut(), &[chat_ids(&spec, "What is 2 + 2?")], 32, &spec.info.stop_tokens).remove(0);
-    assert_eq!(spec.tokenizer.decode(&got).unwrap(), "The answer to this classic math problem is 4.");
+    let (spec, mut fine) = load_with(dir.path(), Bits::Sixteen);
+    let (_, mut coarse) = load_with(dir.path(), Bits::Eight);
+    for q in QUESTIONS {
+        let ids = chat_ids(&spec, q);
+        let first = |m: &mut Box<dyn TextGenerator>| {
+            let mut seq = m.new_sequence();
+            let item = GenItem { state: &mut seq, tokens: &ids, prompt_len: ids.len(), logits: true };
+            m.forward(&mut [item]).unwrap().remove(0)
+        };
+        let (a, b) = (first(&mut fine), first(&mut coarse));
+        let regret = a[argmax(&a) as usize] - a[argmax(&b) as usize];
+        assert!(regret < 0.5, "{q}: 8 bits pick token {} that 16 bits rate {regret} below their best", argmax(&b));
+        let moved = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        assert!(moved < 4.0, "{q}: 8-bit logits moved by up to {moved}");
+    }
 }
 
 #[test]
@@ -116,21 +141,11 @@ fn greedy_tokens_are_the_same_alone_and_in_a_batch_of_8() {
     for bits in [Bits::Sixteen, Bits::Eight] {
         let dir = smollm2_dir();
         let (spec, mut model) = load_with(dir.path(), bits);
-        let questions = [
-            "Which city is the capital of France?",
-            "What is 2 + 2?",
-            "Name three colors.",
-            "Write a haiku about the sea.",
-            "Who wrote Hamlet?",
-            "What is the boiling point of water?",
-            "Say hello in Spanish.",
-            "List the days of the week, starting on Monday.",
-        ];
-        let prompts: Vec<Vec<u32>> = questions.iter().map(|q| chat_ids(&spec, q)).collect();
+        let prompts: Vec<Vec<u32>> = QUESTIONS.iter().map(|q| chat_ids(&spec, q)).collect();
         let together = greedy(model.as_mut(), &prompts, 24, &[]);
         for (i, p) in prompts.iter().enumerate() {
             let alone = greedy(model.as_mut(), std::slice::from_ref(p), 24, &[]).remove(0);
-            assert_eq!(alone, together[i], "{bits:?} {:?}", questions[i]);
+            assert_eq!(alone, together[i], "{bits:?} {:?}", QUESTIONS[i]);
         }
     }
 }

@@ -80,10 +80,18 @@ pub fn causal(team: &Team, cfg: &LlamaConfig, rows: &[Row], qkv: &[f32], caches:
     let job = Job { cfg, rows, qkv, caches };
     let macs: usize = rows.iter().map(|r| (r.pos + 1) * cfg.q_dim() * 2).sum();
     let chunk = cfg.heads / cfg.kv_heads * cfg.head_dim;
+    let task = |t: usize, o: &mut [f32]| {
+        #[cfg(target_arch = "x86_64")]
+        if cfg.head_dim.is_multiple_of(8) && simd::available() {
+            // SAFETY: the CPU has AVX2 and FMA, and heads are whole vectors (checked above).
+            return unsafe { simd::attend(&job, t, o) };
+        }
+        attend(&job, t, o)
+    };
     if macs < PARALLEL_MACS {
-        out.chunks_exact_mut(chunk).enumerate().for_each(|(t, o)| attend(&job, t, o));
+        out.chunks_exact_mut(chunk).enumerate().for_each(|(t, o)| task(t, o));
     } else {
-        team.chunks_mut(out, chunk, |t, o| attend(&job, t, o));
+        team.chunks_mut(out, chunk, task);
     }
 }
 
@@ -96,9 +104,7 @@ struct Job<'a> {
 }
 
 /// Task `task` = (row, KV head): the group's query heads against the row's keys and values,
-/// written to `o` (`group × head_dim`). Compiled for AVX2 too (chosen at run time); the same
-/// operations in the same order either way, so the bits do not depend on the CPU.
-#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
+/// written to `o` (`group × head_dim`). The portable version ([`simd::attend`] is the fast one).
 fn attend(job: &Job, task: usize, o: &mut [f32]) {
     let cfg = job.cfg;
     let (qd, kvd, hd) = (cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
@@ -110,30 +116,65 @@ fn attend(job: &Job, task: usize, o: &mut [f32]) {
     let (keys, values) = job.caches[row.piece];
     let ctx = row.pos + 1;
     let mut scores = vec![0.0f32; ctx * group];
+    let key = |t: usize| &keys[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
     for g in 0..group {
         let h = kvh * group + g;
         let qh = &job.qkv[i * stride + h * hd..i * stride + (h + 1) * hd];
         let s = &mut scores[g * ctx..(g + 1) * ctx];
-        let mut max = f32::NEG_INFINITY;
-        for (t, v) in s.iter_mut().enumerate() {
-            *v = dot(qh, &keys[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd]) * scale;
-            max = max.max(*v);
+        // Four keys at a time: four independent sums (each in the order `dot` uses) keep the
+        // adders busy where one key's sum would wait on itself.
+        let mut quads = s.chunks_exact_mut(4);
+        for (n, out) in (&mut quads).enumerate() {
+            let d = dot4(qh, [key(4 * n), key(4 * n + 1), key(4 * n + 2), key(4 * n + 3)]);
+            out.iter_mut().zip(d).for_each(|(o, d)| *o = d * scale);
         }
-        let mut sum = 0.0;
-        for v in s.iter_mut() {
-            *v = (*v - max).exp();
-            sum += *v;
+        let done = ctx - quads.into_remainder().len();
+        for (t, v) in s.iter_mut().enumerate().skip(done) {
+            *v = dot(qh, key(t)) * scale;
         }
-        s.iter_mut().for_each(|v| *v /= sum);
+        softmax(s);
     }
-    o.fill(0.0);
-    for t in 0..ctx {
-        let v = &values[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
-        for (g, oh) in o.chunks_exact_mut(hd).enumerate() {
-            let p = scores[g * ctx + t];
-            oh.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
+    // Each output value sums p·v over positions in order, in registers 32 values at a time
+    // (accumulating in `o` itself would store and reload it for every position).
+    let value = |t: usize| &values[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
+    for (g, oh) in o.chunks_exact_mut(hd).enumerate() {
+        let p = &scores[g * ctx..(g + 1) * ctx];
+        let mut c0 = 0;
+        while c0 + 32 <= hd {
+            let mut acc = [0.0f32; 32];
+            for (t, p) in p.iter().enumerate() {
+                let v = &value(t)[c0..c0 + 32];
+                for j in 0..32 {
+                    acc[j] += p * v[j];
+                }
+            }
+            oh[c0..c0 + 32].copy_from_slice(&acc);
+            c0 += 32;
+        }
+        for (c, o) in oh.iter_mut().enumerate().skip(c0) {
+            *o = p.iter().enumerate().fold(0.0, |a, (t, p)| a + p * value(t)[c]);
         }
     }
+}
+
+/// [`dot`] of `a` with four vectors at once (the same operations per vector).
+#[inline(always)]
+fn dot4(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
+    let mut acc = [[0.0f32; 8]; 4];
+    let n = a.len() / 8 * 8;
+    for c in (0..n).step_by(8) {
+        let x = &a[c..c + 8];
+        for (acc, b) in acc.iter_mut().zip(&b) {
+            let y = &b[c..c + 8];
+            for j in 0..8 {
+                acc[j] += x[j] * y[j];
+            }
+        }
+    }
+    std::array::from_fn(|k| {
+        let tail: f32 = a[n..].iter().zip(&b[k][n..]).map(|(x, y)| x * y).sum();
+        acc[k].iter().sum::<f32>() + tail
+    })
 }
 
 /// Dot product in eight independent lanes (vectorised by the compiler; inlined into `attend`'s
@@ -149,4 +190,172 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail
+}
+
+/// Softmax of `s` in place (scores already scaled).
+fn softmax(s: &mut [f32]) {
+    let max = s.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+    let mut sum = 0.0;
+    for v in s.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    s.iter_mut().for_each(|v| *v /= sum);
+}
+
+/// Attention with AVX2 and FMA: scores of eight keys at a time (eight independent sums, reduced
+/// together), and each output vector accumulated in a register over all positions.
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    use super::{softmax, Job};
+
+    pub fn available() -> bool {
+        static YES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *YES.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    }
+
+    /// [`super::attend`] for heads of a multiple of 8 values.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn attend(job: &Job, task: usize, o: &mut [f32]) {
+        let cfg = job.cfg;
+        let (qd, kvd, hd) = (cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
+        let (stride, group, vecs) = (qd + 2 * kvd, cfg.heads / cfg.kv_heads, hd / 8);
+        let scale = _mm256_set1_ps(1.0 / (hd as f32).sqrt());
+        let (i, kvh) = (task / cfg.kv_heads, task % cfg.kv_heads);
+        let row = job.rows[i];
+        let (keys, values) = job.caches[row.piece];
+        let ctx = row.pos + 1;
+        assert!(hd % 8 == 0 && keys.len() >= ctx * kvd && values.len() >= ctx * kvd && o.len() == group * hd);
+        assert!(job.qkv.len() >= (i + 1) * stride);
+        let key = |t: usize| keys.as_ptr().add(t * kvd + kvh * hd);
+        let value = |t: usize| values.as_ptr().add(t * kvd + kvh * hd);
+        let mut scores = vec![0.0f32; ctx * group];
+        for (g, s) in scores.chunks_exact_mut(ctx).enumerate() {
+            let q = job.qkv.as_ptr().add(i * stride + (kvh * group + g) * hd);
+            let mut t = 0;
+            while t + 8 <= ctx {
+                let mut acc = [_mm256_setzero_ps(); 8];
+                for c in 0..vecs {
+                    let qv = _mm256_loadu_ps(q.add(8 * c));
+                    for (k, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(qv, _mm256_loadu_ps(key(t + k).add(8 * c)), *a);
+                    }
+                }
+                _mm256_storeu_ps(s.as_mut_ptr().add(t), _mm256_mul_ps(sum8(acc), scale));
+                t += 8;
+            }
+            for (t, s) in s.iter_mut().enumerate().skip(t) {
+                let mut acc = _mm256_setzero_ps();
+                for c in 0..vecs {
+                    acc = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(8 * c)), _mm256_loadu_ps(key(t).add(8 * c)), acc);
+                }
+                let all = sum8([acc, acc, acc, acc, acc, acc, acc, acc]);
+                *s = _mm_cvtss_f32(_mm256_castps256_ps128(_mm256_mul_ps(all, scale)));
+            }
+            softmax(s);
+        }
+        for (g, oh) in o.chunks_exact_mut(hd).enumerate() {
+            let p = &scores[g * ctx..(g + 1) * ctx];
+            let mut c0 = 0;
+            while c0 < vecs {
+                let m = (vecs - c0).min(4);
+                let mut acc = [_mm256_setzero_ps(); 4];
+                for (t, p) in p.iter().enumerate() {
+                    let (pv, v) = (_mm256_set1_ps(*p), value(t).add(8 * c0));
+                    for (k, a) in acc.iter_mut().enumerate().take(m) {
+                        *a = _mm256_fmadd_ps(pv, _mm256_loadu_ps(v.add(8 * k)), *a);
+                    }
+                }
+                for (k, a) in acc.iter().enumerate().take(m) {
+                    _mm256_storeu_ps(oh.as_mut_ptr().add(8 * (c0 + k)), *a);
+                }
+                c0 += m;
+            }
+        }
+    }
+
+    /// The lane sums of eight vectors, as one vector (lane `k` = sum of `v[k]`).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn sum8(v: [__m256; 8]) -> __m256 {
+        let (a, b) = (_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+        let (c, d) = (_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+        let (lo, hi) = (_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+        _mm256_add_ps(_mm256_permute2f128_ps::<0x20>(lo, hi), _mm256_permute2f128_ps::<0x31>(lo, hi))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(head_dim: usize) -> LlamaConfig {
+        LlamaConfig {
+            hidden: 64,
+            intermediate: 64,
+            layers: 1,
+            heads: 6,
+            kv_heads: 2,
+            head_dim,
+            vocab: 10,
+            rms_eps: 1e-5,
+            rope_theta: 10000.0,
+            max_context: 64,
+            rope_pairs: RopePairs::Adjacent,
+        }
+    }
+
+    /// Softmax-weighted sums written out plainly, for one row and query head.
+    fn reference(cfg: &LlamaConfig, q: &[f32], keys: &[f32], values: &[f32], kvh: usize, ctx: usize) -> Vec<f32> {
+        let (hd, kvd) = (cfg.head_dim, cfg.kv_dim());
+        let s: Vec<f64> = (0..ctx)
+            .map(|t| {
+                (0..hd).map(|d| q[d] as f64 * keys[t * kvd + kvh * hd + d] as f64).sum::<f64>() / (hd as f64).sqrt()
+            })
+            .collect();
+        let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = s.iter().map(|v| (v - max).exp()).collect();
+        let z: f64 = e.iter().sum();
+        (0..hd)
+            .map(|d| (0..ctx).map(|t| e[t] / z * values[t * kvd + kvh * hd + d] as f64).sum::<f64>() as f32)
+            .collect()
+    }
+
+    #[test]
+    fn every_path_matches_plain_softmax_attention() {
+        // Head sizes with and without a tail after whole vectors; contexts around 8 keys.
+        for hd in [8, 24, 64, 36] {
+            let cfg = config(hd);
+            let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
+            let stride = qd + 2 * kvd;
+            let ctx = 19;
+            let val = |i: usize, k: usize| (((i * 7919 + k * 104729) % 1000) as f32 / 500.0 - 1.0) * 0.8;
+            let keys: Vec<f32> = (0..ctx * kvd).map(|i| val(i, 1)).collect();
+            let values: Vec<f32> = (0..ctx * kvd).map(|i| val(i, 2)).collect();
+            // Three rows of one sequence at positions 0, 7 and 18.
+            let rows: Vec<Row> = [0, 7, 18].iter().map(|&pos| Row { piece: 0, pos }).collect();
+            let qkv: Vec<f32> = (0..rows.len() * stride).map(|i| val(i, 3)).collect();
+            let caches = [(&keys[..], &values[..])];
+            let mut out = vec![0.0; rows.len() * qd];
+            causal(&Team::new(2), &cfg, &rows, &qkv, &caches, &mut out);
+            let mut plain = vec![0.0; rows.len() * qd];
+            let job = Job { cfg: &cfg, rows: &rows, qkv: &qkv, caches: &caches };
+            let chunk = cfg.heads / cfg.kv_heads * hd;
+            plain.chunks_exact_mut(chunk).enumerate().for_each(|(t, o)| attend(&job, t, o));
+            for (i, row) in rows.iter().enumerate() {
+                for h in 0..cfg.heads {
+                    let q = &qkv[i * stride + h * hd..i * stride + (h + 1) * hd];
+                    let want = reference(&cfg, q, &keys, &values, h / (cfg.heads / cfg.kv_heads), row.pos + 1);
+                    for (name, got) in [("dispatched", &out), ("portable", &plain)] {
+                        for (d, w) in want.iter().enumerate() {
+                            let g = got[i * qd + h * hd + d];
+                            assert!((g - w).abs() < 1e-5, "{name} hd={hd} row {i} head {h}[{d}]: {g} vs {w}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -53,9 +53,9 @@ impl Format {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Bits {
     /// llama.cpp's choice: twice the multiply-adds per instruction (4-bit weights only; 8-bit
-    /// ones take 16). It changes greedy answers of small models: SmolLM2-135M answers "Which
-    /// city is the capital of France?" with "Le Grand Château…" instead of "The capital of
-    /// France is Paris.".
+    /// ones take 16). It moves SmolLM2-135M's logits by up to ~3 (of 23–33), which changes
+    /// greedy answers: "Which city is the capital of France?" gets "Le Grand Château…" instead
+    /// of "The capital of France is Paris.".
     Eight,
     /// 256× finer: SmolLM2-135M answers token for token as transformers does in f32.
     #[default]
