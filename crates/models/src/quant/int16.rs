@@ -60,12 +60,12 @@ impl Acts {
         let mut a =
             Acts { n, nb, q: Aligned(vec![Block([0; BLOCK]); n * nb]), d: vec![0.0; n * nb], s: vec![0.0; n * nb] };
         for (j, (xb, qb)) in x.chunks_exact(BLOCK).zip(a.q.chunks_exact_mut(BLOCK)).enumerate().take(n * nb) {
-            let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let (amax, sum) = super::block_stats(xb);
             let d = amax / 32767.0;
             let id = if d > 0.0 { 1.0 / d } else { 0.0 };
             round_block(xb, id, qb);
             a.d[j] = d;
-            a.s[j] = xb.iter().sum();
+            a.s[j] = sum;
         }
         a
     }
@@ -252,6 +252,9 @@ mod simd {
         for b in 0..nb {
             let blk = tile.add(b * layout::tile_block_bytes(format(F)));
             let payload = blk.add(layout::header(format(F)));
+            if i0 == 0 {
+                crate::quant::avx2::prefetch(blk, layout::tile_block_bytes(format(F)));
+            }
             for h in 0..2 {
                 // Rows 8h..8h + 8 of the tile: scales, and the term per unit of activation.
                 let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16 * h) as *const __m128i));

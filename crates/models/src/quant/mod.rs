@@ -246,6 +246,30 @@ impl Matrix {
     }
 }
 
+/// Largest magnitude and sum of a block of 32 activations. The sum runs in eight lanes, then
+/// halves (`((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`), the order both paths use: a sum in one
+/// chain would wait 32 additions long.
+fn block_stats(x: &[f32]) -> (f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: the CPU has AVX2 (checked above).
+        return unsafe { avx2::block_stats(x) };
+    }
+    block_stats_portable(x)
+}
+
+fn block_stats_portable(x: &[f32]) -> (f32, f32) {
+    let mut l: [f32; 8] = x[..8].try_into().expect("a block of 32");
+    let mut amax = l.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for c in x[8..BLOCK].chunks_exact(8) {
+        for j in 0..8 {
+            l[j] += c[j];
+            amax = amax.max(c[j].abs());
+        }
+    }
+    (amax, ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7])))
+}
+
 /// The output buffer shared by the team's threads, each writing its own rows.
 struct OutPtr(*mut f32);
 // SAFETY: only used inside `Matrix::matmul`, where writes go to disjoint elements.
@@ -363,6 +387,27 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn block_stats_are_the_same_bits_on_every_path() {
+        let mut state = 11u32;
+        for k in 0..200 {
+            let x: Vec<f32> = (0..BLOCK)
+                .map(|_| {
+                    state = state.wrapping_mul(1664525).wrapping_add(1013904223);
+                    let v = (state >> 8) as f32 / (1 << 24) as f32 - 0.5;
+                    if k % 7 == 0 {
+                        -0.0
+                    } else {
+                        v * (1 << (k % 9)) as f32
+                    }
+                })
+                .collect();
+            let (a, b) = (block_stats(&x), block_stats_portable(&x));
+            assert_eq!((a.0.to_bits(), a.1.to_bits()), (b.0.to_bits(), b.1.to_bits()), "block {k}");
+            assert_eq!(a.0, x.iter().fold(0.0f32, |m, v| m.max(v.abs())));
         }
     }
 
