@@ -182,7 +182,7 @@ mod simd {
                 let o = match take {
                     1 => rows::<F, VNNI, 1, 4>(tile, acts, i),
                     2 => rows::<F, VNNI, 2, 2>(tile, acts, i),
-                    3 => rows::<F, VNNI, 3, 2>(tile, acts, i),
+                    3 => rows::<F, VNNI, 3, 1>(tile, acts, i),
                     4 => rows::<F, VNNI, 4, 1>(tile, acts, i),
                     5 => rows::<F, VNNI, 5, 1>(tile, acts, i),
                     6 => rows::<F, VNNI, 6, 1>(tile, acts, i),
@@ -226,6 +226,25 @@ mod simd {
             if i0 == 0 {
                 crate::quant::avx2::prefetch(blk, layout::tile_block_bytes(format(F)));
             }
+            // Both halves (rows 0..8 and 8..16 of the tile) at once: each broadcast activation
+            // quad feeds two multiply-adds, and 2R chains of sums run side by side.
+            let mut sums = [[[_mm256_setzero_si256(); K]; 2]; R];
+            for c in 0..4 {
+                // Quad rows c and c + 4 of both halves.
+                let mut w = [[_mm256_setzero_si256(); 2]; 2];
+                for (h, w) in w.iter_mut().enumerate() {
+                    let q = _mm256_loadu_si256(payload.add(32 * (4 * h + c)) as *const __m256i);
+                    *w = [_mm256_and_si256(q, nibble), _mm256_and_si256(_mm256_srli_epi16::<4>(q), nibble)];
+                }
+                for (k, s) in sums.iter_mut().enumerate() {
+                    let x = acts.q.as_ptr().add((i0 + k) * nb + b) as *const i32;
+                    let (xa, xb) = (_mm256_set1_epi32(*x.add(c)), _mm256_set1_epi32(*x.add(c + 4)));
+                    for (s, w) in s.iter_mut().zip(&w) {
+                        s[(2 * c) % K] = dot(s[(2 * c) % K], w[0], xa, VNNI);
+                        s[(2 * c + 1) % K] = dot(s[(2 * c + 1) % K], w[1], xb, VNNI);
+                    }
+                }
+            }
             for h in 0..2 {
                 // Rows 8h..8h + 8 of the tile: scales, and the term per unit of activation.
                 let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16 * h) as *const __m128i));
@@ -234,20 +253,8 @@ mod simd {
                 } else {
                     _mm256_mul_ps(dw, _mm256_set1_ps(-8.0))
                 };
-                let mut sums = [[_mm256_setzero_si256(); K]; R];
-                for c in 0..4 {
-                    // Quad rows c and c + 4 of this half's 8 weight rows.
-                    let q = _mm256_loadu_si256(payload.add(32 * (4 * h + c)) as *const __m256i);
-                    let lo = _mm256_and_si256(q, nibble);
-                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), nibble);
-                    for (k, s) in sums.iter_mut().enumerate() {
-                        let x = acts.q.as_ptr().add((i0 + k) * nb + b) as *const i32;
-                        let (xa, xb) = (_mm256_set1_epi32(*x.add(c)), _mm256_set1_epi32(*x.add(c + 4)));
-                        s[(2 * c) % K] = dot(s[(2 * c) % K], lo, xa, VNNI);
-                        s[(2 * c + 1) % K] = dot(s[(2 * c + 1) % K], hi, xb, VNNI);
-                    }
-                }
                 for (k, s) in sums.iter().enumerate() {
+                    let s = &s[h];
                     let j = (i0 + k) * nb + b;
                     let sum = match K {
                         4 => _mm256_add_epi32(_mm256_add_epi32(s[0], s[1 % K]), _mm256_add_epi32(s[2 % K], s[3 % K])),

@@ -22,7 +22,7 @@ pub mod layout;
 mod scalar;
 pub mod team;
 
-use team::{Chunks, Team};
+use team::{Chunks, Ranges, Team};
 
 /// Values per quantization block (every format here).
 pub const BLOCK: usize = 32;
@@ -196,19 +196,17 @@ impl Matrix {
         let (rows, cols) = (self.rows, self.cols);
         match &self.data {
             Data::Blocks { format, bits, bytes } => {
-                let tiles = rows.div_ceil(layout::TILE);
-                let per = tiles.div_ceil(team.threads() * 4).max(1);
-                let chunks = Chunks::new(tiles.div_ceil(per));
+                let tiles = Ranges::new(rows.div_ceil(layout::TILE), team.threads(), 1);
                 let dst = Out { ptr: out.as_mut_ptr(), stride: rows, rows };
                 let run = |product: &(dyn Fn(std::ops::Range<usize>) + Sync)| {
                     team.run(&|_| {
-                        while let Some(c) = chunks.claim() {
-                            product(c * per..((c + 1) * per).min(tiles));
+                        while let Some(t) = tiles.claim() {
+                            product(t);
                         }
                     })
                 };
-                // SAFETY (both): `out` holds n × rows values and outlives `run`; chunks are
-                // disjoint tile ranges, so no two threads write the same element.
+                // SAFETY (both): `out` holds n × rows values and outlives `run`; claimed tile
+                // ranges are disjoint, so no two threads write the same element.
                 match bits {
                     Bits::Eight => {
                         let acts = int8::Acts::quantize(x, n, cols);

@@ -206,9 +206,62 @@ impl Chunks {
     }
 }
 
+/// Hands out ranges of `0..len` that shrink as the work runs out (guided scheduling): each claim
+/// takes a `1/(2·threads)` share of what is left, at least `min`. Big ranges first keep the
+/// claims few; small ones last keep the threads finishing together (with equal ranges, the
+/// thread that takes the last one is still working while the others wait).
+pub struct Ranges {
+    next: AtomicUsize,
+    len: usize,
+    parts: usize,
+    min: usize,
+}
+
+impl Ranges {
+    pub fn new(len: usize, threads: usize, min: usize) -> Self {
+        Self { next: AtomicUsize::new(0), len, parts: 2 * threads.max(1), min: min.max(1) }
+    }
+
+    pub fn claim(&self) -> Option<std::ops::Range<usize>> {
+        let mut at = self.next.load(Ordering::Relaxed);
+        loop {
+            if at >= self.len {
+                return None;
+            }
+            let end = (at + ((self.len - at) / self.parts).max(self.min)).min(self.len);
+            match self.next.compare_exchange_weak(at, end, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return Some(at..end),
+                Err(now) => at = now,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_cover_everything_once_and_shrink() {
+        let team = Team::new(3);
+        for (len, min) in [(0, 1), (1, 1), (7, 2), (3072, 1), (1000, 16)] {
+            let hits: Vec<AtomicUsize> = (0..len).map(|_| AtomicUsize::new(0)).collect();
+            let ranges = Ranges::new(len, 3, min);
+            team.run(&|_| {
+                while let Some(r) = ranges.claim() {
+                    assert!(!r.is_empty());
+                    r.for_each(|i| {
+                        hits[i].fetch_add(1, Ordering::Relaxed);
+                    });
+                }
+            });
+            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "len {len}");
+        }
+        let one = Ranges::new(3072, 2, 1);
+        let sizes: Vec<usize> = std::iter::from_fn(|| one.claim()).map(|r| r.len()).collect();
+        assert_eq!(sizes[0], 768);
+        assert!(sizes.windows(2).all(|w| w[0] >= w[1]) && *sizes.last().unwrap() == 1);
+    }
 
     #[test]
     fn every_chunk_runs_once_and_panics_come_back() {
