@@ -1,6 +1,7 @@
 //! Rotary position embeddings and causal attention of packed token rows against per-sequence
 //! KV caches (grouped-query: several query heads share one key/value head).
 
+use super::act::softmax;
 use super::llama::LlamaConfig;
 use crate::quant::team::Team;
 
@@ -190,17 +191,6 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail
-}
-
-/// Softmax of `s` in place (scores already scaled).
-fn softmax(s: &mut [f32]) {
-    let max = s.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-    let mut sum = 0.0;
-    for v in s.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    s.iter_mut().for_each(|v| *v /= sum);
 }
 
 /// Attention with AVX2 and FMA: scores of eight keys at a time (eight independent sums, reduced

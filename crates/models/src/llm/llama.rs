@@ -9,6 +9,7 @@
 use aiserve_core::generate::{GenItem, SeqState, TextGenerator};
 use aiserve_core::BackendError;
 
+use super::act::swiglu;
 use super::attention::{self, Rope};
 use crate::quant::team::Team;
 use crate::quant::Matrix;
@@ -266,14 +267,5 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
         let ms = row.iter().map(|v| v * v).sum::<f32>() / w as f32;
         let inv = 1.0 / (ms + eps).sqrt();
         o.iter_mut().zip(row).zip(weight).for_each(|((o, v), g)| *o = v * inv * g);
-    }
-}
-
-/// SwiGLU: `silu(gate) · up` from rows holding `[gate | up]`.
-#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
-fn swiglu(gate_up: &[f32], width: usize, out: &mut [f32]) {
-    for (gu, o) in gate_up.chunks_exact(2 * width).zip(out.chunks_exact_mut(width)) {
-        let (g, u) = gu.split_at(width);
-        o.iter_mut().zip(g).zip(u).for_each(|((o, g), u)| *o = g / (1.0 + (-g).exp()) * u);
     }
 }
