@@ -248,20 +248,28 @@ mod simd {
         }
         for (g, oh) in o.chunks_exact_mut(hd).enumerate() {
             let p = &scores[g * ctx..(g + 1) * ctx];
+            // Four output vectors at a time (a fixed count, so the loop over positions holds
+            // them in registers), then one at a time.
             let mut c0 = 0;
-            while c0 < vecs {
-                let m = (vecs - c0).min(4);
+            while c0 + 4 <= vecs {
                 let mut acc = [_mm256_setzero_ps(); 4];
                 for (t, p) in p.iter().enumerate() {
                     let (pv, v) = (_mm256_set1_ps(*p), value(t).add(8 * c0));
-                    for (k, a) in acc.iter_mut().enumerate().take(m) {
+                    for (k, a) in acc.iter_mut().enumerate() {
                         *a = _mm256_fmadd_ps(pv, _mm256_loadu_ps(v.add(8 * k)), *a);
                     }
                 }
-                for (k, a) in acc.iter().enumerate().take(m) {
+                for (k, a) in acc.iter().enumerate() {
                     _mm256_storeu_ps(oh.as_mut_ptr().add(8 * (c0 + k)), *a);
                 }
-                c0 += m;
+                c0 += 4;
+            }
+            for c in c0..vecs {
+                let mut acc = _mm256_setzero_ps();
+                for (t, p) in p.iter().enumerate() {
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(*p), _mm256_loadu_ps(value(t).add(8 * c)), acc);
+                }
+                _mm256_storeu_ps(oh.as_mut_ptr().add(8 * c), acc);
             }
         }
     }
