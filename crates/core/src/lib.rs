@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod generate;
 pub mod ids;
+pub mod math;
 pub mod plan;
 pub mod policy;
 pub mod publish;

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use aiserve_core::chat::Message;
 use aiserve_core::generate::{GenItem, SeqState, TextGenerator};
-use aiserve_core::sampling::argmax;
+use aiserve_core::sampling::{argmax, Sampler, SamplingParams};
 use aiserve_models::llm::gguf;
 use aiserve_models::quant::Bits;
 
@@ -104,6 +104,27 @@ fn main() {
     let t = Instant::now();
     model.forward(&mut [GenItem { state: &mut seq, tokens: &ids, prompt_len: ids.len(), logits: true }]).unwrap();
     println!("prefill {} tokens: {:.0} tok/s", ids.len(), ids.len() as f64 / t.elapsed().as_secs_f64());
+
+    // Sampling at OpenAI's default temperature (1, no top-k/top-p) over the whole vocabulary:
+    // the engine thread does this for every sequence of every step.
+    let ids = spec.tokenizer.encode("Once upon a time", false).unwrap();
+    let mut seq = model.new_sequence();
+    let logits = model
+        .forward(&mut [GenItem { state: &mut seq, tokens: &ids, prompt_len: ids.len(), logits: true }])
+        .unwrap()
+        .remove(0);
+    let mut sampler = Sampler::new(SamplingParams { seed: Some(1), ..Default::default() });
+    let mut row = logits.clone();
+    let t = Instant::now();
+    for _ in 0..200 {
+        row.copy_from_slice(&logits);
+        sampler.sample(&mut row);
+    }
+    println!(
+        "sampling at temperature 1 over {} logits: {:.1} µs per token",
+        logits.len(),
+        t.elapsed().as_secs_f64() * 1e6 / 200.0
+    );
 
     // Aggregate decode with b sequences per pass (64 steps each after a short prompt).
     let prompt = spec.tokenizer.encode("Once upon a time", false).unwrap();
