@@ -21,6 +21,7 @@ pub mod layout;
 #[cfg(test)]
 mod scalar;
 pub mod team;
+pub mod tiles;
 
 use team::{Chunks, Ranges, Team};
 
@@ -210,11 +211,11 @@ impl Matrix {
                 match bits {
                     Bits::Eight => {
                         let acts = int8::Acts::quantize(x, n, cols);
-                        run(&|t| unsafe { int8::dot_tiles(*format, bytes, t, &acts, &dst) });
+                        run(&|t| unsafe { tiles::dot_tiles::<int8::Eight>(*format, bytes, t, &acts, &dst) });
                     }
                     Bits::Sixteen => {
                         let acts = int16::Acts::quantize(x, n, cols);
-                        run(&|t| unsafe { int16::dot_tiles(*format, bytes, t, &acts, &dst) });
+                        run(&|t| unsafe { tiles::dot_tiles::<int16::Sixteen>(*format, bytes, t, &acts, &dst) });
                     }
                 }
             }
@@ -438,7 +439,7 @@ mod tests {
         {
             let raw = random_blocks(format, rows, cols, 5);
             let packed = layout::pack(format, bits, rows, cols / BLOCK, &raw);
-            let tiles = rows.div_ceil(layout::TILE);
+            let ntiles = rows.div_ceil(layout::TILE);
             for n in [1, 2, 3, 4, 8, 11] {
                 let x: Vec<f32> = (0..n * cols).map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0).collect();
                 let mut a = vec![f32::NAN; rows * n];
@@ -449,12 +450,12 @@ mod tests {
                 unsafe {
                     if bits == Bits::Eight {
                         let acts = int8::Acts::quantize(&x, n, cols);
-                        int8::dot_tiles(format, &packed, 0..tiles, &acts, &oa);
-                        int8::portable(format, &packed, 0..tiles, &acts, &ob);
+                        tiles::dot_tiles::<int8::Eight>(format, &packed, 0..ntiles, &acts, &oa);
+                        tiles::portable::<int8::Eight>(format, &packed, 0..ntiles, &acts, &ob);
                     } else {
                         let acts = int16::Acts::quantize(&x, n, cols);
-                        int16::dot_tiles(format, &packed, 0..tiles, &acts, &oa);
-                        int16::portable(format, &packed, 0..tiles, &acts, &ob);
+                        tiles::dot_tiles::<int16::Sixteen>(format, &packed, 0..ntiles, &acts, &oa);
+                        tiles::portable::<int16::Sixteen>(format, &packed, 0..ntiles, &acts, &ob);
                     }
                 }
                 assert!(a.iter().all(|v| v.is_finite()), "{format:?} {bits:?} n={n}: an output was not written");

@@ -1,0 +1,317 @@
+//! Products of [`layout`]'s weight tiles with activation rows of either width ([`int16`] or
+//! [`int8`], through [`Width`]): the loop over tiles and rows, the float work per block, and the
+//! portable reference the SIMD path must equal bit for bit.
+//!
+//! For weight row `j` and activation row `i`, each block `b` adds, in block order and in this
+//! order, `Σq·(dw·dx)` and `m·s` to one float with fused multiply-adds: `Σq` is the exact
+//! integer sum of the block's products, `dw`, `dx` the scales, `m` the weight term added per
+//! unit of activation (Q4_1: its minimum; Q4_0: `−8·dw`; Q8_0: none) and `s` the activation
+//! block's exact float sum. The integer part is exact, so every instruction set, tile size and
+//! batch gives the same bits for a row.
+//!
+//! [`int16`]: super::int16
+//! [`int8`]: super::int8
+
+use super::layout::{self, TILE};
+use super::{Bits, Format, Out, BLOCK};
+
+/// What activation rows of any width keep beside their integers: the shape, and per block the
+/// scale `d` and the exact sum `s` of its values before rounding.
+pub struct Scales {
+    pub n: usize,
+    pub nb: usize,
+    pub d: Vec<f32>,
+    pub s: Vec<f32>,
+}
+
+impl Scales {
+    /// Rounds `x` (`n × cols`, `cols` a multiple of 32) block by block to `levels` steps on each
+    /// side of zero: `round(j, block, 1 / d)` writes block `j`'s integers for the scale
+    /// `d = max|x| / levels`.
+    pub fn quantize(x: &[f32], n: usize, cols: usize, levels: f32, mut round: impl FnMut(usize, &[f32], f32)) -> Self {
+        let nb = cols / BLOCK;
+        let mut a = Scales { n, nb, d: vec![0.0; n * nb], s: vec![0.0; n * nb] };
+        for (j, xb) in x.chunks_exact(BLOCK).enumerate().take(n * nb) {
+            let (amax, sum) = super::block_stats(xb);
+            let d = amax / levels;
+            round(j, xb, if d > 0.0 { 1.0 / d } else { 0.0 });
+            a.d[j] = d;
+            a.s[j] = sum;
+        }
+        a
+    }
+}
+
+/// An activation width: how its rows are stored, and how a block of weights meets them.
+pub trait Width {
+    const BITS: Bits;
+    /// Activation rows rounded to this width.
+    type Acts: Sync;
+    /// Their shape, scales and sums.
+    fn scales(a: &Self::Acts) -> &Scales;
+    /// Value `p` of block `j` (blocks row after row).
+    fn value(a: &Self::Acts, j: usize, p: usize) -> i32;
+
+    /// Block `j`'s values as 32-bit words (2 or 4 values each), the unit broadcast to a tile.
+    #[cfg(target_arch = "x86_64")]
+    fn words(a: &Self::Acts, j: usize) -> *const i32;
+    /// Steps per block: step `c` multiplies two weight vectors per half tile with words `c` and
+    /// `c + SECOND`.
+    #[cfg(target_arch = "x86_64")]
+    const STEPS: usize;
+    #[cfg(target_arch = "x86_64")]
+    const SECOND: usize;
+    /// The two weight vectors of step `c` for rows `8h..8h + 8` of a tile block's `payload`.
+    ///
+    /// # Safety
+    /// `payload` must point at a whole tile block's payload of format `F`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn weights<const F: u8>(payload: *const u8, h: usize, c: usize) -> [std::arch::x86_64::__m256i; 2];
+    /// `acc` plus, per 32-bit lane, the sum of the products of `w`'s and `x`'s values (exact).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, and with `VNNI` AVX-512 VNNI and VL.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot<const VNNI: bool>(
+        acc: std::arch::x86_64::__m256i,
+        w: std::arch::x86_64::__m256i,
+        x: std::arch::x86_64::__m256i,
+    ) -> std::arch::x86_64::__m256i;
+}
+
+/// The products of weight tiles `tiles` (packed by [`layout::pack`] for `W`) with every
+/// activation row, written to `out`.
+///
+/// # Safety
+/// `out.ptr` must be valid for writes of all activation rows of `out.stride ≥ out.rows` floats,
+/// and no other thread may write the columns of these tiles meanwhile.
+pub unsafe fn dot_tiles<W: Width>(
+    format: Format,
+    packed: &[u8],
+    tiles: std::ops::Range<usize>,
+    acts: &W::Acts,
+    out: &Out,
+) {
+    let nb = W::scales(acts).nb;
+    assert!(W::BITS == Bits::Sixteen || format != Format::Q8_0, "8-bit weights take 16-bit activations");
+    assert!(tiles.end * nb * layout::tile_block_bytes(format) <= packed.len());
+    assert!(tiles.end * TILE < out.rows + TILE && out.rows <= out.stride);
+    #[cfg(target_arch = "x86_64")]
+    if super::avx2::available() {
+        // SAFETY: the CPU has the features (checked above) and the bounds were asserted.
+        unsafe { simd::dot_tiles::<W>(format, packed, tiles, acts, out) };
+        return;
+    }
+    unsafe { portable::<W>(format, packed, tiles, acts, out) }
+}
+
+/// The same sums in the same order without SIMD (and the reference the SIMD path must equal).
+///
+/// # Safety
+/// As [`dot_tiles`].
+pub unsafe fn portable<W: Width>(
+    format: Format,
+    packed: &[u8],
+    tiles: std::ops::Range<usize>,
+    acts: &W::Acts,
+    out: &Out,
+) {
+    let Scales { n, nb, d, s } = W::scales(acts);
+    let (n, nb) = (*n, *nb);
+    for r in tiles.start * TILE..(tiles.end * TILE).min(out.rows) {
+        let blocks: Vec<_> = (0..nb).map(|b| layout::read_block(format, W::BITS, packed, nb, r, b)).collect();
+        for i in 0..n {
+            let mut acc = 0.0f32;
+            for (b, (dw, m, q)) in blocks.iter().enumerate() {
+                let j = i * nb + b;
+                let sum: i32 = q.iter().enumerate().map(|(p, q)| q * W::value(acts, j, p)).sum();
+                acc = (sum as f32).mul_add(dw * d[j], acc);
+                if format != Format::Q8_0 {
+                    acc = m.mul_add(s[j], acc);
+                }
+            }
+            // SAFETY: row `i`, column `r < rows ≤ stride`, inside `out` by the contract.
+            unsafe { *out.ptr.add(i * out.stride + r) = acc };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    use super::Width;
+    use crate::quant::layout::{self, TILE};
+    use crate::quant::{Format, Out};
+
+    pub const Q4_0: u8 = 0;
+    pub const Q4_1: u8 = 1;
+    pub const Q8_0: u8 = 2;
+    /// Most activation rows multiplied per unpacked weight vector (4 and 6 measured slower).
+    const ROWS: usize = 8;
+
+    /// The format a kernel's constant stands for.
+    pub const fn format(f: u8) -> Format {
+        match f {
+            Q4_0 => Format::Q4_0,
+            Q4_1 => Format::Q4_1,
+            _ => Format::Q8_0,
+        }
+    }
+
+    /// Whether the CPU fuses a multiply-add and the sum it goes into (`vpdpwssd`/`vpdpbusd`,
+    /// AVX-512 VNNI on 256-bit vectors, which also brings 32 vector registers). The integer
+    /// results are the same either way, so the choice is only about speed. `AISERVE_NO_VNNI=1`
+    /// turns it off.
+    fn vnni() -> bool {
+        static VNNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *VNNI.get_or_init(|| {
+            std::env::var_os("AISERVE_NO_VNNI").is_none()
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+        })
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_tiles<W: Width>(
+        format: Format,
+        packed: &[u8],
+        tiles: std::ops::Range<usize>,
+        acts: &W::Acts,
+        out: &Out,
+    ) {
+        if vnni() {
+            return dot_tiles_vnni::<W>(format, packed, tiles, acts, out);
+        }
+        match format {
+            Format::Q4_0 => tiles_of::<W, Q4_0, false>(packed, tiles, acts, out),
+            Format::Q4_1 => tiles_of::<W, Q4_1, false>(packed, tiles, acts, out),
+            Format::Q8_0 => tiles_of::<W, Q8_0, false>(packed, tiles, acts, out),
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+    unsafe fn dot_tiles_vnni<W: Width>(
+        format: Format,
+        packed: &[u8],
+        tiles: std::ops::Range<usize>,
+        acts: &W::Acts,
+        out: &Out,
+    ) {
+        match format {
+            Format::Q4_0 => tiles_of::<W, Q4_0, true>(packed, tiles, acts, out),
+            Format::Q4_1 => tiles_of::<W, Q4_1, true>(packed, tiles, acts, out),
+            Format::Q8_0 => tiles_of::<W, Q8_0, true>(packed, tiles, acts, out),
+        }
+    }
+
+    /// Inlined into the entry points, which carry the target features.
+    #[inline(always)]
+    unsafe fn tiles_of<W: Width, const F: u8, const VNNI: bool>(
+        packed: &[u8],
+        tiles: std::ops::Range<usize>,
+        acts: &W::Acts,
+        out: &Out,
+    ) {
+        let (n, nb) = (W::scales(acts).n, W::scales(acts).nb);
+        let tile_bytes = nb * layout::tile_block_bytes(format(F));
+        for t in tiles {
+            let tile = packed.as_ptr().add(t * tile_bytes);
+            let mut i = 0;
+            while i < n {
+                let take = (n - i).min(ROWS);
+                // Few rows: several independent chains per row keep the multipliers busy.
+                let o = match take {
+                    1 => rows::<W, F, VNNI, 1, 4>(tile, acts, i),
+                    2 => rows::<W, F, VNNI, 2, 2>(tile, acts, i),
+                    3 => rows::<W, F, VNNI, 3, 1>(tile, acts, i),
+                    4 => rows::<W, F, VNNI, 4, 1>(tile, acts, i),
+                    5 => rows::<W, F, VNNI, 5, 1>(tile, acts, i),
+                    6 => rows::<W, F, VNNI, 6, 1>(tile, acts, i),
+                    7 => rows::<W, F, VNNI, 7, 1>(tile, acts, i),
+                    _ => rows::<W, F, VNNI, ROWS, 1>(tile, acts, i),
+                };
+                let valid = (out.rows - t * TILE).min(TILE);
+                for (k, o) in o[..take].iter().enumerate() {
+                    let dst = out.ptr.add((i + k) * out.stride + t * TILE);
+                    if valid == TILE {
+                        _mm256_storeu_ps(dst, o[0]);
+                        _mm256_storeu_ps(dst.add(8), o[1]);
+                    } else {
+                        let mut all = [0.0f32; TILE];
+                        _mm256_storeu_ps(all.as_mut_ptr(), o[0]);
+                        _mm256_storeu_ps(all.as_mut_ptr().add(8), o[1]);
+                        std::ptr::copy_nonoverlapping(all.as_ptr(), dst, valid);
+                    }
+                }
+                i += take;
+            }
+        }
+    }
+
+    /// One tile (16 weight rows) times activation rows `i0..i0 + R`, each row's integer sums
+    /// split over `K` chains per half: per row, the 16 outputs in two vectors of 8.
+    // `h` picks the half of the header and the accumulators alike.
+    #[allow(clippy::needless_range_loop)]
+    #[inline(always)]
+    unsafe fn rows<W: Width, const F: u8, const VNNI: bool, const R: usize, const K: usize>(
+        tile: *const u8,
+        acts: &W::Acts,
+        i0: usize,
+    ) -> [[__m256; 2]; ROWS] {
+        let super::Scales { nb, d: dx, s: sx, .. } = W::scales(acts);
+        let nb = *nb;
+        let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
+        for b in 0..nb {
+            let blk = tile.add(b * layout::tile_block_bytes(format(F)));
+            let payload = blk.add(layout::header(format(F)));
+            if i0 == 0 {
+                crate::quant::avx2::prefetch(blk, layout::tile_block_bytes(format(F)));
+            }
+            // Both halves (rows 0..8 and 8..16 of the tile) at once: each broadcast word feeds
+            // two multiply-adds, and 2R chains of sums run side by side.
+            let mut sums = [[[_mm256_setzero_si256(); K]; 2]; R];
+            for c in 0..W::STEPS {
+                let w = [W::weights::<F>(payload, 0, c), W::weights::<F>(payload, 1, c)];
+                for (k, s) in sums.iter_mut().enumerate() {
+                    let x = W::words(acts, (i0 + k) * nb + b);
+                    let (xa, xb) = (_mm256_set1_epi32(*x.add(c)), _mm256_set1_epi32(*x.add(c + W::SECOND)));
+                    for (s, w) in s.iter_mut().zip(&w) {
+                        s[(2 * c) % K] = W::dot::<VNNI>(s[(2 * c) % K], w[0], xa);
+                        s[(2 * c + 1) % K] = W::dot::<VNNI>(s[(2 * c + 1) % K], w[1], xb);
+                    }
+                }
+            }
+            for h in 0..2 {
+                // Rows 8h..8h + 8 of the tile: scales, and the term per unit of activation.
+                let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16 * h) as *const __m128i));
+                let m = match F {
+                    Q4_1 => _mm256_cvtph_ps(_mm_loadu_si128(blk.add(2 * TILE + 16 * h) as *const __m128i)),
+                    Q4_0 => _mm256_mul_ps(dw, _mm256_set1_ps(-8.0)),
+                    _ => dw,
+                };
+                for (k, sums) in sums.iter().enumerate() {
+                    let s4 = &sums[h];
+                    let j = (i0 + k) * nb + b;
+                    let sum = match K {
+                        4 => {
+                            _mm256_add_epi32(_mm256_add_epi32(s4[0], s4[1 % K]), _mm256_add_epi32(s4[2 % K], s4[3 % K]))
+                        }
+                        2 => _mm256_add_epi32(s4[0], s4[1 % K]),
+                        _ => s4[0],
+                    };
+                    let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*dx.get_unchecked(j)));
+                    let mut a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), scale, acc[k][h]);
+                    if F != Q8_0 {
+                        a = _mm256_fmadd_ps(m, _mm256_set1_ps(*sx.get_unchecked(j)), a);
+                    }
+                    acc[k][h] = a;
+                }
+            }
+        }
+        acc
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub use simd::{Q4_0, Q4_1, Q8_0};
