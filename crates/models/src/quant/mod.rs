@@ -5,13 +5,13 @@
 //! SmolLM2-135M Q4_1 at ~1 token/s), and dequantizing to f32 at load time reads 6× more memory
 //! per token, which is what bounds decoding. Here weights keep their GGUF size and bits, regrouped
 //! at load time into tiles of 16 rows ([`layout`]), and each tile block is unpacked in registers
-//! right before use. Activations are rounded to 16 bits per block of 32
-//! ([`int16`]): integer multiply-adds do twice the work of float FMAs per instruction, which is
-//! what bounds prefill and batched decoding. llama.cpp rounds activations to 8 bits; that
-//! changes greedy answers of small models (SmolLM2 says "Le Grand Château…" where transformers'
-//! f32 says "The capital of France is Paris."), while 16 bits keep transformers' tokens.
-//! Several activation rows share every unpacked weight block, so a batch of sequences reads the
-//! weights once, and each row's arithmetic is the same in any batch.
+//! right before use. Activations are rounded to 16 bits per block of 32 by default ([`int16`]):
+//! integer multiply-adds do twice the work of float FMAs per instruction, which is what bounds
+//! prefill and batched decoding, and SmolLM2 still answers as transformers' f32 does. 8 bits
+//! ([`int8`], llama.cpp's choice, [`Bits::Eight`]) double that again but change small models'
+//! answers. [`tiles`] runs the products for either width. Every activation row meets each
+//! unpacked weight vector, so a batch of sequences reads the weights once, and each row's
+//! arithmetic is the same in any batch.
 //! Formats without a kernel here are dequantized to f32 by candle at load time.
 
 mod avx2;
