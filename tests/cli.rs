@@ -50,5 +50,8 @@ fn serve_names_the_activation_widths_it_takes() {
     let out = aiserve().args(["serve", "--activation-bits", "12", "--addr", "127.0.0.1:0"]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("invalid value '12' for '--activation-bits") && err.contains("[possible values: 8, 16]"), "{err}");
+    assert!(
+        err.contains("invalid value '12' for '--activation-bits") && err.contains("[possible values: 8, 16]"),
+        "{err}"
+    );
 }

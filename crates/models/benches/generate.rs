@@ -5,7 +5,8 @@
 //!   AISERVE_GGUF=path/to/model.gguf cargo bench -p aiserve-models --bench generate
 //!
 //! Threads: rayon's pool (`RAYON_NUM_THREADS=1` for one thread). `AISERVE_ONLY_BATCH=1` skips the
-//! answers, `AISERVE_BATCHES=1,8` picks the batch sizes, `AISERVE_ACTIVATION_BITS=8` the
+//! answers, `AISERVE_BATCHES=1,8` picks the batch sizes, `AISERVE_CONTEXT=1000` decodes after a
+//! 1000-token prompt instead of a short one, `AISERVE_ACTIVATION_BITS=8` the
 //! 8-bit activations (16 by default, as the server).
 
 use std::time::Instant;
@@ -127,7 +128,11 @@ fn main() {
     );
 
     // Aggregate decode with b sequences per pass (64 steps each after a short prompt).
-    let prompt = spec.tokenizer.encode("Once upon a time", false).unwrap();
+    // `AISERVE_CONTEXT=N`: a prompt of N tokens instead, for decoding at long contexts.
+    let prompt = match std::env::var("AISERVE_CONTEXT").ok().and_then(|v| v.parse::<usize>().ok()) {
+        Some(n) => spec.tokenizer.encode(&"word ".repeat(n), false).unwrap()[..n].to_vec(),
+        None => spec.tokenizer.encode("Once upon a time", false).unwrap(),
+    };
     // AISERVE_BATCHES="8" measures one size (for a profiler); the ratio needs 1 first.
     let batches: Vec<usize> = std::env::var("AISERVE_BATCHES")
         .ok()

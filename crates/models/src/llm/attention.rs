@@ -219,60 +219,85 @@ mod simd {
         let ctx = row.pos + 1;
         assert!(hd % 8 == 0 && keys.len() >= ctx * kvd && values.len() >= ctx * kvd && o.len() == group * hd);
         assert!(job.qkv.len() >= (i + 1) * stride);
-        let key = |t: usize| keys.as_ptr().add(t * kvd + kvh * hd);
-        let value = |t: usize| values.as_ptr().add(t * kvd + kvh * hd);
+        let key = |t: usize| keys.as_ptr().wrapping_add(t * kvd + kvh * hd);
+        let value = |t: usize| values.as_ptr().wrapping_add(t * kvd + kvh * hd);
         let mut scores = vec![0.0f32; ctx * group];
-        for (g, s) in scores.chunks_exact_mut(ctx).enumerate() {
-            let q = job.qkv.as_ptr().add(i * stride + (kvh * group + g) * hd);
-            let mut t = 0;
-            while t + 8 <= ctx {
+        let q = |g: usize| job.qkv.as_ptr().add(i * stride + (kvh * group + g) * hd);
+        // Eight keys at a time (2 KiB at 64 values a head), which stay in L1 while every query
+        // head of the group meets them: a long context's keys are read from memory once.
+        let mut t = 0;
+        while t + 8 <= ctx {
+            // The next eight keys, asked for while these are used (8 KiB ahead of their rows
+            // for SmolLM2's heads: the prefetchers alone fall behind these strided rows).
+            for k in 8..16 {
+                for line in (0..hd).step_by(16) {
+                    _mm_prefetch::<_MM_HINT_T0>(key(t + k).wrapping_add(line) as *const i8);
+                }
+            }
+            for g in 0..group {
                 let mut acc = [_mm256_setzero_ps(); 8];
                 for c in 0..vecs {
-                    let qv = _mm256_loadu_ps(q.add(8 * c));
+                    let qv = _mm256_loadu_ps(q(g).add(8 * c));
                     for (k, a) in acc.iter_mut().enumerate() {
                         *a = _mm256_fmadd_ps(qv, _mm256_loadu_ps(key(t + k).add(8 * c)), *a);
                     }
                 }
-                _mm256_storeu_ps(s.as_mut_ptr().add(t), _mm256_mul_ps(sum8(acc), scale));
-                t += 8;
+                _mm256_storeu_ps(scores.as_mut_ptr().add(g * ctx + t), _mm256_mul_ps(sum8(acc), scale));
             }
-            for (t, s) in s.iter_mut().enumerate().skip(t) {
+            t += 8;
+        }
+        for t in t..ctx {
+            for g in 0..group {
                 let mut acc = _mm256_setzero_ps();
                 for c in 0..vecs {
-                    acc = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(8 * c)), _mm256_loadu_ps(key(t).add(8 * c)), acc);
+                    acc = _mm256_fmadd_ps(_mm256_loadu_ps(q(g).add(8 * c)), _mm256_loadu_ps(key(t).add(8 * c)), acc);
                 }
                 let all = sum8([acc, acc, acc, acc, acc, acc, acc, acc]);
-                *s = _mm_cvtss_f32(_mm256_castps256_ps128(_mm256_mul_ps(all, scale)));
+                scores[g * ctx + t] = _mm_cvtss_f32(_mm256_castps256_ps128(_mm256_mul_ps(all, scale)));
             }
-            softmax(s);
         }
-        for (g, oh) in o.chunks_exact_mut(hd).enumerate() {
-            let p = &scores[g * ctx..(g + 1) * ctx];
-            // Four output vectors at a time (a fixed count, so the loop over positions holds
-            // them in registers), then one at a time.
-            let mut c0 = 0;
-            while c0 + 4 <= vecs {
-                let mut acc = [_mm256_setzero_ps(); 4];
-                for (t, p) in p.iter().enumerate() {
-                    let (pv, v) = (_mm256_set1_ps(*p), value(t).add(8 * c0));
-                    for (k, a) in acc.iter_mut().enumerate() {
-                        *a = _mm256_fmadd_ps(pv, _mm256_loadu_ps(v.add(8 * k)), *a);
-                    }
+        scores.chunks_exact_mut(ctx).for_each(softmax);
+        // Values in spans of positions that stay in L1 while every head of the group adds them
+        // up; each output vector sums its positions in order, in a register within a span and
+        // in `o` between spans (the same operations as one register over all positions).
+        o.fill(0.0);
+        for t0 in (0..ctx).step_by(SPAN) {
+            let span = t0..(t0 + SPAN).min(ctx);
+            for t in t0 + SPAN..(t0 + 2 * SPAN).min(ctx) {
+                for line in (0..hd).step_by(16) {
+                    _mm_prefetch::<_MM_HINT_T0>(value(t).wrapping_add(line) as *const i8);
                 }
-                for (k, a) in acc.iter().enumerate() {
-                    _mm256_storeu_ps(oh.as_mut_ptr().add(8 * (c0 + k)), *a);
-                }
-                c0 += 4;
             }
-            for c in c0..vecs {
-                let mut acc = _mm256_setzero_ps();
-                for (t, p) in p.iter().enumerate() {
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(*p), _mm256_loadu_ps(value(t).add(8 * c)), acc);
+            for (g, oh) in o.chunks_exact_mut(hd).enumerate() {
+                let p = &scores[g * ctx..(g + 1) * ctx];
+                let out = oh.as_mut_ptr();
+                let mut c0 = 0;
+                while c0 + 4 <= vecs {
+                    let mut acc: [__m256; 4] = std::array::from_fn(|k| _mm256_loadu_ps(out.add(8 * (c0 + k))));
+                    for t in span.clone() {
+                        let (pv, v) = (_mm256_set1_ps(p[t]), value(t).add(8 * c0));
+                        for (k, a) in acc.iter_mut().enumerate() {
+                            *a = _mm256_fmadd_ps(pv, _mm256_loadu_ps(v.add(8 * k)), *a);
+                        }
+                    }
+                    for (k, a) in acc.iter().enumerate() {
+                        _mm256_storeu_ps(out.add(8 * (c0 + k)), *a);
+                    }
+                    c0 += 4;
                 }
-                _mm256_storeu_ps(oh.as_mut_ptr().add(8 * c), acc);
+                for c in c0..vecs {
+                    let mut acc = _mm256_loadu_ps(out.add(8 * c));
+                    for t in span.clone() {
+                        acc = _mm256_fmadd_ps(_mm256_set1_ps(p[t]), _mm256_loadu_ps(value(t).add(8 * c)), acc);
+                    }
+                    _mm256_storeu_ps(out.add(8 * c), acc);
+                }
             }
         }
     }
+
+    /// Positions whose values are summed per pass over the group's heads (8 KiB at 64 values).
+    const SPAN: usize = 32;
 
     /// The lane sums of eight vectors, as one vector (lane `k` = sum of `v[k]`).
     #[inline]
