@@ -10,6 +10,7 @@ use aiserve_core::chat::Message;
 use aiserve_core::generate::{GenItem, GeneratorSpec, SeqState, TextGenerator};
 use aiserve_core::sampling::argmax;
 use aiserve_core::{Description, Loaded, ModelLoader};
+use aiserve_models::llm::kv::KvDtype;
 use aiserve_models::quant::Bits;
 use aiserve_models::CandleLoader;
 use serde_json::{json, Value};
@@ -19,7 +20,11 @@ fn load(dir: &Path) -> (GeneratorSpec, Box<dyn TextGenerator>) {
 }
 
 fn load_with(dir: &Path, bits: Bits) -> (GeneratorSpec, Box<dyn TextGenerator>) {
-    let loader = CandleLoader::cpu().with_activation_bits(bits);
+    load_with_kv(dir, bits, KvDtype::default())
+}
+
+fn load_with_kv(dir: &Path, bits: Bits, kv: KvDtype) -> (GeneratorSpec, Box<dyn TextGenerator>) {
+    let loader = CandleLoader::cpu().with_activation_bits(bits).with_kv_dtype(kv);
     let description = loader.describe(dir).unwrap();
     let Description::Generator(spec) = &description else { panic!("not described as a generator") };
     let spec = spec.clone();
@@ -137,15 +142,30 @@ fn smollm2_with_8_bit_activations_stays_close_to_16_bit() {
 }
 
 #[test]
+fn smollm2_with_an_f16_kv_cache_keeps_its_answers_in_half_the_memory() {
+    let dir = smollm2_dir();
+    let (spec, mut model) = load_with_kv(dir.path(), Bits::Sixteen, KvDtype::F16);
+    let (f32_spec, _) = load(dir.path());
+    assert_eq!(spec.info.kv_bytes_per_token * 2, f32_spec.info.kv_bytes_per_token);
+    for (q, want) in [
+        ("Which city is the capital of France?", "The capital of France is Paris."),
+        ("What is 2 + 2?", "The answer to this classic math problem is 4."),
+    ] {
+        let got = greedy(model.as_mut(), &[chat_ids(&spec, q)], 32, &spec.info.stop_tokens).remove(0);
+        assert_eq!(spec.tokenizer.decode(&got).unwrap(), want, "{q}");
+    }
+}
+
+#[test]
 fn greedy_tokens_are_the_same_alone_and_in_a_batch_of_8() {
-    for bits in [Bits::Sixteen, Bits::Eight] {
+    for (bits, kv) in [(Bits::Sixteen, KvDtype::F32), (Bits::Eight, KvDtype::F32), (Bits::Sixteen, KvDtype::F16)] {
         let dir = smollm2_dir();
-        let (spec, mut model) = load_with(dir.path(), bits);
+        let (spec, mut model) = load_with_kv(dir.path(), bits, kv);
         let prompts: Vec<Vec<u32>> = QUESTIONS.iter().map(|q| chat_ids(&spec, q)).collect();
         let together = greedy(model.as_mut(), &prompts, 24, &[]);
         for (i, p) in prompts.iter().enumerate() {
             let alone = greedy(model.as_mut(), std::slice::from_ref(p), 24, &[]).remove(0);
-            assert_eq!(alone, together[i], "{bits:?} {:?}", QUESTIONS[i]);
+            assert_eq!(alone, together[i], "{bits:?} {kv:?} {:?}", QUESTIONS[i]);
         }
     }
 }

@@ -59,9 +59,21 @@ pub struct GenerationArgs {
     /// answers as f32 does; 8 (llama.cpp's choice) is faster but changes small models' answers.
     #[arg(long, env = "AISERVE_ACTIVATION_BITS", default_value_t = 16, value_parser = clap::builder::TypedValueParser::map(clap::builder::PossibleValuesParser::new(["8", "16"]), |v: String| v.parse::<u8>().expect("8 or 16")))]
     pub activation_bits: u8,
+    /// What KV caches store: f32 answers as transformers' f32 does; f16 (llama.cpp's and vLLM's
+    /// choice) holds twice the tokens per --kv-cache-mb and decodes long contexts faster, for a
+    /// rounding of keys and values.
+    #[arg(long, env = "AISERVE_KV_CACHE_DTYPE", default_value = "f32", value_parser = ["f32", "f16"])]
+    pub kv_cache_dtype: String,
 }
 
 impl GenerationArgs {
+    pub fn kv(&self) -> aiserve_models::llm::kv::KvDtype {
+        match self.kv_cache_dtype.as_str() {
+            "f16" => aiserve_models::llm::kv::KvDtype::F16,
+            _ => aiserve_models::llm::kv::KvDtype::F32,
+        }
+    }
+
     pub fn bits(&self) -> aiserve_models::quant::Bits {
         match self.activation_bits {
             8 => aiserve_models::quant::Bits::Eight,

@@ -28,7 +28,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("binding {}", args.addr))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(addr = %listener.local_addr()?, scheme, repo = %args.repo.display(), "aiserve listening");
-    let loader = CandleLoader::cpu().with_activation_bits(args.generation.bits());
+    let loader = CandleLoader::cpu().with_activation_bits(args.generation.bits()).with_kv_dtype(args.generation.kv());
     let opts = ServeOptions {
         repo: args.repo,
         listen: args.limits.listen(tls),

@@ -7,14 +7,15 @@
 //! Threads: rayon's pool (`RAYON_NUM_THREADS=1` for one thread). `AISERVE_ONLY_BATCH=1` skips the
 //! answers, `AISERVE_BATCHES=1,8` picks the batch sizes, `AISERVE_CONTEXT=1000` decodes after a
 //! 1000-token prompt instead of a short one, `AISERVE_ACTIVATION_BITS=8` the
-//! 8-bit activations (16 by default, as the server).
+//! 8-bit activations (16 by default, as the server), `AISERVE_KV_CACHE_DTYPE=f16` f16 KV caches.
 
 use std::time::Instant;
 
 use aiserve_core::chat::Message;
 use aiserve_core::generate::{GenItem, SeqState, TextGenerator};
 use aiserve_core::sampling::{argmax, Sampler, SamplingParams};
-use aiserve_models::llm::gguf;
+use aiserve_models::llm::kv::KvDtype;
+use aiserve_models::llm::{gguf, Options};
 use aiserve_models::quant::Bits;
 
 fn main() {
@@ -25,14 +26,18 @@ fn main() {
     });
     let decode_tokens: usize = std::env::var("AISERVE_DECODE_TOKENS").ok().and_then(|v| v.parse().ok()).unwrap_or(128);
     let path = std::path::Path::new(&path);
-    let spec = gguf::describe(path).expect("describe");
+    let kv = match std::env::var("AISERVE_KV_CACHE_DTYPE").as_deref() {
+        Ok("f16") => KvDtype::F16,
+        _ => KvDtype::F32,
+    };
+    let spec = gguf::describe(path, kv).expect("describe");
     let bits = match std::env::var("AISERVE_ACTIVATION_BITS").as_deref() {
         Ok("8") => Bits::Eight,
         _ => Bits::Sixteen,
     };
-    let mut model = gguf::load(path, bits).expect("load");
+    let mut model = gguf::load(path, Options { bits, kv }).expect("load");
     println!(
-        "model {} ({} MB of weights read per token, {bits:?}-bit activations), {} threads",
+        "model {} ({} MB of weights read per token, {bits:?}-bit activations, {kv:?} KV cache), {} threads",
         path.display(),
         model.weight_bytes() / 1_000_000,
         rayon::current_num_threads()

@@ -14,30 +14,36 @@ use candle_core::Device;
 
 use crate::digits::{self, classifier::DigitsClassifier, DigitsCnn};
 use crate::llm;
+use crate::llm::kv::KvDtype;
 use crate::quant::Bits;
 use crate::text::{self, embedder::Embedder, hf_dir};
 
 /// Loads every architecture this build knows, on one device.
 pub struct CandleLoader {
     device: Device,
-    bits: Bits,
+    gen: llm::Options,
 }
 
 impl CandleLoader {
     pub fn cpu() -> Self {
-        Self { device: Device::Cpu, bits: Bits::default() }
+        Self { device: Device::Cpu, gen: llm::Options::default() }
     }
 
     /// Rounds activations to `bits` in products with GGUF's 4-bit weights (see [`Bits`]).
     pub fn with_activation_bits(self, bits: Bits) -> Self {
-        Self { bits, ..self }
+        Self { gen: llm::Options { bits, ..self.gen }, ..self }
+    }
+
+    /// Keeps generation models' keys and values as `kv` (see [`KvDtype`]).
+    pub fn with_kv_dtype(self, kv: KvDtype) -> Self {
+        Self { gen: llm::Options { kv, ..self.gen }, ..self }
     }
 }
 
 impl ModelLoader for CandleLoader {
     fn describe(&self, dir: &Path) -> Result<Description, LoadError> {
         if let Some(path) = llm::gguf::find(dir)? {
-            return Ok(Description::Generator(llm::gguf::describe(&path)?));
+            return Ok(Description::Generator(llm::gguf::describe(&path, self.gen.kv)?));
         }
         if dir.join(VERSION_CONFIG_FILE).is_file() || !hf_dir::is_hf_dir(dir) {
             return Ok(Description::Image(read_version_config(dir)?));
@@ -45,7 +51,7 @@ impl ModelLoader for CandleLoader {
         let config =
             hf_dir::read_json(dir, "config.json")?.ok_or_else(|| LoadError::Config("config.json is missing".into()))?;
         if llm::hf::is_generator(&config) {
-            return Ok(Description::Generator(llm::hf::describe(dir)?));
+            return Ok(Description::Generator(llm::hf::describe(dir, self.gen.kv)?));
         }
         let d = hf_dir::describe(dir)?;
         Ok(Description::Embedder { info: d.info, tokenizer: d.tokenizer })
@@ -76,14 +82,14 @@ impl ModelLoader for CandleLoader {
             }
             Description::Generator(_) => {
                 if let Some(path) = llm::gguf::find(dir)? {
-                    return Ok(Loaded::Generator(Box::new(llm::gguf::load(&path, self.bits)?)));
+                    return Ok(Loaded::Generator(Box::new(llm::gguf::load(&path, self.gen)?)));
                 }
                 let config = hf_dir::read_json(dir, "config.json")?
                     .ok_or_else(|| LoadError::Config("config.json is missing".into()))?;
                 if llm::hf::SEQ2SEQ.contains(&hf_dir::model_type(&config)?) {
                     Ok(Loaded::Generator(Box::new(llm::t5::T5::load(dir, &config)?)))
                 } else {
-                    Ok(Loaded::Generator(Box::new(llm::hf::load_llama(dir, &config)?)))
+                    Ok(Loaded::Generator(Box::new(llm::hf::load_llama(dir, &config, self.gen.kv)?)))
                 }
             }
         }

@@ -2,6 +2,7 @@
 //! KV caches (grouped-query: several query heads share one key/value head).
 
 use super::act::softmax;
+use super::kv::Elem;
 use super::llama::LlamaConfig;
 use crate::quant::team::Team;
 
@@ -77,7 +78,14 @@ const PARALLEL_MACS: usize = 1 << 15;
 /// Work is split by (row, KV head): the query heads sharing a KV head are one task, so each
 /// key and value is read once for the whole group, and even a single decoding sequence spreads
 /// over the cores.
-pub fn causal(team: &Team, cfg: &LlamaConfig, rows: &[Row], qkv: &[f32], caches: &[(&[f32], &[f32])], out: &mut [f32]) {
+pub fn causal<T: Elem>(
+    team: &Team,
+    cfg: &LlamaConfig,
+    rows: &[Row],
+    qkv: &[f32],
+    caches: &[(&[T], &[T])],
+    out: &mut [f32],
+) {
     let job = Job { cfg, rows, qkv, caches };
     let macs: usize = rows.iter().map(|r| (r.pos + 1) * cfg.q_dim() * 2).sum();
     let chunk = cfg.heads / cfg.kv_heads * cfg.head_dim;
@@ -97,16 +105,16 @@ pub fn causal(team: &Team, cfg: &LlamaConfig, rows: &[Row], qkv: &[f32], caches:
 }
 
 /// What every attention task reads.
-struct Job<'a> {
+struct Job<'a, T> {
     cfg: &'a LlamaConfig,
     rows: &'a [Row],
     qkv: &'a [f32],
-    caches: &'a [(&'a [f32], &'a [f32])],
+    caches: &'a [(&'a [T], &'a [T])],
 }
 
 /// Task `task` = (row, KV head): the group's query heads against the row's keys and values,
 /// written to `o` (`group × head_dim`). The portable version ([`simd::attend`] is the fast one).
-fn attend(job: &Job, task: usize, o: &mut [f32]) {
+fn attend<T: Elem>(job: &Job<T>, task: usize, o: &mut [f32]) {
     let cfg = job.cfg;
     let (qd, kvd, hd) = (cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
     let stride = qd + 2 * kvd;
@@ -146,21 +154,21 @@ fn attend(job: &Job, task: usize, o: &mut [f32]) {
             for (t, p) in p.iter().enumerate() {
                 let v = &value(t)[c0..c0 + 32];
                 for j in 0..32 {
-                    acc[j] += p * v[j];
+                    acc[j] += p * v[j].to_f32();
                 }
             }
             oh[c0..c0 + 32].copy_from_slice(&acc);
             c0 += 32;
         }
         for (c, o) in oh.iter_mut().enumerate().skip(c0) {
-            *o = p.iter().enumerate().fold(0.0, |a, (t, p)| a + p * value(t)[c]);
+            *o = p.iter().enumerate().fold(0.0, |a, (t, p)| a + p * value(t)[c].to_f32());
         }
     }
 }
 
 /// [`dot`] of `a` with four vectors at once (the same operations per vector).
 #[inline(always)]
-fn dot4(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
+fn dot4<T: Elem>(a: &[f32], b: [&[T]; 4]) -> [f32; 4] {
     let mut acc = [[0.0f32; 8]; 4];
     let n = a.len() / 8 * 8;
     for c in (0..n).step_by(8) {
@@ -168,12 +176,12 @@ fn dot4(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
         for (acc, b) in acc.iter_mut().zip(&b) {
             let y = &b[c..c + 8];
             for j in 0..8 {
-                acc[j] += x[j] * y[j];
+                acc[j] += x[j] * y[j].to_f32();
             }
         }
     }
     std::array::from_fn(|k| {
-        let tail: f32 = a[n..].iter().zip(&b[k][n..]).map(|(x, y)| x * y).sum();
+        let tail: f32 = a[n..].iter().zip(&b[k][n..]).map(|(x, y)| x * y.to_f32()).sum();
         acc[k].iter().sum::<f32>() + tail
     })
 }
@@ -181,13 +189,13 @@ fn dot4(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
 /// Dot product in eight independent lanes (vectorised by the compiler; inlined into `attend`'s
 /// versions).
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+fn dot<T: Elem>(a: &[f32], b: &[T]) -> f32 {
     let mut acc = [0.0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y.to_f32()).sum();
     for (x, y) in ca.zip(cb) {
         for j in 0..8 {
-            acc[j] += x[j] * y[j];
+            acc[j] += x[j] * y[j].to_f32();
         }
     }
     acc.iter().sum::<f32>() + tail
@@ -199,16 +207,18 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 mod simd {
     use std::arch::x86_64::*;
 
-    use super::{softmax, Job};
+    use super::{softmax, Elem, Job};
 
     pub fn available() -> bool {
         static YES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *YES.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+        *YES.get_or_init(|| {
+            is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+        })
     }
 
     /// [`super::attend`] for heads of a multiple of 8 values.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn attend(job: &Job, task: usize, o: &mut [f32]) {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn attend<T: Elem>(job: &Job<T>, task: usize, o: &mut [f32]) {
         let cfg = job.cfg;
         let (qd, kvd, hd) = (cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
         let (stride, group, vecs) = (qd + 2 * kvd, cfg.heads / cfg.kv_heads, hd / 8);
@@ -230,7 +240,7 @@ mod simd {
             // The next eight keys, asked for while these are used (8 KiB ahead of their rows
             // for SmolLM2's heads: the prefetchers alone fall behind these strided rows).
             for k in 8..16 {
-                for line in (0..hd).step_by(16) {
+                for line in (0..hd).step_by(64 / std::mem::size_of::<T>()) {
                     _mm_prefetch::<_MM_HINT_T0>(key(t + k).wrapping_add(line) as *const i8);
                 }
             }
@@ -239,7 +249,7 @@ mod simd {
                 for c in 0..vecs {
                     let qv = _mm256_loadu_ps(q(g).add(8 * c));
                     for (k, a) in acc.iter_mut().enumerate() {
-                        *a = _mm256_fmadd_ps(qv, _mm256_loadu_ps(key(t + k).add(8 * c)), *a);
+                        *a = _mm256_fmadd_ps(qv, load8(key(t + k).add(8 * c)), *a);
                     }
                 }
                 _mm256_storeu_ps(scores.as_mut_ptr().add(g * ctx + t), _mm256_mul_ps(sum8(acc), scale));
@@ -250,7 +260,7 @@ mod simd {
             for g in 0..group {
                 let mut acc = _mm256_setzero_ps();
                 for c in 0..vecs {
-                    acc = _mm256_fmadd_ps(_mm256_loadu_ps(q(g).add(8 * c)), _mm256_loadu_ps(key(t).add(8 * c)), acc);
+                    acc = _mm256_fmadd_ps(_mm256_loadu_ps(q(g).add(8 * c)), load8(key(t).add(8 * c)), acc);
                 }
                 let all = sum8([acc, acc, acc, acc, acc, acc, acc, acc]);
                 scores[g * ctx + t] = _mm_cvtss_f32(_mm256_castps256_ps128(_mm256_mul_ps(all, scale)));
@@ -264,7 +274,7 @@ mod simd {
         for t0 in (0..ctx).step_by(SPAN) {
             let span = t0..(t0 + SPAN).min(ctx);
             for t in t0 + SPAN..(t0 + 2 * SPAN).min(ctx) {
-                for line in (0..hd).step_by(16) {
+                for line in (0..hd).step_by(64 / std::mem::size_of::<T>()) {
                     _mm_prefetch::<_MM_HINT_T0>(value(t).wrapping_add(line) as *const i8);
                 }
             }
@@ -277,7 +287,7 @@ mod simd {
                     for t in span.clone() {
                         let (pv, v) = (_mm256_set1_ps(p[t]), value(t).add(8 * c0));
                         for (k, a) in acc.iter_mut().enumerate() {
-                            *a = _mm256_fmadd_ps(pv, _mm256_loadu_ps(v.add(8 * k)), *a);
+                            *a = _mm256_fmadd_ps(pv, load8(v.add(8 * k)), *a);
                         }
                     }
                     for (k, a) in acc.iter().enumerate() {
@@ -288,7 +298,7 @@ mod simd {
                 for c in c0..vecs {
                     let mut acc = _mm256_loadu_ps(out.add(8 * c));
                     for t in span.clone() {
-                        acc = _mm256_fmadd_ps(_mm256_set1_ps(p[t]), _mm256_loadu_ps(value(t).add(8 * c)), acc);
+                        acc = _mm256_fmadd_ps(_mm256_set1_ps(p[t]), load8(value(t).add(8 * c)), acc);
                     }
                     _mm256_storeu_ps(out.add(8 * c), acc);
                 }
@@ -298,6 +308,18 @@ mod simd {
 
     /// Positions whose values are summed per pass over the group's heads (8 KiB at 64 values).
     const SPAN: usize = 32;
+
+    /// Eight cached values from `p` as floats (the same target features as [`attend`], so it
+    /// is inlined there).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8<T: Elem>(p: *const T) -> __m256 {
+        if T::HALF {
+            _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+        } else {
+            _mm256_loadu_ps(p as *const f32)
+        }
+    }
 
     /// The lane sums of eight vectors, as one vector (lane `k` = sum of `v[k]`).
     #[inline]
@@ -327,6 +349,7 @@ mod tests {
             rope_theta: 10000.0,
             max_context: 64,
             rope_pairs: RopePairs::Adjacent,
+            kv: Default::default(),
         }
     }
 
@@ -355,23 +378,34 @@ mod tests {
             let stride = qd + 2 * kvd;
             let ctx = 19;
             let val = |i: usize, k: usize| (((i * 7919 + k * 104729) % 1000) as f32 / 500.0 - 1.0) * 0.8;
-            let keys: Vec<f32> = (0..ctx * kvd).map(|i| val(i, 1)).collect();
-            let values: Vec<f32> = (0..ctx * kvd).map(|i| val(i, 2)).collect();
+            // f16 caches hold these values exactly (multiples of 1/500 rounded to 11 bits first).
+            let f16_exact = |v: f32| half::f16::from_f32(v).to_f32();
+            let keys: Vec<f32> = (0..ctx * kvd).map(|i| f16_exact(val(i, 1))).collect();
+            let values: Vec<f32> = (0..ctx * kvd).map(|i| f16_exact(val(i, 2))).collect();
+            let keys16: Vec<half::f16> = keys.iter().map(|v| half::f16::from_f32(*v)).collect();
+            let values16: Vec<half::f16> = values.iter().map(|v| half::f16::from_f32(*v)).collect();
             // Three rows of one sequence at positions 0, 7 and 18.
             let rows: Vec<Row> = [0, 7, 18].iter().map(|&pos| Row { piece: 0, pos }).collect();
             let qkv: Vec<f32> = (0..rows.len() * stride).map(|i| val(i, 3)).collect();
             let caches = [(&keys[..], &values[..])];
             let mut out = vec![0.0; rows.len() * qd];
             causal(&Team::new(2), &cfg, &rows, &qkv, &caches, &mut out);
+            let mut half_cache = vec![0.0; rows.len() * qd];
+            causal(&Team::new(2), &cfg, &rows, &qkv, &[(&keys16[..], &values16[..])], &mut half_cache);
             let mut plain = vec![0.0; rows.len() * qd];
             let job = Job { cfg: &cfg, rows: &rows, qkv: &qkv, caches: &caches };
             let chunk = cfg.heads / cfg.kv_heads * hd;
             plain.chunks_exact_mut(chunk).enumerate().for_each(|(t, o)| attend(&job, t, o));
+            let mut plain16 = vec![0.0; rows.len() * qd];
+            let job16 = Job { cfg: &cfg, rows: &rows, qkv: &qkv, caches: &[(&keys16[..], &values16[..])] };
+            plain16.chunks_exact_mut(chunk).enumerate().for_each(|(t, o)| attend(&job16, t, o));
             for (i, row) in rows.iter().enumerate() {
                 for h in 0..cfg.heads {
                     let q = &qkv[i * stride + h * hd..i * stride + (h + 1) * hd];
                     let want = reference(&cfg, q, &keys, &values, h / (cfg.heads / cfg.kv_heads), row.pos + 1);
-                    for (name, got) in [("dispatched", &out), ("portable", &plain)] {
+                    for (name, got) in
+                        [("dispatched", &out), ("portable", &plain), ("f16", &half_cache), ("portable f16", &plain16)]
+                    {
                         for (d, w) in want.iter().enumerate() {
                             let g = got[i * qd + h * hd + d];
                             assert!((g - w).abs() < 1e-5, "{name} hd={hd} row {i} head {h}[{d}]: {g} vs {w}");

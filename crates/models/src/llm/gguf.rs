@@ -14,8 +14,10 @@ use candle_core::quantized::GgmlDType;
 use candle_core::Device;
 
 use super::attention::RopePairs;
+use super::kv::KvDtype;
 use super::llama::{Layer, Llama, LlamaConfig};
 use super::tokenizer::GenTokenizer;
+use super::Options;
 use crate::quant::{Bits, Format, Matrix};
 use crate::text::gguf_tokenizer;
 
@@ -99,15 +101,17 @@ pub fn config(content: &Content) -> Result<LlamaConfig, LoadError> {
         rope_theta: meta_f32(content, &format!("{arch}.rope.freq_base"))?.unwrap_or(10_000.0),
         max_context: meta_u32(content, &format!("{arch}.context_length"))?.unwrap_or(2048),
         rope_pairs,
+        kv: KvDtype::default(),
     };
     cfg.validate().map_err(LoadError::Config)?;
     Ok(cfg)
 }
 
-/// Limits, tokenizer and chat template of the GGUF file at `path` (metadata only).
-pub fn describe(path: &Path) -> Result<GeneratorSpec, LoadError> {
+/// Limits, tokenizer and chat template of the GGUF file at `path` (metadata only), for KV
+/// caches of `kv`.
+pub fn describe(path: &Path, kv: KvDtype) -> Result<GeneratorSpec, LoadError> {
     let (_, content) = read_header(path)?;
-    let cfg = config(&content)?;
+    let cfg = LlamaConfig { kv, ..config(&content)? };
     let tok = gguf_tokenizer::from_gguf(&content)?;
     let mut stop_tokens: Vec<u32> = tok.eos.into_iter().collect();
     for key in ["tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
@@ -228,11 +232,11 @@ impl Tensors {
     }
 }
 
-/// Loads the model in the GGUF file at `path`; its products round activations to `bits`.
-pub fn load(path: &Path, bits: Bits) -> Result<Llama, LoadError> {
+/// Loads the model in the GGUF file at `path` with the numerics of `opts`.
+pub fn load(path: &Path, opts: Options) -> Result<Llama, LoadError> {
     let (file, content) = read_header(path)?;
-    let cfg = config(&content)?;
-    let mut t = Tensors { file, content, bits };
+    let cfg = LlamaConfig { kv: opts.kv, ..config(&content)? };
+    let mut t = Tensors { file, content, bits: opts.bits };
     let stack =
         |parts: Vec<Matrix>, what: &str| Matrix::stack(parts).map_err(|e| LoadError::Weights(format!("{what}: {e}")));
     let mut layers = Vec::with_capacity(cfg.layers);

@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use super::attention::RopePairs;
+use super::kv::KvDtype;
 use super::llama::{Layer, Llama, LlamaConfig};
 use super::tokenizer::GenTokenizer;
 use crate::quant::Matrix;
@@ -81,13 +82,14 @@ pub fn llama_config(config: &Value) -> Result<LlamaConfig, LoadError> {
         rope_theta: config.get("rope_theta").and_then(Value::as_f64).unwrap_or(10_000.0) as f32,
         max_context,
         rope_pairs: RopePairs::Halves,
+        kv: KvDtype::default(),
     };
     cfg.validate().map_err(LoadError::Config)?;
     Ok(cfg)
 }
 
 /// Limits, tokenizer and chat template of the generation model in `dir` (no weights read).
-pub fn describe(dir: &Path) -> Result<GeneratorSpec, LoadError> {
+pub fn describe(dir: &Path, kv: KvDtype) -> Result<GeneratorSpec, LoadError> {
     let config = read_json(dir, "config.json")?.ok_or_else(|| LoadError::Config("config.json is missing".into()))?;
     let architecture = model_type(&config)?.to_owned();
     let tok_path = dir.join("tokenizer.json");
@@ -141,7 +143,7 @@ pub fn describe(dir: &Path) -> Result<GeneratorSpec, LoadError> {
             architecture,
             max_context: cfg.max_context,
             vocab_size: cfg.vocab,
-            kv_bytes_per_token: cfg.kv_bytes_per_token(),
+            kv_bytes_per_token: LlamaConfig { kv, ..cfg }.kv_bytes_per_token(),
             stop_tokens,
             chunked_prefill: true,
         }
@@ -152,8 +154,8 @@ pub fn describe(dir: &Path) -> Result<GeneratorSpec, LoadError> {
 }
 
 /// Loads the llama-family decoder in `dir`.
-pub fn load_llama(dir: &Path, config: &Value) -> Result<Llama, LoadError> {
-    let cfg = llama_config(config)?;
+pub fn load_llama(dir: &Path, config: &Value, kv: KvDtype) -> Result<Llama, LoadError> {
+    let cfg = LlamaConfig { kv, ..llama_config(config)? };
     let w = Weights::open(dir)?;
     let (h, q, kv, i) = (cfg.hidden, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate);
     let matrix = |name: &str, rows: usize, cols: usize| -> Result<Matrix, LoadError> {

@@ -11,6 +11,7 @@ use aiserve_core::BackendError;
 
 use super::act::swiglu;
 use super::attention::{self, Rope};
+use super::kv::{KvDtype, Rows};
 use crate::quant::team::Team;
 use crate::quant::Matrix;
 
@@ -28,6 +29,8 @@ pub struct LlamaConfig {
     pub rope_theta: f32,
     pub max_context: usize,
     pub rope_pairs: attention::RopePairs,
+    /// What the KV caches store.
+    pub kv: KvDtype,
 }
 
 impl LlamaConfig {
@@ -40,7 +43,7 @@ impl LlamaConfig {
     }
 
     pub fn kv_bytes_per_token(&self) -> usize {
-        2 * self.layers * self.kv_dim() * std::mem::size_of::<f32>()
+        2 * self.layers * self.kv_dim() * self.kv.bytes()
     }
 
     pub fn validate(&self) -> Result<(), String> {
@@ -83,8 +86,8 @@ pub struct Llama {
 /// One sequence's KV cache: per layer, keys and values of every position (`len × kv_dim`).
 pub struct Seq {
     len: usize,
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    k: Vec<Rows>,
+    v: Vec<Rows>,
 }
 
 impl Llama {
@@ -137,7 +140,8 @@ impl Llama {
     }
 
     fn empty_seq(&self) -> Seq {
-        Seq { len: 0, k: vec![Vec::new(); self.cfg.layers], v: vec![Vec::new(); self.cfg.layers] }
+        let rows = || (0..self.cfg.layers).map(|_| Rows::new(self.cfg.kv)).collect();
+        Seq { len: 0, k: rows(), v: rows() }
     }
 
     /// Runs `pieces` (a sequence, its new tokens, whether it wants logits) as one batch.
@@ -147,6 +151,9 @@ impl Llama {
         // Token rows of the batch: which piece each belongs to and its position.
         let mut rows = Vec::new();
         for (p, (seq, tokens, _)) in pieces.iter().enumerate() {
+            if seq.k.len() != cfg.layers || seq.k.iter().chain(&seq.v).any(|r| r.dtype() != cfg.kv) {
+                return Err("sequence state of another model (other layers or KV cache type)".into());
+            }
             if seq.len + tokens.len() > cfg.max_context {
                 return Err(format!(
                     "sequence of {} tokens exceeds the context of {}",
@@ -187,19 +194,33 @@ impl Llama {
             // Append this layer's keys and values to each sequence's cache.
             let mut offset = 0;
             for (seq, tokens, _) in pieces.iter_mut() {
-                grow(&mut seq.k[l], tokens.len() * kvd, kvd);
-                grow(&mut seq.v[l], tokens.len() * kvd, kvd);
-                for row in
-                    qkv[offset * (qd + 2 * kvd)..(offset + tokens.len()) * (qd + 2 * kvd)].chunks_exact(qd + 2 * kvd)
-                {
-                    seq.k[l].extend_from_slice(&row[qd..qd + kvd]);
-                    seq.v[l].extend_from_slice(&row[qd + kvd..]);
-                }
+                let new = &qkv[offset * (qd + 2 * kvd)..(offset + tokens.len()) * (qd + 2 * kvd)];
+                seq.k[l].extend(new.chunks_exact(qd + 2 * kvd).map(|r| &r[qd..qd + kvd]), kvd);
+                seq.v[l].extend(new.chunks_exact(qd + 2 * kvd).map(|r| &r[qd + kvd..]), kvd);
                 offset += tokens.len();
             }
-            let caches: Vec<(&[f32], &[f32])> =
-                pieces.iter().map(|(s, _, _)| (s.k[l].as_slice(), s.v[l].as_slice())).collect();
-            attention::causal(&self.team, &cfg, &rows, &qkv, &caches, &mut att);
+            match cfg.kv {
+                KvDtype::F32 => {
+                    let caches: Vec<(&[f32], &[f32])> = pieces
+                        .iter()
+                        .map(|(s, _, _)| match (&s.k[l], &s.v[l]) {
+                            (Rows::F32(k), Rows::F32(v)) => (k.as_slice(), v.as_slice()),
+                            _ => (&[][..], &[][..]),
+                        })
+                        .collect();
+                    attention::causal(&self.team, &cfg, &rows, &qkv, &caches, &mut att);
+                }
+                KvDtype::F16 => {
+                    let caches: Vec<(&[half::f16], &[half::f16])> = pieces
+                        .iter()
+                        .map(|(s, _, _)| match (&s.k[l], &s.v[l]) {
+                            (Rows::F16(k), Rows::F16(v)) => (k.as_slice(), v.as_slice()),
+                            _ => (&[][..], &[][..]),
+                        })
+                        .collect();
+                    attention::causal(&self.team, &cfg, &rows, &qkv, &caches, &mut att);
+                }
+            }
             layer.wo.matmul(&self.team, &att, n, &mut proj);
             x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
             rms_norm(&x, &layer.ffn_norm, cfg.rms_eps, &mut normed);
@@ -244,18 +265,6 @@ impl TextGenerator for Llama {
             pieces.push((seq, item.tokens, item.logits));
         }
         self.forward_seqs(&mut pieces).map_err(BackendError)
-    }
-}
-
-/// Positions a KV cache grows by at a time: linear growth keeps a sequence's memory within this
-/// many positions of what the engine's KV budget counts (doubling could hold twice as much).
-const KV_GROWTH: usize = 128;
-
-/// Makes room for `more` values in a cache of rows `width` wide.
-fn grow(cache: &mut Vec<f32>, more: usize, width: usize) {
-    let need = cache.len() + more;
-    if need > cache.capacity() {
-        cache.reserve_exact(need.next_multiple_of(KV_GROWTH * width) - cache.len());
     }
 }
 
