@@ -92,7 +92,7 @@ pub fn causal<T: Elem>(
     let task = |t: usize, o: &mut [f32]| {
         #[cfg(target_arch = "x86_64")]
         if cfg.head_dim.is_multiple_of(8) && simd::available() {
-            // SAFETY: the CPU has AVX2 and FMA, and heads are whole vectors (checked above).
+            // SAFETY: the CPU has AVX2, FMA and F16C, and heads are whole vectors (checked above).
             return unsafe { simd::attend(&job, t, o) };
         }
         attend(&job, t, o)
@@ -201,8 +201,9 @@ fn dot<T: Elem>(a: &[f32], b: &[T]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// Attention with AVX2 and FMA: scores of eight keys at a time (eight independent sums, reduced
-/// together), and each output vector accumulated in a register over all positions.
+/// Attention with AVX2, FMA and F16C (f16 caches): scores of eight keys at a time (eight
+/// independent sums, reduced together), and each output vector accumulated in registers over
+/// spans of positions, the next keys and values prefetched.
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use std::arch::x86_64::*;
