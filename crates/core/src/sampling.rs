@@ -123,15 +123,19 @@ impl Sampler {
     }
 }
 
-/// Index of the largest value (the first one on ties).
+/// Index of the largest value (the first one on ties; NaNs are never the largest). The engine
+/// runs this for every greedy sequence of every step: the maximum comes from vector code
+/// ([`crate::math::max`]) and only the chunk holding it is searched value by value.
 pub fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, x) in v.iter().enumerate() {
-        if *x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
+    const CHUNK: usize = 512;
+    let best = crate::math::max(v);
+    let (mut at, mut chunks) = (0, v.chunks(CHUNK));
+    let found = chunks.find(|c| {
+        at += c.len();
+        crate::math::max(c) == best
+    });
+    let start = at - found.map_or(0, |c| c.len());
+    found.and_then(|c| c.iter().position(|x| *x == best)).map_or(0, |i| start + i) as u32
 }
 
 #[cfg(test)]
@@ -146,6 +150,19 @@ mod tests {
     fn greedy_takes_the_first_maximum() {
         let mut s = Sampler::new(params(0.0, 1.0, 0, 1));
         assert_eq!(s.sample(&mut [0.1, 3.0, 3.0, -1.0]), 1);
+        // Against the plain scan, across chunk boundaries, with NaNs and infinities around.
+        let plain = |v: &[f32]| (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b }) as u32;
+        for (len, at) in [(1, 0), (511, 510), (512, 511), (513, 512), (49_152, 30_000), (1000, 0)] {
+            let mut v: Vec<f32> = (0..len).map(|i| ((i * 7919) % 1000) as f32 / 100.0 - 5.0).collect();
+            v[at] = 7.5;
+            if len > 600 {
+                v[600] = f32::NAN;
+                v[len - 1] = 7.5;
+            }
+            assert_eq!(argmax(&v), plain(&v), "len {len}");
+        }
+        assert_eq!(argmax(&[f32::NEG_INFINITY, f32::NEG_INFINITY]), 0);
+        assert_eq!(argmax(&[]), 0);
     }
 
     #[test]
