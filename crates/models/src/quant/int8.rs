@@ -4,7 +4,7 @@
 //! four values is broadcast to a tile's quad rows ([`super::layout`]; the weights' unsigned
 //! 4-bit values are the unsigned operand); the products themselves are [`super::tiles`]'.
 
-use super::tiles::{Scales, Width};
+use super::tiles::{Scales, Wide, Width};
 use super::{Bits, BLOCK};
 
 #[derive(Clone, Copy)]
@@ -81,6 +81,17 @@ impl Width for Eight {
         [_mm256_and_si256(q, nibble), _mm256_and_si256(_mm256_srli_epi16::<4>(q), nibble)]
     }
 
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn wide(
+        format: super::Format,
+        packed: &[u8],
+        tiles: std::ops::Range<usize>,
+        acts: &Acts,
+        out: &super::Out,
+    ) -> bool {
+        unsafe { super::tiles::wide::<Eight>(format, packed, tiles, acts, out) }
+    }
+
     /// Exact: a pair of products is at most 2·15·127, far inside the 16 bits `pmaddubsw` keeps.
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
@@ -95,6 +106,30 @@ impl Width for Eight {
         } else {
             _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)))
         }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Wide for Eight {
+    /// Rows 0..8 come from chunk `c` and rows 8..16 from chunk `4 + c` (see [`super::layout`]).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn weights16<const F: u8>(payload: *const u8, c: usize) -> [std::arch::x86_64::__m512i; 2] {
+        use std::arch::x86_64::*;
+        let nibble = _mm512_set1_epi8(0x0F);
+        let half = |h: usize| _mm256_loadu_si256(payload.add(32 * (4 * h + c)) as *const __m256i);
+        let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(half(0)), half(1));
+        [_mm512_and_si512(q, nibble), _mm512_and_si512(_mm512_srli_epi16::<4>(q), nibble)]
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn dot16(
+        acc: std::arch::x86_64::__m512i,
+        w: std::arch::x86_64::__m512i,
+        x: std::arch::x86_64::__m512i,
+    ) -> std::arch::x86_64::__m512i {
+        std::arch::x86_64::_mm512_dpbusd_epi32(acc, w, x)
     }
 }
 
