@@ -70,10 +70,13 @@ impl Rows {
 }
 
 /// What attention reads a cache as.
-pub trait Elem: Copy + Sync {
+pub trait Elem: Copy + Sync + Sized {
     /// Whether the values are f16 (else f32), for the vector loads in attention.
     const HALF: bool;
     fn to_f32(self) -> f32;
+    /// The rows as this type (none if they hold the other one; the forward pass checks every
+    /// sequence's caches against the model's type first).
+    fn of(rows: &Rows) -> &[Self];
 }
 
 impl Elem for f32 {
@@ -81,11 +84,23 @@ impl Elem for f32 {
     fn to_f32(self) -> f32 {
         self
     }
+    fn of(rows: &Rows) -> &[f32] {
+        match rows {
+            Rows::F32(v) => v,
+            Rows::F16(_) => &[],
+        }
+    }
 }
 
 impl Elem for f16 {
     const HALF: bool = true;
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
+    }
+    fn of(rows: &Rows) -> &[f16] {
+        match rows {
+            Rows::F16(v) => v,
+            Rows::F32(_) => &[],
+        }
     }
 }

@@ -11,7 +11,7 @@ use aiserve_core::BackendError;
 
 use super::act::swiglu;
 use super::attention::{self, Rope};
-use super::kv::{KvDtype, Rows};
+use super::kv::{Elem, KvDtype, Rows};
 use crate::quant::team::Team;
 use crate::quant::Matrix;
 
@@ -199,26 +199,14 @@ impl Llama {
                 seq.v[l].extend(new.chunks_exact(qd + 2 * kvd).map(|r| &r[qd + kvd..]), kvd);
                 offset += tokens.len();
             }
+            // Each sequence's cache of this layer, as the model's element type.
+            fn caches<'a, T: Elem>(pieces: &'a [(&mut Seq, &[u32], bool)], l: usize) -> Vec<(&'a [T], &'a [T])> {
+                pieces.iter().map(|(s, _, _)| (T::of(&s.k[l]), T::of(&s.v[l]))).collect()
+            }
             match cfg.kv {
-                KvDtype::F32 => {
-                    let caches: Vec<(&[f32], &[f32])> = pieces
-                        .iter()
-                        .map(|(s, _, _)| match (&s.k[l], &s.v[l]) {
-                            (Rows::F32(k), Rows::F32(v)) => (k.as_slice(), v.as_slice()),
-                            _ => (&[][..], &[][..]),
-                        })
-                        .collect();
-                    attention::causal(&self.team, &cfg, &rows, &qkv, &caches, &mut att);
-                }
+                KvDtype::F32 => attention::causal(&self.team, &cfg, &rows, &qkv, &caches::<f32>(pieces, l), &mut att),
                 KvDtype::F16 => {
-                    let caches: Vec<(&[half::f16], &[half::f16])> = pieces
-                        .iter()
-                        .map(|(s, _, _)| match (&s.k[l], &s.v[l]) {
-                            (Rows::F16(k), Rows::F16(v)) => (k.as_slice(), v.as_slice()),
-                            _ => (&[][..], &[][..]),
-                        })
-                        .collect();
-                    attention::causal(&self.team, &cfg, &rows, &qkv, &caches, &mut att);
+                    attention::causal(&self.team, &cfg, &rows, &qkv, &caches::<half::f16>(pieces, l), &mut att)
                 }
             }
             layer.wo.matmul(&self.team, &att, n, &mut proj);
