@@ -134,7 +134,7 @@ fn main() {
 
     // Aggregate decode with b sequences per pass (64 steps each after a short prompt).
     // `AISERVE_CONTEXT=N`: a prompt of N tokens instead, for decoding at long contexts.
-    let prompt = match std::env::var("AISERVE_CONTEXT").ok().and_then(|v| v.parse::<usize>().ok()) {
+    let prompt = match std::env::var("AISERVE_CONTEXT").ok().and_then(|v| v.parse::<usize>().ok()).filter(|n| *n > 0) {
         Some(n) => spec.tokenizer.encode(&"word ".repeat(n), false).unwrap()[..n].to_vec(),
         None => spec.tokenizer.encode("Once upon a time", false).unwrap(),
     };

@@ -72,7 +72,7 @@ pub struct Out {
     pub rows: usize,
 }
 
-// SAFETY: threads writing through the same `Out` write disjoint tiles (see `int16::dot_tiles`).
+// SAFETY: threads writing through the same `Out` write disjoint tiles (see `tiles::dot_tiles`).
 unsafe impl Sync for Out {}
 
 enum Data {
