@@ -5,6 +5,7 @@
 # per forward pass; 1 and 2 threads), then aiserve over HTTP (streamed chat completions, 1 and 8
 # concurrent clients: aggregate tokens/s and time to first token).
 #   bench/generate_vs_llamacpp.sh      # env: PEERS_HOME, AISERVE_ASSETS, CARGO_TARGET_DIR
+# On CPUs with AMX, llama.cpp comes from bench/llamacpp_without_amx.sh unless PEERS_HOME is set.
 # Loopback only; the server it starts is stopped on exit.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,6 +22,11 @@ trap cleanup EXIT
 
 echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%FT%TZ)"
 echo; echo "### llama.cpp (llama-cpp-python 0.3.36)"
+# Its default build crashes in its AMX path on CPUs that have AMX: use one built without it.
+if [ -z "${PEERS_HOME:-}" ] && grep -qw amx_int8 /proc/cpuinfo; then
+  export PEERS_HOME=$("$here/bench/llamacpp_without_amx.sh")
+  echo "(built without AMX: $PEERS_HOME)"
+fi
 "$shared/peers/llamacpp/measure.sh" "$gguf"
 for threads in 1 2; do
   echo; echo "### aiserve model only, $threads thread(s)"
