@@ -107,7 +107,7 @@ impl Width for Sixteen {
 
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn dot<const VNNI: bool>(
+    unsafe fn dot<const F: u8, const VNNI: bool>(
         acc: std::arch::x86_64::__m256i,
         w: std::arch::x86_64::__m256i,
         x: std::arch::x86_64::__m256i,

@@ -46,7 +46,7 @@ fn round_block(x: &[f32], id: f32, q: &mut [i8; BLOCK]) {
     }
 }
 
-/// The 8-bit activation width for [`super::tiles`] (4-bit weights only).
+/// The 8-bit activation width for [`super::tiles`].
 pub struct Eight;
 
 impl Width for Eight {
@@ -76,6 +76,11 @@ impl Width for Eight {
     #[inline(always)]
     unsafe fn weights<const F: u8>(payload: *const u8, h: usize, c: usize) -> [std::arch::x86_64::__m256i; 2] {
         use std::arch::x86_64::*;
+        if F == super::tiles::Q8_0 {
+            // Quad rows c and c + 4 of half h, as they are (signed).
+            let at = |r: usize| _mm256_loadu_si256(payload.add(32 * (8 * h + r)) as *const __m256i);
+            return [at(c), at(c + 4)];
+        }
         let nibble = _mm256_set1_epi8(0x0F);
         let q = _mm256_loadu_si256(payload.add(32 * (4 * h + c)) as *const __m256i);
         [_mm256_and_si256(q, nibble), _mm256_and_si256(_mm256_srli_epi16::<4>(q), nibble)]
@@ -92,15 +97,17 @@ impl Width for Eight {
         unsafe { super::tiles::wide::<Eight>(format, packed, tiles, acts, out) }
     }
 
-    /// Exact: a pair of products is at most 2·15·127, far inside the 16 bits `pmaddubsw` keeps.
+    /// Exact: a pair of products is at most 2·128·127, inside the 16 bits `pmaddubsw` keeps.
+    /// Signed (Q8_0) weights multiply as |w| times x with w's sign.
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn dot<const VNNI: bool>(
+    unsafe fn dot<const F: u8, const VNNI: bool>(
         acc: std::arch::x86_64::__m256i,
         w: std::arch::x86_64::__m256i,
         x: std::arch::x86_64::__m256i,
     ) -> std::arch::x86_64::__m256i {
         use std::arch::x86_64::*;
+        let (w, x) = if F == super::tiles::Q8_0 { (_mm256_abs_epi8(w), _mm256_sign_epi8(x, w)) } else { (w, x) };
         if VNNI {
             _mm256_dpbusd_epi32(acc, w, x)
         } else {
@@ -116,6 +123,11 @@ impl Wide for Eight {
     #[inline(always)]
     unsafe fn weights16<const F: u8>(payload: *const u8, c: usize) -> [std::arch::x86_64::__m512i; 2] {
         use std::arch::x86_64::*;
+        if F == super::tiles::Q8_0 {
+            let at = |h: usize, r: usize| _mm256_loadu_si256(payload.add(32 * (8 * h + r)) as *const __m256i);
+            let both = |r: usize| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(at(0, r)), at(1, r));
+            return [both(c), both(c + 4)];
+        }
         let nibble = _mm512_set1_epi8(0x0F);
         let half = |h: usize| _mm256_loadu_si256(payload.add(32 * (4 * h + c)) as *const __m256i);
         let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(half(0)), half(1));
@@ -124,12 +136,19 @@ impl Wide for Eight {
 
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn dot16(
+    unsafe fn dot16<const F: u8>(
         acc: std::arch::x86_64::__m512i,
         w: std::arch::x86_64::__m512i,
         x: std::arch::x86_64::__m512i,
     ) -> std::arch::x86_64::__m512i {
-        std::arch::x86_64::_mm512_dpbusd_epi32(acc, w, x)
+        use std::arch::x86_64::*;
+        if F == super::tiles::Q8_0 {
+            // Signed weights: |w| times x with w's sign (x is never −128, so negating is exact).
+            let negative = _mm512_movepi8_mask(w);
+            let x = _mm512_mask_sub_epi8(x, negative, _mm512_setzero_si512(), x);
+            return _mm512_dpbusd_epi32(acc, _mm512_abs_epi8(w), x);
+        }
+        _mm512_dpbusd_epi32(acc, w, x)
     }
 }
 

@@ -14,8 +14,7 @@
 //! to 16-bit lanes unpack into 8 rows of two pair rows with one AND and one shift. 8-bit payloads
 //! are the 16 pair rows of 32 signed bytes each.
 //!
-//! For 8-bit activations ([`Bits::Eight`], 4-bit weights only) a block's values go in 8 *quad
-//! rows* instead: quad row `r` holds values `4r..4r + 4` of each weight row, for
+//! For 8-bit activations ([`Bits::Eight`]) a block's values go in 8 *quad rows* instead: quad row `r` holds values `4r..4r + 4` of each weight row, for
 //! `pmaddubsw`/`vpdpbusd`, which sum four byte products per 32-bit lane. Chunk `4h + c` (32 bytes)
 //! holds rows `8h..8h + 8`: byte `i` is row `8h + i/4`, value `4c + i%4` in its low nibble and
 //! `16 + 4c + i%4` in its high one, so one load, two ANDs and a shift give two quad rows. Weights keep their GGUF size (a tile block is 16
@@ -45,7 +44,8 @@ pub const fn tile_block_bytes(format: Format) -> usize {
 /// high nibble)` for 4-bit formats, `(byte, false)` for Q8_0.
 const fn payload_index(format: Format, bits: Bits, j: usize, p: usize) -> (usize, bool) {
     match (format, bits) {
-        (Format::Q8_0, _) => (32 * (p / 2) + 2 * j + p % 2, false),
+        (Format::Q8_0, Bits::Sixteen) => (32 * (p / 2) + 2 * j + p % 2, false),
+        (Format::Q8_0, Bits::Eight) => (32 * (8 * (j / 8) + p / 4) + 4 * (j % 8) + p % 4, false),
         (_, Bits::Sixteen) => (32 * (p / 2 % 8) + 2 * j + p % 2, p / 2 >= 8),
         (_, Bits::Eight) => (32 * (4 * (j / 8) + p % 16 / 4) + 4 * (j % 8) + p % 4, p >= 16),
     }
@@ -171,9 +171,12 @@ mod tests {
 
     #[test]
     fn payload_positions_are_a_permutation() {
-        for (format, bits) in
-            [(Format::Q4_1, Bits::Sixteen), (Format::Q4_1, Bits::Eight), (Format::Q8_0, Bits::Sixteen)]
-        {
+        for (format, bits) in [
+            (Format::Q4_1, Bits::Sixteen),
+            (Format::Q4_1, Bits::Eight),
+            (Format::Q8_0, Bits::Sixteen),
+            (Format::Q8_0, Bits::Eight),
+        ] {
             let mut seen = std::collections::HashSet::new();
             for j in 0..TILE {
                 for p in 0..BLOCK {
@@ -193,6 +196,7 @@ mod tests {
             (Format::Q4_1, Bits::Sixteen),
             (Format::Q4_1, Bits::Eight),
             (Format::Q8_0, Bits::Sixteen),
+            (Format::Q8_0, Bits::Eight),
         ] {
             for (rows, nb) in [(1, 1), (16, 3), (17, 2), (40, 18)] {
                 let gguf = crate::quant::tests::random_blocks(format, rows, nb * BLOCK, (rows * nb) as u64);

@@ -53,10 +53,10 @@ impl Format {
 /// integer products with quantized weights.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Bits {
-    /// llama.cpp's choice: twice the multiply-adds per instruction (4-bit weights only; 8-bit
-    /// ones take 16). It moves SmolLM2-135M's logits by up to ~3 (of 23–33), which changes
-    /// greedy answers: "Which city is the capital of France?" gets "Le Grand Château…" instead
-    /// of "The capital of France is Paris.".
+    /// llama.cpp's choice: twice the multiply-adds per instruction. It moves SmolLM2-135M's
+    /// logits by up to a few units (of 23–33), which changes greedy answers: "Which city is
+    /// the capital of France?" gets "Le Grand Château…" instead of "The capital of France is
+    /// Paris.".
     Eight,
     /// 256× finer: SmolLM2-135M answers token for token as transformers does in f32.
     #[default]
@@ -96,7 +96,7 @@ impl std::fmt::Debug for Matrix {
 impl Matrix {
     /// A matrix of GGML blocks: each row is `cols / 32` blocks of `format`, as GGUF stores
     /// them. The rows are regrouped for the kernels ([`layout`]); the size stays the same.
-    /// Products round activations to `bits` (8-bit weights always take 16).
+    /// Products round activations to `bits`.
     pub fn quantized(format: Format, bits: Bits, rows: usize, cols: usize, bytes: Vec<u8>) -> Result<Self, String> {
         if !cols.is_multiple_of(BLOCK) {
             return Err(format!("{format:?} rows must hold a multiple of {BLOCK} values, got {cols}"));
@@ -105,7 +105,6 @@ impl Matrix {
         if bytes.len() != want {
             return Err(format!("{format:?} {rows}x{cols} takes {want} bytes, got {}", bytes.len()));
         }
-        let bits = if format == Format::Q8_0 { Bits::Sixteen } else { bits };
         let packed = layout::pack(format, bits, rows, cols / BLOCK, &bytes);
         Ok(Self { rows, cols, data: Data::Blocks { format, bits, bytes: packed } })
     }
@@ -345,12 +344,13 @@ mod tests {
     }
 
     /// Every format with each activation width it takes.
-    const KINDS: [(Format, Bits); 5] = [
+    const KINDS: [(Format, Bits); 6] = [
         (Format::Q4_0, Bits::Sixteen),
         (Format::Q4_1, Bits::Sixteen),
         (Format::Q8_0, Bits::Sixteen),
         (Format::Q4_0, Bits::Eight),
         (Format::Q4_1, Bits::Eight),
+        (Format::Q8_0, Bits::Eight),
     ];
 
     #[test]

@@ -67,12 +67,13 @@ pub trait Width {
     /// `payload` must point at a whole tile block's payload of format `F`.
     #[cfg(target_arch = "x86_64")]
     unsafe fn weights<const F: u8>(payload: *const u8, h: usize, c: usize) -> [std::arch::x86_64::__m256i; 2];
-    /// `acc` plus, per 32-bit lane, the sum of the products of `w`'s and `x`'s values (exact).
+    /// `acc` plus, per 32-bit lane, the sum of the products of `w`'s and `x`'s values (exact),
+    /// for weights of format `F`.
     ///
     /// # Safety
     /// The CPU must have AVX2, and with `VNNI` AVX-512 VNNI and VL.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn dot<const VNNI: bool>(
+    unsafe fn dot<const F: u8, const VNNI: bool>(
         acc: std::arch::x86_64::__m256i,
         w: std::arch::x86_64::__m256i,
         x: std::arch::x86_64::__m256i,
@@ -106,7 +107,7 @@ pub trait Wide: Width {
     /// # Safety
     /// The CPU must have AVX-512 F, BW and VNNI.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn dot16(
+    unsafe fn dot16<const F: u8>(
         acc: std::arch::x86_64::__m512i,
         w: std::arch::x86_64::__m512i,
         x: std::arch::x86_64::__m512i,
@@ -127,7 +128,6 @@ pub unsafe fn dot_tiles<W: Width>(
     out: &Out,
 ) {
     let nb = W::scales(acts).nb;
-    assert!(W::BITS == Bits::Sixteen || format != Format::Q8_0, "8-bit weights take 16-bit activations");
     assert!(tiles.end * nb * layout::tile_block_bytes(format) <= packed.len());
     assert!(tiles.end * TILE < out.rows + TILE && out.rows <= out.stride);
     #[cfg(target_arch = "x86_64")]
@@ -338,8 +338,8 @@ mod simd {
                 for (k, s) in sums.iter_mut().enumerate() {
                     let x = W::words(acts, (i0 + k) * nb + b);
                     let (xa, xb) = (_mm512_set1_epi32(*x.add(c)), _mm512_set1_epi32(*x.add(c + W::SECOND)));
-                    s[(2 * c) % K] = W::dot16(s[(2 * c) % K], w[0], xa);
-                    s[(2 * c + 1) % K] = W::dot16(s[(2 * c + 1) % K], w[1], xb);
+                    s[(2 * c) % K] = W::dot16::<F>(s[(2 * c) % K], w[0], xa);
+                    s[(2 * c + 1) % K] = W::dot16::<F>(s[(2 * c + 1) % K], w[1], xb);
                 }
             }
             // The tile's 16 scales, and terms per unit of activation.
@@ -439,8 +439,8 @@ mod simd {
                     let x = W::words(acts, (i0 + k) * nb + b);
                     let (xa, xb) = (_mm256_set1_epi32(*x.add(c)), _mm256_set1_epi32(*x.add(c + W::SECOND)));
                     for (s, w) in s.iter_mut().zip(&w) {
-                        s[(2 * c) % K] = W::dot::<VNNI>(s[(2 * c) % K], w[0], xa);
-                        s[(2 * c + 1) % K] = W::dot::<VNNI>(s[(2 * c + 1) % K], w[1], xb);
+                        s[(2 * c) % K] = W::dot::<F, VNNI>(s[(2 * c) % K], w[0], xa);
+                        s[(2 * c + 1) % K] = W::dot::<F, VNNI>(s[(2 * c + 1) % K], w[1], xb);
                     }
                 }
             }
