@@ -171,12 +171,7 @@ mod tests {
 
     #[test]
     fn payload_positions_are_a_permutation() {
-        for (format, bits) in [
-            (Format::Q4_1, Bits::Sixteen),
-            (Format::Q4_1, Bits::Eight),
-            (Format::Q8_0, Bits::Sixteen),
-            (Format::Q8_0, Bits::Eight),
-        ] {
+        for (format, bits) in crate::quant::tests::KINDS {
             let mut seen = std::collections::HashSet::new();
             for j in 0..TILE {
                 for p in 0..BLOCK {
@@ -191,13 +186,7 @@ mod tests {
 
     #[test]
     fn packed_matrices_read_back_as_the_gguf_bytes_and_values() {
-        for (format, bits) in [
-            (Format::Q4_0, Bits::Sixteen),
-            (Format::Q4_1, Bits::Sixteen),
-            (Format::Q4_1, Bits::Eight),
-            (Format::Q8_0, Bits::Sixteen),
-            (Format::Q8_0, Bits::Eight),
-        ] {
+        for (format, bits) in crate::quant::tests::KINDS {
             for (rows, nb) in [(1, 1), (16, 3), (17, 2), (40, 18)] {
                 let gguf = crate::quant::tests::random_blocks(format, rows, nb * BLOCK, (rows * nb) as u64);
                 let packed = pack(format, bits, rows, nb, &gguf);

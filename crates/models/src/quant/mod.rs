@@ -343,8 +343,8 @@ mod tests {
         all
     }
 
-    /// Every format with each activation width it takes.
-    const KINDS: [(Format, Bits); 6] = [
+    /// Every format with each activation width.
+    pub(crate) const KINDS: [(Format, Bits); 6] = [
         (Format::Q4_0, Bits::Sixteen),
         (Format::Q4_1, Bits::Sixteen),
         (Format::Q8_0, Bits::Sixteen),

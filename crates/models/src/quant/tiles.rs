@@ -184,6 +184,48 @@ mod simd {
     /// Most activation rows multiplied per unpacked weight vector (4 and 6 measured slower).
     const ROWS: usize = 8;
 
+    /// `$body` with the kernel constant `$f` of `format`.
+    macro_rules! by_format {
+        ($format:expr, |$f:ident| $body:expr) => {
+            match $format {
+                Format::Q4_0 => {
+                    const $f: u8 = Q4_0;
+                    $body
+                }
+                Format::Q4_1 => {
+                    const $f: u8 = Q4_1;
+                    $body
+                }
+                Format::Q8_0 => {
+                    const $f: u8 = Q8_0;
+                    $body
+                }
+            }
+        };
+    }
+
+    /// `$body` for a pass over `take` (1..=ROWS) activation rows, with `$r` rows and `$k` chains
+    /// of sums per row: few rows get several chains, so the multipliers never wait on one.
+    macro_rules! by_rows {
+        ($take:expr, |$r:ident, $k:ident| $body:expr) => {
+            match $take {
+                1 => by_rows!(@ 1, 4, $r, $k, $body),
+                2 => by_rows!(@ 2, 2, $r, $k, $body),
+                3 => by_rows!(@ 3, 1, $r, $k, $body),
+                4 => by_rows!(@ 4, 1, $r, $k, $body),
+                5 => by_rows!(@ 5, 1, $r, $k, $body),
+                6 => by_rows!(@ 6, 1, $r, $k, $body),
+                7 => by_rows!(@ 7, 1, $r, $k, $body),
+                _ => by_rows!(@ ROWS, 1, $r, $k, $body),
+            }
+        };
+        (@ $rv:expr, $kv:expr, $r:ident, $k:ident, $body:expr) => {{
+            const $r: usize = $rv;
+            const $k: usize = $kv;
+            $body
+        }};
+    }
+
     /// The format a kernel's constant stands for.
     pub const fn format(f: u8) -> Format {
         match f {
@@ -232,11 +274,7 @@ mod simd {
         if vnni() {
             return dot_tiles_vnni::<W>(format, packed, tiles, acts, out);
         }
-        match format {
-            Format::Q4_0 => tiles_of::<W, Q4_0, false>(packed, tiles, acts, out),
-            Format::Q4_1 => tiles_of::<W, Q4_1, false>(packed, tiles, acts, out),
-            Format::Q8_0 => tiles_of::<W, Q8_0, false>(packed, tiles, acts, out),
-        }
+        by_format!(format, |F| tiles_of::<W, F, false>(packed, tiles, acts, out))
     }
 
     #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
@@ -247,11 +285,7 @@ mod simd {
         acts: &W::Acts,
         out: &Out,
     ) {
-        match format {
-            Format::Q4_0 => tiles_of::<W, Q4_0, true>(packed, tiles, acts, out),
-            Format::Q4_1 => tiles_of::<W, Q4_1, true>(packed, tiles, acts, out),
-            Format::Q8_0 => tiles_of::<W, Q8_0, true>(packed, tiles, acts, out),
-        }
+        by_format!(format, |F| tiles_of::<W, F, true>(packed, tiles, acts, out))
     }
 
     /// [`super::Width::wide`] for a [`Wide`] width.
@@ -279,11 +313,7 @@ mod simd {
         acts: &W::Acts,
         out: &Out,
     ) {
-        match format {
-            Format::Q4_0 => tiles_zmm::<W, Q4_0>(packed, tiles, acts, out),
-            Format::Q4_1 => tiles_zmm::<W, Q4_1>(packed, tiles, acts, out),
-            Format::Q8_0 => tiles_zmm::<W, Q8_0>(packed, tiles, acts, out),
-        }
+        by_format!(format, |F| tiles_zmm::<W, F>(packed, tiles, acts, out))
     }
 
     /// [`tiles_of`] on 512-bit vectors.
@@ -296,16 +326,7 @@ mod simd {
             let mut i = 0;
             while i < n {
                 let take = (n - i).min(ROWS);
-                let o = match take {
-                    1 => rows_zmm::<W, F, 1, 4>(tile, acts, i),
-                    2 => rows_zmm::<W, F, 2, 2>(tile, acts, i),
-                    3 => rows_zmm::<W, F, 3, 2>(tile, acts, i),
-                    4 => rows_zmm::<W, F, 4, 1>(tile, acts, i),
-                    5 => rows_zmm::<W, F, 5, 1>(tile, acts, i),
-                    6 => rows_zmm::<W, F, 6, 1>(tile, acts, i),
-                    7 => rows_zmm::<W, F, 7, 1>(tile, acts, i),
-                    _ => rows_zmm::<W, F, ROWS, 1>(tile, acts, i),
-                };
+                let o = by_rows!(take, |R, K| rows_zmm::<W, F, R, K>(tile, acts, i));
                 let valid = (out.rows - t * TILE).min(TILE);
                 let mask: __mmask16 = if valid == TILE { !0 } else { (1 << valid) - 1 };
                 for (k, o) in o[..take].iter().enumerate() {
@@ -382,17 +403,7 @@ mod simd {
             let mut i = 0;
             while i < n {
                 let take = (n - i).min(ROWS);
-                // Few rows: several independent chains per row keep the multipliers busy.
-                let o = match take {
-                    1 => rows::<W, F, VNNI, 1, 4>(tile, acts, i),
-                    2 => rows::<W, F, VNNI, 2, 2>(tile, acts, i),
-                    3 => rows::<W, F, VNNI, 3, 1>(tile, acts, i),
-                    4 => rows::<W, F, VNNI, 4, 1>(tile, acts, i),
-                    5 => rows::<W, F, VNNI, 5, 1>(tile, acts, i),
-                    6 => rows::<W, F, VNNI, 6, 1>(tile, acts, i),
-                    7 => rows::<W, F, VNNI, 7, 1>(tile, acts, i),
-                    _ => rows::<W, F, VNNI, ROWS, 1>(tile, acts, i),
-                };
+                let o = by_rows!(take, |R, K| rows::<W, F, VNNI, R, K>(tile, acts, i));
                 let valid = (out.rows - t * TILE).min(TILE);
                 for (k, o) in o[..take].iter().enumerate() {
                     let dst = out.ptr.add((i + k) * out.stride + t * TILE);
