@@ -1,11 +1,16 @@
-//! Activations rounded to 16 bits per block of 32 (scale `d = max|x| / 32767`, so each value is
-//! within 1/65534 of its block's largest), multiplied with weights by integer multiply-adds
+//! Activations rounded to 16 bits per block of 32 (scale `d = max|x| / LEVELS`, so each value is
+//! within 1/65278 of its block's largest), multiplied with weights by integer multiply-adds
 //! (`pmaddwd`/`vpdpwssd`, 16 per instruction, against 8 float FMAs), with a precision 256×
 //! finer than llama.cpp's 8-bit activations. Each pair of values is broadcast to a tile's
 //! pair rows ([`super::layout`]); the products themselves are [`super::tiles`]'.
 
 use super::tiles::{Scales, Width};
 use super::{Bits, BLOCK};
+
+/// Steps on each side of zero: 127·257, so that every value splits into two signed bytes
+/// `x = 256·hi + lo` (`hi` and `lo` in `-128..=127`), which the tile-multiply unit
+/// ([`super::amx`]) multiplies in one instruction.
+pub const LEVELS: i16 = 127 * 257;
 
 /// 16-bit values in 64-byte blocks, so that no load straddles two cache lines.
 #[derive(Default)]
@@ -34,6 +39,8 @@ impl std::ops::DerefMut for Aligned {
 pub struct Acts {
     pub scales: Scales,
     q: Aligned,
+    /// The values split for the tile-multiply unit, when it will take these rows.
+    split: Option<super::amx::Rows>,
 }
 
 impl Acts {
@@ -46,14 +53,17 @@ impl Acts {
     /// Quantizes `x` (`n × cols`, `cols` a multiple of 32).
     pub fn quantize(x: &[f32], n: usize, cols: usize) -> Self {
         let mut q = Aligned(vec![Block([0; BLOCK]); n * cols / BLOCK]);
-        let scales =
-            Scales::quantize(x, n, cols, 32767.0, |j, xb, id| round_block(xb, id, &mut q[j * BLOCK..(j + 1) * BLOCK]));
-        Acts { scales, q }
+        let scales = Scales::quantize(x, n, cols, LEVELS as f32, |j, xb, id| {
+            round_block(xb, id, &mut q[j * BLOCK..(j + 1) * BLOCK])
+        });
+        let split = (n >= super::amx::MIN_ROWS && super::amx::available())
+            .then(|| super::amx::Rows::split(&q, n, cols / BLOCK));
+        Acts { scales, q, split }
     }
 }
 
 /// `q = round(x · id)` to the nearest integer, ties to even (what the CPU's conversion does), in
-/// `[-32767, 32767]` because `|x · id| ≤ 32767` by construction.
+/// `[-LEVELS, LEVELS]` because `|x · id| ≤ LEVELS` by construction.
 fn round_block(x: &[f32], id: f32, q: &mut [i16]) {
     #[cfg(target_arch = "x86_64")]
     if super::avx2::available() {
@@ -84,6 +94,20 @@ impl Width for Sixteen {
     #[cfg(target_arch = "x86_64")]
     fn words(a: &Acts, j: usize) -> *const i32 {
         a.q.as_ptr().wrapping_add(j * BLOCK) as *const i32
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn amx(
+        format: super::Format,
+        packed: &[u8],
+        tiles: std::ops::Range<usize>,
+        acts: &Acts,
+        out: &super::Out,
+    ) -> bool {
+        let Some(split) = &acts.split else { return false };
+        // SAFETY: the split exists only where the unit is available.
+        unsafe { super::amx::dot_tiles(format, packed, tiles, &acts.scales, split, out) };
+        true
     }
 
     // Pair rows c and c + 8 (values 2c, 2c + 1 and 2c + 16, 2c + 17).

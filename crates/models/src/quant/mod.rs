@@ -14,6 +14,7 @@
 //! arithmetic is the same in any batch.
 //! Formats without a kernel here are dequantized to f32 by candle at load time.
 
+pub mod amx;
 mod avx2;
 pub mod int16;
 pub mod int8;
@@ -359,7 +360,7 @@ mod tests {
         for (format, bits) in KINDS {
             let m = Matrix::quantized(format, bits, rows, cols, random_blocks(format, rows, cols, 7)).unwrap();
             let w = dense(&m);
-            let levels = if bits == Bits::Eight { 127.0 } else { 32767.0 };
+            let levels = if bits == Bits::Eight { 127.0 } else { int16::LEVELS as f32 };
             for n in [1, 2, 3, 4, 5, 9] {
                 let x: Vec<f32> = (0..n * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
                 let mut out = vec![0.0; n * rows];
@@ -416,7 +417,7 @@ mod tests {
             (0..32).map(|i| [0.5, 1.5, 2.5, -0.5, -2.5, 7.49, -7.51, 3.0][i % 8] * (1 + i / 8) as f32).collect();
         let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let acts = int16::Acts::quantize(&x, 1, 32);
-        let id = 1.0 / (amax / 32767.0);
+        let id = 1.0 / (amax / int16::LEVELS as f32);
         let want: Vec<i16> = x.iter().map(|v| (v * id).round_ties_even() as i16).collect();
         assert_eq!(acts.values(0), want);
         let acts = int8::Acts::quantize(&x, 1, 32);
@@ -425,7 +426,7 @@ mod tests {
         assert_eq!(acts.values(0), want);
         let halves: Vec<f32> = (0..32).map(|i| i as f32 - 15.5).collect();
         let acts = int16::Acts::quantize(&halves, 1, 32);
-        assert_eq!(acts.values(0).iter().map(|q| *q as i32).max(), Some(32767));
+        assert_eq!(acts.values(0).iter().max(), Some(&int16::LEVELS));
         let acts = int8::Acts::quantize(&halves, 1, 32);
         let v = acts.values(0);
         assert_eq!((v.iter().min(), v.iter().max()), (Some(&-127), Some(&127)));
@@ -440,26 +441,30 @@ mod tests {
             let raw = random_blocks(format, rows, cols, 5);
             let packed = layout::pack(format, bits, rows, cols / BLOCK, &raw);
             let ntiles = rows.div_ceil(layout::TILE);
-            for n in [1, 2, 3, 4, 8, 11] {
+            // From 16 rows on, 16-bit products go through the tile-multiply unit where the CPU
+            // has one, 8 rows per pass.
+            for n in [1, 2, 3, 4, 8, 11, 16, 17, 35] {
                 let x: Vec<f32> = (0..n * cols).map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0).collect();
-                let mut a = vec![f32::NAN; rows * n];
-                let mut b = vec![f32::NAN; rows * n];
-                let (oa, ob) =
-                    (Out { ptr: a.as_mut_ptr(), stride: rows, rows }, Out { ptr: b.as_mut_ptr(), stride: rows, rows });
-                // SAFETY: both buffers hold n rows of `rows` values.
+                let mut outs = [(); 3].map(|_| vec![f32::NAN; rows * n]);
+                let [oa, ob, oc] = outs.each_mut().map(|o| Out { ptr: o.as_mut_ptr(), stride: rows, rows });
+                // SAFETY: the buffers hold n rows of `rows` values.
                 unsafe {
                     if bits == Bits::Eight {
                         let acts = int8::Acts::quantize(&x, n, cols);
                         tiles::dot_tiles::<int8::Eight>(format, &packed, 0..ntiles, &acts, &oa);
-                        tiles::portable::<int8::Eight>(format, &packed, 0..ntiles, &acts, &ob);
+                        tiles::vectors::<int8::Eight>(format, &packed, 0..ntiles, &acts, &ob);
+                        tiles::portable::<int8::Eight>(format, &packed, 0..ntiles, &acts, &oc);
                     } else {
                         let acts = int16::Acts::quantize(&x, n, cols);
                         tiles::dot_tiles::<int16::Sixteen>(format, &packed, 0..ntiles, &acts, &oa);
-                        tiles::portable::<int16::Sixteen>(format, &packed, 0..ntiles, &acts, &ob);
+                        tiles::vectors::<int16::Sixteen>(format, &packed, 0..ntiles, &acts, &ob);
+                        tiles::portable::<int16::Sixteen>(format, &packed, 0..ntiles, &acts, &oc);
                     }
                 }
+                let [a, b, c] = &outs;
                 assert!(a.iter().all(|v| v.is_finite()), "{format:?} {bits:?} n={n}: an output was not written");
-                assert_eq!(a, b, "{format:?} {bits:?} n={n}");
+                assert_eq!(a, c, "{format:?} {bits:?} n={n}: dot_tiles (amx: {})", amx::available());
+                assert_eq!(b, c, "{format:?} {bits:?} n={n}: vector instructions");
             }
         }
     }

@@ -78,6 +78,15 @@ pub trait Width {
         w: std::arch::x86_64::__m256i,
         x: std::arch::x86_64::__m256i,
     ) -> std::arch::x86_64::__m256i;
+    /// Runs [`dot_tiles`] on the tile-multiply unit ([`super::amx`]) if the CPU has it and
+    /// these rows gain from it; whether it did.
+    ///
+    /// # Safety
+    /// As [`dot_tiles`], after its checks.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn amx(_: Format, _: &[u8], _: std::ops::Range<usize>, _: &Self::Acts, _: &Out) -> bool {
+        false
+    }
     /// Runs [`dot_tiles`] on 512-bit vectors if this width gains from them ([`Wide`]) and the
     /// CPU has them; whether it did.
     ///
@@ -121,6 +130,25 @@ pub trait Wide: Width {
 /// `out.ptr` must be valid for writes of all activation rows of `out.stride ≥ out.rows` floats,
 /// and no other thread may write the columns of these tiles meanwhile.
 pub unsafe fn dot_tiles<W: Width>(
+    format: Format,
+    packed: &[u8],
+    tiles: std::ops::Range<usize>,
+    acts: &W::Acts,
+    out: &Out,
+) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: as this function's contract.
+    if unsafe { W::amx(format, packed, tiles.clone(), acts, out) } {
+        return;
+    }
+    unsafe { vectors::<W>(format, packed, tiles, acts, out) }
+}
+
+/// [`dot_tiles`] on vector instructions only (the tile-multiply unit left out).
+///
+/// # Safety
+/// As [`dot_tiles`].
+pub unsafe fn vectors<W: Width>(
     format: Format,
     packed: &[u8],
     tiles: std::ops::Range<usize>,
@@ -171,7 +199,7 @@ pub unsafe fn portable<W: Width>(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod simd {
+pub(crate) mod simd {
     use std::arch::x86_64::*;
 
     use super::{Wide, Width};
@@ -188,21 +216,22 @@ mod simd {
     macro_rules! by_format {
         ($format:expr, |$f:ident| $body:expr) => {
             match $format {
-                Format::Q4_0 => {
-                    const $f: u8 = Q4_0;
+                $crate::quant::Format::Q4_0 => {
+                    const $f: u8 = $crate::quant::tiles::simd::Q4_0;
                     $body
                 }
-                Format::Q4_1 => {
-                    const $f: u8 = Q4_1;
+                $crate::quant::Format::Q4_1 => {
+                    const $f: u8 = $crate::quant::tiles::simd::Q4_1;
                     $body
                 }
-                Format::Q8_0 => {
-                    const $f: u8 = Q8_0;
+                $crate::quant::Format::Q8_0 => {
+                    const $f: u8 = $crate::quant::tiles::simd::Q8_0;
                     $body
                 }
             }
         };
     }
+    pub(crate) use by_format;
 
     /// `$body` for a pass over `take` (1..=ROWS) activation rows, with `$r` rows and `$k` chains
     /// of sums per row: few rows get several chains, so the multipliers never wait on one.
