@@ -3,7 +3,8 @@
 //! rows, the fastest of 15 timings. The weights of 8 layers (7 MB) exceed L2; `LAYERS=64`
 //! (70 MB) makes them stream from memory as a model's do. `THREADS=2` shares each product among
 //! two threads (one by default), `SHAPE=up` or `SHAPE=down` keeps one direction only,
-//! `SHAPE=small` uses 64-row matrices (per-call costs show), `AISERVE_NO_VNNI=1` the AVX2
+//! `SHAPE=small` uses 64-row matrices (per-call costs show), `AISERVE_NO_AMX=1` keeps 16 rows and
+//! more off the tile-multiply unit, `AISERVE_NO_VNNI=1` the AVX2
 //! multiply-adds, `AISERVE_ACTIVATION_BITS=8` the 8-bit activations.
 //!
 //!   cargo bench -p aiserve-models --bench quant_matmul

@@ -9,7 +9,9 @@
 //! integer multiply-adds do twice the work of float FMAs per instruction, which is what bounds
 //! prefill and batched decoding, and SmolLM2 still answers as transformers' f32 does. 8 bits
 //! ([`int8`], llama.cpp's choice, [`Bits::Eight`]) double that again but change small models'
-//! answers. [`tiles`] runs the products for either width. Every activation row meets each
+//! answers. [`tiles`] runs the products for either width; from 16 activation rows on (prompts,
+//! big batches), 16-bit products run on the tile-multiply unit where the CPU has one ([`amx`]),
+//! with the same bits. Every activation row meets each
 //! unpacked weight vector, so a batch of sequences reads the weights once, and each row's
 //! arithmetic is the same in any batch.
 //! Formats without a kernel here are dequantized to f32 by candle at load time.
