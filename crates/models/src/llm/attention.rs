@@ -1,65 +1,10 @@
-//! Rotary position embeddings and causal attention of packed token rows against per-sequence
-//! KV caches (grouped-query: several query heads share one key/value head).
+//! Causal attention of packed token rows against per-sequence KV caches (grouped-query: several
+//! query heads share one key/value head).
 
 use super::act::softmax;
 use super::kv::Elem;
 use super::llama::LlamaConfig;
 use crate::quant::team::Team;
-
-/// Which elements of a head rotate together.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RopePairs {
-    /// `(x[2i], x[2i+1])`: GGUF llama files (llama.cpp's converter permutes q/k to this order).
-    Adjacent,
-    /// `(x[i], x[i + d/2])`: Hugging Face checkpoints (`rotate_half`), and GGUF qwen2.
-    Halves,
-}
-
-pub struct Rope {
-    head_dim: usize,
-    inv_freq: Vec<f64>,
-    pairs: RopePairs,
-}
-
-impl Rope {
-    pub fn new(head_dim: usize, theta: f32, pairs: RopePairs) -> Self {
-        let inv_freq = (0..head_dim / 2).map(|i| (theta as f64).powf(-2.0 * i as f64 / head_dim as f64)).collect();
-        Self { head_dim, inv_freq, pairs }
-    }
-
-    pub fn half(&self) -> usize {
-        self.head_dim / 2
-    }
-
-    /// Cosines and sines for each position, `half()` values per position.
-    pub fn tables(&self, positions: impl Iterator<Item = usize>) -> (Vec<f32>, Vec<f32>) {
-        let (mut cos, mut sin) = (Vec::new(), Vec::new());
-        for p in positions {
-            for f in &self.inv_freq {
-                let (s, c) = (p as f64 * f).sin_cos();
-                cos.push(c as f32);
-                sin.push(s as f32);
-            }
-        }
-        (cos, sin)
-    }
-
-    /// Rotates every head in `heads` (back to back, `head_dim` each) by one position's angles.
-    pub fn apply(&self, heads: &mut [f32], cos: &[f32], sin: &[f32]) {
-        let half = self.half();
-        for head in heads.chunks_exact_mut(self.head_dim) {
-            for i in 0..half {
-                let (a, b) = match self.pairs {
-                    RopePairs::Adjacent => (2 * i, 2 * i + 1),
-                    RopePairs::Halves => (i, i + half),
-                };
-                let (x, y) = (head[a], head[b]);
-                head[a] = x * cos[i] - y * sin[i];
-                head[b] = x * sin[i] + y * cos[i];
-            }
-        }
-    }
-}
 
 /// A token row of the batch: the piece (sequence) it belongs to and its position in it.
 #[derive(Clone, Copy, Debug)]
@@ -349,7 +294,8 @@ mod tests {
             rms_eps: 1e-5,
             rope_theta: 10000.0,
             max_context: 64,
-            rope_pairs: RopePairs::Adjacent,
+            rope_pairs: crate::llm::rope::RopePairs::Adjacent,
+            rope_divisors: None,
             kv: Default::default(),
         }
     }

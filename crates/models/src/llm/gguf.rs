@@ -13,9 +13,9 @@ use candle_core::quantized::gguf_file::{Content, TensorInfo};
 use candle_core::quantized::GgmlDType;
 use candle_core::Device;
 
-use super::attention::RopePairs;
 use super::kv::KvDtype;
 use super::llama::{Layer, Llama, LlamaConfig};
+use super::rope::RopePairs;
 use super::tokenizer::GenTokenizer;
 use super::Options;
 use crate::quant::{Bits, Format, Matrix};
@@ -89,18 +89,36 @@ pub fn config(content: &Content) -> Result<LlamaConfig, LoadError> {
         .get("token_embd.weight")
         .map(|t| t.shape.dims()[0])
         .ok_or_else(|| LoadError::Weights("GGUF has no `token_embd.weight`".into()))?;
+    let head_dim = meta_u32(content, &format!("{arch}.rope.dimension_count"))?.unwrap_or(hidden / heads.max(1));
+    let scaling_type = format!("{arch}.rope.scaling.type");
+    let rope_divisors = match content.metadata.get(&scaling_type).and_then(|v| v.to_string().ok()).map(String::as_str) {
+        None | Some("none") => None,
+        Some("linear") => {
+            let key = format!("{arch}.rope.scaling.factor");
+            let factor = meta_f32(content, &key)?.filter(|f| f.is_finite() && *f > 0.0).ok_or_else(|| {
+                LoadError::Config(format!("GGUF `{scaling_type}` is linear but `{key}` is missing or not positive"))
+            })?;
+            Some(vec![factor as f64; head_dim / 2])
+        }
+        Some(other) => {
+            return Err(LoadError::Unsupported(format!(
+                "GGUF `{scaling_type}` `{other}` (supported: none, linear, and Llama 3's `rope_freqs.weight`)"
+            )))
+        }
+    };
     let cfg = LlamaConfig {
         hidden,
         intermediate: required(content, &format!("{arch}.feed_forward_length"))?,
         layers: required(content, &format!("{arch}.block_count"))?,
         heads,
         kv_heads: meta_u32(content, &format!("{arch}.attention.head_count_kv"))?.unwrap_or(heads),
-        head_dim: meta_u32(content, &format!("{arch}.rope.dimension_count"))?.unwrap_or(hidden / heads.max(1)),
+        head_dim,
         vocab,
         rms_eps: meta_f32(content, &format!("{arch}.attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
         rope_theta: meta_f32(content, &format!("{arch}.rope.freq_base"))?.unwrap_or(10_000.0),
         max_context: meta_u32(content, &format!("{arch}.context_length"))?.unwrap_or(2048),
         rope_pairs,
+        rope_divisors,
         kv: KvDtype::default(),
     };
     cfg.validate().map_err(LoadError::Config)?;
@@ -235,8 +253,17 @@ impl Tensors {
 /// Loads the model in the GGUF file at `path` with the numerics of `opts`.
 pub fn load(path: &Path, opts: Options) -> Result<Llama, LoadError> {
     let (file, content) = read_header(path)?;
-    let cfg = LlamaConfig { kv: opts.kv, ..config(&content)? };
+    let mut cfg = LlamaConfig { kv: opts.kv, ..config(&content)? };
     let mut t = Tensors { file, content, bits: opts.bits };
+    // Llama 3's frequency scaling, as llama.cpp's converter stores it: one divisor per
+    // rotary frequency.
+    if t.has("rope_freqs.weight") {
+        let half = cfg.head_dim / 2;
+        let factors = t.vector("rope_freqs.weight", half)?;
+        let divisors = cfg.rope_divisors.get_or_insert_with(|| vec![1.0; half]);
+        divisors.iter_mut().zip(factors).for_each(|(d, f)| *d *= f as f64);
+        cfg.validate().map_err(LoadError::Config)?;
+    }
     let stack =
         |parts: Vec<Matrix>, what: &str| Matrix::stack(parts).map_err(|e| LoadError::Weights(format!("{what}: {e}")));
     let mut layers = Vec::with_capacity(cfg.layers);
@@ -275,4 +302,115 @@ pub fn load(path: &Path, opts: Options) -> Result<Llama, LoadError> {
     let norm = t.vector("output_norm.weight", cfg.hidden)?;
     let output = if t.has("output.weight") { Some(t.matrix("output.weight")?) } else { None };
     Llama::new(cfg, embed, layers, norm, output).map_err(LoadError::Weights)
+}
+
+#[cfg(test)]
+mod tests {
+    use aiserve_core::generate::{GenItem, TextGenerator};
+    use candle_core::quantized::gguf_file::{self, Value};
+    use candle_core::quantized::QTensor;
+    use candle_core::Tensor;
+
+    use super::*;
+
+    const HIDDEN: usize = 64;
+    const HEAD_DIM: usize = 32;
+
+    /// A tiny llama GGUF (f32 weights from a fixed formula, 2 heads of 32) with `extra`
+    /// metadata and tensors.
+    fn tiny(extra_meta: &[(&str, Value)], extra_tensors: &[(&str, Vec<f32>)]) -> tempfile::NamedTempFile {
+        let (inter, vocab) = (96, 40);
+        let mut meta = vec![
+            ("general.architecture", Value::String("llama".into())),
+            ("llama.attention.head_count", Value::U32(2)),
+            ("llama.embedding_length", Value::U32(HIDDEN as u32)),
+            ("llama.feed_forward_length", Value::U32(inter as u32)),
+            ("llama.block_count", Value::U32(1)),
+            ("llama.context_length", Value::U32(64)),
+        ];
+        meta.extend(extra_meta.iter().map(|(k, v)| (*k, v.clone())));
+        let values = |n: usize, seed: usize| -> Vec<f32> {
+            let mut state = seed as u64 + 1;
+            (0..n)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.4
+                })
+                .collect()
+        };
+        let mut shapes: Vec<(&str, Vec<usize>)> = vec![
+            ("token_embd.weight", vec![vocab, HIDDEN]),
+            ("blk.0.attn_q.weight", vec![HIDDEN, HIDDEN]),
+            ("blk.0.attn_k.weight", vec![HIDDEN, HIDDEN]),
+            ("blk.0.attn_v.weight", vec![HIDDEN, HIDDEN]),
+            ("blk.0.attn_output.weight", vec![HIDDEN, HIDDEN]),
+            ("blk.0.ffn_gate.weight", vec![inter, HIDDEN]),
+            ("blk.0.ffn_up.weight", vec![inter, HIDDEN]),
+            ("blk.0.ffn_down.weight", vec![HIDDEN, inter]),
+        ];
+        let mut tensors: Vec<(&str, Vec<usize>, Vec<f32>)> = shapes
+            .drain(..)
+            .enumerate()
+            .map(|(seed, (name, shape))| (name, shape.clone(), values(shape.iter().product(), seed)))
+            .collect();
+        for norm in ["blk.0.attn_norm.weight", "blk.0.ffn_norm.weight", "output_norm.weight"] {
+            tensors.push((norm, vec![HIDDEN], vec![1.0; HIDDEN]));
+        }
+        tensors.extend(extra_tensors.iter().map(|(name, v)| (*name, vec![v.len()], v.clone())));
+        let q: Vec<(&str, QTensor)> = tensors
+            .into_iter()
+            .map(|(name, shape, v)| {
+                let t = Tensor::from_vec(v, shape, &Device::Cpu).unwrap();
+                (name, QTensor::quantize(&t, GgmlDType::F32).unwrap())
+            })
+            .collect();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (*k, v)).collect();
+        let tensor_refs: Vec<(&str, &QTensor)> = q.iter().map(|(k, t)| (*k, t)).collect();
+        gguf_file::write(&mut file.reopen().unwrap(), &meta_refs, &tensor_refs).unwrap();
+        file
+    }
+
+    /// Logits after a five-token prompt.
+    fn logits(file: &tempfile::NamedTempFile) -> Vec<f32> {
+        let mut model = load(file.path(), Options::default()).unwrap();
+        let mut seq = model.new_sequence();
+        let ids = [1, 5, 9, 2, 7];
+        let item = GenItem { state: &mut seq, tokens: &ids, prompt_len: ids.len(), logits: true };
+        model.forward(&mut [item]).unwrap().remove(0)
+    }
+
+    fn error(file: &tempfile::NamedTempFile) -> String {
+        load(file.path(), Options::default()).err().expect("the file should be refused").to_string()
+    }
+
+    #[test]
+    fn rope_frequency_factors_and_linear_scaling_turn_the_same_angles() {
+        let plain = logits(&tiny(&[], &[]));
+        let ones = logits(&tiny(&[], &[("rope_freqs.weight", vec![1.0; HEAD_DIM / 2])]));
+        assert_eq!(ones, plain, "divisors of 1 change nothing");
+        let halved = logits(&tiny(&[], &[("rope_freqs.weight", vec![2.0; HEAD_DIM / 2])]));
+        let worst = halved.iter().zip(&plain).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(worst > 1e-3, "scaled frequencies must change the logits (by {worst})");
+        let linear = tiny(
+            &[
+                ("llama.rope.scaling.type", Value::String("linear".into())),
+                ("llama.rope.scaling.factor", Value::F32(2.0)),
+            ],
+            &[],
+        );
+        assert_eq!(logits(&linear), halved, "linear factor 2 = every frequency divided by 2");
+    }
+
+    #[test]
+    fn unsupported_or_malformed_rope_scaling_is_refused_by_name() {
+        let short = error(&tiny(&[], &[("rope_freqs.weight", vec![1.0; 3])]));
+        assert!(short.contains("rope_freqs.weight") && short.contains("3 values"), "{short}");
+        let negative = error(&tiny(&[], &[("rope_freqs.weight", vec![-1.0; HEAD_DIM / 2])]));
+        assert!(negative.contains("must be positive"), "{negative}");
+        let yarn = error(&tiny(&[("llama.rope.scaling.type", Value::String("yarn".into()))], &[]));
+        assert!(yarn.contains("`yarn`"), "{yarn}");
+        let no_factor = error(&tiny(&[("llama.rope.scaling.type", Value::String("linear".into()))], &[]));
+        assert!(no_factor.contains("llama.rope.scaling.factor"), "{no_factor}");
+    }
 }

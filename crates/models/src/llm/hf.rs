@@ -12,9 +12,9 @@ use aiserve_core::LoadError;
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
-use super::attention::RopePairs;
 use super::kv::KvDtype;
 use super::llama::{Layer, Llama, LlamaConfig};
+use super::rope::{Llama3, RopePairs};
 use super::tokenizer::GenTokenizer;
 use crate::quant::Matrix;
 use crate::text::hf_dir::{model_type, read_json};
@@ -58,13 +58,10 @@ fn token_text(v: Option<&Value>) -> String {
 
 /// The shapes of a llama-family decoder from its `config.json`.
 pub fn llama_config(config: &Value) -> Result<LlamaConfig, LoadError> {
-    if config.get("rope_scaling").is_some_and(|v| !v.is_null()) {
-        return Err(LoadError::Unsupported(
-            "`rope_scaling` in config.json (scaled rotary embeddings) is not supported yet".into(),
-        ));
-    }
     let hidden = need(config, "hidden_size")?;
     let heads = need(config, "num_attention_heads")?;
+    let head_dim = uint(config, "head_dim").unwrap_or(hidden / heads.max(1));
+    let rope_theta = config.get("rope_theta").and_then(Value::as_f64).unwrap_or(10_000.0) as f32;
     let mut max_context = uint(config, "max_position_embeddings").unwrap_or(2048);
     if let Some(window) = uint(config, "sliding_window") {
         // Sliding-window attention equals full attention up to the window.
@@ -76,16 +73,54 @@ pub fn llama_config(config: &Value) -> Result<LlamaConfig, LoadError> {
         layers: need(config, "num_hidden_layers")?,
         heads,
         kv_heads: uint(config, "num_key_value_heads").unwrap_or(heads),
-        head_dim: uint(config, "head_dim").unwrap_or(hidden / heads.max(1)),
+        head_dim,
         vocab: need(config, "vocab_size")?,
         rms_eps: config.get("rms_norm_eps").and_then(Value::as_f64).unwrap_or(1e-6) as f32,
-        rope_theta: config.get("rope_theta").and_then(Value::as_f64).unwrap_or(10_000.0) as f32,
+        rope_theta,
         max_context,
         rope_pairs: RopePairs::Halves,
+        rope_divisors: rope_divisors(config, head_dim, rope_theta)?,
         kv: KvDtype::default(),
     };
     cfg.validate().map_err(LoadError::Config)?;
     Ok(cfg)
+}
+
+/// What each rotary frequency is divided by, from `rope_scaling` in config.json (as
+/// transformers reads it): `linear` divides them all by `factor`, `llama3` as [`Llama3`].
+fn rope_divisors(config: &Value, head_dim: usize, theta: f32) -> Result<Option<Vec<f64>>, LoadError> {
+    let Some(scaling) = config.get("rope_scaling").filter(|v| !v.is_null()) else { return Ok(None) };
+    let kind = scaling.get("rope_type").or_else(|| scaling.get("type")).and_then(Value::as_str).unwrap_or("default");
+    let number = |key: &str| {
+        scaling.get(key).and_then(Value::as_f64).filter(|v| v.is_finite() && *v > 0.0).ok_or_else(|| {
+            LoadError::Config(format!(
+                "`rope_scaling` of type `{kind}` needs a positive number `{key}`, got {}",
+                scaling.get(key).map_or("nothing".into(), Value::to_string)
+            ))
+        })
+    };
+    match kind {
+        "default" => Ok(None),
+        "linear" => Ok(Some(vec![number("factor")?; head_dim / 2])),
+        "llama3" => {
+            let l = Llama3 {
+                factor: number("factor")?,
+                low_freq_factor: number("low_freq_factor")?,
+                high_freq_factor: number("high_freq_factor")?,
+                original_context: number("original_max_position_embeddings")?,
+            };
+            if l.high_freq_factor <= l.low_freq_factor {
+                return Err(LoadError::Config(format!(
+                    "`rope_scaling`: `high_freq_factor` ({}) must exceed `low_freq_factor` ({})",
+                    l.high_freq_factor, l.low_freq_factor
+                )));
+            }
+            Ok(Some(l.divisors(head_dim, theta)))
+        }
+        other => Err(LoadError::Unsupported(format!(
+            "`rope_scaling` of type `{other}` in config.json (supported: linear, llama3)"
+        ))),
+    }
 }
 
 /// Limits, tokenizer and chat template of the generation model in `dir` (no weights read).
@@ -195,4 +230,60 @@ pub fn load_llama(dir: &Path, config: &Value, kv: KvDtype) -> Result<Llama, Load
     let output = if tied { None } else { Some(matrix("lm_head.weight", cfg.vocab, h)?) };
     let norm = w.get("model.norm.weight", &[h])?;
     Llama::new(cfg, embed, layers, norm, output).map_err(LoadError::Weights)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A one-head config with 128-value heads (Llama 3.1's size) and `rope_scaling`.
+    fn config(scaling: Value) -> Value {
+        json!({
+            "hidden_size": 128, "num_attention_heads": 1, "intermediate_size": 256, "num_hidden_layers": 1,
+            "vocab_size": 10, "rope_theta": 500000.0, "rope_scaling": scaling,
+        })
+    }
+
+    #[test]
+    fn rope_scaling_is_read_from_config_json() {
+        let llama3 = json!({
+            "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        });
+        let want = Llama3 { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_context: 8192.0 };
+        assert_eq!(llama_config(&config(llama3)).unwrap().rope_divisors, Some(want.divisors(128, 500000.0)));
+        // Older configs name the kind `type`.
+        let linear = llama_config(&config(json!({"type": "linear", "factor": 4.0}))).unwrap();
+        assert_eq!(linear.rope_divisors, Some(vec![4.0; 64]));
+        assert_eq!(llama_config(&config(Value::Null)).unwrap().rope_divisors, None);
+        assert_eq!(llama_config(&config(json!({"rope_type": "default"}))).unwrap().rope_divisors, None);
+    }
+
+    #[test]
+    fn unsupported_or_malformed_rope_scaling_is_refused_by_name() {
+        let llama3_without = |missing: &str| {
+            let mut s = json!({
+                "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 8192,
+            });
+            s.as_object_mut().unwrap().remove(missing);
+            s
+        };
+        let inverted = json!({
+            "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0,
+            "original_max_position_embeddings": 8192,
+        });
+        for (scaling, says) in [
+            (json!({"rope_type": "dynamic", "factor": 2.0}), "`dynamic`"),
+            (json!({"rope_type": "yarn", "factor": 4.0}), "`yarn`"),
+            (llama3_without("low_freq_factor"), "positive number `low_freq_factor`, got nothing"),
+            (json!({"rope_type": "linear", "factor": -2}), "positive number `factor`, got -2"),
+            (inverted, "`high_freq_factor` (1) must exceed `low_freq_factor` (4)"),
+        ] {
+            let err = llama_config(&config(scaling)).unwrap_err().to_string();
+            assert!(err.contains(says), "{err}");
+        }
+    }
 }

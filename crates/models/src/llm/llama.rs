@@ -10,8 +10,9 @@ use aiserve_core::generate::{GenItem, SeqState, TextGenerator};
 use aiserve_core::BackendError;
 
 use super::act::swiglu;
-use super::attention::{self, Rope};
+use super::attention;
 use super::kv::{Elem, KvDtype, Rows};
+use super::rope::{Rope, RopePairs};
 use crate::quant::team::Team;
 use crate::quant::Matrix;
 
@@ -28,7 +29,10 @@ pub struct LlamaConfig {
     pub rms_eps: f32,
     pub rope_theta: f32,
     pub max_context: usize,
-    pub rope_pairs: attention::RopePairs,
+    pub rope_pairs: RopePairs,
+    /// What each rotary frequency is divided by, for checkpoints that stretch their context
+    /// (`head_dim / 2` values; `None`: unscaled).
+    pub rope_divisors: Option<Vec<f64>>,
     /// What the KV caches store.
     pub kv: KvDtype,
 }
@@ -55,6 +59,19 @@ impl LlamaConfig {
         }
         if !self.head_dim.is_multiple_of(2) {
             return Err(format!("rotary embeddings need an even head size, got {}", self.head_dim));
+        }
+        if let Some(d) = &self.rope_divisors {
+            if d.len() != self.head_dim / 2 {
+                return Err(format!(
+                    "rotary frequency scaling has {} factors for {} frequencies (head size {})",
+                    d.len(),
+                    self.head_dim / 2,
+                    self.head_dim
+                ));
+            }
+            if let Some(bad) = d.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
+                return Err(format!("rotary frequency scaling factors must be positive, got {bad}"));
+            }
         }
         Ok(())
     }
@@ -128,7 +145,7 @@ impl Llama {
         if norm.len() != h {
             return Err(format!("the final norm must have {h} values"));
         }
-        let rope = Rope::new(cfg.head_dim, cfg.rope_theta, cfg.rope_pairs);
+        let rope = Rope::new(cfg.head_dim, cfg.rope_theta, cfg.rope_pairs, cfg.rope_divisors.as_deref());
         Ok(Self { cfg, embed, layers, norm, output, rope, team: Team::new(crate::compute_threads()) })
     }
 

@@ -7,6 +7,7 @@ pub mod gguf;
 pub mod hf;
 pub mod kv;
 pub mod llama;
+pub mod rope;
 pub mod t5;
 pub mod tokenizer;
 
