@@ -1,11 +1,12 @@
 //! The quantized product alone on SmolLM2-135M's shapes (576 → 1536 and back) with seeded random
-//! Q4_1 weights: nanoseconds per activation row and 128 multiply-adds for 1, 2, 4, 8 and 16
-//! rows, the fastest of 15 timings. The weights of 8 layers (7 MB) exceed L2; `LAYERS=64`
-//! (70 MB) makes them stream from memory as a model's do. `THREADS=2` shares each product among
-//! two threads (one by default), `SHAPE=up` or `SHAPE=down` keeps one direction only,
-//! `SHAPE=small` uses 64-row matrices (per-call costs show), `AISERVE_NO_AMX=1` keeps 16 rows and
-//! more off the tile-multiply unit, `AISERVE_NO_VNNI=1` the AVX2
-//! multiply-adds, `AISERVE_ACTIVATION_BITS=8` the 8-bit activations.
+//! Q4_1 weights (or `FORMAT`'s): nanoseconds per activation row and 128 multiply-adds for 1, 2,
+//! 4, 8 and 16 rows, the fastest of 15 timings. The weights of 8 layers (7 MB) exceed L2;
+//! `LAYERS=64` (70 MB) makes them stream from memory as a model's do. `THREADS=2` shares each
+//! product among two threads (one by default), `SHAPE=up` or `SHAPE=down` keeps one direction
+//! only, `SHAPE=small` uses 64-row matrices (per-call costs show), `AISERVE_NO_AMX=1` keeps 16
+//! rows and more off the tile-multiply unit, `AISERVE_NO_VNNI=1` the AVX2 multiply-adds,
+//! `AISERVE_ACTIVATION_BITS=8` the 8-bit activations, `FORMAT=q4k` Q4_K's weights as loaded (f32
+//! scales per 32 values), `FORMAT=f32` the same values unquantized.
 //!
 //!   cargo bench -p aiserve-models --bench quant_matmul
 
@@ -29,6 +30,7 @@ fn main() {
         Ok("8") => Bits::Eight,
         _ => Bits::Sixteen,
     };
+    let format = std::env::var("FORMAT").unwrap_or_else(|_| "q4_1".into());
     let layers: usize = std::env::var("LAYERS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
     let mats: Vec<(Matrix, usize)> = (0..layers)
         .flat_map(|_| match std::env::var("SHAPE").as_deref() {
@@ -37,15 +39,30 @@ fn main() {
             _ => [(rows, cols), (cols, rows)],
         })
         .map(|(r, c)| {
-            let mut bytes = Vec::with_capacity(r * c / 32 * 20);
+            let mut bytes = Vec::with_capacity(r * c / 32 * 24);
             for _ in 0..r * c / 32 {
-                let d = half::f16::from_f32(0.001 + (next() % 1000) as f32 * 1e-5).to_bits().to_le_bytes();
-                let m = half::f16::from_f32(-((next() % 1000) as f32) * 1e-4).to_bits().to_le_bytes();
-                bytes.extend_from_slice(&d);
-                bytes.extend_from_slice(&m);
+                let (d, m) = (0.001 + (next() % 1000) as f32 * 1e-5, -((next() % 1000) as f32) * 1e-4);
+                if format == "q4_1" {
+                    bytes.extend_from_slice(&half::f16::from_f32(d).to_bits().to_le_bytes());
+                    bytes.extend_from_slice(&half::f16::from_f32(m).to_bits().to_le_bytes());
+                } else {
+                    bytes.extend_from_slice(&d.to_le_bytes());
+                    bytes.extend_from_slice(&m.to_le_bytes());
+                }
                 bytes.extend((0..16).map(|_| next() as u8));
             }
-            (Matrix::quantized(Format::Q4_1, bits, r, c, bytes).unwrap(), c)
+            let m = match format.as_str() {
+                "q4_1" => Matrix::quantized(Format::Q4_1, bits, r, c, bytes),
+                "q4k" => Matrix::quantized(Format::Q4K, bits, r, c, bytes),
+                // What a format without a kernel becomes: its values as f32.
+                _ => {
+                    let q = Matrix::quantized(Format::Q4K, bits, r, c, bytes).unwrap();
+                    let mut values = vec![0.0; r * c];
+                    values.chunks_exact_mut(c).enumerate().for_each(|(i, row)| q.row_into(i, row));
+                    Matrix::f32(r, c, values)
+                }
+            };
+            (m.unwrap(), c)
         })
         .collect();
     let macs_per_pass: usize = mats.iter().map(|(m, _)| m.rows() * m.cols()).sum();

@@ -18,7 +18,7 @@ use super::llama::{Layer, Llama, LlamaConfig};
 use super::rope::RopePairs;
 use super::tokenizer::GenTokenizer;
 use super::Options;
-use crate::quant::{Bits, Format, Matrix};
+use crate::quant::{q4_k, Bits, Format, Matrix};
 use crate::text::gguf_tokenizer;
 
 /// Texts llama.cpp also treats as end of generation when the vocabulary marks them as control.
@@ -217,10 +217,16 @@ impl Tensors {
             GgmlDType::Q4_0 => Some(Format::Q4_0),
             GgmlDType::Q4_1 => Some(Format::Q4_1),
             GgmlDType::Q8_0 => Some(Format::Q8_0),
+            GgmlDType::Q4K => Some(Format::Q4K),
             _ => None,
         };
         let bad = |e: String| LoadError::Weights(format!("`{name}`: {e}"));
         match format {
+            Some(Format::Q4K) => {
+                let (_, _, bytes) = self.raw(name)?;
+                let blocks = q4_k::to_blocks(&bytes).map_err(bad)?;
+                Matrix::quantized(Format::Q4K, self.bits, rows, cols, blocks).map_err(bad)
+            }
             Some(format) => {
                 let (_, _, bytes) = self.raw(name)?;
                 Matrix::quantized(format, self.bits, rows, cols, bytes).map_err(bad)
@@ -319,11 +325,30 @@ mod tests {
     /// A tiny llama GGUF (f32 weights from a fixed formula, 2 heads of 32) with `extra`
     /// metadata and tensors.
     fn tiny(extra_meta: &[(&str, Value)], extra_tensors: &[(&str, Vec<f32>)]) -> tempfile::NamedTempFile {
-        let (inter, vocab) = (96, 40);
+        tiny_with(HIDDEN, Weights::F32, extra_meta, extra_tensors)
+    }
+
+    /// How [`tiny_with`] stores its matrices.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Weights {
+        F32,
+        /// Quantized to this format.
+        Quantized(GgmlDType),
+        /// Quantized to this format and back: the same values as f32.
+        Dequantized(GgmlDType),
+    }
+
+    fn tiny_with(
+        hidden: usize,
+        weights: Weights,
+        extra_meta: &[(&str, Value)],
+        extra_tensors: &[(&str, Vec<f32>)],
+    ) -> tempfile::NamedTempFile {
+        let (inter, vocab) = (2 * hidden, 40);
         let mut meta = vec![
             ("general.architecture", Value::String("llama".into())),
             ("llama.attention.head_count", Value::U32(2)),
-            ("llama.embedding_length", Value::U32(HIDDEN as u32)),
+            ("llama.embedding_length", Value::U32(hidden as u32)),
             ("llama.feed_forward_length", Value::U32(inter as u32)),
             ("llama.block_count", Value::U32(1)),
             ("llama.context_length", Value::U32(64)),
@@ -339,14 +364,14 @@ mod tests {
                 .collect()
         };
         let mut shapes: Vec<(&str, Vec<usize>)> = vec![
-            ("token_embd.weight", vec![vocab, HIDDEN]),
-            ("blk.0.attn_q.weight", vec![HIDDEN, HIDDEN]),
-            ("blk.0.attn_k.weight", vec![HIDDEN, HIDDEN]),
-            ("blk.0.attn_v.weight", vec![HIDDEN, HIDDEN]),
-            ("blk.0.attn_output.weight", vec![HIDDEN, HIDDEN]),
-            ("blk.0.ffn_gate.weight", vec![inter, HIDDEN]),
-            ("blk.0.ffn_up.weight", vec![inter, HIDDEN]),
-            ("blk.0.ffn_down.weight", vec![HIDDEN, inter]),
+            ("token_embd.weight", vec![vocab, hidden]),
+            ("blk.0.attn_q.weight", vec![hidden, hidden]),
+            ("blk.0.attn_k.weight", vec![hidden, hidden]),
+            ("blk.0.attn_v.weight", vec![hidden, hidden]),
+            ("blk.0.attn_output.weight", vec![hidden, hidden]),
+            ("blk.0.ffn_gate.weight", vec![inter, hidden]),
+            ("blk.0.ffn_up.weight", vec![inter, hidden]),
+            ("blk.0.ffn_down.weight", vec![hidden, inter]),
         ];
         let mut tensors: Vec<(&str, Vec<usize>, Vec<f32>)> = shapes
             .drain(..)
@@ -354,14 +379,24 @@ mod tests {
             .map(|(seed, (name, shape))| (name, shape.clone(), values(shape.iter().product(), seed)))
             .collect();
         for norm in ["blk.0.attn_norm.weight", "blk.0.ffn_norm.weight", "output_norm.weight"] {
-            tensors.push((norm, vec![HIDDEN], vec![1.0; HIDDEN]));
+            tensors.push((norm, vec![hidden], vec![1.0; hidden]));
         }
         tensors.extend(extra_tensors.iter().map(|(name, v)| (*name, vec![v.len()], v.clone())));
         let q: Vec<(&str, QTensor)> = tensors
             .into_iter()
             .map(|(name, shape, v)| {
-                let t = Tensor::from_vec(v, shape, &Device::Cpu).unwrap();
-                (name, QTensor::quantize(&t, GgmlDType::F32).unwrap())
+                let t = Tensor::from_vec(v, shape.clone(), &Device::Cpu).unwrap();
+                let q = |dtype| QTensor::quantize(&t, dtype).unwrap();
+                let q = match weights {
+                    _ if shape.len() == 1 => q(GgmlDType::F32),
+                    Weights::F32 => q(GgmlDType::F32),
+                    Weights::Quantized(dtype) => q(dtype),
+                    Weights::Dequantized(dtype) => {
+                        let back = q(dtype).dequantize(&Device::Cpu).unwrap();
+                        QTensor::quantize(&back, GgmlDType::F32).unwrap()
+                    }
+                };
+                (name, q)
             })
             .collect();
         let file = tempfile::NamedTempFile::new().unwrap();
@@ -400,6 +435,19 @@ mod tests {
             &[],
         );
         assert_eq!(logits(&linear), halved, "linear factor 2 = every frequency divided by 2");
+    }
+
+    #[test]
+    fn q4_k_weights_give_the_logits_of_their_values() {
+        // Q4_K's rows are whole super-blocks of 256 values.
+        let quantized = logits(&tiny_with(256, Weights::Quantized(GgmlDType::Q4K), &[], &[]));
+        let values = logits(&tiny_with(256, Weights::Dequantized(GgmlDType::Q4K), &[], &[]));
+        let scale = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let worst = quantized.iter().zip(&values).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        // Only the activations' 16-bit rounding differs.
+        assert!(worst < 1e-3 * scale, "Q4_K logits differ from its values' by {worst} (of {scale})");
+        let model = load(tiny_with(256, Weights::Quantized(GgmlDType::Q4K), &[], &[]).path(), Options::default());
+        assert_eq!(model.unwrap().layers[0].down.format_name(), "Q4K");
     }
 
     #[test]

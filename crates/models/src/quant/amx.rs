@@ -137,7 +137,7 @@ mod imp {
 
     use super::ROWS;
     use crate::quant::layout::{self, TILE};
-    use crate::quant::tiles::simd::{format, Q4_0, Q4_1, Q8_0};
+    use crate::quant::tiles::simd::{format, header16, Q8_0};
     use crate::quant::tiles::Scales;
     use crate::quant::{Out, BLOCK};
 
@@ -318,12 +318,7 @@ mod imp {
                 for (g, b) in blocks.clone().enumerate() {
                     let blk = tile.add(b * tbb);
                     // The same float work as the vector kernels (`tiles::rows_zmm`).
-                    let dw = _mm512_cvtph_ps(_mm256_loadu_si256(blk as *const __m256i));
-                    let mw = match F {
-                        Q4_1 => _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(2 * TILE) as *const __m256i)),
-                        Q4_0 => _mm512_mul_ps(dw, _mm512_set1_ps(-8.0)),
-                        _ => dw,
-                    };
+                    let (dw, mw) = header16::<F>(blk);
                     let c = c.add(g * SUMS);
                     for (k, acc) in acc.iter_mut().enumerate().take(m) {
                         let j = (i0 + k) * nb + b;

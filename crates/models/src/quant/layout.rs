@@ -3,7 +3,7 @@
 //!
 //! Tile `t` holds rows `16t..16t + 16`. For each block `b` of those rows (values `32b..32b + 32`
 //! of each row), in order: a header of the 16 rows' f16 scales (then, for Q4_1, their 16 f16
-//! minimums), then the 16 × 32 values as 16 *pair rows*. Pair row `r` holds values `2r` and
+//! minimums; Q4K: 16 f32 scales and 16 f32 terms), then the 16 × 32 values as 16 *pair rows*. Pair row `r` holds values `2r` and
 //! `2r + 1` of every weight row (row `j` at positions `2j` and `2j + 1`). Multiply-adding pair
 //! row `r` with activation values `2r, 2r + 1` broadcast to every lane (`pmaddwd`) adds to lane
 //! `j` a partial sum of row `j` alone: 16 such instructions give 16 rows' block sums in 16 lanes,
@@ -26,13 +26,28 @@ use super::{Bits, Format, BLOCK};
 /// Weight rows per tile.
 pub const TILE: usize = 16;
 
-/// Header bytes of a tile block: 16 f16 scales, and for Q4_1 16 f16 minimums.
+/// Header bytes of a tile block: 16 f16 scales, and for Q4_1 16 f16 minimums (Q4K: 16 f32
+/// scales and 16 f32 terms).
 pub const fn header(format: Format) -> usize {
-    if matches!(format, Format::Q4_1) {
-        4 * TILE
-    } else {
-        2 * TILE
+    match format {
+        Format::Q4_1 => 4 * TILE,
+        Format::Q4K => 8 * TILE,
+        _ => 2 * TILE,
     }
+}
+
+/// Bytes of one row's scale (and of its term) in a tile block's header.
+const fn scale_bytes(format: Format) -> usize {
+    if matches!(format, Format::Q4K) {
+        4
+    } else {
+        2
+    }
+}
+
+/// Whether the header holds a term per row after the scales.
+const fn has_term(format: Format) -> bool {
+    matches!(format, Format::Q4_1 | Format::Q4K)
 }
 
 /// Bytes of one tile block (16 rows × 32 values), the size of 16 GGUF blocks.
@@ -63,9 +78,10 @@ pub fn pack(format: Format, bits: Bits, rows: usize, nb: usize, gguf: &[u8]) -> 
         for b in 0..nb {
             let blk = &gguf[(r * nb + b) * bb..(r * nb + b + 1) * bb];
             let dst = &mut out[(t * nb + b) * tbb..(t * nb + b + 1) * tbb];
-            dst[2 * j..2 * j + 2].copy_from_slice(&blk[..2]);
-            if format == Format::Q4_1 {
-                dst[2 * (TILE + j)..2 * (TILE + j) + 2].copy_from_slice(&blk[2..4]);
+            let sb = scale_bytes(format);
+            dst[sb * j..sb * (j + 1)].copy_from_slice(&blk[..sb]);
+            if has_term(format) {
+                dst[sb * (TILE + j)..sb * (TILE + j + 1)].copy_from_slice(&blk[sb..2 * sb]);
             }
             let payload = &mut dst[header(format)..];
             for p in 0..BLOCK {
@@ -80,11 +96,12 @@ pub fn pack(format: Format, bits: Bits, rows: usize, nb: usize, gguf: &[u8]) -> 
     out
 }
 
-/// Bytes before the values in a GGUF block.
+/// Bytes before the values in a GGUF block (or a [`Format::Q4K`] block).
 const fn header_bytes_gguf(format: Format) -> usize {
-    match format {
-        Format::Q4_1 => 4,
-        _ => 2,
+    if has_term(format) {
+        2 * scale_bytes(format)
+    } else {
+        scale_bytes(format)
     }
 }
 
@@ -94,9 +111,10 @@ pub fn gguf_row(format: Format, bits: Bits, packed: &[u8], nb: usize, r: usize, 
     let (t, j) = (r / TILE, r % TILE);
     for b in 0..nb {
         let src = &packed[(t * nb + b) * tbb..(t * nb + b + 1) * tbb];
-        out.extend_from_slice(&src[2 * j..2 * j + 2]);
-        if format == Format::Q4_1 {
-            out.extend_from_slice(&src[2 * (TILE + j)..2 * (TILE + j) + 2]);
+        let sb = scale_bytes(format);
+        out.extend_from_slice(&src[sb * j..sb * (j + 1)]);
+        if has_term(format) {
+            out.extend_from_slice(&src[sb * (TILE + j)..sb * (TILE + j + 1)]);
         }
         let payload = &src[header(format)..];
         let value = |p: usize| {
@@ -137,11 +155,12 @@ pub fn read_block(
     let (t, j) = (r / TILE, r % TILE);
     let src = &packed[(t * nb + b) * tbb..(t * nb + b + 1) * tbb];
     let f16 = |i: usize| half::f16::from_bits(u16::from_le_bytes([src[i], src[i + 1]])).to_f32();
-    let d = f16(2 * j);
-    let m = match format {
-        Format::Q4_0 => -8.0 * d,
-        Format::Q4_1 => f16(2 * (TILE + j)),
-        Format::Q8_0 => 0.0,
+    let f32 = |i: usize| f32::from_le_bytes(src[i..i + 4].try_into().expect("4 bytes"));
+    let (d, m) = match format {
+        Format::Q4_0 => (f16(2 * j), -8.0 * f16(2 * j)),
+        Format::Q4_1 => (f16(2 * j), f16(2 * (TILE + j))),
+        Format::Q8_0 => (f16(2 * j), 0.0),
+        Format::Q4K => (f32(4 * j), f32(4 * (TILE + j))),
     };
     let payload = &src[header(format)..];
     let q = std::array::from_fn(|p| {

@@ -11,16 +11,17 @@
 //! ([`int8`], llama.cpp's choice, [`Bits::Eight`]) double that again but change small models'
 //! answers. [`tiles`] runs the products for either width; from 16 activation rows on (prompts,
 //! big batches), 16-bit products run on the tile-multiply unit where the CPU has one ([`amx`]),
-//! with the same bits. Every activation row meets each
-//! unpacked weight vector, so a batch of sequences reads the weights once, and each row's
-//! arithmetic is the same in any batch.
-//! Formats without a kernel here are dequantized to f32 by candle at load time.
+//! with the same bits. Every activation row meets each unpacked weight vector, so a batch of
+//! sequences reads the weights once, and each row's arithmetic is the same in any batch.
+//! Q4_K super-blocks become 4-bit blocks of 32 with f32 scales at load time ([`q4_k`]); formats
+//! without a kernel here are dequantized to f32 by candle at load time.
 
 pub mod amx;
 mod avx2;
 pub mod int16;
 pub mod int8;
 pub mod layout;
+pub mod q4_k;
 #[cfg(test)]
 mod scalar;
 pub mod team;
@@ -40,6 +41,9 @@ pub enum Format {
     Q4_1,
     /// f16 scale `d`, 32 signed bytes: `w = d·q`.
     Q8_0,
+    /// f32 scale `d` and term `m`, 32 4-bit values: `w = d·q + m`; what GGML's Q4_K
+    /// super-blocks become at load time ([`q4_k`]).
+    Q4K,
 }
 
 impl Format {
@@ -48,6 +52,7 @@ impl Format {
             Format::Q4_0 => 18,
             Format::Q4_1 => 20,
             Format::Q8_0 => 34,
+            Format::Q4K => 24,
         }
     }
 }
@@ -320,6 +325,12 @@ mod tests {
                 let m = half::f16::from_f32(-((next() % 1000) as f32) * 1e-4).to_bits().to_le_bytes();
                 out.extend_from_slice(&m);
             }
+            if format == Format::Q4K {
+                // f32 scale and term instead (what the f16 above becomes: its bits replaced).
+                out.truncate(out.len() - 2);
+                out.extend_from_slice(&(0.001 + (next() % 1000) as f32 * 1.3e-5).to_le_bytes());
+                out.extend_from_slice(&(-((next() % 1000) as f32) * 1.1e-4).to_le_bytes());
+            }
             let payload = bb - out.len() % bb;
             for _ in 0..payload {
                 out.push(next() as u8);
@@ -347,13 +358,15 @@ mod tests {
     }
 
     /// Every format with each activation width.
-    pub(crate) const KINDS: [(Format, Bits); 6] = [
+    pub(crate) const KINDS: [(Format, Bits); 8] = [
         (Format::Q4_0, Bits::Sixteen),
         (Format::Q4_1, Bits::Sixteen),
         (Format::Q8_0, Bits::Sixteen),
+        (Format::Q4K, Bits::Sixteen),
         (Format::Q4_0, Bits::Eight),
         (Format::Q4_1, Bits::Eight),
         (Format::Q8_0, Bits::Eight),
+        (Format::Q4K, Bits::Eight),
     ];
 
     #[test]

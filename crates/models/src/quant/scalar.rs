@@ -21,5 +21,10 @@ pub fn dequantize_block(format: Format, blk: &[u8], out: &mut [f32]) {
             (0..BLOCK).for_each(|j| out[j] = nibble(&blk[4..], j).mul_add(d, m));
         }
         Format::Q8_0 => (0..BLOCK).for_each(|j| out[j] = d * blk[2 + j] as i8 as f32),
+        Format::Q4K => {
+            let f32_at = |at: usize| f32::from_le_bytes(blk[at..at + 4].try_into().expect("4 bytes"));
+            let (d, m) = (f32_at(0), f32_at(4));
+            (0..BLOCK).for_each(|j| out[j] = nibble(&blk[8..], j).mul_add(d, m));
+        }
     }
 }

@@ -209,6 +209,7 @@ pub(crate) mod simd {
     pub const Q4_0: u8 = 0;
     pub const Q4_1: u8 = 1;
     pub const Q8_0: u8 = 2;
+    pub const Q4K: u8 = 3;
     /// Most activation rows multiplied per unpacked weight vector (4 and 6 measured slower).
     const ROWS: usize = 8;
 
@@ -226,6 +227,10 @@ pub(crate) mod simd {
                 }
                 $crate::quant::Format::Q8_0 => {
                     const $f: u8 = $crate::quant::tiles::simd::Q8_0;
+                    $body
+                }
+                $crate::quant::Format::Q4K => {
+                    const $f: u8 = $crate::quant::tiles::simd::Q4K;
                     $body
                 }
             }
@@ -260,6 +265,7 @@ pub(crate) mod simd {
         match f {
             Q4_0 => Format::Q4_0,
             Q4_1 => Format::Q4_1,
+            Q4K => Format::Q4K,
             _ => Format::Q8_0,
         }
     }
@@ -392,13 +398,7 @@ pub(crate) mod simd {
                     s[(2 * c + 1) % K] = W::dot16::<F>(s[(2 * c + 1) % K], w[1], xb);
                 }
             }
-            // The tile's 16 scales, and terms per unit of activation.
-            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(blk as *const __m256i));
-            let m = match F {
-                Q4_1 => _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(2 * TILE) as *const __m256i)),
-                Q4_0 => _mm512_mul_ps(dw, _mm512_set1_ps(-8.0)),
-                _ => dw,
-            };
+            let (dw, m) = header16::<F>(blk);
             for (k, s) in sums.iter().enumerate() {
                 let j = (i0 + k) * nb + b;
                 let sum = match K {
@@ -415,6 +415,39 @@ pub(crate) mod simd {
             }
         }
         acc
+    }
+
+    /// Rows `8h..8h + 8` of a tile block's header: their scales, and the term each adds per
+    /// unit of activation (Q4_0: `−8·d`; Q8_0: none, the scales returned in its place).
+    #[inline(always)]
+    unsafe fn header8<const F: u8>(blk: *const u8, h: usize) -> (__m256, __m256) {
+        if F == Q4K {
+            let at = |i: usize| _mm256_loadu_ps(blk.add(i) as *const f32);
+            return (at(32 * h), at(4 * TILE + 32 * h));
+        }
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16 * h) as *const __m128i));
+        let m = match F {
+            Q4_1 => _mm256_cvtph_ps(_mm_loadu_si128(blk.add(2 * TILE + 16 * h) as *const __m128i)),
+            Q4_0 => _mm256_mul_ps(dw, _mm256_set1_ps(-8.0)),
+            _ => dw,
+        };
+        (dw, m)
+    }
+
+    /// [`header8`] for all 16 rows (AVX-512 F).
+    #[inline(always)]
+    pub unsafe fn header16<const F: u8>(blk: *const u8) -> (__m512, __m512) {
+        if F == Q4K {
+            let at = |i: usize| _mm512_loadu_ps(blk.add(i) as *const f32);
+            return (at(0), at(4 * TILE));
+        }
+        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(blk as *const __m256i));
+        let m = match F {
+            Q4_1 => _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(2 * TILE) as *const __m256i)),
+            Q4_0 => _mm512_mul_ps(dw, _mm512_set1_ps(-8.0)),
+            _ => dw,
+        };
+        (dw, m)
     }
 
     /// Inlined into the entry points, which carry the target features.
@@ -485,13 +518,7 @@ pub(crate) mod simd {
                 }
             }
             for h in 0..2 {
-                // Rows 8h..8h + 8 of the tile: scales, and the term per unit of activation.
-                let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16 * h) as *const __m128i));
-                let m = match F {
-                    Q4_1 => _mm256_cvtph_ps(_mm_loadu_si128(blk.add(2 * TILE + 16 * h) as *const __m128i)),
-                    Q4_0 => _mm256_mul_ps(dw, _mm256_set1_ps(-8.0)),
-                    _ => dw,
-                };
+                let (dw, m) = header8::<F>(blk, h);
                 for (k, sums) in sums.iter().enumerate() {
                     let s4 = &sums[h];
                     let j = (i0 + k) * nb + b;
@@ -516,4 +543,4 @@ pub(crate) mod simd {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub use simd::{wide, Q4_0, Q4_1, Q8_0};
+pub use simd::{wide, Q4K, Q4_0, Q4_1, Q8_0};
