@@ -6,7 +6,8 @@
 //! only, `SHAPE=small` uses 64-row matrices (per-call costs show), `AISERVE_NO_AMX=1` keeps 16
 //! rows and more off the tile-multiply unit, `AISERVE_NO_VNNI=1` the AVX2 multiply-adds,
 //! `AISERVE_ACTIVATION_BITS=8` the 8-bit activations, `FORMAT=q4k` Q4_K's weights as loaded (f32
-//! scales per 32 values), `FORMAT=f32` the same values unquantized.
+//! scales per 32 values), `FORMAT=f32` the same values unquantized, `FORMAT=q6k` Q6_K's as
+//! loaded (signed bytes, f32 scales per 16 values).
 //!
 //!   cargo bench -p aiserve-models --bench quant_matmul
 
@@ -39,7 +40,16 @@ fn main() {
             _ => [(rows, cols), (cols, rows)],
         })
         .map(|(r, c)| {
-            let mut bytes = Vec::with_capacity(r * c / 32 * 24);
+            let mut bytes = Vec::with_capacity(r * c / 32 * 40);
+            if format == "q6k" {
+                for _ in 0..r * c / 32 {
+                    for _ in 0..2 {
+                        bytes.extend_from_slice(&(0.001 + (next() % 1000) as f32 * 1e-5).to_le_bytes());
+                    }
+                    bytes.extend((0..32).map(|_| ((next() as i8) >> 2) as u8));
+                }
+                return (Matrix::quantized(Format::Q6K, bits, r, c, bytes).unwrap(), c);
+            }
             for _ in 0..r * c / 32 {
                 let (d, m) = (0.001 + (next() % 1000) as f32 * 1e-5, -((next() % 1000) as f32) * 1e-4);
                 if format == "q4_1" {

@@ -18,7 +18,7 @@ use super::llama::{Layer, Llama, LlamaConfig};
 use super::rope::RopePairs;
 use super::tokenizer::GenTokenizer;
 use super::Options;
-use crate::quant::{q4_k, Bits, Format, Matrix};
+use crate::quant::{q4_k, q6_k, Bits, Format, Matrix};
 use crate::text::gguf_tokenizer;
 
 /// Texts llama.cpp also treats as end of generation when the vocabulary marks them as control.
@@ -218,6 +218,7 @@ impl Tensors {
             GgmlDType::Q4_1 => Some(Format::Q4_1),
             GgmlDType::Q8_0 => Some(Format::Q8_0),
             GgmlDType::Q4K => Some(Format::Q4K),
+            GgmlDType::Q6K => Some(Format::Q6K),
             _ => None,
         };
         let bad = |e: String| LoadError::Weights(format!("`{name}`: {e}"));
@@ -226,6 +227,11 @@ impl Tensors {
                 let (_, _, bytes) = self.raw(name)?;
                 let blocks = q4_k::to_blocks(&bytes).map_err(bad)?;
                 Matrix::quantized(Format::Q4K, self.bits, rows, cols, blocks).map_err(bad)
+            }
+            Some(Format::Q6K) => {
+                let (_, _, bytes) = self.raw(name)?;
+                let blocks = q6_k::to_blocks(&bytes).map_err(bad)?;
+                Matrix::quantized(Format::Q6K, self.bits, rows, cols, blocks).map_err(bad)
             }
             Some(format) => {
                 let (_, _, bytes) = self.raw(name)?;
@@ -438,16 +444,18 @@ mod tests {
     }
 
     #[test]
-    fn q4_k_weights_give_the_logits_of_their_values() {
-        // Q4_K's rows are whole super-blocks of 256 values.
-        let quantized = logits(&tiny_with(256, Weights::Quantized(GgmlDType::Q4K), &[], &[]));
-        let values = logits(&tiny_with(256, Weights::Dequantized(GgmlDType::Q4K), &[], &[]));
-        let scale = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let worst = quantized.iter().zip(&values).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-        // Only the activations' 16-bit rounding differs.
-        assert!(worst < 1e-3 * scale, "Q4_K logits differ from its values' by {worst} (of {scale})");
-        let model = load(tiny_with(256, Weights::Quantized(GgmlDType::Q4K), &[], &[]).path(), Options::default());
-        assert_eq!(model.unwrap().layers[0].down.format_name(), "Q4K");
+    fn k_quant_weights_give_the_logits_of_their_values() {
+        for (dtype, name) in [(GgmlDType::Q4K, "Q4K"), (GgmlDType::Q6K, "Q6K")] {
+            // K-quants' rows are whole super-blocks of 256 values.
+            let quantized = logits(&tiny_with(256, Weights::Quantized(dtype), &[], &[]));
+            let values = logits(&tiny_with(256, Weights::Dequantized(dtype), &[], &[]));
+            let scale = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let worst = quantized.iter().zip(&values).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            // Only the activations' 16-bit rounding differs.
+            assert!(worst < 1e-3 * scale, "{name} logits differ from its values' by {worst} (of {scale})");
+            let model = load(tiny_with(256, Weights::Quantized(dtype), &[], &[]).path(), Options::default());
+            assert_eq!(model.unwrap().layers[0].down.format_name(), name);
+        }
     }
 
     #[test]

@@ -125,6 +125,7 @@ pub unsafe fn dot_tiles(
 ) {
     use super::tiles::simd::by_format;
     assert!(rows.n == scales.n && rows.nb == scales.nb);
+    assert!(!format.split_scales(), "the unit's sums cover whole blocks");
     assert!(tiles.end * scales.nb * super::layout::tile_block_bytes(format) <= packed.len());
     assert!(tiles.end * super::layout::TILE < out.rows + super::layout::TILE && out.rows <= out.stride);
     by_format!(format, |F| unsafe { imp::tiles::<F>(packed, tiles, scales, rows.bytes.as_ptr(), out) })
@@ -137,7 +138,7 @@ mod imp {
 
     use super::ROWS;
     use crate::quant::layout::{self, TILE};
-    use crate::quant::tiles::simd::{format, header16, Q8_0};
+    use crate::quant::tiles::simd::{format, header16, signed};
     use crate::quant::tiles::Scales;
     use crate::quant::{Out, BLOCK};
 
@@ -190,7 +191,7 @@ mod imp {
             1, 16, 0,
         );
         let join = |v: __m512i| _mm512_permutexvar_epi16(words, v);
-        if F == Q8_0 {
+        if signed(F) {
             // Pair rows 2c, 2c + 1 and 2c + 8, 2c + 9.
             return [join(load(64 * c)), join(load(64 * (c + 4)))];
         }
@@ -249,7 +250,7 @@ mod imp {
                 }
             };
         }
-        if F == Q8_0 {
+        if signed(F) {
             run!("tdpbssd")
         } else {
             run!("tdpbsud")
@@ -327,7 +328,7 @@ mod imp {
                         let sum = _mm512_add_epi32(_mm512_slli_epi32::<8>(high), low);
                         let scale = _mm512_mul_ps(dw, _mm512_set1_ps(*dx.get_unchecked(j)));
                         let mut a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, *acc);
-                        if F != Q8_0 {
+                        if !signed(F) {
                             a = _mm512_fmadd_ps(mw, _mm512_set1_ps(*sx.get_unchecked(j)), a);
                         }
                         *acc = a;

@@ -105,6 +105,10 @@ impl Width for Sixteen {
         out: &super::Out,
     ) -> bool {
         let Some(split) = &acts.split else { return false };
+        if format.split_scales() {
+            // The unit's sums cover whole blocks; these need their halves apart.
+            return false;
+        }
         // SAFETY: the split exists only where the unit is available.
         unsafe { super::amx::dot_tiles(format, packed, tiles, &acts.scales, split, out) };
         true
@@ -120,7 +124,7 @@ impl Width for Sixteen {
     #[inline(always)]
     unsafe fn weights<const F: u8>(payload: *const u8, h: usize, c: usize) -> [std::arch::x86_64::__m256i; 2] {
         use std::arch::x86_64::*;
-        if F == super::tiles::Q8_0 {
+        if super::tiles::signed(F) {
             let at = |r: usize| _mm256_cvtepi8_epi16(_mm_loadu_si128(payload.add(32 * r + 16 * h) as *const __m128i));
             [at(c), at(c + 8)]
         } else {

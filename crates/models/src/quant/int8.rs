@@ -76,7 +76,7 @@ impl Width for Eight {
     #[inline(always)]
     unsafe fn weights<const F: u8>(payload: *const u8, h: usize, c: usize) -> [std::arch::x86_64::__m256i; 2] {
         use std::arch::x86_64::*;
-        if F == super::tiles::Q8_0 {
+        if super::tiles::signed(F) {
             // Quad rows c and c + 4 of half h, as they are (signed).
             let at = |r: usize| _mm256_loadu_si256(payload.add(32 * (8 * h + r)) as *const __m256i);
             return [at(c), at(c + 4)];
@@ -107,7 +107,7 @@ impl Width for Eight {
         x: std::arch::x86_64::__m256i,
     ) -> std::arch::x86_64::__m256i {
         use std::arch::x86_64::*;
-        let (w, x) = if F == super::tiles::Q8_0 { (_mm256_abs_epi8(w), _mm256_sign_epi8(x, w)) } else { (w, x) };
+        let (w, x) = if super::tiles::signed(F) { (_mm256_abs_epi8(w), _mm256_sign_epi8(x, w)) } else { (w, x) };
         if VNNI {
             _mm256_dpbusd_epi32(acc, w, x)
         } else {
@@ -123,7 +123,7 @@ impl Wide for Eight {
     #[inline(always)]
     unsafe fn weights16<const F: u8>(payload: *const u8, c: usize) -> [std::arch::x86_64::__m512i; 2] {
         use std::arch::x86_64::*;
-        if F == super::tiles::Q8_0 {
+        if super::tiles::signed(F) {
             let at = |h: usize, r: usize| _mm256_loadu_si256(payload.add(32 * (8 * h + r)) as *const __m256i);
             let both = |r: usize| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(at(0, r)), at(1, r));
             return [both(c), both(c + 4)];
@@ -142,7 +142,7 @@ impl Wide for Eight {
         x: std::arch::x86_64::__m512i,
     ) -> std::arch::x86_64::__m512i {
         use std::arch::x86_64::*;
-        if F == super::tiles::Q8_0 {
+        if super::tiles::signed(F) {
             // Signed weights: |w| times x with w's sign (x is never −128, so negating is exact).
             let negative = _mm512_movepi8_mask(w);
             let x = _mm512_mask_sub_epi8(x, negative, _mm512_setzero_si512(), x);

@@ -27,27 +27,27 @@ use super::{Bits, Format, BLOCK};
 pub const TILE: usize = 16;
 
 /// Header bytes of a tile block: 16 f16 scales, and for Q4_1 16 f16 minimums (Q4K: 16 f32
-/// scales and 16 f32 terms).
+/// scales and 16 f32 terms; Q6K: 16 f32 scales of values 0..16, then 16 of values 16..32).
 pub const fn header(format: Format) -> usize {
-    match format {
-        Format::Q4_1 => 4 * TILE,
-        Format::Q4K => 8 * TILE,
-        _ => 2 * TILE,
+    if second_value(format) {
+        2 * TILE * scale_bytes(format)
+    } else {
+        TILE * scale_bytes(format)
     }
 }
 
-/// Bytes of one row's scale (and of its term) in a tile block's header.
+/// Bytes of one row's scale (and of its second value) in a tile block's header.
 const fn scale_bytes(format: Format) -> usize {
-    if matches!(format, Format::Q4K) {
+    if matches!(format, Format::Q4K | Format::Q6K) {
         4
     } else {
         2
     }
 }
 
-/// Whether the header holds a term per row after the scales.
-const fn has_term(format: Format) -> bool {
-    matches!(format, Format::Q4_1 | Format::Q4K)
+/// Whether the header holds a second value per row after the scales (a term or a second scale).
+const fn second_value(format: Format) -> bool {
+    matches!(format, Format::Q4_1 | Format::Q4K | Format::Q6K)
 }
 
 /// Bytes of one tile block (16 rows × 32 values), the size of 16 GGUF blocks.
@@ -59,8 +59,8 @@ pub const fn tile_block_bytes(format: Format) -> usize {
 /// high nibble)` for 4-bit formats, `(byte, false)` for Q8_0.
 const fn payload_index(format: Format, bits: Bits, j: usize, p: usize) -> (usize, bool) {
     match (format, bits) {
-        (Format::Q8_0, Bits::Sixteen) => (32 * (p / 2) + 2 * j + p % 2, false),
-        (Format::Q8_0, Bits::Eight) => (32 * (8 * (j / 8) + p / 4) + 4 * (j % 8) + p % 4, false),
+        (Format::Q8_0 | Format::Q6K, Bits::Sixteen) => (32 * (p / 2) + 2 * j + p % 2, false),
+        (Format::Q8_0 | Format::Q6K, Bits::Eight) => (32 * (8 * (j / 8) + p / 4) + 4 * (j % 8) + p % 4, false),
         (_, Bits::Sixteen) => (32 * (p / 2 % 8) + 2 * j + p % 2, p / 2 >= 8),
         (_, Bits::Eight) => (32 * (4 * (j / 8) + p % 16 / 4) + 4 * (j % 8) + p % 4, p >= 16),
     }
@@ -80,15 +80,17 @@ pub fn pack(format: Format, bits: Bits, rows: usize, nb: usize, gguf: &[u8]) -> 
             let dst = &mut out[(t * nb + b) * tbb..(t * nb + b + 1) * tbb];
             let sb = scale_bytes(format);
             dst[sb * j..sb * (j + 1)].copy_from_slice(&blk[..sb]);
-            if has_term(format) {
+            if second_value(format) {
                 dst[sb * (TILE + j)..sb * (TILE + j + 1)].copy_from_slice(&blk[sb..2 * sb]);
             }
             let payload = &mut dst[header(format)..];
+            let values = &blk[header_bytes_gguf(format)..];
             for p in 0..BLOCK {
                 let (at, high) = payload_index(format, bits, j, p);
-                match format {
-                    Format::Q8_0 => payload[at] = blk[2 + p],
-                    _ => payload[at] |= nibble(&blk[header_bytes_gguf(format)..], p) << if high { 4 } else { 0 },
+                if format.signed_bytes() {
+                    payload[at] = values[p];
+                } else {
+                    payload[at] |= nibble(values, p) << if high { 4 } else { 0 };
                 }
             }
         }
@@ -96,9 +98,9 @@ pub fn pack(format: Format, bits: Bits, rows: usize, nb: usize, gguf: &[u8]) -> 
     out
 }
 
-/// Bytes before the values in a GGUF block (or a [`Format::Q4K`] block).
+/// Bytes before the values in a GGUF block (or a [`Format::Q4K`] or [`Format::Q6K`] block).
 const fn header_bytes_gguf(format: Format) -> usize {
-    if has_term(format) {
+    if second_value(format) {
         2 * scale_bytes(format)
     } else {
         scale_bytes(format)
@@ -113,21 +115,22 @@ pub fn gguf_row(format: Format, bits: Bits, packed: &[u8], nb: usize, r: usize, 
         let src = &packed[(t * nb + b) * tbb..(t * nb + b + 1) * tbb];
         let sb = scale_bytes(format);
         out.extend_from_slice(&src[sb * j..sb * (j + 1)]);
-        if has_term(format) {
+        if second_value(format) {
             out.extend_from_slice(&src[sb * (TILE + j)..sb * (TILE + j + 1)]);
         }
         let payload = &src[header(format)..];
         let value = |p: usize| {
             let (at, high) = payload_index(format, bits, j, p);
-            match (format, high) {
-                (Format::Q8_0, _) => payload[at],
+            match (format.signed_bytes(), high) {
+                (true, _) => payload[at],
                 (_, false) => payload[at] & 0x0F,
                 (_, true) => payload[at] >> 4,
             }
         };
-        match format {
-            Format::Q8_0 => out.extend((0..BLOCK).map(value)),
-            _ => out.extend((0..16).map(|i| value(i) | value(i + 16) << 4)),
+        if format.signed_bytes() {
+            out.extend((0..BLOCK).map(value));
+        } else {
+            out.extend((0..16).map(|i| value(i) | value(i + 16) << 4));
         }
     }
 }
@@ -141,45 +144,46 @@ fn nibble(qs: &[u8], p: usize) -> u8 {
     }
 }
 
-/// Block `b` of row `r`, read back: scale `d`, the term `m` added per unit of activation
-/// (`w = d·q + m`; Q4_0: `−8·d`, Q8_0: 0), and the 32 integers in natural order.
-pub fn read_block(
-    format: Format,
-    bits: Bits,
-    packed: &[u8],
-    nb: usize,
-    r: usize,
-    b: usize,
-) -> (f32, f32, [i32; BLOCK]) {
+/// Block `b` of row `r`, read back: the scales of values 0..16 and 16..32 (the same but for
+/// Q6K), the term `m` added per unit of activation (`w = d·q + m`; Q4_0: `−8·d`; none for
+/// signed bytes), and the 32 integers in natural order.
+pub struct Block {
+    pub d: [f32; 2],
+    pub m: f32,
+    pub q: [i32; BLOCK],
+}
+
+pub fn read_block(format: Format, bits: Bits, packed: &[u8], nb: usize, r: usize, b: usize) -> Block {
     let tbb = tile_block_bytes(format);
     let (t, j) = (r / TILE, r % TILE);
     let src = &packed[(t * nb + b) * tbb..(t * nb + b + 1) * tbb];
     let f16 = |i: usize| half::f16::from_bits(u16::from_le_bytes([src[i], src[i + 1]])).to_f32();
     let f32 = |i: usize| f32::from_le_bytes(src[i..i + 4].try_into().expect("4 bytes"));
     let (d, m) = match format {
-        Format::Q4_0 => (f16(2 * j), -8.0 * f16(2 * j)),
-        Format::Q4_1 => (f16(2 * j), f16(2 * (TILE + j))),
-        Format::Q8_0 => (f16(2 * j), 0.0),
-        Format::Q4K => (f32(4 * j), f32(4 * (TILE + j))),
+        Format::Q4_0 => ([f16(2 * j); 2], -8.0 * f16(2 * j)),
+        Format::Q4_1 => ([f16(2 * j); 2], f16(2 * (TILE + j))),
+        Format::Q8_0 => ([f16(2 * j); 2], 0.0),
+        Format::Q4K => ([f32(4 * j); 2], f32(4 * (TILE + j))),
+        Format::Q6K => ([f32(4 * j), f32(4 * (TILE + j))], 0.0),
     };
     let payload = &src[header(format)..];
     let q = std::array::from_fn(|p| {
         let (at, high) = payload_index(format, bits, j, p);
-        match (format, high) {
-            (Format::Q8_0, _) => payload[at] as i8 as i32,
+        match (format.signed_bytes(), high) {
+            (true, _) => payload[at] as i8 as i32,
             (_, false) => (payload[at] & 0x0F) as i32,
             (_, true) => (payload[at] >> 4) as i32,
         }
     });
-    (d, m, q)
+    Block { d, m, q }
 }
 
 /// Row `r`'s values as floats (`nb · 32`): an embedding lookup.
 pub fn dequantize_row(format: Format, bits: Bits, packed: &[u8], nb: usize, r: usize, out: &mut [f32]) {
     for (b, o) in out.chunks_exact_mut(BLOCK).enumerate().take(nb) {
-        let (d, m, q) = read_block(format, bits, packed, nb, r, b);
-        for (o, q) in o.iter_mut().zip(q) {
-            *o = (q as f32).mul_add(d, m);
+        let Block { d, m, q } = read_block(format, bits, packed, nb, r, b);
+        for (p, (o, q)) in o.iter_mut().zip(q).enumerate() {
+            *o = (q as f32).mul_add(d[p / 16], m);
         }
     }
 }

@@ -13,8 +13,8 @@
 //! big batches), 16-bit products run on the tile-multiply unit where the CPU has one ([`amx`]),
 //! with the same bits. Every activation row meets each unpacked weight vector, so a batch of
 //! sequences reads the weights once, and each row's arithmetic is the same in any batch.
-//! Q4_K super-blocks become 4-bit blocks of 32 with f32 scales at load time ([`q4_k`]); formats
-//! without a kernel here are dequantized to f32 by candle at load time.
+//! Q4_K and Q6_K super-blocks become blocks of 32 with f32 scales at load time ([`q4_k`],
+//! [`q6_k`]); formats without a kernel here are dequantized to f32 by candle at load time.
 
 pub mod amx;
 mod avx2;
@@ -22,6 +22,7 @@ pub mod int16;
 pub mod int8;
 pub mod layout;
 pub mod q4_k;
+pub mod q6_k;
 #[cfg(test)]
 mod scalar;
 pub mod team;
@@ -44,6 +45,9 @@ pub enum Format {
     /// f32 scale `d` and term `m`, 32 4-bit values: `w = d·q + m`; what GGML's Q4_K
     /// super-blocks become at load time ([`q4_k`]).
     Q4K,
+    /// f32 scales `d₀` (values 0..16) and `d₁` (16..32), 32 signed bytes: `w = dₕ·q`; what
+    /// GGML's Q6_K super-blocks become at load time ([`q6_k`]).
+    Q6K,
 }
 
 impl Format {
@@ -53,7 +57,23 @@ impl Format {
             Format::Q4_1 => 20,
             Format::Q8_0 => 34,
             Format::Q4K => 24,
+            Format::Q6K => 40,
         }
+    }
+
+    /// Whether values are signed bytes (else unsigned 4-bit values).
+    pub const fn signed_bytes(self) -> bool {
+        matches!(self, Format::Q8_0 | Format::Q6K)
+    }
+
+    /// Whether each block adds a term per unit of activation (`w = d·q + m`; Q4_0: `m = −8·d`).
+    pub const fn has_term(self) -> bool {
+        !self.signed_bytes()
+    }
+
+    /// Whether a block's halves (values 0..16 and 16..32) have scales of their own.
+    pub const fn split_scales(self) -> bool {
+        matches!(self, Format::Q6K)
     }
 }
 
@@ -331,6 +351,12 @@ mod tests {
                 out.extend_from_slice(&(0.001 + (next() % 1000) as f32 * 1.3e-5).to_le_bytes());
                 out.extend_from_slice(&(-((next() % 1000) as f32) * 1.1e-4).to_le_bytes());
             }
+            if format == Format::Q6K {
+                // Two f32 scales, one of them negative (Q6_K's are signed).
+                out.truncate(out.len() - 2);
+                out.extend_from_slice(&(0.001 + (next() % 1000) as f32 * 1.3e-5).to_le_bytes());
+                out.extend_from_slice(&(-0.002 - (next() % 1000) as f32 * 0.7e-5).to_le_bytes());
+            }
             let payload = bb - out.len() % bb;
             for _ in 0..payload {
                 out.push(next() as u8);
@@ -346,6 +372,14 @@ mod tests {
                 }
             }
         }
+        if format == Format::Q6K {
+            // Q6_K's values: -32..=31.
+            for blk in out.chunks_exact_mut(bb) {
+                for q in &mut blk[8..] {
+                    *q = ((*q as i8) >> 2) as u8;
+                }
+            }
+        }
         out
     }
 
@@ -358,15 +392,17 @@ mod tests {
     }
 
     /// Every format with each activation width.
-    pub(crate) const KINDS: [(Format, Bits); 8] = [
+    pub(crate) const KINDS: [(Format, Bits); 10] = [
         (Format::Q4_0, Bits::Sixteen),
         (Format::Q4_1, Bits::Sixteen),
         (Format::Q8_0, Bits::Sixteen),
         (Format::Q4K, Bits::Sixteen),
+        (Format::Q6K, Bits::Sixteen),
         (Format::Q4_0, Bits::Eight),
         (Format::Q4_1, Bits::Eight),
         (Format::Q8_0, Bits::Eight),
         (Format::Q4K, Bits::Eight),
+        (Format::Q6K, Bits::Eight),
     ];
 
     #[test]

@@ -7,6 +7,10 @@ fn f16_at(b: &[u8], at: usize) -> f32 {
     half::f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]])).to_f32()
 }
 
+fn f32_at(b: &[u8], at: usize) -> f32 {
+    f32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
 /// 4-bit value `j` of a block's 16 payload bytes (low nibbles hold 0..16, high ones 16..32).
 fn nibble(qs: &[u8], j: usize) -> f32 {
     (if j < 16 { qs[j] & 0x0F } else { qs[j - 16] >> 4 }) as f32
@@ -22,9 +26,12 @@ pub fn dequantize_block(format: Format, blk: &[u8], out: &mut [f32]) {
         }
         Format::Q8_0 => (0..BLOCK).for_each(|j| out[j] = d * blk[2 + j] as i8 as f32),
         Format::Q4K => {
-            let f32_at = |at: usize| f32::from_le_bytes(blk[at..at + 4].try_into().expect("4 bytes"));
-            let (d, m) = (f32_at(0), f32_at(4));
+            let (d, m) = (f32_at(blk, 0), f32_at(blk, 4));
             (0..BLOCK).for_each(|j| out[j] = nibble(&blk[8..], j).mul_add(d, m));
+        }
+        Format::Q6K => {
+            let d = [f32_at(blk, 0), f32_at(blk, 4)];
+            (0..BLOCK).for_each(|j| out[j] = d[j / 16] * blk[8 + j] as i8 as f32);
         }
     }
 }

@@ -184,12 +184,17 @@ pub unsafe fn portable<W: Width>(
         let blocks: Vec<_> = (0..nb).map(|b| layout::read_block(format, W::BITS, packed, nb, r, b)).collect();
         for i in 0..n {
             let mut acc = 0.0f32;
-            for (b, (dw, m, q)) in blocks.iter().enumerate() {
+            for (b, blk) in blocks.iter().enumerate() {
                 let j = i * nb + b;
-                let sum: i32 = q.iter().enumerate().map(|(p, q)| q * W::value(acts, j, p)).sum();
-                acc = (sum as f32).mul_add(dw * d[j], acc);
-                if format != Format::Q8_0 {
-                    acc = m.mul_add(s[j], acc);
+                let sum = |p: std::ops::Range<usize>| -> i32 { p.map(|p| blk.q[p] * W::value(acts, j, p)).sum() };
+                if format.split_scales() {
+                    acc = (sum(0..16) as f32).mul_add(blk.d[0] * d[j], acc);
+                    acc = (sum(16..BLOCK) as f32).mul_add(blk.d[1] * d[j], acc);
+                } else {
+                    acc = (sum(0..BLOCK) as f32).mul_add(blk.d[0] * d[j], acc);
+                }
+                if format.has_term() {
+                    acc = blk.m.mul_add(s[j], acc);
                 }
             }
             // SAFETY: row `i`, column `r < rows ≤ stride`, inside `out` by the contract.
@@ -210,6 +215,17 @@ pub(crate) mod simd {
     pub const Q4_1: u8 = 1;
     pub const Q8_0: u8 = 2;
     pub const Q4K: u8 = 3;
+    pub const Q6K: u8 = 4;
+
+    /// Whether format `f`'s values are signed bytes (else unsigned 4-bit values).
+    pub const fn signed(f: u8) -> bool {
+        f == Q8_0 || f == Q6K
+    }
+
+    /// Whether format `f`'s block halves have scales of their own.
+    pub const fn split(f: u8) -> bool {
+        f == Q6K
+    }
     /// Most activation rows multiplied per unpacked weight vector (4 and 6 measured slower).
     const ROWS: usize = 8;
 
@@ -231,6 +247,10 @@ pub(crate) mod simd {
                 }
                 $crate::quant::Format::Q4K => {
                     const $f: u8 = $crate::quant::tiles::simd::Q4K;
+                    $body
+                }
+                $crate::quant::Format::Q6K => {
+                    const $f: u8 = $crate::quant::tiles::simd::Q6K;
                     $body
                 }
             }
@@ -260,12 +280,34 @@ pub(crate) mod simd {
         }};
     }
 
+    /// [`by_rows`] for formats whose block halves are scaled apart ([`split`]): an even number
+    /// of chains per row, the first half's sums in even chains and the second's in odd ones.
+    macro_rules! by_rows_split {
+        ($take:expr, |$r:ident, $k:ident| $body:expr) => {
+            match $take {
+                1 => by_rows!(@ 1, 4, $r, $k, $body),
+                2 => by_rows!(@ 2, 2, $r, $k, $body),
+                3 => by_rows!(@ 3, 2, $r, $k, $body),
+                4 => by_rows!(@ 4, 2, $r, $k, $body),
+                5 => by_rows!(@ 5, 2, $r, $k, $body),
+                6 => by_rows!(@ 6, 2, $r, $k, $body),
+                7 => by_rows!(@ 7, 2, $r, $k, $body),
+                _ => by_rows!(@ ROWS, 2, $r, $k, $body),
+            }
+        };
+    }
+
+    /// Most activation rows per pass for [`split`] formats on 256-bit vectors, where two chains
+    /// per row and half tile fill the 16 or 32 registers at 4 rows.
+    const ROWS_SPLIT: usize = 4;
+
     /// The format a kernel's constant stands for.
     pub const fn format(f: u8) -> Format {
         match f {
             Q4_0 => Format::Q4_0,
             Q4_1 => Format::Q4_1,
             Q4K => Format::Q4K,
+            Q6K => Format::Q6K,
             _ => Format::Q8_0,
         }
     }
@@ -361,7 +403,11 @@ pub(crate) mod simd {
             let mut i = 0;
             while i < n {
                 let take = (n - i).min(ROWS);
-                let o = by_rows!(take, |R, K| rows_zmm::<W, F, R, K>(tile, acts, i));
+                let o = if split(F) {
+                    by_rows_split!(take, |R, K| rows_zmm::<W, F, R, K>(tile, acts, i))
+                } else {
+                    by_rows!(take, |R, K| rows_zmm::<W, F, R, K>(tile, acts, i))
+                };
                 let valid = (out.rows - t * TILE).min(TILE);
                 let mask: __mmask16 = if valid == TILE { !0 } else { (1 << valid) - 1 };
                 for (k, o) in o[..take].iter().enumerate() {
@@ -401,14 +447,24 @@ pub(crate) mod simd {
             let (dw, m) = header16::<F>(blk);
             for (k, s) in sums.iter().enumerate() {
                 let j = (i0 + k) * nb + b;
+                let x = _mm512_set1_ps(*dx.get_unchecked(j));
+                if split(F) {
+                    // Even chains hold values 0..16, odd ones 16..32.
+                    let (first, second) = match K {
+                        4 => (_mm512_add_epi32(s[0], s[2 % K]), _mm512_add_epi32(s[1 % K], s[3 % K])),
+                        _ => (s[0], s[1 % K]),
+                    };
+                    let a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(first), _mm512_mul_ps(dw, x), acc[k]);
+                    acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(second), _mm512_mul_ps(m, x), a);
+                    continue;
+                }
                 let sum = match K {
                     4 => _mm512_add_epi32(_mm512_add_epi32(s[0], s[1 % K]), _mm512_add_epi32(s[2 % K], s[3 % K])),
                     2 => _mm512_add_epi32(s[0], s[1 % K]),
                     _ => s[0],
                 };
-                let scale = _mm512_mul_ps(dw, _mm512_set1_ps(*dx.get_unchecked(j)));
-                let mut a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, acc[k]);
-                if F != Q8_0 {
+                let mut a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(dw, x), acc[k]);
+                if !signed(F) {
                     a = _mm512_fmadd_ps(m, _mm512_set1_ps(*sx.get_unchecked(j)), a);
                 }
                 acc[k] = a;
@@ -418,10 +474,11 @@ pub(crate) mod simd {
     }
 
     /// Rows `8h..8h + 8` of a tile block's header: their scales, and the term each adds per
-    /// unit of activation (Q4_0: `−8·d`; Q8_0: none, the scales returned in its place).
+    /// unit of activation (Q4_0: `−8·d`; Q8_0: none, the scales returned in its place; Q6K: the
+    /// scales of values 16..32).
     #[inline(always)]
     unsafe fn header8<const F: u8>(blk: *const u8, h: usize) -> (__m256, __m256) {
-        if F == Q4K {
+        if F == Q4K || F == Q6K {
             let at = |i: usize| _mm256_loadu_ps(blk.add(i) as *const f32);
             return (at(32 * h), at(4 * TILE + 32 * h));
         }
@@ -437,7 +494,7 @@ pub(crate) mod simd {
     /// [`header8`] for all 16 rows (AVX-512 F).
     #[inline(always)]
     pub unsafe fn header16<const F: u8>(blk: *const u8) -> (__m512, __m512) {
-        if F == Q4K {
+        if F == Q4K || F == Q6K {
             let at = |i: usize| _mm512_loadu_ps(blk.add(i) as *const f32);
             return (at(0), at(4 * TILE));
         }
@@ -464,8 +521,12 @@ pub(crate) mod simd {
             let tile = packed.as_ptr().add(t * tile_bytes);
             let mut i = 0;
             while i < n {
-                let take = (n - i).min(ROWS);
-                let o = by_rows!(take, |R, K| rows::<W, F, VNNI, R, K>(tile, acts, i));
+                let take = (n - i).min(if split(F) { ROWS_SPLIT } else { ROWS });
+                let o = if split(F) {
+                    by_rows_split!(take, |R, K| rows::<W, F, VNNI, R, K>(tile, acts, i))
+                } else {
+                    by_rows!(take, |R, K| rows::<W, F, VNNI, R, K>(tile, acts, i))
+                };
                 let valid = (out.rows - t * TILE).min(TILE);
                 for (k, o) in o[..take].iter().enumerate() {
                     let dst = out.ptr.add((i + k) * out.stride + t * TILE);
@@ -522,6 +583,17 @@ pub(crate) mod simd {
                 for (k, sums) in sums.iter().enumerate() {
                     let s4 = &sums[h];
                     let j = (i0 + k) * nb + b;
+                    let x = _mm256_set1_ps(*dx.get_unchecked(j));
+                    if split(F) {
+                        // Even chains hold values 0..16, odd ones 16..32.
+                        let (first, second) = match K {
+                            4 => (_mm256_add_epi32(s4[0], s4[2 % K]), _mm256_add_epi32(s4[1 % K], s4[3 % K])),
+                            _ => (s4[0], s4[1 % K]),
+                        };
+                        let a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(first), _mm256_mul_ps(dw, x), acc[k][h]);
+                        acc[k][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(second), _mm256_mul_ps(m, x), a);
+                        continue;
+                    }
                     let sum = match K {
                         4 => {
                             _mm256_add_epi32(_mm256_add_epi32(s4[0], s4[1 % K]), _mm256_add_epi32(s4[2 % K], s4[3 % K]))
@@ -529,9 +601,8 @@ pub(crate) mod simd {
                         2 => _mm256_add_epi32(s4[0], s4[1 % K]),
                         _ => s4[0],
                     };
-                    let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*dx.get_unchecked(j)));
-                    let mut a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), scale, acc[k][h]);
-                    if F != Q8_0 {
+                    let mut a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(dw, x), acc[k][h]);
+                    if !signed(F) {
                         a = _mm256_fmadd_ps(m, _mm256_set1_ps(*sx.get_unchecked(j)), a);
                     }
                     acc[k][h] = a;
@@ -543,4 +614,4 @@ pub(crate) mod simd {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub use simd::{wide, Q4K, Q4_0, Q4_1, Q8_0};
+pub use simd::{signed, wide, Q4K, Q4_0, Q4_1, Q6K, Q8_0};
