@@ -7,7 +7,8 @@
 //! rows and more off the tile-multiply unit, `AISERVE_NO_VNNI=1` the AVX2 multiply-adds,
 //! `AISERVE_ACTIVATION_BITS=8` the 8-bit activations, `FORMAT=q4k` Q4_K's weights as loaded (f32
 //! scales per 32 values), `FORMAT=f32` the same values unquantized, `FORMAT=q6k` Q6_K's as
-//! loaded (signed bytes, f32 scales per 16 values).
+//! loaded (signed bytes, f32 scales per 16 values), `FORMAT=q5k` Q5_K's and Q5_1's (bytes, f32
+//! scale and term per 32).
 //!
 //!   cargo bench -p aiserve-models --bench quant_matmul
 
@@ -41,14 +42,18 @@ fn main() {
         })
         .map(|(r, c)| {
             let mut bytes = Vec::with_capacity(r * c / 32 * 40);
-            if format == "q6k" {
+            if format == "q6k" || format == "q5k" {
+                // Q6K: two scales and values -32..=31; Q5K: a scale, a term and values 0..=31.
                 for _ in 0..r * c / 32 {
-                    for _ in 0..2 {
-                        bytes.extend_from_slice(&(0.001 + (next() % 1000) as f32 * 1e-5).to_le_bytes());
-                    }
-                    bytes.extend((0..32).map(|_| ((next() as i8) >> 2) as u8));
+                    bytes.extend_from_slice(&(0.001 + (next() % 1000) as f32 * 1e-5).to_le_bytes());
+                    bytes.extend_from_slice(&(-((next() % 1000) as f32) * 1e-4).to_le_bytes());
+                    let shift = if format == "q6k" { 2 } else { 3 };
+                    bytes.extend(
+                        (0..32).map(|_| if shift == 2 { ((next() as i8) >> 2) as u8 } else { next() as u8 >> 3 }),
+                    );
                 }
-                return (Matrix::quantized(Format::Q6K, bits, r, c, bytes).unwrap(), c);
+                let f = if format == "q6k" { Format::Q6K } else { Format::Q5K };
+                return (Matrix::quantized(f, bits, r, c, bytes).unwrap(), c);
             }
             for _ in 0..r * c / 32 {
                 let (d, m) = (0.001 + (next() % 1000) as f32 * 1e-5, -((next() % 1000) as f32) * 1e-4);

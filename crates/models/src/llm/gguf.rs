@@ -18,7 +18,7 @@ use super::llama::{Layer, Llama, LlamaConfig};
 use super::rope::RopePairs;
 use super::tokenizer::GenTokenizer;
 use super::Options;
-use crate::quant::{q4_k, q6_k, Bits, Format, Matrix};
+use crate::quant::{q4_k, q5, q6_k, Bits, Format, Matrix};
 use crate::text::gguf_tokenizer;
 
 /// Texts llama.cpp also treats as end of generation when the vocabulary marks them as control.
@@ -178,6 +178,9 @@ struct Tensors {
     bits: Bits,
 }
 
+/// Turns a GGUF tensor's blocks into a kernel format's.
+type Regroup = fn(&[u8]) -> Result<Vec<u8>, String>;
+
 impl Tensors {
     fn info(&self, name: &str) -> Result<&TensorInfo, LoadError> {
         self.content.tensor_infos.get(name).ok_or_else(|| LoadError::Weights(format!("GGUF has no tensor `{name}`")))
@@ -213,29 +216,23 @@ impl Tensors {
         let [rows, cols] = dims[..] else {
             return Err(LoadError::Weights(format!("`{name}` should be a matrix, has shape {dims:?}")));
         };
-        let format = match info.ggml_dtype {
-            GgmlDType::Q4_0 => Some(Format::Q4_0),
-            GgmlDType::Q4_1 => Some(Format::Q4_1),
-            GgmlDType::Q8_0 => Some(Format::Q8_0),
-            GgmlDType::Q4K => Some(Format::Q4K),
-            GgmlDType::Q6K => Some(Format::Q6K),
+        // GGUF blocks as a kernel format: as they are, or regrouped at load time.
+        let convert: Option<(Format, Regroup)> = match info.ggml_dtype {
+            GgmlDType::Q4_0 => Some((Format::Q4_0, |b| Ok(b.to_vec()))),
+            GgmlDType::Q4_1 => Some((Format::Q4_1, |b| Ok(b.to_vec()))),
+            GgmlDType::Q8_0 => Some((Format::Q8_0, |b| Ok(b.to_vec()))),
+            GgmlDType::Q5_0 => Some((Format::Q8_0, q5::q5_0_to_q8_0)),
+            GgmlDType::Q5_1 => Some((Format::Q5K, q5::q5_1_to_blocks)),
+            GgmlDType::Q4K => Some((Format::Q4K, q4_k::to_blocks)),
+            GgmlDType::Q5K => Some((Format::Q5K, q5::q5_k_to_blocks)),
+            GgmlDType::Q6K => Some((Format::Q6K, q6_k::to_blocks)),
             _ => None,
         };
         let bad = |e: String| LoadError::Weights(format!("`{name}`: {e}"));
-        match format {
-            Some(Format::Q4K) => {
+        match convert {
+            Some((format, convert)) => {
                 let (_, _, bytes) = self.raw(name)?;
-                let blocks = q4_k::to_blocks(&bytes).map_err(bad)?;
-                Matrix::quantized(Format::Q4K, self.bits, rows, cols, blocks).map_err(bad)
-            }
-            Some(Format::Q6K) => {
-                let (_, _, bytes) = self.raw(name)?;
-                let blocks = q6_k::to_blocks(&bytes).map_err(bad)?;
-                Matrix::quantized(Format::Q6K, self.bits, rows, cols, blocks).map_err(bad)
-            }
-            Some(format) => {
-                let (_, _, bytes) = self.raw(name)?;
-                Matrix::quantized(format, self.bits, rows, cols, bytes).map_err(bad)
+                Matrix::quantized(format, self.bits, rows, cols, convert(&bytes).map_err(bad)?).map_err(bad)
             }
             None => Matrix::f32(rows, cols, self.floats(name)?).map_err(bad),
         }
@@ -444,8 +441,10 @@ mod tests {
     }
 
     #[test]
-    fn k_quant_weights_give_the_logits_of_their_values() {
-        for (dtype, name) in [(GgmlDType::Q4K, "Q4K"), (GgmlDType::Q6K, "Q6K")] {
+    fn k_and_5_bit_quant_weights_give_the_logits_of_their_values() {
+        for (dtype, name) in
+            [(GgmlDType::Q4K, "Q4K"), (GgmlDType::Q5K, "Q5K"), (GgmlDType::Q6K, "Q6K"), (GgmlDType::Q5_0, "Q8_0")]
+        {
             // K-quants' rows are whole super-blocks of 256 values.
             let quantized = logits(&tiny_with(256, Weights::Quantized(dtype), &[], &[]));
             let values = logits(&tiny_with(256, Weights::Dequantized(dtype), &[], &[]));

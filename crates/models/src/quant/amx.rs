@@ -138,7 +138,7 @@ mod imp {
 
     use super::ROWS;
     use crate::quant::layout::{self, TILE};
-    use crate::quant::tiles::simd::{format, header16, signed};
+    use crate::quant::tiles::simd::{format, header16, signed, term};
     use crate::quant::tiles::Scales;
     use crate::quant::{Out, BLOCK};
 
@@ -328,7 +328,7 @@ mod imp {
                         let sum = _mm512_add_epi32(_mm512_slli_epi32::<8>(high), low);
                         let scale = _mm512_mul_ps(dw, _mm512_set1_ps(*dx.get_unchecked(j)));
                         let mut a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, *acc);
-                        if !signed(F) {
+                        if term(F) {
                             a = _mm512_fmadd_ps(mw, _mm512_set1_ps(*sx.get_unchecked(j)), a);
                         }
                         *acc = a;

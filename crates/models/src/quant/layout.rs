@@ -3,7 +3,8 @@
 //!
 //! Tile `t` holds rows `16t..16t + 16`. For each block `b` of those rows (values `32b..32b + 32`
 //! of each row), in order: a header of the 16 rows' f16 scales (then, for Q4_1, their 16 f16
-//! minimums; Q4K: 16 f32 scales and 16 f32 terms), then the 16 × 32 values as 16 *pair rows*. Pair row `r` holds values `2r` and
+//! minimums; Q4K and Q5K: 16 f32 scales and 16 f32 terms; Q6K: 16 f32 scales for values 0..16
+//! and 16 for 16..32), then the 16 × 32 values as 16 *pair rows*. Pair row `r` holds values `2r` and
 //! `2r + 1` of every weight row (row `j` at positions `2j` and `2j + 1`). Multiply-adding pair
 //! row `r` with activation values `2r, 2r + 1` broadcast to every lane (`pmaddwd`) adds to lane
 //! `j` a partial sum of row `j` alone: 16 such instructions give 16 rows' block sums in 16 lanes,
@@ -38,7 +39,7 @@ pub const fn header(format: Format) -> usize {
 
 /// Bytes of one row's scale (and of its second value) in a tile block's header.
 const fn scale_bytes(format: Format) -> usize {
-    if matches!(format, Format::Q4K | Format::Q6K) {
+    if matches!(format, Format::Q4K | Format::Q6K | Format::Q5K) {
         4
     } else {
         2
@@ -47,7 +48,7 @@ const fn scale_bytes(format: Format) -> usize {
 
 /// Whether the header holds a second value per row after the scales (a term or a second scale).
 const fn second_value(format: Format) -> bool {
-    matches!(format, Format::Q4_1 | Format::Q4K | Format::Q6K)
+    matches!(format, Format::Q4_1 | Format::Q4K | Format::Q6K | Format::Q5K)
 }
 
 /// Bytes of one tile block (16 rows × 32 values), the size of 16 GGUF blocks.
@@ -59,8 +60,10 @@ pub const fn tile_block_bytes(format: Format) -> usize {
 /// high nibble)` for 4-bit formats, `(byte, false)` for Q8_0.
 const fn payload_index(format: Format, bits: Bits, j: usize, p: usize) -> (usize, bool) {
     match (format, bits) {
-        (Format::Q8_0 | Format::Q6K, Bits::Sixteen) => (32 * (p / 2) + 2 * j + p % 2, false),
-        (Format::Q8_0 | Format::Q6K, Bits::Eight) => (32 * (8 * (j / 8) + p / 4) + 4 * (j % 8) + p % 4, false),
+        (Format::Q8_0 | Format::Q6K | Format::Q5K, Bits::Sixteen) => (32 * (p / 2) + 2 * j + p % 2, false),
+        (Format::Q8_0 | Format::Q6K | Format::Q5K, Bits::Eight) => {
+            (32 * (8 * (j / 8) + p / 4) + 4 * (j % 8) + p % 4, false)
+        }
         (_, Bits::Sixteen) => (32 * (p / 2 % 8) + 2 * j + p % 2, p / 2 >= 8),
         (_, Bits::Eight) => (32 * (4 * (j / 8) + p % 16 / 4) + 4 * (j % 8) + p % 4, p >= 16),
     }
@@ -165,6 +168,7 @@ pub fn read_block(format: Format, bits: Bits, packed: &[u8], nb: usize, r: usize
         Format::Q8_0 => ([f16(2 * j); 2], 0.0),
         Format::Q4K => ([f32(4 * j); 2], f32(4 * (TILE + j))),
         Format::Q6K => ([f32(4 * j), f32(4 * (TILE + j))], 0.0),
+        Format::Q5K => ([f32(4 * j); 2], f32(4 * (TILE + j))),
     };
     let payload = &src[header(format)..];
     let q = std::array::from_fn(|p| {

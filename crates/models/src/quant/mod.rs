@@ -22,6 +22,7 @@ pub mod int16;
 pub mod int8;
 pub mod layout;
 pub mod q4_k;
+pub mod q5;
 pub mod q6_k;
 #[cfg(test)]
 mod scalar;
@@ -48,6 +49,9 @@ pub enum Format {
     /// f32 scales `d₀` (values 0..16) and `d₁` (16..32), 32 signed bytes: `w = dₕ·q`; what
     /// GGML's Q6_K super-blocks become at load time ([`q6_k`]).
     Q6K,
+    /// f32 scale `d` and term `m`, 32 values as bytes (`0..=31`): `w = d·q + m`; what GGML's
+    /// Q5_K super-blocks and Q5_1 blocks become at load time ([`q5`]).
+    Q5K,
 }
 
 impl Format {
@@ -58,17 +62,18 @@ impl Format {
             Format::Q8_0 => 34,
             Format::Q4K => 24,
             Format::Q6K => 40,
+            Format::Q5K => 40,
         }
     }
 
-    /// Whether values are signed bytes (else unsigned 4-bit values).
+    /// Whether values are (signed) bytes, else unsigned 4-bit values.
     pub const fn signed_bytes(self) -> bool {
-        matches!(self, Format::Q8_0 | Format::Q6K)
+        matches!(self, Format::Q8_0 | Format::Q6K | Format::Q5K)
     }
 
     /// Whether each block adds a term per unit of activation (`w = d·q + m`; Q4_0: `m = −8·d`).
     pub const fn has_term(self) -> bool {
-        !self.signed_bytes()
+        matches!(self, Format::Q4_0 | Format::Q4_1 | Format::Q4K | Format::Q5K)
     }
 
     /// Whether a block's halves (values 0..16 and 16..32) have scales of their own.
@@ -351,6 +356,11 @@ mod tests {
                 out.extend_from_slice(&(0.001 + (next() % 1000) as f32 * 1.3e-5).to_le_bytes());
                 out.extend_from_slice(&(-((next() % 1000) as f32) * 1.1e-4).to_le_bytes());
             }
+            if format == Format::Q5K {
+                out.truncate(out.len() - 2);
+                out.extend_from_slice(&(0.001 + (next() % 1000) as f32 * 1.3e-5).to_le_bytes());
+                out.extend_from_slice(&(-((next() % 1000) as f32) * 1.1e-4).to_le_bytes());
+            }
             if format == Format::Q6K {
                 // Two f32 scales, one of them negative (Q6_K's are signed).
                 out.truncate(out.len() - 2);
@@ -380,6 +390,14 @@ mod tests {
                 }
             }
         }
+        if format == Format::Q5K {
+            // 5-bit values: 0..=31.
+            for blk in out.chunks_exact_mut(bb) {
+                for q in &mut blk[8..] {
+                    *q >>= 3;
+                }
+            }
+        }
         out
     }
 
@@ -392,17 +410,19 @@ mod tests {
     }
 
     /// Every format with each activation width.
-    pub(crate) const KINDS: [(Format, Bits); 10] = [
+    pub(crate) const KINDS: [(Format, Bits); 12] = [
         (Format::Q4_0, Bits::Sixteen),
         (Format::Q4_1, Bits::Sixteen),
         (Format::Q8_0, Bits::Sixteen),
         (Format::Q4K, Bits::Sixteen),
         (Format::Q6K, Bits::Sixteen),
+        (Format::Q5K, Bits::Sixteen),
         (Format::Q4_0, Bits::Eight),
         (Format::Q4_1, Bits::Eight),
         (Format::Q8_0, Bits::Eight),
         (Format::Q4K, Bits::Eight),
         (Format::Q6K, Bits::Eight),
+        (Format::Q5K, Bits::Eight),
     ];
 
     #[test]

@@ -16,7 +16,7 @@ pub const SUPER: usize = 256;
 pub const SUPER_BYTES: usize = 144;
 
 /// Scale and minimum of sub-block `j` from the 12 packed bytes (GGML's `get_scale_min_k4`).
-fn scale_min(j: usize, q: &[u8]) -> (u8, u8) {
+pub(crate) fn scale_min(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {

@@ -29,6 +29,10 @@ pub fn dequantize_block(format: Format, blk: &[u8], out: &mut [f32]) {
             let (d, m) = (f32_at(blk, 0), f32_at(blk, 4));
             (0..BLOCK).for_each(|j| out[j] = nibble(&blk[8..], j).mul_add(d, m));
         }
+        Format::Q5K => {
+            let (d, m) = (f32_at(blk, 0), f32_at(blk, 4));
+            (0..BLOCK).for_each(|j| out[j] = (blk[8 + j] as f32).mul_add(d, m));
+        }
         Format::Q6K => {
             let d = [f32_at(blk, 0), f32_at(blk, 4)];
             (0..BLOCK).for_each(|j| out[j] = d[j / 16] * blk[8 + j] as i8 as f32);

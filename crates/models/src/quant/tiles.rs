@@ -216,10 +216,16 @@ pub(crate) mod simd {
     pub const Q8_0: u8 = 2;
     pub const Q4K: u8 = 3;
     pub const Q6K: u8 = 4;
+    pub const Q5K: u8 = 5;
 
-    /// Whether format `f`'s values are signed bytes (else unsigned 4-bit values).
+    /// Whether format `f`'s values are (signed) bytes, else unsigned 4-bit values.
     pub const fn signed(f: u8) -> bool {
-        f == Q8_0 || f == Q6K
+        f == Q8_0 || f == Q6K || f == Q5K
+    }
+
+    /// Whether format `f`'s blocks add a term per unit of activation.
+    pub const fn term(f: u8) -> bool {
+        f == Q4_0 || f == Q4_1 || f == Q4K || f == Q5K
     }
 
     /// Whether format `f`'s block halves have scales of their own.
@@ -251,6 +257,10 @@ pub(crate) mod simd {
                 }
                 $crate::quant::Format::Q6K => {
                     const $f: u8 = $crate::quant::tiles::simd::Q6K;
+                    $body
+                }
+                $crate::quant::Format::Q5K => {
+                    const $f: u8 = $crate::quant::tiles::simd::Q5K;
                     $body
                 }
             }
@@ -308,6 +318,7 @@ pub(crate) mod simd {
             Q4_1 => Format::Q4_1,
             Q4K => Format::Q4K,
             Q6K => Format::Q6K,
+            Q5K => Format::Q5K,
             _ => Format::Q8_0,
         }
     }
@@ -464,7 +475,7 @@ pub(crate) mod simd {
                     _ => s[0],
                 };
                 let mut a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(dw, x), acc[k]);
-                if !signed(F) {
+                if term(F) {
                     a = _mm512_fmadd_ps(m, _mm512_set1_ps(*sx.get_unchecked(j)), a);
                 }
                 acc[k] = a;
@@ -478,7 +489,7 @@ pub(crate) mod simd {
     /// scales of values 16..32).
     #[inline(always)]
     unsafe fn header8<const F: u8>(blk: *const u8, h: usize) -> (__m256, __m256) {
-        if F == Q4K || F == Q6K {
+        if F == Q4K || F == Q6K || F == Q5K {
             let at = |i: usize| _mm256_loadu_ps(blk.add(i) as *const f32);
             return (at(32 * h), at(4 * TILE + 32 * h));
         }
@@ -494,7 +505,7 @@ pub(crate) mod simd {
     /// [`header8`] for all 16 rows (AVX-512 F).
     #[inline(always)]
     pub unsafe fn header16<const F: u8>(blk: *const u8) -> (__m512, __m512) {
-        if F == Q4K || F == Q6K {
+        if F == Q4K || F == Q6K || F == Q5K {
             let at = |i: usize| _mm512_loadu_ps(blk.add(i) as *const f32);
             return (at(0), at(4 * TILE));
         }
@@ -602,7 +613,7 @@ pub(crate) mod simd {
                         _ => s4[0],
                     };
                     let mut a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(dw, x), acc[k][h]);
-                    if !signed(F) {
+                    if term(F) {
                         a = _mm256_fmadd_ps(m, _mm256_set1_ps(*sx.get_unchecked(j)), a);
                     }
                     acc[k][h] = a;
@@ -614,4 +625,4 @@ pub(crate) mod simd {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub use simd::{signed, wide, Q4K, Q4_0, Q4_1, Q6K, Q8_0};
+pub use simd::{signed, wide, Q4K, Q4_0, Q4_1, Q5K, Q6K, Q8_0};

@@ -1,0 +1,128 @@
+//! GGML's 5-bit formats regrouped at load time for the kernels: Q5_0 becomes Q8_0 (its values
+//! minus 16 are signed bytes under the same f16 scale), Q5_1 and Q5_K become [`Format::Q5K`]
+//! (values `0..=31` as bytes, f32 scale and term per 32). All exact; `Q5_K_M` files hold Q5_K and
+//! Q6_K, and llama.cpp's K-quant files use Q5_0 where rows are not whole super-blocks.
+
+use super::{Format, BLOCK};
+
+/// Bytes per Q5_0 block: f16 `d`, 32 high bits, 16 bytes of low nibbles.
+pub const Q5_0_BYTES: usize = 22;
+/// Bytes per Q5_1 block: f16 `d`, f16 `m`, 32 high bits, 16 bytes of low nibbles.
+pub const Q5_1_BYTES: usize = 24;
+/// Values and bytes per Q5_K super-block: f16 `d` and `dmin`, 12 bytes of 6-bit scales and
+/// minimums, 32 bytes of high bits, 128 of low nibbles.
+pub const SUPER: usize = 256;
+pub const Q5_K_BYTES: usize = 176;
+
+fn whole(data: &[u8], size: usize, what: &str) -> Result<(), String> {
+    if data.len().is_multiple_of(size) {
+        Ok(())
+    } else {
+        Err(format!("{what} data of {} bytes is not whole {size}-byte blocks", data.len()))
+    }
+}
+
+/// Value `j` of a Q5_0/Q5_1 block: low nibble from `qs`, fifth bit `j` of `qh`.
+fn value_32(qh: u32, qs: &[u8], j: usize) -> u8 {
+    let low = if j < 16 { qs[j] & 0xF } else { qs[j - 16] >> 4 };
+    low | (((qh >> j) & 1) as u8) << 4
+}
+
+/// Q5_0 blocks (`w = d·(q − 16)`) as Q8_0 blocks with the same scale.
+pub fn q5_0_to_q8_0(q5_0: &[u8]) -> Result<Vec<u8>, String> {
+    whole(q5_0, Q5_0_BYTES, "Q5_0")?;
+    let mut out = Vec::with_capacity(q5_0.len() / Q5_0_BYTES * Format::Q8_0.block_bytes());
+    for b in q5_0.chunks_exact(Q5_0_BYTES) {
+        let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+        out.extend_from_slice(&b[..2]);
+        out.extend((0..BLOCK).map(|j| (value_32(qh, &b[6..], j) as i8 - 16) as u8));
+    }
+    Ok(out)
+}
+
+/// Q5_1 blocks (`w = d·q + m`) as [`Format::Q5K`] blocks.
+pub fn q5_1_to_blocks(q5_1: &[u8]) -> Result<Vec<u8>, String> {
+    whole(q5_1, Q5_1_BYTES, "Q5_1")?;
+    let mut out = Vec::with_capacity(q5_1.len() / Q5_1_BYTES * Format::Q5K.block_bytes());
+    for b in q5_1.chunks_exact(Q5_1_BYTES) {
+        let f16 = |at: usize| half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
+        let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+        out.extend_from_slice(&f16(0).to_le_bytes());
+        out.extend_from_slice(&f16(2).to_le_bytes());
+        out.extend((0..BLOCK).map(|j| value_32(qh, &b[8..], j)));
+    }
+    Ok(out)
+}
+
+/// Q5_K super-blocks (`w = d·sc·q − dmin·m` per sub-block of 32) as [`Format::Q5K`] blocks.
+pub fn q5_k_to_blocks(q5_k: &[u8]) -> Result<Vec<u8>, String> {
+    whole(q5_k, Q5_K_BYTES, "Q5_K")?;
+    let mut out = Vec::with_capacity(q5_k.len() / Q5_K_BYTES * (SUPER / BLOCK) * Format::Q5K.block_bytes());
+    for sb in q5_k.chunks_exact(Q5_K_BYTES) {
+        let f16 = |at: usize| half::f16::from_le_bytes([sb[at], sb[at + 1]]).to_f32();
+        let (d, dmin) = (f16(0), f16(2));
+        let (scales, qh, qs) = (&sb[4..16], &sb[16..48], &sb[48..]);
+        for j in 0..SUPER / BLOCK {
+            let (sc, m) = super::q4_k::scale_min(j, scales);
+            out.extend_from_slice(&(d * sc as f32).to_le_bytes());
+            out.extend_from_slice(&(-(dmin * m as f32)).to_le_bytes());
+            // Sub-blocks 2i and 2i + 1: low and high nibbles of bytes 32i..32i + 32; fifth bits
+            // are bit j of `qh[l]`.
+            out.extend((0..BLOCK).map(|l| {
+                let low = qs[32 * (j / 2) + l];
+                let low = if j % 2 == 0 { low & 0xF } else { low >> 4 };
+                low | ((qh[l] >> j) & 1) << 4
+            }));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+    use crate::quant::{Bits, Matrix};
+
+    /// GGML's decoding of `x` quantized to `dtype`, and the quantized bytes.
+    fn ggml(dtype: GgmlDType, rows: usize, cols: usize) -> (Vec<f32>, Vec<u8>) {
+        let x: Vec<f32> =
+            (0..rows * cols).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.45) * (1 + i % 9) as f32).collect();
+        let q = QTensor::quantize(&Tensor::from_vec(x, (rows, cols), &Device::Cpu).unwrap(), dtype).unwrap();
+        let want = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        (want, q.data().unwrap().into_owned())
+    }
+
+    #[test]
+    fn converted_blocks_hold_the_values_ggml_decodes() {
+        let (rows, cols) = (5, 512);
+        for (dtype, format, convert) in [
+            (GgmlDType::Q5_0, Format::Q8_0, q5_0_to_q8_0 as fn(&[u8]) -> Result<Vec<u8>, String>),
+            (GgmlDType::Q5_1, Format::Q5K, q5_1_to_blocks),
+            (GgmlDType::Q5K, Format::Q5K, q5_k_to_blocks),
+        ] {
+            let (want, bytes) = ggml(dtype, rows, cols);
+            let blocks = convert(&bytes).unwrap();
+            for bits in [Bits::Sixteen, Bits::Eight] {
+                let m = Matrix::quantized(format, bits, rows, cols, blocks.clone()).unwrap();
+                for r in 0..rows {
+                    let mut got = vec![0.0; cols];
+                    m.row_into(r, &mut got);
+                    for (c, (g, w)) in got.iter().zip(&want[r * cols..(r + 1) * cols]).enumerate() {
+                        // GGML rounds `d·q` and then adds the term; the kernels fuse the two.
+                        assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "{dtype:?} ({r},{c}): {g} vs {w}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn partial_blocks_are_refused() {
+        assert!(q5_0_to_q8_0(&[0; 23]).unwrap_err().contains("23 bytes"));
+        assert!(q5_1_to_blocks(&[0; 23]).unwrap_err().contains("Q5_1"));
+        assert!(q5_k_to_blocks(&[0; 175]).unwrap_err().contains("176-byte"));
+    }
+}
