@@ -2,10 +2,12 @@
 //! do), so a single `.gguf` is a complete model without a `tokenizer.json` beside it.
 //!
 //! Supported today: GPT-2-style byte-level BPE (`tokenizer.ggml.model = "gpt2"`) with the
-//! pre-tokenizers llama.cpp calls `default`/`gpt2` (the GPT-2 regex) and `smollm` (digits split
-//! one by one, then the GPT-2 regex). Control and user-defined tokens (`<|im_start|>` …) become
-//! special added tokens, so they are matched in text and skipped when decoding. Other
-//! vocabularies (SentencePiece `llama`, other pre-tokenizer regexes) are refused by name.
+//! pre-tokenizers llama.cpp calls `default`/`gpt2` (the GPT-2 regex), `smollm` (digits split
+//! one by one, then the GPT-2 regex), `llama-bpe` (Llama 3's regex, numbers in groups of up to
+//! three, words looked up whole before merging) and `qwen2` (Qwen 2's: digits one by one).
+//! Control and user-defined tokens (`<|im_start|>` …) become special added tokens, so they are
+//! matched in text and skipped when decoding. Other vocabularies (SentencePiece `llama`, other
+//! pre-tokenizer regexes) are refused by name.
 
 use std::collections::HashMap;
 
@@ -16,7 +18,15 @@ use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::{AddedToken, PreTokenizerWrapper, Tokenizer};
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
+
+/// Llama 3's pre-tokenizer regex, as its `tokenizer.json` holds it (llama.cpp runs the same
+/// with the case-insensitive group spelled out).
+const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen 2's: Llama 3's with digits one by one.
+const QWEN2: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// GGUF `tokenizer.ggml.token_type` values that mark special tokens.
 const CONTROL: i32 = 3;
@@ -64,12 +74,22 @@ pub fn from_gguf(content: &Content) -> Result<GgufTokenizer, LoadError> {
     let pre =
         meta(content, "tokenizer.ggml.pre").and_then(|v| v.to_string().ok()).map(String::as_str).unwrap_or("default");
     let byte_level = ByteLevel::new(false, true, true);
-    let pre_tokenizer: PreTokenizerWrapper = match pre {
-        "default" | "gpt2" => byte_level.into(),
-        "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
+    // A regex split, then byte-level BPE's byte-to-character mapping without its own regex.
+    let regex_then_bytes = |pattern: &str| -> Result<PreTokenizerWrapper, LoadError> {
+        let split = Split::new(SplitPattern::Regex(pattern.into()), SplitDelimiterBehavior::Isolated, false)
+            .map_err(|e| LoadError::Config(format!("pre-tokenizer regex: {e}")))?;
+        Ok(Sequence::new(vec![split.into(), ByteLevel::new(false, true, false).into()]).into())
+    };
+    // Llama 3 looks a whole pre-token up in the vocabulary before merging (llama.cpp's and
+    // transformers' `ignore_merges`).
+    let (pre_tokenizer, ignore_merges): (PreTokenizerWrapper, bool) = match pre {
+        "default" | "gpt2" => (byte_level.into(), false),
+        "smollm" => (Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(), false),
+        "llama-bpe" | "llama3" | "llama-v3" => (regex_then_bytes(LLAMA3)?, true),
+        "qwen2" | "deepseek-r1-qwen" => (regex_then_bytes(QWEN2)?, false),
         other => {
             return Err(LoadError::Unsupported(format!(
-                "GGUF pre-tokenizer `{other}` (supported: default, gpt2, smollm)"
+                "GGUF pre-tokenizer `{other}` (supported: default, gpt2, smollm, llama-bpe, qwen2)"
             )))
         }
     };
@@ -96,6 +116,7 @@ pub fn from_gguf(content: &Content) -> Result<GgufTokenizer, LoadError> {
     }
     let bpe = BPE::builder()
         .vocab_and_merges(vocab.into_iter().collect::<tokenizers::models::bpe::Vocab>(), merges)
+        .ignore_merges(ignore_merges)
         .build()
         .map_err(|e| LoadError::Config(format!("GGUF BPE vocabulary: {e}")))?;
     let mut tokenizer = Tokenizer::new(bpe);
@@ -116,4 +137,57 @@ pub fn from_gguf(content: &Content) -> Result<GgufTokenizer, LoadError> {
         eos: u32_of(content, "tokenizer.ggml.eos_token_id"),
         chat_template: meta(content, "tokenizer.chat_template").and_then(|v| v.to_string().ok()).cloned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::quantized::gguf_file;
+
+    use super::*;
+
+    /// The pieces `text` becomes with a tiny vocabulary under pre-tokenizer `pre`. Merges rank
+    /// `1 2` before `3 4` before `12 3`; `abc` is a token no merge makes.
+    fn pieces(pre: &str, text: &str) -> Vec<String> {
+        let tokens = ["1", "2", "3", "4", "12", "34", "123", "a", "b", "c", "ab", "abc"];
+        let merges = ["1 2", "3 4", "12 3", "a b"];
+        let strings = |v: &[&str]| Value::Array(v.iter().map(|s| Value::String(s.to_string())).collect());
+        let meta = [
+            ("tokenizer.ggml.model", Value::String("gpt2".into())),
+            ("tokenizer.ggml.pre", Value::String(pre.into())),
+            ("tokenizer.ggml.tokens", strings(&tokens)),
+            ("tokenizer.ggml.merges", strings(&merges)),
+        ];
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (*k, v)).collect();
+        gguf_file::write(&mut file.reopen().unwrap(), &refs, &[]).unwrap();
+        let t = read(file.path()).unwrap().tokenizer;
+        let ids = t.encode(text, false).unwrap().get_ids().to_vec();
+        ids.iter().map(|id| t.id_to_token(*id).unwrap()).collect()
+    }
+
+    #[test]
+    fn each_pre_tokenizer_splits_as_llama_cpp_does() {
+        // GPT-2's regex keeps "1234" whole, so 3 and 4 merge first.
+        assert_eq!(pieces("gpt2", "1234"), ["12", "34"]);
+        // Llama 3's splits numbers into groups of three: "123" and "4".
+        assert_eq!(pieces("llama-bpe", "1234"), ["123", "4"]);
+        // Qwen 2's splits every digit.
+        assert_eq!(pieces("qwen2", "1234"), ["1", "2", "3", "4"]);
+        // Llama 3 takes a pre-token found in the vocabulary whole; others merge.
+        assert_eq!(pieces("llama-bpe", "abc"), ["abc"]);
+        assert_eq!(pieces("qwen2", "abc"), ["ab", "c"]);
+    }
+
+    #[test]
+    fn unknown_pre_tokenizers_are_refused_by_name() {
+        let meta = [
+            ("tokenizer.ggml.model", Value::String("gpt2".into())),
+            ("tokenizer.ggml.pre", Value::String("tekken".into())),
+        ];
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (*k, v)).collect();
+        gguf_file::write(&mut file.reopen().unwrap(), &refs, &[]).unwrap();
+        let err = read(file.path()).err().expect("refused").to_string();
+        assert!(err.contains("`tekken`") && err.contains("llama-bpe"), "{err}");
+    }
 }
