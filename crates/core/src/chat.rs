@@ -3,8 +3,9 @@
 //! methods like `.strip()` that Hugging Face templates call), never string concatenation.
 //!
 //! The context is what `transformers.apply_chat_template` passes: `messages` (each with `role`
-//! and `content`), `add_generation_prompt`, `bos_token`, `eos_token`, and the
-//! `raise_exception(msg)` function templates use to reject a conversation.
+//! and `content`), `add_generation_prompt`, `bos_token`, `eos_token`, `tools` (none: tool calls
+//! are refused before this), and the functions templates call: `raise_exception(msg)` to reject
+//! a conversation, `strftime_now(format)` for today's date (Llama 3's system prompt, in UTC).
 
 use minijinja::{context, Environment, Error, ErrorKind};
 use serde::Serialize;
@@ -44,6 +45,13 @@ impl ChatTemplate {
         env.add_function("raise_exception", |msg: String| -> Result<String, Error> {
             Err(Error::new(ErrorKind::InvalidOperation, msg))
         });
+        env.add_function("strftime_now", |format: String| -> Result<String, Error> {
+            // A format chrono cannot read is the template's error, not a panic.
+            let mut out = String::new();
+            std::fmt::Write::write_fmt(&mut out, format_args!("{}", chrono::Utc::now().format(&format)))
+                .map_err(|_| Error::new(ErrorKind::InvalidOperation, format!("strftime_now: bad format {format:?}")))?;
+            Ok(out)
+        });
         env.add_template_owned(NAME, source.to_owned()).map_err(|e| format!("chat template: {e}"))?;
         Ok(Self { env, bos: bos.into(), eos: eos.into() })
     }
@@ -58,6 +66,7 @@ impl ChatTemplate {
                 add_generation_prompt => add_generation_prompt,
                 bos_token => &self.bos,
                 eos_token => &self.eos,
+                tools => (),
             })
             .map_err(|e| match e.kind() {
                 ErrorKind::InvalidOperation => {
@@ -107,6 +116,29 @@ mod tests {
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n"
         );
         assert!(!t.render(&one, false).unwrap().ends_with("assistant\n"));
+    }
+
+    /// The head of Llama 3.2's template (from its `tokenizer_config.json`): today's date through
+    /// `strftime_now`.
+    const LLAMA_3_2_HEAD: &str = "{{- bos_token }}\n{%- if not date_string is defined %}\n    {%- if strftime_now is defined %}\n        {%- set date_string = strftime_now(\"%d %b %Y\") %}\n    {%- else %}\n        {%- set date_string = \"26 Jul 2024\" %}\n    {%- endif %}\n{%- endif %}\n{%- if not tools is defined %}\n    {%- set tools = none %}\n{%- endif %}\n{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}\n{%- if tools is not none %}\n    {{- \"Environment: ipython\\n\" }}\n{%- endif %}\n{{- \"Cutting Knowledge Date: December 2023\\n\" }}\n{{- \"Today Date: \" + date_string + \"\\n\\n\" }}";
+
+    #[test]
+    fn llama_3_gets_todays_date_and_templates_see_no_tools() {
+        let t = ChatTemplate::new(LLAMA_3_2_HEAD, "<|begin_of_text|>", "<|eot_id|>").unwrap();
+        let out = t.render(&[Message::new("user", "hi")], true).unwrap();
+        let today = chrono::Utc::now().format("%d %b %Y").to_string();
+        assert_eq!(
+            out,
+            format!(
+                "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: {today}\n\n"
+            )
+        );
+        // As transformers passes it: templates that test `tools is not none` see no tools.
+        let tools = ChatTemplate::new("{% if tools is none %}no tools{% endif %}", "", "").unwrap();
+        assert_eq!(tools.render(&[Message::new("user", "hi")], true).unwrap(), "no tools");
+        let bad = ChatTemplate::new("{{ strftime_now('%Q') }}", "", "").unwrap();
+        let err = bad.render(&[Message::new("user", "hi")], true).unwrap_err();
+        assert!(err.contains("bad format"), "{err}");
     }
 
     #[test]
