@@ -401,6 +401,44 @@ mod tests {
         out
     }
 
+    /// A fixed pattern of `rows × cols` values quantized by GGML (candle) to `dtype`: the bytes,
+    /// and GGML's own decoding of them.
+    pub(crate) fn ggml_quantized(
+        dtype: candle_core::quantized::GgmlDType,
+        rows: usize,
+        cols: usize,
+    ) -> (Vec<u8>, Vec<f32>) {
+        use candle_core::{quantized::QTensor, Device, Tensor};
+        let x: Vec<f32> =
+            (0..rows * cols).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.45) * (1 + i % 9) as f32).collect();
+        let q = QTensor::quantize(&Tensor::from_vec(x, (rows, cols), &Device::Cpu).unwrap(), dtype).unwrap();
+        let want = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        (q.data().unwrap().into_owned(), want)
+    }
+
+    /// Checks that `blocks` of `format`, packed for either activation width, decode to `want`
+    /// (`rows × cols`), each value within `tolerance` of it relative to `max(|want|, 1)`: GGML
+    /// rounds `d·q` before adding a term, where the kernels fuse the two.
+    pub(crate) fn assert_decodes_to(
+        format: Format,
+        blocks: &[u8],
+        rows: usize,
+        cols: usize,
+        want: &[f32],
+        tolerance: f32,
+    ) {
+        for bits in [Bits::Sixteen, Bits::Eight] {
+            let m = Matrix::quantized(format, bits, rows, cols, blocks.to_vec()).unwrap();
+            for r in 0..rows {
+                let mut got = vec![0.0; cols];
+                m.row_into(r, &mut got);
+                for (c, (g, w)) in got.iter().zip(&want[r * cols..(r + 1) * cols]).enumerate() {
+                    assert!((g - w).abs() <= tolerance * w.abs().max(1.0), "{format:?} ({r},{c}): {g} vs {w}");
+                }
+            }
+        }
+    }
+
     fn dense(m: &Matrix) -> Vec<f32> {
         let mut all = vec![0.0; m.rows * m.cols];
         for r in 0..m.rows {

@@ -51,31 +51,15 @@ pub fn to_blocks(q4_k: &[u8]) -> Result<Vec<u8>, String> {
 
 #[cfg(test)]
 mod tests {
-    use candle_core::quantized::{GgmlDType, QTensor};
-    use candle_core::{Device, Tensor};
+    use candle_core::quantized::GgmlDType;
 
     use super::*;
-    use crate::quant::{Bits, Matrix};
+    use crate::quant::tests::{assert_decodes_to, ggml_quantized};
 
     #[test]
     fn converted_blocks_hold_the_values_ggml_decodes() {
-        let (rows, cols) = (5, 512);
-        let x: Vec<f32> =
-            (0..rows * cols).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.4) * (1 + i % 7) as f32).collect();
-        let q = QTensor::quantize(&Tensor::from_vec(x, (rows, cols), &Device::Cpu).unwrap(), GgmlDType::Q4K).unwrap();
-        let want: Vec<f32> = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        let blocks = to_blocks(&q.data().unwrap()).unwrap();
-        for bits in [Bits::Sixteen, Bits::Eight] {
-            let m = Matrix::quantized(Format::Q4K, bits, rows, cols, blocks.clone()).unwrap();
-            for r in 0..rows {
-                let mut got = vec![0.0; cols];
-                m.row_into(r, &mut got);
-                for (c, (g, w)) in got.iter().zip(&want[r * cols..(r + 1) * cols]).enumerate() {
-                    // GGML rounds `d·q` and then subtracts; the kernels fuse the two.
-                    assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "row {r} col {c}: {g} vs {w}");
-                }
-            }
-        }
+        let (bytes, want) = ggml_quantized(GgmlDType::Q4K, 5, 512);
+        assert_decodes_to(Format::Q4K, &to_blocks(&bytes).unwrap(), 5, 512, &want, 1e-6);
     }
 
     #[test]

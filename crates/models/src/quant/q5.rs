@@ -80,42 +80,21 @@ pub fn q5_k_to_blocks(q5_k: &[u8]) -> Result<Vec<u8>, String> {
 
 #[cfg(test)]
 mod tests {
-    use candle_core::quantized::{GgmlDType, QTensor};
-    use candle_core::{Device, Tensor};
+    use candle_core::quantized::GgmlDType;
 
     use super::*;
-    use crate::quant::{Bits, Matrix};
-
-    /// GGML's decoding of `x` quantized to `dtype`, and the quantized bytes.
-    fn ggml(dtype: GgmlDType, rows: usize, cols: usize) -> (Vec<f32>, Vec<u8>) {
-        let x: Vec<f32> =
-            (0..rows * cols).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.45) * (1 + i % 9) as f32).collect();
-        let q = QTensor::quantize(&Tensor::from_vec(x, (rows, cols), &Device::Cpu).unwrap(), dtype).unwrap();
-        let want = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        (want, q.data().unwrap().into_owned())
-    }
+    use crate::quant::tests::{assert_decodes_to, ggml_quantized};
 
     #[test]
     fn converted_blocks_hold_the_values_ggml_decodes() {
-        let (rows, cols) = (5, 512);
-        for (dtype, format, convert) in [
-            (GgmlDType::Q5_0, Format::Q8_0, q5_0_to_q8_0 as fn(&[u8]) -> Result<Vec<u8>, String>),
+        let cases: [(GgmlDType, Format, fn(&[u8]) -> Result<Vec<u8>, String>); 3] = [
+            (GgmlDType::Q5_0, Format::Q8_0, q5_0_to_q8_0),
             (GgmlDType::Q5_1, Format::Q5K, q5_1_to_blocks),
             (GgmlDType::Q5K, Format::Q5K, q5_k_to_blocks),
-        ] {
-            let (want, bytes) = ggml(dtype, rows, cols);
-            let blocks = convert(&bytes).unwrap();
-            for bits in [Bits::Sixteen, Bits::Eight] {
-                let m = Matrix::quantized(format, bits, rows, cols, blocks.clone()).unwrap();
-                for r in 0..rows {
-                    let mut got = vec![0.0; cols];
-                    m.row_into(r, &mut got);
-                    for (c, (g, w)) in got.iter().zip(&want[r * cols..(r + 1) * cols]).enumerate() {
-                        // GGML rounds `d·q` and then adds the term; the kernels fuse the two.
-                        assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "{dtype:?} ({r},{c}): {g} vs {w}");
-                    }
-                }
-            }
+        ];
+        for (dtype, format, convert) in cases {
+            let (bytes, want) = ggml_quantized(dtype, 5, 512);
+            assert_decodes_to(format, &convert(&bytes).unwrap(), 5, 512, &want, 1e-6);
         }
     }
 
