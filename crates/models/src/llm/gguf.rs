@@ -18,7 +18,7 @@ use super::llama::{Layer, Llama, LlamaConfig};
 use super::rope::RopePairs;
 use super::tokenizer::GenTokenizer;
 use super::Options;
-use crate::quant::{q4_k, q5, q6_k, Bits, Format, Matrix};
+use crate::quant::{q4_k, q5, q6_k, Bits, Format, Matrix, Regroup};
 use crate::text::gguf_tokenizer;
 
 /// Texts llama.cpp also treats as end of generation when the vocabulary marks them as control.
@@ -177,9 +177,6 @@ struct Tensors {
     /// Activation width of the products with quantized weights.
     bits: Bits,
 }
-
-/// Turns a GGUF tensor's blocks into a kernel format's.
-type Regroup = fn(&[u8]) -> Result<Vec<u8>, String>;
 
 impl Tensors {
     fn info(&self, name: &str) -> Result<&TensorInfo, LoadError> {

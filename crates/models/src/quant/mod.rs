@@ -31,6 +31,9 @@ pub mod tiles;
 
 use team::{Chunks, Ranges, Team};
 
+/// Turns GGUF blocks of one format into a kernel format's blocks ([`q4_k`], [`q5`], [`q6_k`]).
+pub type Regroup = fn(&[u8]) -> Result<Vec<u8>, String>;
+
 /// Values per quantization block (every format here).
 pub const BLOCK: usize = 32;
 

@@ -87,7 +87,7 @@ mod tests {
 
     #[test]
     fn converted_blocks_hold_the_values_ggml_decodes() {
-        let cases: [(GgmlDType, Format, fn(&[u8]) -> Result<Vec<u8>, String>); 3] = [
+        let cases: [(GgmlDType, Format, crate::quant::Regroup); 3] = [
             (GgmlDType::Q5_0, Format::Q8_0, q5_0_to_q8_0),
             (GgmlDType::Q5_1, Format::Q5K, q5_1_to_blocks),
             (GgmlDType::Q5K, Format::Q5K, q5_k_to_blocks),
