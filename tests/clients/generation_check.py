@@ -1,5 +1,5 @@
 """The official openai client, unmodified, against aiserve's text generation: chat whole and
-streamed (with usage), legacy completions, n choices, stop strings, errors, and 8 concurrent
+streamed (with usage), legacy completions, n choices, stop strings, log-probabilities, errors, and 8 concurrent
 greedy chats that must answer exactly as each does alone (continuous batching is invisible)."""
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +45,14 @@ r = client.chat.completions.create(model=model, messages=[{"role": "user", "cont
 again = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Tell me a joke."}], n=2,
                                        temperature=0.9, seed=42, max_tokens=16)
 assert len(r.choices) == 2 and [x.message.content for x in r.choices] == [x.message.content for x in again.choices]
+
+# Log-probabilities: one entry per answer token, its text the answer, the greedy pick the most likely.
+r = ask("Which city is the capital of France?", logprobs=True, top_logprobs=3)
+content = r.choices[0].logprobs.content
+assert "".join(t.token for t in content) == "The capital of France is Paris.", content
+assert all(t.logprob <= 0 and len(t.top_logprobs) == 3 and t.top_logprobs[0].token == t.token for t in content), content
+c = client.completions.create(model=model, prompt="The capital of France is", max_tokens=3, temperature=0, logprobs=2)
+assert "".join(c.choices[0].logprobs.tokens) == c.choices[0].text and len(c.choices[0].logprobs.top_logprobs[0]) == 2, c
 
 try:
     ask("hi", top_p=0)

@@ -123,6 +123,37 @@ impl Sampler {
     }
 }
 
+/// A generated token's log-probability under the model, and the `top` most likely tokens' (the
+/// log-softmax of the raw logits, before temperature and penalties, as vLLM reports them).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprob {
+    pub token: u32,
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
+}
+
+impl TokenLogprob {
+    /// `token`'s entry from the raw `logits` it was drawn from, with `top` alternatives.
+    pub fn of(logits: &[f32], token: u32, top: usize) -> Self {
+        let max = crate::math::max(logits);
+        // In f64: 50k terms summed in f32 would lose the small ones.
+        let sum: f64 = logits.iter().map(|l| ((l - max) as f64).exp()).sum();
+        let lse = max + sum.ln() as f32;
+        let mut best: Vec<(u32, f32)> = Vec::with_capacity(top + 1);
+        for (i, l) in logits.iter().enumerate() {
+            if best.len() == top && best.last().is_none_or(|b| *l <= b.1) {
+                continue;
+            }
+            // After the entries at least as large: ties keep the lower id first.
+            let at = best.partition_point(|b| b.1 >= *l);
+            best.insert(at, (i as u32, *l));
+            best.truncate(top);
+        }
+        let logprob = logits.get(token as usize).map_or(f32::NEG_INFINITY, |l| l - lse);
+        Self { token, logprob, top: best.into_iter().map(|(i, l)| (i, l - lse)).collect() }
+    }
+}
+
 /// Index of the largest value (the first one on ties; NaNs are never the largest). The engine
 /// runs this for every greedy sequence of every step: the maximum comes from vector code
 /// ([`crate::math::max`]) and only the chunk holding it is searched value by value.
@@ -209,5 +240,21 @@ mod tests {
         let logits = [1.0, 0.5, 0.0];
         let picks: Vec<u32> = (0..3).map(|_| s.sample(&mut logits.to_vec())).collect();
         assert_eq!(picks, [0, 1, 2]);
+    }
+
+    #[test]
+    fn token_logprobs_are_a_log_softmax_with_the_top_alternatives() {
+        let logits = [1.0f32, 3.0, 2.0, 3.0, -1.0];
+        let sum: f64 = logits.iter().map(|l| (*l as f64).exp()).sum();
+        let lp = |l: f32| (l as f64 - sum.ln()) as f32;
+        let t = TokenLogprob::of(&logits, 2, 3);
+        assert!((t.logprob - lp(2.0)).abs() < 1e-6);
+        // Most likely first, ties by lower id.
+        let ids: Vec<u32> = t.top.iter().map(|x| x.0).collect();
+        assert_eq!(ids, [1, 3, 2]);
+        assert!(t.top.iter().all(|(i, l)| (l - lp(logits[*i as usize])).abs() < 1e-6));
+        assert!(TokenLogprob::of(&logits, 0, 0).top.is_empty());
+        let total: f64 = TokenLogprob::of(&logits, 0, 5).top.iter().map(|(_, l)| (*l as f64).exp()).sum();
+        assert!((total - 1.0).abs() < 1e-6);
     }
 }

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
 use aiserve_core::generate::{GenItem, GeneratorSpec, SeqState, TextGenerator};
+use aiserve_core::sampling::TokenLogprob;
 use aiserve_core::sampling::{Sampler, SamplingParams};
 use aiserve_core::scheduler::{Scheduler, SchedulerConfig, SeqId};
 use aiserve_core::stop::{Detokenizer, StopStrings};
@@ -49,6 +50,8 @@ pub struct GenRequest {
     pub max_tokens: usize,
     pub sampling: SamplingParams,
     pub stop: Vec<String>,
+    /// Report each generated token's log-probability and this many alternatives'.
+    pub logprobs: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,10 +71,13 @@ impl FinishReason {
     }
 }
 
-/// What a sequence's receiver gets: text pieces, then exactly one `Done` or `Failed`.
+/// What a sequence's receiver gets: text pieces, then exactly one `Done` or `Failed`. With
+/// `logprobs` asked, each generated token's (but an end token's) comes before the text it
+/// completes, which may come later (held back as part of a character or a stop string).
 #[derive(Debug)]
 pub enum Event {
     Text(String),
+    Token(TokenLogprob),
     Done { reason: FinishReason, prompt_tokens: usize, completion_tokens: usize },
     Failed(ApiError),
 }
@@ -201,6 +207,7 @@ struct Active {
     sampler: Sampler,
     detok: Detokenizer,
     stops: StopStrings,
+    logprobs: Option<usize>,
     events: UnboundedSender<Event>,
     /// When the engine took the sequence, then when it last produced a token.
     arrived: std::time::Instant,
@@ -278,6 +285,7 @@ impl Loop {
                 sampler: Sampler::new(req.sampling),
                 detok: Detokenizer::default(),
                 stops: StopStrings::new(req.stop),
+                logprobs: req.logprobs,
                 events,
                 arrived: std::time::Instant::now(),
                 last_token: None,
@@ -394,6 +402,8 @@ impl Loop {
         let (mut first_token, mut token_gap) = (Vec::new(), Vec::new());
         for ((id, _, _), mut row) in plan.iter().filter(|p| p.2).zip(logits) {
             let Some(s) = self.seqs.get_mut(id) else { continue };
+            // The sampler rewrites the row; log-probabilities are of the model's own logits.
+            let raw = s.logprobs.map(|top| (row.clone(), top));
             let t = s.sampler.sample(&mut row);
             s.tokens.push(t);
             generated += 1;
@@ -405,6 +415,9 @@ impl Loop {
             if self.spec.info.stop_tokens.contains(&t) {
                 self.end(*id, FinishReason::Stop);
                 continue;
+            }
+            if let Some((raw, top)) = raw {
+                let _ = s.events.send(Event::Token(TokenLogprob::of(&raw, t, top)));
             }
             let delta = match s.detok.push(tok.as_ref(), t) {
                 Ok(d) => d,

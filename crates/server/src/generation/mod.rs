@@ -10,6 +10,7 @@ use std::future::poll_fn;
 use std::task::Poll;
 
 use aiserve_core::chat::Message;
+use aiserve_core::sampling::TokenLogprob;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use self::engine::{Engine, Event, FinishReason, GenRequest};
@@ -25,6 +26,8 @@ pub struct GenModel {
 #[derive(Debug)]
 pub struct Completion {
     pub text: String,
+    /// Each generated token's log-probability, when asked.
+    pub logprobs: Vec<TokenLogprob>,
     pub reason: FinishReason,
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
@@ -84,6 +87,7 @@ impl GenModel {
                     max_tokens,
                     sampling,
                     stop: params.stop.clone(),
+                    logprobs: params.logprobs,
                 })
             })
             .collect()
@@ -96,12 +100,13 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + S
 
 /// Waits for one choice to finish.
 pub async fn collect(mut rx: UnboundedReceiver<Event>) -> Result<Completion, ApiError> {
-    let mut text = String::new();
+    let (mut text, mut logprobs) = (String::new(), Vec::new());
     while let Some(e) = rx.recv().await {
         match e {
             Event::Text(t) => text.push_str(&t),
+            Event::Token(t) => logprobs.push(t),
             Event::Done { reason, prompt_tokens, completion_tokens } => {
-                return Ok(Completion { text, reason, prompt_tokens, completion_tokens })
+                return Ok(Completion { text, logprobs, reason, prompt_tokens, completion_tokens })
             }
             Event::Failed(e) => return Err(e),
         }

@@ -12,6 +12,8 @@ pub const MAX_N: usize = 16;
 /// Most stop strings, and the longest one in bytes.
 pub const MAX_STOPS: usize = 16;
 pub const MAX_STOP_BYTES: usize = 256;
+/// Most alternatives reported per token (OpenAI's limit for `top_logprobs`).
+pub const MAX_TOP_LOGPROBS: usize = 20;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Params {
@@ -21,6 +23,9 @@ pub struct Params {
     pub n: usize,
     pub stream: bool,
     pub include_usage: bool,
+    /// Each token's log-probability and this many alternatives': chat's `logprobs: true` with
+    /// `top_logprobs`, or completions' `logprobs: k`.
+    pub logprobs: Option<usize>,
 }
 
 fn number(v: &Value, field: &str, lo: f64, hi: f64) -> Result<f64, ApiError> {
@@ -58,11 +63,6 @@ pub fn check_fields(req: &Map<String, Value>, known: &[&str], route: &str) -> Re
 pub fn refuse_unless_default(req: &Map<String, Value>) -> Result<(), ApiError> {
     let unsupported = |field: &str, why: &str| ApiError::invalid(field, format!("`{field}` is not supported: {why}"));
     for (field, ok) in [
-        (
-            "logprobs",
-            req.get("logprobs").is_none_or(|v| v.is_null() || v == &Value::Bool(false) || v == &Value::from(0)),
-        ),
-        ("top_logprobs", get(req, "top_logprobs").is_none_or(|v| v == &Value::from(0))),
         ("logit_bias", get(req, "logit_bias").is_none_or(|v| v.as_object().is_some_and(|o| o.is_empty()))),
         ("tools", get(req, "tools").is_none_or(|v| v.as_array().is_some_and(|a| a.is_empty()))),
         ("functions", get(req, "functions").is_none_or(|v| v.as_array().is_some_and(|a| a.is_empty()))),
@@ -90,6 +90,7 @@ pub fn parse(req: &Map<String, Value>, max_token_fields: &[&str]) -> Result<Para
         n: 1,
         stream: false,
         include_usage: false,
+        logprobs: None,
     };
     for field in max_token_fields {
         if let Some(v) = get(req, field) {
@@ -147,6 +148,20 @@ pub fn parse(req: &Map<String, Value>, max_token_fields: &[&str]) -> Result<Para
         if let Some(u) = o.get("include_usage") {
             p.include_usage = boolean(u, "stream_options.include_usage")?;
         }
+    }
+    // Chat: `logprobs: true` and `top_logprobs: k`; completions: `logprobs: k`.
+    let top = MAX_TOP_LOGPROBS as u64;
+    p.logprobs = match get(req, "logprobs") {
+        None | Some(Value::Bool(false)) => None,
+        Some(Value::Bool(true)) => Some(0),
+        Some(v) => Some(integer(v, "logprobs", 0, top)? as usize),
+    };
+    if let Some(v) = get(req, "top_logprobs") {
+        let k = integer(v, "top_logprobs", 0, top)? as usize;
+        if p.logprobs.is_none() {
+            return Err(ApiError::invalid("top_logprobs", "`top_logprobs` needs `logprobs` set to true"));
+        }
+        p.logprobs = Some(k);
     }
     if let Some(v) = get(req, "stop") {
         p.stop = match v {
@@ -206,6 +221,10 @@ mod tests {
             (0.0, 0.5, 3, Some(4))
         );
         assert_eq!((p.n, p.stream, p.include_usage, p.stop.len()), (2, true, true, 2));
+        assert_eq!(p.logprobs, None);
+        let chat = parse(&obj(json!({"logprobs": true, "top_logprobs": 3})), &["max_tokens"]).unwrap();
+        let legacy = parse(&obj(json!({"logprobs": 2})), &["max_tokens"]).unwrap();
+        assert_eq!((chat.logprobs, legacy.logprobs), (Some(3), Some(2)));
         for (bad, field) in [
             (json!({"temperature": 3}), "temperature"),
             (json!({"top_p": 0}), "top_p"),
@@ -215,6 +234,9 @@ mod tests {
             (json!({"stop": 5}), "stop"),
             (json!({"stream_options": {"include_usage": true}}), "stream_options"),
             (json!({"top_k": -2}), "top_k"),
+            (json!({"top_logprobs": 2}), "top_logprobs"),
+            (json!({"logprobs": true, "top_logprobs": 21}), "top_logprobs"),
+            (json!({"logprobs": "yes"}), "logprobs"),
         ] {
             let err = parse(&obj(bad.clone()), &["max_tokens"]).unwrap_err();
             match err {
@@ -227,11 +249,10 @@ mod tests {
     #[test]
     fn semantic_fields_are_refused_unless_default() {
         assert!(refuse_unless_default(&obj(
-            json!({"logprobs": false, "tools": [], "response_format": {"type": "text"}})
+            json!({"logprobs": true, "tools": [], "response_format": {"type": "text"}})
         ))
         .is_ok());
         for bad in [
-            json!({"logprobs": true}),
             json!({"tools": [{"type": "function"}]}),
             json!({"response_format": {"type": "json_object"}}),
             json!({"echo": true}),

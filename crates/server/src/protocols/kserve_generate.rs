@@ -142,7 +142,11 @@ async fn run(
             if ended {
                 return None;
             }
+            // KServe's `parameters` take no `logprobs`, so no token events come.
             let (body, ended) = match choices.next().await? {
+                (_, Event::Token(_)) => {
+                    return Some((Ok(SseEvent::default().comment("")), (choices, head, servable, false)))
+                }
                 (_, Event::Text(t)) => {
                     let mut m = head.clone();
                     m.insert("text_output".into(), t.into());

@@ -7,12 +7,14 @@
 //! choice with its `finish_reason`, the usage chunk when `stream_options.include_usage` asks,
 //! and `[DONE]`. A client that goes away drops the stream, which cancels its sequences.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use aiserve_core::chat::Message;
+use aiserve_core::generate::PromptTokenizer;
+use aiserve_core::sampling::TokenLogprob;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -95,8 +97,16 @@ impl Shape {
         m
     }
 
-    /// A streamed choice: text delta (and the role, first time) or its finish reason.
-    fn chunk_choice(&self, index: usize, role: bool, text: Option<&str>, finish: Option<&str>) -> Value {
+    /// A streamed choice: text delta (and the role, first time) or its finish reason, with the
+    /// log-probabilities of the tokens it completes.
+    fn chunk_choice(
+        &self,
+        index: usize,
+        role: bool,
+        text: Option<&str>,
+        finish: Option<&str>,
+        logprobs: Value,
+    ) -> Value {
         if self.chat {
             let mut delta = Map::new();
             if role {
@@ -105,10 +115,60 @@ impl Shape {
             if let Some(t) = text {
                 delta.insert("content".into(), t.into());
             }
-            json!({ "index": index, "delta": delta, "logprobs": null, "finish_reason": finish })
+            json!({ "index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish })
         } else {
-            json!({ "index": index, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish })
+            json!({ "index": index, "text": text.unwrap_or(""), "logprobs": logprobs, "finish_reason": finish })
         }
+    }
+}
+
+/// Tokens' log-probabilities in the two APIs' shapes, each token as the text the model's
+/// tokenizer makes of it alone.
+struct Logprobs {
+    tokenizer: Arc<dyn PromptTokenizer>,
+    chat: bool,
+}
+
+impl Logprobs {
+    fn text(&self, id: u32) -> String {
+        self.tokenizer.decode(&[id]).unwrap_or_default()
+    }
+
+    /// `tokens` as a choice's `logprobs`; for completions, `offset` is where their text starts
+    /// in the choice's (in characters), and moves past it.
+    fn value(&self, tokens: &[TokenLogprob], offset: &mut usize) -> Value {
+        if self.chat {
+            let entry = |id: u32, logprob: f32| {
+                let token = self.text(id);
+                json!({ "token": token, "logprob": logprob, "bytes": token.as_bytes() })
+            };
+            let content: Vec<Value> = tokens
+                .iter()
+                .map(|t| {
+                    let mut e = entry(t.token, t.logprob);
+                    e["top_logprobs"] = t.top.iter().map(|(id, lp)| entry(*id, *lp)).collect();
+                    e
+                })
+                .collect();
+            return json!({ "content": content });
+        }
+        let texts: Vec<String> = tokens.iter().map(|t| self.text(t.token)).collect();
+        let text_offset: Vec<usize> = texts
+            .iter()
+            .map(|t| {
+                let at = *offset;
+                *offset += t.chars().count();
+                at
+            })
+            .collect();
+        let top: Vec<Map<String, Value>> =
+            tokens.iter().map(|t| t.top.iter().map(|(id, lp)| (self.text(*id), json!(lp))).collect()).collect();
+        json!({
+            "tokens": texts,
+            "token_logprobs": tokens.iter().map(|t| t.logprob).collect::<Vec<_>>(),
+            "top_logprobs": top,
+            "text_offset": text_offset,
+        })
     }
 }
 
@@ -192,6 +252,7 @@ async fn respond(
         rxs.extend(gen.start(prompt, &p)?);
     }
     let served = Served::of(&servable);
+    let logprobs = p.logprobs.map(|_| Logprobs { tokenizer: gen.engine.spec().tokenizer.clone(), chat: shape.chat });
     if !p.stream {
         let deadline = state.deadline(headers, None)?;
         let done = collect_all(rxs, deadline).await?;
@@ -200,10 +261,11 @@ async fn respond(
             .iter()
             .enumerate()
             .map(|(i, c)| {
+                let logprobs = logprobs.as_ref().map_or(Value::Null, |l| l.value(&c.logprobs, &mut 0));
                 if shape.chat {
-                    json!({ "index": i, "message": { "role": "assistant", "content": c.text }, "logprobs": null, "finish_reason": c.reason.as_str() })
+                    json!({ "index": i, "message": { "role": "assistant", "content": c.text }, "logprobs": logprobs, "finish_reason": c.reason.as_str() })
                 } else {
-                    json!({ "index": i, "text": c.text, "logprobs": null, "finish_reason": c.reason.as_str() })
+                    json!({ "index": i, "text": c.text, "logprobs": logprobs, "finish_reason": c.reason.as_str() })
                 }
             })
             .collect();
@@ -220,6 +282,8 @@ async fn respond(
         completion_tokens: 0,
         include_usage: p.include_usage,
         ended: false,
+        logprobs,
+        pending: HashMap::new(),
         _servable: servable,
     };
     let events =
@@ -240,11 +304,23 @@ struct ChunkStream {
     completion_tokens: usize,
     include_usage: bool,
     ended: bool,
+    logprobs: Option<Logprobs>,
+    /// Per choice: tokens whose text has not gone out yet, and where the next text starts.
+    pending: HashMap<usize, (Vec<TokenLogprob>, usize)>,
     /// Keeps the version loaded while its stream runs.
     _servable: Arc<Servable>,
 }
 
 impl ChunkStream {
+    /// The `logprobs` of choice `i`'s next chunk: the tokens it has waiting.
+    fn take_logprobs(&mut self, i: usize) -> Value {
+        let Some(l) = &self.logprobs else { return Value::Null };
+        let (tokens, offset) = self.pending.entry(i).or_default();
+        let v = l.value(tokens, offset);
+        tokens.clear();
+        v
+    }
+
     fn data(&self, mut body: Map<String, Value>) -> SseEvent {
         if self.include_usage {
             body.entry("usage").or_insert(Value::Null);
@@ -265,19 +341,26 @@ impl ChunkStream {
                     let role = self.shape.chat && !self.started.contains(&i);
                     if role {
                         self.started.push(i);
-                        let c = self.shape.chunk_choice(i, true, Some(""), None);
+                        let c = self.shape.chunk_choice(i, true, Some(""), None, Value::Null);
                         let e = self.data(self.shape.envelope(true, vec![c]));
                         self.outbox.push_back(e);
                     }
                     match event {
+                        Event::Token(t) => self.pending.entry(i).or_default().0.push(t),
                         Event::Text(t) => {
-                            let c = self.shape.chunk_choice(i, false, Some(&t), None);
+                            let logprobs = self.take_logprobs(i);
+                            let c = self.shape.chunk_choice(i, false, Some(&t), None, logprobs);
                             let e = self.data(self.shape.envelope(true, vec![c]));
                             self.outbox.push_back(e);
                         }
                         Event::Done { reason, completion_tokens, .. } => {
                             self.completion_tokens += completion_tokens;
-                            let c = self.shape.chunk_choice(i, false, None, Some(reason.as_str()));
+                            // Tokens whose text never came (cut by a stop string) go with the end.
+                            let logprobs = match self.pending.get(&i) {
+                                Some((t, _)) if !t.is_empty() => self.take_logprobs(i),
+                                _ => Value::Null,
+                            };
+                            let c = self.shape.chunk_choice(i, false, None, Some(reason.as_str()), logprobs);
                             let e = self.data(self.shape.envelope(true, vec![c]));
                             self.outbox.push_back(e);
                         }

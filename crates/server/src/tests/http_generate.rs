@@ -124,6 +124,56 @@ async fn completions_take_every_prompt_form_with_n_choices_each() {
 }
 
 #[tokio::test]
+async fn logprobs_come_per_token_whole_and_streamed() {
+    let h = with_generator("").await;
+    // The fake model puts logit 100 on the next byte and 0 on the other 127: the chosen token
+    // has log-probability ~0, the runner-up (byte 0, the lowest id of the ties) ~-100.
+    let close = |v: &Value, want: f64| (v.as_f64().unwrap() - want).abs() < 1e-3;
+    let body = chat("ab", json!({ "max_tokens": 3, "logprobs": true, "top_logprobs": 2 }));
+    let (status, v) = h.json("POST", "/v1/chat/completions", body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let content = v["choices"][0]["logprobs"]["content"].as_array().unwrap().clone();
+    let tokens: Vec<&str> = content.iter().map(|t| t["token"].as_str().unwrap()).collect();
+    assert_eq!(tokens.concat(), "cde");
+    for t in &content {
+        assert!(close(&t["logprob"], 0.0), "{t}");
+        assert_eq!(t["bytes"], json!(t["token"].as_str().unwrap().as_bytes()));
+        let top = t["top_logprobs"].as_array().unwrap();
+        assert_eq!((top.len(), &top[0]["token"]), (2, &t["token"]));
+        assert!(close(&top[1]["logprob"], -100.0) && top[1]["token"] == "\u{0}", "{t}");
+    }
+    // Streamed: the same entries, spread over the text chunks.
+    let mut body = body;
+    body["stream"] = json!(true);
+    let (_, chunks) = sse(&h, "/v1/chat/completions", body).await;
+    let streamed: Vec<Value> = chunks
+        .iter()
+        .filter(|c| *c != "[DONE]")
+        .filter_map(|c| {
+            serde_json::from_str::<Value>(c).unwrap()["choices"][0]["logprobs"]["content"].as_array().cloned()
+        })
+        .flatten()
+        .collect();
+    assert_eq!(streamed, content);
+    // The end token has none: five tokens of text, six counted.
+    let (_, v) = h.json("POST", "/v1/chat/completions", chat("xy", json!({ "logprobs": true }))).await;
+    assert_eq!(v["choices"][0]["logprobs"]["content"].as_array().unwrap().len(), 5);
+    assert_eq!(v["usage"]["completion_tokens"], 6);
+    // Without asking: null.
+    let (_, v) = h.json("POST", "/v1/chat/completions", chat("ab", json!({ "max_tokens": 2 }))).await;
+    assert_eq!(v["choices"][0]["logprobs"], Value::Null);
+    // Completions' shape: `logprobs: k`.
+    let (status, v) = h
+        .json("POST", "/v1/completions", json!({ "model": "gen", "prompt": "ab", "max_tokens": 3, "logprobs": 1 }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let l = &v["choices"][0]["logprobs"];
+    assert_eq!((&l["tokens"], &l["text_offset"]), (&json!(["c", "d", "e"]), &json!([0, 1, 2])));
+    assert!(l["token_logprobs"].as_array().unwrap().iter().all(|x| close(x, 0.0)), "{l}");
+    assert!(close(&l["top_logprobs"][0]["c"], 0.0), "{l}");
+}
+
+#[tokio::test]
 async fn bad_requests_name_the_field_in_openai_shape() {
     let h = with_generator("").await;
     for (body, param) in [
@@ -132,7 +182,7 @@ async fn bad_requests_name_the_field_in_openai_shape() {
         (chat("ab", json!({ "n": 99 })), "n"),
         (chat("ab", json!({ "max_tokens": 0 })), "max_tokens"),
         (chat("ab", json!({ "tools": [{ "type": "function", "function": { "name": "f" } }] })), "tools"),
-        (chat("ab", json!({ "logprobs": true })), "logprobs"),
+        (chat("ab", json!({ "top_logprobs": 2 })), "top_logprobs"),
         (chat("ab", json!({ "response_format": { "type": "json_object" } })), "response_format"),
         (chat("ab", json!({ "mirostat": 2 })), "mirostat"),
         (chat("ab", json!({ "max_tokens": 63 })), "max_tokens"),
