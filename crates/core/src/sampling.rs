@@ -1,6 +1,6 @@
 //! Choosing the next token from logits: greedy at temperature 0, otherwise temperature, top-k,
-//! top-p (nucleus) and OpenAI's frequency/presence penalties, with a per-sequence seeded RNG so
-//! a request with a `seed` gets the same text every time.
+//! top-p (nucleus), OpenAI's logit bias and frequency/presence penalties, with a per-sequence
+//! seeded RNG so a request with a `seed` gets the same text every time.
 
 use std::collections::HashMap;
 
@@ -19,11 +19,21 @@ pub struct SamplingParams {
     pub frequency_penalty: f32,
     pub presence_penalty: f32,
     pub seed: Option<u64>,
+    /// Added to these tokens' logits before anything else (OpenAI's `logit_bias`).
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self { temperature: 1.0, top_p: 1.0, top_k: 0, frequency_penalty: 0.0, presence_penalty: 0.0, seed: None }
+        Self {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            seed: None,
+            logit_bias: Vec::new(),
+        }
     }
 }
 
@@ -52,6 +62,11 @@ impl Sampler {
     /// Picks the next token and remembers it for the penalties. `logits` is scratch.
     pub fn sample(&mut self, logits: &mut [f32]) -> u32 {
         let p = &self.params;
+        for (t, bias) in &p.logit_bias {
+            if let Some(l) = logits.get_mut(*t as usize) {
+                *l += bias;
+            }
+        }
         if p.frequency_penalty != 0.0 || p.presence_penalty != 0.0 {
             for (&t, &c) in &self.counts {
                 if let Some(l) = logits.get_mut(t as usize) {
@@ -256,5 +271,15 @@ mod tests {
         assert!(TokenLogprob::of(&logits, 0, 0).top.is_empty());
         let total: f64 = TokenLogprob::of(&logits, 0, 5).top.iter().map(|(_, l)| (*l as f64).exp()).sum();
         assert!((total - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn logit_bias_moves_the_pick() {
+        let logits = [1.0f32, 3.0, 2.0];
+        let mut greedy = Sampler::new(SamplingParams { temperature: 0.0, ..Default::default() });
+        assert_eq!(greedy.sample(&mut logits.clone()), 1);
+        let bias = vec![(1, -100.0), (0, 1.5)];
+        let mut biased = Sampler::new(SamplingParams { temperature: 0.0, logit_bias: bias, ..Default::default() });
+        assert_eq!(biased.sample(&mut logits.clone()), 0);
     }
 }

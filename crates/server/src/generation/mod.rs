@@ -77,6 +77,13 @@ impl GenModel {
                 ),
             ));
         }
+        let vocab = self.engine.spec().info.vocab_size;
+        if let Some((id, _)) = params.sampling.logit_bias.iter().find(|(id, _)| *id as usize >= vocab) {
+            return Err(ApiError::invalid(
+                "logit_bias",
+                format!("`logit_bias` names token {id}, outside this model's vocabulary of {vocab}"),
+            ));
+        }
         let max_tokens = params.max_tokens.unwrap_or(room);
         (0..params.n)
             .map(|i| {

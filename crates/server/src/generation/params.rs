@@ -12,6 +12,8 @@ pub const MAX_N: usize = 16;
 /// Most stop strings, and the longest one in bytes.
 pub const MAX_STOPS: usize = 16;
 pub const MAX_STOP_BYTES: usize = 256;
+/// Most tokens one `logit_bias` may name (OpenAI's limit).
+pub const MAX_LOGIT_BIAS: usize = 300;
 /// Most alternatives reported per token (OpenAI's limit for `top_logprobs`).
 pub const MAX_TOP_LOGPROBS: usize = 20;
 
@@ -63,7 +65,6 @@ pub fn check_fields(req: &Map<String, Value>, known: &[&str], route: &str) -> Re
 pub fn refuse_unless_default(req: &Map<String, Value>) -> Result<(), ApiError> {
     let unsupported = |field: &str, why: &str| ApiError::invalid(field, format!("`{field}` is not supported: {why}"));
     for (field, ok) in [
-        ("logit_bias", get(req, "logit_bias").is_none_or(|v| v.as_object().is_some_and(|o| o.is_empty()))),
         ("tools", get(req, "tools").is_none_or(|v| v.as_array().is_some_and(|a| a.is_empty()))),
         ("functions", get(req, "functions").is_none_or(|v| v.as_array().is_some_and(|a| a.is_empty()))),
         ("tool_choice", get(req, "tool_choice").is_none_or(|v| v == "none" || v == "auto")),
@@ -149,6 +150,26 @@ pub fn parse(req: &Map<String, Value>, max_token_fields: &[&str]) -> Result<Para
             p.include_usage = boolean(u, "stream_options.include_usage")?;
         }
     }
+    if let Some(v) = get(req, "logit_bias") {
+        let o = v.as_object().ok_or_else(|| {
+            ApiError::invalid("logit_bias", format!("`logit_bias` must map token ids to numbers, got {v}"))
+        })?;
+        if o.len() > MAX_LOGIT_BIAS {
+            return Err(ApiError::invalid(
+                "logit_bias",
+                format!("`logit_bias` may name at most {MAX_LOGIT_BIAS} tokens, got {}", o.len()),
+            ));
+        }
+        p.sampling.logit_bias = o
+            .iter()
+            .map(|(id, bias)| {
+                let id = id.parse::<u32>().map_err(|_| {
+                    ApiError::invalid("logit_bias", format!("`logit_bias` keys must be token ids, got {id:?}"))
+                })?;
+                Ok((id, number(bias, "logit_bias", -100.0, 100.0)? as f32))
+            })
+            .collect::<Result<_, ApiError>>()?;
+    }
     // Chat: `logprobs: true` and `top_logprobs: k`; completions: `logprobs: k`.
     let top = MAX_TOP_LOGPROBS as u64;
     p.logprobs = match get(req, "logprobs") {
@@ -225,6 +246,10 @@ mod tests {
         let chat = parse(&obj(json!({"logprobs": true, "top_logprobs": 3})), &["max_tokens"]).unwrap();
         let legacy = parse(&obj(json!({"logprobs": 2})), &["max_tokens"]).unwrap();
         assert_eq!((chat.logprobs, legacy.logprobs), (Some(3), Some(2)));
+        let bias = parse(&obj(json!({"logit_bias": {"7": -100, "9": 2.5}})), &["max_tokens"]).unwrap();
+        let mut b = bias.sampling.logit_bias;
+        b.sort_by_key(|x| x.0);
+        assert_eq!(b, [(7, -100.0), (9, 2.5)]);
         for (bad, field) in [
             (json!({"temperature": 3}), "temperature"),
             (json!({"top_p": 0}), "top_p"),
@@ -237,6 +262,9 @@ mod tests {
             (json!({"top_logprobs": 2}), "top_logprobs"),
             (json!({"logprobs": true, "top_logprobs": 21}), "top_logprobs"),
             (json!({"logprobs": "yes"}), "logprobs"),
+            (json!({"logit_bias": {"a": 1}}), "logit_bias"),
+            (json!({"logit_bias": {"1": 101}}), "logit_bias"),
+            (json!({"logit_bias": [1]}), "logit_bias"),
         ] {
             let err = parse(&obj(bad.clone()), &["max_tokens"]).unwrap_err();
             match err {
@@ -249,14 +277,13 @@ mod tests {
     #[test]
     fn semantic_fields_are_refused_unless_default() {
         assert!(refuse_unless_default(&obj(
-            json!({"logprobs": true, "tools": [], "response_format": {"type": "text"}})
+            json!({"logprobs": true, "logit_bias": {"5": 1}, "tools": [], "response_format": {"type": "text"}})
         ))
         .is_ok());
         for bad in [
             json!({"tools": [{"type": "function"}]}),
             json!({"response_format": {"type": "json_object"}}),
             json!({"echo": true}),
-            json!({"logit_bias": {"1": 5}}),
         ] {
             assert!(refuse_unless_default(&obj(bad.clone())).is_err(), "{bad}");
         }

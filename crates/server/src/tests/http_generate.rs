@@ -174,6 +174,20 @@ async fn logprobs_come_per_token_whole_and_streamed() {
 }
 
 #[tokio::test]
+async fn logit_bias_changes_the_pick_and_names_bad_tokens() {
+    let h = with_generator("").await;
+    // `c` (99) banned and `x` (120) raised above the rest: greedy takes `x`, then goes on from it.
+    let bias = json!({ "max_tokens": 3, "temperature": 0, "logit_bias": { "99": -100, "120": 50 } });
+    let (status, v) = h.json("POST", "/v1/chat/completions", chat("ab", bias)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["choices"][0]["message"]["content"], "xyz");
+    let (status, v) = h.json("POST", "/v1/chat/completions", chat("ab", json!({ "logit_bias": { "128": 1 } }))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"]["param"], "logit_bias");
+    assert!(v["error"]["message"].as_str().unwrap().contains("vocabulary of 128"), "{v}");
+}
+
+#[tokio::test]
 async fn bad_requests_name_the_field_in_openai_shape() {
     let h = with_generator("").await;
     for (body, param) in [
