@@ -70,7 +70,11 @@ pub fn refuse_unless_default(req: &Map<String, Value>) -> Result<(), ApiError> {
         ("tool_choice", get(req, "tool_choice").is_none_or(|v| v == "none" || v == "auto")),
         ("function_call", get(req, "function_call").is_none_or(|v| v == "none" || v == "auto")),
         ("response_format", get(req, "response_format").is_none_or(|v| v.get("type").is_some_and(|t| t == "text"))),
-        ("echo", get(req, "echo").is_none_or(|v| v == &Value::Bool(false))),
+        (
+            "echo",
+            // The prompt's own log-probabilities would need logits for every prompt token.
+            get(req, "echo").is_none_or(|v| v == &Value::Bool(false)) || get(req, "logprobs").is_none(),
+        ),
         ("best_of", get(req, "best_of").is_none_or(|v| v == &Value::from(1))),
         ("suffix", get(req, "suffix").is_none_or(|v| v == "")),
     ] {
@@ -283,7 +287,7 @@ mod tests {
         for bad in [
             json!({"tools": [{"type": "function"}]}),
             json!({"response_format": {"type": "json_object"}}),
-            json!({"echo": true}),
+            json!({"echo": true, "logprobs": 1}),
         ] {
             assert!(refuse_unless_default(&obj(bad.clone())).is_err(), "{bad}");
         }

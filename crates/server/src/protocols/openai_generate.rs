@@ -211,7 +211,7 @@ async fn chat(State(state): State<AppState>, headers: HeaderMap, body: Body) -> 
     let gen = servable.generator()?;
     let prompt = gen.chat_prompt(messages).await?;
     let shape = Shape::new(true, servable.model.as_str());
-    respond(&state, &headers, servable.clone(), shape, vec![prompt], p).await.map_err(Into::into)
+    respond(&state, &headers, servable.clone(), shape, vec![prompt], vec![String::new()], p).await.map_err(Into::into)
 }
 
 async fn completions(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, OpenAiError> {
@@ -224,26 +224,44 @@ async fn completions(State(state): State<AppState>, headers: HeaderMap, body: Bo
             ApiError::invalid("prompt", format!("at most {limit} prompts per request, got {}", inputs.len())).into()
         );
     }
-    let mut prompts = Vec::new();
+    let echo = match req.get("echo") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(other) => {
+            return Err(ApiError::invalid("echo", format!("`echo` must be true or false, got {other}")).into())
+        }
+    };
+    let (mut prompts, mut echoed) = (Vec::new(), Vec::new());
     for input in inputs {
-        prompts.push(match input {
-            Prompt::Text(t) => gen.text_prompt(t, "prompt").await?,
-            Prompt::Tokens(ids) => ids,
-        });
+        let (ids, text) = match input {
+            Prompt::Text(t) => (gen.text_prompt(t.clone(), "prompt").await?, t),
+            Prompt::Tokens(ids) => {
+                let text = gen.engine.spec().tokenizer.decode(&ids).map_err(|e| {
+                    ApiError::invalid("prompt", format!("could not decode the prompt's token ids: {e}"))
+                })?;
+                (ids, text)
+            }
+        };
+        prompts.push(ids);
+        echoed.push(if echo { text } else { String::new() });
     }
     let shape = Shape::new(false, servable.model.as_str());
-    respond(&state, &headers, servable.clone(), shape, prompts, p).await.map_err(Into::into)
+    respond(&state, &headers, servable.clone(), shape, prompts, echoed, p).await.map_err(Into::into)
 }
 
-/// Runs `n` choices per prompt and answers whole or as a stream.
+/// Runs `n` choices per prompt and answers whole or as a stream, each choice's text after its
+/// prompt's `echo` (empty unless completions' `echo` asks for the prompt back).
 async fn respond(
     state: &AppState,
     headers: &HeaderMap,
     servable: Arc<Servable>,
     shape: Shape,
     prompts: Vec<Vec<u32>>,
+    echo: Vec<String>,
     p: Params,
 ) -> Result<Response, ApiError> {
+    // Choice `i` answers prompt `i / n`.
+    let echo: Vec<String> = echo.into_iter().flat_map(|e| std::iter::repeat_n(e, p.n)).collect();
     let gen = servable.generator()?;
     let prompt_tokens: usize = prompts.iter().map(Vec::len).sum();
     METRICS.tokens.with_label_values(&[servable.model.as_str(), "prompt"]).inc_by(prompt_tokens as u64);
@@ -265,7 +283,8 @@ async fn respond(
                 if shape.chat {
                     json!({ "index": i, "message": { "role": "assistant", "content": c.text }, "logprobs": logprobs, "finish_reason": c.reason.as_str() })
                 } else {
-                    json!({ "index": i, "text": c.text, "logprobs": logprobs, "finish_reason": c.reason.as_str() })
+                    let text = format!("{}{}", echo[i], c.text);
+                    json!({ "index": i, "text": text, "logprobs": logprobs, "finish_reason": c.reason.as_str() })
                 }
             })
             .collect();
@@ -284,6 +303,7 @@ async fn respond(
         ended: false,
         logprobs,
         pending: HashMap::new(),
+        echo,
         _servable: servable,
     };
     let events =
@@ -307,6 +327,8 @@ struct ChunkStream {
     logprobs: Option<Logprobs>,
     /// Per choice: tokens whose text has not gone out yet, and where the next text starts.
     pending: HashMap<usize, (Vec<TokenLogprob>, usize)>,
+    /// Per choice, the prompt text its first chunk repeats (completions' `echo`).
+    echo: Vec<String>,
     /// Keeps the version loaded while its stream runs.
     _servable: Arc<Servable>,
 }
@@ -338,12 +360,18 @@ impl ChunkStream {
             }
             match self.choices.next().await {
                 Some((i, event)) => {
-                    let role = self.shape.chat && !self.started.contains(&i);
-                    if role {
+                    if !self.started.contains(&i) {
                         self.started.push(i);
-                        let c = self.shape.chunk_choice(i, true, Some(""), None, Value::Null);
-                        let e = self.data(self.shape.envelope(true, vec![c]));
-                        self.outbox.push_back(e);
+                        // Chat's first chunk carries the role; completions' the echoed prompt.
+                        let first = match self.echo.get(i).filter(|e| !e.is_empty()) {
+                            _ if self.shape.chat => Some(self.shape.chunk_choice(i, true, Some(""), None, Value::Null)),
+                            Some(e) => Some(self.shape.chunk_choice(i, false, Some(e), None, Value::Null)),
+                            None => None,
+                        };
+                        if let Some(c) = first {
+                            let e = self.data(self.shape.envelope(true, vec![c]));
+                            self.outbox.push_back(e);
+                        }
                     }
                     match event {
                         Event::Token(t) => self.pending.entry(i).or_default().0.push(t),

@@ -174,6 +174,29 @@ async fn logprobs_come_per_token_whole_and_streamed() {
 }
 
 #[tokio::test]
+async fn completions_echo_their_prompt_whole_and_streamed() {
+    let h = with_generator("").await;
+    let body = json!({ "model": "gen", "prompt": ["ab", [120, 121]], "max_tokens": 2, "n": 2, "echo": true });
+    let (status, v) = h.json("POST", "/v1/completions", body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let texts: Vec<&str> = v["choices"].as_array().unwrap().iter().map(|c| c["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["abcd", "abcd", "xyz{", "xyz{"]);
+    let mut body = body;
+    body["stream"] = json!(true);
+    let (_, chunks) = sse(&h, "/v1/completions", body).await;
+    let mut streamed = [String::new(), String::new(), String::new(), String::new()];
+    for c in chunks.iter().filter(|c| *c != "[DONE]") {
+        let c: Value = serde_json::from_str(c).unwrap();
+        let choice = &c["choices"][0];
+        streamed[choice["index"].as_u64().unwrap() as usize].push_str(choice["text"].as_str().unwrap());
+    }
+    assert_eq!(streamed, texts.as_slice());
+    let (status, v) =
+        h.json("POST", "/v1/completions", json!({ "model": "gen", "prompt": "ab", "echo": true, "logprobs": 1 })).await;
+    assert_eq!((status, &v["error"]["param"]), (StatusCode::BAD_REQUEST, &json!("echo")), "{v}");
+}
+
+#[tokio::test]
 async fn logit_bias_changes_the_pick_and_names_bad_tokens() {
     let h = with_generator("").await;
     // `c` (99) banned and `x` (120) raised above the rest: greedy takes `x`, then goes on from it.
@@ -216,8 +239,8 @@ async fn bad_requests_name_the_field_in_openai_shape() {
     let (status, v) = h.json("POST", "/v1/chat/completions", chat("ab", json!({ "max_tokens": 63 }))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(v["error"]["message"].as_str().unwrap().contains("exceeds the 64 tokens"), "{v}");
-    let (status, v) = h.json("POST", "/v1/completions", json!({ "model": "gen", "prompt": "x", "echo": true })).await;
-    assert_eq!((status, v["error"]["param"].as_str()), (StatusCode::BAD_REQUEST, Some("echo")));
+    let (status, v) = h.json("POST", "/v1/completions", json!({ "model": "gen", "prompt": "x", "best_of": 2 })).await;
+    assert_eq!((status, v["error"]["param"].as_str()), (StatusCode::BAD_REQUEST, Some("best_of")));
     // Models of the wrong kind, both ways.
     let (status, v) = h
         .json(
