@@ -194,6 +194,12 @@ fn reference() -> Value {
 /// A Hugging Face directory for `case` of the reference: config, formula weights (one per tied
 /// group) and a word-level tokenizer over `t0 … t95`.
 fn tiny_dir(case: &Value, model_type: &str) -> tempfile::TempDir {
+    tiny_dir_with(case, model_type, 1.0)
+}
+
+/// [`tiny_dir`] with every query projection scaled by `q_scale`, and for `qwen3` query and key
+/// norms (ones) in every layer.
+fn tiny_dir_with(case: &Value, model_type: &str, q_scale: f32) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let mut config = case["config"].clone();
     config["model_type"] = model_type.into();
@@ -213,7 +219,17 @@ fn tiny_dir(case: &Value, model_type: &str) -> tempfile::TempDir {
             continue;
         }
         let shape: Vec<usize> = key[1].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
-        let bytes: Vec<u8> = formula(name, shape.iter().product()).iter().flat_map(|v| v.to_le_bytes()).collect();
+        let scale = if name.ends_with("q_proj.weight") { q_scale } else { 1.0 };
+        let values = formula(name, shape.iter().product());
+        let bytes: Vec<u8> = values.iter().flat_map(|v| (v * scale).to_le_bytes()).collect();
+        if model_type == "qwen3" && name.ends_with("q_proj.weight") {
+            let c = &case["config"];
+            let head_dim = c["hidden_size"].as_u64().unwrap() / c["num_attention_heads"].as_u64().unwrap();
+            for norm in ["q_norm", "k_norm"] {
+                let ones: Vec<u8> = (0..head_dim).flat_map(|_| 1.0f32.to_le_bytes()).collect();
+                tensors.push((name.replace("q_proj", norm), vec![head_dim as usize], ones));
+            }
+        }
         tensors.push((name.to_owned(), shape, bytes));
     }
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
@@ -270,6 +286,23 @@ fn tiny_hf_llama_matches_transformers() {
     let prompts = [ids(&case["P1"]["prompt"]), ids(&case["P2"]["prompt"])];
     let both = greedy(model.as_mut(), &prompts, 16, &[]);
     assert_eq!(both, [ids(&case["P1"]["greedy"]), ids(&case["P2"]["greedy"])]);
+}
+
+/// Qwen 3 (a Hugging Face directory) normalises each query and key head before attention, so
+/// scaling the query projections changes nothing but for the norm's epsilon; a llama's would.
+#[test]
+fn tiny_hf_qwen3_normalises_query_and_key_heads() {
+    let refs = reference();
+    let case = &refs["llama"];
+    let prompt = ids(&case["P1"]["prompt"]);
+    let logits = |model_type: &str, q_scale: f32| {
+        let dir = tiny_dir_with(case, model_type, q_scale);
+        let (_, mut model) = load(dir.path());
+        first_logits(model.as_mut(), &prompt)
+    };
+    let worst = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(worst(&logits("qwen3", 1.0), &logits("qwen3", 3.0)) < 1e-4);
+    assert!(worst(&logits("llama", 1.0), &logits("llama", 3.0)) > 1e-2);
 }
 
 #[test]

@@ -75,10 +75,10 @@ pub fn config(content: &Content) -> Result<LlamaConfig, LoadError> {
         content.metadata.get("general.architecture").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
     let rope_pairs = match arch.as_str() {
         "llama" | "mistral" => RopePairs::Adjacent,
-        "qwen2" => RopePairs::Halves,
+        "qwen2" | "qwen3" => RopePairs::Halves,
         other => {
             return Err(LoadError::Unsupported(format!(
-                "GGUF architecture `{other}` (supported: llama, mistral, qwen2)"
+                "GGUF architecture `{other}` (supported: llama, mistral, qwen2, qwen3)"
             )))
         }
     };
@@ -291,10 +291,19 @@ pub fn load(path: &Path, opts: Options) -> Result<Llama, LoadError> {
         } else {
             None
         };
+        let qk_norm = if t.has(&format!("{p}.attn_q_norm.weight")) {
+            Some((
+                t.vector(&format!("{p}.attn_q_norm.weight"), cfg.head_dim)?,
+                t.vector(&format!("{p}.attn_k_norm.weight"), cfg.head_dim)?,
+            ))
+        } else {
+            None
+        };
         layers.push(Layer {
             attn_norm: t.vector(&format!("{p}.attn_norm.weight"), cfg.hidden)?,
             qkv,
             qkv_bias,
+            qk_norm,
             wo: t.matrix(&format!("{p}.attn_output.weight"))?,
             ffn_norm: t.vector(&format!("{p}.ffn_norm.weight"), cfg.hidden)?,
             gate_up: stack(
@@ -328,6 +337,12 @@ mod tests {
         tiny_with(HIDDEN, Weights::F32, extra_meta, extra_tensors)
     }
 
+    /// [`tiny`] of architecture `arch`, its query projection scaled by `q_scale`.
+    fn tiny_arch(arch: &str, q_scale: f32, extra_tensors: &[(&str, Vec<f32>)]) -> tempfile::NamedTempFile {
+        let rename = |k: &str| k.replacen("llama.", &format!("{arch}."), 1);
+        write_tiny(HIDDEN, Weights::F32, arch, q_scale, &[], extra_tensors, &rename)
+    }
+
     /// How [`tiny_with`] stores its matrices.
     #[derive(Clone, Copy, PartialEq)]
     enum Weights {
@@ -344,9 +359,21 @@ mod tests {
         extra_meta: &[(&str, Value)],
         extra_tensors: &[(&str, Vec<f32>)],
     ) -> tempfile::NamedTempFile {
+        write_tiny(hidden, weights, "llama", 1.0, extra_meta, extra_tensors, &|k| k.to_owned())
+    }
+
+    fn write_tiny(
+        hidden: usize,
+        weights: Weights,
+        arch: &str,
+        q_scale: f32,
+        extra_meta: &[(&str, Value)],
+        extra_tensors: &[(&str, Vec<f32>)],
+        key: &dyn Fn(&str) -> String,
+    ) -> tempfile::NamedTempFile {
         let (inter, vocab) = (2 * hidden, 40);
         let mut meta = vec![
-            ("general.architecture", Value::String("llama".into())),
+            ("general.architecture", Value::String(arch.into())),
             ("llama.attention.head_count", Value::U32(2)),
             ("llama.embedding_length", Value::U32(hidden as u32)),
             ("llama.feed_forward_length", Value::U32(inter as u32)),
@@ -354,6 +381,7 @@ mod tests {
             ("llama.context_length", Value::U32(64)),
         ];
         meta.extend(extra_meta.iter().map(|(k, v)| (*k, v.clone())));
+        let meta: Vec<(String, Value)> = meta.into_iter().map(|(k, v)| (key(k), v)).collect();
         let values = |n: usize, seed: usize| -> Vec<f32> {
             let mut state = seed as u64 + 1;
             (0..n)
@@ -376,7 +404,13 @@ mod tests {
         let mut tensors: Vec<(&str, Vec<usize>, Vec<f32>)> = shapes
             .drain(..)
             .enumerate()
-            .map(|(seed, (name, shape))| (name, shape.clone(), values(shape.iter().product(), seed)))
+            .map(|(seed, (name, shape))| {
+                let mut v = values(shape.iter().product(), seed);
+                if name == "blk.0.attn_q.weight" {
+                    v.iter_mut().for_each(|x| *x *= q_scale);
+                }
+                (name, shape.clone(), v)
+            })
             .collect();
         for norm in ["blk.0.attn_norm.weight", "blk.0.ffn_norm.weight", "output_norm.weight"] {
             tensors.push((norm, vec![hidden], vec![1.0; hidden]));
@@ -400,7 +434,7 @@ mod tests {
             })
             .collect();
         let file = tempfile::NamedTempFile::new().unwrap();
-        let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (*k, v)).collect();
+        let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let tensor_refs: Vec<(&str, &QTensor)> = q.iter().map(|(k, t)| (*k, t)).collect();
         gguf_file::write(&mut file.reopen().unwrap(), &meta_refs, &tensor_refs).unwrap();
         file
@@ -452,6 +486,24 @@ mod tests {
             let model = load(tiny_with(256, Weights::Quantized(dtype), &[], &[]).path(), Options::default());
             assert_eq!(model.unwrap().layers[0].down.format_name(), name);
         }
+    }
+
+    #[test]
+    fn qwen3_normalises_query_and_key_heads() {
+        let norms =
+            [("blk.0.attn_q_norm.weight", vec![1.0; HEAD_DIM]), ("blk.0.attn_k_norm.weight", vec![1.0; HEAD_DIM])];
+        // Each query head is scaled to unit RMS before attention: scaling the projection changes
+        // nothing (but for the norm's epsilon)...
+        let (plain, scaled) = (logits(&tiny_arch("qwen3", 1.0, &norms)), logits(&tiny_arch("qwen3", 3.0, &norms)));
+        let worst = plain.iter().zip(&scaled).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(worst < 1e-4, "qwen3 logits moved by {worst}");
+        // ... where a llama's attention sharpens.
+        let (plain, scaled) = (logits(&tiny_arch("llama", 1.0, &[])), logits(&tiny_arch("llama", 3.0, &[])));
+        let moved = plain.iter().zip(&scaled).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(moved > 1e-2, "llama logits moved by only {moved}");
+        let short = [("blk.0.attn_q_norm.weight", vec![1.0; 3]), ("blk.0.attn_k_norm.weight", vec![1.0; HEAD_DIM])];
+        let err = error(&tiny_arch("qwen3", 1.0, &short));
+        assert!(err.contains("attn_q_norm.weight") && err.contains("3 values"), "{err}");
     }
 
     #[test]

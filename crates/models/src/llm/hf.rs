@@ -21,7 +21,7 @@ use crate::text::hf_dir::{model_type, read_json};
 use crate::text::weights::Weights;
 
 /// `model_type`s of decoder-only generators.
-pub const DECODERS: [&str; 3] = ["llama", "mistral", "qwen2"];
+pub const DECODERS: [&str; 4] = ["llama", "mistral", "qwen2", "qwen3"];
 /// `model_type`s of encoder-decoder generators.
 pub const SEQ2SEQ: [&str; 1] = ["t5"];
 
@@ -208,8 +208,18 @@ pub fn load_llama(dir: &Path, config: &Value, kv: KvDtype) -> Result<Llama, Load
         } else {
             None
         };
+        let qk_norm = if w.has(&format!("{p}.self_attn.q_norm.weight")) {
+            let hd = cfg.head_dim;
+            Some((
+                w.get(&format!("{p}.self_attn.q_norm.weight"), &[hd])?,
+                w.get(&format!("{p}.self_attn.k_norm.weight"), &[hd])?,
+            ))
+        } else {
+            None
+        };
         layers.push(Layer {
             attn_norm: w.get(&format!("{p}.input_layernorm.weight"), &[h])?,
+            qk_norm,
             qkv: stack(vec![
                 matrix(&format!("{p}.self_attn.q_proj.weight"), q, h)?,
                 matrix(&format!("{p}.self_attn.k_proj.weight"), kv, h)?,

@@ -83,6 +83,8 @@ pub struct Layer {
     pub attn_norm: Vec<f32>,
     pub qkv: Matrix,
     pub qkv_bias: Option<Vec<f32>>,
+    /// Qwen 3's RMS norms of each query and key head (`head_dim` weights each), before rotary.
+    pub qk_norm: Option<(Vec<f32>, Vec<f32>)>,
     pub wo: Matrix,
     pub ffn_norm: Vec<f32>,
     pub gate_up: Matrix,
@@ -137,6 +139,9 @@ impl Llama {
             shape(&l.down, h, i, &format!("block {n} down"))?;
             if l.attn_norm.len() != h || l.ffn_norm.len() != h {
                 return Err(format!("block {n} norms must have {h} values"));
+            }
+            if l.qk_norm.as_ref().is_some_and(|(q, k)| q.len() != cfg.head_dim || k.len() != cfg.head_dim) {
+                return Err(format!("block {n} query/key norms must have {} values (the head size)", cfg.head_dim));
             }
             if l.qkv_bias.as_ref().is_some_and(|b| b.len() != q + 2 * kv) {
                 return Err(format!("block {n} query/key/value bias must have {} values", q + 2 * kv));
@@ -203,6 +208,14 @@ impl Llama {
             layer.qkv.matmul(&self.team, &normed, n, &mut qkv);
             if let Some(bias) = &layer.qkv_bias {
                 qkv.chunks_exact_mut(bias.len()).for_each(|r| r.iter_mut().zip(bias).for_each(|(v, b)| *v += b));
+            }
+            if let Some((qn, kn)) = &layer.qk_norm {
+                let mut normed_heads = vec![0.0f32; qd + kvd];
+                for row in qkv.chunks_exact_mut(qd + 2 * kvd) {
+                    rms_norm(&row[..qd], qn, cfg.rms_eps, &mut normed_heads[..qd]);
+                    rms_norm(&row[qd..qd + kvd], kn, cfg.rms_eps, &mut normed_heads[qd..]);
+                    row[..qd + kvd].copy_from_slice(&normed_heads);
+                }
             }
             for (i, row) in qkv.chunks_exact_mut(qd + 2 * kvd).enumerate() {
                 let (c, s) = (&cos[i * self.rope.half()..], &sin[i * self.rope.half()..]);
