@@ -214,8 +214,8 @@ mod imp {
 
     /// The block sums of the weights at `b` (and of the next block's at `b + WEIGHTS` when
     /// `TWO`) with the activation tile of 32-byte rows at `a` (and the next block's at
-    /// `a + next`), into `c` (and `c + SUMS`), as configured. Activations are signed; Q8_0 weights too, 4-bit
-    /// ones unsigned.
+    /// `a + next`), into `c` (and `c + SUMS`), as configured. Activations are signed bytes, and
+    /// so are the weights of byte formats; 4-bit weights are unsigned.
     #[inline(always)]
     unsafe fn multiply<const F: u8, const TWO: bool>(b: *const u8, a: *const u8, next: usize, c: *mut i32) {
         macro_rules! run {
