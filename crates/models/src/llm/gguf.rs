@@ -213,20 +213,8 @@ impl Tensors {
         let [rows, cols] = dims[..] else {
             return Err(LoadError::Weights(format!("`{name}` should be a matrix, has shape {dims:?}")));
         };
-        // GGUF blocks as a kernel format: as they are, or regrouped at load time.
-        let convert: Option<(Format, Regroup)> = match info.ggml_dtype {
-            GgmlDType::Q4_0 => Some((Format::Q4_0, |b| Ok(b.to_vec()))),
-            GgmlDType::Q4_1 => Some((Format::Q4_1, |b| Ok(b.to_vec()))),
-            GgmlDType::Q8_0 => Some((Format::Q8_0, |b| Ok(b.to_vec()))),
-            GgmlDType::Q5_0 => Some((Format::Q8_0, q5::q5_0_to_q8_0)),
-            GgmlDType::Q5_1 => Some((Format::Q5K, q5::q5_1_to_blocks)),
-            GgmlDType::Q4K => Some((Format::Q4K, q4_k::to_blocks)),
-            GgmlDType::Q5K => Some((Format::Q5K, q5::q5_k_to_blocks)),
-            GgmlDType::Q6K => Some((Format::Q6K, q6_k::to_blocks)),
-            _ => None,
-        };
         let bad = |e: String| LoadError::Weights(format!("`{name}`: {e}"));
-        match convert {
+        match kernel(info.ggml_dtype) {
             Some((format, convert)) => {
                 let (_, _, bytes) = self.raw(name)?;
                 Matrix::quantized(format, self.bits, rows, cols, convert(&bytes).map_err(bad)?).map_err(bad)
@@ -256,9 +244,67 @@ impl Tensors {
     }
 }
 
+/// The kernel format GGUF type `dtype` loads as, and how its blocks become that format's (as
+/// they are, or regrouped at load time); `None` for types loaded as f32.
+fn kernel(dtype: GgmlDType) -> Option<(Format, Regroup)> {
+    let as_is: Regroup = |b| Ok(b.to_vec());
+    match dtype {
+        GgmlDType::Q4_0 => Some((Format::Q4_0, as_is)),
+        GgmlDType::Q4_1 => Some((Format::Q4_1, as_is)),
+        GgmlDType::Q8_0 => Some((Format::Q8_0, as_is)),
+        GgmlDType::Q5_0 => Some((Format::Q8_0, q5::q5_0_to_q8_0)),
+        GgmlDType::Q5_1 => Some((Format::Q5K, q5::q5_1_to_blocks)),
+        GgmlDType::Q4K => Some((Format::Q4K, q4_k::to_blocks)),
+        GgmlDType::Q5K => Some((Format::Q5K, q5::q5_k_to_blocks)),
+        GgmlDType::Q6K => Some((Format::Q6K, q6_k::to_blocks)),
+        _ => None,
+    }
+}
+
+/// Bytes a tensor of `n` values of type `dtype` takes once loaded.
+fn loaded_bytes(dtype: GgmlDType, n: u64) -> u64 {
+    kernel(dtype).map_or(4 * n, |(f, _)| n / 32 * f.block_bytes() as u64)
+}
+
+/// Refuses a model whose loaded weights (`need` bytes) exceed the memory the system has free
+/// (`available`), rather than letting the kernel kill the server part way through: formats
+/// without a kernel here (`expanded`) become f32, up to 8× their size on disk.
+fn check_memory(need: u64, available: Option<u64>, expanded: &[GgmlDType]) -> Result<(), LoadError> {
+    let Some(available) = available.filter(|a| need > *a) else { return Ok(()) };
+    let why = if expanded.is_empty() {
+        String::new()
+    } else {
+        format!(" (its {expanded:?} tensors have no kernel here and are expanded to f32)")
+    };
+    Err(LoadError::Weights(format!(
+        "loading this model takes about {} MB{why}, more than the {} MB of memory available",
+        need >> 20,
+        available >> 20
+    )))
+}
+
+/// Memory the system can still give (Linux's `MemAvailable`).
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb = info.lines().find_map(|l| l.strip_prefix("MemAvailable:"))?.trim().strip_suffix("kB")?.trim();
+    kb.parse::<u64>().ok().map(|kb| kb << 10)
+}
+
 /// Loads the model in the GGUF file at `path` with the numerics of `opts`.
 pub fn load(path: &Path, opts: Options) -> Result<Llama, LoadError> {
     let (file, content) = read_header(path)?;
+    let need: u64 =
+        content.tensor_infos.values().map(|t| loaded_bytes(t.ggml_dtype, t.shape.elem_count() as u64)).sum();
+    let mut expanded: Vec<GgmlDType> = content
+        .tensor_infos
+        .values()
+        .filter(|t| t.shape.dims().len() == 2 && t.ggml_dtype != GgmlDType::F32)
+        .filter(|t| kernel(t.ggml_dtype).is_none())
+        .map(|t| t.ggml_dtype)
+        .collect();
+    expanded.sort_by_key(|d| format!("{d:?}"));
+    expanded.dedup();
+    check_memory(need, available_memory(), &expanded)?;
     let mut cfg = LlamaConfig { kv: opts.kv, ..config(&content)? };
     let mut t = Tensors { file, content, bits: opts.bits };
     // Llama 3's frequency scaling, as llama.cpp's converter stores it: one divisor per
@@ -504,6 +550,17 @@ mod tests {
         let short = [("blk.0.attn_q_norm.weight", vec![1.0; 3]), ("blk.0.attn_k_norm.weight", vec![1.0; HEAD_DIM])];
         let err = error(&tiny_arch("qwen3", 1.0, &short));
         assert!(err.contains("attn_q_norm.weight") && err.contains("3 values"), "{err}");
+    }
+
+    #[test]
+    fn models_larger_than_free_memory_are_refused_before_loading() {
+        // 7 B values of Q3_K (no kernel: f32) against 24 GB free.
+        let need = loaded_bytes(GgmlDType::Q3K, 7_000_000_000);
+        let err = check_memory(need, Some(24 << 30), &[GgmlDType::Q3K]).unwrap_err().to_string();
+        assert!(err.contains("26702 MB") && err.contains("[Q3K]") && err.contains("24576 MB"), "{err}");
+        assert!(check_memory(loaded_bytes(GgmlDType::Q4K, 7_000_000_000), Some(24 << 30), &[]).is_ok());
+        assert!(check_memory(need, None, &[]).is_ok());
+        assert!(available_memory().is_some_and(|m| m > 0));
     }
 
     #[test]
