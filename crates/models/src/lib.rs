@@ -8,6 +8,7 @@ pub mod digits;
 pub mod kernels;
 pub mod llm;
 pub mod loader;
+pub mod memory;
 pub mod mnist;
 pub mod quant;
 pub mod text;

@@ -16,10 +16,17 @@ pub struct Weights {
 }
 
 impl Weights {
-    /// Reads every safetensors file of the checkpoint in `dir`.
+    /// Reads every safetensors file of the checkpoint in `dir`, first checking that the files
+    /// and their values widened to f32 fit in the memory available.
     pub fn open(dir: &Path) -> Result<Self, LoadError> {
+        let files = weight_files(dir)?;
+        let mut need = 0u64;
+        for file in &files {
+            need += std::fs::metadata(file)?.len() + 4 * values_in(file).unwrap_or(0);
+        }
+        crate::memory::check(need, crate::memory::available(), " (the files, and their values as f32)")?;
         let mut tensors = HashMap::new();
-        for file in weight_files(dir)? {
+        for file in files {
             let part = candle_core::safetensors::load(&file, &Device::Cpu)
                 .map_err(|e| LoadError::Weights(format!("{}: {e}", file_name(&file))))?;
             tensors.extend(part);
@@ -55,6 +62,26 @@ impl Weights {
             .and_then(|t| t.to_vec1::<f32>())
             .map_err(|e| LoadError::Weights(format!("tensor `{full}`: {e}")))
     }
+}
+
+/// Values in a safetensors file, from its header alone; `None` if the header does not read (the
+/// load reports it).
+fn values_in(file: &Path) -> Option<u64> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(file).ok()?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).ok()?;
+    let len = u64::from_le_bytes(len);
+    if len > 100 << 20 {
+        return None;
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header).ok()?;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header).ok()?;
+    let count = |t: &serde_json::Value| -> Option<u64> {
+        t.get("shape")?.as_array()?.iter().map(|d| d.as_u64()).product::<Option<u64>>()
+    };
+    header.iter().filter(|(k, _)| *k != "__metadata__").map(|(_, t)| count(t)).sum()
 }
 
 fn file_name(p: &Path) -> String {
@@ -98,4 +125,24 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
         ));
     }
     Err(LoadError::Weights("no model.safetensors (or model.safetensors.index.json) in the version directory".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_counted_from_the_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = [0u8; 2 * 3 * 2 + 5 * 4];
+        let views = [
+            ("a", safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, vec![2, 3], &bytes[..12]).unwrap()),
+            ("b", safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![5], &bytes[12..]).unwrap()),
+        ];
+        let path = dir.path().join("model.safetensors");
+        safetensors::serialize_to_file(views, None, &path).unwrap();
+        assert_eq!(values_in(&path), Some(11));
+        std::fs::write(&path, b"not a safetensors file").unwrap();
+        assert_eq!(values_in(&path), None);
+    }
 }
