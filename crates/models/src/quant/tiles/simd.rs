@@ -1,0 +1,418 @@
+//! The x86 paths of [`super`]'s products: 256-bit vectors with or without AVX-512 VNNI for every
+//! width, and 512-bit ones for [`super::Wide`] widths; the format and row-count dispatch.
+
+use std::arch::x86_64::*;
+
+use super::{Wide, Width};
+use crate::quant::layout::{self, TILE};
+use crate::quant::{Format, Out};
+
+pub const Q4_0: u8 = 0;
+pub const Q4_1: u8 = 1;
+pub const Q8_0: u8 = 2;
+pub const Q4K: u8 = 3;
+pub const Q6K: u8 = 4;
+pub const Q5K: u8 = 5;
+
+/// Whether format `f`'s values are (signed) bytes, else unsigned 4-bit values.
+pub const fn signed(f: u8) -> bool {
+    f == Q8_0 || f == Q6K || f == Q5K
+}
+
+/// Whether format `f`'s blocks add a term per unit of activation.
+pub const fn term(f: u8) -> bool {
+    f == Q4_0 || f == Q4_1 || f == Q4K || f == Q5K
+}
+
+/// Whether format `f`'s block halves have scales of their own.
+pub const fn split(f: u8) -> bool {
+    f == Q6K
+}
+/// Most activation rows multiplied per unpacked weight vector (4 and 6 measured slower).
+const ROWS: usize = 8;
+
+/// `$body` with the kernel constant `$f` of `format`.
+macro_rules! by_format {
+    ($format:expr, |$f:ident| $body:expr) => {
+        match $format {
+            $crate::quant::Format::Q4_0 => {
+                const $f: u8 = $crate::quant::tiles::simd::Q4_0;
+                $body
+            }
+            $crate::quant::Format::Q4_1 => {
+                const $f: u8 = $crate::quant::tiles::simd::Q4_1;
+                $body
+            }
+            $crate::quant::Format::Q8_0 => {
+                const $f: u8 = $crate::quant::tiles::simd::Q8_0;
+                $body
+            }
+            $crate::quant::Format::Q4K => {
+                const $f: u8 = $crate::quant::tiles::simd::Q4K;
+                $body
+            }
+            $crate::quant::Format::Q6K => {
+                const $f: u8 = $crate::quant::tiles::simd::Q6K;
+                $body
+            }
+            $crate::quant::Format::Q5K => {
+                const $f: u8 = $crate::quant::tiles::simd::Q5K;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use by_format;
+
+/// `$body` for a pass over `take` (1..=ROWS) activation rows, with `$r` rows and `$k` chains
+/// of sums per row: few rows get several chains, so the multipliers never wait on one.
+macro_rules! by_rows {
+    ($take:expr, |$r:ident, $k:ident| $body:expr) => {
+        match $take {
+            1 => by_rows!(@ 1, 4, $r, $k, $body),
+            2 => by_rows!(@ 2, 2, $r, $k, $body),
+            3 => by_rows!(@ 3, 1, $r, $k, $body),
+            4 => by_rows!(@ 4, 1, $r, $k, $body),
+            5 => by_rows!(@ 5, 1, $r, $k, $body),
+            6 => by_rows!(@ 6, 1, $r, $k, $body),
+            7 => by_rows!(@ 7, 1, $r, $k, $body),
+            _ => by_rows!(@ ROWS, 1, $r, $k, $body),
+        }
+    };
+    (@ $rv:expr, $kv:expr, $r:ident, $k:ident, $body:expr) => {{
+        const $r: usize = $rv;
+        const $k: usize = $kv;
+        $body
+    }};
+}
+
+/// [`by_rows`] for formats whose block halves are scaled apart ([`split`]): an even number
+/// of chains per row, the first half's sums in even chains and the second's in odd ones.
+macro_rules! by_rows_split {
+    ($take:expr, |$r:ident, $k:ident| $body:expr) => {
+        match $take {
+            1 => by_rows!(@ 1, 4, $r, $k, $body),
+            2 => by_rows!(@ 2, 2, $r, $k, $body),
+            3 => by_rows!(@ 3, 2, $r, $k, $body),
+            4 => by_rows!(@ 4, 2, $r, $k, $body),
+            5 => by_rows!(@ 5, 2, $r, $k, $body),
+            6 => by_rows!(@ 6, 2, $r, $k, $body),
+            7 => by_rows!(@ 7, 2, $r, $k, $body),
+            _ => by_rows!(@ ROWS, 2, $r, $k, $body),
+        }
+    };
+}
+
+/// Most activation rows per pass for [`split`] formats on 256-bit vectors, where two chains
+/// per row and half tile fill the 16 or 32 registers at 4 rows.
+const ROWS_SPLIT: usize = 4;
+
+/// The format a kernel's constant stands for.
+pub const fn format(f: u8) -> Format {
+    match f {
+        Q4_0 => Format::Q4_0,
+        Q4_1 => Format::Q4_1,
+        Q4K => Format::Q4K,
+        Q6K => Format::Q6K,
+        Q5K => Format::Q5K,
+        _ => Format::Q8_0,
+    }
+}
+
+/// Whether the CPU fuses a multiply-add and the sum it goes into (`vpdpwssd`/`vpdpbusd`,
+/// AVX-512 VNNI on 256-bit vectors, which also brings 32 vector registers). The integer
+/// results are the same either way, so the choice is only about speed. `AISERVE_NO_VNNI=1`
+/// turns it off.
+fn vnni() -> bool {
+    static VNNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *VNNI.get_or_init(|| {
+        std::env::var_os("AISERVE_NO_VNNI").is_none()
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+    })
+}
+
+/// Whether the CPU runs 512-bit vectors with VNNI ([`Wide`]). `AISERVE_NO_AVX512=1` turns
+/// them off (the same bits either way).
+fn avx512() -> bool {
+    static YES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *YES.get_or_init(|| {
+        std::env::var_os("AISERVE_NO_AVX512").is_none()
+            && vnni()
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+    })
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_tiles<W: Width>(
+    format: Format,
+    packed: &[u8],
+    tiles: std::ops::Range<usize>,
+    acts: &W::Acts,
+    out: &Out,
+) {
+    if W::wide(format, packed, tiles.clone(), acts, out) {
+        return;
+    }
+    if vnni() {
+        return dot_tiles_vnni::<W>(format, packed, tiles, acts, out);
+    }
+    by_format!(format, |F| tiles_of::<W, F, false>(packed, tiles, acts, out))
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+unsafe fn dot_tiles_vnni<W: Width>(
+    format: Format,
+    packed: &[u8],
+    tiles: std::ops::Range<usize>,
+    acts: &W::Acts,
+    out: &Out,
+) {
+    by_format!(format, |F| tiles_of::<W, F, true>(packed, tiles, acts, out))
+}
+
+/// [`super::Width::wide`] for a [`Wide`] width.
+///
+/// # Safety
+/// As [`super::dot_tiles`], after its checks.
+pub unsafe fn wide<W: Wide>(
+    format: Format,
+    packed: &[u8],
+    tiles: std::ops::Range<usize>,
+    acts: &W::Acts,
+    out: &Out,
+) -> bool {
+    if avx512() {
+        dot_tiles_zmm::<W>(format, packed, tiles, acts, out);
+    }
+    avx512()
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn dot_tiles_zmm<W: Wide>(
+    format: Format,
+    packed: &[u8],
+    tiles: std::ops::Range<usize>,
+    acts: &W::Acts,
+    out: &Out,
+) {
+    by_format!(format, |F| tiles_zmm::<W, F>(packed, tiles, acts, out))
+}
+
+/// [`tiles_of`] on 512-bit vectors.
+#[inline(always)]
+unsafe fn tiles_zmm<W: Wide, const F: u8>(packed: &[u8], tiles: std::ops::Range<usize>, acts: &W::Acts, out: &Out) {
+    let (n, nb) = (W::scales(acts).n, W::scales(acts).nb);
+    let tile_bytes = nb * layout::tile_block_bytes(format(F));
+    for t in tiles {
+        let tile = packed.as_ptr().add(t * tile_bytes);
+        let mut i = 0;
+        while i < n {
+            let take = (n - i).min(ROWS);
+            let o = if split(F) {
+                by_rows_split!(take, |R, K| rows_zmm::<W, F, R, K>(tile, acts, i))
+            } else {
+                by_rows!(take, |R, K| rows_zmm::<W, F, R, K>(tile, acts, i))
+            };
+            let valid = (out.rows - t * TILE).min(TILE);
+            let mask: __mmask16 = if valid == TILE { !0 } else { (1 << valid) - 1 };
+            for (k, o) in o[..take].iter().enumerate() {
+                _mm512_mask_storeu_ps(out.ptr.add((i + k) * out.stride + t * TILE), mask, *o);
+            }
+            i += take;
+        }
+    }
+}
+
+/// [`rows`] on 512-bit vectors: per row, the tile's 16 outputs in one vector.
+#[inline(always)]
+unsafe fn rows_zmm<W: Wide, const F: u8, const R: usize, const K: usize>(
+    tile: *const u8,
+    acts: &W::Acts,
+    i0: usize,
+) -> [__m512; ROWS] {
+    let super::Scales { nb, d: dx, s: sx, .. } = W::scales(acts);
+    let nb = *nb;
+    let mut acc = [_mm512_setzero_ps(); ROWS];
+    for b in 0..nb {
+        let blk = tile.add(b * layout::tile_block_bytes(format(F)));
+        let payload = blk.add(layout::header(format(F)));
+        if i0 == 0 {
+            crate::quant::avx2::prefetch(blk, layout::tile_block_bytes(format(F)));
+        }
+        let mut sums = [[_mm512_setzero_si512(); K]; R];
+        for c in 0..W::STEPS {
+            let w = W::weights16::<F>(payload, c);
+            for (k, s) in sums.iter_mut().enumerate() {
+                let x = W::words(acts, (i0 + k) * nb + b);
+                let (xa, xb) = (_mm512_set1_epi32(*x.add(c)), _mm512_set1_epi32(*x.add(c + W::SECOND)));
+                s[(2 * c) % K] = W::dot16::<F>(s[(2 * c) % K], w[0], xa);
+                s[(2 * c + 1) % K] = W::dot16::<F>(s[(2 * c + 1) % K], w[1], xb);
+            }
+        }
+        let (dw, m) = header16::<F>(blk);
+        for (k, s) in sums.iter().enumerate() {
+            let j = (i0 + k) * nb + b;
+            let x = _mm512_set1_ps(*dx.get_unchecked(j));
+            if split(F) {
+                // Even chains hold values 0..16, odd ones 16..32.
+                let (first, second) = match K {
+                    4 => (_mm512_add_epi32(s[0], s[2 % K]), _mm512_add_epi32(s[1 % K], s[3 % K])),
+                    _ => (s[0], s[1 % K]),
+                };
+                let a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(first), _mm512_mul_ps(dw, x), acc[k]);
+                acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(second), _mm512_mul_ps(m, x), a);
+                continue;
+            }
+            let sum = match K {
+                4 => _mm512_add_epi32(_mm512_add_epi32(s[0], s[1 % K]), _mm512_add_epi32(s[2 % K], s[3 % K])),
+                2 => _mm512_add_epi32(s[0], s[1 % K]),
+                _ => s[0],
+            };
+            let mut a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(dw, x), acc[k]);
+            if term(F) {
+                a = _mm512_fmadd_ps(m, _mm512_set1_ps(*sx.get_unchecked(j)), a);
+            }
+            acc[k] = a;
+        }
+    }
+    acc
+}
+
+/// Rows `8h..8h + 8` of a tile block's header: their scales, and the term each adds per
+/// unit of activation (Q4_0: `−8·d`; Q8_0: none, the scales returned in its place; Q6K: the
+/// scales of values 16..32).
+#[inline(always)]
+unsafe fn header8<const F: u8>(blk: *const u8, h: usize) -> (__m256, __m256) {
+    if F == Q4K || F == Q6K || F == Q5K {
+        let at = |i: usize| _mm256_loadu_ps(blk.add(i) as *const f32);
+        return (at(32 * h), at(4 * TILE + 32 * h));
+    }
+    let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16 * h) as *const __m128i));
+    let m = match F {
+        Q4_1 => _mm256_cvtph_ps(_mm_loadu_si128(blk.add(2 * TILE + 16 * h) as *const __m128i)),
+        Q4_0 => _mm256_mul_ps(dw, _mm256_set1_ps(-8.0)),
+        _ => dw,
+    };
+    (dw, m)
+}
+
+/// [`header8`] for all 16 rows (AVX-512 F).
+#[inline(always)]
+pub unsafe fn header16<const F: u8>(blk: *const u8) -> (__m512, __m512) {
+    if F == Q4K || F == Q6K || F == Q5K {
+        let at = |i: usize| _mm512_loadu_ps(blk.add(i) as *const f32);
+        return (at(0), at(4 * TILE));
+    }
+    let dw = _mm512_cvtph_ps(_mm256_loadu_si256(blk as *const __m256i));
+    let m = match F {
+        Q4_1 => _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(2 * TILE) as *const __m256i)),
+        Q4_0 => _mm512_mul_ps(dw, _mm512_set1_ps(-8.0)),
+        _ => dw,
+    };
+    (dw, m)
+}
+
+/// Inlined into the entry points, which carry the target features.
+#[inline(always)]
+unsafe fn tiles_of<W: Width, const F: u8, const VNNI: bool>(
+    packed: &[u8],
+    tiles: std::ops::Range<usize>,
+    acts: &W::Acts,
+    out: &Out,
+) {
+    let (n, nb) = (W::scales(acts).n, W::scales(acts).nb);
+    let tile_bytes = nb * layout::tile_block_bytes(format(F));
+    for t in tiles {
+        let tile = packed.as_ptr().add(t * tile_bytes);
+        let mut i = 0;
+        while i < n {
+            let take = (n - i).min(if split(F) { ROWS_SPLIT } else { ROWS });
+            let o = if split(F) {
+                by_rows_split!(take, |R, K| rows::<W, F, VNNI, R, K>(tile, acts, i))
+            } else {
+                by_rows!(take, |R, K| rows::<W, F, VNNI, R, K>(tile, acts, i))
+            };
+            let valid = (out.rows - t * TILE).min(TILE);
+            for (k, o) in o[..take].iter().enumerate() {
+                let dst = out.ptr.add((i + k) * out.stride + t * TILE);
+                if valid == TILE {
+                    _mm256_storeu_ps(dst, o[0]);
+                    _mm256_storeu_ps(dst.add(8), o[1]);
+                } else {
+                    let mut all = [0.0f32; TILE];
+                    _mm256_storeu_ps(all.as_mut_ptr(), o[0]);
+                    _mm256_storeu_ps(all.as_mut_ptr().add(8), o[1]);
+                    std::ptr::copy_nonoverlapping(all.as_ptr(), dst, valid);
+                }
+            }
+            i += take;
+        }
+    }
+}
+
+/// One tile (16 weight rows) times activation rows `i0..i0 + R`, each row's integer sums
+/// split over `K` chains per half: per row, the 16 outputs in two vectors of 8.
+// `h` picks the half of the header and the accumulators alike.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+unsafe fn rows<W: Width, const F: u8, const VNNI: bool, const R: usize, const K: usize>(
+    tile: *const u8,
+    acts: &W::Acts,
+    i0: usize,
+) -> [[__m256; 2]; ROWS] {
+    let super::Scales { nb, d: dx, s: sx, .. } = W::scales(acts);
+    let nb = *nb;
+    let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
+    for b in 0..nb {
+        let blk = tile.add(b * layout::tile_block_bytes(format(F)));
+        let payload = blk.add(layout::header(format(F)));
+        if i0 == 0 {
+            crate::quant::avx2::prefetch(blk, layout::tile_block_bytes(format(F)));
+        }
+        // Both halves (rows 0..8 and 8..16 of the tile) at once: each broadcast word feeds
+        // two multiply-adds, and 2R chains of sums run side by side.
+        let mut sums = [[[_mm256_setzero_si256(); K]; 2]; R];
+        for c in 0..W::STEPS {
+            let w = [W::weights::<F>(payload, 0, c), W::weights::<F>(payload, 1, c)];
+            for (k, s) in sums.iter_mut().enumerate() {
+                let x = W::words(acts, (i0 + k) * nb + b);
+                let (xa, xb) = (_mm256_set1_epi32(*x.add(c)), _mm256_set1_epi32(*x.add(c + W::SECOND)));
+                for (s, w) in s.iter_mut().zip(&w) {
+                    s[(2 * c) % K] = W::dot::<F, VNNI>(s[(2 * c) % K], w[0], xa);
+                    s[(2 * c + 1) % K] = W::dot::<F, VNNI>(s[(2 * c + 1) % K], w[1], xb);
+                }
+            }
+        }
+        for h in 0..2 {
+            let (dw, m) = header8::<F>(blk, h);
+            for (k, sums) in sums.iter().enumerate() {
+                let s4 = &sums[h];
+                let j = (i0 + k) * nb + b;
+                let x = _mm256_set1_ps(*dx.get_unchecked(j));
+                if split(F) {
+                    // Even chains hold values 0..16, odd ones 16..32.
+                    let (first, second) = match K {
+                        4 => (_mm256_add_epi32(s4[0], s4[2 % K]), _mm256_add_epi32(s4[1 % K], s4[3 % K])),
+                        _ => (s4[0], s4[1 % K]),
+                    };
+                    let a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(first), _mm256_mul_ps(dw, x), acc[k][h]);
+                    acc[k][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(second), _mm256_mul_ps(m, x), a);
+                    continue;
+                }
+                let sum = match K {
+                    4 => _mm256_add_epi32(_mm256_add_epi32(s4[0], s4[1 % K]), _mm256_add_epi32(s4[2 % K], s4[3 % K])),
+                    2 => _mm256_add_epi32(s4[0], s4[1 % K]),
+                    _ => s4[0],
+                };
+                let mut a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(dw, x), acc[k][h]);
+                if term(F) {
+                    a = _mm256_fmadd_ps(m, _mm256_set1_ps(*sx.get_unchecked(j)), a);
+                }
+                acc[k][h] = a;
+            }
+        }
+    }
+    acc
+}
