@@ -65,42 +65,27 @@ macro_rules! by_format {
 pub(crate) use by_format;
 
 /// `$body` for a pass over `take` (1..=ROWS) activation rows, with `$r` rows and `$k` chains
-/// of sums per row: few rows get several chains, so the multipliers never wait on one.
+/// of sums per row, at least `$min` (a literal): few rows get several chains, so the multipliers
+/// never wait on one; formats whose block halves are scaled apart ([`split`]) need two, the
+/// first half's sums in even chains and the second's in odd ones.
 macro_rules! by_rows {
-    ($take:expr, |$r:ident, $k:ident| $body:expr) => {
+    ($take:expr, $min:literal, |$r:ident, $k:ident| $body:expr) => {
         match $take {
-            1 => by_rows!(@ 1, 4, $r, $k, $body),
-            2 => by_rows!(@ 2, 2, $r, $k, $body),
-            3 => by_rows!(@ 3, 1, $r, $k, $body),
-            4 => by_rows!(@ 4, 1, $r, $k, $body),
-            5 => by_rows!(@ 5, 1, $r, $k, $body),
-            6 => by_rows!(@ 6, 1, $r, $k, $body),
-            7 => by_rows!(@ 7, 1, $r, $k, $body),
-            _ => by_rows!(@ ROWS, 1, $r, $k, $body),
+            1 => by_rows!(@ 1, 4, $min, $r, $k, $body),
+            2 => by_rows!(@ 2, 2, $min, $r, $k, $body),
+            3 => by_rows!(@ 3, 1, $min, $r, $k, $body),
+            4 => by_rows!(@ 4, 1, $min, $r, $k, $body),
+            5 => by_rows!(@ 5, 1, $min, $r, $k, $body),
+            6 => by_rows!(@ 6, 1, $min, $r, $k, $body),
+            7 => by_rows!(@ 7, 1, $min, $r, $k, $body),
+            _ => by_rows!(@ ROWS, 1, $min, $r, $k, $body),
         }
     };
-    (@ $rv:expr, $kv:expr, $r:ident, $k:ident, $body:expr) => {{
+    (@ $rv:expr, $kv:expr, $min:literal, $r:ident, $k:ident, $body:expr) => {{
         const $r: usize = $rv;
-        const $k: usize = $kv;
+        const $k: usize = if $kv > $min { $kv } else { $min };
         $body
     }};
-}
-
-/// [`by_rows`] for formats whose block halves are scaled apart ([`split`]): an even number
-/// of chains per row, the first half's sums in even chains and the second's in odd ones.
-macro_rules! by_rows_split {
-    ($take:expr, |$r:ident, $k:ident| $body:expr) => {
-        match $take {
-            1 => by_rows!(@ 1, 4, $r, $k, $body),
-            2 => by_rows!(@ 2, 2, $r, $k, $body),
-            3 => by_rows!(@ 3, 2, $r, $k, $body),
-            4 => by_rows!(@ 4, 2, $r, $k, $body),
-            5 => by_rows!(@ 5, 2, $r, $k, $body),
-            6 => by_rows!(@ 6, 2, $r, $k, $body),
-            7 => by_rows!(@ 7, 2, $r, $k, $body),
-            _ => by_rows!(@ ROWS, 2, $r, $k, $body),
-        }
-    };
 }
 
 /// Most activation rows per pass for [`split`] formats on 256-bit vectors, where two chains
@@ -211,9 +196,9 @@ unsafe fn tiles_zmm<W: Wide, const F: u8>(packed: &[u8], tiles: std::ops::Range<
         while i < n {
             let take = (n - i).min(ROWS);
             let o = if split(F) {
-                by_rows_split!(take, |R, K| rows_zmm::<W, F, R, K>(tile, acts, i))
+                by_rows!(take, 2, |R, K| rows_zmm::<W, F, R, K>(tile, acts, i))
             } else {
-                by_rows!(take, |R, K| rows_zmm::<W, F, R, K>(tile, acts, i))
+                by_rows!(take, 1, |R, K| rows_zmm::<W, F, R, K>(tile, acts, i))
             };
             let valid = (out.rows - t * TILE).min(TILE);
             let mask: __mmask16 = if valid == TILE { !0 } else { (1 << valid) - 1 };
@@ -330,9 +315,9 @@ unsafe fn tiles_of<W: Width, const F: u8, const VNNI: bool>(
         while i < n {
             let take = (n - i).min(if split(F) { ROWS_SPLIT } else { ROWS });
             let o = if split(F) {
-                by_rows_split!(take, |R, K| rows::<W, F, VNNI, R, K>(tile, acts, i))
+                by_rows!(take, 2, |R, K| rows::<W, F, VNNI, R, K>(tile, acts, i))
             } else {
-                by_rows!(take, |R, K| rows::<W, F, VNNI, R, K>(tile, acts, i))
+                by_rows!(take, 1, |R, K| rows::<W, F, VNNI, R, K>(tile, acts, i))
             };
             let valid = (out.rows - t * TILE).min(TILE);
             for (k, o) in o[..take].iter().enumerate() {
