@@ -31,34 +31,17 @@ pub const fn split(f: u8) -> bool {
 /// Most activation rows multiplied per unpacked weight vector (4 and 6 measured slower).
 const ROWS: usize = 8;
 
-/// `$body` with the kernel constant `$f` of `format`.
+/// `$body` with the kernel constant `$f` of `format` (each format's constant has its name).
 macro_rules! by_format {
     ($format:expr, |$f:ident| $body:expr) => {
+        by_format!(@ $format, $f, $body, Q4_0, Q4_1, Q8_0, Q4K, Q6K, Q5K)
+    };
+    (@ $format:expr, $f:ident, $body:expr, $($name:ident),*) => {
         match $format {
-            $crate::quant::Format::Q4_0 => {
-                const $f: u8 = $crate::quant::tiles::simd::Q4_0;
+            $($crate::quant::Format::$name => {
+                const $f: u8 = $crate::quant::tiles::simd::$name;
                 $body
-            }
-            $crate::quant::Format::Q4_1 => {
-                const $f: u8 = $crate::quant::tiles::simd::Q4_1;
-                $body
-            }
-            $crate::quant::Format::Q8_0 => {
-                const $f: u8 = $crate::quant::tiles::simd::Q8_0;
-                $body
-            }
-            $crate::quant::Format::Q4K => {
-                const $f: u8 = $crate::quant::tiles::simd::Q4K;
-                $body
-            }
-            $crate::quant::Format::Q6K => {
-                const $f: u8 = $crate::quant::tiles::simd::Q6K;
-                $body
-            }
-            $crate::quant::Format::Q5K => {
-                const $f: u8 = $crate::quant::tiles::simd::Q5K;
-                $body
-            }
+            })*
         }
     };
 }
