@@ -183,10 +183,13 @@ pub fn parse(req: &Map<String, Value>, max_token_fields: &[&str]) -> Result<Para
     };
     if let Some(v) = get(req, "top_logprobs") {
         let k = integer(v, "top_logprobs", 0, top)? as usize;
-        if p.logprobs.is_none() {
-            return Err(ApiError::invalid("top_logprobs", "`top_logprobs` needs `logprobs` set to true"));
+        match p.logprobs {
+            Some(_) => p.logprobs = Some(k),
+            None if k > 0 => {
+                return Err(ApiError::invalid("top_logprobs", "`top_logprobs` needs `logprobs` set to true"))
+            }
+            None => {}
         }
-        p.logprobs = Some(k);
     }
     if let Some(v) = get(req, "stop") {
         p.stop = match v {
@@ -250,6 +253,7 @@ mod tests {
         let chat = parse(&obj(json!({"logprobs": true, "top_logprobs": 3})), &["max_tokens"]).unwrap();
         let legacy = parse(&obj(json!({"logprobs": 2})), &["max_tokens"]).unwrap();
         assert_eq!((chat.logprobs, legacy.logprobs), (Some(3), Some(2)));
+        assert_eq!(parse(&obj(json!({"top_logprobs": 0})), &["max_tokens"]).unwrap().logprobs, None);
         let bias = parse(&obj(json!({"logit_bias": {"7": -100, "9": 2.5}})), &["max_tokens"]).unwrap();
         let mut b = bias.sampling.logit_bias;
         b.sort_by_key(|x| x.0);
