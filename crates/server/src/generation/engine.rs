@@ -13,8 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
 use aiserve_core::generate::{GenItem, GeneratorSpec, SeqState, TextGenerator};
-use aiserve_core::sampling::TokenLogprob;
-use aiserve_core::sampling::{Sampler, SamplingParams};
+use aiserve_core::sampling::{Sampler, SamplingParams, TokenLogprob};
 use aiserve_core::scheduler::{Scheduler, SchedulerConfig, SeqId};
 use aiserve_core::stop::{Detokenizer, StopStrings};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
