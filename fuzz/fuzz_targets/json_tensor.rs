@@ -1,11 +1,91 @@
-//! JSON request bodies → tensors (`/classify`, KServe and TF Serving JSON inputs).
+//! JSON request bodies → tensors (`/classify`, KServe and TF Serving JSON inputs), structure-aware.
+//!
+//! Two kinds of input. Bytes that parse as JSON are decoded as a body would be (replayed
+//! regressions, such as the irregular array whose first elements claimed 3000⁴ numbers, are
+//! kept as raw bodies). Anything else is read with `arbitrary` as a tree of irregular nested
+//! arrays with repeated children plus a claimed batch shape, so the fuzzer explores ragged
+//! trees, huge shape claims and counts that do not match the values. Every decode runs under a
+//! small memory hold; what it accepts must be regular and counted.
 #![no_main]
+use aiserve_core::tensor::{BatchLimits, ImageSpec};
+use aiserve_core::ImageBatch;
+use aiserve_server::budget::MemoryBudget;
+use aiserve_server::decode::{json_cost, json_tensor};
+use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
+use serde_json::Value;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
-        if let Ok((shape, values)) = aiserve_server::decode::json_tensor::flatten(&v, "x") {
-            assert_eq!(shape.iter().product::<usize>(), values.len());
+/// Most values one generated tree may build (the fuzzer's own memory, not the server's).
+const MAX_NODES: usize = 200_000;
+const BUDGET: usize = 4 << 20;
+
+#[derive(Arbitrary, Debug)]
+enum Node {
+    Num(f32),
+    Int(i64),
+    Text(String),
+    Null,
+    Arr(Vec<Node>),
+    /// `first` then `count` copies of `rest`: a long array whose first element differs.
+    Repeat { first: Box<Node>, rest: Box<Node>, count: u16 },
+}
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    tree: Node,
+    shape: Vec<u64>,
+}
+
+fn build(n: &Node, budget: &mut usize) -> Value {
+    if *budget == 0 {
+        return Value::Null;
+    }
+    *budget -= 1;
+    match n {
+        Node::Num(x) => serde_json::Number::from_f64(*x as f64).map_or(Value::Null, Value::Number),
+        Node::Int(i) => Value::from(*i),
+        Node::Text(s) => Value::from(s.as_str()),
+        Node::Null => Value::Null,
+        Node::Arr(items) => Value::Array(items.iter().map(|c| build(c, budget)).collect()),
+        Node::Repeat { first, rest, count } => {
+            let mut items = vec![build(first, budget)];
+            for _ in 0..*count {
+                if *budget == 0 {
+                    break;
+                }
+                items.push(build(rest, budget));
+            }
+            Value::Array(items)
         }
     }
+}
+
+fn decode(v: &Value, shape: Option<&[u64]>) {
+    let hold = MemoryBudget::new(BUDGET).hold();
+    let Ok((inferred, values)) = json_tensor::flatten(v, "x", &hold) else { return };
+    assert_eq!(inferred.iter().product::<usize>(), values.len());
+    assert!(hold.bytes() <= BUDGET && hold.bytes() >= values.len() * 4);
+    let spec = ImageSpec { height: 28, width: 28, channels: 1, range: [0.0, 1.0] };
+    let claimed: Vec<usize> = match shape {
+        Some(s) => s.iter().map(|&d| d as usize).collect(),
+        None => inferred,
+    };
+    if let Ok(b) = ImageBatch::from_tensor(&spec, "x", &claimed, values, BatchLimits { max_batch: 1024 }) {
+        assert_eq!(b.data.len(), b.n * 784);
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(v) = serde_json::from_slice::<Value>(data) {
+        let _ = json_cost::tree_bytes(data);
+        decode(&v, None);
+        if let Some(image) = v.get("image") {
+            decode(image, None);
+        }
+        return;
+    }
+    let Ok(input) = Input::arbitrary(&mut arbitrary::Unstructured::new(data)) else { return };
+    let v = build(&input.tree, &mut MAX_NODES.clone());
+    decode(&v, None);
+    decode(&v, Some(&input.shape));
 });

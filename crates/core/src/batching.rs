@@ -44,10 +44,13 @@ pub enum Decision<T> {
     Idle,
 }
 
-/// The queue is at `max_queue_size`.
+/// Why a request was not queued.
 #[derive(Debug, PartialEq, Eq)]
-pub struct QueueFull {
-    pub limit: usize,
+pub enum Refused {
+    /// The queue is at `max_queue_size`.
+    QueueFull { limit: usize },
+    /// The request alone is bigger than a batch (`max_batch_size`): it could never run.
+    TooBig { size: usize, limit: usize },
 }
 
 #[derive(Debug)]
@@ -71,19 +74,14 @@ impl<T> Batcher<T> {
         self.queue.is_empty()
     }
 
-    /// Queues a request; refuses it when the queue is full. `size` must be at most
-    /// `max_batch_size` (requests are validated against it before they get here).
-    pub fn push(
-        &mut self,
-        item: T,
-        size: usize,
-        now: Instant,
-        deadline: Option<Instant>,
-    ) -> Result<(), (T, QueueFull)> {
-        if self.queue.len() >= self.policy.max_queue_size {
-            return Err((item, QueueFull { limit: self.policy.max_queue_size }));
+    /// Queues a request; refuses it when the queue is full or when it is bigger than a batch.
+    pub fn push(&mut self, item: T, size: usize, now: Instant, deadline: Option<Instant>) -> Result<(), (T, Refused)> {
+        if size > self.policy.max_batch_size {
+            return Err((item, Refused::TooBig { size, limit: self.policy.max_batch_size }));
         }
-        debug_assert!(size <= self.policy.max_batch_size);
+        if self.queue.len() >= self.policy.max_queue_size {
+            return Err((item, Refused::QueueFull { limit: self.policy.max_queue_size }));
+        }
         self.queue.push_back(Pending { item, size, enqueued: now, deadline });
         Ok(())
     }
@@ -143,7 +141,8 @@ impl<T> Batcher<T> {
             let first_deadline = self.queue.iter().filter_map(|p| p.deadline).min();
             return Decision::WaitUntil(first_deadline.map_or(delay_ends, |d| d.min(delay_ends)));
         };
-        Decision::Run(self.queue.drain(..take).collect())
+        // Never an empty batch: that would have the model thread ask again at once, forever.
+        Decision::Run(self.queue.drain(..take.max(1)).collect())
     }
 }
 
@@ -227,7 +226,18 @@ mod tests {
             b.push(i, 1, t0, None).unwrap();
         }
         let (item, full) = b.push(9, 1, t0, None).unwrap_err();
-        assert_eq!((item, full), (9, QueueFull { limit: 4 }));
+        assert_eq!((item, full), (9, Refused::QueueFull { limit: 4 }));
+    }
+
+    #[test]
+    fn a_request_bigger_than_a_batch_is_refused_at_the_door() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(policy(8, &[], 0));
+        let (item, why) = b.push(1, 9, t0, None).unwrap_err();
+        assert_eq!((item, why), (1, Refused::TooBig { size: 9, limit: 8 }));
+        assert!(matches!(b.next(t0), Decision::Idle));
+        b.push(2, 8, t0, None).unwrap();
+        assert_eq!(sizes(&b.next(t0)), [8]);
     }
 
     #[test]

@@ -34,6 +34,12 @@ pub trait PromptTokenizer: Send + Sync {
     fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>, String>;
     /// The text of `ids`, special tokens left out.
     fn decode(&self, ids: &[u32]) -> Result<String, String>;
+    /// The raw bytes one token stands for, which may be part of a character (OpenAI's
+    /// `logprobs[].bytes`). The default is the token's decoded text, which is right for
+    /// tokenizers whose tokens are always whole characters.
+    fn token_bytes(&self, id: u32) -> Vec<u8> {
+        self.decode(&[id]).map(String::into_bytes).unwrap_or_default()
+    }
 }
 
 /// A generation model's description: limits, tokenizer and chat template (if it has one).

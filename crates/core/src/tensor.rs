@@ -92,7 +92,8 @@ impl ImageBatch {
         if n > limits.max_batch {
             return Err(InputError::too_large(format!("{field}.batch"), limits.max_batch, n));
         }
-        let expected = n * spec.image_len();
+        // `n` is the client's claim: compare it with the values that arrived without overflowing.
+        let expected = n.checked_mul(spec.image_len()).unwrap_or(usize::MAX);
         if data.len() != expected {
             return Err(InputError::invalid(
                 format!("{field}.data"),
@@ -123,6 +124,15 @@ impl ImageBatch {
         }
         check_values(spec, field, &data)?;
         Ok(Self { n: 1, height: h, width: w, channels: c, data })
+    }
+
+    /// Pieces of at most `max` images each, in order (a request bigger than a forward pass).
+    pub fn split(&self, max: usize) -> Vec<ImageBatch> {
+        let per_image = self.height * self.width * self.channels;
+        self.data
+            .chunks(max.max(1) * per_image.max(1))
+            .map(|c| ImageBatch { n: c.len() / per_image.max(1), data: c.to_vec(), ..*self })
+            .collect()
     }
 
     /// Concatenates batches for one forward pass; returns the row counts to split results back.
@@ -200,6 +210,17 @@ mod tests {
         assert!(ImageBatch::single(&spec(), "image", &[28, 28, 1], vec![0.0; 784]).is_ok());
         let e = ImageBatch::single(&spec(), "image", &[28, 27], vec![0.0; 756]).unwrap_err();
         assert!(e.to_string().contains("28x28"), "{e}");
+    }
+
+    #[test]
+    fn split_keeps_order() {
+        let data: Vec<f32> = (0..5 * 784).map(|i| (i / 784) as f32 / 10.0).collect();
+        let b = ImageBatch::from_tensor(&spec(), "b", &[5, 784], data, BatchLimits { max_batch: 5 }).unwrap();
+        let parts = b.split(2);
+        assert_eq!(parts.iter().map(|p| p.n).collect::<Vec<_>>(), [2, 2, 1]);
+        assert_eq!(ImageBatch::concat(&parts.iter().collect::<Vec<_>>()).0, b);
+        let e = ImageBatch::from_tensor(&spec(), "x", &[usize::MAX / 2, 784], vec![0.0; 784], LIM).unwrap_err();
+        assert!(e.to_string().contains("batch"), "{e}");
     }
 
     #[test]

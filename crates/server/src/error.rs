@@ -36,6 +36,12 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{message}; retry in {retry_after_s} s")]
     RateLimited { message: String, retry_after_s: u64 },
+    #[error("{what} needs {needed} bytes; this server decodes at most {limit} bytes per request (--memory-budget-mb)")]
+    TooMuchMemory { what: String, needed: usize, limit: usize },
+    #[error("{what} needs {needed} bytes and the server's decode memory ({limit} bytes, --memory-budget-mb) is in use by other requests; retry shortly")]
+    MemoryBusy { what: String, needed: usize, limit: usize },
+    #[error("the server is handling {limit} requests (--max-concurrent-requests); retry shortly")]
+    Busy { limit: usize },
     #[error("the request timed out before the model answered")]
     Timeout,
     #[error("internal error {id}; the server log has the details")]
@@ -49,10 +55,12 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             Self::WrongModelKind { .. } => StatusCode::BAD_REQUEST,
-            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge { .. } | Self::TooMuchMemory { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::ModelNotFound(_) | Self::VersionNotFound { .. } | Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::NotReady { .. } | Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotReady { .. } | Self::Overloaded { .. } | Self::MemoryBusy { .. } | Self::Busy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -69,6 +77,14 @@ impl ApiError {
     pub fn backend(model: &str, version: &str, err: &BackendError) -> Self {
         let id = error_id();
         tracing::error!(error_id = %id, model, version, error = %err, "model call failed");
+        Self::Internal { id }
+    }
+
+    /// Logs a server-side failure outside a model call (`cause` says what broke) with a fresh
+    /// id, and returns the client-facing error carrying that id.
+    pub fn internal(cause: &str) -> Self {
+        let id = error_id();
+        tracing::error!(error_id = %id, cause, "internal error");
         Self::Internal { id }
     }
 }
@@ -88,7 +104,7 @@ impl IntoResponse for ApiError {
         }
         let mut resp = (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response();
         match self {
-            Self::Overloaded { .. } | Self::NotReady { .. } => {
+            Self::Overloaded { .. } | Self::NotReady { .. } | Self::MemoryBusy { .. } | Self::Busy { .. } => {
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             Self::RateLimited { retry_after_s, .. } => {

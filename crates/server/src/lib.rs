@@ -5,6 +5,7 @@
 //! then drains in-flight requests. Model code arrives as an `aiserve_core::ModelLoader`.
 
 pub mod auth;
+pub mod budget;
 pub mod decode;
 pub mod error;
 pub mod generation;
@@ -147,11 +148,10 @@ pub async fn serve(
             .await;
     });
     let state = AppState {
-        registry,
-        limits: opts.limits,
         default_model: opts.default_model.into(),
         auth: opts.auth,
         manager: Some(manager),
+        ..AppState::new(registry, opts.limits)
     };
     let mut router = app(state);
     if !opts.cors_origins.is_empty() {

@@ -255,8 +255,12 @@ fn build(
                 Loaded::Embedder(m) => Some(EmbedRunner(m)),
                 _ => None,
             })?;
-            let queue = Queue::start(&name, &v, runners, cfg.token_batch_policy()).map_err(|e| e.to_string())?;
-            Kind::Embedder(EmbedModel { info, tokenizer, max_batch_tokens: cfg.max_batch_tokens, queue })
+            // Every text the model accepts must fit one forward pass, however long its limit.
+            let mut policy = cfg.token_batch_policy();
+            policy.max_batch_size = policy.max_batch_size.max(info.max_tokens);
+            let max_batch_tokens = policy.max_batch_size;
+            let queue = Queue::start(&name, &v, runners, policy).map_err(|e| e.to_string())?;
+            Kind::Embedder(EmbedModel { info, tokenizer, max_batch_tokens, queue })
         }
         Description::Generator(spec) => {
             let generator = same_kind(copies, |c| match c {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aiserve_core::config::VersionConfig;
-use aiserve_core::tensor::{BatchLimits, ImageSpec};
+use aiserve_core::tensor::ImageSpec;
 use aiserve_core::text::{EmbedderInfo, TextTokenizer};
 use aiserve_core::{BackendError, ImageBatch, ImageClassifier, ModelName, TextEmbedder, Version};
 
@@ -66,19 +66,26 @@ impl Servable {
 pub struct ImageModel {
     pub config: VersionConfig,
     pub spec: ImageSpec,
+    /// Most images in one forward pass (`max_batch_size`); bigger requests are split.
     pub max_batch: usize,
     pub queue: Queue<ImageRunner>,
 }
 
 impl ImageModel {
-    pub fn limits(&self) -> BatchLimits {
-        BatchLimits { max_batch: self.max_batch }
-    }
-
-    /// Class probabilities per image of a validated batch.
+    /// Class probabilities per image of a validated batch. A batch larger than `max_batch` is
+    /// queued as pieces of at most `max_batch` images, which other requests' images may join;
+    /// the rows come back in order.
     pub async fn classify(&self, batch: ImageBatch, deadline: Option<Instant>) -> Result<Vec<Vec<f32>>, ApiError> {
-        let size = batch.n;
-        self.queue.submit(batch, size, deadline).await
+        if batch.n <= self.max_batch {
+            let size = batch.n;
+            return self.queue.submit(batch, size, deadline).await;
+        }
+        let pending = batch.split(self.max_batch).into_iter().map(|piece| {
+            let size = piece.n;
+            self.queue.submit(piece, size, deadline)
+        });
+        let parts = futures_util::future::try_join_all(pending).await?;
+        Ok(parts.into_iter().flatten().collect())
     }
 }
 

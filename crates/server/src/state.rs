@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
+use tokio::sync::Semaphore;
 
+use crate::budget::{Hold, MemoryBudget};
 use crate::error::ApiError;
 use crate::registry::Registry;
 
@@ -20,11 +22,28 @@ pub struct Limits {
     /// own timeout can only shorten it.
     pub request_timeout: Duration,
     pub text: TextLimits,
+    /// Most images one request may hold; requests beyond a model's `max_batch_size` are split
+    /// across forward passes, up to this.
+    pub max_request_images: usize,
+    /// Memory all requests' decoded bodies, JSON trees, tensors and pictures may take at once.
+    pub memory_budget_bytes: usize,
+    /// Most requests handled at once (probes and metrics aside); more get 503.
+    pub max_concurrent_requests: usize,
+    /// Most picture decodes and large tokenizations running at once (on the blocking pool).
+    pub decode_threads: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_body_bytes: 8 << 20, request_timeout: Duration::from_secs(30), text: TextLimits::default() }
+        Self {
+            max_body_bytes: 8 << 20,
+            request_timeout: Duration::from_secs(30),
+            text: TextLimits::default(),
+            max_request_images: 1024,
+            memory_budget_bytes: 2 << 30,
+            max_concurrent_requests: 512,
+            decode_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
     }
 }
 
@@ -53,6 +72,17 @@ pub struct AppState {
     pub auth: Arc<crate::auth::Auth>,
     /// The version manager, for the repository API (absent in tests that drive no manager).
     pub manager: Option<Arc<crate::manager::Manager>>,
+    /// What requests' decoded data may take together (`limits.memory_budget_bytes`).
+    pub budget: Arc<MemoryBudget>,
+    /// Bounds CPU-heavy decodes (pictures, long texts) to `limits.decode_threads` at once, so a
+    /// burst of them queues here instead of growing the blocking pool to hundreds of threads.
+    pub decoders: Arc<Semaphore>,
+}
+
+/// A request body as read, with the request's memory hold (which already counts the body).
+pub struct Payload {
+    pub bytes: Bytes,
+    pub hold: Hold,
 }
 
 impl AppState {
@@ -75,21 +105,50 @@ impl AppState {
         Ok(Instant::now() + timeout)
     }
 
-    /// Reads the whole body, refusing more than `max_body_bytes` with 413.
-    pub async fn read_body(&self, body: Body) -> Result<Bytes, ApiError> {
+    /// State for tests and embedders: these limits, an open server, no manager.
+    pub fn new(registry: Arc<Registry>, limits: Limits) -> Self {
+        Self {
+            registry,
+            budget: MemoryBudget::new(limits.memory_budget_bytes),
+            decoders: Arc::new(Semaphore::new(limits.decode_threads.max(1))),
+            limits,
+            default_model: "digits".into(),
+            auth: Arc::new(crate::auth::Auth::open()),
+            manager: None,
+        }
+    }
+
+    /// Reads the whole body, refusing more than `max_body_bytes` with 413; the body's bytes are
+    /// counted against the memory budget (503 when it is in use).
+    pub async fn read_body(&self, body: Body) -> Result<Payload, ApiError> {
         let limit = self.limits.max_body_bytes;
-        axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
             let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             if too_large {
                 ApiError::PayloadTooLarge { limit }
             } else {
                 ApiError::invalid("body", format!("could not read the request body: {e}"))
             }
-        })
+        })?;
+        let hold = self.budget.hold();
+        hold.grow(bytes.len(), "the request body")?;
+        Ok(Payload { bytes, hold })
+    }
+
+    /// Runs a CPU-heavy decode on the blocking pool, at most `decode_threads` at once.
+    pub async fn decode<T: Send + 'static>(
+        &self,
+        what: &str,
+        f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let _slot = self.decoders.acquire().await.map_err(|_| ApiError::internal("the decoder pool is closed"))?;
+        tokio::task::spawn_blocking(f).await.map_err(|_| ApiError::internal(&format!("{what} panicked")))?
     }
 }
 
-/// Parses a JSON body, reporting syntax errors with their position.
-pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+/// Parses JSON, first counting the tree it may build against `hold` (see
+/// [`crate::decode::json_cost`]); syntax errors are reported with their position.
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], hold: &Hold) -> Result<T, ApiError> {
+    hold.grow(crate::decode::json_cost::tree_bytes(bytes), "parsing the JSON body")?;
     serde_json::from_slice(bytes).map_err(|e| ApiError::invalid("body", format!("malformed JSON request: {e}")))
 }

@@ -2,11 +2,12 @@
 //! text protocol shares: how many inputs, no empty text, and the model's token limit (a 400
 //! naming it, or truncation when the server runs with `--auto-truncate`).
 
-use aiserve_core::{BackendError, InputError};
+use aiserve_core::InputError;
 
+use crate::budget::Hold;
 use crate::error::ApiError;
 use crate::servable::EmbedModel;
-use crate::state::TextLimits;
+use crate::state::AppState;
 
 /// Inputs as the client sent them.
 pub enum Texts {
@@ -32,10 +33,23 @@ pub struct Tokenized {
 
 /// Above this many bytes of text, tokenisation moves to the blocking pool.
 const INLINE_TOKENIZE_BYTES: usize = 2 << 10;
+/// Memory one byte of text may take while tokenised: `tokenizers`' encoding keeps ids, type
+/// ids, offsets, masks and token strings per token (~64 bytes), and a text makes at most one
+/// token per byte.
+const TOKENIZE_BYTES_PER_BYTE: usize = 64;
 
-/// Tokenises (or checks pre-tokenised) `texts` for `em` under `limits`. `field` names the input
-/// in errors, e.g. `input` (OpenAI) or `inputs[0].data` (KServe); element `i` is `field[i]`.
-pub async fn tokenize(em: &EmbedModel, texts: Texts, field: &str, limits: &TextLimits) -> Result<Tokenized, ApiError> {
+/// Tokenises (or checks pre-tokenised) `texts` for `em` under the server's text limits. `field`
+/// names the input in errors, e.g. `input` (OpenAI) or `inputs[0].data` (KServe); element `i` is
+/// `field[i]`. The token ids are counted against `hold` (at most one per byte of text, or as
+/// many as were sent) before tokenising; long texts tokenise on the bounded decoder pool.
+pub async fn tokenize(
+    state: &AppState,
+    em: &EmbedModel,
+    texts: Texts,
+    field: &str,
+    hold: &Hold,
+) -> Result<Tokenized, ApiError> {
+    let limits = &state.limits.text;
     let n = texts.len();
     if n == 0 {
         return Err(ApiError::invalid(field, format!("`{field}` must hold at least one text, got an empty list")));
@@ -71,6 +85,9 @@ pub async fn tokenize(em: &EmbedModel, texts: Texts, field: &str, limits: &TextL
                 return Err(ApiError::invalid(&f, format!("`{f}` is an empty string")));
             }
             let bytes: usize = strings.iter().map(String::len).sum();
+            // A tokenizer makes at most a few ids per byte (byte fallback: one; special tokens
+            // and added BOS/EOS: two more per text), plus its own encoding's working memory.
+            hold.grow((bytes + 2 * strings.len()) * TOKENIZE_BYTES_PER_BYTE, "tokenizing the texts")?;
             let tokenizer = em.tokenizer.clone();
             let field = field.to_owned();
             let work = move || -> Result<Vec<Vec<u32>>, ApiError> {
@@ -94,9 +111,7 @@ pub async fn tokenize(em: &EmbedModel, texts: Texts, field: &str, limits: &TextL
             if bytes <= INLINE_TOKENIZE_BYTES {
                 work()?
             } else {
-                tokio::task::spawn_blocking(work).await.map_err(|_| {
-                    ApiError::backend(&em.info.architecture, "", &BackendError("the tokenizer panicked".into()))
-                })??
+                state.decode("the tokenizer", work).await?
             }
         }
     };

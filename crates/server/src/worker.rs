@@ -12,7 +12,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
-use aiserve_core::batching::{BatchPolicy, Batcher, Decision};
+use aiserve_core::batching::{BatchPolicy, Batcher, Decision, Refused};
 use aiserve_core::BackendError;
 use tokio::sync::oneshot;
 
@@ -100,12 +100,19 @@ impl<R: Runner> Queue<R> {
         let (reply, rx) = oneshot::channel();
         {
             let mut q = self.shared.lock();
-            if let Err((_, full)) = q.batcher.push(Job { input, reply }, size, Instant::now(), deadline) {
-                return Err(ApiError::Overloaded {
-                    model: self.model.clone(),
-                    version: self.version.clone(),
-                    queued: full.limit,
-                });
+            match q.batcher.push(Job { input, reply }, size, Instant::now(), deadline) {
+                Ok(()) => {}
+                Err((_, Refused::QueueFull { limit })) => {
+                    return Err(ApiError::Overloaded {
+                        model: self.model.clone(),
+                        version: self.version.clone(),
+                        queued: limit,
+                    })
+                }
+                // Callers split requests to fit; one that still does not is refused, never queued.
+                Err((_, Refused::TooBig { size, limit })) => {
+                    return Err(aiserve_core::InputError::too_large("batch", limit, size).into())
+                }
             }
             self.shared.metrics.depth.set(q.batcher.len() as i64);
         }

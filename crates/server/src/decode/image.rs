@@ -8,12 +8,15 @@
 use std::io::Cursor;
 
 use aiserve_core::tensor::ImageSpec;
-use image::{imageops::FilterType, ImageFormat, ImageReader};
+use image::{imageops::FilterType, DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
+use crate::budget::Hold;
 use crate::error::ApiError;
 
 /// Largest picture side accepted, in pixels.
 pub const MAX_SIDE: u32 = 4096;
+/// Most bytes the decoder may allocate for one picture (a 4096x4096 RGBA picture is 64 MiB).
+const MAX_ALLOC: u64 = 128 << 20;
 
 /// True when `bytes` start like a PNG or JPEG file.
 pub fn looks_like_image(bytes: &[u8]) -> bool {
@@ -21,23 +24,33 @@ pub fn looks_like_image(bytes: &[u8]) -> bool {
 }
 
 /// Decodes, resizes and normalises one picture into `spec.height x spec.width x spec.channels`.
-pub fn decode(bytes: &[u8], spec: &ImageSpec, field: &str) -> Result<Vec<f32>, ApiError> {
+/// The decoder's buffers (as its header declares them, within [`MAX_SIDE`]) and the conversion
+/// are counted against `hold` before decoding starts.
+pub fn decode(bytes: &[u8], spec: &ImageSpec, field: &str, hold: &Hold) -> Result<Vec<f32>, ApiError> {
     let format = image::guess_format(bytes)
         .ok()
         .filter(|f| matches!(f, ImageFormat::Png | ImageFormat::Jpeg))
         .ok_or_else(|| ApiError::invalid(field, format!("`{field}` is not a PNG or JPEG picture")))?;
-    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(256 << 20);
-    reader.limits(limits);
-    let img = reader.decode().map_err(|e| {
+    let bad = |e: image::ImageError| {
         ApiError::invalid(
             field,
             format!("`{field}` could not be decoded as {format:?} (at most {MAX_SIDE}x{MAX_SIDE} pixels): {e}"),
         )
-    })?;
+    };
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_ALLOC);
+    // The limits are checked again against the header's dimensions when they are set.
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    reader.limits(limits);
+    let decoder = reader.into_decoder().map_err(bad)?;
+    let (pw, ph) = decoder.dimensions();
+    let converted = pw as u64 * ph as u64 * spec.channels as u64;
+    let resized = (spec.image_len() * (1 + size_of::<f32>())) as u64;
+    let need = decoder.total_bytes().saturating_add(converted).saturating_add(resized);
+    hold.grow(usize::try_from(need).unwrap_or(usize::MAX), &format!("decoding the {pw}x{ph} picture `{field}`"))?;
+    let img = DynamicImage::from_decoder(decoder).map_err(bad)?;
     let (w, h) = (spec.width as u32, spec.height as u32);
     let [lo, hi] = spec.range;
     let scale = |p: u8| lo + (hi - lo) * p as f32 / 255.0;
@@ -87,6 +100,10 @@ fn border_is_brighter(px: &[f32], spec: &ImageSpec) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decode(bytes: &[u8], spec: &ImageSpec, field: &str) -> Result<Vec<f32>, ApiError> {
+        super::decode(bytes, spec, field, &crate::budget::MemoryBudget::new(1 << 30).hold())
+    }
 
     fn spec() -> ImageSpec {
         ImageSpec { height: 28, width: 28, channels: 1, range: [0.0, 1.0] }

@@ -102,7 +102,7 @@ impl GenModel {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|_| ApiError::Internal { id: "tokenizer task failed".into() })?
+    tokio::task::spawn_blocking(f).await.map_err(|_| ApiError::internal("the tokenizer task panicked"))?
 }
 
 /// Waits for one choice to finish.
@@ -118,7 +118,7 @@ pub async fn collect(mut rx: UnboundedReceiver<Event>) -> Result<Completion, Api
             Event::Failed(e) => return Err(e),
         }
     }
-    Err(ApiError::Internal { id: "the generation engine stopped".into() })
+    Err(ApiError::internal("the generation engine stopped before the sequence ended"))
 }
 
 /// Waits for every choice, in order, giving up at `deadline` (which cancels them all).

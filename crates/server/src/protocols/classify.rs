@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::images::{image_from_json, picture};
+use super::images::{image_from_json, join, picture, Decode};
 use crate::decode::image::looks_like_image;
 use crate::error::ApiError;
 use crate::state::{parse_json, AppState};
@@ -44,16 +44,17 @@ async fn classify(
 ) -> Result<Response, ApiError> {
     let Query(target) =
         query.map_err(|e| ApiError::invalid("query", format!("bad query string: {}", e.body_text())))?;
-    let bytes = state.read_body(body).await?;
+    let body = state.read_body(body).await?;
     let model = target.model.as_deref().unwrap_or(&state.default_model);
     let servable = state.registry.resolve(model, target.version.as_deref())?;
     let img = servable.image()?;
 
-    let (batch, single) = if looks_like_image(&bytes) {
-        (picture(bytes, img, "body".into()).await?, true)
-    } else if is_json(&headers, &bytes) {
-        let req: serde_json::Map<String, Value> = parse_json(&bytes)?;
-        from_json(req, img).await?
+    let ctx = Decode { state: &state, img, hold: &body.hold };
+    let (batch, single) = if looks_like_image(&body.bytes) {
+        (picture(&ctx, body.bytes.clone(), "body".into()).await?, true)
+    } else if is_json(&headers, &body.bytes) {
+        let req: serde_json::Map<String, Value> = parse_json(&body.bytes, &body.hold)?;
+        from_json(req, &ctx).await?
     } else {
         return Err(ApiError::UnsupportedMediaType(
             "`/classify` takes JSON (`{\"image\": ...}` or `{\"images\": [...]}`) or a PNG/JPEG body".into(),
@@ -80,28 +81,19 @@ async fn classify(
 
 /// `{"image": ...}` → one image; `{"images": [...]}` → a batch. Returns the batch and whether the
 /// request was a single image.
-async fn from_json(
-    mut req: serde_json::Map<String, Value>,
-    servable: &crate::servable::ImageModel,
-) -> Result<(ImageBatch, bool), ApiError> {
+async fn from_json(mut req: serde_json::Map<String, Value>, ctx: &Decode<'_>) -> Result<(ImageBatch, bool), ApiError> {
     if let Some(extra) = req.keys().find(|k| *k != "image" && *k != "images") {
         return Err(ApiError::invalid(extra, format!("unknown field `{extra}`; expected `image` or `images`")));
     }
     match (req.remove("image"), req.remove("images")) {
-        (Some(image), None) => Ok((image_from_json(image, servable, "image".into()).await?, true)),
+        (Some(image), None) => Ok((image_from_json(ctx, image, "image".into()).await?, true)),
         (None, Some(Value::Array(items))) => {
-            if items.is_empty() {
-                return Err(ApiError::invalid("images", "`images` must hold at least one image, got 0"));
-            }
-            if items.len() > servable.max_batch {
-                return Err(aiserve_core::InputError::too_large("images", servable.max_batch, items.len()).into());
-            }
+            ctx.check_count("images", items.len())?;
             let mut batches = Vec::with_capacity(items.len());
             for (i, item) in items.into_iter().enumerate() {
-                batches.push(image_from_json(item, servable, format!("images[{i}]")).await?);
+                batches.push(image_from_json(ctx, item, format!("images[{i}]")).await?);
             }
-            let (batch, _) = ImageBatch::concat(&batches.iter().collect::<Vec<_>>());
-            Ok((batch, false))
+            Ok((join(ctx, batches)?, false))
         }
         (None, Some(other)) => Err(ApiError::invalid(
             "images",

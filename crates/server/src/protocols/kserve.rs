@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::classify::argmax;
+use super::images::Decode;
 use crate::decode::json_tensor;
 use crate::error::ApiError;
 use crate::servable::{ImageModel, Kind, Servable};
@@ -174,10 +175,10 @@ async fn run_infer(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = state.read_body(body).await?;
+    let body = state.read_body(body).await?;
     let servable = state.registry.resolve(model, version)?;
-    let (json_part, mut binary) = split_binary(&headers, &bytes)?;
-    let req: InferRequest = parse_json(json_part)?;
+    let (json_part, mut binary) = split_binary(&headers, &body.bytes)?;
+    let req: InferRequest = parse_json(json_part, &body.hold)?;
     // Triton's request parameter `timeout` is in microseconds.
     let requested = match req.parameters.get("timeout") {
         None => None,
@@ -192,7 +193,8 @@ async fn run_infer(
     let img = match &servable.kind {
         Kind::Image(img) => img,
         Kind::Embedder(em) => {
-            return super::kserve_text::infer(&servable, em, req, binary, deadline, &state.limits.text).await
+            let text = super::kserve_text::TextInfer { servable: &servable, em, state: &state, hold: &body.hold };
+            return text.infer(req, binary, deadline).await;
         }
         Kind::Generator(_) => {
             return Err(ApiError::invalid(
@@ -204,7 +206,8 @@ async fn run_infer(
             ))
         }
     };
-    let batch = decode_input(&req, &mut binary, &servable, img)?;
+    let ctx = Decode { state: &state, img, hold: &body.hold };
+    let batch = decode_input(&req, &mut binary, &servable, &ctx)?;
     if !binary.is_empty() {
         return Err(ApiError::invalid(
             "body",
@@ -236,8 +239,9 @@ fn decode_input(
     req: &InferRequest,
     binary: &mut &[u8],
     servable: &Servable,
-    img: &ImageModel,
+    ctx: &Decode<'_>,
 ) -> Result<ImageBatch, ApiError> {
+    let img = ctx.img;
     let expected = &img.config.input.name;
     let input = match req.inputs.as_slice() {
         [one] => one,
@@ -297,6 +301,7 @@ fn decode_input(
             }
             let (mine, rest) = binary.split_at(size);
             *binary = rest;
+            ctx.hold.grow(size / width * size_of::<f32>(), "the tensor `inputs[0]`")?;
             from_le_bytes(&input.datatype, mine)
         }
         None => {
@@ -304,10 +309,10 @@ fn decode_input(
                 .data
                 .as_ref()
                 .ok_or_else(|| ApiError::invalid("inputs[0].data", "`inputs[0].data` is missing"))?;
-            json_tensor::flatten(value, "inputs[0].data")?.1
+            json_tensor::flatten(value, "inputs[0].data", ctx.hold)?.1
         }
     };
-    Ok(ImageBatch::from_tensor(&img.spec, "inputs[0]", &shape, data, img.limits())?)
+    Ok(ImageBatch::from_tensor(&img.spec, "inputs[0]", &shape, data, ctx.limits())?)
 }
 
 fn from_le_bytes(datatype: &str, b: &[u8]) -> Vec<f32> {

@@ -78,8 +78,8 @@ async fn run(
     body: Body,
     stream: bool,
 ) -> Result<Response, ApiError> {
-    let bytes = state.read_body(body).await?;
-    let mut req: Map<String, Value> = parse_json(&bytes)?;
+    let body = state.read_body(body).await?;
+    let mut req: Map<String, Value> = parse_json(&body.bytes, &body.hold)?;
     let mut known = vec!["text_input", "parameters", "id"];
     known.extend(SAMPLING_FIELDS);
     params::check_fields(&req, &known, "generate")?;

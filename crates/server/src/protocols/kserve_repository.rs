@@ -40,11 +40,11 @@ fn triton_state(s: VersionState) -> &'static str {
 }
 
 async fn index(State(state): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
-    let bytes = state.read_body(body).await?;
-    let ready_only = if bytes.iter().all(u8::is_ascii_whitespace) {
+    let body = state.read_body(body).await?;
+    let ready_only = if body.bytes.iter().all(u8::is_ascii_whitespace) {
         false
     } else {
-        let req: serde_json::Map<String, Value> = parse_json(&bytes)?;
+        let req: serde_json::Map<String, Value> = parse_json(&body.bytes, &body.hold)?;
         match req.get("ready") {
             None => false,
             Some(Value::Bool(b)) => *b,

@@ -7,10 +7,11 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::kserve::{respond, InferRequest};
+use crate::budget::Hold;
 use crate::decode::bytes::decode_bytes_elements;
 use crate::error::ApiError;
 use crate::servable::{EmbedModel, Servable};
-use crate::state::TextLimits;
+use crate::state::AppState;
 use crate::text_input::{self, Texts};
 
 /// The one input and one output an embedding model declares.
@@ -31,13 +32,29 @@ pub fn metadata(servable: &Servable, em: &EmbedModel, versions: Vec<String>) -> 
     })
 }
 
-pub(super) async fn infer(
+/// One infer request for an embedding version.
+pub(super) struct TextInfer<'a> {
+    pub servable: &'a Servable,
+    pub em: &'a EmbedModel,
+    pub state: &'a AppState,
+    pub hold: &'a Hold,
+}
+
+impl TextInfer<'_> {
+    pub(super) async fn infer(self, req: InferRequest, binary: &[u8], deadline: Instant) -> Result<Response, ApiError> {
+        let Self { servable, em, state, hold } = self;
+        infer(servable, em, req, binary, deadline, state, hold).await
+    }
+}
+
+async fn infer(
     servable: &Servable,
     em: &EmbedModel,
     req: InferRequest,
     mut binary: &[u8],
     deadline: Instant,
-    limits: &TextLimits,
+    state: &AppState,
+    hold: &Hold,
 ) -> Result<Response, ApiError> {
     let input = match req.inputs.as_slice() {
         [one] if one.name == INPUT => one,
@@ -73,6 +90,8 @@ pub(super) async fn infer(
             })? as usize;
             let (mine, rest) = binary.split_at(size);
             binary = rest;
+            // At worst every 4 bytes are an empty element: a 24-byte `String` each.
+            hold.grow(mine.len() / 4 * size_of::<String>() + mine.len(), "the BYTES tensor `inputs[0]`")?;
             decode_bytes_elements(mine)?
         }
         None => match &input.data {
@@ -97,15 +116,15 @@ pub(super) async fn infer(
             format!("{} bytes of binary data follow the inputs that no input claimed", binary.len()),
         ));
     }
-    let count: i64 = input.shape.iter().product();
-    if input.shape.len() > 2 || count != texts.len() as i64 {
+    let count = input.shape.iter().try_fold(1i64, |n, &d| if d < 0 { None } else { n.checked_mul(d) });
+    if input.shape.len() > 2 || count != Some(texts.len() as i64) {
         return Err(ApiError::invalid(
             "inputs[0].shape",
             format!("`inputs[0].shape` {:?} does not match the {} texts given", input.shape, texts.len()),
         ));
     }
     let binary_out = binary_output(&req, servable)?;
-    let tokens = text_input::tokenize(em, Texts::Strings(texts), "inputs[0].data", limits).await?;
+    let tokens = text_input::tokenize(state, em, Texts::Strings(texts), "inputs[0].data", hold).await?;
     let vectors = em.embed(tokens.sequences, Some(deadline)).await?;
     crate::metrics::METRICS.tokens.with_label_values(&[servable.model.as_str(), "prompt"]).inc_by(tokens.tokens as u64);
     let mut out = json!({ "name": OUTPUT, "datatype": "FP32", "shape": [vectors.len(), em.info.dim] });

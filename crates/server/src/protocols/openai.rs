@@ -77,8 +77,8 @@ async fn list_models(State(state): State<AppState>) -> Json<Value> {
 }
 
 async fn embeddings(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, OpenAiError> {
-    let bytes = state.read_body(body).await?;
-    let mut req: Map<String, Value> = parse_json(&bytes)?;
+    let body = state.read_body(body).await?;
+    let mut req: Map<String, Value> = parse_json(&body.bytes, &body.hold)?;
     if let Some(extra) =
         req.keys().find(|k| !["model", "input", "encoding_format", "dimensions", "user"].contains(&k.as_str()))
     {
@@ -117,7 +117,7 @@ async fn embeddings(State(state): State<AppState>, headers: HeaderMap, body: Bod
             }
         },
     };
-    let tokens = text_input::tokenize(em, texts, "input", &state.limits.text).await?;
+    let tokens = text_input::tokenize(&state, em, texts, "input", &body.hold).await?;
     let deadline = state.deadline(&headers, None)?;
     let vectors = em.embed(tokens.sequences, Some(deadline)).await?;
     let data: Vec<Value> = vectors

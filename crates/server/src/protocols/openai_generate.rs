@@ -139,8 +139,8 @@ impl Logprobs {
     fn value(&self, tokens: &[TokenLogprob], offset: &mut usize) -> Value {
         if self.chat {
             let entry = |id: u32, logprob: f32| {
-                let token = self.text(id);
-                json!({ "token": token, "logprob": logprob, "bytes": token.as_bytes() })
+                let bytes = self.tokenizer.token_bytes(id);
+                json!({ "token": self.text(id), "logprob": logprob, "bytes": bytes })
             };
             let content: Vec<Value> = tokens
                 .iter()
@@ -183,8 +183,8 @@ async fn start(
     route: &str,
     own: &[&str],
 ) -> Result<(Map<String, Value>, Arc<Servable>, Params), ApiError> {
-    let bytes = state.read_body(body).await?;
-    let req: Map<String, Value> = parse_json(&bytes)?;
+    let body = state.read_body(body).await?;
+    let req: Map<String, Value> = parse_json(&body.bytes, &body.hold)?;
     let known: Vec<&str> = COMMON_FIELDS.iter().chain(own).copied().collect();
     params::check_fields(&req, &known, route)?;
     params::refuse_unless_default(&req)?;

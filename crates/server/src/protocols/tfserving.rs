@@ -12,11 +12,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
-use super::images::image_from_json;
+use super::images::{image_from_json, join, Decode};
 use crate::decode::json_tensor;
 use crate::error::ApiError;
 use crate::registry::ModelStatus;
-use crate::servable::{ImageModel, Servable};
+use crate::servable::Servable;
 use crate::state::{parse_json, AppState};
 
 pub fn routes() -> Router<AppState> {
@@ -146,10 +146,11 @@ async fn post_handler(
         }
         _ => return Err(not_found(&rest)),
     }
-    let bytes = state.read_body(body).await?;
+    let body = state.read_body(body).await?;
     let servable = state.registry.resolve(&p.model, version_of(&state, &p)?.as_deref())?;
     let img = servable.image()?;
-    let mut req: Map<String, Value> = parse_json(&bytes)?;
+    let ctx = Decode { state: &state, img, hold: &body.hold };
+    let mut req: Map<String, Value> = parse_json(&body.bytes, &body.hold)?;
     if let Some(sig) = req.remove("signature_name") {
         if sig.as_str() != Some("serving_default") && sig.as_str() != Some("") {
             return Err(ApiError::invalid(
@@ -162,8 +163,8 @@ async fn post_handler(
         return Err(ApiError::invalid(extra, format!("unknown field `{extra}`; expected `instances` or `inputs`")));
     }
     let (batch, row_format) = match (req.remove("instances"), req.remove("inputs")) {
-        (Some(instances), None) => (from_instances(instances, img).await?, true),
-        (None, Some(inputs)) => (from_inputs(inputs, img)?, false),
+        (Some(instances), None) => (from_instances(instances, &ctx).await?, true),
+        (None, Some(inputs)) => (from_inputs(inputs, &ctx)?, false),
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid(
                 "instances",
@@ -180,20 +181,15 @@ async fn post_handler(
 }
 
 /// Row format: each instance is one image (numbers, `{"b64": ...}`, or `{"<input name>": ...}`).
-async fn from_instances(instances: Value, s: &ImageModel) -> Result<ImageBatch, ApiError> {
+async fn from_instances(instances: Value, ctx: &Decode<'_>) -> Result<ImageBatch, ApiError> {
     let Value::Array(items) = instances else {
         return Err(ApiError::invalid(
             "instances",
             format!("`instances` must be a list, got {}", json_tensor::kind(&instances)),
         ));
     };
-    if items.is_empty() {
-        return Err(ApiError::invalid("instances", "`instances` must hold at least one instance, got 0"));
-    }
-    if items.len() > s.max_batch {
-        return Err(aiserve_core::InputError::too_large("instances", s.max_batch, items.len()).into());
-    }
-    let input_name = &s.config.input.name;
+    ctx.check_count("instances", items.len())?;
+    let input_name = &ctx.img.config.input.name;
     let mut batches = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let field = format!("instances[{i}]");
@@ -210,14 +206,14 @@ async fn from_instances(instances: Value, s: &ImageModel) -> Result<ImageBatch, 
             }
             other => other,
         };
-        batches.push(image_from_json(value, s, field).await?);
+        batches.push(image_from_json(ctx, value, field).await?);
     }
-    Ok(ImageBatch::concat(&batches.iter().collect::<Vec<_>>()).0)
+    join(ctx, batches)
 }
 
 /// Columnar format: one batch-first tensor, bare or under the input's name.
-fn from_inputs(inputs: Value, s: &ImageModel) -> Result<ImageBatch, ApiError> {
-    let input_name = &s.config.input.name;
+fn from_inputs(inputs: Value, ctx: &Decode<'_>) -> Result<ImageBatch, ApiError> {
+    let input_name = &ctx.img.config.input.name;
     let tensor = match inputs {
         Value::Object(mut m) => {
             if m.len() != 1 || !m.contains_key(input_name) {
@@ -231,8 +227,8 @@ fn from_inputs(inputs: Value, s: &ImageModel) -> Result<ImageBatch, ApiError> {
         }
         other => other,
     };
-    let (shape, data) = json_tensor::flatten(&tensor, "inputs")?;
-    Ok(ImageBatch::from_tensor(&s.spec, "inputs", &shape, data, s.limits())?)
+    let (shape, data) = json_tensor::flatten(&tensor, "inputs", ctx.hold)?;
+    Ok(ImageBatch::from_tensor(&ctx.img.spec, "inputs", &shape, data, ctx.limits())?)
 }
 
 #[cfg(test)]

@@ -92,3 +92,20 @@ async fn requests_whose_client_left_never_reach_the_model() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(h.observed.batch_sizes.lock().unwrap().len(), 1, "the abandoned request was computed");
 }
+
+#[tokio::test]
+async fn a_request_bigger_than_a_batch_is_split_across_forward_passes() {
+    let h = with_model("max_batch_size = 4", "shift 0").await;
+    // Ten images with values 0.0, 0.1, ... 0.9: the fake answers round(9 v), so labels 0..9 in order.
+    let images: Vec<Vec<f32>> = (0..10).map(|i| vec![i as f32 / 10.0; 784]).collect();
+    let body = json!({ "images": images }).to_string();
+    let req = Request::post("/classify?model=m").header("content-type", "application/json").body(Body::from(body));
+    let (status, v) = read_json(h.send(req.unwrap()).await).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let labels: Vec<u64> = v["predictions"].as_array().unwrap().iter().map(|p| p["label"].as_u64().unwrap()).collect();
+    assert_eq!(labels, [0, 1, 2, 3, 4, 5, 5, 6, 7, 8]);
+    let mut sizes = h.observed.batch_sizes.lock().unwrap().clone();
+    sizes.sort_unstable();
+    assert_eq!(sizes.iter().sum::<usize>(), 10);
+    assert!(sizes.iter().all(|&n| n <= 4), "{sizes:?}");
+}

@@ -236,13 +236,7 @@ impl Harness {
             Manager::new(dir.path().to_owned(), Arc::new(loader), registry.clone()).with_generation(generation),
         );
         manager.poll_once().await;
-        let state = AppState {
-            registry,
-            limits,
-            default_model: "digits".into(),
-            auth: Default::default(),
-            manager: Some(manager.clone()),
-        };
+        let state = AppState { manager: Some(manager.clone()), ..AppState::new(registry, limits) };
         Self { dir, observed, generated, manager, state }
     }
 

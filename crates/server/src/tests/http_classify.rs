@@ -71,7 +71,7 @@ async fn bad_inputs_get_clear_4xx_errors() {
         (json!({ "picture": [] }), "unknown field `picture`"),
         (json!({}), "missing `image`"),
         (json!({ "images": [] }), "at least one image"),
-        (json!({ "images": vec![vec![0.0; 784]; 65] }), "at most 64, got 65"),
+        (json!({ "images": vec![vec![0.0; 784]; 1025] }), "at most 1024, got 1025"),
     ];
     for (body, want) in cases {
         let (s, v) = h.json("POST", "/classify", body.clone()).await;
