@@ -146,6 +146,24 @@ pub struct LimitArgs {
     /// Most texts one embeddings request may hold.
     #[arg(long, env = "AISERVE_MAX_INPUTS", default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_inputs: u64,
+    /// Most images one request may hold. Requests beyond a model's `max_batch_size` are split
+    /// across forward passes; this bounds how much one request may queue (400 beyond).
+    #[arg(long, env = "AISERVE_MAX_REQUEST_IMAGES", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_request_images: u64,
+    /// Memory, in MiB, that all requests' bodies, parsed JSON, decoded tensors and pictures may
+    /// take at once. Beyond it new requests get 503 with Retry-After until others finish; one
+    /// request needing more than all of it gets 413. Larger serves more big requests at once,
+    /// at the cost of peak memory.
+    #[arg(long, env = "AISERVE_MEMORY_BUDGET_MB", default_value_t = 2048, value_parser = clap::value_parser!(u64).range(16..))]
+    pub memory_budget_mb: u64,
+    /// Most requests handled at once, streams included (probes and /metrics aside); more get
+    /// 503 with Retry-After. TEI's `max_concurrent_requests`.
+    #[arg(long, env = "AISERVE_MAX_CONCURRENT_REQUESTS", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_concurrent_requests: u64,
+    /// Picture decodes and long tokenizations running at once (default: the number of cores);
+    /// more wait their turn instead of each taking a thread.
+    #[arg(long, env = "AISERVE_DECODE_THREADS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub decode_threads: Option<u64>,
 }
 
 impl SecurityArgs {
@@ -170,10 +188,15 @@ impl SecurityArgs {
 
 impl LimitArgs {
     pub fn limits(&self) -> Limits {
+        let defaults = Limits::default();
         Limits {
             max_body_bytes: self.max_body_bytes,
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             text: TextLimits { max_inputs: self.max_inputs as usize, auto_truncate: self.auto_truncate },
+            max_request_images: self.max_request_images as usize,
+            memory_budget_bytes: (self.memory_budget_mb as usize) << 20,
+            max_concurrent_requests: self.max_concurrent_requests as usize,
+            decode_threads: self.decode_threads.map_or(defaults.decode_threads, |n| n as usize),
         }
     }
 

@@ -30,6 +30,11 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 [ -n "$addr" ] || { cat "$log"; echo "server did not start" >&2; exit 1; }
+# The listener answers at once; readiness waits for the first repository poll to load the models.
+for _ in $(seq 600); do
+  "$venv/bin/python" -c "import urllib.request as u; u.urlopen('http://$addr/v2/health/ready')" 2>/dev/null && break
+  sleep 0.1
+done
 timeout 120 "$venv/bin/python" "$root/tests/clients/tritonclient_check.py" "$addr" "$mnist"
 for _ in $(seq 100); do  # minilm loads after the port opens
   "$venv/bin/python" -c "import urllib.request as u; u.urlopen('http://$addr/v2/models/minilm/ready')" 2>/dev/null && break

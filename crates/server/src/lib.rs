@@ -4,6 +4,7 @@
 //! the version manager and the HTTP server on a bound listener until a shutdown future resolves,
 //! then drains in-flight requests. Model code arrives as an `aiserve_core::ModelLoader`.
 
+pub mod admission;
 pub mod auth;
 pub mod budget;
 pub mod decode;
@@ -35,7 +36,7 @@ pub use state::{AppState, Limits};
 
 /// The HTTP routes of every protocol, behind the API-key check.
 pub fn app(state: AppState) -> Router {
-    let auth = state.auth.clone();
+    let (auth, admission) = (state.auth.clone(), state.admission.clone());
     Router::new()
         .route("/metrics", axum::routing::get(metrics::render))
         .route("/openapi.json", axum::routing::get(openapi::serve))
@@ -51,6 +52,7 @@ pub fn app(state: AppState) -> Router {
         )
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(auth, auth::middleware))
+        .layer(axum::middleware::from_fn_with_state(admission, admission::middleware))
         .layer(axum::middleware::from_fn(metrics::middleware))
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_id::span))
         .layer(axum::middleware::from_fn(request_id::middleware))
@@ -124,8 +126,9 @@ pub fn cors_layer(origins: &[String]) -> Result<tower_http::cors::CorsLayer, Str
         .max_age(Duration::from_secs(600)))
 }
 
-/// Loads the repository once, then serves HTTP on `listener` while polling the repository, until
-/// `shutdown` resolves; in-flight requests are finished before this returns.
+/// Serves HTTP on `listener` from the first moment (liveness answers at once, readiness once the
+/// first repository poll has loaded what the policies ask for) while polling the repository in
+/// the background, until `shutdown` resolves; in-flight requests are finished before this returns.
 pub async fn serve(
     opts: ServeOptions,
     loader: Arc<dyn ModelLoader>,
@@ -134,16 +137,14 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let registry = Arc::new(Registry::new());
     let manager = Arc::new(manager::Manager::new(opts.repo, loader, registry.clone()).with_generation(opts.generation));
-    manager.poll_once().await;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut manager_stop = stop_rx.clone();
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let poller_manager = manager.clone();
+    // Loading is a background job like any other poll: a large model loading never keeps the
+    // listener (and so a liveness probe) waiting.
     let poller = tokio::spawn(async move {
-        let manager = poller_manager;
-        tokio::time::sleep(opts.poll_interval).await;
-        manager
+        poller_manager
             .run(opts.poll_interval, async move {
-                let _ = manager_stop.wait_for(|s| *s).await;
+                let _ = stop_rx.wait_for(|s| *s).await;
             })
             .await;
     });

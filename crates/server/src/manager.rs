@@ -23,7 +23,7 @@ use crate::generation::engine::{Engine, EngineConfig};
 use crate::generation::GenModel;
 use crate::registry::Registry;
 use crate::servable::{EmbedModel, EmbedRunner, ImageModel, ImageRunner, Kind, Servable};
-use crate::worker::Queue;
+use crate::worker::{BatchUnit, Queue};
 
 pub struct Manager {
     pub repo: PathBuf,
@@ -215,6 +215,7 @@ impl Manager {
             }
             drop(servable);
             registry.set_ended(&model, version);
+            crate::metrics::forget_version(model.as_str(), &version.to_string());
             tracing::info!(%model, %version, "version unloaded");
         });
     }
@@ -246,7 +247,8 @@ fn build(
                 Loaded::Image(m) => Some(ImageRunner(m)),
                 _ => None,
             })?;
-            let queue = Queue::start(&name, &v, runners, cfg.batch_policy()).map_err(|e| e.to_string())?;
+            let queue =
+                Queue::start(&name, &v, runners, cfg.batch_policy(), BatchUnit::Images).map_err(|e| e.to_string())?;
             let spec = ImageSpec::from(&config.input);
             Kind::Image(ImageModel { config, spec, max_batch: cfg.max_batch_size, queue })
         }
@@ -259,7 +261,7 @@ fn build(
             let mut policy = cfg.token_batch_policy();
             policy.max_batch_size = policy.max_batch_size.max(info.max_tokens);
             let max_batch_tokens = policy.max_batch_size;
-            let queue = Queue::start(&name, &v, runners, policy).map_err(|e| e.to_string())?;
+            let queue = Queue::start(&name, &v, runners, policy, BatchUnit::Tokens).map_err(|e| e.to_string())?;
             Kind::Embedder(EmbedModel { info, tokenizer, max_batch_tokens, queue })
         }
         Description::Generator(spec) => {

@@ -4,8 +4,14 @@
 //! Request metrics are recorded by one middleware: the protocol comes from the route, the model
 //! and version from a [`Served`] extension the handler puts on its response once it knows which
 //! version answered. Queue time, queue depth and batch sizes are recorded by each model's queue;
-//! load times by the version manager; model states are read from the registry at scrape time,
-//! so a removed version leaves no stale series.
+//! load times by the version manager; model states are collected from the registry at each
+//! scrape (a fresh family per scrape, so concurrent scrapes never see each other's half-built
+//! series). A version's own series are removed when it is unloaded ([`forget_version`]), so a
+//! removed version leaves no stale series; `requests_total` keeps its history, as counters do.
+//!
+//! Batch metrics, one meaning each: `batch_size` counts the requests (generation: sequences)
+//! merged into one forward pass; `batch_images` the images in it and `batch_tokens` the tokens
+//! (embeddings: tokens of the texts; generation: decoded tokens plus prompt-chunk tokens).
 
 use std::sync::LazyLock;
 use std::time::Instant;
@@ -45,10 +51,11 @@ pub struct Metrics {
     pub request_seconds: HistogramVec,
     pub queue_seconds: HistogramVec,
     pub batch_size: HistogramVec,
+    pub batch_images: HistogramVec,
+    pub batch_tokens: HistogramVec,
     pub queue_depth: IntGaugeVec,
     pub tokens: IntCounterVec,
     pub load_seconds: prometheus::GaugeVec,
-    pub model_state: IntGaugeVec,
     pub inflight: prometheus::IntGauge,
     pub first_token_seconds: HistogramVec,
     pub token_seconds: HistogramVec,
@@ -79,8 +86,20 @@ impl Metrics {
             )
             .expect("valid metric"),
             batch_size: HistogramVec::new(
-                HistogramOpts::new("batch_size", "Requests merged into one forward pass")
+                HistogramOpts::new("batch_size", "Requests (generation: sequences) merged into one forward pass")
                     .buckets(exponential_buckets(1.0, 2.0, 12).expect("valid buckets")),
+                &["model", "version"],
+            )
+            .expect("valid metric"),
+            batch_images: HistogramVec::new(
+                HistogramOpts::new("batch_images", "Images in one forward pass of an image model")
+                    .buckets(exponential_buckets(1.0, 2.0, 12).expect("valid buckets")),
+                &["model", "version"],
+            )
+            .expect("valid metric"),
+            batch_tokens: HistogramVec::new(
+                HistogramOpts::new("batch_tokens", "Tokens in one forward pass of a text model")
+                    .buckets(exponential_buckets(1.0, 2.0, 16).expect("valid buckets")),
                 &["model", "version"],
             )
             .expect("valid metric"),
@@ -97,11 +116,6 @@ impl Metrics {
             load_seconds: prometheus::GaugeVec::new(
                 Opts::new("model_load_duration_seconds", "How long the version took to load and warm up"),
                 &["model", "version"],
-            )
-            .expect("valid metric"),
-            model_state: IntGaugeVec::new(
-                Opts::new("model_state", "1 for the state each known version is in"),
-                &["model", "version", "state"],
             )
             .expect("valid metric"),
             inflight: prometheus::IntGauge::new("http_requests_in_flight", "HTTP requests being handled")
@@ -128,10 +142,11 @@ impl Metrics {
             Box::new(m.request_seconds.clone()),
             Box::new(m.queue_seconds.clone()),
             Box::new(m.batch_size.clone()),
+            Box::new(m.batch_images.clone()),
+            Box::new(m.batch_tokens.clone()),
             Box::new(m.queue_depth.clone()),
             Box::new(m.tokens.clone()),
             Box::new(m.load_seconds.clone()),
-            Box::new(m.model_state.clone()),
             Box::new(m.inflight.clone()),
             Box::new(m.first_token_seconds.clone()),
             Box::new(m.token_seconds.clone()),
@@ -162,9 +177,7 @@ fn protocol(path: &str) -> &'static str {
 pub async fn middleware(req: Request, next: Next) -> Response {
     let proto = protocol(req.uri().path());
     let started = Instant::now();
-    METRICS.inflight.inc();
     let resp = next.run(req).await;
-    METRICS.inflight.dec();
     let (model, version) = match resp.extensions().get::<Served>() {
         Some(s) => (s.model.as_str(), s.version.as_str()),
         None => ("", ""),
@@ -174,17 +187,51 @@ pub async fn middleware(req: Request, next: Next) -> Response {
     resp
 }
 
+/// Drops the series of a version that has been unloaded.
+pub fn forget_version(model: &str, version: &str) {
+    let m = &*METRICS;
+    let labels = [model, version];
+    for vec in
+        [&m.queue_seconds, &m.batch_size, &m.batch_images, &m.batch_tokens, &m.first_token_seconds, &m.token_seconds]
+    {
+        let _ = vec.remove_label_values(&labels);
+    }
+    let _ = m.queue_depth.remove_label_values(&labels);
+    let _ = m.load_seconds.remove_label_values(&labels);
+}
+
+/// `aiserve_model_state{model,version,state}`: 1 for the state each known version is in, read
+/// from the registry when collected.
+struct ModelStates<'a>(&'a crate::registry::Registry);
+
+impl prometheus::core::Collector for ModelStates<'_> {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        Vec::new()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let gauge = IntGaugeVec::new(
+            Opts::new("aiserve_model_state", "1 for the state each known version is in"),
+            &["model", "version", "state"],
+        )
+        .expect("valid metric");
+        for st in self.0.statuses() {
+            for v in st.versions {
+                let version = v.version.to_string();
+                gauge.with_label_values(&[st.name.as_str(), &version, v.state.tf_serving_name()]).set(1);
+            }
+        }
+        prometheus::core::Collector::collect(&gauge)
+    }
+}
+
 /// `GET /metrics`: the Prometheus text format.
 pub async fn render(State(state): State<AppState>) -> Response {
-    METRICS.model_state.reset();
-    for st in state.registry.statuses() {
-        for v in st.versions {
-            let version = v.version.to_string();
-            METRICS.model_state.with_label_values(&[st.name.as_str(), &version, v.state.tf_serving_name()]).set(1);
-        }
-    }
+    let mut families = METRICS.registry.gather();
+    families.extend(prometheus::core::Collector::collect(&ModelStates(&state.registry)));
+    families.sort_by(|a, b| a.name().cmp(b.name()));
     let mut buf = Vec::new();
-    if let Err(e) = TextEncoder::new().encode(&METRICS.registry.gather(), &mut buf) {
+    if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
         tracing::error!(error = %e, "encoding metrics failed");
     }
     let mut resp = buf.into_response();

@@ -74,6 +74,8 @@ pub struct AppState {
     pub manager: Option<Arc<crate::manager::Manager>>,
     /// What requests' decoded data may take together (`limits.memory_budget_bytes`).
     pub budget: Arc<MemoryBudget>,
+    /// The cap on requests handled at once (`limits.max_concurrent_requests`).
+    pub admission: crate::admission::Admission,
     /// Bounds CPU-heavy decodes (pictures, long texts) to `limits.decode_threads` at once, so a
     /// burst of them queues here instead of growing the blocking pool to hundreds of threads.
     pub decoders: Arc<Semaphore>,
@@ -111,6 +113,7 @@ impl AppState {
             registry,
             budget: MemoryBudget::new(limits.memory_budget_bytes),
             decoders: Arc::new(Semaphore::new(limits.decode_threads.max(1))),
+            admission: crate::admission::Admission::new(limits.max_concurrent_requests),
             limits,
             default_model: "digits".into(),
             auth: Arc::new(crate::auth::Auth::open()),

@@ -54,7 +54,17 @@ struct Shared<I, O> {
 struct QueueMetrics {
     depth: prometheus::IntGauge,
     wait: prometheus::Histogram,
+    /// Requests per forward pass.
     batch: prometheus::Histogram,
+    /// Batch units (images or tokens) per forward pass.
+    units: prometheus::Histogram,
+}
+
+/// What the `size` of a queued request counts, for the metrics.
+#[derive(Clone, Copy, Debug)]
+pub enum BatchUnit {
+    Images,
+    Tokens,
 }
 
 impl<I, O> Shared<I, O> {
@@ -72,12 +82,23 @@ pub struct Queue<R: Runner> {
 
 impl<R: Runner> Queue<R> {
     /// Starts one thread per model copy in `instances` (each already warmed up).
-    pub fn start(model: &str, version: &str, instances: Vec<R>, policy: BatchPolicy) -> std::io::Result<Self> {
+    pub fn start(
+        model: &str,
+        version: &str,
+        instances: Vec<R>,
+        policy: BatchPolicy,
+        unit: BatchUnit,
+    ) -> std::io::Result<Self> {
         let m = &crate::metrics::METRICS;
+        let units = match unit {
+            BatchUnit::Images => &m.batch_images,
+            BatchUnit::Tokens => &m.batch_tokens,
+        };
         let metrics = QueueMetrics {
             depth: m.queue_depth.with_label_values(&[model, version]),
             wait: m.queue_seconds.with_label_values(&[model, version]),
             batch: m.batch_size.with_label_values(&[model, version]),
+            units: units.with_label_values(&[model, version]),
         };
         let shared = Arc::new(Shared {
             state: Mutex::new(State { batcher: Batcher::new(policy), closed: false }),
@@ -168,6 +189,7 @@ fn instance_thread<R: Runner>(shared: &Shared<R::Input, R::Output>, runner: &mut
             Decision::Run(batch) => {
                 drop(q);
                 shared.metrics.batch.observe(batch.len() as f64);
+                shared.metrics.units.observe(batch.iter().map(|p| p.size).sum::<usize>() as f64);
                 batch.iter().for_each(|p| shared.metrics.wait.observe(now.duration_since(p.enqueued).as_secs_f64()));
                 let jobs: Vec<Job<R::Input, R::Output>> = batch.into_iter().map(|p| p.item).collect();
                 run_batch(runner, jobs);

@@ -51,6 +51,9 @@ pub struct GenRequest {
     pub stop: Vec<String>,
     /// Report each generated token's log-probability and this many alternatives'.
     pub logprobs: Option<usize>,
+    /// A sequence that has not produced its first token by then fails with 504 (the request
+    /// timeout bounds the wait in the queue and the prefill, as for every other model).
+    pub deadline: Option<std::time::Instant>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,6 +134,7 @@ impl Engine {
             seqs: HashMap::new(),
             queued: queued.clone(),
             labels: [model.to_string(), version.to_string()],
+            depth: METRICS.queue_depth.with_label_values(&[model, version]),
         };
         std::thread::Builder::new().name(format!("gen-{model}-{version}")).spawn(move || lp.run())?;
         Ok(Self {
@@ -211,6 +215,8 @@ struct Active {
     /// When the engine took the sequence, then when it last produced a token.
     arrived: std::time::Instant,
     last_token: Option<std::time::Instant>,
+    /// Until when it may wait for its first token.
+    deadline: Option<std::time::Instant>,
 }
 
 struct Loop {
@@ -222,6 +228,9 @@ struct Loop {
     seqs: HashMap<SeqId, Active>,
     queued: Arc<AtomicUsize>,
     labels: [String; 2],
+    /// This version's `queue_depth` series, held so that a report after the version was
+    /// unloaded (and its series removed) does not bring the series back.
+    depth: prometheus::IntGauge,
 }
 
 impl Loop {
@@ -251,6 +260,16 @@ impl Loop {
             let gone: Vec<SeqId> = self.seqs.iter().filter(|(_, s)| s.events.is_closed()).map(|(id, _)| *id).collect();
             for id in gone {
                 self.finish(id, None);
+            }
+            let now = std::time::Instant::now();
+            let late: Vec<SeqId> = self
+                .seqs
+                .iter()
+                .filter(|(_, s)| s.last_token.is_none() && s.deadline.is_some_and(|d| d <= now))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in late {
+                self.finish(id, Some(Event::Failed(ApiError::Timeout)));
             }
             if !self.sched.is_idle() && catch_unwind(AssertUnwindSafe(|| self.step())).is_err() {
                 self.reset_after_panic();
@@ -288,6 +307,7 @@ impl Loop {
                 events,
                 arrived: std::time::Instant::now(),
                 last_token: None,
+                deadline: req.deadline,
             },
         );
     }
@@ -332,7 +352,7 @@ impl Loop {
     }
 
     fn report(&self) {
-        METRICS.queue_depth.with_label_values(&[&self.labels[0], &self.labels[1]]).set(self.seqs.len() as i64);
+        self.depth.set(self.seqs.len() as i64);
     }
 
     fn step(&mut self) {
@@ -346,7 +366,9 @@ impl Loop {
             return;
         }
         self.report();
-        METRICS.batch_size.with_label_values(&[&self.labels[0], &self.labels[1]]).observe(step.tokens() as f64);
+        let labels = [self.labels[0].as_str(), self.labels[1].as_str()];
+        METRICS.batch_size.with_label_values(&labels).observe((step.decode.len() + step.prefill.len()) as f64);
+        METRICS.batch_tokens.with_label_values(&labels).observe(step.tokens() as f64);
         // (sequence, token range fed, wants logits) in batch order.
         let mut plan: Vec<(SeqId, std::ops::Range<usize>, bool)> = Vec::new();
         for id in &step.decode {

@@ -64,8 +64,14 @@ impl GenModel {
     }
 
     /// Starts `params.n` choices for one prompt. With a seed, choice `i` uses `seed + i`, so
-    /// choices differ and the whole response is reproducible.
-    pub fn start(&self, prompt: Vec<u32>, params: &Params) -> Result<Vec<UnboundedReceiver<Event>>, ApiError> {
+    /// choices differ and the whole response is reproducible. A choice still waiting for its
+    /// first token at `deadline` fails with 504.
+    pub fn start(
+        &self,
+        prompt: Vec<u32>,
+        params: &Params,
+        deadline: std::time::Instant,
+    ) -> Result<Vec<UnboundedReceiver<Event>>, ApiError> {
         let room = self.engine.max_sequence_tokens().saturating_sub(prompt.len());
         if room == 0 {
             return Err(ApiError::invalid(
@@ -95,6 +101,7 @@ impl GenModel {
                     sampling,
                     stop: params.stop.clone(),
                     logprobs: params.logprobs,
+                    deadline: Some(deadline),
                 })
             })
             .collect()

@@ -114,7 +114,8 @@ async fn run(
     let gen = servable.generator()?;
     let prompt = gen.text_prompt(text, "text_input").await?;
     METRICS.tokens.with_label_values(&[servable.model.as_str(), "prompt"]).inc_by(prompt.len() as u64);
-    let rxs = gen.start(prompt, &p)?;
+    let deadline = state.deadline(&headers, None)?;
+    let rxs = gen.start(prompt, &p, deadline)?;
     let served = Served::of(&servable);
     let id = req.remove("id");
     let head = |servable: &Servable| {
@@ -127,7 +128,6 @@ async fn run(
         m
     };
     if !stream {
-        let deadline = state.deadline(&headers, None)?;
         let done = collect_all(rxs, deadline).await?;
         let mut out = head(&servable);
         let c = &done[0];

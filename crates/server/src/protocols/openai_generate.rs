@@ -265,14 +265,14 @@ async fn respond(
     let gen = servable.generator()?;
     let prompt_tokens: usize = prompts.iter().map(Vec::len).sum();
     METRICS.tokens.with_label_values(&[servable.model.as_str(), "prompt"]).inc_by(prompt_tokens as u64);
+    let deadline = state.deadline(headers, None)?;
     let mut rxs = Vec::new();
     for prompt in prompts {
-        rxs.extend(gen.start(prompt, &p)?);
+        rxs.extend(gen.start(prompt, &p, deadline)?);
     }
     let served = Served::of(&servable);
     let logprobs = p.logprobs.map(|_| Logprobs { tokenizer: gen.engine.spec().tokenizer.clone(), chat: shape.chat });
     if !p.stream {
-        let deadline = state.deadline(headers, None)?;
         let done = collect_all(rxs, deadline).await?;
         let completion_tokens: usize = done.iter().map(|c| c.completion_tokens).sum();
         let choices: Vec<Value> = done

@@ -185,6 +185,13 @@ impl ModelLoader for FakeLoader {
                 None if line == "panic" => fake.panics = true,
                 Some(("shift", n)) => fake.shift = n.parse().map_err(|_| bad())?,
                 Some(("sleep", ms)) => fake.sleep = Duration::from_millis(ms.parse().map_err(|_| bad())?),
+                // Loading blocks until the file exists (at most 20 s): tests release it.
+                Some(("load-waits-for", path)) => {
+                    let until = std::time::Instant::now() + Duration::from_secs(20);
+                    while !Path::new(path).exists() && std::time::Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
                 _ => return Err(bad()),
             }
         }
@@ -280,6 +287,11 @@ impl Harness {
         read_json(self.send(Request::get(uri).body(Body::empty()).unwrap()).await).await
     }
 
+    pub async fn get_text(&self, uri: &str) -> String {
+        let resp = self.send(Request::get(uri).body(Body::empty()).unwrap()).await;
+        String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    }
+
     pub async fn raw(&self, uri: &str, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
         let req = Request::post(uri).header("content-type", content_type).body(Body::from(body)).unwrap();
         read_json(self.send(req).await).await
@@ -304,4 +316,29 @@ pub fn flat_image(v: f32) -> Vec<Vec<f32>> {
 
 pub fn error_text(v: &Value) -> String {
     v["error"].as_str().unwrap_or_else(|| panic!("no error field in {v}")).to_owned()
+}
+
+/// One raw HTTP/1.1 exchange on a fresh connection (`Connection: close`): the whole response.
+pub async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut resp = String::new();
+    let _ = conn.read_to_string(&mut resp).await;
+    resp
+}
+
+/// Waits (at most 20 s) until a server started with `crate::serve` reports ready.
+pub async fn wait_ready(addr: std::net::SocketAddr) {
+    for _ in 0..2000 {
+        if http(addr, "GET", "/v2/health/ready", "").await.starts_with("HTTP/1.1 200") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the server never became ready");
 }

@@ -112,6 +112,42 @@ async fn removed_models_disappear() {
 }
 
 #[tokio::test]
+async fn probes_answer_while_models_load_and_readiness_waits_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("go");
+    write_version(dir.path(), "digits", 1, &format!("load-waits-for {}", go.display()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let opts = crate::ServeOptions::new(dir.path().to_owned());
+    let server =
+        tokio::spawn(crate::serve(opts, std::sync::Arc::new(super::fake::FakeLoader::default()), listener, async {
+            let _ = rx.await;
+        }));
+    // The load is blocked until `go` exists: the listener answers all the same.
+    let http = super::fake::http;
+    assert!(http(addr, "GET", "/v2/health/live", "").await.starts_with("HTTP/1.1 200"));
+    assert!(http(addr, "GET", "/v2/health/ready", "").await.starts_with("HTTP/1.1 503"));
+    // Once the first poll has found the model (it then stays LOADING until `go` exists) ...
+    for _ in 0..2000 {
+        if !http(addr, "GET", "/v2/models/digits/ready", "").await.starts_with("HTTP/1.1 404") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(http(addr, "GET", "/v2/health/ready", "").await.starts_with("HTTP/1.1 503"));
+    let body = json!({ "image": vec![1.0; 784] }).to_string();
+    let resp = http(addr, "POST", "/classify", &body).await;
+    assert!(resp.starts_with("HTTP/1.1 503") && resp.contains("LOADING"), "{resp}");
+    std::fs::write(&go, "").unwrap();
+    super::fake::wait_ready(addr).await;
+    let resp = http(addr, "POST", "/classify", &body).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    tx.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), server).await.unwrap().unwrap().unwrap();
+}
+
+#[tokio::test]
 async fn serves_on_a_real_socket_and_shuts_down() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
@@ -127,6 +163,7 @@ async fn serves_on_a_real_socket_and_shuts_down() {
         tokio::spawn(crate::serve(opts, std::sync::Arc::new(super::fake::FakeLoader::default()), listener, async {
             let _ = rx.await;
         }));
+    super::fake::wait_ready(addr).await;
     let body = json!({ "image": vec![1.0; 784] }).to_string();
     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
     let req = format!("POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());

@@ -21,7 +21,9 @@ struct Running {
     _dir: tempfile::TempDir,
 }
 
+/// Starts a server on a free port; over plain HTTP, waits until its model is loaded.
 async fn start(listen: ListenOptions, weights: &str) -> Running {
+    let plain = listen.tls.is_none();
     let dir = tempfile::tempdir().unwrap();
     write_version(dir.path(), "digits", 1, weights);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -31,6 +33,9 @@ async fn start(listen: ListenOptions, weights: &str) -> Running {
     let server = tokio::spawn(crate::serve(opts, Arc::new(FakeLoader::default()), listener, async {
         let _ = rx.await;
     }));
+    if plain {
+        super::fake::wait_ready(addr).await;
+    }
     Running { addr, stop, server, _dir: dir }
 }
 

@@ -1,6 +1,7 @@
 //! HTTP-level tests of the server with a fake model (no candle): every protocol, every error
 //! class, and the version manager's swaps. `fake` holds the test model and repository helpers.
 
+mod admission;
 pub mod alloc;
 mod batching;
 mod fake;

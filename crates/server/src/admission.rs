@@ -1,0 +1,115 @@
+//! The server-wide cap on requests handled at once (TEI's `max_concurrent_requests`), and the
+//! guard that keeps `aiserve_http_requests_in_flight` true.
+//!
+//! A request takes a permit before it reaches its handler; with none left it is answered 503
+//! with `Retry-After` at once. Probes and `/metrics` never queue behind work, so they are not
+//! counted. The permit and the in-flight count live in a guard that travels inside the response
+//! body: they are given back when the body has been sent, or when the client goes away
+//! mid-request or mid-stream (the guard is dropped with the future or the body), never later.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::error::ApiError;
+use crate::metrics::METRICS;
+use crate::protocols::openai::{is_openai_path, OpenAiError};
+
+/// The permits of the concurrency cap.
+#[derive(Clone, Debug)]
+pub struct Admission {
+    /// One permit per request being handled (its body included); none left: 503.
+    permits: Arc<Semaphore>,
+    limit: usize,
+}
+
+impl Admission {
+    pub fn new(limit: usize) -> Self {
+        let limit = limit.max(1);
+        Self { permits: Arc::new(Semaphore::new(limit)), limit }
+    }
+
+    /// Requests holding a permit now.
+    pub fn in_use(&self) -> usize {
+        self.limit - self.permits.available_permits()
+    }
+}
+
+/// Routes answered without a permit: they must work while the server is saturated.
+fn exempt(path: &str) -> bool {
+    path.starts_with("/v2/health/") || path == "/metrics"
+}
+
+/// Holds a request's permit (if it took one) and its in-flight count until dropped.
+struct Guard {
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Guard {
+    fn new(permit: Option<OwnedSemaphorePermit>) -> Self {
+        METRICS.inflight.inc();
+        Self { _permit: permit }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        METRICS.inflight.dec();
+    }
+}
+
+pub async fn middleware(State(admission): State<Admission>, req: Request, next: Next) -> Response {
+    let permit = if exempt(req.uri().path()) {
+        None
+    } else {
+        match admission.permits.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                let busy = ApiError::Busy { limit: admission.limit };
+                return if is_openai_path(req.uri().path()) {
+                    OpenAiError(busy).into_response()
+                } else {
+                    busy.into_response()
+                };
+            }
+        }
+    };
+    // Counted from here; if the client goes away before the handler answers, the future and the
+    // guard in it are dropped.
+    let guard = Guard::new(permit);
+    let resp = next.run(req).await;
+    let (parts, body) = resp.into_parts();
+    Response::from_parts(parts, Body::new(Guarded { inner: body, _guard: guard }))
+}
+
+/// A response body that keeps its request's guard until it is finished or dropped.
+struct Guarded {
+    inner: Body,
+    _guard: Guard,
+}
+
+impl hyper::body::Body for Guarded {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
