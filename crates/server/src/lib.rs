@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod blocking;
 pub mod budget;
 pub mod decode;
 pub mod error;

@@ -144,8 +144,7 @@ impl AppState {
         what: &str,
         f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let _slot = self.decoders.acquire().await.map_err(|_| ApiError::internal("the decoder pool is closed"))?;
-        tokio::task::spawn_blocking(f).await.map_err(|_| ApiError::internal(&format!("{what} panicked")))?
+        crate::blocking::run(&self.decoders, what, f).await
     }
 }
 

@@ -36,7 +36,7 @@ const INLINE_TOKENIZE_BYTES: usize = 2 << 10;
 /// Memory one byte of text may take while tokenised: `tokenizers`' encoding keeps ids, type
 /// ids, offsets, masks and token strings per token (~64 bytes), and a text makes at most one
 /// token per byte.
-const TOKENIZE_BYTES_PER_BYTE: usize = 64;
+pub const TOKENIZE_BYTES_PER_BYTE: usize = 64;
 
 /// Tokenises (or checks pre-tokenised) `texts` for `em` under the server's text limits. `field`
 /// names the input in errors, e.g. `input` (OpenAI) or `inputs[0].data` (KServe); element `i` is

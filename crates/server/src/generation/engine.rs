@@ -153,6 +153,11 @@ impl Engine {
         &self.spec
     }
 
+    /// Most sequences running or waiting at once (`--max-queued-seqs`).
+    pub fn max_queued(&self) -> usize {
+        self.max_queued
+    }
+
     /// Most tokens (prompt plus generated) one sequence may hold: the model's context or the
     /// KV cache budget, whichever is smaller.
     pub fn max_sequence_tokens(&self) -> usize {

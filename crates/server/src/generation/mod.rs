@@ -12,10 +12,13 @@ use std::task::Poll;
 use aiserve_core::chat::Message;
 use aiserve_core::sampling::TokenLogprob;
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::Semaphore;
 
 use self::engine::{Engine, Event, FinishReason, GenRequest};
 use self::params::Params;
+use crate::budget::Hold;
 use crate::error::ApiError;
+use crate::text_input::TOKENIZE_BYTES_PER_BYTE;
 
 /// A text generation version.
 pub struct GenModel {
@@ -34,8 +37,15 @@ pub struct Completion {
 }
 
 impl GenModel {
-    /// Prompt token ids of a chat, rendered with the model's own template.
-    pub async fn chat_prompt(&self, messages: Vec<Message>) -> Result<Vec<u32>, ApiError> {
+    /// Prompt token ids of a chat, rendered with the model's own template (on the bounded
+    /// blocking pool behind `slots`; the tokenizer's memory counted against `hold` first).
+    pub async fn chat_prompt(
+        &self,
+        messages: Vec<Message>,
+        slots: &Semaphore,
+        hold: &Hold,
+    ) -> Result<Vec<u32>, ApiError> {
+        let hold = hold.clone();
         let spec = self.engine.spec().clone();
         let template = spec.chat_template.clone().ok_or_else(|| {
             ApiError::invalid(
@@ -43,10 +53,11 @@ impl GenModel {
                 "this model has no chat template; send a plain prompt to /v1/completions instead",
             )
         })?;
-        blocking(move || {
+        crate::blocking::run(slots, "the chat template", move || {
             let text = template
                 .render(&messages, true)
                 .map_err(|e| ApiError::invalid("messages", format!("the chat template refused these messages: {e}")))?;
+            hold.grow(text.len().saturating_mul(TOKENIZE_BYTES_PER_BYTE), "tokenizing the prompt")?;
             spec.tokenizer
                 .encode(&text, false)
                 .map_err(|e| ApiError::invalid("messages", format!("could not tokenize the prompt: {e}")))
@@ -55,9 +66,16 @@ impl GenModel {
     }
 
     /// Prompt token ids of plain text (with the model's BOS token if it uses one).
-    pub async fn text_prompt(&self, text: String, field: &'static str) -> Result<Vec<u32>, ApiError> {
+    pub async fn text_prompt(
+        &self,
+        text: String,
+        field: &'static str,
+        slots: &Semaphore,
+        hold: &Hold,
+    ) -> Result<Vec<u32>, ApiError> {
+        hold.grow(text.len().saturating_mul(TOKENIZE_BYTES_PER_BYTE), "tokenizing the prompt")?;
         let tok = self.engine.spec().tokenizer.clone();
-        blocking(move || {
+        crate::blocking::run(slots, "the tokenizer", move || {
             tok.encode(&text, true).map_err(|e| ApiError::invalid(field, format!("could not tokenize the prompt: {e}")))
         })
         .await
@@ -91,6 +109,12 @@ impl GenModel {
             ));
         }
         let max_tokens = params.max_tokens.unwrap_or(room);
+        if params.n > self.engine.max_queued() {
+            return Err(ApiError::invalid(
+                "n",
+                format!("`n` asks for {} sequences; this model queues at most {}", params.n, self.engine.max_queued()),
+            ));
+        }
         (0..params.n)
             .map(|i| {
                 let mut sampling = params.sampling.clone();
@@ -106,10 +130,6 @@ impl GenModel {
             })
             .collect()
     }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|_| ApiError::internal("the tokenizer task panicked"))?
 }
 
 /// Waits for one choice to finish.

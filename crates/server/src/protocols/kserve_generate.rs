@@ -112,7 +112,7 @@ async fn run(
     };
     let servable = state.registry.resolve(model, version)?;
     let gen = servable.generator()?;
-    let prompt = gen.text_prompt(text, "text_input").await?;
+    let prompt = gen.text_prompt(text, "text_input", &state.decoders, &body.hold).await?;
     METRICS.tokens.with_label_values(&[servable.model.as_str(), "prompt"]).inc_by(prompt.len() as u64);
     let deadline = state.deadline(&headers, None)?;
     let rxs = gen.start(prompt, &p, deadline)?;

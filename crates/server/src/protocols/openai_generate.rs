@@ -25,6 +25,7 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
 use super::openai::OpenAiError;
+use crate::budget::Hold;
 use crate::error::ApiError;
 use crate::generation::engine::Event;
 use crate::generation::params::{self, Params};
@@ -182,7 +183,7 @@ async fn start(
     body: Body,
     route: &str,
     own: &[&str],
-) -> Result<(Map<String, Value>, Arc<Servable>, Params), ApiError> {
+) -> Result<(Map<String, Value>, Arc<Servable>, Params, Hold), ApiError> {
     let body = state.read_body(body).await?;
     let req: Map<String, Value> = parse_json(&body.bytes, &body.hold)?;
     let known: Vec<&str> = COMMON_FIELDS.iter().chain(own).copied().collect();
@@ -202,20 +203,21 @@ async fn start(
         // OpenAI's default for the legacy completions API.
         p.max_tokens = Some(16);
     }
-    Ok((req, servable, p))
+    Ok((req, servable, p, body.hold))
 }
 
 async fn chat(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, OpenAiError> {
-    let (mut req, servable, p) = start(&state, body, "/v1/chat/completions", &CHAT_FIELDS).await?;
+    // The hold lives as long as the parsed request it counts.
+    let (mut req, servable, p, hold) = start(&state, body, "/v1/chat/completions", &CHAT_FIELDS).await?;
     let messages = parse_messages(req.remove("messages"))?;
     let gen = servable.generator()?;
-    let prompt = gen.chat_prompt(messages).await?;
+    let prompt = gen.chat_prompt(messages, &state.decoders, &hold).await?;
     let shape = Shape::new(true, servable.model.as_str());
     respond(&state, &headers, servable.clone(), shape, vec![prompt], vec![String::new()], p).await.map_err(Into::into)
 }
 
 async fn completions(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, OpenAiError> {
-    let (mut req, servable, p) = start(&state, body, "/v1/completions", &COMPLETION_FIELDS).await?;
+    let (mut req, servable, p, hold) = start(&state, body, "/v1/completions", &COMPLETION_FIELDS).await?;
     let gen = servable.generator()?;
     let inputs = parse_prompts(req.remove("prompt"))?;
     let limit = state.limits.text.max_inputs;
@@ -234,7 +236,7 @@ async fn completions(State(state): State<AppState>, headers: HeaderMap, body: Bo
     let (mut prompts, mut echoed) = (Vec::new(), Vec::new());
     for input in inputs {
         let (ids, text) = match input {
-            Prompt::Text(t) => (gen.text_prompt(t.clone(), "prompt").await?, t),
+            Prompt::Text(t) => (gen.text_prompt(t.clone(), "prompt", &state.decoders, &hold).await?, t),
             Prompt::Tokens(ids) => {
                 let text = gen.engine.spec().tokenizer.decode(&ids).map_err(|e| {
                     ApiError::invalid("prompt", format!("could not decode the prompt's token ids: {e}"))
@@ -263,6 +265,20 @@ async fn respond(
     // Choice `i` answers prompt `i / n`.
     let echo: Vec<String> = echo.into_iter().flat_map(|e| std::iter::repeat_n(e, p.n)).collect();
     let gen = servable.generator()?;
+    // Every choice of every prompt is a sequence: refuse what could never all be queued
+    // before starting any of them.
+    let sequences = prompts.len().saturating_mul(p.n);
+    if sequences > gen.engine.max_queued() {
+        return Err(ApiError::invalid(
+            "n",
+            format!(
+                "{} prompts times `n` {} asks for {sequences} sequences; this model queues at most {}",
+                prompts.len(),
+                p.n,
+                gen.engine.max_queued()
+            ),
+        ));
+    }
     let prompt_tokens: usize = prompts.iter().map(Vec::len).sum();
     METRICS.tokens.with_label_values(&[servable.model.as_str(), "prompt"]).inc_by(prompt_tokens as u64);
     let deadline = state.deadline(headers, None)?;

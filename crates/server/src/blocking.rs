@@ -1,0 +1,17 @@
+//! CPU-heavy request work (picture decodes, tokenizing long texts, rendering chat templates) on
+//! tokio's blocking pool, at most as many at once as a semaphore allows: a burst of such
+//! requests queues for a slot instead of growing the blocking pool to hundreds of threads.
+
+use tokio::sync::Semaphore;
+
+use crate::error::ApiError;
+
+/// Runs `f` on the blocking pool once `slots` has a permit; `what` names it if it panics.
+pub async fn run<T: Send + 'static>(
+    slots: &Semaphore,
+    what: &str,
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let _slot = slots.acquire().await.map_err(|_| ApiError::internal("the decoder pool is closed"))?;
+    tokio::task::spawn_blocking(f).await.map_err(|_| ApiError::internal(&format!("{what} panicked")))?
+}
