@@ -9,6 +9,7 @@ mod digits_model;
 mod embeddings_model;
 mod generate_model;
 mod gguf_tokenizer;
+mod hostile;
 mod ops;
 mod pull;
 mod swap;

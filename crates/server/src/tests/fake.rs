@@ -2,7 +2,8 @@
 //!
 //! The "weights" file is text lines: `shift N` makes the model answer class
 //! `(round(9 * mean pixel) + N) % 10` with probability 0.91; `sleep MS` makes every call after
-//! warm-up take that long; `panic` panics on every call after warm-up; anything else fails to
+//! warm-up take that long; `waits-for PATH` makes every call after warm-up wait until PATH exists
+//! and `load-waits-for PATH` does the same for loading (explicit synchronisation for tests); `panic` panics on every call after warm-up; anything else fails to
 //! load. The loader records each batch size and the most calls seen running at once.
 
 use std::path::Path;
@@ -46,7 +47,7 @@ shape = [10]
 #[derive(Default)]
 pub struct Observed {
     pub batch_sizes: Mutex<Vec<usize>>,
-    running: AtomicUsize,
+    pub running: AtomicUsize,
     pub max_running: AtomicUsize,
 }
 
@@ -60,8 +61,18 @@ struct Fake {
     shift: usize,
     panics: bool,
     sleep: Duration,
+    /// Every call after warm-up blocks until this file exists (tests release it).
+    gate: Option<std::path::PathBuf>,
     warmed: AtomicBool,
     observed: Arc<Observed>,
+}
+
+/// Blocks until `path` exists, at most 20 s.
+fn wait_for_file(path: &Path) {
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while !path.exists() && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 impl ImageClassifier for Fake {
@@ -75,6 +86,9 @@ impl ImageClassifier for Fake {
             let now = self.observed.running.fetch_add(1, Ordering::SeqCst) + 1;
             self.observed.max_running.fetch_max(now, Ordering::SeqCst);
             std::thread::sleep(self.sleep);
+            if let Some(gate) = &self.gate {
+                wait_for_file(gate);
+            }
             self.observed.running.fetch_sub(1, Ordering::SeqCst);
         }
         let len = batch.height * batch.width * batch.channels;
@@ -176,6 +190,7 @@ impl ModelLoader for FakeLoader {
             shift: 0,
             panics: false,
             sleep: Duration::ZERO,
+            gate: None,
             warmed: AtomicBool::new(false),
             observed: self.observed.clone(),
         };
@@ -185,13 +200,9 @@ impl ModelLoader for FakeLoader {
                 None if line == "panic" => fake.panics = true,
                 Some(("shift", n)) => fake.shift = n.parse().map_err(|_| bad())?,
                 Some(("sleep", ms)) => fake.sleep = Duration::from_millis(ms.parse().map_err(|_| bad())?),
-                // Loading blocks until the file exists (at most 20 s): tests release it.
-                Some(("load-waits-for", path)) => {
-                    let until = std::time::Instant::now() + Duration::from_secs(20);
-                    while !Path::new(path).exists() && std::time::Instant::now() < until {
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                }
+                // Loading, or each call, blocks until the file exists: tests release it.
+                Some(("load-waits-for", path)) => wait_for_file(Path::new(path)),
+                Some(("waits-for", path)) => fake.gate = Some(path.into()),
                 _ => return Err(bad()),
             }
         }
