@@ -192,6 +192,13 @@ pub fn parse(req: &Map<String, Value>, max_token_fields: &[&str]) -> Result<Para
         }
     }
     if let Some(v) = get(req, "stop") {
+        // Counted before anything is copied out of the request.
+        if let Some(items) = v.as_array().filter(|a| a.len() > MAX_STOPS) {
+            return Err(ApiError::invalid(
+                "stop",
+                format!("`stop` may hold at most {MAX_STOPS} strings, got {}", items.len()),
+            ));
+        }
         p.stop = match v {
             Value::String(s) => vec![s.clone()],
             Value::Array(items) => items
@@ -210,12 +217,6 @@ pub fn parse(req: &Map<String, Value>, max_token_fields: &[&str]) -> Result<Para
                 ))
             }
         };
-        if p.stop.len() > MAX_STOPS {
-            return Err(ApiError::invalid(
-                "stop",
-                format!("`stop` may hold at most {MAX_STOPS} strings, got {}", p.stop.len()),
-            ));
-        }
         if let Some((i, s)) = p.stop.iter().enumerate().find(|(_, s)| s.is_empty() || s.len() > MAX_STOP_BYTES) {
             return Err(ApiError::invalid(
                 format!("stop[{i}]"),
@@ -265,6 +266,7 @@ mod tests {
             (json!({"max_tokens": 0}), "max_tokens"),
             (json!({"stop": [""]}), "stop[0]"),
             (json!({"stop": 5}), "stop"),
+            (json!({"stop": vec!["x"; 17]}), "stop"),
             (json!({"stream_options": {"include_usage": true}}), "stream_options"),
             (json!({"top_k": -2}), "top_k"),
             (json!({"top_logprobs": 2}), "top_logprobs"),
