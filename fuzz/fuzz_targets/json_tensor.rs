@@ -16,7 +16,7 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
 /// Most values one generated tree may build (the fuzzer's own memory, not the server's).
-const MAX_NODES: usize = 200_000;
+const MAX_NODES: usize = 20_000;
 const BUDGET: usize = 4 << 20;
 
 #[derive(Arbitrary, Debug)]
