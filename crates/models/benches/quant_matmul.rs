@@ -81,16 +81,16 @@ fn main() {
         })
         .collect();
     let macs_per_pass: usize = mats.iter().map(|(m, _)| m.rows() * m.cols()).sum();
-    let team = Team::new(std::env::var("THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1));
+    let mut team = Team::new(std::env::var("THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1));
     let mut base = 0.0;
     for n in [1usize, 2, 4, 8, 16] {
         let xs: Vec<Vec<f32>> =
             [cols, rows].iter().map(|c| (0..n * c).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect()).collect();
         let mut out = vec![0.0; n * rows];
-        let pass = |out: &mut Vec<f32>| {
+        let mut pass = |out: &mut Vec<f32>| {
             for (m, c) in &mats {
                 let x = if *c == cols { &xs[0] } else { &xs[1] };
-                m.matmul(&team, x, n, &mut out[..n * m.rows()]);
+                m.matmul(&mut team, x, n, &mut out[..n * m.rows()]);
             }
         };
         pass(&mut out);

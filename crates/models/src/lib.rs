@@ -3,6 +3,10 @@
 //! One folder per family (`digits/`, `text/` for Hugging Face encoders, `llm/` for text
 //! generation), the kernels they share (`kernels/` for f32, `quant/` for GGUF blocks), dataset
 //! readers (`mnist`), and [`loader::CandleLoader`], the `ModelLoader` the server is given.
+//!
+//! Every unsafe operation, also inside an `unsafe fn` (the SIMD kernels), sits in an `unsafe`
+//! block with a `SAFETY` comment saying why it holds.
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod digits;
 pub mod kernels;

@@ -79,11 +79,16 @@ mod avx2 {
             let mut i = 0;
             while i < m {
                 let r = (m - i).min(4);
-                let sums = match r {
-                    4 => tile::<4>(w, w0, w1, x, i, k),
-                    3 => tile::<3>(w, w0, w1, x, i, k),
-                    2 => tile::<2>(w, w0, w1, x, i, k),
-                    _ => tile::<1>(w, w0, w1, x, i, k),
+                // SAFETY: weight rows `w0 <= w1 < rows` lie in `w`, input rows `i..i + r` (`r`
+                // of them, `i + r <= m`) in `x` (asserted above), and the CPU has AVX2 and FMA
+                // (this function's features, checked by the caller).
+                let sums = unsafe {
+                    match r {
+                        4 => tile::<4>(w, w0, w1, x, i, k),
+                        3 => tile::<3>(w, w0, w1, x, i, k),
+                        2 => tile::<2>(w, w0, w1, x, i, k),
+                        _ => tile::<1>(w, w0, w1, x, i, k),
+                    }
                 };
                 for q in 0..r {
                     out_t[w0 * m + i + q] += sums[0][q];
@@ -98,23 +103,32 @@ mod avx2 {
     }
 
     /// Dot products of weight rows `w0`, `w1` with input rows `i..i + R` (each `k` long).
+    ///
+    /// # Safety
+    /// `w0` and `w1` must be below `w.len() / k` and `(i + R)·k <= x.len()`; the CPU must have
+    /// AVX2 and FMA.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn tile<const R: usize>(w: &[f32], w0: usize, w1: usize, x: &[f32], i: usize, k: usize) -> [[f32; 4]; 2] {
-        debug_assert!((w1 + 1) * k <= w.len() && (i + R) * k <= x.len());
-        let (a, b) = (w.as_ptr().add(w0 * k), w.as_ptr().add(w1 * k));
-        let xs = x.as_ptr().add(i * k);
+        debug_assert!(w0 <= w1 && (w1 + 1) * k <= w.len() && (i + R) * k <= x.len());
+        // SAFETY: the starts of weight rows `w0`, `w1` and input row `i`, each with `k` values
+        // (rows `i..i + R` for the input) after it in its slice (this function's contract).
+        let (a, b, xs) = unsafe { (w.as_ptr().add(w0 * k), w.as_ptr().add(w1 * k), x.as_ptr().add(i * k)) };
         let mut acc0 = [_mm256_setzero_ps(); R];
         let mut acc1 = [_mm256_setzero_ps(); R];
         let full = k / LANES * LANES;
         let mut c = 0;
         while c < full {
-            let va = _mm256_loadu_ps(a.add(c));
-            let vb = _mm256_loadu_ps(b.add(c));
-            for q in 0..R {
-                let vx = _mm256_loadu_ps(xs.add(q * k + c));
-                acc0[q] = _mm256_fmadd_ps(va, vx, acc0[q]);
-                acc1[q] = _mm256_fmadd_ps(vb, vx, acc1[q]);
+            // SAFETY: `c + 8 <= full <= k`: values `c..c + 8` of the two weight rows and of
+            // input rows `q < R`.
+            unsafe {
+                let va = _mm256_loadu_ps(a.add(c));
+                let vb = _mm256_loadu_ps(b.add(c));
+                for q in 0..R {
+                    let vx = _mm256_loadu_ps(xs.add(q * k + c));
+                    acc0[q] = _mm256_fmadd_ps(va, vx, acc0[q]);
+                    acc1[q] = _mm256_fmadd_ps(vb, vx, acc1[q]);
+                }
             }
             c += LANES;
         }
@@ -122,9 +136,10 @@ mod avx2 {
         for q in 0..R {
             let (mut s0, mut s1) = (hsum(acc0[q]), hsum(acc1[q]));
             for t in full..k {
-                let xv = *xs.add(q * k + t);
-                s0 += *a.add(t) * xv;
-                s1 += *b.add(t) * xv;
+                // SAFETY: `t < k`: value `t` of the two weight rows and of input row `q < R`.
+                let (xv, av, bv) = unsafe { (*xs.add(q * k + t), *a.add(t), *b.add(t)) };
+                s0 += av * xv;
+                s1 += bv * xv;
             }
             out[0][q] = s0;
             out[1][q] = s1;
@@ -134,7 +149,7 @@ mod avx2 {
 
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn hsum(v: __m256) -> f32 {
+    fn hsum(v: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));

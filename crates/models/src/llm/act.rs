@@ -84,12 +84,16 @@ mod simd {
         let mut acc = _mm256_setzero_ps();
         let p = s.as_mut_ptr();
         for i in (0..n8).step_by(8) {
-            let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), _mm256_set1_ps(max)));
-            _mm256_storeu_ps(p.add(i), e);
-            acc = _mm256_add_ps(acc, e);
+            // SAFETY: `i + 8 <= n8 <= s.len()`: the load and the store are values `i..i + 8` of `s`.
+            unsafe {
+                let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), _mm256_set1_ps(max)));
+                _mm256_storeu_ps(p.add(i), e);
+                acc = _mm256_add_ps(acc, e);
+            }
         }
         let mut lanes = [0.0f32; 8];
-        _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+        // SAFETY: the store fills `lanes`, 8 values.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
         for (i, v) in s.iter_mut().enumerate().skip(n8) {
             *v = exp(*v - max);
             lanes[i % 8] += *v;
@@ -103,10 +107,14 @@ mod simd {
     pub unsafe fn swiglu(g: &[f32], u: &[f32], o: &mut [f32]) -> usize {
         let n8 = o.len().min(g.len()).min(u.len()) / 8 * 8;
         for i in (0..n8).step_by(8) {
-            let gv = _mm256_loadu_ps(g.as_ptr().add(i));
-            let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), gv));
-            let silu = _mm256_div_ps(gv, _mm256_add_ps(_mm256_set1_ps(1.0), e));
-            _mm256_storeu_ps(o.as_mut_ptr().add(i), _mm256_mul_ps(silu, _mm256_loadu_ps(u.as_ptr().add(i))));
+            // SAFETY: `i + 8 <= n8`, which is at most the length of `g`, `u` and `o`: the loads
+            // and the store are values `i..i + 8` of each.
+            unsafe {
+                let gv = _mm256_loadu_ps(g.as_ptr().add(i));
+                let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), gv));
+                let silu = _mm256_div_ps(gv, _mm256_add_ps(_mm256_set1_ps(1.0), e));
+                _mm256_storeu_ps(o.as_mut_ptr().add(i), _mm256_mul_ps(silu, _mm256_loadu_ps(u.as_ptr().add(i))));
+            }
         }
         n8
     }

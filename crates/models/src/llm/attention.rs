@@ -24,7 +24,7 @@ const PARALLEL_MACS: usize = 1 << 15;
 /// key and value is read once for the whole group, and even a single decoding sequence spreads
 /// over the cores.
 pub fn causal<T: Elem>(
-    team: &Team,
+    team: &mut Team,
     cfg: &LlamaConfig,
     rows: &[Row],
     qkv: &[f32],
@@ -178,7 +178,9 @@ mod simd {
         let key = |t: usize| keys.as_ptr().wrapping_add(t * kvd + kvh * hd);
         let value = |t: usize| values.as_ptr().wrapping_add(t * kvd + kvh * hd);
         let mut scores = vec![0.0f32; ctx * group];
-        let q = |g: usize| job.qkv.as_ptr().add(i * stride + (kvh * group + g) * hd);
+        // SAFETY: every call passes a head `g < group`, so query head `kvh·group + g < heads`
+        // of row `i` starts inside `job.qkv` (asserted above) with its `hd` values after it.
+        let q = |g: usize| unsafe { job.qkv.as_ptr().add(i * stride + (kvh * group + g) * hd) };
         // Eight keys at a time (2 KiB at 64 values a head), which stay in L1 while every query
         // head of the group meets them: a long context's keys are read from memory once.
         let mut t = 0;
@@ -193,12 +195,17 @@ mod simd {
             for g in 0..group {
                 let mut acc = [_mm256_setzero_ps(); 8];
                 for c in 0..vecs {
-                    let qv = _mm256_loadu_ps(q(g).add(8 * c));
-                    for (k, a) in acc.iter_mut().enumerate() {
-                        *a = _mm256_fmadd_ps(qv, load8(key(t + k).add(8 * c)), *a);
+                    // SAFETY: vector `c < hd / 8` of query head `g` and of the head's keys at
+                    // positions `t + k < ctx`, inside `keys` (`ctx·kvd` values, asserted above).
+                    unsafe {
+                        let qv = _mm256_loadu_ps(q(g).add(8 * c));
+                        for (k, a) in acc.iter_mut().enumerate() {
+                            *a = _mm256_fmadd_ps(qv, load8(key(t + k).add(8 * c)), *a);
+                        }
                     }
                 }
-                _mm256_storeu_ps(scores.as_mut_ptr().add(g * ctx + t), _mm256_mul_ps(sum8(acc), scale));
+                // SAFETY: scores `g·ctx + t..g·ctx + t + 8` of `ctx·group`, as `t + 8 <= ctx`.
+                unsafe { _mm256_storeu_ps(scores.as_mut_ptr().add(g * ctx + t), _mm256_mul_ps(sum8(acc), scale)) };
             }
             t += 8;
         }
@@ -206,7 +213,9 @@ mod simd {
             for g in 0..group {
                 let mut acc = _mm256_setzero_ps();
                 for c in 0..vecs {
-                    acc = _mm256_fmadd_ps(_mm256_loadu_ps(q(g).add(8 * c)), load8(key(t).add(8 * c)), acc);
+                    // SAFETY: vector `c < hd / 8` of query head `g` and of the head's key at
+                    // position `t < ctx`, inside `keys` (asserted above).
+                    acc = unsafe { _mm256_fmadd_ps(_mm256_loadu_ps(q(g).add(8 * c)), load8(key(t).add(8 * c)), acc) };
                 }
                 let all = sum8([acc, acc, acc, acc, acc, acc, acc, acc]);
                 scores[g * ctx + t] = _mm_cvtss_f32(_mm256_castps256_ps128(_mm256_mul_ps(all, scale)));
@@ -229,24 +238,32 @@ mod simd {
                 let out = oh.as_mut_ptr();
                 let mut c0 = 0;
                 while c0 + 4 <= vecs {
-                    let mut acc: [__m256; 4] = std::array::from_fn(|k| _mm256_loadu_ps(out.add(8 * (c0 + k))));
-                    for t in span.clone() {
-                        let (pv, v) = (_mm256_set1_ps(p[t]), value(t).add(8 * c0));
-                        for (k, a) in acc.iter_mut().enumerate() {
-                            *a = _mm256_fmadd_ps(pv, load8(v.add(8 * k)), *a);
+                    // SAFETY: vectors `c0 + k < hd / 8` of `oh` (`hd` values) and of the head's
+                    // values at positions `t < ctx`, inside `values` (`ctx·kvd`, asserted above).
+                    unsafe {
+                        let mut acc: [__m256; 4] = std::array::from_fn(|k| _mm256_loadu_ps(out.add(8 * (c0 + k))));
+                        for t in span.clone() {
+                            let (pv, v) = (_mm256_set1_ps(p[t]), value(t).add(8 * c0));
+                            for (k, a) in acc.iter_mut().enumerate() {
+                                *a = _mm256_fmadd_ps(pv, load8(v.add(8 * k)), *a);
+                            }
                         }
-                    }
-                    for (k, a) in acc.iter().enumerate() {
-                        _mm256_storeu_ps(out.add(8 * (c0 + k)), *a);
+                        for (k, a) in acc.iter().enumerate() {
+                            _mm256_storeu_ps(out.add(8 * (c0 + k)), *a);
+                        }
                     }
                     c0 += 4;
                 }
                 for c in c0..vecs {
-                    let mut acc = _mm256_loadu_ps(out.add(8 * c));
-                    for t in span.clone() {
-                        acc = _mm256_fmadd_ps(_mm256_set1_ps(p[t]), load8(value(t).add(8 * c)), acc);
+                    // SAFETY: vector `c < hd / 8` of `oh` and of the head's values at positions
+                    // `t < ctx`, as above.
+                    unsafe {
+                        let mut acc = _mm256_loadu_ps(out.add(8 * c));
+                        for t in span.clone() {
+                            acc = _mm256_fmadd_ps(_mm256_set1_ps(p[t]), load8(value(t).add(8 * c)), acc);
+                        }
+                        _mm256_storeu_ps(out.add(8 * c), acc);
                     }
-                    _mm256_storeu_ps(out.add(8 * c), acc);
                 }
             }
         }
@@ -257,13 +274,20 @@ mod simd {
 
     /// Eight cached values from `p` as floats (the same target features as [`attend`], so it
     /// is inlined there).
+    ///
+    /// # Safety
+    /// `p` must be valid for reads of 8 values, and the CPU must have AVX2, FMA and F16C. (`T`
+    /// is f16 when `T::HALF`, else f32: `Elem` is sealed.)
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn load8<T: Elem>(p: *const T) -> __m256 {
-        if T::HALF {
-            _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
-        } else {
-            _mm256_loadu_ps(p as *const f32)
+        // SAFETY: the loads read the 8 values (16 or 32 bytes) at `p` (this function's contract).
+        unsafe {
+            if T::HALF {
+                _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+            } else {
+                _mm256_loadu_ps(p as *const f32)
+            }
         }
     }
 
@@ -336,9 +360,9 @@ mod tests {
             let qkv: Vec<f32> = (0..rows.len() * stride).map(|i| val(i, 3)).collect();
             let caches = [(&keys[..], &values[..])];
             let mut out = vec![0.0; rows.len() * qd];
-            causal(&Team::new(2), &cfg, &rows, &qkv, &caches, &mut out);
+            causal(&mut Team::new(2), &cfg, &rows, &qkv, &caches, &mut out);
             let mut half_cache = vec![0.0; rows.len() * qd];
-            causal(&Team::new(2), &cfg, &rows, &qkv, &[(&keys16[..], &values16[..])], &mut half_cache);
+            causal(&mut Team::new(2), &cfg, &rows, &qkv, &[(&keys16[..], &values16[..])], &mut half_cache);
             let mut plain = vec![0.0; rows.len() * qd];
             let job = Job { cfg: &cfg, rows: &rows, qkv: &qkv, caches: &caches };
             let chunk = cfg.heads / cfg.kv_heads * hd;

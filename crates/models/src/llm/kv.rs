@@ -69,14 +69,21 @@ impl Rows {
     }
 }
 
-/// What attention reads a cache as.
-pub trait Elem: Copy + Sync + Sized {
+/// What attention reads a cache as: f32 or f16 only (sealed), since attention's vector loads
+/// read 8 values as 32 bytes (f32) or 16 (f16) as [`Elem::HALF`] says.
+pub trait Elem: sealed::Sealed + Copy + Sync + Sized {
     /// Whether the values are f16 (else f32), for the vector loads in attention.
     const HALF: bool;
     fn to_f32(self) -> f32;
     /// The rows as this type (none if they hold the other one; the forward pass checks every
     /// sequence's caches against the model's type first).
     fn of(rows: &Rows) -> &[Self];
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for half::f16 {}
 }
 
 impl Elem for f32 {

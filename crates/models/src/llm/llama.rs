@@ -167,7 +167,7 @@ impl Llama {
     }
 
     /// Runs `pieces` (a sequence, its new tokens, whether it wants logits) as one batch.
-    pub fn forward_seqs(&self, pieces: &mut [(&mut Seq, &[u32], bool)]) -> Result<Vec<Vec<f32>>, String> {
+    pub fn forward_seqs(&mut self, pieces: &mut [(&mut Seq, &[u32], bool)]) -> Result<Vec<Vec<f32>>, String> {
         let cfg = self.cfg.clone();
         let (h, qd, kvd) = (cfg.hidden, cfg.q_dim(), cfg.kv_dim());
         // Token rows of the batch: which piece each belongs to and its position.
@@ -205,7 +205,7 @@ impl Llama {
         let mut act = vec![0.0f32; n * cfg.intermediate];
         for (l, layer) in self.layers.iter().enumerate() {
             rms_norm(&x, &layer.attn_norm, cfg.rms_eps, &mut normed);
-            layer.qkv.matmul(&self.team, &normed, n, &mut qkv);
+            layer.qkv.matmul(&mut self.team, &normed, n, &mut qkv);
             if let Some(bias) = &layer.qkv_bias {
                 qkv.chunks_exact_mut(bias.len()).for_each(|r| r.iter_mut().zip(bias).for_each(|(v, b)| *v += b));
             }
@@ -234,19 +234,21 @@ impl Llama {
                 pieces.iter().map(|(s, _, _)| (T::of(&s.k[l]), T::of(&s.v[l]))).collect()
             }
             match cfg.kv {
-                KvDtype::F32 => attention::causal(&self.team, &cfg, &rows, &qkv, &caches::<f32>(pieces, l), &mut att),
+                KvDtype::F32 => {
+                    attention::causal(&mut self.team, &cfg, &rows, &qkv, &caches::<f32>(pieces, l), &mut att)
+                }
                 KvDtype::F16 => {
-                    attention::causal(&self.team, &cfg, &rows, &qkv, &caches::<half::f16>(pieces, l), &mut att)
+                    attention::causal(&mut self.team, &cfg, &rows, &qkv, &caches::<half::f16>(pieces, l), &mut att)
                 }
             }
-            layer.wo.matmul(&self.team, &att, n, &mut proj);
+            layer.wo.matmul(&mut self.team, &att, n, &mut proj);
             x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
             rms_norm(&x, &layer.ffn_norm, cfg.rms_eps, &mut normed);
-            layer.gate_up.matmul(&self.team, &normed, n, &mut gate_up);
+            layer.gate_up.matmul(&mut self.team, &normed, n, &mut gate_up);
             let inter = cfg.intermediate;
             self.team
                 .chunks_mut(&mut act, inter, |i, o| swiglu(&gate_up[i * 2 * inter..(i + 1) * 2 * inter], inter, o));
-            layer.down.matmul(&self.team, &act, n, &mut proj);
+            layer.down.matmul(&mut self.team, &act, n, &mut proj);
             x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
         }
         // Logits only for the last token of the pieces that want them.
@@ -263,7 +265,7 @@ impl Llama {
         let mut finals = vec![0.0f32; m * h];
         rms_norm(&last_rows, &self.norm, cfg.rms_eps, &mut finals);
         let mut logits = vec![0.0f32; m * cfg.vocab];
-        self.output.as_ref().unwrap_or(&self.embed).matmul(&self.team, &finals, m, &mut logits);
+        self.output.as_ref().unwrap_or(&self.embed).matmul(&mut self.team, &finals, m, &mut logits);
         Ok(logits.chunks_exact(cfg.vocab).map(<[f32]>::to_vec).collect())
     }
 }

@@ -128,6 +128,9 @@ pub unsafe fn dot_tiles(
     assert!(!format.split_scales(), "the unit's sums cover whole blocks");
     assert!(tiles.end * scales.nb * super::layout::tile_block_bytes(format) <= packed.len());
     assert!(tiles.end * super::layout::TILE < out.rows + super::layout::TILE && out.rows <= out.stride);
+    // SAFETY: the unit is available (this function's contract), with AVX2, FMA, F16C and
+    // AVX-512 F, BW and VL (`available` checks them); the bounds and the shape of `rows` are
+    // asserted above.
     by_format!(format, |F| unsafe { imp::tiles::<F>(packed, tiles, scales, rows.bytes.as_ptr(), out) })
 }
 
@@ -183,32 +186,50 @@ mod imp {
     /// packed for 16-bit activations ([`layout`]): pair rows `2q` and `2q + 1` side by side,
     /// interleaved by 16-bit word, so that word `2j` holds row `j`'s values `4q, 4q + 1` and
     /// word `2j + 1` its values `4q + 2, 4q + 3`.
+    ///
+    /// # Safety
+    /// `payload` must point at a whole tile block's payload of format `F`, `c` be below 4, and
+    /// the CPU must have AVX-512 F and BW.
     #[inline(always)]
     unsafe fn weight_rows<const F: u8>(payload: *const u8, c: usize) -> [__m512i; 2] {
-        let load = |at: usize| _mm512_loadu_si512(payload.add(at) as *const __m512i);
-        let words = _mm512_set_epi16(
-            31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17,
-            1, 16, 0,
-        );
-        let join = |v: __m512i| _mm512_permutexvar_epi16(words, v);
-        if signed(F) {
-            // Pair rows 2c, 2c + 1 and 2c + 8, 2c + 9.
-            return [join(load(64 * c)), join(load(64 * (c + 4)))];
+        // SAFETY: the 64-byte loads read at `64c` and `64(c + 4)` (byte formats, 512-byte
+        // payloads) or at `64c` (4-bit ones, 256 bytes), inside the payload as `c < 4`; the
+        // CPU has the features (both this function's contract).
+        unsafe {
+            let load = |at: usize| _mm512_loadu_si512(payload.add(at) as *const __m512i);
+            let words = _mm512_set_epi16(
+                31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2,
+                17, 1, 16, 0,
+            );
+            let join = |v: __m512i| _mm512_permutexvar_epi16(words, v);
+            if signed(F) {
+                // Pair rows 2c, 2c + 1 and 2c + 8, 2c + 9.
+                return [join(load(64 * c)), join(load(64 * (c + 4)))];
+            }
+            // Chunks 2c and 2c + 1: pair rows 2c, 2c + 1 in low nibbles, 2c + 8, 2c + 9 in high.
+            let v = load(64 * c);
+            let low = _mm512_set1_epi8(0x0F);
+            [join(_mm512_and_si512(v, low)), join(_mm512_and_si512(_mm512_srli_epi16::<4>(v), low))]
         }
-        // Chunks 2c and 2c + 1: pair rows 2c, 2c + 1 in low nibbles, 2c + 8, 2c + 9 in high.
-        let v = load(64 * c);
-        let low = _mm512_set1_epi8(0x0F);
-        [join(_mm512_and_si512(v, low)), join(_mm512_and_si512(_mm512_srli_epi16::<4>(v), low))]
     }
 
     /// Unpacks tile block `blk` into the unit's layout at `b`.
+    ///
+    /// # Safety
+    /// `blk` must point at a whole tile block of format `F`, `b` at [`WEIGHTS`] bytes valid for
+    /// writes and aligned to 64, and the CPU must have AVX-512 F and BW.
     #[inline(always)]
     unsafe fn unpack<const F: u8>(blk: *const u8, b: *mut u8) {
-        let payload = blk.add(layout::header(format(F)));
+        // SAFETY: the payload follows the header, inside the block (this function's contract).
+        let payload = unsafe { blk.add(layout::header(format(F))) };
         for c in 0..BLOCK / 8 {
-            let [r0, r1] = weight_rows::<F>(payload, c);
-            _mm512_store_si512(b.add(64 * c) as *mut __m512i, r0);
-            _mm512_store_si512(b.add(64 * (c + 4)) as *mut __m512i, r1);
+            // SAFETY: `c < 4`, as `weight_rows` needs; the aligned stores write 64-byte lines `c`
+            // and `c + 4` of the 8 at `b`; the CPU has the features (this function's contract).
+            unsafe {
+                let [r0, r1] = weight_rows::<F>(payload, c);
+                _mm512_store_si512(b.add(64 * c) as *mut __m512i, r0);
+                _mm512_store_si512(b.add(64 * (c + 4)) as *mut __m512i, r1);
+            }
         }
     }
 
@@ -216,6 +237,12 @@ mod imp {
     /// `TWO`) with the activation tile of 32-byte rows at `a` (and the next block's at
     /// `a + next`), into `c` (and `c + SUMS`), as configured. Activations are signed bytes, and
     /// so are the weights of byte formats; 4-bit weights are unsigned.
+    ///
+    /// # Safety
+    /// The CPU must have AMX-INT8, granted to this process, with the tiles configured by
+    /// [`Config::new`] for `rows` tile rows; `b` (and `b + WEIGHTS`) must be valid for reads of
+    /// [`WEIGHTS`] bytes, `a` (and `a + next`) of `rows` rows of 32 bytes, and `c` (and
+    /// `c + SUMS`) for writes of `rows` rows of 16 `i32`.
     #[inline(always)]
     unsafe fn multiply<const F: u8, const TWO: bool>(b: *const u8, a: *const u8, next: usize, c: *mut i32) {
         macro_rules! run {
@@ -250,15 +277,24 @@ mod imp {
                 }
             };
         }
-        if signed(F) {
-            run!("tdpbssd")
-        } else {
-            run!("tdpbsud")
+        // SAFETY: the tile loads read, and the tile stores write, only the memory this
+        // function's contract names (the offsets are the next block's, inside it too), on the
+        // unit the contract grants; the assembly touches no stack, flags or other registers.
+        unsafe {
+            if signed(F) {
+                run!("tdpbssd")
+            } else {
+                run!("tdpbsud")
+            }
         }
     }
 
     /// [`super::dot_tiles`] for format `F`: activation rows in passes of 8 (as [`super::Rows`]
     /// holds them), each over the claimed tiles, blocks in groups.
+    ///
+    /// # Safety
+    /// As [`super::dot_tiles`] after its checks (the CPU has the unit, granted, and AVX-512 F,
+    /// BW and VL; the bounds are asserted there), and `acts` must be the split rows of `scales`.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
     pub unsafe fn tiles<const F: u8>(
         packed: &[u8],
@@ -279,66 +315,90 @@ mod imp {
         // while a unit later they are there.
         let groups = nb.div_ceil(GROUP);
         let units = tiles.len() * groups;
+        // SAFETY: tile `t < tiles.end` lies inside `packed` (asserted in `super::dot_tiles`).
         let unit = |u: usize| {
             let (t, b0) = (tiles.start + u / groups, u % groups * GROUP);
-            (t, packed.as_ptr().add(t * nb * tbb), b0..(b0 + GROUP).min(nb))
+            (t, unsafe { packed.as_ptr().add(t * nb * tbb) }, b0..(b0 + GROUP).min(nb))
         };
         let mut i0 = 0;
         while i0 < n {
             let m = (n - i0).min(super::PASS);
             let config = Config::new(2 * m);
-            asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, preserves_flags));
-            let rows = acts.add(2 * i0 * nb * BLOCK) as *const u8;
+            // SAFETY: `config` is a valid palette-1 configuration (64 bytes, aligned); the CPU
+            // has the unit, granted to this process (this function's contract).
+            unsafe { asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, preserves_flags)) };
+            // SAFETY: the pass's rows start at row `i0 < n` of the split rows, `2·nb·32` bytes
+            // per row (this function's contract).
+            let rows = unsafe { acts.add(2 * i0 * nb * BLOCK) } as *const u8;
             let tile_bytes = 2 * m * BLOCK;
             let unpack_unit = |u: usize| {
                 let (_, tile, blocks) = unit(u);
                 for (g, b) in blocks.enumerate() {
-                    let blk = tile.add(b * tbb);
-                    if i0 == 0 {
-                        crate::quant::avx2::prefetch(blk, tbb);
+                    // SAFETY: block `b < nb` of the tile, inside it; the unit's half of
+                    // `weights` (`u % 2`) has a `WEIGHTS`-long, 64-aligned line per block
+                    // `g < GROUP`; the CPU has AVX-512 F and BW (this function's features).
+                    unsafe {
+                        let blk = tile.add(b * tbb);
+                        if i0 == 0 {
+                            crate::quant::avx2::prefetch(blk, tbb);
+                        }
+                        unpack::<F>(blk, w.add((u % 2 * GROUP + g) * WEIGHTS));
                     }
-                    unpack::<F>(blk, w.add((u % 2 * GROUP + g) * WEIGHTS));
                 }
             };
             let multiply_unit = |u: usize| {
                 let (_, _, blocks) = unit(u);
-                let (w, c) = (w.add(u % 2 * GROUP * WEIGHTS), c.add(u % 2 * GROUP * SUMS));
-                for g in (0..blocks.len()).step_by(2) {
-                    let (w, a, c) = (w.add(g * WEIGHTS), rows.add((blocks.start + g) * tile_bytes), c.add(g * SUMS));
-                    if g + 1 < blocks.len() {
-                        multiply::<F, true>(w, a, tile_bytes, c);
-                    } else {
-                        multiply::<F, false>(w, a, tile_bytes, c);
+                // SAFETY: the unit's halves of `weights` and `sums`, blocks `g` (and `g + 1`
+                // when `TWO`) of up to `GROUP` in them; the pass's activation tile of block
+                // `blocks.start + g` (and the next, `tile_bytes` on), `2m` rows of 32 bytes;
+                // the tiles are configured for `2m` rows above (this function's contract).
+                unsafe {
+                    let (w, c) = (w.add(u % 2 * GROUP * WEIGHTS), c.add(u % 2 * GROUP * SUMS));
+                    for g in (0..blocks.len()).step_by(2) {
+                        let (w, a, c) =
+                            (w.add(g * WEIGHTS), rows.add((blocks.start + g) * tile_bytes), c.add(g * SUMS));
+                        if g + 1 < blocks.len() {
+                            multiply::<F, true>(w, a, tile_bytes, c);
+                        } else {
+                            multiply::<F, false>(w, a, tile_bytes, c);
+                        }
                     }
                 }
             };
             let mut acc = [_mm512_setzero_ps(); ROWS];
             let mut finish_unit = |u: usize| {
                 let (t, tile, blocks) = unit(u);
-                let c = c.add(u % 2 * GROUP * SUMS);
                 for (g, b) in blocks.clone().enumerate() {
-                    let blk = tile.add(b * tbb);
-                    // The same float work as the vector kernels (`tiles::rows_zmm`).
-                    let (dw, mw) = header16::<F>(blk);
-                    let c = c.add(g * SUMS);
-                    for (k, acc) in acc.iter_mut().enumerate().take(m) {
-                        let j = (i0 + k) * nb + b;
-                        let high = _mm512_load_si512(c.add(TILE * k) as *const __m512i);
-                        let low = _mm512_load_si512(c.add(TILE * (m + k)) as *const __m512i);
-                        let sum = _mm512_add_epi32(_mm512_slli_epi32::<8>(high), low);
-                        let scale = _mm512_mul_ps(dw, _mm512_set1_ps(*dx.get_unchecked(j)));
-                        let mut a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, *acc);
-                        if term(F) {
-                            a = _mm512_fmadd_ps(mw, _mm512_set1_ps(*sx.get_unchecked(j)), a);
+                    // SAFETY: block `b < nb` of the tile, inside it; the unit's sums of block
+                    // `g` (`2m` rows of 16, 64-byte aligned) in `sums`; `j < n·nb`, the length
+                    // of `dx` and `sx`; the CPU has AVX-512 F (this function's features).
+                    unsafe {
+                        let blk = tile.add(b * tbb);
+                        // The same float work as the vector kernels (`tiles::rows_zmm`).
+                        let (dw, mw) = header16::<F>(blk);
+                        let c = c.add(u % 2 * GROUP * SUMS).add(g * SUMS);
+                        for (k, acc) in acc.iter_mut().enumerate().take(m) {
+                            let j = (i0 + k) * nb + b;
+                            let high = _mm512_load_si512(c.add(TILE * k) as *const __m512i);
+                            let low = _mm512_load_si512(c.add(TILE * (m + k)) as *const __m512i);
+                            let sum = _mm512_add_epi32(_mm512_slli_epi32::<8>(high), low);
+                            let scale = _mm512_mul_ps(dw, _mm512_set1_ps(*dx.get_unchecked(j)));
+                            let mut a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, *acc);
+                            if term(F) {
+                                a = _mm512_fmadd_ps(mw, _mm512_set1_ps(*sx.get_unchecked(j)), a);
+                            }
+                            *acc = a;
                         }
-                        *acc = a;
                     }
                 }
                 if blocks.end == nb {
                     let valid = (out.rows - t * TILE).min(TILE);
                     let mask: __mmask16 = if valid == TILE { !0 } else { (1 << valid) - 1 };
                     for (k, o) in acc.iter_mut().enumerate().take(m) {
-                        _mm512_mask_storeu_ps(out.ptr.add((i0 + k) * out.stride + t * TILE), mask, *o);
+                        // SAFETY: the store writes row `i0 + k < n`, columns `16t..16t + valid`
+                        // of `out` (`16t + valid ≤ out.rows ≤ out.stride`; the mask leaves the
+                        // rest), valid for writes and this thread's alone (the contract).
+                        unsafe { _mm512_mask_storeu_ps(out.ptr.add((i0 + k) * out.stride + t * TILE), mask, *o) };
                         *o = _mm512_setzero_ps();
                     }
                 }
@@ -361,6 +421,7 @@ mod imp {
             }
             i0 += m;
         }
-        asm!("tilerelease", options(nostack, preserves_flags));
+        // SAFETY: releases the tile state configured above; the CPU has the unit (the contract).
+        unsafe { asm!("tilerelease", options(nostack, preserves_flags)) };
     }
 }

@@ -57,7 +57,10 @@ mod imp {
     pub unsafe fn block_stats(x: &[f32]) -> (f32, f32) {
         assert!(x.len() == BLOCK);
         let p = x.as_ptr();
-        let v = [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), _mm256_loadu_ps(p.add(16)), _mm256_loadu_ps(p.add(24))];
+        // SAFETY: `x` holds 32 values (asserted above): the four loads of 8 read exactly them.
+        let v = unsafe {
+            [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), _mm256_loadu_ps(p.add(16)), _mm256_loadu_ps(p.add(24))]
+        };
         let sum = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(v[0], v[1]), v[2]), v[3]);
         let abs = |v: __m256| _mm256_andnot_ps(_mm256_set1_ps(-0.0), v);
         let max = _mm256_max_ps(_mm256_max_ps(abs(v[0]), abs(v[1])), _mm256_max_ps(abs(v[2]), abs(v[3])));
@@ -94,42 +97,62 @@ mod imp {
         let nb = cols / BLOCK;
         let tile_rows = (TILE_BYTES / (cols * 4)).clamp(1, TILE);
         for (k, r) in rows.enumerate() {
-            let row = w.as_ptr().add(r * cols);
+            // SAFETY: `r < rows.end` and `rows.end * cols <= w.len()` (asserted above), so the
+            // row starts inside `w` with `cols` values after it.
+            let row = unsafe { w.as_ptr().add(r * cols) };
             let out = &mut out_t[k * n..(k + 1) * n];
             let mut i = 0;
             while i < n {
                 let take = (n - i).min(tile_rows);
-                let xs = x.as_ptr().add(i * cols);
-                match take {
-                    1 => out[i] = tile::<1>(row, nb, xs, cols)[0],
-                    2 => out[i..i + 2].copy_from_slice(&tile::<2>(row, nb, xs, cols)),
-                    3 => out[i..i + 3].copy_from_slice(&tile::<3>(row, nb, xs, cols)),
-                    4 => out[i..i + 4].copy_from_slice(&tile::<4>(row, nb, xs, cols)),
-                    5 => out[i..i + 5].copy_from_slice(&tile::<5>(row, nb, xs, cols)),
-                    6 => out[i..i + 6].copy_from_slice(&tile::<6>(row, nb, xs, cols)),
-                    7 => out[i..i + 7].copy_from_slice(&tile::<7>(row, nb, xs, cols)),
-                    _ => out[i..i + TILE].copy_from_slice(&tile::<TILE>(row, nb, xs, cols)),
+                // SAFETY: `i < n` and `x` holds `n * cols` values (asserted above).
+                let xs = unsafe { x.as_ptr().add(i * cols) };
+                // SAFETY (every arm): `row` has `nb` blocks of weights; `xs` has the `take` rows
+                // of `cols` that a tile of that many rows reads (`i + take <= n`); the CPU has
+                // AVX2 and FMA (this function's contract).
+                unsafe {
+                    match take {
+                        1 => out[i] = tile::<1>(row, nb, xs, cols)[0],
+                        2 => out[i..i + 2].copy_from_slice(&tile::<2>(row, nb, xs, cols)),
+                        3 => out[i..i + 3].copy_from_slice(&tile::<3>(row, nb, xs, cols)),
+                        4 => out[i..i + 4].copy_from_slice(&tile::<4>(row, nb, xs, cols)),
+                        5 => out[i..i + 5].copy_from_slice(&tile::<5>(row, nb, xs, cols)),
+                        6 => out[i..i + 6].copy_from_slice(&tile::<6>(row, nb, xs, cols)),
+                        7 => out[i..i + 7].copy_from_slice(&tile::<7>(row, nb, xs, cols)),
+                        _ => out[i..i + TILE].copy_from_slice(&tile::<TILE>(row, nb, xs, cols)),
+                    }
                 }
                 i += take;
             }
         }
     }
 
+    /// Weight row `row` (`nb` blocks) times the `R` activation rows at `x`, `cols` apart.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `row` must be valid for reads of `nb * 32` values and
+    /// `x` of `R` rows of `cols ≥ nb * 32` values.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn tile<const R: usize>(row: *const f32, nb: usize, x: *const f32, cols: usize) -> [f32; R] {
         let mut acc = [_mm256_setzero_ps(); R];
         for b in 0..nb {
-            let p = row.add(b * BLOCK);
-            let w =
-                [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), _mm256_loadu_ps(p.add(16)), _mm256_loadu_ps(p.add(24))];
+            // SAFETY: block `b < nb` of the row: 32 values inside it (this function's contract).
+            let w = unsafe {
+                let p = row.add(b * BLOCK);
+                [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), _mm256_loadu_ps(p.add(16)), _mm256_loadu_ps(p.add(24))]
+            };
             for (k, a) in acc.iter_mut().enumerate() {
-                let xb = x.add(k * cols + b * BLOCK);
-                let p = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(xb.add(8)), _mm256_mul_ps(w[0], _mm256_loadu_ps(xb)));
-                let q = _mm256_fmadd_ps(
-                    w[3],
-                    _mm256_loadu_ps(xb.add(24)),
-                    _mm256_mul_ps(w[2], _mm256_loadu_ps(xb.add(16))),
-                );
+                // SAFETY: the loads read block `b` of activation row `k < R`, 32 values inside
+                // it (this function's contract).
+                let (p, q) = unsafe {
+                    let xb = x.add(k * cols + b * BLOCK);
+                    let p = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(xb.add(8)), _mm256_mul_ps(w[0], _mm256_loadu_ps(xb)));
+                    let q = _mm256_fmadd_ps(
+                        w[3],
+                        _mm256_loadu_ps(xb.add(24)),
+                        _mm256_mul_ps(w[2], _mm256_loadu_ps(xb.add(16))),
+                    );
+                    (p, q)
+                };
                 *a = _mm256_add_ps(*a, _mm256_add_ps(p, q));
             }
         }

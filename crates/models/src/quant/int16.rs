@@ -124,12 +124,18 @@ impl Width for Sixteen {
     #[inline(always)]
     unsafe fn weights<const F: u8>(payload: *const u8, h: usize, c: usize) -> [std::arch::x86_64::__m256i; 2] {
         use std::arch::x86_64::*;
-        if super::tiles::signed(F) {
-            let at = |r: usize| _mm256_cvtepi8_epi16(_mm_loadu_si128(payload.add(32 * r + 16 * h) as *const __m128i));
-            [at(c), at(c + 8)]
-        } else {
-            let q = _mm256_cvtepu8_epi16(_mm_loadu_si128(payload.add(32 * c + 16 * h) as *const __m128i));
-            [_mm256_and_si256(q, _mm256_set1_epi16(0x0F)), _mm256_srli_epi16::<4>(q)]
+        // SAFETY: the 16-byte loads read half `h` of 32-byte pair rows `c`, `c + 8 < 16` (byte
+        // formats) or of chunk `c < 8` (4-bit ones), inside the tile block's payload, and the
+        // CPU has AVX2 (both this function's contract).
+        unsafe {
+            if super::tiles::signed(F) {
+                let at =
+                    |r: usize| _mm256_cvtepi8_epi16(_mm_loadu_si128(payload.add(32 * r + 16 * h) as *const __m128i));
+                [at(c), at(c + 8)]
+            } else {
+                let q = _mm256_cvtepu8_epi16(_mm_loadu_si128(payload.add(32 * c + 16 * h) as *const __m128i));
+                [_mm256_and_si256(q, _mm256_set1_epi16(0x0F)), _mm256_srli_epi16::<4>(q)]
+            }
         }
     }
 
@@ -141,10 +147,14 @@ impl Width for Sixteen {
         x: std::arch::x86_64::__m256i,
     ) -> std::arch::x86_64::__m256i {
         use std::arch::x86_64::*;
-        if VNNI {
-            _mm256_dpwssd_epi32(acc, w, x)
-        } else {
-            _mm256_add_epi32(acc, _mm256_madd_epi16(w, x))
+        // SAFETY: the CPU has AVX2, and AVX-512 VNNI and VL with `VNNI` (this function's
+        // contract).
+        unsafe {
+            if VNNI {
+                _mm256_dpwssd_epi32(acc, w, x)
+            } else {
+                _mm256_add_epi32(acc, _mm256_madd_epi16(w, x))
+            }
         }
     }
 }
@@ -159,11 +169,15 @@ mod simd {
     pub unsafe fn round_block(x: &[f32], id: f32, q: &mut [i16]) {
         assert!(x.len() == BLOCK && q.len() == BLOCK);
         let s = _mm256_set1_ps(id);
-        let v = |j: usize| _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x.as_ptr().add(j)), s));
+        // SAFETY: `j` is 0, 8, 16 or 24, so each load of 8 is inside `x` (32 values, asserted).
+        let v = |j: usize| _mm256_cvtps_epi32(_mm256_mul_ps(unsafe { _mm256_loadu_ps(x.as_ptr().add(j)) }, s));
         // packs interleaves 128-bit lanes; the permute puts the 16 values back in order.
         let lo = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(v(0), v(8)));
         let hi = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(v(16), v(24)));
-        _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, lo);
-        _mm256_storeu_si256(q.as_mut_ptr().add(16) as *mut __m256i, hi);
+        // SAFETY: the two stores of 16 values fill `q` (32 values, asserted above).
+        unsafe {
+            _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, lo);
+            _mm256_storeu_si256(q.as_mut_ptr().add(16) as *mut __m256i, hi);
+        }
     }
 }

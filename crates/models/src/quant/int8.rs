@@ -76,14 +76,19 @@ impl Width for Eight {
     #[inline(always)]
     unsafe fn weights<const F: u8>(payload: *const u8, h: usize, c: usize) -> [std::arch::x86_64::__m256i; 2] {
         use std::arch::x86_64::*;
-        if super::tiles::signed(F) {
-            // Quad rows c and c + 4 of half h, as they are (signed).
-            let at = |r: usize| _mm256_loadu_si256(payload.add(32 * (8 * h + r)) as *const __m256i);
-            return [at(c), at(c + 4)];
+        // SAFETY: the 32-byte loads read quad row `8h + c` or `8h + c + 4 < 16` (byte formats)
+        // or chunk `4h + c < 8` (4-bit ones), inside the tile block's payload, and the CPU has
+        // AVX2 (both this function's contract).
+        unsafe {
+            if super::tiles::signed(F) {
+                // Quad rows c and c + 4 of half h, as they are (signed).
+                let at = |r: usize| _mm256_loadu_si256(payload.add(32 * (8 * h + r)) as *const __m256i);
+                return [at(c), at(c + 4)];
+            }
+            let nibble = _mm256_set1_epi8(0x0F);
+            let q = _mm256_loadu_si256(payload.add(32 * (4 * h + c)) as *const __m256i);
+            [_mm256_and_si256(q, nibble), _mm256_and_si256(_mm256_srli_epi16::<4>(q), nibble)]
         }
-        let nibble = _mm256_set1_epi8(0x0F);
-        let q = _mm256_loadu_si256(payload.add(32 * (4 * h + c)) as *const __m256i);
-        [_mm256_and_si256(q, nibble), _mm256_and_si256(_mm256_srli_epi16::<4>(q), nibble)]
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -94,6 +99,7 @@ impl Width for Eight {
         acts: &Acts,
         out: &super::Out,
     ) -> bool {
+        // SAFETY: this function's contract is `tiles::wide`'s.
         unsafe { super::tiles::wide::<Eight>(format, packed, tiles, acts, out) }
     }
 
@@ -107,11 +113,15 @@ impl Width for Eight {
         x: std::arch::x86_64::__m256i,
     ) -> std::arch::x86_64::__m256i {
         use std::arch::x86_64::*;
-        let (w, x) = if super::tiles::signed(F) { (_mm256_abs_epi8(w), _mm256_sign_epi8(x, w)) } else { (w, x) };
-        if VNNI {
-            _mm256_dpbusd_epi32(acc, w, x)
-        } else {
-            _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)))
+        // SAFETY: the CPU has AVX2, and AVX-512 VNNI and VL with `VNNI` (this function's
+        // contract).
+        unsafe {
+            let (w, x) = if super::tiles::signed(F) { (_mm256_abs_epi8(w), _mm256_sign_epi8(x, w)) } else { (w, x) };
+            if VNNI {
+                _mm256_dpbusd_epi32(acc, w, x)
+            } else {
+                _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)))
+            }
         }
     }
 }
@@ -123,15 +133,19 @@ impl Wide for Eight {
     #[inline(always)]
     unsafe fn weights16<const F: u8>(payload: *const u8, c: usize) -> [std::arch::x86_64::__m512i; 2] {
         use std::arch::x86_64::*;
-        if super::tiles::signed(F) {
-            let at = |h: usize, r: usize| _mm256_loadu_si256(payload.add(32 * (8 * h + r)) as *const __m256i);
-            let both = |r: usize| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(at(0, r)), at(1, r));
-            return [both(c), both(c + 4)];
+        // SAFETY: as in `weights`, for both halves `h`; the CPU has AVX-512 F and BW (this
+        // function's contract).
+        unsafe {
+            if super::tiles::signed(F) {
+                let at = |h: usize, r: usize| _mm256_loadu_si256(payload.add(32 * (8 * h + r)) as *const __m256i);
+                let both = |r: usize| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(at(0, r)), at(1, r));
+                return [both(c), both(c + 4)];
+            }
+            let nibble = _mm512_set1_epi8(0x0F);
+            let half = |h: usize| _mm256_loadu_si256(payload.add(32 * (4 * h + c)) as *const __m256i);
+            let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(half(0)), half(1));
+            [_mm512_and_si512(q, nibble), _mm512_and_si512(_mm512_srli_epi16::<4>(q), nibble)]
         }
-        let nibble = _mm512_set1_epi8(0x0F);
-        let half = |h: usize| _mm256_loadu_si256(payload.add(32 * (4 * h + c)) as *const __m256i);
-        let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(half(0)), half(1));
-        [_mm512_and_si512(q, nibble), _mm512_and_si512(_mm512_srli_epi16::<4>(q), nibble)]
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -142,13 +156,16 @@ impl Wide for Eight {
         x: std::arch::x86_64::__m512i,
     ) -> std::arch::x86_64::__m512i {
         use std::arch::x86_64::*;
-        if super::tiles::signed(F) {
-            // Signed weights: |w| times x with w's sign (x is never −128, so negating is exact).
-            let negative = _mm512_movepi8_mask(w);
-            let x = _mm512_mask_sub_epi8(x, negative, _mm512_setzero_si512(), x);
-            return _mm512_dpbusd_epi32(acc, _mm512_abs_epi8(w), x);
+        // SAFETY: the CPU has AVX-512 F, BW and VNNI (this function's contract).
+        unsafe {
+            if super::tiles::signed(F) {
+                // Signed weights: |w| times x with w's sign (x is never −128, so negating is exact).
+                let negative = _mm512_movepi8_mask(w);
+                let x = _mm512_mask_sub_epi8(x, negative, _mm512_setzero_si512(), x);
+                return _mm512_dpbusd_epi32(acc, _mm512_abs_epi8(w), x);
+            }
+            _mm512_dpbusd_epi32(acc, w, x)
         }
-        _mm512_dpbusd_epi32(acc, w, x)
     }
 }
 
@@ -162,10 +179,12 @@ mod simd {
     pub unsafe fn round_block(x: &[f32], id: f32, q: &mut [i8; BLOCK]) {
         assert!(x.len() == BLOCK);
         let s = _mm256_set1_ps(id);
-        let v = |j: usize| _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x.as_ptr().add(j)), s));
+        // SAFETY: `j` is 0, 8, 16 or 24, so each load of 8 is inside `x` (32 values, asserted).
+        let v = |j: usize| _mm256_cvtps_epi32(_mm256_mul_ps(unsafe { _mm256_loadu_ps(x.as_ptr().add(j)) }, s));
         // Two packs interleave 128-bit lanes; the permute puts the 32 values back in order.
         let w = _mm256_packs_epi16(_mm256_packs_epi32(v(0), v(8)), _mm256_packs_epi32(v(16), v(24)));
         let w = _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-        _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, w);
+        // SAFETY: one store of 32 bytes fills `q`, an array of 32.
+        unsafe { _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, w) };
     }
 }

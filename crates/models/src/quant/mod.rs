@@ -226,7 +226,7 @@ impl Matrix {
 
     /// `out` (`n × rows`) = `x` (`n × cols`) · selfᵀ, the weight rows shared out among `team`
     /// in chunks.
-    pub fn matmul(&self, team: &Team, x: &[f32], n: usize, out: &mut [f32]) {
+    pub fn matmul(&self, team: &mut Team, x: &[f32], n: usize, out: &mut [f32]) {
         assert_eq!(x.len(), n * self.cols, "matmul: x is not n x cols");
         assert_eq!(out.len(), n * self.rows, "matmul: out is not n x rows");
         let (rows, cols) = (self.rows, self.cols);
@@ -234,7 +234,7 @@ impl Matrix {
             Data::Blocks { format, bits, bytes } => {
                 let tiles = Ranges::new(rows.div_ceil(layout::TILE), team.threads(), 1);
                 let dst = Out { ptr: out.as_mut_ptr(), stride: rows, rows };
-                let run = |product: &(dyn Fn(std::ops::Range<usize>) + Sync)| {
+                let mut run = |product: &(dyn Fn(std::ops::Range<usize>) + Sync)| {
                     team.run(&|_| {
                         while let Some(t) = tiles.claim() {
                             product(t);

@@ -45,6 +45,33 @@ struct Shared {
     wake: Condvar,
 }
 
+/// Helper threads plus the caller, running one job at a time.
+///
+/// [`Team::run`] takes `&mut self`: it lends the helpers a reference to the caller's closure
+/// for exactly one job, which is sound only while no other job starts on the same team before
+/// it ends. An exclusive borrow rules out both ways that could happen from safe code: two
+/// threads running jobs on one team at once, and a job starting another on its own team. The
+/// team is still [`Send`], so it can be built on one thread and used on another. (This crate's
+/// doc tests are off, so `run_takes_the_team_exclusively` below checks the same at build time.)
+///
+/// ```compile_fail,E0499
+/// let mut team = aiserve_models::quant::team::Team::new(2);
+/// std::thread::scope(|s| {
+///     s.spawn(|| team.run(&|_| {}));
+///     team.run(&|_| {}); // a second job at the same time: does not compile
+/// });
+/// ```
+///
+/// ```compile_fail,E0596
+/// let mut team = aiserve_models::quant::team::Team::new(2);
+/// let outer = &mut team;
+/// outer.run(&|_| outer.run(&|_| {})); // a job inside a job: does not compile
+/// ```
+///
+/// ```
+/// fn send<T: Send>(_: T) {}
+/// send(aiserve_models::quant::team::Team::new(2));
+/// ```
 pub struct Team {
     shared: Arc<Shared>,
     helpers: Vec<std::thread::JoinHandle<()>>,
@@ -80,13 +107,15 @@ impl Team {
 
     /// Runs `f(t)` for every thread index `t`, the caller taking `t = 0`; returns when all are
     /// done. A panic in any of them is re-raised here after all have finished.
-    pub fn run(&self, f: &(dyn Fn(usize) + Sync)) {
+    pub fn run(&mut self, f: &(dyn Fn(usize) + Sync)) {
         if self.helpers.is_empty() {
             return f(0);
         }
         let s = &*self.shared;
         // SAFETY: the reference only lives in `job` until every helper has finished this epoch,
         // which `Wait` below waits for before `run` returns or unwinds, so it never outlives `f`.
+        // `&mut self` means no other `run` on this team (from another thread, or from inside
+        // `f`) can replace the job or reset `pending` before that.
         let job: Job = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(f) };
         *s.job.lock().unwrap_or_else(|p| p.into_inner()) = Some(job);
         s.pending.store(self.helpers.len(), Ordering::SeqCst);
@@ -116,7 +145,7 @@ impl Team {
 impl Team {
     /// Runs `f(i, chunk)` for every `len`-long chunk `i` of `out` (the last may be shorter),
     /// chunks claimed by whichever thread is free; on the caller alone when there is one chunk.
-    pub fn chunks_mut(&self, out: &mut [f32], len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    pub fn chunks_mut(&mut self, out: &mut [f32], len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
         let n = out.len().div_ceil(len.max(1));
         if n < 2 || self.helpers.is_empty() {
             out.chunks_mut(len.max(1)).enumerate().for_each(|(i, c)| f(i, c));
@@ -241,9 +270,24 @@ impl Ranges {
 mod tests {
     use super::*;
 
+    /// Fails to build if `run` goes back to `&self` (see [`Team`]) or the team stops being
+    /// `Send`.
+    #[test]
+    fn run_takes_the_team_exclusively() {
+        fn send<T: Send>() {}
+        send::<Team>();
+        let run: fn(&mut Team, &(dyn Fn(usize) + Sync)) = Team::run;
+        type ChunksMut = fn(&mut Team, &mut [f32], usize, fn(usize, &mut [f32]));
+        let chunks: ChunksMut = Team::chunks_mut;
+        let mut out = [0.0f32; 4];
+        chunks(&mut Team::new(2), &mut out, 1, |i, c| c[0] = i as f32);
+        run(&mut Team::new(1), &|_| {});
+        assert_eq!(out, [0.0, 1.0, 2.0, 3.0]);
+    }
+
     #[test]
     fn ranges_cover_everything_once_and_shrink() {
-        let team = Team::new(3);
+        let mut team = Team::new(3);
         for (len, min) in [(0, 1), (1, 1), (7, 2), (3072, 1), (1000, 16)] {
             let hits: Vec<AtomicUsize> = (0..len).map(|_| AtomicUsize::new(0)).collect();
             let ranges = Ranges::new(len, 3, min);
@@ -265,7 +309,7 @@ mod tests {
 
     #[test]
     fn every_chunk_runs_once_and_panics_come_back() {
-        let team = Team::new(3);
+        let mut team = Team::new(3);
         for _ in 0..200 {
             let hits: Vec<AtomicUsize> = (0..50).map(|_| AtomicUsize::new(0)).collect();
             let chunks = Chunks::new(50);
@@ -289,7 +333,7 @@ mod tests {
 
     #[test]
     fn chunks_mut_hands_every_chunk_to_one_thread() {
-        let team = Team::new(2);
+        let mut team = Team::new(2);
         let mut out = vec![0.0f32; 103];
         team.chunks_mut(&mut out, 10, |i, c| c.iter_mut().for_each(|v| *v += i as f32 + 1.0));
         assert!(out.iter().enumerate().all(|(j, v)| *v == (j / 10) as f32 + 1.0));

@@ -135,7 +135,7 @@ fn products_match_dequantized_weights_for_every_format_and_batch_size() {
         for n in [1, 2, 3, 4, 5, 9] {
             let x: Vec<f32> = (0..n * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
             let mut out = vec![0.0; n * rows];
-            m.matmul(&Team::new(2), &x, n, &mut out);
+            m.matmul(&mut Team::new(2), &x, n, &mut out);
             for i in 0..n {
                 let xi = &x[i * cols..(i + 1) * cols];
                 for r in 0..rows {
@@ -246,10 +246,10 @@ fn a_row_gets_identical_bits_alone_and_in_any_batch() {
         let m = Matrix::quantized(format, bits, rows, cols, random_blocks(format, rows, cols, 3)).unwrap();
         let x: Vec<f32> = (0..7 * cols).map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0).collect();
         let mut all = vec![0.0; 7 * rows];
-        m.matmul(&Team::new(2), &x, 7, &mut all);
+        m.matmul(&mut Team::new(2), &x, 7, &mut all);
         for i in 0..7 {
             let mut one = vec![0.0; rows];
-            m.matmul(&Team::new(1), &x[i * cols..(i + 1) * cols], 1, &mut one);
+            m.matmul(&mut Team::new(1), &x[i * cols..(i + 1) * cols], 1, &mut one);
             assert_eq!(one, all[i * rows..(i + 1) * rows], "{format:?} {bits:?} row {i}");
         }
     }
@@ -263,10 +263,10 @@ fn f32_matrices_match_plain_sums_and_are_batch_invariant() {
         let m = Matrix::f32(rows, cols, w.clone()).unwrap();
         let x: Vec<f32> = (0..3 * cols).map(|i| ((i * 5 % 17) as f32 - 8.0) / 4.0).collect();
         let mut all = vec![0.0; 3 * rows];
-        m.matmul(&Team::new(3), &x, 3, &mut all);
+        m.matmul(&mut Team::new(3), &x, 3, &mut all);
         for i in 0..3 {
             let mut one = vec![0.0; rows];
-            m.matmul(&Team::new(1), &x[i * cols..(i + 1) * cols], 1, &mut one);
+            m.matmul(&mut Team::new(1), &x[i * cols..(i + 1) * cols], 1, &mut one);
             assert_eq!(one, all[i * rows..(i + 1) * rows]);
             for r in 0..rows {
                 let exact: f32 = (0..cols).map(|c| x[i * cols + c] * w[r * cols + c]).sum();

@@ -64,7 +64,8 @@ pub trait Width {
     /// The two weight vectors of step `c` for rows `8h..8h + 8` of a tile block's `payload`.
     ///
     /// # Safety
-    /// `payload` must point at a whole tile block's payload of format `F`.
+    /// `payload` must point at a whole tile block's payload of format `F`, and the CPU must have
+    /// AVX2.
     #[cfg(target_arch = "x86_64")]
     unsafe fn weights<const F: u8>(payload: *const u8, h: usize, c: usize) -> [std::arch::x86_64::__m256i; 2];
     /// `acc` plus, per 32-bit lane, the sum of the products of `w`'s and `x`'s values (exact),
@@ -141,6 +142,7 @@ pub unsafe fn dot_tiles<W: Width>(
     if unsafe { W::amx(format, packed, tiles.clone(), acts, out) } {
         return;
     }
+    // SAFETY: as this function's contract.
     unsafe { vectors::<W>(format, packed, tiles, acts, out) }
 }
 
@@ -164,6 +166,7 @@ pub unsafe fn vectors<W: Width>(
         unsafe { simd::dot_tiles::<W>(format, packed, tiles, acts, out) };
         return;
     }
+    // SAFETY: as this function's contract.
     unsafe { portable::<W>(format, packed, tiles, acts, out) }
 }
 

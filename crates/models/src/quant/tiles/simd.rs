@@ -112,6 +112,12 @@ fn avx512() -> bool {
     })
 }
 
+/// [`super::dot_tiles`] on 256-bit vectors (or 512-bit ones for a [`Wide`] width, where the CPU
+/// has them).
+///
+/// # Safety
+/// As [`super::dot_tiles`], after its checks (the CPU has AVX2, FMA and F16C, and the bounds
+/// are asserted in [`super::vectors`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_tiles<W: Width>(
     format: Format,
@@ -120,15 +126,21 @@ pub unsafe fn dot_tiles<W: Width>(
     acts: &W::Acts,
     out: &Out,
 ) {
-    if W::wide(format, packed, tiles.clone(), acts, out) {
+    // SAFETY: `W::wide`'s contract is this function's.
+    if unsafe { W::wide(format, packed, tiles.clone(), acts, out) } {
         return;
     }
     if vnni() {
-        return dot_tiles_vnni::<W>(format, packed, tiles, acts, out);
+        // SAFETY: the CPU has AVX-512 VNNI and VL (checked by `vnni`); the rest is this
+        // function's contract.
+        return unsafe { dot_tiles_vnni::<W>(format, packed, tiles, acts, out) };
     }
-    by_format!(format, |F| tiles_of::<W, F, false>(packed, tiles, acts, out))
+    // SAFETY: this function's contract is `tiles_of`'s without VNNI.
+    by_format!(format, |F| unsafe { tiles_of::<W, F, false>(packed, tiles, acts, out) })
 }
 
+/// # Safety
+/// As [`dot_tiles`], and the CPU must have AVX-512 VNNI and VL.
 #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
 unsafe fn dot_tiles_vnni<W: Width>(
     format: Format,
@@ -137,13 +149,14 @@ unsafe fn dot_tiles_vnni<W: Width>(
     acts: &W::Acts,
     out: &Out,
 ) {
-    by_format!(format, |F| tiles_of::<W, F, true>(packed, tiles, acts, out))
+    // SAFETY: this function's contract is `tiles_of`'s with VNNI.
+    by_format!(format, |F| unsafe { tiles_of::<W, F, true>(packed, tiles, acts, out) })
 }
 
 /// [`super::Width::wide`] for a [`Wide`] width.
 ///
 /// # Safety
-/// As [`super::dot_tiles`], after its checks.
+/// As [`super::dot_tiles`], after its checks (the CPU has AVX2, FMA and F16C).
 pub unsafe fn wide<W: Wide>(
     format: Format,
     packed: &[u8],
@@ -152,11 +165,15 @@ pub unsafe fn wide<W: Wide>(
     out: &Out,
 ) -> bool {
     if avx512() {
-        dot_tiles_zmm::<W>(format, packed, tiles, acts, out);
+        // SAFETY: the CPU has AVX-512 F, BW, VL and VNNI (checked by `avx512`); the rest is
+        // this function's contract.
+        unsafe { dot_tiles_zmm::<W>(format, packed, tiles, acts, out) };
     }
     avx512()
 }
 
+/// # Safety
+/// As [`dot_tiles`], and the CPU must have AVX-512 F, BW, VL and VNNI.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn dot_tiles_zmm<W: Wide>(
     format: Format,
@@ -165,28 +182,40 @@ unsafe fn dot_tiles_zmm<W: Wide>(
     acts: &W::Acts,
     out: &Out,
 ) {
-    by_format!(format, |F| tiles_zmm::<W, F>(packed, tiles, acts, out))
+    // SAFETY: this function's contract is `tiles_zmm`'s.
+    by_format!(format, |F| unsafe { tiles_zmm::<W, F>(packed, tiles, acts, out) })
 }
 
 /// [`tiles_of`] on 512-bit vectors.
+///
+/// # Safety
+/// As [`dot_tiles_zmm`], into which it is inlined.
 #[inline(always)]
 unsafe fn tiles_zmm<W: Wide, const F: u8>(packed: &[u8], tiles: std::ops::Range<usize>, acts: &W::Acts, out: &Out) {
     let (n, nb) = (W::scales(acts).n, W::scales(acts).nb);
     let tile_bytes = nb * layout::tile_block_bytes(format(F));
     for t in tiles {
-        let tile = packed.as_ptr().add(t * tile_bytes);
+        // SAFETY: tile `t < tiles.end` lies inside `packed` (asserted in `vectors`).
+        let tile = unsafe { packed.as_ptr().add(t * tile_bytes) };
         let mut i = 0;
         while i < n {
             let take = (n - i).min(ROWS);
-            let o = if split(F) {
-                by_rows!(take, 2, |R, K| rows_zmm::<W, F, R, K>(tile, acts, i))
-            } else {
-                by_rows!(take, 1, |R, K| rows_zmm::<W, F, R, K>(tile, acts, i))
+            // SAFETY: `tile` is a whole tile of `nb` blocks and rows `i..i + take` exist; the
+            // CPU has the features (this function's contract).
+            let o = unsafe {
+                if split(F) {
+                    by_rows!(take, 2, |R, K| rows_zmm::<W, F, R, K>(tile, acts, i))
+                } else {
+                    by_rows!(take, 1, |R, K| rows_zmm::<W, F, R, K>(tile, acts, i))
+                }
             };
             let valid = (out.rows - t * TILE).min(TILE);
             let mask: __mmask16 = if valid == TILE { !0 } else { (1 << valid) - 1 };
             for (k, o) in o[..take].iter().enumerate() {
-                _mm512_mask_storeu_ps(out.ptr.add((i + k) * out.stride + t * TILE), mask, *o);
+                // SAFETY: the store writes row `i + k < n`, columns `16t..16t + valid` of `out`
+                // (`16t + valid ≤ out.rows ≤ out.stride`; the mask leaves the rest), which is
+                // valid for writes and this thread's alone (the contract); the CPU has AVX-512 F.
+                unsafe { _mm512_mask_storeu_ps(out.ptr.add((i + k) * out.stride + t * TILE), mask, *o) };
             }
             i += take;
         }
@@ -194,6 +223,10 @@ unsafe fn tiles_zmm<W: Wide, const F: u8>(packed: &[u8], tiles: std::ops::Range<
 }
 
 /// [`rows`] on 512-bit vectors: per row, the tile's 16 outputs in one vector.
+///
+/// # Safety
+/// As [`dot_tiles_zmm`], into which it is inlined; `tile` must point at a whole tile of
+/// `nb` blocks and activation rows `i0..i0 + R` must exist.
 #[inline(always)]
 unsafe fn rows_zmm<W: Wide, const F: u8, const R: usize, const K: usize>(
     tile: *const u8,
@@ -202,47 +235,61 @@ unsafe fn rows_zmm<W: Wide, const F: u8, const R: usize, const K: usize>(
 ) -> [__m512; ROWS] {
     let super::Scales { nb, d: dx, s: sx, .. } = W::scales(acts);
     let nb = *nb;
-    let mut acc = [_mm512_setzero_ps(); ROWS];
+    // SAFETY: the CPU has AVX-512 F (this function's contract).
+    let mut acc = unsafe { [_mm512_setzero_ps(); ROWS] };
     for b in 0..nb {
-        let blk = tile.add(b * layout::tile_block_bytes(format(F)));
-        let payload = blk.add(layout::header(format(F)));
+        // SAFETY: block `b < nb` of the tile and its payload, inside it (the contract).
+        let (blk, payload) = unsafe {
+            let blk = tile.add(b * layout::tile_block_bytes(format(F)));
+            (blk, blk.add(layout::header(format(F))))
+        };
         if i0 == 0 {
             crate::quant::avx2::prefetch(blk, layout::tile_block_bytes(format(F)));
         }
-        let mut sums = [[_mm512_setzero_si512(); K]; R];
-        for c in 0..W::STEPS {
-            let w = W::weights16::<F>(payload, c);
-            for (k, s) in sums.iter_mut().enumerate() {
-                let x = W::words(acts, (i0 + k) * nb + b);
-                let (xa, xb) = (_mm512_set1_epi32(*x.add(c)), _mm512_set1_epi32(*x.add(c + W::SECOND)));
-                s[(2 * c) % K] = W::dot16::<F>(s[(2 * c) % K], w[0], xa);
-                s[(2 * c + 1) % K] = W::dot16::<F>(s[(2 * c + 1) % K], w[1], xb);
+        // SAFETY: `payload` is a whole block's payload of format `F`; `x` points at block
+        // `(i0 + k)·nb + b` of row `i0 + k < n`, and words `c` and `c + SECOND` lie inside it
+        // (`STEPS + SECOND` words per block); the CPU has AVX-512 F, BW and VNNI (the contract).
+        let sums = unsafe {
+            let mut sums = [[_mm512_setzero_si512(); K]; R];
+            for c in 0..W::STEPS {
+                let w = W::weights16::<F>(payload, c);
+                for (k, s) in sums.iter_mut().enumerate() {
+                    let x = W::words(acts, (i0 + k) * nb + b);
+                    let (xa, xb) = (_mm512_set1_epi32(*x.add(c)), _mm512_set1_epi32(*x.add(c + W::SECOND)));
+                    s[(2 * c) % K] = W::dot16::<F>(s[(2 * c) % K], w[0], xa);
+                    s[(2 * c + 1) % K] = W::dot16::<F>(s[(2 * c + 1) % K], w[1], xb);
+                }
             }
-        }
-        let (dw, m) = header16::<F>(blk);
-        for (k, s) in sums.iter().enumerate() {
-            let j = (i0 + k) * nb + b;
-            let x = _mm512_set1_ps(*dx.get_unchecked(j));
-            if split(F) {
-                // Even chains hold values 0..16, odd ones 16..32.
-                let (first, second) = match K {
-                    4 => (_mm512_add_epi32(s[0], s[2 % K]), _mm512_add_epi32(s[1 % K], s[3 % K])),
-                    _ => (s[0], s[1 % K]),
+            sums
+        };
+        // SAFETY: `blk` is a whole tile block of format `F`; `j < n·nb`, the length of `dx`
+        // and `sx`; the CPU has AVX-512 F (the contract).
+        unsafe {
+            let (dw, m) = header16::<F>(blk);
+            for (k, s) in sums.iter().enumerate() {
+                let j = (i0 + k) * nb + b;
+                let x = _mm512_set1_ps(*dx.get_unchecked(j));
+                if split(F) {
+                    // Even chains hold values 0..16, odd ones 16..32.
+                    let (first, second) = match K {
+                        4 => (_mm512_add_epi32(s[0], s[2 % K]), _mm512_add_epi32(s[1 % K], s[3 % K])),
+                        _ => (s[0], s[1 % K]),
+                    };
+                    let a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(first), _mm512_mul_ps(dw, x), acc[k]);
+                    acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(second), _mm512_mul_ps(m, x), a);
+                    continue;
+                }
+                let sum = match K {
+                    4 => _mm512_add_epi32(_mm512_add_epi32(s[0], s[1 % K]), _mm512_add_epi32(s[2 % K], s[3 % K])),
+                    2 => _mm512_add_epi32(s[0], s[1 % K]),
+                    _ => s[0],
                 };
-                let a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(first), _mm512_mul_ps(dw, x), acc[k]);
-                acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(second), _mm512_mul_ps(m, x), a);
-                continue;
+                let mut a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(dw, x), acc[k]);
+                if term(F) {
+                    a = _mm512_fmadd_ps(m, _mm512_set1_ps(*sx.get_unchecked(j)), a);
+                }
+                acc[k] = a;
             }
-            let sum = match K {
-                4 => _mm512_add_epi32(_mm512_add_epi32(s[0], s[1 % K]), _mm512_add_epi32(s[2 % K], s[3 % K])),
-                2 => _mm512_add_epi32(s[0], s[1 % K]),
-                _ => s[0],
-            };
-            let mut a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(dw, x), acc[k]);
-            if term(F) {
-                a = _mm512_fmadd_ps(m, _mm512_set1_ps(*sx.get_unchecked(j)), a);
-            }
-            acc[k] = a;
         }
     }
     acc
@@ -251,38 +298,56 @@ unsafe fn rows_zmm<W: Wide, const F: u8, const R: usize, const K: usize>(
 /// Rows `8h..8h + 8` of a tile block's header: their scales, and the term each adds per
 /// unit of activation (Q4_0: `−8·d`; Q8_0: none, the scales returned in its place; Q6K: the
 /// scales of values 16..32).
+///
+/// # Safety
+/// `blk` must point at a whole tile block of format `F`, `h` be 0 or 1, and the CPU must have
+/// AVX2 and F16C.
 #[inline(always)]
 unsafe fn header8<const F: u8>(blk: *const u8, h: usize) -> (__m256, __m256) {
-    if F == Q4K || F == Q6K || F == Q5K {
-        let at = |i: usize| _mm256_loadu_ps(blk.add(i) as *const f32);
-        return (at(32 * h), at(4 * TILE + 32 * h));
+    // SAFETY: the loads read 8 of the header's 16 f32 scales and terms (K formats, 128 bytes)
+    // or f16 scales and minimums (32 bytes each), inside the block; the CPU has the features
+    // (both this function's contract).
+    unsafe {
+        if F == Q4K || F == Q6K || F == Q5K {
+            let at = |i: usize| _mm256_loadu_ps(blk.add(i) as *const f32);
+            return (at(32 * h), at(4 * TILE + 32 * h));
+        }
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16 * h) as *const __m128i));
+        let m = match F {
+            Q4_1 => _mm256_cvtph_ps(_mm_loadu_si128(blk.add(2 * TILE + 16 * h) as *const __m128i)),
+            Q4_0 => _mm256_mul_ps(dw, _mm256_set1_ps(-8.0)),
+            _ => dw,
+        };
+        (dw, m)
     }
-    let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16 * h) as *const __m128i));
-    let m = match F {
-        Q4_1 => _mm256_cvtph_ps(_mm_loadu_si128(blk.add(2 * TILE + 16 * h) as *const __m128i)),
-        Q4_0 => _mm256_mul_ps(dw, _mm256_set1_ps(-8.0)),
-        _ => dw,
-    };
-    (dw, m)
 }
 
 /// [`header8`] for all 16 rows (AVX-512 F).
+///
+/// # Safety
+/// `blk` must point at a whole tile block of format `F`, and the CPU must have AVX-512 F.
 #[inline(always)]
 pub unsafe fn header16<const F: u8>(blk: *const u8) -> (__m512, __m512) {
-    if F == Q4K || F == Q6K || F == Q5K {
-        let at = |i: usize| _mm512_loadu_ps(blk.add(i) as *const f32);
-        return (at(0), at(4 * TILE));
+    // SAFETY: as in `header8`, for all 16 rows.
+    unsafe {
+        if F == Q4K || F == Q6K || F == Q5K {
+            let at = |i: usize| _mm512_loadu_ps(blk.add(i) as *const f32);
+            return (at(0), at(4 * TILE));
+        }
+        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(blk as *const __m256i));
+        let m = match F {
+            Q4_1 => _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(2 * TILE) as *const __m256i)),
+            Q4_0 => _mm512_mul_ps(dw, _mm512_set1_ps(-8.0)),
+            _ => dw,
+        };
+        (dw, m)
     }
-    let dw = _mm512_cvtph_ps(_mm256_loadu_si256(blk as *const __m256i));
-    let m = match F {
-        Q4_1 => _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(2 * TILE) as *const __m256i)),
-        Q4_0 => _mm512_mul_ps(dw, _mm512_set1_ps(-8.0)),
-        _ => dw,
-    };
-    (dw, m)
 }
 
 /// Inlined into the entry points, which carry the target features.
+///
+/// # Safety
+/// As [`dot_tiles`] (with `VNNI`, [`dot_tiles_vnni`]), into which it is inlined.
 #[inline(always)]
 unsafe fn tiles_of<W: Width, const F: u8, const VNNI: bool>(
     packed: &[u8],
@@ -293,26 +358,37 @@ unsafe fn tiles_of<W: Width, const F: u8, const VNNI: bool>(
     let (n, nb) = (W::scales(acts).n, W::scales(acts).nb);
     let tile_bytes = nb * layout::tile_block_bytes(format(F));
     for t in tiles {
-        let tile = packed.as_ptr().add(t * tile_bytes);
+        // SAFETY: tile `t < tiles.end` lies inside `packed` (asserted in `vectors`).
+        let tile = unsafe { packed.as_ptr().add(t * tile_bytes) };
         let mut i = 0;
         while i < n {
             let take = (n - i).min(if split(F) { ROWS_SPLIT } else { ROWS });
-            let o = if split(F) {
-                by_rows!(take, 2, |R, K| rows::<W, F, VNNI, R, K>(tile, acts, i))
-            } else {
-                by_rows!(take, 1, |R, K| rows::<W, F, VNNI, R, K>(tile, acts, i))
+            // SAFETY: `tile` is a whole tile of `nb` blocks and rows `i..i + take` exist; the
+            // CPU has the features (this function's contract).
+            let o = unsafe {
+                if split(F) {
+                    by_rows!(take, 2, |R, K| rows::<W, F, VNNI, R, K>(tile, acts, i))
+                } else {
+                    by_rows!(take, 1, |R, K| rows::<W, F, VNNI, R, K>(tile, acts, i))
+                }
             };
             let valid = (out.rows - t * TILE).min(TILE);
             for (k, o) in o[..take].iter().enumerate() {
-                let dst = out.ptr.add((i + k) * out.stride + t * TILE);
-                if valid == TILE {
-                    _mm256_storeu_ps(dst, o[0]);
-                    _mm256_storeu_ps(dst.add(8), o[1]);
-                } else {
-                    let mut all = [0.0f32; TILE];
-                    _mm256_storeu_ps(all.as_mut_ptr(), o[0]);
-                    _mm256_storeu_ps(all.as_mut_ptr().add(8), o[1]);
-                    std::ptr::copy_nonoverlapping(all.as_ptr(), dst, valid);
+                // SAFETY: `dst` is row `i + k < n`, column `16t` of `out`, and the stores write
+                // its columns `16t..16t + valid` (`16t + valid ≤ out.rows ≤ out.stride`), valid
+                // for writes and this thread's alone (the contract); `all` is 16 floats; the
+                // CPU has AVX.
+                unsafe {
+                    let dst = out.ptr.add((i + k) * out.stride + t * TILE);
+                    if valid == TILE {
+                        _mm256_storeu_ps(dst, o[0]);
+                        _mm256_storeu_ps(dst.add(8), o[1]);
+                    } else {
+                        let mut all = [0.0f32; TILE];
+                        _mm256_storeu_ps(all.as_mut_ptr(), o[0]);
+                        _mm256_storeu_ps(all.as_mut_ptr().add(8), o[1]);
+                        std::ptr::copy_nonoverlapping(all.as_ptr(), dst, valid);
+                    }
                 }
             }
             i += take;
@@ -322,6 +398,10 @@ unsafe fn tiles_of<W: Width, const F: u8, const VNNI: bool>(
 
 /// One tile (16 weight rows) times activation rows `i0..i0 + R`, each row's integer sums
 /// split over `K` chains per half: per row, the 16 outputs in two vectors of 8.
+///
+/// # Safety
+/// As [`tiles_of`], into which it is inlined; `tile` must point at a whole tile of `nb`
+/// blocks and activation rows `i0..i0 + R` must exist.
 // `h` picks the half of the header and the accumulators alike.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
@@ -332,53 +412,70 @@ unsafe fn rows<W: Width, const F: u8, const VNNI: bool, const R: usize, const K:
 ) -> [[__m256; 2]; ROWS] {
     let super::Scales { nb, d: dx, s: sx, .. } = W::scales(acts);
     let nb = *nb;
-    let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
+    // SAFETY: the CPU has AVX (this function's contract).
+    let mut acc = unsafe { [[_mm256_setzero_ps(); 2]; ROWS] };
     for b in 0..nb {
-        let blk = tile.add(b * layout::tile_block_bytes(format(F)));
-        let payload = blk.add(layout::header(format(F)));
+        // SAFETY: block `b < nb` of the tile and its payload, inside it (the contract).
+        let (blk, payload) = unsafe {
+            let blk = tile.add(b * layout::tile_block_bytes(format(F)));
+            (blk, blk.add(layout::header(format(F))))
+        };
         if i0 == 0 {
             crate::quant::avx2::prefetch(blk, layout::tile_block_bytes(format(F)));
         }
         // Both halves (rows 0..8 and 8..16 of the tile) at once: each broadcast word feeds
         // two multiply-adds, and 2R chains of sums run side by side.
-        let mut sums = [[[_mm256_setzero_si256(); K]; 2]; R];
-        for c in 0..W::STEPS {
-            let w = [W::weights::<F>(payload, 0, c), W::weights::<F>(payload, 1, c)];
-            for (k, s) in sums.iter_mut().enumerate() {
-                let x = W::words(acts, (i0 + k) * nb + b);
-                let (xa, xb) = (_mm256_set1_epi32(*x.add(c)), _mm256_set1_epi32(*x.add(c + W::SECOND)));
-                for (s, w) in s.iter_mut().zip(&w) {
-                    s[(2 * c) % K] = W::dot::<F, VNNI>(s[(2 * c) % K], w[0], xa);
-                    s[(2 * c + 1) % K] = W::dot::<F, VNNI>(s[(2 * c + 1) % K], w[1], xb);
+        // SAFETY: `payload` is a whole block's payload of format `F`; `x` points at block
+        // `(i0 + k)·nb + b` of row `i0 + k < n`, and words `c` and `c + SECOND` lie inside it
+        // (`STEPS + SECOND` words per block); the CPU has AVX2, and with `VNNI` AVX-512 VNNI
+        // and VL (the contract).
+        let sums = unsafe {
+            let mut sums = [[[_mm256_setzero_si256(); K]; 2]; R];
+            for c in 0..W::STEPS {
+                let w = [W::weights::<F>(payload, 0, c), W::weights::<F>(payload, 1, c)];
+                for (k, s) in sums.iter_mut().enumerate() {
+                    let x = W::words(acts, (i0 + k) * nb + b);
+                    let (xa, xb) = (_mm256_set1_epi32(*x.add(c)), _mm256_set1_epi32(*x.add(c + W::SECOND)));
+                    for (s, w) in s.iter_mut().zip(&w) {
+                        s[(2 * c) % K] = W::dot::<F, VNNI>(s[(2 * c) % K], w[0], xa);
+                        s[(2 * c + 1) % K] = W::dot::<F, VNNI>(s[(2 * c + 1) % K], w[1], xb);
+                    }
                 }
             }
-        }
+            sums
+        };
         for h in 0..2 {
-            let (dw, m) = header8::<F>(blk, h);
-            for (k, sums) in sums.iter().enumerate() {
-                let s4 = &sums[h];
-                let j = (i0 + k) * nb + b;
-                let x = _mm256_set1_ps(*dx.get_unchecked(j));
-                if split(F) {
-                    // Even chains hold values 0..16, odd ones 16..32.
-                    let (first, second) = match K {
-                        4 => (_mm256_add_epi32(s4[0], s4[2 % K]), _mm256_add_epi32(s4[1 % K], s4[3 % K])),
-                        _ => (s4[0], s4[1 % K]),
+            // SAFETY: `blk` is a whole tile block of format `F`; `j < n·nb`, the length of
+            // `dx` and `sx`; the CPU has AVX2, FMA and F16C (the contract).
+            unsafe {
+                let (dw, m) = header8::<F>(blk, h);
+                for (k, sums) in sums.iter().enumerate() {
+                    let s4 = &sums[h];
+                    let j = (i0 + k) * nb + b;
+                    let x = _mm256_set1_ps(*dx.get_unchecked(j));
+                    if split(F) {
+                        // Even chains hold values 0..16, odd ones 16..32.
+                        let (first, second) = match K {
+                            4 => (_mm256_add_epi32(s4[0], s4[2 % K]), _mm256_add_epi32(s4[1 % K], s4[3 % K])),
+                            _ => (s4[0], s4[1 % K]),
+                        };
+                        let a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(first), _mm256_mul_ps(dw, x), acc[k][h]);
+                        acc[k][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(second), _mm256_mul_ps(m, x), a);
+                        continue;
+                    }
+                    let sum = match K {
+                        4 => {
+                            _mm256_add_epi32(_mm256_add_epi32(s4[0], s4[1 % K]), _mm256_add_epi32(s4[2 % K], s4[3 % K]))
+                        }
+                        2 => _mm256_add_epi32(s4[0], s4[1 % K]),
+                        _ => s4[0],
                     };
-                    let a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(first), _mm256_mul_ps(dw, x), acc[k][h]);
-                    acc[k][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(second), _mm256_mul_ps(m, x), a);
-                    continue;
+                    let mut a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(dw, x), acc[k][h]);
+                    if term(F) {
+                        a = _mm256_fmadd_ps(m, _mm256_set1_ps(*sx.get_unchecked(j)), a);
+                    }
+                    acc[k][h] = a;
                 }
-                let sum = match K {
-                    4 => _mm256_add_epi32(_mm256_add_epi32(s4[0], s4[1 % K]), _mm256_add_epi32(s4[2 % K], s4[3 % K])),
-                    2 => _mm256_add_epi32(s4[0], s4[1 % K]),
-                    _ => s4[0],
-                };
-                let mut a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(dw, x), acc[k][h]);
-                if term(F) {
-                    a = _mm256_fmadd_ps(m, _mm256_set1_ps(*sx.get_unchecked(j)), a);
-                }
-                acc[k][h] = a;
             }
         }
     }
