@@ -1316,18 +1316,21 @@ def gen_deliberate_timeout():
 
 @case(budget=150)
 def gen_queue_flood():
-    """40 concurrent chats and a 300-prompt completion at once: 200, or 503 with Retry-After when
-    the queue is full; nothing else."""
+    """40 concurrent chats and a 200-prompt completion at once: 200, or 503 with Retry-After when
+    the queue is full; nothing else. A completion whose prompts alone are more sequences than
+    the engine may queue (300 > --max-queued-seqs 256) can never run: 400 naming `n`."""
     c = CTX
 
     def one(i):
         if i == 0:
-            r = c.post(COMPL, completion([[1, 2, 3]] * 300, max_tokens=1), timeout=60)
+            r = c.post(COMPL, completion([[1, 2, 3]] * 200, max_tokens=1), timeout=60)
         else:
             r = c.post(CHAT, chat(f"Say {i}.", max_tokens=4), timeout=60)
         c.expect(r, {200, 503}, label=f"flood #{i}")
 
     c.parallel(41, one, timeout=90)
+    r = c.post(COMPL, completion([[1, 2, 3]] * 300, max_tokens=1), timeout=60)
+    c.expect(r, 400, "queues at most", label="300 prompts")
 
 
 def _stream_then_disconnect(c, path, body, label):
