@@ -9,7 +9,7 @@ use futures_util::future::join_all;
 use serde_json::json;
 use tower::ServiceExt;
 
-use super::fake::{read_json, write_version, Harness};
+use super::fake::{read_json, until_running, write_version, Gate, Harness};
 
 fn classify(model: &str, value: f32) -> Request<Body> {
     let body = json!({ "image": vec![value; 784] }).to_string();
@@ -51,36 +51,6 @@ async fn a_full_queue_answers_503_at_once() {
     assert!(statuses.contains(&StatusCode::OK), "{statuses:?}");
 }
 
-/// A model whose calls block until [`Gate::open`], and the file that opens it.
-struct Gate {
-    dir: tempfile::TempDir,
-}
-
-impl Gate {
-    fn new() -> Self {
-        Self { dir: tempfile::tempdir().unwrap() }
-    }
-
-    fn weights(&self) -> String {
-        format!("waits-for {}", self.dir.path().join("open").display())
-    }
-
-    fn open(&self) {
-        std::fs::write(self.dir.path().join("open"), "").unwrap();
-    }
-}
-
-/// Waits (bounded) until `n` calls of the model are running.
-async fn until_running(h: &Harness, n: usize) {
-    for _ in 0..4000 {
-        if h.observed.running.load(Ordering::SeqCst) == n {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    panic!("never saw {n} model calls running");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deadlines_answer_504_and_skip_compute() {
     let gate = Gate::new();
@@ -88,14 +58,14 @@ async fn deadlines_answer_504_and_skip_compute() {
     let mut slow = classify("m", 0.0);
     slow.headers_mut().insert("x-request-timeout-ms", "50".parse().unwrap());
     let slow = tokio::spawn(crate::app(h.state.clone()).oneshot(slow));
-    until_running(&h, 1).await;
+    until_running(&h.observed, 1).await;
     // The model is busy with the first request: the second expires in the queue.
     let mut queued = classify("m", 0.0);
     queued.headers_mut().insert("x-request-timeout-ms", "50".parse().unwrap());
     assert_eq!(h.send(queued).await.status(), StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(slow.await.unwrap().unwrap().status(), StatusCode::GATEWAY_TIMEOUT);
     gate.open();
-    until_running(&h, 0).await;
+    until_running(&h.observed, 0).await;
     // Let the instance thread pick its next batch: the expired request is pruned, never run.
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     assert_eq!(h.observed.batch_sizes.lock().unwrap().len(), 1);
@@ -112,7 +82,7 @@ async fn instances_run_batches_side_by_side() {
     let h = with_model("instances = 2\nmax_batch_size = 1", &gate.weights()).await;
     let both = tokio::spawn(join_all((0..2).map(|_| crate::app(h.state.clone()).oneshot(classify("m", 0.0)))));
     // Both calls are inside the model at once before either may finish.
-    until_running(&h, 2).await;
+    until_running(&h.observed, 2).await;
     gate.open();
     assert!(both.await.unwrap().iter().all(|r| r.as_ref().unwrap().status() == StatusCode::OK));
     assert_eq!(h.observed.max_running.load(Ordering::SeqCst), 2);
@@ -123,7 +93,7 @@ async fn requests_whose_client_left_never_reach_the_model() {
     let gate = Gate::new();
     let h = with_model("max_batch_size = 1", &gate.weights()).await;
     let running = tokio::spawn(crate::app(h.state.clone()).oneshot(classify("m", 0.0)));
-    until_running(&h, 1).await;
+    until_running(&h.observed, 1).await;
     // The second client gives up while its request is still queued behind the first.
     let gave_up = tokio::time::timeout(std::time::Duration::from_millis(50), h.send(classify("m", 0.0))).await;
     assert!(gave_up.is_err());

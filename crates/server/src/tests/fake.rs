@@ -353,3 +353,33 @@ pub async fn wait_ready(addr: std::net::SocketAddr) {
     }
     panic!("the server never became ready");
 }
+
+/// A model whose calls block until [`Gate::open`], and the file that opens it.
+pub struct Gate {
+    dir: tempfile::TempDir,
+}
+
+impl Gate {
+    pub fn new() -> Self {
+        Self { dir: tempfile::tempdir().unwrap() }
+    }
+
+    pub fn weights(&self) -> String {
+        format!("waits-for {}", self.dir.path().join("open").display())
+    }
+
+    pub fn open(&self) {
+        std::fs::write(self.dir.path().join("open"), "").unwrap();
+    }
+}
+
+/// Waits (bounded) until `n` calls of the model are running.
+pub async fn until_running(observed: &Observed, n: usize) {
+    for _ in 0..4000 {
+        if observed.running.load(Ordering::SeqCst) == n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("never saw {n} model calls running");
+}

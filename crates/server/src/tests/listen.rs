@@ -10,12 +10,13 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::fake::{write_version, FakeLoader};
+use super::fake::{until_running, write_version, FakeLoader, Gate};
 use crate::listen::ListenOptions;
 use crate::ServeOptions;
 
 struct Running {
     addr: SocketAddr,
+    observed: Arc<super::fake::Observed>,
     stop: oneshot::Sender<()>,
     server: JoinHandle<std::io::Result<()>>,
     _dir: tempfile::TempDir,
@@ -30,13 +31,15 @@ async fn start(listen: ListenOptions, weights: &str) -> Running {
     let addr = listener.local_addr().unwrap();
     let (stop, rx) = oneshot::channel::<()>();
     let opts = ServeOptions { listen, ..ServeOptions::new(dir.path().to_owned()) };
-    let server = tokio::spawn(crate::serve(opts, Arc::new(FakeLoader::default()), listener, async {
+    let loader = FakeLoader::default();
+    let observed = loader.observed.clone();
+    let server = tokio::spawn(crate::serve(opts, Arc::new(loader), listener, async {
         let _ = rx.await;
     }));
     if plain {
         super::fake::wait_ready(addr).await;
     }
-    Running { addr, stop, server, _dir: dir }
+    Running { addr, observed, stop, server, _dir: dir }
 }
 
 fn classify_request(close: bool) -> String {
@@ -94,16 +97,26 @@ async fn oversized_request_heads_get_431() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shutdown_lets_in_flight_requests_finish_and_stops_accepting() {
-    let r = start(ListenOptions::default(), "sleep 400").await;
+    let gate = Gate::new();
+    let r = start(ListenOptions::default(), &gate.weights()).await;
     let addr = r.addr;
     let in_flight = tokio::spawn(async move {
         let mut conn = TcpStream::connect(addr).await.unwrap();
         exchange(&mut conn, &classify_request(true)).await
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The request is inside the model when shutdown begins.
+    until_running(&r.observed, 1).await;
     r.stop.send(()).unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(TcpStream::connect(addr).await.is_err(), "no new connections after shutdown begins");
+    let mut refused = false;
+    for _ in 0..400 {
+        if TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(refused, "no new connections after shutdown begins");
+    gate.open();
     let resp = in_flight.await.unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "the in-flight request finished: {resp}");
     tokio::time::timeout(Duration::from_secs(5), r.server).await.unwrap().unwrap().unwrap();
@@ -112,17 +125,20 @@ async fn shutdown_lets_in_flight_requests_finish_and_stops_accepting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shutdown_gives_up_at_its_deadline() {
     let opts = ListenOptions { shutdown_timeout: Duration::from_millis(200), ..Default::default() };
-    let r = start(opts, "sleep 3000").await;
+    // The model never finishes while the test runs (its gate opens only when the test ends).
+    let gate = Gate::new();
+    let r = start(opts, &gate.weights()).await;
     let addr = r.addr;
     tokio::spawn(async move {
         let mut conn = TcpStream::connect(addr).await.unwrap();
         exchange(&mut conn, &classify_request(true)).await
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until_running(&r.observed, 1).await;
     let t = Instant::now();
     r.stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(2), r.server).await.expect("returned at the deadline").unwrap().unwrap();
     assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
+    gate.open();
 }
 
 #[tokio::test]
