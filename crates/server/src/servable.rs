@@ -9,6 +9,7 @@ use aiserve_core::tensor::ImageSpec;
 use aiserve_core::text::{EmbedderInfo, TextTokenizer};
 use aiserve_core::{BackendError, ImageBatch, ImageClassifier, ModelName, TextEmbedder, Version};
 
+use crate::budget::Hold;
 use crate::error::ApiError;
 use crate::generation::GenModel;
 use crate::worker::{Queue, Runner};
@@ -73,13 +74,19 @@ pub struct ImageModel {
 
 impl ImageModel {
     /// Class probabilities per image of a validated batch. A batch larger than `max_batch` is
-    /// queued as pieces of at most `max_batch` images, which other requests' images may join;
-    /// the rows come back in order.
-    pub async fn classify(&self, batch: ImageBatch, deadline: Option<Instant>) -> Result<Vec<Vec<f32>>, ApiError> {
+    /// queued as pieces of at most `max_batch` images (copies counted against `hold`), which
+    /// other requests' images may join; the rows come back in order.
+    pub async fn classify(
+        &self,
+        batch: ImageBatch,
+        deadline: Option<Instant>,
+        hold: &Hold,
+    ) -> Result<Vec<Vec<f32>>, ApiError> {
         if batch.n <= self.max_batch {
             let size = batch.n;
             return self.queue.submit(batch, size, deadline).await;
         }
+        hold.grow(batch.data.len() * size_of::<f32>(), "splitting the batch of images")?;
         let pending = batch.split(self.max_batch).into_iter().map(|piece| {
             let size = piece.n;
             self.queue.submit(piece, size, deadline)

@@ -61,7 +61,7 @@ async fn classify(
         ));
     };
     let deadline = state.deadline(&headers, None)?;
-    let probs = img.classify(batch, Some(deadline)).await?;
+    let probs = img.classify(batch, Some(deadline), &body.hold).await?;
     let labels = &img.config.labels;
     let mut predictions: Vec<Prediction> =
         probs.into_iter().map(|p| Prediction { label: labels[argmax(&p)].clone(), probabilities: p }).collect();

@@ -215,7 +215,7 @@ async fn run_infer(
         ));
     }
     let outputs = requested_outputs(&req, &servable, img)?;
-    let probs = img.classify(batch, Some(deadline)).await?;
+    let probs = img.classify(batch, Some(deadline), &body.hold).await?;
     Ok(encode_response(&servable, img, req.id, &outputs, &probs))
 }
 

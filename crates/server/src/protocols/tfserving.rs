@@ -175,7 +175,7 @@ async fn post_handler(
             return Err(ApiError::invalid("instances", "missing `instances` (row format) or `inputs` (columnar)"))
         }
     };
-    let probs = img.classify(batch, Some(state.deadline(&headers, None)?)).await?;
+    let probs = img.classify(batch, Some(state.deadline(&headers, None)?), &body.hold).await?;
     let body = if row_format { json!({ "predictions": probs }) } else { json!({ "outputs": probs }) };
     Ok(crate::metrics::tag(Json(body).into_response(), crate::metrics::Served::of(&servable)))
 }
