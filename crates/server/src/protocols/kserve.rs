@@ -179,17 +179,7 @@ async fn run_infer(
     let servable = state.registry.resolve(model, version)?;
     let (json_part, mut binary) = split_binary(&headers, &body.bytes)?;
     let req: InferRequest = parse_json(json_part, &body.hold)?;
-    // Triton's request parameter `timeout` is in microseconds.
-    let requested = match req.parameters.get("timeout") {
-        None => None,
-        Some(v) => Some(std::time::Duration::from_micros(v.as_u64().ok_or_else(|| {
-            ApiError::invalid(
-                "parameters.timeout",
-                format!("`parameters.timeout` must be microseconds (an integer), got {v}"),
-            )
-        })?)),
-    };
-    let deadline = state.deadline(&headers, requested)?;
+    let deadline = state.deadline(&headers, timeout_parameter(&req.parameters)?)?;
     let img = match &servable.kind {
         Kind::Image(img) => img,
         Kind::Embedder(em) => {
@@ -217,6 +207,19 @@ async fn run_infer(
     let outputs = requested_outputs(&req, &servable, img)?;
     let probs = img.classify(batch, Some(deadline), &body.hold).await?;
     Ok(encode_response(&servable, img, req.id, &outputs, &probs))
+}
+
+/// Triton's request parameter `timeout`, in microseconds (it can only shorten the server's).
+pub(super) fn timeout_parameter(parameters: &Map<String, Value>) -> Result<Option<std::time::Duration>, ApiError> {
+    match parameters.get("timeout") {
+        None => Ok(None),
+        Some(v) => v.as_u64().map(|us| Some(std::time::Duration::from_micros(us))).ok_or_else(|| {
+            ApiError::invalid(
+                "parameters.timeout",
+                format!("`parameters.timeout` must be microseconds (an integer), got {v}"),
+            )
+        }),
+    }
 }
 
 /// Splits a binary-extension body into its JSON header and the raw tensor bytes.

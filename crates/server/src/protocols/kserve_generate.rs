@@ -91,6 +91,9 @@ async fn run(
             return Err(ApiError::invalid("parameters", format!("`parameters` must be an object, got {other}")))
         }
     };
+    // Triton's `timeout` (µs) bounds the wait for the first token, as the header does.
+    let timeout = super::kserve::timeout_parameter(&fields)?;
+    fields.remove("timeout");
     params::check_fields(&fields, &SAMPLING_FIELDS, "generate `parameters`")?;
     for f in SAMPLING_FIELDS {
         if let Some(v) = req.remove(f) {
@@ -114,7 +117,7 @@ async fn run(
     let gen = servable.generator()?;
     let prompt = gen.text_prompt(text, "text_input", &state.decoders, &body.hold).await?;
     METRICS.tokens.with_label_values(&[servable.model.as_str(), "prompt"]).inc_by(prompt.len() as u64);
-    let deadline = state.deadline(&headers, None)?;
+    let deadline = state.deadline(&headers, timeout)?;
     let rxs = gen.start(prompt, &p, deadline)?;
     let served = Served::of(&servable);
     let id = req.remove("id");

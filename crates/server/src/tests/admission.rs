@@ -123,6 +123,10 @@ async fn generation_waits_in_the_queue_at_most_the_request_timeout() {
     let text = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
     assert!(text.contains("timed out") && text.ends_with("data: [DONE]\n\n"), "{text}");
     assert_eq!(h.generated.live_seqs.load(std::sync::atomic::Ordering::SeqCst), 1, "only the first still runs");
+    // Triton's `parameters.timeout` (µs) on KServe generate bounds the wait the same way.
+    let body = json!({ "text_input": "A", "parameters": { "max_tokens": 5, "timeout": 100_000 } });
+    let (status, v) = h.json("POST", "/v2/models/gen/generate", body).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{v}");
     drop(first);
 }
 
