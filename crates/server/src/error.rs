@@ -89,6 +89,37 @@ impl ApiError {
     }
 }
 
+/// How much of a client's JSON value an error message repeats.
+const SHOWN_BYTES: usize = 64;
+
+/// A client's JSON value as an error message quotes it: at most its first [`SHOWN_BYTES`] bytes
+/// (then `…`), so a wrong 8 MB value costs an 8 MB reply or log line to nobody.
+pub fn shown(v: impl std::borrow::Borrow<serde_json::Value>) -> String {
+    struct Capped(Vec<u8>);
+    impl std::io::Write for Capped {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            let room = SHOWN_BYTES - self.0.len();
+            if room == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            let n = b.len().min(room);
+            self.0.extend_from_slice(&b[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut out = Capped(Vec::with_capacity(SHOWN_BYTES));
+    let whole = serde_json::to_writer(&mut out, v.borrow()).is_ok();
+    let mut text = String::from_utf8_lossy(&out.0).into_owned();
+    if !whole {
+        text.push('…');
+    }
+    text
+}
+
 fn error_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -122,6 +153,13 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_are_shown_short() {
+        assert_eq!(shown(&serde_json::json!([1, 2])), "[1,2]");
+        let long = shown(&serde_json::json!(vec![0; 100_000]));
+        assert!(long.len() <= SHOWN_BYTES + 3 && long.ends_with('…'), "{long}");
+    }
 
     #[test]
     fn statuses() {

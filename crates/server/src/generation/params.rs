@@ -33,19 +33,27 @@ pub struct Params {
 fn number(v: &Value, field: &str, lo: f64, hi: f64) -> Result<f64, ApiError> {
     match v.as_f64() {
         Some(x) if (lo..=hi).contains(&x) => Ok(x),
-        _ => Err(ApiError::invalid(field, format!("`{field}` must be a number in [{lo}, {hi}], got {v}"))),
+        _ => Err(ApiError::invalid(
+            field,
+            format!("`{field}` must be a number in [{lo}, {hi}], got {}", crate::error::shown(v)),
+        )),
     }
 }
 
 fn integer(v: &Value, field: &str, lo: u64, hi: u64) -> Result<u64, ApiError> {
     match v.as_u64() {
         Some(x) if (lo..=hi).contains(&x) => Ok(x),
-        _ => Err(ApiError::invalid(field, format!("`{field}` must be an integer in [{lo}, {hi}], got {v}"))),
+        _ => Err(ApiError::invalid(
+            field,
+            format!("`{field}` must be an integer in [{lo}, {hi}], got {}", crate::error::shown(v)),
+        )),
     }
 }
 
 fn boolean(v: &Value, field: &str) -> Result<bool, ApiError> {
-    v.as_bool().ok_or_else(|| ApiError::invalid(field, format!("`{field}` must be true or false, got {v}")))
+    v.as_bool().ok_or_else(|| {
+        ApiError::invalid(field, format!("`{field}` must be true or false, got {}", crate::error::shown(v)))
+    })
 }
 
 /// A field present with a non-null value.
@@ -119,7 +127,10 @@ pub fn parse(req: &Map<String, Value>, max_token_fields: &[&str]) -> Result<Para
             Some(-1) | Some(0) => 0,
             Some(k) if k > 0 => k as usize,
             _ => {
-                return Err(ApiError::invalid("top_k", format!("`top_k` must be -1, 0 or a positive integer, got {v}")))
+                return Err(ApiError::invalid(
+                    "top_k",
+                    format!("`top_k` must be -1, 0 or a positive integer, got {}", crate::error::shown(v)),
+                ))
             }
         };
     }
@@ -132,9 +143,9 @@ pub fn parse(req: &Map<String, Value>, max_token_fields: &[&str]) -> Result<Para
     if let Some(v) = get(req, "seed") {
         p.sampling.seed = Some(match v.as_i64() {
             Some(s) => s as u64,
-            None => {
-                v.as_u64().ok_or_else(|| ApiError::invalid("seed", format!("`seed` must be an integer, got {v}")))?
-            }
+            None => v.as_u64().ok_or_else(|| {
+                ApiError::invalid("seed", format!("`seed` must be an integer, got {}", crate::error::shown(v)))
+            })?,
         });
     }
     if let Some(v) = get(req, "n") {
@@ -156,7 +167,10 @@ pub fn parse(req: &Map<String, Value>, max_token_fields: &[&str]) -> Result<Para
     }
     if let Some(v) = get(req, "logit_bias") {
         let o = v.as_object().ok_or_else(|| {
-            ApiError::invalid("logit_bias", format!("`logit_bias` must map token ids to numbers, got {v}"))
+            ApiError::invalid(
+                "logit_bias",
+                format!("`logit_bias` must map token ids to numbers, got {}", crate::error::shown(v)),
+            )
         })?;
         if o.len() > MAX_LOGIT_BIAS {
             return Err(ApiError::invalid(
@@ -206,14 +220,17 @@ pub fn parse(req: &Map<String, Value>, max_token_fields: &[&str]) -> Result<Para
                 .enumerate()
                 .map(|(i, s)| {
                     s.as_str().map(str::to_owned).ok_or_else(|| {
-                        ApiError::invalid(format!("stop[{i}]"), format!("`stop[{i}]` must be a string, got {s}"))
+                        ApiError::invalid(
+                            format!("stop[{i}]"),
+                            format!("`stop[{i}]` must be a string, got {}", crate::error::shown(s)),
+                        )
                     })
                 })
                 .collect::<Result<_, _>>()?,
             other => {
                 return Err(ApiError::invalid(
                     "stop",
-                    format!("`stop` must be a string or a list of strings, got {other}"),
+                    format!("`stop` must be a string or a list of strings, got {}", crate::error::shown(other)),
                 ))
             }
         };

@@ -216,7 +216,7 @@ pub(super) fn timeout_parameter(parameters: &Map<String, Value>) -> Result<Optio
         Some(v) => v.as_u64().map(|us| Some(std::time::Duration::from_micros(us))).ok_or_else(|| {
             ApiError::invalid(
                 "parameters.timeout",
-                format!("`parameters.timeout` must be microseconds (an integer), got {v}"),
+                format!("`parameters.timeout` must be microseconds (an integer), got {}", crate::error::shown(v)),
             )
         }),
     }

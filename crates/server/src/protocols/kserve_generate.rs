@@ -88,7 +88,10 @@ async fn run(
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(p)) => p,
         Some(other) => {
-            return Err(ApiError::invalid("parameters", format!("`parameters` must be an object, got {other}")))
+            return Err(ApiError::invalid(
+                "parameters",
+                format!("`parameters` must be an object, got {}", crate::error::shown(other)),
+            ))
         }
     };
     // Triton's `timeout` (µs) bounds the wait for the first token, as the header does.
@@ -109,7 +112,10 @@ async fn run(
     let text = match req.remove("text_input") {
         Some(Value::String(t)) => t,
         Some(other) => {
-            return Err(ApiError::invalid("text_input", format!("`text_input` must be a string, got {other}")))
+            return Err(ApiError::invalid(
+                "text_input",
+                format!("`text_input` must be a string, got {}", crate::error::shown(other)),
+            ))
         }
         None => return Err(ApiError::invalid("text_input", "`text_input` is required")),
     };

@@ -48,7 +48,12 @@ async fn index(State(state): State<AppState>, body: Body) -> Result<Json<Value>,
         match req.get("ready") {
             None => false,
             Some(Value::Bool(b)) => *b,
-            Some(other) => return Err(ApiError::invalid("ready", format!("`ready` must be a boolean, got {other}"))),
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    "ready",
+                    format!("`ready` must be a boolean, got {}", crate::error::shown(other)),
+                ))
+            }
         }
     };
     let m = manager(&state)?;

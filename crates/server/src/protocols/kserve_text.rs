@@ -95,7 +95,7 @@ impl TextInfer<'_> {
                         v.as_str().map(str::to_owned).ok_or_else(|| {
                             ApiError::invalid(
                                 format!("inputs[0].data[{i}]"),
-                                format!("`inputs[0].data[{i}]` must be a string, got {v}"),
+                                format!("`inputs[0].data[{i}]` must be a string, got {}", crate::error::shown(v)),
                             )
                         })
                     })

@@ -86,7 +86,13 @@ async fn embeddings(State(state): State<AppState>, headers: HeaderMap, body: Bod
     }
     let model = match req.remove("model") {
         Some(Value::String(m)) => m,
-        Some(other) => return Err(ApiError::invalid("model", format!("`model` must be a string, got {other}")).into()),
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "model",
+                format!("`model` must be a string, got {}", crate::error::shown(other)),
+            )
+            .into())
+        }
         None => return Err(ApiError::invalid("model", "`model` is required").into()),
     };
     let base64 = match req.get("encoding_format") {
@@ -96,7 +102,7 @@ async fn embeddings(State(state): State<AppState>, headers: HeaderMap, body: Bod
         Some(other) => {
             return Err(ApiError::invalid(
                 "encoding_format",
-                format!("`encoding_format` must be \"float\" or \"base64\", got {other}"),
+                format!("`encoding_format` must be \"float\" or \"base64\", got {}", crate::error::shown(other)),
             )
             .into())
         }
@@ -111,7 +117,11 @@ async fn embeddings(State(state): State<AppState>, headers: HeaderMap, body: Bod
             _ => {
                 return Err(ApiError::invalid(
                     "dimensions",
-                    format!("`dimensions` must be an integer in 1..={} for model `{model}`, got {v}", em.info.dim),
+                    format!(
+                        "`dimensions` must be an integer in 1..={} for model `{model}`, got {}",
+                        em.info.dim,
+                        crate::error::shown(v)
+                    ),
                 )
                 .into())
             }
@@ -150,7 +160,10 @@ fn parse_input(input: Option<Value>) -> Result<Texts, ApiError> {
     let kind = crate::decode::json_tensor::kind;
     let token = |v: &Value, field: &str| -> Result<u32, ApiError> {
         v.as_u64().and_then(|t| u32::try_from(t).ok()).ok_or_else(|| {
-            ApiError::invalid(field, format!("`{field}` must be a token id (a non-negative integer), got {v}"))
+            ApiError::invalid(
+                field,
+                format!("`{field}` must be a token id (a non-negative integer), got {}", crate::error::shown(v)),
+            )
         })
     };
     match input {

@@ -191,7 +191,12 @@ async fn start(
     params::refuse_unless_default(&req)?;
     let model = match req.get("model") {
         Some(Value::String(m)) => m.clone(),
-        Some(other) => return Err(ApiError::invalid("model", format!("`model` must be a string, got {other}"))),
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "model",
+                format!("`model` must be a string, got {}", crate::error::shown(other)),
+            ))
+        }
         None => return Err(ApiError::invalid("model", "`model` is required")),
     };
     let servable = state.registry.resolve(&model, None)?;
@@ -230,7 +235,11 @@ async fn completions(State(state): State<AppState>, headers: HeaderMap, body: Bo
         None | Some(Value::Null) | Some(Value::Bool(false)) => false,
         Some(Value::Bool(true)) => true,
         Some(other) => {
-            return Err(ApiError::invalid("echo", format!("`echo` must be true or false, got {other}")).into())
+            return Err(ApiError::invalid(
+                "echo",
+                format!("`echo` must be true or false, got {}", crate::error::shown(other)),
+            )
+            .into())
         }
     };
     let (mut prompts, mut echoed) = (Vec::new(), Vec::new());
@@ -436,7 +445,12 @@ fn parse_messages(v: Option<Value>) -> Result<Vec<Message>, ApiError> {
     let items = match v {
         Some(Value::Array(items)) if !items.is_empty() => items,
         Some(Value::Array(_)) => return Err(ApiError::invalid("messages", "`messages` must not be empty")),
-        Some(other) => return Err(ApiError::invalid("messages", format!("`messages` must be a list, got {other}"))),
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "messages",
+                format!("`messages` must be a list, got {}", crate::error::shown(other)),
+            ))
+        }
         None => return Err(ApiError::invalid("messages", "`messages` is required")),
     };
     items
@@ -505,9 +519,9 @@ enum Prompt {
 /// OpenAI's four `prompt` forms.
 fn parse_prompts(v: Option<Value>) -> Result<Vec<Prompt>, ApiError> {
     let token = |v: &Value, field: String| -> Result<u32, ApiError> {
-        v.as_u64()
-            .and_then(|t| u32::try_from(t).ok())
-            .ok_or_else(|| ApiError::invalid(&field, format!("`{field}` must be a token id, got {v}")))
+        v.as_u64().and_then(|t| u32::try_from(t).ok()).ok_or_else(|| {
+            ApiError::invalid(&field, format!("`{field}` must be a token id, got {}", crate::error::shown(v)))
+        })
     };
     match v {
         None => Err(ApiError::invalid("prompt", "`prompt` is required")),
@@ -530,14 +544,17 @@ fn parse_prompts(v: Option<Value>) -> Result<Vec<Prompt>, ApiError> {
                         .map(Prompt::Tokens),
                     other => Err(ApiError::invalid(
                         format!("prompt[{i}]"),
-                        format!("`prompt[{i}]` must be a string or a list of token ids, got {other}"),
+                        format!(
+                            "`prompt[{i}]` must be a string or a list of token ids, got {}",
+                            crate::error::shown(other)
+                        ),
                     )),
                 })
                 .collect(),
         },
         Some(other) => Err(ApiError::invalid(
             "prompt",
-            format!("`prompt` must be a string, a list of strings or token ids, got {other}"),
+            format!("`prompt` must be a string, a list of strings or token ids, got {}", crate::error::shown(other)),
         )),
     }
 }

@@ -155,7 +155,7 @@ async fn post_handler(
         if sig.as_str() != Some("serving_default") && sig.as_str() != Some("") {
             return Err(ApiError::invalid(
                 "signature_name",
-                format!("unknown `signature_name` {sig}; this model has `serving_default`"),
+                format!("unknown `signature_name` {}; this model has `serving_default`", crate::error::shown(&sig)),
             ));
         }
     }
