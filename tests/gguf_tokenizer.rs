@@ -41,3 +41,20 @@ fn malformed_merges_are_refused_not_a_panic() {
     let err = read(&path).err().expect("refused");
     assert!(err.to_string().contains("not in the vocabulary"), "{err}");
 }
+
+/// `logprobs[].bytes`: each token's own raw bytes, which concatenate to the text even where a
+/// token holds only part of a character (its decoded text alone would be U+FFFD).
+#[test]
+fn token_bytes_are_the_raw_bytes_of_each_token() {
+    use aiserve_core::generate::PromptTokenizer;
+    let path = crate::assets_dir().join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let t = read(&path).unwrap();
+    let tok = aiserve_models::llm::tokenizer::GenTokenizer::new(t.tokenizer, t.bos);
+    let mut partial = 0;
+    for (text, ids) in CASES.iter().filter(|(text, _)| !text.contains("<|")) {
+        let bytes: Vec<u8> = ids.iter().flat_map(|&id| tok.token_bytes(id)).collect();
+        assert_eq!(bytes, text.as_bytes(), "{text:?}");
+        partial += ids.iter().filter(|&&id| std::str::from_utf8(&tok.token_bytes(id)).is_err()).count();
+    }
+    assert!(partial >= 2, "the CJK case splits characters across tokens");
+}
