@@ -153,6 +153,11 @@ impl Engine {
         &self.spec
     }
 
+    /// Sequences submitted and not finished yet (running or waiting).
+    pub fn in_flight(&self) -> usize {
+        self.queued.load(Ordering::SeqCst)
+    }
+
     /// Most sequences running or waiting at once (`--max-queued-seqs`).
     pub fn max_queued(&self) -> usize {
         self.max_queued

@@ -65,14 +65,17 @@ pub fn describe(dir: &Path) -> Option<Result<Description, LoadError>> {
 
 pub fn load(dir: &Path, observed: &Arc<GenObserved>) -> Result<Loaded, LoadError> {
     let text = std::fs::read_to_string(dir.join(GENERATOR_FILE)).map_err(|e| LoadError::Weights(e.to_string()))?;
-    let sleep = match text.trim().split_once(' ') {
-        Some(("sleep", ms)) => Duration::from_millis(ms.parse().map_err(|_| LoadError::Weights(text.clone()))?),
-        _ => Duration::ZERO,
-    };
-    Ok(Loaded::Generator(Box::new(FakeGenerator { sleep, warmed: false, observed: observed.clone() })))
+    let (mut sleep, mut gate) = (Duration::ZERO, None);
+    match text.trim().split_once(' ') {
+        Some(("sleep", ms)) => sleep = Duration::from_millis(ms.parse().map_err(|_| LoadError::Weights(text.clone()))?),
+        Some(("first-pass-waits-for", path)) => gate = Some(std::path::PathBuf::from(path)),
+        _ => {}
+    }
+    Ok(Loaded::Generator(Box::new(FakeGenerator { sleep, gate, warmed: false, observed: observed.clone() })))
 }
 
-/// Writes `<repo>/<model>/<version>/` as a fake generator (`sleep MS` or empty).
+/// Writes `<repo>/<model>/<version>/` as a fake generator (`sleep MS`, `first-pass-waits-for
+/// PATH`: the first pass after warm-up blocks until PATH exists, or empty).
 pub fn write_generator(repo: &Path, model: &str, version: u64, text: &str) {
     let dir = repo.join(model).join(version.to_string());
     std::fs::create_dir_all(&dir).unwrap();
@@ -81,6 +84,7 @@ pub fn write_generator(repo: &Path, model: &str, version: u64, text: &str) {
 
 struct FakeGenerator {
     sleep: Duration,
+    gate: Option<std::path::PathBuf>,
     warmed: bool,
     observed: Arc<GenObserved>,
 }
@@ -107,6 +111,12 @@ impl TextGenerator for FakeGenerator {
         if self.warmed {
             self.observed.batch_items.lock().unwrap().push(items.len());
             std::thread::sleep(self.sleep);
+            if let Some(gate) = self.gate.take() {
+                let until = std::time::Instant::now() + Duration::from_secs(20);
+                while !gate.exists() && std::time::Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
         }
         self.warmed = true;
         let mut out = Vec::new();
