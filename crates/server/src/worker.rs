@@ -114,6 +114,11 @@ impl<R: Runner> Queue<R> {
         Ok(Self { model: model.to_owned(), version: version.to_owned(), shared })
     }
 
+    /// Requests waiting for an instance thread now.
+    pub fn depth(&self) -> usize {
+        self.shared.lock().batcher.len()
+    }
+
     /// Queues `input` (of `size` batch units: images, tokens) and waits for its output. Answers
     /// 503 when the queue is full and 504 if the deadline passes first (the request is then
     /// dropped from the queue, or its result ignored).

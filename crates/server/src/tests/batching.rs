@@ -42,13 +42,25 @@ async fn concurrent_requests_merge_into_one_batch_and_split_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_queue_answers_503_at_once() {
-    let h = with_model("max_queue_size = 1\nmax_batch_size = 1", "sleep 300").await;
-    let answers = join_all((0..4).map(|_| h.send(classify("m", 0.0)))).await;
-    let statuses: Vec<StatusCode> = answers.iter().map(|r| r.status()).collect();
-    let refused: Vec<_> = answers.iter().filter(|r| r.status() == StatusCode::SERVICE_UNAVAILABLE).collect();
-    assert!(!refused.is_empty(), "{statuses:?}");
-    assert_eq!(refused[0].headers()["retry-after"], "1");
-    assert!(statuses.contains(&StatusCode::OK), "{statuses:?}");
+    let gate = Gate::new();
+    let h = with_model("max_queue_size = 1\nmax_batch_size = 1", &gate.weights()).await;
+    // One request in the model, one in the queue (its limit): the next is refused at once.
+    let running = tokio::spawn(crate::app(h.state.clone()).oneshot(classify("m", 0.0)));
+    until_running(&h.observed, 1).await;
+    let queued = tokio::spawn(crate::app(h.state.clone()).oneshot(classify("m", 0.0)));
+    let servable = h.state.registry.resolve("m", None).unwrap();
+    for _ in 0..4000 {
+        if servable.image().unwrap().queue.depth() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let refused = h.send(classify("m", 0.0)).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    gate.open();
+    assert_eq!(running.await.unwrap().unwrap().status(), StatusCode::OK);
+    assert_eq!(queued.await.unwrap().unwrap().status(), StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
