@@ -93,7 +93,7 @@ impl ImageBatch {
             return Err(InputError::too_large(format!("{field}.batch"), limits.max_batch, n));
         }
         // `n` is the client's claim: compare it with the values that arrived without overflowing.
-        let expected = n.checked_mul(spec.image_len()).unwrap_or(usize::MAX);
+        let expected = n.saturating_mul(spec.image_len());
         if data.len() != expected {
             return Err(InputError::invalid(
                 format!("{field}.data"),
