@@ -134,7 +134,7 @@ impl Engine {
             seqs: HashMap::new(),
             queued: queued.clone(),
             labels: [model.to_string(), version.to_string()],
-            depth: METRICS.queue_depth.with_label_values(&[model, version]),
+            metrics: EngineMetrics::of(model, version),
         };
         std::thread::Builder::new().name(format!("gen-{model}-{version}")).spawn(move || lp.run())?;
         Ok(Self {
@@ -238,9 +238,32 @@ struct Loop {
     seqs: HashMap<SeqId, Active>,
     queued: Arc<AtomicUsize>,
     labels: [String; 2],
-    /// This version's `queue_depth` series, held so that a report after the version was
-    /// unloaded (and its series removed) does not bring the series back.
+    metrics: EngineMetrics,
+}
+
+/// This version's series, looked up once: no label lookup per step, and a step after the
+/// version was unloaded (and its series removed) cannot bring the series back.
+struct EngineMetrics {
     depth: prometheus::IntGauge,
+    batch: prometheus::Histogram,
+    tokens_per_pass: prometheus::Histogram,
+    generated: prometheus::IntCounter,
+    first_token: prometheus::Histogram,
+    token_gap: prometheus::Histogram,
+}
+
+impl EngineMetrics {
+    fn of(model: &str, version: &str) -> Self {
+        let labels = [model, version];
+        Self {
+            depth: METRICS.queue_depth.with_label_values(&labels),
+            batch: METRICS.batch_size.with_label_values(&labels),
+            tokens_per_pass: METRICS.batch_tokens.with_label_values(&labels),
+            generated: METRICS.tokens.with_label_values(&[model, "generated"]),
+            first_token: METRICS.first_token_seconds.with_label_values(&labels),
+            token_gap: METRICS.token_seconds.with_label_values(&labels),
+        }
+    }
 }
 
 impl Loop {
@@ -362,7 +385,7 @@ impl Loop {
     }
 
     fn report(&self) {
-        self.depth.set(self.seqs.len() as i64);
+        self.metrics.depth.set(self.seqs.len() as i64);
     }
 
     fn step(&mut self) {
@@ -376,9 +399,8 @@ impl Loop {
             return;
         }
         self.report();
-        let labels = [self.labels[0].as_str(), self.labels[1].as_str()];
-        METRICS.batch_size.with_label_values(&labels).observe((step.decode.len() + step.prefill.len()) as f64);
-        METRICS.batch_tokens.with_label_values(&labels).observe(step.tokens() as f64);
+        self.metrics.batch.observe((step.decode.len() + step.prefill.len()) as f64);
+        self.metrics.tokens_per_pass.observe(step.tokens() as f64);
         // (sequence, token range fed, wants logits) in batch order.
         let mut plan: Vec<(SeqId, std::ops::Range<usize>, bool)> = Vec::new();
         for id in &step.decode {
@@ -467,12 +489,9 @@ impl Loop {
                 self.finish(*id, Some(done));
             }
         }
-        METRICS.tokens.with_label_values(&[&self.labels[0], "generated"]).inc_by(generated);
-        let labels = [self.labels[0].as_str(), self.labels[1].as_str()];
-        first_token
-            .iter()
-            .for_each(|d| METRICS.first_token_seconds.with_label_values(&labels).observe(d.as_secs_f64()));
-        token_gap.iter().for_each(|d| METRICS.token_seconds.with_label_values(&labels).observe(d.as_secs_f64()));
+        self.metrics.generated.inc_by(generated);
+        first_token.iter().for_each(|d| self.metrics.first_token.observe(d.as_secs_f64()));
+        token_gap.iter().for_each(|d| self.metrics.token_gap.observe(d.as_secs_f64()));
         for id in done_by_length {
             self.end(id, FinishReason::Length);
         }
