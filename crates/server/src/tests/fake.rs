@@ -68,7 +68,7 @@ struct Fake {
 }
 
 /// Blocks until `path` exists, at most 20 s.
-fn wait_for_file(path: &Path) {
+pub fn wait_for_file(path: &Path) {
     let until = std::time::Instant::now() + Duration::from_secs(20);
     while !path.exists() && std::time::Instant::now() < until {
         std::thread::sleep(Duration::from_millis(2));
@@ -364,12 +364,18 @@ impl Gate {
         Self { dir: tempfile::tempdir().unwrap() }
     }
 
+    /// The file whose creation opens the gate.
+    pub fn file(&self) -> std::path::PathBuf {
+        self.dir.path().join("open")
+    }
+
+    /// Fake image weights whose every call waits for the gate.
     pub fn weights(&self) -> String {
-        format!("waits-for {}", self.dir.path().join("open").display())
+        format!("waits-for {}", self.file().display())
     }
 
     pub fn open(&self) {
-        std::fs::write(self.dir.path().join("open"), "").unwrap();
+        std::fs::write(self.file(), "").unwrap();
     }
 }
 

@@ -112,10 +112,7 @@ impl TextGenerator for FakeGenerator {
             self.observed.batch_items.lock().unwrap().push(items.len());
             std::thread::sleep(self.sleep);
             if let Some(gate) = self.gate.take() {
-                let until = std::time::Instant::now() + Duration::from_secs(20);
-                while !gate.exists() && std::time::Instant::now() < until {
-                    std::thread::sleep(Duration::from_millis(2));
-                }
+                super::fake::wait_for_file(&gate);
             }
         }
         self.warmed = true;

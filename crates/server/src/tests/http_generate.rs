@@ -342,7 +342,7 @@ async fn concurrent_chats_share_forward_passes_and_keep_their_own_text() {
     // The engine's first pass waits until every request has been submitted: the rest then run
     // together however the machine schedules the test.
     let gate = super::fake::Gate::new();
-    let h = with_generator(&gate.weights().replace("waits-for", "first-pass-waits-for")).await;
+    let h = with_generator(&format!("first-pass-waits-for {}", gate.file().display())).await;
     let starts = ["A", "H", "O", "a", "h", "o", "0", "5"];
     let app = crate::app(h.state.clone());
     let requests = starts.iter().map(|s| {
