@@ -9,7 +9,7 @@
 #![no_main]
 use aiserve_core::tensor::{BatchLimits, ImageSpec};
 use aiserve_core::ImageBatch;
-use aiserve_server::budget::MemoryBudget;
+use aiserve_runtime::budget::MemoryBudget;
 use aiserve_server::decode::{json_cost, json_tensor};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;

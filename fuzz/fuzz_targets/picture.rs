@@ -1,7 +1,7 @@
 //! PNG/JPEG uploads → model pixels (bounded decoding, resizing, inversion), under a memory hold.
 #![no_main]
 use aiserve_core::tensor::ImageSpec;
-use aiserve_server::budget::MemoryBudget;
+use aiserve_runtime::budget::MemoryBudget;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

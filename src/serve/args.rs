@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use aiserve_server::auth::{Auth, KeyLimits};
 use aiserve_server::listen::{tls_config, ListenOptions};
-use aiserve_server::state::TextLimits;
 use aiserve_server::Limits;
+use aiserve_server::TextLimits;
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -81,8 +81,8 @@ impl GenerationArgs {
         }
     }
 
-    pub fn engine(&self) -> aiserve_server::generation::engine::EngineConfig {
-        aiserve_server::generation::engine::EngineConfig {
+    pub fn engine(&self) -> aiserve_runtime::generation::engine::EngineConfig {
+        aiserve_runtime::generation::engine::EngineConfig {
             kv_cache_bytes: (self.kv_cache_mb as usize) << 20,
             max_seqs: self.max_running_seqs as usize,
             max_step_tokens: self.max_step_tokens as usize,

@@ -17,9 +17,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::error::ApiError;
-use crate::metrics::METRICS;
-use crate::protocols::openai::{is_openai_path, OpenAiError};
+use crate::error::Error;
+use crate::error::{is_openai_path, OpenAiError};
+use aiserve_runtime::metrics::METRICS;
 
 /// The permits of the concurrency cap.
 #[derive(Clone, Debug)]
@@ -71,11 +71,11 @@ pub async fn middleware(State(admission): State<Admission>, req: Request, next: 
         match admission.permits.clone().try_acquire_owned() {
             Ok(p) => Some(p),
             Err(_) => {
-                let busy = ApiError::Busy { limit: admission.limit };
+                let busy = Error::Busy { limit: admission.limit };
                 return if is_openai_path(req.uri().path()) {
                     OpenAiError(busy).into_response()
                 } else {
-                    busy.into_response()
+                    crate::error::HttpError(busy).into_response()
                 };
             }
         }

@@ -1,151 +1,118 @@
-//! The one place where errors become HTTP statuses and bodies.
+//! The one place where runtime errors become HTTP statuses and bodies (and, for the gRPC front
+//! end, status codes).
 //!
-//! Every protocol here (classify, KServe v2, TF Serving REST) uses `{"error": "<message>"}` as its
-//! error body; messages name the field, the limit and the value given and never carry internals
-//! (paths, panic payloads). Server-side failures get an id that is logged with the details.
+//! Every HTTP protocol here (classify, KServe v2, TF Serving REST) uses `{"error": "<message>"}`
+//! as its error body; OpenAI routes use OpenAI's shape ([`OpenAiError`]). The message is the
+//! runtime error's, which names the field, the limit and the value given.
 
-use aiserve_core::{BackendError, InputError};
+use aiserve_core::InputError;
+use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use thiserror::Error;
+use serde_json::{json, Value};
 
-#[derive(Debug, Error)]
-pub enum ApiError {
-    #[error(transparent)]
-    Input(#[from] InputError),
-    #[error("request body must be at most {limit} bytes")]
-    PayloadTooLarge { limit: usize },
-    #[error("{0}")]
-    UnsupportedMediaType(String),
-    #[error("model `{0}` is not served here")]
-    ModelNotFound(String),
-    #[error("version {version} of model `{model}` is not available{hint}")]
-    VersionNotFound { model: String, version: String, hint: String },
-    #[error("{0}")]
-    NotFound(String),
-    #[error("model `{model}` is {is}; this endpoint takes {wants}")]
-    WrongModelKind { model: String, is: String, wants: String },
-    #[error("model `{model}` has no version ready to serve{detail}")]
-    NotReady { model: String, detail: String },
-    #[error("model `{model}` version {version} has {queued} requests queued (the limit); retry shortly")]
-    Overloaded { model: String, version: String, queued: usize },
-    #[error("{0}")]
-    Unauthorized(String),
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("{message}; retry in {retry_after_s} s")]
-    RateLimited { message: String, retry_after_s: u64 },
-    #[error("{what} needs {needed} bytes; this server decodes at most {limit} bytes per request (--memory-budget-mb)")]
-    TooMuchMemory { what: String, needed: usize, limit: usize },
-    #[error("{what} needs {needed} bytes and the server's decode memory ({limit} bytes, --memory-budget-mb) is in use by other requests; retry shortly")]
-    MemoryBusy { what: String, needed: usize, limit: usize },
-    #[error("the server is handling {limit} requests (--max-concurrent-requests); retry shortly")]
-    Busy { limit: usize },
-    #[error("the request timed out before the model answered")]
-    Timeout,
-    #[error("internal error {id}; the server log has the details")]
-    Internal { id: String },
-}
+pub use aiserve_runtime::error::shown;
+pub use aiserve_runtime::Error;
 
-impl ApiError {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Self::Input(InputError::TooLarge { .. }) | Self::Input(InputError::Invalid { .. }) => {
-                StatusCode::BAD_REQUEST
-            }
-            Self::WrongModelKind { .. } => StatusCode::BAD_REQUEST,
-            Self::PayloadTooLarge { .. } | Self::TooMuchMemory { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::ModelNotFound(_) | Self::VersionNotFound { .. } | Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::NotReady { .. } | Self::Overloaded { .. } | Self::MemoryBusy { .. } | Self::Busy { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+/// The HTTP status of each kind of error.
+pub fn status(e: &Error) -> StatusCode {
+    match e {
+        Error::Input(InputError::TooLarge { .. }) | Error::Input(InputError::Invalid { .. }) => StatusCode::BAD_REQUEST,
+        Error::WrongModelKind { .. } => StatusCode::BAD_REQUEST,
+        Error::PayloadTooLarge { .. } | Error::TooMuchMemory { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Error::ModelNotFound(_) | Error::VersionNotFound { .. } | Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::NotReady { .. } | Error::Overloaded { .. } | Error::MemoryBusy { .. } | Error::Busy { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
         }
-    }
-
-    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Input(InputError::invalid(field, message))
-    }
-
-    /// Logs the backend failure with a fresh id and returns the client-facing error.
-    pub fn backend(model: &str, version: &str, err: &BackendError) -> Self {
-        let id = error_id();
-        tracing::error!(error_id = %id, model, version, error = %err, "model call failed");
-        Self::Internal { id }
-    }
-
-    /// Logs a server-side failure outside a model call (`cause` says what broke) with a fresh
-    /// id, and returns the client-facing error carrying that id.
-    pub fn internal(cause: &str) -> Self {
-        let id = error_id();
-        tracing::error!(error_id = %id, cause, "internal error");
-        Self::Internal { id }
+        Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+        Error::Forbidden(_) => StatusCode::FORBIDDEN,
+        Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        Error::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        Error::Unimplemented(_) => StatusCode::NOT_IMPLEMENTED,
+        Error::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
-/// How much of a client's JSON value an error message repeats.
-const SHOWN_BYTES: usize = 64;
-
-/// A client's JSON value as an error message quotes it: at most its first [`SHOWN_BYTES`] bytes
-/// (then `…`), so a wrong 8 MB value costs an 8 MB reply or log line to nobody.
-pub fn shown(v: impl std::borrow::Borrow<serde_json::Value>) -> String {
-    struct Capped(Vec<u8>);
-    impl std::io::Write for Capped {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            let room = SHOWN_BYTES - self.0.len();
-            if room == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
-            let n = b.len().min(room);
-            self.0.extend_from_slice(&b[..n]);
-            Ok(n)
+/// The headers that go with an error's status: `Retry-After` when a retry may succeed,
+/// `WWW-Authenticate` when a key is missing.
+pub fn headers(e: &Error, headers: &mut axum::http::HeaderMap) {
+    match e {
+        Error::RateLimited { retry_after_s, .. } => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
         }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
+        e if e.is_retryable() => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        Error::Unauthorized(_) => {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        _ => {}
     }
-    let mut out = Capped(Vec::with_capacity(SHOWN_BYTES));
-    let whole = serde_json::to_writer(&mut out, v.borrow()).is_ok();
-    let mut text = String::from_utf8_lossy(&out.0).into_owned();
-    if !whole {
-        text.push('…');
-    }
-    text
 }
 
-fn error_id() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    format!("E{t:x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+/// A runtime error as an HTTP response: what handlers return.
+#[derive(Debug)]
+pub struct HttpError(pub Error);
+
+impl From<Error> for HttpError {
+    fn from(e: Error) -> Self {
+        Self(e)
+    }
 }
 
-impl IntoResponse for ApiError {
+impl From<InputError> for HttpError {
+    fn from(e: InputError) -> Self {
+        Self(e.into())
+    }
+}
+
+impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let status = self.status();
+        let status = status(&self.0);
         if status.is_client_error() {
-            tracing::debug!(%status, error = %self, "client error");
+            tracing::debug!(%status, error = %self.0, "client error");
         }
-        let mut resp = (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response();
-        match self {
-            Self::Overloaded { .. } | Self::NotReady { .. } | Self::MemoryBusy { .. } | Self::Busy { .. } => {
-                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            }
-            Self::RateLimited { retry_after_s, .. } => {
-                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
-            }
-            Self::Unauthorized(_) => {
-                resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            _ => {}
-        }
+        let mut resp = (status, Json(serde_json::json!({ "error": self.0.to_string() }))).into_response();
+        headers(&self.0, resp.headers_mut());
+        resp
+    }
+}
+
+/// Routes whose errors use OpenAI's shape.
+pub fn is_openai_path(path: &str) -> bool {
+    path == "/v1/models" || ["/v1/embeddings", "/v1/chat/", "/v1/completions"].iter().any(|p| path.starts_with(p))
+}
+
+/// An [`Error`] rendered in OpenAI's error shape (same status and headers).
+pub struct OpenAiError(pub Error);
+
+impl From<Error> for OpenAiError {
+    fn from(e: Error) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        let (status, message) = (status(&self.0), self.0.to_string());
+        let param = match &self.0 {
+            Error::Input(e) => Value::from(e.field()),
+            _ => Value::Null,
+        };
+        let (kind, code) = match status {
+            StatusCode::NOT_FOUND => ("invalid_request_error", Value::from("model_not_found")),
+            StatusCode::UNAUTHORIZED => ("invalid_request_error", Value::from("invalid_api_key")),
+            StatusCode::FORBIDDEN => ("invalid_request_error", Value::from("insufficient_scope")),
+            StatusCode::TOO_MANY_REQUESTS => ("rate_limit_error", Value::from("rate_limit_exceeded")),
+            s if s.is_server_error() => ("server_error", Value::Null),
+            _ => ("invalid_request_error", Value::Null),
+        };
+        let body = json!({ "error": { "message": message, "type": kind, "param": param, "code": code } });
+        let (parts, _) = HttpError(self.0).into_response().into_parts();
+        let mut resp = Response::from_parts(parts, Body::from(body.to_string()));
+        resp.headers_mut().remove(axum::http::header::CONTENT_LENGTH);
         resp
     }
 }
@@ -155,19 +122,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn values_are_shown_short() {
-        assert_eq!(shown(serde_json::json!([1, 2])), "[1,2]");
-        let long = shown(serde_json::json!(vec![0; 100_000]));
-        assert!(long.len() <= SHOWN_BYTES + 3 && long.ends_with('…'), "{long}");
-    }
-
-    #[test]
     fn statuses() {
-        assert_eq!(ApiError::invalid("x", "bad").status(), StatusCode::BAD_REQUEST);
-        assert_eq!(ApiError::Input(InputError::too_large("x", 1, 2)).status(), StatusCode::BAD_REQUEST);
-        assert_eq!(ApiError::PayloadTooLarge { limit: 1 }.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(ApiError::ModelNotFound("m".into()).status(), StatusCode::NOT_FOUND);
-        let o = ApiError::Overloaded { model: "m".into(), version: "1".into(), queued: 3 }.into_response();
+        assert_eq!(status(&Error::invalid("x", "bad")), StatusCode::BAD_REQUEST);
+        assert_eq!(status(&Error::Input(InputError::too_large("x", 1, 2))), StatusCode::BAD_REQUEST);
+        assert_eq!(status(&Error::PayloadTooLarge { limit: 1 }), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(status(&Error::ModelNotFound("m".into())), StatusCode::NOT_FOUND);
+        let o = HttpError(Error::Overloaded { model: "m".into(), version: "1".into(), queued: 3 }).into_response();
         assert_eq!(o.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(o.headers()[header::RETRY_AFTER], "1");
     }

@@ -25,8 +25,8 @@ use tokio::sync::Semaphore;
 
 pub use keys::{KeyLimits, Scope};
 
-use crate::error::ApiError;
-use crate::protocols::openai::{is_openai_path, OpenAiError};
+use crate::error::Error;
+use crate::error::{is_openai_path, OpenAiError};
 
 /// The configured keys and their limiters; empty means the server is open.
 #[derive(Default)]
@@ -102,49 +102,69 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
     headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
+/// A request let through: the key's concurrency permit (if it has a limit), to hold until the
+/// answer has been sent in full.
+pub type Admitted = Option<tokio::sync::OwnedSemaphorePermit>;
+
+impl Auth {
+    /// Checks the key in `headers` for `scope` (`what` names the call in errors): the front
+    /// ends' shared check, whichever transport the headers came on (HTTP headers, gRPC metadata).
+    pub fn check(&self, headers: &HeaderMap, scope: Scope, what: &str) -> Result<Admitted, Error> {
+        if self.is_open() {
+            return Ok(None);
+        }
+        let Some(key) = presented_key(headers) else {
+            return Err(Error::Unauthorized(
+                "an API key is required: send `Authorization: Bearer <key>` or `x-api-key: <key>`".into(),
+            ));
+        };
+        let Some(i) = keys::lookup(&self.keys, key) else {
+            return Err(Error::Unauthorized("the API key is not valid".into()));
+        };
+        let entry = &self.keys[i];
+        if !entry.allows(scope) {
+            return Err(Error::Forbidden(format!("this API key lacks the `{}` scope `{what}` needs", scope.name())));
+        }
+        if let Some(limiter) = &self.rate[i] {
+            if let Err(not_until) = limiter.check() {
+                let wait =
+                    not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+                let rps = entry.limits.requests_per_second.map_or(0, NonZeroU32::get);
+                return Err(Error::RateLimited {
+                    message: format!("this API key is limited to {rps} requests per second"),
+                    retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
+                });
+            }
+        }
+        let permit = match &self.inflight[i] {
+            None => None,
+            Some(sem) => match sem.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    let limit = entry.limits.concurrency.map_or(0, NonZeroU32::get);
+                    return Err(Error::RateLimited {
+                        message: format!("this API key already has {limit} requests in flight (its limit)"),
+                        retry_after_s: 1,
+                    });
+                }
+            },
+        };
+        tracing::debug!(key = %entry.label(), scope = scope.name(), "authorised");
+        Ok(permit)
+    }
+}
+
 pub async fn middleware(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
     if auth.is_open() {
         return next.run(req).await;
     }
     let path = req.uri().path().to_owned();
     let Some(scope) = required_scope(&path) else { return next.run(req).await };
-    let refuse = |e: ApiError| if is_openai_path(&path) { OpenAiError(e).into_response() } else { e.into_response() };
-    let Some(key) = presented_key(req.headers()) else {
-        return refuse(ApiError::Unauthorized(
-            "an API key is required: send `Authorization: Bearer <key>` or `x-api-key: <key>`".into(),
-        ));
+    let permit = match auth.check(req.headers(), scope, &path) {
+        Ok(permit) => permit,
+        Err(e) if is_openai_path(&path) => return OpenAiError(e).into_response(),
+        Err(e) => return crate::error::HttpError(e).into_response(),
     };
-    let Some(i) = keys::lookup(&auth.keys, key) else {
-        return refuse(ApiError::Unauthorized("the API key is not valid".into()));
-    };
-    let entry = &auth.keys[i];
-    if !entry.allows(scope) {
-        return refuse(ApiError::Forbidden(format!("this API key lacks the `{}` scope `{path}` needs", scope.name())));
-    }
-    if let Some(limiter) = &auth.rate[i] {
-        if let Err(not_until) = limiter.check() {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
-            let rps = entry.limits.requests_per_second.map_or(0, NonZeroU32::get);
-            return refuse(ApiError::RateLimited {
-                message: format!("this API key is limited to {rps} requests per second"),
-                retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
-            });
-        }
-    }
-    let permit = match &auth.inflight[i] {
-        None => None,
-        Some(sem) => match sem.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
-            Err(_) => {
-                let limit = entry.limits.concurrency.map_or(0, NonZeroU32::get);
-                return refuse(ApiError::RateLimited {
-                    message: format!("this API key already has {limit} requests in flight (its limit)"),
-                    retry_after_s: 1,
-                });
-            }
-        },
-    };
-    tracing::debug!(key = %entry.label(), scope = scope.name(), "authorised");
     let resp = next.run(req).await;
     match permit {
         // A streamed answer (server-sent events) is in flight until its body ends: the permit

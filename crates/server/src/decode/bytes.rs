@@ -1,27 +1,27 @@
 //! KServe BYTES tensors in the binary tensor extension: each element is a little-endian u32
 //! length followed by that many bytes (here: UTF-8 text).
 
-use crate::error::ApiError;
+use crate::error::Error;
 
 /// The binary extension's BYTES layout: each element is a little-endian u32 length and then
 /// that many bytes.
-pub fn decode_bytes_elements(mut b: &[u8]) -> Result<Vec<String>, ApiError> {
+pub fn decode_bytes_elements(mut b: &[u8]) -> Result<Vec<String>, Error> {
     let mut out = Vec::new();
     while !b.is_empty() {
         let i = out.len();
         let field = || format!("inputs[0] element {i}");
         if b.len() < 4 {
-            return Err(ApiError::invalid(field(), format!("BYTES element {i} is cut off inside its 4-byte length")));
+            return Err(Error::invalid(field(), format!("BYTES element {i} is cut off inside its 4-byte length")));
         }
         let n = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
         if b.len() - 4 < n {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 field(),
                 format!("BYTES element {i} declares {n} bytes but only {} remain", b.len() - 4),
             ));
         }
         let text = std::str::from_utf8(&b[4..4 + n])
-            .map_err(|e| ApiError::invalid(field(), format!("BYTES element {i} is not UTF-8: {e}")))?;
+            .map_err(|e| Error::invalid(field(), format!("BYTES element {i} is not UTF-8: {e}")))?;
         out.push(text.to_owned());
         b = &b[4 + n..];
     }

@@ -10,8 +10,8 @@ use std::io::Cursor;
 use aiserve_core::tensor::ImageSpec;
 use image::{imageops::FilterType, DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
-use crate::budget::Hold;
-use crate::error::ApiError;
+use crate::error::Error;
+use aiserve_runtime::budget::Hold;
 
 /// Largest picture side accepted, in pixels.
 pub const MAX_SIDE: u32 = 4096;
@@ -26,13 +26,13 @@ pub fn looks_like_image(bytes: &[u8]) -> bool {
 /// Decodes, resizes and normalises one picture into `spec.height x spec.width x spec.channels`.
 /// The decoder's buffers (as its header declares them, within [`MAX_SIDE`]) and the conversion
 /// are counted against `hold` before decoding starts.
-pub fn decode(bytes: &[u8], spec: &ImageSpec, field: &str, hold: &Hold) -> Result<Vec<f32>, ApiError> {
+pub fn decode(bytes: &[u8], spec: &ImageSpec, field: &str, hold: &Hold) -> Result<Vec<f32>, Error> {
     let format = image::guess_format(bytes)
         .ok()
         .filter(|f| matches!(f, ImageFormat::Png | ImageFormat::Jpeg))
-        .ok_or_else(|| ApiError::invalid(field, format!("`{field}` is not a PNG or JPEG picture")))?;
+        .ok_or_else(|| Error::invalid(field, format!("`{field}` is not a PNG or JPEG picture")))?;
     let bad = |e: image::ImageError| {
-        ApiError::invalid(
+        Error::invalid(
             field,
             format!("`{field}` could not be decoded as {format:?} (at most {MAX_SIDE}x{MAX_SIDE} pixels): {e}"),
         )
@@ -66,7 +66,7 @@ pub fn decode(bytes: &[u8], spec: &ImageSpec, field: &str, hold: &Hold) -> Resul
             .map(scale)
             .collect(),
         c => {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 field,
                 format!("pictures can feed 1- or 3-channel models; this model takes {c} channels"),
             ))
@@ -101,8 +101,8 @@ fn border_is_brighter(px: &[f32], spec: &ImageSpec) -> bool {
 mod tests {
     use super::*;
 
-    fn decode(bytes: &[u8], spec: &ImageSpec, field: &str) -> Result<Vec<f32>, ApiError> {
-        super::decode(bytes, spec, field, &crate::budget::MemoryBudget::new(1 << 30).hold())
+    fn decode(bytes: &[u8], spec: &ImageSpec, field: &str) -> Result<Vec<f32>, Error> {
+        super::decode(bytes, spec, field, &aiserve_runtime::budget::MemoryBudget::new(1 << 30).hold())
     }
 
     fn spec() -> ImageSpec {

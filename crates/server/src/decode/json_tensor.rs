@@ -9,19 +9,19 @@
 
 use serde_json::Value;
 
-use crate::budget::Hold;
-use crate::error::ApiError;
+use crate::error::Error;
+use aiserve_runtime::budget::Hold;
 
 pub const MAX_DEPTH: usize = 8;
 
 /// Flattens `value` (a number or nested arrays of numbers) and infers its shape.
-pub fn flatten(value: &Value, field: &str, hold: &Hold) -> Result<(Vec<usize>, Vec<f32>), ApiError> {
+pub fn flatten(value: &Value, field: &str, hold: &Hold) -> Result<(Vec<usize>, Vec<f32>), Error> {
     let mut shape = Vec::new();
     let mut cur = value;
     while let Value::Array(items) = cur {
         shape.push(items.len());
         if shape.len() > MAX_DEPTH {
-            return Err(ApiError::invalid(field, format!("`{field}` is nested deeper than {MAX_DEPTH} levels")));
+            return Err(Error::invalid(field, format!("`{field}` is nested deeper than {MAX_DEPTH} levels")));
         }
         match items.first() {
             Some(first) => cur = first,
@@ -37,11 +37,11 @@ pub fn flatten(value: &Value, field: &str, hold: &Hold) -> Result<(Vec<usize>, V
 }
 
 /// Checks that `value` is regular with `shape` and holds only numbers; counts the numbers.
-fn check(value: &Value, shape: &[usize], depth: usize, field: &str, count: &mut usize) -> Result<(), ApiError> {
+fn check(value: &Value, shape: &[usize], depth: usize, field: &str, count: &mut usize) -> Result<(), Error> {
     match value {
         Value::Array(items) => {
             if depth >= shape.len() || items.len() != shape[depth] {
-                return Err(ApiError::invalid(
+                return Err(Error::invalid(
                     field,
                     format!("`{field}` is ragged: every array at depth {depth} must have the same length (first had {}, found {})",
                         shape.get(depth).copied().unwrap_or(0), items.len()),
@@ -53,11 +53,11 @@ fn check(value: &Value, shape: &[usize], depth: usize, field: &str, count: &mut 
             *count += 1;
             Ok(())
         }
-        Value::Number(_) => Err(ApiError::invalid(
+        Value::Number(_) => Err(Error::invalid(
             field,
             format!("`{field}` is ragged: found a number at depth {depth}, expected an array"),
         )),
-        other => Err(ApiError::invalid(
+        other => Err(Error::invalid(
             field,
             format!("`{field}` must contain only numbers; element {count} is {}", kind(other)),
         )),
@@ -87,10 +87,10 @@ pub fn kind(v: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::budget::MemoryBudget;
+    use aiserve_runtime::budget::MemoryBudget;
     use serde_json::json;
 
-    fn flat(v: &Value) -> Result<(Vec<usize>, Vec<f32>), ApiError> {
+    fn flat(v: &Value) -> Result<(Vec<usize>, Vec<f32>), Error> {
         flatten(v, "x", &MemoryBudget::new(1 << 30).hold())
     }
 
@@ -138,9 +138,9 @@ mod tests {
         flatten(&json!([[1, 2], [3, 4]]), "x", &hold).unwrap();
         assert_eq!(hold.bytes(), 16);
         let big = Value::Array(vec![json!(0); 300]);
-        assert!(matches!(flatten(&big, "x", &hold).unwrap_err(), ApiError::TooMuchMemory { .. }));
+        assert!(matches!(flatten(&big, "x", &hold).unwrap_err(), Error::TooMuchMemory { .. }));
         let other = budget.hold();
         other.grow(980, "y").unwrap();
-        assert!(matches!(flatten(&json!([1, 2, 3]), "x", &hold).unwrap_err(), ApiError::MemoryBusy { .. }));
+        assert!(matches!(flatten(&json!([1, 2, 3]), "x", &hold).unwrap_err(), Error::MemoryBusy { .. }));
     }
 }

@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 
 use super::fake::{error_text, write_version, Harness};
 use super::fake_generator::write_generator;
-use crate::generation::engine::EngineConfig;
-use crate::state::Limits;
+use aiserve_runtime::generation::engine::EngineConfig;
+use aiserve_runtime::Limits;
 
 fn chat(extra: Value) -> Request<Body> {
     let mut body = json!({ "model": "gen", "messages": [{ "role": "user", "content": "A" }] });

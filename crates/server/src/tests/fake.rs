@@ -22,9 +22,10 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
-use crate::manager::Manager;
-use crate::registry::Registry;
-use crate::state::{AppState, Limits};
+use crate::http::state::AppState;
+use aiserve_runtime::manager::Manager;
+use aiserve_runtime::registry::Registry;
+use aiserve_runtime::Limits;
 
 pub const CONFIG: &str = r#"
 kind = "image_classifier"
@@ -243,7 +244,7 @@ impl Harness {
         Self::with_config(limits, Default::default()).await
     }
 
-    pub async fn with_config(limits: Limits, generation: crate::generation::engine::EngineConfig) -> Self {
+    pub async fn with_config(limits: Limits, generation: aiserve_runtime::generation::engine::EngineConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         write_version(dir.path(), "digits", 1, "shift 0");
         let registry = Arc::new(Registry::new());
@@ -254,7 +255,7 @@ impl Harness {
             Manager::new(dir.path().to_owned(), Arc::new(loader), registry.clone()).with_generation(generation),
         );
         manager.poll_once().await;
-        let state = AppState { manager: Some(manager.clone()), ..AppState::new(registry, limits) };
+        let state = AppState::from_runtime(aiserve_runtime::Runtime::new(registry, Some(manager.clone()), limits));
         Self { dir, observed, generated, manager, state }
     }
 

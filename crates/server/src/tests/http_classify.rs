@@ -7,7 +7,7 @@ use base64::Engine;
 use serde_json::json;
 
 use super::fake::{error_text, flat_image, Harness};
-use crate::state::Limits;
+use aiserve_runtime::Limits;
 
 #[tokio::test]
 async fn classifies_nested_flat_and_batched_images() {

@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
 use super::fake::{write_embedder, Harness};
-use crate::state::{Limits, TextLimits};
+use aiserve_runtime::{Limits, TextLimits};
 
 async fn with_embedder(limits: Limits, model_toml: Option<&str>) -> Harness {
     let h = Harness::with_limits(limits).await;

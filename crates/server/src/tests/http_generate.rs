@@ -387,11 +387,11 @@ async fn seeded_sampling_repeats_and_greedy_ignores_the_seed() {
 
 #[tokio::test]
 async fn a_full_kv_cache_pauses_sequences_and_recomputes_them_without_changing_their_text() {
-    use crate::generation::engine::EngineConfig;
+    use aiserve_runtime::generation::engine::EngineConfig;
     // 40 KV slots (the fake holds 1 KiB per token) for eight sequences of 3 + 24 tokens each: at
     // most one runs at a time near the end, the others are preempted and prefilled again.
     let generation = EngineConfig { kv_cache_bytes: 40 * 1024, max_seqs: 8, ..Default::default() };
-    let h = Harness::with_config(crate::state::Limits::default(), generation).await;
+    let h = Harness::with_config(aiserve_runtime::Limits::default(), generation).await;
     write_generator(h.repo(), "gen", 1, "sleep 1");
     h.poll().await;
     let starts = ["ABC", "DEF", "GHI", "JKL", "MNO", "PQR", "abc", "def"];

@@ -8,7 +8,7 @@ use axum::http::{Request, StatusCode};
 
 use super::fake::{read_json, Harness};
 use crate::auth::{required_scope, Auth};
-use crate::openapi::{method_name, ROUTES};
+use crate::http::openapi::{method_name, ROUTES};
 
 #[tokio::test]
 async fn document_is_open_and_matches_the_routes_and_scopes() {

@@ -8,7 +8,6 @@ pub mod images;
 pub mod kserve;
 pub mod kserve_generate;
 pub mod kserve_repository;
-pub mod kserve_text;
 pub mod openai;
 pub mod openai_generate;
 pub mod tfserving;

@@ -16,9 +16,8 @@ use tokio::sync::Semaphore;
 
 use self::engine::{Engine, Event, FinishReason, GenRequest};
 use self::params::Params;
-use crate::budget::Hold;
-use crate::error::ApiError;
-use crate::text_input::TOKENIZE_BYTES_PER_BYTE;
+use crate::budget::{Hold, TOKENIZE_BYTES_PER_BYTE};
+use crate::error::Error;
 
 /// A text generation version.
 pub struct GenModel {
@@ -39,16 +38,11 @@ pub struct Completion {
 impl GenModel {
     /// Prompt token ids of a chat, rendered with the model's own template (on the bounded
     /// blocking pool behind `slots`; the tokenizer's memory counted against `hold` first).
-    pub async fn chat_prompt(
-        &self,
-        messages: Vec<Message>,
-        slots: &Semaphore,
-        hold: &Hold,
-    ) -> Result<Vec<u32>, ApiError> {
+    pub async fn chat_prompt(&self, messages: Vec<Message>, slots: &Semaphore, hold: &Hold) -> Result<Vec<u32>, Error> {
         let hold = hold.clone();
         let spec = self.engine.spec().clone();
         let template = spec.chat_template.clone().ok_or_else(|| {
-            ApiError::invalid(
+            Error::invalid(
                 "messages",
                 "this model has no chat template; send a plain prompt to /v1/completions instead",
             )
@@ -56,11 +50,11 @@ impl GenModel {
         crate::blocking::run(slots, "the chat template", move || {
             let text = template
                 .render(&messages, true)
-                .map_err(|e| ApiError::invalid("messages", format!("the chat template refused these messages: {e}")))?;
+                .map_err(|e| Error::invalid("messages", format!("the chat template refused these messages: {e}")))?;
             hold.grow(text.len().saturating_mul(TOKENIZE_BYTES_PER_BYTE), "tokenizing the prompt")?;
             spec.tokenizer
                 .encode(&text, false)
-                .map_err(|e| ApiError::invalid("messages", format!("could not tokenize the prompt: {e}")))
+                .map_err(|e| Error::invalid("messages", format!("could not tokenize the prompt: {e}")))
         })
         .await
     }
@@ -72,11 +66,11 @@ impl GenModel {
         field: &'static str,
         slots: &Semaphore,
         hold: &Hold,
-    ) -> Result<Vec<u32>, ApiError> {
+    ) -> Result<Vec<u32>, Error> {
         hold.grow(text.len().saturating_mul(TOKENIZE_BYTES_PER_BYTE), "tokenizing the prompt")?;
         let tok = self.engine.spec().tokenizer.clone();
         crate::blocking::run(slots, "the tokenizer", move || {
-            tok.encode(&text, true).map_err(|e| ApiError::invalid(field, format!("could not tokenize the prompt: {e}")))
+            tok.encode(&text, true).map_err(|e| Error::invalid(field, format!("could not tokenize the prompt: {e}")))
         })
         .await
     }
@@ -89,10 +83,10 @@ impl GenModel {
         prompt: Vec<u32>,
         params: &Params,
         deadline: std::time::Instant,
-    ) -> Result<Vec<UnboundedReceiver<Event>>, ApiError> {
+    ) -> Result<Vec<UnboundedReceiver<Event>>, Error> {
         let room = self.engine.max_sequence_tokens().saturating_sub(prompt.len());
         if room == 0 {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "prompt",
                 format!(
                     "the prompt has {} tokens; this model holds at most {} in total",
@@ -103,14 +97,14 @@ impl GenModel {
         }
         let vocab = self.engine.spec().info.vocab_size;
         if let Some((id, _)) = params.sampling.logit_bias.iter().find(|(id, _)| *id as usize >= vocab) {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "logit_bias",
                 format!("`logit_bias` names token {id}, outside this model's vocabulary of {vocab}"),
             ));
         }
         let max_tokens = params.max_tokens.unwrap_or(room);
         if params.n > self.engine.max_queued() {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "n",
                 format!("`n` asks for {} sequences; this model queues at most {}", params.n, self.engine.max_queued()),
             ));
@@ -133,7 +127,7 @@ impl GenModel {
 }
 
 /// Waits for one choice to finish.
-pub async fn collect(mut rx: UnboundedReceiver<Event>) -> Result<Completion, ApiError> {
+pub async fn collect(mut rx: UnboundedReceiver<Event>) -> Result<Completion, Error> {
     let (mut text, mut logprobs) = (String::new(), Vec::new());
     while let Some(e) = rx.recv().await {
         match e {
@@ -145,16 +139,16 @@ pub async fn collect(mut rx: UnboundedReceiver<Event>) -> Result<Completion, Api
             Event::Failed(e) => return Err(e),
         }
     }
-    Err(ApiError::internal("the generation engine stopped before the sequence ended"))
+    Err(Error::internal("the generation engine stopped before the sequence ended"))
 }
 
 /// Waits for every choice, in order, giving up at `deadline` (which cancels them all).
 pub async fn collect_all(
     rxs: Vec<UnboundedReceiver<Event>>,
     deadline: std::time::Instant,
-) -> Result<Vec<Completion>, ApiError> {
+) -> Result<Vec<Completion>, Error> {
     let all = futures_util::future::try_join_all(rxs.into_iter().map(collect));
-    tokio::time::timeout_at(deadline.into(), all).await.map_err(|_| ApiError::Timeout)?
+    tokio::time::timeout_at(deadline.into(), all).await.map_err(|_| Error::Timeout)?
 }
 
 /// The events of several choices as they come: `(choice, event)`, `None` when all have ended.

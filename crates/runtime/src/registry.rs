@@ -13,7 +13,7 @@ use aiserve_core::plan::{Fingerprint, LiveVersion};
 use aiserve_core::state::VersionState;
 use aiserve_core::{ModelName, Version};
 
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::servable::Servable;
 
 #[derive(Default)]
@@ -53,6 +53,11 @@ pub struct ModelStatus {
 }
 
 impl Registry {
+    /// `aiserve_model_state` as it is now, for a metrics scrape.
+    pub fn state_metrics(&self) -> Vec<prometheus::proto::MetricFamily> {
+        prometheus::core::Collector::collect(&ModelStates(self))
+    }
+
     pub fn new() -> Self {
         Self::default()
     }
@@ -74,20 +79,20 @@ impl Registry {
     }
 
     /// The servable for a request: the given version, or the highest available one.
-    pub fn resolve(&self, model: &str, version: Option<&str>) -> Result<Arc<Servable>, ApiError> {
+    pub fn resolve(&self, model: &str, version: Option<&str>) -> Result<Arc<Servable>, Error> {
         let models = self.read();
         let entry = model
             .parse::<ModelName>()
             .ok()
             .and_then(|m| models.get(&m))
-            .ok_or_else(|| ApiError::ModelNotFound(model.to_owned()))?;
+            .ok_or_else(|| Error::ModelNotFound(model.to_owned()))?;
         match version {
             Some(v) => {
                 let parsed: Version = v.parse()?;
                 let ve = entry.versions.get(&parsed);
                 match ve.and_then(|e| e.servable.as_ref().filter(|_| e.state == VersionState::Available)) {
                     Some(s) => Ok(s.clone()),
-                    None => Err(ApiError::VersionNotFound {
+                    None => Err(Error::VersionNotFound {
                         model: model.to_owned(),
                         version: v.to_owned(),
                         hint: match ve {
@@ -103,7 +108,7 @@ impl Registry {
                 .rev()
                 .find(|e| e.state == VersionState::Available)
                 .and_then(|e| e.servable.clone())
-                .ok_or_else(|| ApiError::NotReady { model: model.to_owned(), detail: not_ready_detail(entry) }),
+                .ok_or_else(|| Error::NotReady { model: model.to_owned(), detail: not_ready_detail(entry) }),
         }
     }
 
@@ -111,6 +116,13 @@ impl Registry {
         let models = self.read();
         let name: ModelName = model.parse().ok()?;
         models.get(&name).map(|e| status_of(&name, e))
+    }
+
+    /// The versions of `model` that are serving now, oldest first.
+    pub fn available_versions(&self, model: &str) -> Vec<Version> {
+        self.status(model)
+            .map(|s| s.versions.iter().filter(|v| v.state == VersionState::Available).map(|v| v.version).collect())
+            .unwrap_or_default()
     }
 
     pub fn statuses(&self) -> Vec<ModelStatus> {
@@ -243,5 +255,30 @@ fn not_ready_detail(entry: &ModelEntry) -> String {
             None => format!(" (version {v} is {})", e.state),
         },
         None => " (no versions in the repository)".into(),
+    }
+}
+
+/// `aiserve_model_state{model,version,state}`: 1 for the state each known version is in, read
+/// from the registry when collected.
+struct ModelStates<'a>(&'a Registry);
+
+impl prometheus::core::Collector for ModelStates<'_> {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        Vec::new()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let gauge = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new("aiserve_model_state", "1 for the state each known version is in"),
+            &["model", "version", "state"],
+        )
+        .expect("valid metric");
+        for st in self.0.statuses() {
+            for v in st.versions {
+                let version = v.version.to_string();
+                gauge.with_label_values(&[st.name.as_str(), &version, v.state.tf_serving_name()]).set(1);
+            }
+        }
+        prometheus::core::Collector::collect(&gauge)
     }
 }

@@ -16,12 +16,13 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
-use crate::error::ApiError;
-use crate::generation::engine::Event;
-use crate::generation::{collect_all, params, Choices};
-use crate::metrics::{tag, Served, METRICS};
-use crate::servable::Servable;
-use crate::state::{parse_json, AppState};
+use crate::error::{Error, HttpError};
+use crate::http::metrics::{tag, Served};
+use crate::http::state::{parse_json, AppState};
+use aiserve_runtime::generation::engine::Event;
+use aiserve_runtime::generation::{collect_all, params, Choices};
+use aiserve_runtime::metrics::METRICS;
+use aiserve_runtime::servable::Servable;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -39,8 +40,8 @@ async fn generate(
     Path(model): Path<String>,
     h: HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
-    run(s, &model, None, h, body, false).await
+) -> Result<Response, HttpError> {
+    Ok(run(s, &model, None, h, body, false).await?)
 }
 
 async fn generate_version(
@@ -48,8 +49,8 @@ async fn generate_version(
     Path((model, version)): Path<(String, String)>,
     h: HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
-    run(s, &model, Some(&version), h, body, false).await
+) -> Result<Response, HttpError> {
+    Ok(run(s, &model, Some(&version), h, body, false).await?)
 }
 
 async fn generate_stream(
@@ -57,8 +58,8 @@ async fn generate_stream(
     Path(model): Path<String>,
     h: HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
-    run(s, &model, None, h, body, true).await
+) -> Result<Response, HttpError> {
+    Ok(run(s, &model, None, h, body, true).await?)
 }
 
 async fn generate_stream_version(
@@ -66,8 +67,8 @@ async fn generate_stream_version(
     Path((model, version)): Path<(String, String)>,
     h: HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
-    run(s, &model, Some(&version), h, body, true).await
+) -> Result<Response, HttpError> {
+    Ok(run(s, &model, Some(&version), h, body, true).await?)
 }
 
 async fn run(
@@ -77,7 +78,7 @@ async fn run(
     headers: HeaderMap,
     body: Body,
     stream: bool,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let body = state.read_body(body).await?;
     let mut req: Map<String, Value> = parse_json(&body.bytes, &body.hold)?;
     let mut known = vec!["text_input", "parameters", "id"];
@@ -88,7 +89,7 @@ async fn run(
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(p)) => p,
         Some(other) => {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "parameters",
                 format!("`parameters` must be an object, got {}", crate::error::shown(other)),
             ))
@@ -104,7 +105,7 @@ async fn run(
         }
     }
     if fields.get("stream").and_then(Value::as_bool).is_some_and(|s| s != stream) {
-        return Err(ApiError::invalid("stream", "use /generate_stream to stream and /generate for one answer"));
+        return Err(Error::invalid("stream", "use /generate_stream to stream and /generate for one answer"));
     }
     fields.remove("stream");
     let mut p = params::parse(&fields, &["max_tokens"])?;
@@ -112,12 +113,12 @@ async fn run(
     let text = match req.remove("text_input") {
         Some(Value::String(t)) => t,
         Some(other) => {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "text_input",
                 format!("`text_input` must be a string, got {}", crate::error::shown(other)),
             ))
         }
-        None => return Err(ApiError::invalid("text_input", "`text_input` is required")),
+        None => return Err(Error::invalid("text_input", "`text_input` is required")),
     };
     let servable = state.registry.resolve(model, version)?;
     let gen = servable.generator()?;

@@ -10,7 +10,7 @@ use aiserve_core::text::{EmbedderInfo, TextTokenizer};
 use aiserve_core::{BackendError, ImageBatch, ImageClassifier, ModelName, TextEmbedder, Version};
 
 use crate::budget::Hold;
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::generation::GenModel;
 use crate::worker::{Queue, Runner};
 
@@ -32,7 +32,7 @@ pub enum Kind {
 
 impl Servable {
     /// The image classifier behind this version, or a 400 naming what it is instead.
-    pub fn image(&self) -> Result<&ImageModel, ApiError> {
+    pub fn image(&self) -> Result<&ImageModel, Error> {
         match &self.kind {
             Kind::Image(m) => Ok(m),
             Kind::Embedder(_) => Err(self.wrong_kind("a text embedding model", "images")),
@@ -41,7 +41,7 @@ impl Servable {
     }
 
     /// The text embedding model behind this version, or a 400 naming what it is instead.
-    pub fn embedder(&self) -> Result<&EmbedModel, ApiError> {
+    pub fn embedder(&self) -> Result<&EmbedModel, Error> {
         match &self.kind {
             Kind::Embedder(m) => Ok(m),
             Kind::Image(_) => Err(self.wrong_kind("an image classifier", "text to embed")),
@@ -50,7 +50,7 @@ impl Servable {
     }
 
     /// The text generation model behind this version, or a 400 naming what it is instead.
-    pub fn generator(&self) -> Result<&GenModel, ApiError> {
+    pub fn generator(&self) -> Result<&GenModel, Error> {
         match &self.kind {
             Kind::Generator(m) => Ok(m),
             Kind::Image(_) => Err(self.wrong_kind("an image classifier", "a prompt to complete")),
@@ -58,8 +58,8 @@ impl Servable {
         }
     }
 
-    fn wrong_kind(&self, is: &str, wants: &str) -> ApiError {
-        ApiError::WrongModelKind { model: self.model.to_string(), is: is.into(), wants: wants.into() }
+    fn wrong_kind(&self, is: &str, wants: &str) -> Error {
+        Error::WrongModelKind { model: self.model.to_string(), is: is.into(), wants: wants.into() }
     }
 }
 
@@ -81,7 +81,7 @@ impl ImageModel {
         batch: ImageBatch,
         deadline: Option<Instant>,
         hold: &Hold,
-    ) -> Result<Vec<Vec<f32>>, ApiError> {
+    ) -> Result<Vec<Vec<f32>>, Error> {
         if batch.n <= self.max_batch {
             let size = batch.n;
             return self.queue.submit(batch, size, deadline).await;
@@ -132,7 +132,7 @@ impl EmbedModel {
     /// One vector per token sequence. Sequences are queued in chunks of at most
     /// `max_batch_tokens` tokens, so one huge request cannot hold a forward pass alone for long
     /// and other clients' texts are packed in beside its pieces.
-    pub async fn embed(&self, sequences: Vec<Vec<u32>>, deadline: Option<Instant>) -> Result<Vec<Vec<f32>>, ApiError> {
+    pub async fn embed(&self, sequences: Vec<Vec<u32>>, deadline: Option<Instant>) -> Result<Vec<Vec<f32>>, Error> {
         let mut chunks: Vec<(Vec<Vec<u32>>, usize)> = Vec::new();
         for seq in sequences {
             let len = seq.len();

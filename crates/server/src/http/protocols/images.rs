@@ -8,11 +8,11 @@ use axum::body::Bytes;
 use base64::Engine;
 use serde_json::Value;
 
-use crate::budget::Hold;
 use crate::decode::{image, json_tensor};
-use crate::error::ApiError;
-use crate::servable::ImageModel;
-use crate::state::AppState;
+use crate::error::Error;
+use crate::http::state::AppState;
+use aiserve_runtime::budget::Hold;
+use aiserve_runtime::servable::ImageModel;
 
 /// What decoding images for one request needs: the server (its decoder pool), the model and the
 /// request's memory hold.
@@ -29,9 +29,9 @@ impl Decode<'_> {
     }
 
     /// Refuses a list of `n` images before any of them is decoded.
-    pub fn check_count(&self, field: &str, n: usize) -> Result<(), ApiError> {
+    pub fn check_count(&self, field: &str, n: usize) -> Result<(), Error> {
         if n == 0 {
-            return Err(ApiError::invalid(field, format!("`{field}` must hold at least one image, got 0")));
+            return Err(Error::invalid(field, format!("`{field}` must hold at least one image, got 0")));
         }
         let max = self.state.limits.max_request_images;
         if n > max {
@@ -42,7 +42,7 @@ impl Decode<'_> {
 }
 
 /// Decodes one image given as JSON.
-pub async fn image_from_json(ctx: &Decode<'_>, value: Value, field: String) -> Result<ImageBatch, ApiError> {
+pub async fn image_from_json(ctx: &Decode<'_>, value: Value, field: String) -> Result<ImageBatch, Error> {
     let b64 = match &value {
         Value::String(s) => Some(s.as_str()),
         Value::Object(map) if map.len() == 1 && map.get("b64").is_some_and(Value::is_string) => map["b64"].as_str(),
@@ -57,7 +57,7 @@ pub async fn image_from_json(ctx: &Decode<'_>, value: Value, field: String) -> R
             let (shape, data) = json_tensor::flatten(&value, &field, ctx.hold)?;
             Ok(ImageBatch::single(&ctx.img.spec, &field, &shape, data)?)
         }
-        None => Err(ApiError::invalid(
+        None => Err(Error::invalid(
             &field,
             format!(
                 "`{field}` must be an array of pixel values or a base64 PNG/JPEG string, got {}",
@@ -69,7 +69,7 @@ pub async fn image_from_json(ctx: &Decode<'_>, value: Value, field: String) -> R
 
 /// Decodes a PNG/JPEG picture into a single-image batch on the decoder pool; the decoder's
 /// buffers are counted against the hold from the picture's header before they are allocated.
-pub async fn picture(ctx: &Decode<'_>, bytes: Bytes, field: String) -> Result<ImageBatch, ApiError> {
+pub async fn picture(ctx: &Decode<'_>, bytes: Bytes, field: String) -> Result<ImageBatch, Error> {
     let spec = ctx.img.spec.clone();
     let hold = ctx.hold.clone();
     ctx.state
@@ -82,7 +82,7 @@ pub async fn picture(ctx: &Decode<'_>, bytes: Bytes, field: String) -> Result<Im
 }
 
 /// One batch of the images of a list, in order (the copy counted against the hold).
-pub fn join(ctx: &Decode<'_>, batches: Vec<ImageBatch>) -> Result<ImageBatch, ApiError> {
+pub fn join(ctx: &Decode<'_>, batches: Vec<ImageBatch>) -> Result<ImageBatch, Error> {
     if let [_] = batches.as_slice() {
         return Ok(batches.into_iter().next().expect("one batch"));
     }
@@ -91,15 +91,15 @@ pub fn join(ctx: &Decode<'_>, batches: Vec<ImageBatch>) -> Result<ImageBatch, Ap
     Ok(ImageBatch::concat(&batches.iter().collect::<Vec<_>>()).0)
 }
 
-fn decode_base64(text: &str, field: &str, hold: &Hold) -> Result<Vec<u8>, ApiError> {
+fn decode_base64(text: &str, field: &str, hold: &Hold) -> Result<Vec<u8>, Error> {
     let payload = match text.strip_prefix("data:") {
         Some(rest) => rest.split_once(',').map(|(_, d)| d).ok_or_else(|| {
-            ApiError::invalid(field, format!("`{field}` is a data: URL without a comma before its data"))
+            Error::invalid(field, format!("`{field}` is a data: URL without a comma before its data"))
         })?,
         None => text,
     };
     let payload = payload.trim();
     let engine = &base64::engine::general_purpose::STANDARD;
     hold.grow(base64::decoded_len_estimate(payload.len()), &format!("the base64 picture `{field}`"))?;
-    engine.decode(payload).map_err(|e| ApiError::invalid(field, format!("`{field}` is not valid base64: {e}")))
+    engine.decode(payload).map_err(|e| Error::invalid(field, format!("`{field}` is not valid base64: {e}")))
 }

@@ -24,15 +24,16 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
-use super::openai::OpenAiError;
-use crate::budget::Hold;
-use crate::error::ApiError;
-use crate::generation::engine::Event;
-use crate::generation::params::{self, Params};
-use crate::generation::{collect_all, Choices};
-use crate::metrics::{tag, Served, METRICS};
-use crate::servable::Servable;
-use crate::state::{parse_json, AppState};
+use crate::error::Error;
+use crate::error::OpenAiError;
+use crate::http::metrics::{tag, Served};
+use crate::http::state::{parse_json, AppState};
+use aiserve_runtime::budget::Hold;
+use aiserve_runtime::generation::engine::Event;
+use aiserve_runtime::generation::params::{self, Params};
+use aiserve_runtime::generation::{collect_all, Choices};
+use aiserve_runtime::metrics::METRICS;
+use aiserve_runtime::servable::Servable;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/chat/completions", post(chat)).route("/v1/completions", post(completions))
@@ -183,7 +184,7 @@ async fn start(
     body: Body,
     route: &str,
     own: &[&str],
-) -> Result<(Map<String, Value>, Arc<Servable>, Params, Hold), ApiError> {
+) -> Result<(Map<String, Value>, Arc<Servable>, Params, Hold), Error> {
     let body = state.read_body(body).await?;
     let req: Map<String, Value> = parse_json(&body.bytes, &body.hold)?;
     let known: Vec<&str> = COMMON_FIELDS.iter().chain(own).copied().collect();
@@ -192,12 +193,12 @@ async fn start(
     let model = match req.get("model") {
         Some(Value::String(m)) => m.clone(),
         Some(other) => {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "model",
                 format!("`model` must be a string, got {}", crate::error::shown(other)),
             ))
         }
-        None => return Err(ApiError::invalid("model", "`model` is required")),
+        None => return Err(Error::invalid("model", "`model` is required")),
     };
     let servable = state.registry.resolve(&model, None)?;
     servable.generator()?;
@@ -228,14 +229,14 @@ async fn completions(State(state): State<AppState>, headers: HeaderMap, body: Bo
     let limit = state.limits.text.max_inputs;
     if inputs.len() > limit {
         return Err(
-            ApiError::invalid("prompt", format!("at most {limit} prompts per request, got {}", inputs.len())).into()
+            Error::invalid("prompt", format!("at most {limit} prompts per request, got {}", inputs.len())).into()
         );
     }
     let echo = match req.get("echo") {
         None | Some(Value::Null) | Some(Value::Bool(false)) => false,
         Some(Value::Bool(true)) => true,
         Some(other) => {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "echo",
                 format!("`echo` must be true or false, got {}", crate::error::shown(other)),
             )
@@ -247,9 +248,10 @@ async fn completions(State(state): State<AppState>, headers: HeaderMap, body: Bo
         let (ids, text) = match input {
             Prompt::Text(t) => (gen.text_prompt(t.clone(), "prompt", &state.decoders, &hold).await?, t),
             Prompt::Tokens(ids) => {
-                let text = gen.engine.spec().tokenizer.decode(&ids).map_err(|e| {
-                    ApiError::invalid("prompt", format!("could not decode the prompt's token ids: {e}"))
-                })?;
+                let text =
+                    gen.engine.spec().tokenizer.decode(&ids).map_err(|e| {
+                        Error::invalid("prompt", format!("could not decode the prompt's token ids: {e}"))
+                    })?;
                 (ids, text)
             }
         };
@@ -270,7 +272,7 @@ async fn respond(
     prompts: Vec<Vec<u32>>,
     echo: Vec<String>,
     p: Params,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     // Choice `i` answers prompt `i / n`.
     let echo: Vec<String> = echo.into_iter().flat_map(|e| std::iter::repeat_n(e, p.n)).collect();
     let gen = servable.generator()?;
@@ -278,7 +280,7 @@ async fn respond(
     // before starting any of them.
     let sequences = prompts.len().saturating_mul(p.n);
     if sequences > gen.engine.max_queued() {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "n",
             format!(
                 "{} prompts times `n` {} asks for {sequences} sequences; this model queues at most {}",
@@ -441,17 +443,17 @@ impl ChunkStream {
 }
 
 /// Chat messages: `role` and `content` (a string, or a list of `{"type": "text"}` parts).
-fn parse_messages(v: Option<Value>) -> Result<Vec<Message>, ApiError> {
+fn parse_messages(v: Option<Value>) -> Result<Vec<Message>, Error> {
     let items = match v {
         Some(Value::Array(items)) if !items.is_empty() => items,
-        Some(Value::Array(_)) => return Err(ApiError::invalid("messages", "`messages` must not be empty")),
+        Some(Value::Array(_)) => return Err(Error::invalid("messages", "`messages` must not be empty")),
         Some(other) => {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "messages",
                 format!("`messages` must be a list, got {}", crate::error::shown(other)),
             ))
         }
-        None => return Err(ApiError::invalid("messages", "`messages` is required")),
+        None => return Err(Error::invalid("messages", "`messages` is required")),
     };
     items
         .into_iter()
@@ -459,10 +461,7 @@ fn parse_messages(v: Option<Value>) -> Result<Vec<Message>, ApiError> {
         .map(|(i, m)| {
             let field = format!("messages[{i}]");
             let Value::Object(m) = m else {
-                return Err(ApiError::invalid(
-                    &field,
-                    format!("`{field}` must be an object with `role` and `content`"),
-                ));
+                return Err(Error::invalid(&field, format!("`{field}` must be an object with `role` and `content`")));
             };
             let role = match m.get("role") {
                 Some(Value::String(r))
@@ -471,7 +470,7 @@ fn parse_messages(v: Option<Value>) -> Result<Vec<Message>, ApiError> {
                     r.clone()
                 }
                 other => {
-                    return Err(ApiError::invalid(
+                    return Err(Error::invalid(
                         format!("{field}.role"),
                         format!(
                             "`{field}.role` must be system, developer, user, assistant or tool, got {}",
@@ -481,7 +480,7 @@ fn parse_messages(v: Option<Value>) -> Result<Vec<Message>, ApiError> {
                 }
             };
             if m.get("tool_calls").is_some_and(|t| !t.is_null()) {
-                return Err(ApiError::invalid(format!("{field}.tool_calls"), "tool calls are not supported"));
+                return Err(Error::invalid(format!("{field}.tool_calls"), "tool calls are not supported"));
             }
             let content = match m.get("content") {
                 None | Some(Value::Null) if role == "assistant" => String::new(),
@@ -491,7 +490,7 @@ fn parse_messages(v: Option<Value>) -> Result<Vec<Message>, ApiError> {
                     for (j, part) in parts.iter().enumerate() {
                         match (part.get("type").and_then(Value::as_str), part.get("text").and_then(Value::as_str)) {
                             (Some("text"), Some(t)) => text.push_str(t),
-                            _ => return Err(ApiError::invalid(
+                            _ => return Err(Error::invalid(
                                 format!("{field}.content[{j}]"),
                                 "only {\"type\": \"text\", \"text\": ...} content parts are supported by text models",
                             )),
@@ -500,7 +499,7 @@ fn parse_messages(v: Option<Value>) -> Result<Vec<Message>, ApiError> {
                     text
                 }
                 _ => {
-                    return Err(ApiError::invalid(
+                    return Err(Error::invalid(
                         format!("{field}.content"),
                         format!("`{field}.content` must be a string or a list of text parts"),
                     ))
@@ -517,16 +516,16 @@ enum Prompt {
 }
 
 /// OpenAI's four `prompt` forms.
-fn parse_prompts(v: Option<Value>) -> Result<Vec<Prompt>, ApiError> {
-    let token = |v: &Value, field: String| -> Result<u32, ApiError> {
+fn parse_prompts(v: Option<Value>) -> Result<Vec<Prompt>, Error> {
+    let token = |v: &Value, field: String| -> Result<u32, Error> {
         v.as_u64().and_then(|t| u32::try_from(t).ok()).ok_or_else(|| {
-            ApiError::invalid(&field, format!("`{field}` must be a token id, got {}", crate::error::shown(v)))
+            Error::invalid(&field, format!("`{field}` must be a token id, got {}", crate::error::shown(v)))
         })
     };
     match v {
-        None => Err(ApiError::invalid("prompt", "`prompt` is required")),
+        None => Err(Error::invalid("prompt", "`prompt` is required")),
         Some(Value::String(s)) => Ok(vec![Prompt::Text(s)]),
-        Some(Value::Array(items)) if items.is_empty() => Err(ApiError::invalid("prompt", "`prompt` must not be empty")),
+        Some(Value::Array(items)) if items.is_empty() => Err(Error::invalid("prompt", "`prompt` must not be empty")),
         Some(Value::Array(items)) => match &items[0] {
             Value::Number(_) => Ok(vec![Prompt::Tokens(
                 items.iter().enumerate().map(|(i, v)| token(v, format!("prompt[{i}]"))).collect::<Result<_, _>>()?,
@@ -542,7 +541,7 @@ fn parse_prompts(v: Option<Value>) -> Result<Vec<Prompt>, ApiError> {
                         .map(|(j, v)| token(v, format!("prompt[{i}][{j}]")))
                         .collect::<Result<_, _>>()
                         .map(Prompt::Tokens),
-                    other => Err(ApiError::invalid(
+                    other => Err(Error::invalid(
                         format!("prompt[{i}]"),
                         format!(
                             "`prompt[{i}]` must be a string or a list of token ids, got {}",
@@ -552,7 +551,7 @@ fn parse_prompts(v: Option<Value>) -> Result<Vec<Prompt>, ApiError> {
                 })
                 .collect(),
         },
-        Some(other) => Err(ApiError::invalid(
+        Some(other) => Err(Error::invalid(
             "prompt",
             format!("`prompt` must be a string, a list of strings or token ids, got {}", crate::error::shown(other)),
         )),

@@ -4,10 +4,10 @@
 
 use aiserve_core::InputError;
 
-use crate::budget::Hold;
-use crate::error::ApiError;
+use crate::budget::{Hold, TOKENIZE_BYTES_PER_BYTE};
+use crate::error::Error;
+use crate::runtime::Runtime;
 use crate::servable::EmbedModel;
-use crate::state::AppState;
 
 /// Inputs as the client sent them.
 pub enum Texts {
@@ -33,26 +33,22 @@ pub struct Tokenized {
 
 /// Above this many bytes of text, tokenisation moves to the blocking pool.
 const INLINE_TOKENIZE_BYTES: usize = 2 << 10;
-/// Memory one byte of text may take while tokenised: `tokenizers`' encoding keeps ids, type
-/// ids, offsets, masks and token strings per token (~64 bytes), and a text makes at most one
-/// token per byte.
-pub const TOKENIZE_BYTES_PER_BYTE: usize = 64;
 
 /// Tokenises (or checks pre-tokenised) `texts` for `em` under the server's text limits. `field`
 /// names the input in errors, e.g. `input` (OpenAI) or `inputs[0].data` (KServe); element `i` is
 /// `field[i]`. The token ids are counted against `hold` (at most one per byte of text, or as
 /// many as were sent) before tokenising; long texts tokenise on the bounded decoder pool.
 pub async fn tokenize(
-    state: &AppState,
+    rt: &Runtime,
     em: &EmbedModel,
     texts: Texts,
     field: &str,
     hold: &Hold,
-) -> Result<Tokenized, ApiError> {
-    let limits = &state.limits.text;
+) -> Result<Tokenized, Error> {
+    let limits = &rt.limits.text;
     let n = texts.len();
     if n == 0 {
-        return Err(ApiError::invalid(field, format!("`{field}` must hold at least one text, got an empty list")));
+        return Err(Error::invalid(field, format!("`{field}` must hold at least one text, got an empty list")));
     }
     if n > limits.max_inputs {
         return Err(InputError::too_large(field, limits.max_inputs, n).into());
@@ -65,10 +61,10 @@ pub async fn tokenize(
             .map(|(i, mut s)| {
                 let f = format!("{field}[{i}]");
                 if s.is_empty() {
-                    return Err(ApiError::invalid(&f, format!("`{f}` is an empty token list")));
+                    return Err(Error::invalid(&f, format!("`{f}` is an empty token list")));
                 }
                 if let Some(bad) = s.iter().find(|&&t| t as usize >= vocab) {
-                    return Err(ApiError::invalid(&f, format!("`{f}` has token id {bad}; the vocabulary has {vocab}")));
+                    return Err(Error::invalid(&f, format!("`{f}` has token id {bad}; the vocabulary has {vocab}")));
                 }
                 if s.len() > max {
                     if !truncate {
@@ -82,7 +78,7 @@ pub async fn tokenize(
         Texts::Strings(strings) => {
             if let Some(i) = strings.iter().position(|s| s.is_empty()) {
                 let f = format!("{field}[{i}]");
-                return Err(ApiError::invalid(&f, format!("`{f}` is an empty string")));
+                return Err(Error::invalid(&f, format!("`{f}` is an empty string")));
             }
             let bytes: usize = strings.iter().map(String::len).sum();
             // A tokenizer makes at most a few ids per byte (byte fallback: one; special tokens
@@ -90,13 +86,13 @@ pub async fn tokenize(
             hold.grow((bytes + 2 * strings.len()) * TOKENIZE_BYTES_PER_BYTE, "tokenizing the texts")?;
             let tokenizer = em.tokenizer.clone();
             let field = field.to_owned();
-            let work = move || -> Result<Vec<Vec<u32>>, ApiError> {
+            let work = move || -> Result<Vec<Vec<u32>>, Error> {
                 strings
                     .iter()
                     .enumerate()
                     .map(|(i, s)| {
                         let f = format!("{field}[{i}]");
-                        let fail = |e: String| ApiError::invalid(&f, format!("`{f}` could not be tokenised: {e}"));
+                        let fail = |e: String| Error::invalid(&f, format!("`{f}` could not be tokenised: {e}"));
                         let ids = tokenizer.encode(s).map_err(fail)?;
                         if ids.len() <= max {
                             Ok(ids)
@@ -111,7 +107,7 @@ pub async fn tokenize(
             if bytes <= INLINE_TOKENIZE_BYTES {
                 work()?
             } else {
-                state.decode("the tokenizer", work).await?
+                rt.decode("the tokenizer", work).await?
             }
         }
     };
@@ -119,8 +115,8 @@ pub async fn tokenize(
     Ok(Tokenized { sequences, tokens })
 }
 
-fn too_long(field: &str, max: usize, given: usize) -> ApiError {
-    ApiError::invalid(
+fn too_long(field: &str, max: usize, given: usize) -> Error {
+    Error::invalid(
         field,
         format!(
             "`{field}` has {given} tokens; the model takes at most {max} (shorten it, or start the server with \

@@ -10,56 +10,19 @@ use std::time::UNIX_EPOCH;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
-use crate::error::ApiError;
-use crate::state::{parse_json, AppState};
-use crate::text_input::{self, Texts};
+use crate::error::{Error, OpenAiError};
+use crate::http::state::{parse_json, AppState};
+use aiserve_runtime::text_input::{self, Texts};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/embeddings", post(embeddings)).route("/v1/models", get(list_models))
-}
-
-/// Routes whose errors use OpenAI's shape.
-pub fn is_openai_path(path: &str) -> bool {
-    path == "/v1/models" || ["/v1/embeddings", "/v1/chat/", "/v1/completions"].iter().any(|p| path.starts_with(p))
-}
-
-/// An [`ApiError`] rendered in OpenAI's error shape (same status and headers).
-pub struct OpenAiError(pub ApiError);
-
-impl From<ApiError> for OpenAiError {
-    fn from(e: ApiError) -> Self {
-        Self(e)
-    }
-}
-
-impl IntoResponse for OpenAiError {
-    fn into_response(self) -> Response {
-        let (status, message) = (self.0.status(), self.0.to_string());
-        let param = match &self.0 {
-            ApiError::Input(e) => Value::from(e.field()),
-            _ => Value::Null,
-        };
-        let (kind, code) = match status {
-            StatusCode::NOT_FOUND => ("invalid_request_error", Value::from("model_not_found")),
-            StatusCode::UNAUTHORIZED => ("invalid_request_error", Value::from("invalid_api_key")),
-            StatusCode::FORBIDDEN => ("invalid_request_error", Value::from("insufficient_scope")),
-            StatusCode::TOO_MANY_REQUESTS => ("rate_limit_error", Value::from("rate_limit_exceeded")),
-            s if s.is_server_error() => ("server_error", Value::Null),
-            _ => ("invalid_request_error", Value::Null),
-        };
-        let body = json!({ "error": { "message": message, "type": kind, "param": param, "code": code } });
-        let (parts, _) = self.0.into_response().into_parts();
-        let mut resp = Response::from_parts(parts, Body::from(body.to_string()));
-        resp.headers_mut().remove(axum::http::header::CONTENT_LENGTH);
-        resp
-    }
 }
 
 async fn list_models(State(state): State<AppState>) -> Json<Value> {
@@ -82,25 +45,25 @@ async fn embeddings(State(state): State<AppState>, headers: HeaderMap, body: Bod
     if let Some(extra) =
         req.keys().find(|k| !["model", "input", "encoding_format", "dimensions", "user"].contains(&k.as_str()))
     {
-        return Err(ApiError::invalid(extra, format!("unknown field `{extra}` for /v1/embeddings")).into());
+        return Err(Error::invalid(extra, format!("unknown field `{extra}` for /v1/embeddings")).into());
     }
     let model = match req.remove("model") {
         Some(Value::String(m)) => m,
         Some(other) => {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "model",
                 format!("`model` must be a string, got {}", crate::error::shown(other)),
             )
             .into())
         }
-        None => return Err(ApiError::invalid("model", "`model` is required").into()),
+        None => return Err(Error::invalid("model", "`model` is required").into()),
     };
     let base64 = match req.get("encoding_format") {
         None | Some(Value::Null) => false,
         Some(Value::String(f)) if f == "float" => false,
         Some(Value::String(f)) if f == "base64" => true,
         Some(other) => {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "encoding_format",
                 format!("`encoding_format` must be \"float\" or \"base64\", got {}", crate::error::shown(other)),
             )
@@ -115,7 +78,7 @@ async fn embeddings(State(state): State<AppState>, headers: HeaderMap, body: Bod
         Some(v) => match v.as_u64() {
             Some(d) if d >= 1 && d as usize <= em.info.dim => Some(d as usize),
             _ => {
-                return Err(ApiError::invalid(
+                return Err(Error::invalid(
                     "dimensions",
                     format!(
                         "`dimensions` must be an integer in 1..={} for model `{model}`, got {}",
@@ -150,24 +113,27 @@ async fn embeddings(State(state): State<AppState>, headers: HeaderMap, body: Bod
         })
         .collect();
     let usage = json!({ "prompt_tokens": tokens.tokens, "total_tokens": tokens.tokens });
-    crate::metrics::METRICS.tokens.with_label_values(&[servable.model.as_str(), "prompt"]).inc_by(tokens.tokens as u64);
+    aiserve_runtime::metrics::METRICS
+        .tokens
+        .with_label_values(&[servable.model.as_str(), "prompt"])
+        .inc_by(tokens.tokens as u64);
     let resp = Json(json!({ "object": "list", "data": data, "model": model, "usage": usage })).into_response();
-    Ok(crate::metrics::tag(resp, crate::metrics::Served::of(&servable)))
+    Ok(crate::http::metrics::tag(resp, crate::http::metrics::Served::of(&servable)))
 }
 
 /// OpenAI's four `input` forms.
-fn parse_input(input: Option<Value>) -> Result<Texts, ApiError> {
+fn parse_input(input: Option<Value>) -> Result<Texts, Error> {
     let kind = crate::decode::json_tensor::kind;
-    let token = |v: &Value, field: &str| -> Result<u32, ApiError> {
+    let token = |v: &Value, field: &str| -> Result<u32, Error> {
         v.as_u64().and_then(|t| u32::try_from(t).ok()).ok_or_else(|| {
-            ApiError::invalid(
+            Error::invalid(
                 field,
                 format!("`{field}` must be a token id (a non-negative integer), got {}", crate::error::shown(v)),
             )
         })
     };
     match input {
-        None => Err(ApiError::invalid("input", "`input` is required")),
+        None => Err(Error::invalid("input", "`input` is required")),
         Some(Value::String(s)) => Ok(Texts::Strings(vec![s])),
         Some(Value::Array(items)) => match items.first() {
             None | Some(Value::String(_)) => items
@@ -175,7 +141,7 @@ fn parse_input(input: Option<Value>) -> Result<Texts, ApiError> {
                 .enumerate()
                 .map(|(i, v)| match v {
                     Value::String(s) => Ok(s),
-                    other => Err(ApiError::invalid(
+                    other => Err(Error::invalid(
                         format!("input[{i}]"),
                         format!("`input[{i}]` must be a string like the other items, got {}", kind(&other)),
                     )),
@@ -196,19 +162,19 @@ fn parse_input(input: Option<Value>) -> Result<Texts, ApiError> {
                         .enumerate()
                         .map(|(j, v)| token(v, &format!("input[{i}][{j}]")))
                         .collect::<Result<Vec<_>, _>>(),
-                    other => Err(ApiError::invalid(
+                    other => Err(Error::invalid(
                         format!("input[{i}]"),
                         format!("`input[{i}]` must be a list of token ids, got {}", kind(other)),
                     )),
                 })
                 .collect::<Result<_, _>>()
                 .map(Texts::Tokens),
-            Some(other) => Err(ApiError::invalid(
+            Some(other) => Err(Error::invalid(
                 "input[0]",
                 format!("`input` items must be strings or token ids, got {}", kind(other)),
             )),
         },
-        Some(other) => Err(ApiError::invalid(
+        Some(other) => Err(Error::invalid(
             "input",
             format!("`input` must be a string, a list of strings or token ids, got {}", kind(&other)),
         )),

@@ -16,7 +16,7 @@ use aiserve_core::batching::{BatchPolicy, Batcher, Decision, Refused};
 use aiserve_core::BackendError;
 use tokio::sync::oneshot;
 
-use crate::error::ApiError;
+use crate::error::Error;
 
 /// One model copy as the queue sees it: takes the inputs of several requests, gives one output
 /// per request, in order.
@@ -122,14 +122,14 @@ impl<R: Runner> Queue<R> {
     /// Queues `input` (of `size` batch units: images, tokens) and waits for its output. Answers
     /// 503 when the queue is full and 504 if the deadline passes first (the request is then
     /// dropped from the queue, or its result ignored).
-    pub async fn submit(&self, input: R::Input, size: usize, deadline: Option<Instant>) -> Result<R::Output, ApiError> {
+    pub async fn submit(&self, input: R::Input, size: usize, deadline: Option<Instant>) -> Result<R::Output, Error> {
         let (reply, rx) = oneshot::channel();
         {
             let mut q = self.shared.lock();
             match q.batcher.push(Job { input, reply }, size, Instant::now(), deadline) {
                 Ok(()) => {}
                 Err((_, Refused::QueueFull { limit })) => {
-                    return Err(ApiError::Overloaded {
+                    return Err(Error::Overloaded {
                         model: self.model.clone(),
                         version: self.version.clone(),
                         queued: limit,
@@ -152,9 +152,9 @@ impl<R: Runner> Queue<R> {
         };
         match outcome {
             Ok(Ok(out)) => Ok(out),
-            Ok(Err(JobError::Expired)) => Err(ApiError::Timeout),
-            Ok(Err(JobError::Backend(e))) => Err(ApiError::backend(&self.model, &self.version, &e)),
-            Err(_) => Err(ApiError::backend(
+            Ok(Err(JobError::Expired)) => Err(Error::Timeout),
+            Ok(Err(JobError::Backend(e))) => Err(Error::backend(&self.model, &self.version, &e)),
+            Err(_) => Err(Error::backend(
                 &self.model,
                 &self.version,
                 &BackendError("model thread dropped the request".into()),

@@ -1,49 +1,22 @@
-//! Prometheus metrics (`GET /metrics`, `metrics` scope), all prefixed `aiserve_`, durations in
-//! seconds, counters ending in `_total`.
+//! Prometheus metrics, all prefixed `aiserve_`, durations in seconds, counters ending in
+//! `_total`, shared by every front end.
 //!
-//! Request metrics are recorded by one middleware: the protocol comes from the route, the model
-//! and version from a [`Served`] extension the handler puts on its response once it knows which
-//! version answered. Queue time, queue depth and batch sizes are recorded by each model's queue;
-//! load times by the version manager; model states are collected from the registry at each
-//! scrape (a fresh family per scrape, so concurrent scrapes never see each other's half-built
-//! series). A version's own series are removed when it is unloaded ([`forget_version`]), so a
-//! removed version leaves no stale series; `requests_total` keeps its history, as counters do.
+//! Front ends record requests (`requests_total`, `request_duration_seconds`, with a `protocol`
+//! label); each model's queue records queue time, queue depth and batch sizes; the version
+//! manager records load times; model states are collected from the registry at each scrape (a
+//! fresh family per scrape, so concurrent scrapes never see each other's half-built series). A
+//! version's own series are removed when it is unloaded ([`forget_version`]), so a removed
+//! version leaves no stale series; `requests_total` keeps its history, as counters do.
 //!
 //! Batch metrics, one meaning each: `batch_size` counts the requests (generation: sequences)
 //! merged into one forward pass; `batch_images` the images in it and `batch_tokens` the tokens
 //! (embeddings: tokens of the texts; generation: decoded tokens plus prompt-chunk tokens).
 
 use std::sync::LazyLock;
-use std::time::Instant;
 
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use prometheus::{
     exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
-
-use crate::state::AppState;
-
-/// Which model version produced a response (set by handlers, read by the middleware).
-#[derive(Clone, Debug)]
-pub struct Served {
-    pub model: String,
-    pub version: String,
-}
-
-impl Served {
-    pub fn of(s: &crate::servable::Servable) -> Self {
-        Self { model: s.model.to_string(), version: s.version.to_string() }
-    }
-}
-
-/// Puts `served` on a response.
-pub fn tag(mut resp: Response, served: Served) -> Response {
-    resp.extensions_mut().insert(served);
-    resp
-}
 
 pub struct Metrics {
     registry: Registry,
@@ -69,7 +42,10 @@ impl Metrics {
         let registry = Registry::new_custom(Some("aiserve".into()), None).expect("valid prefix");
         let m = Self {
             requests: IntCounterVec::new(
-                Opts::new("requests_total", "HTTP requests by model, version, protocol and status code"),
+                Opts::new(
+                    "requests_total",
+                    "Requests by model, version, protocol and status (HTTP status code, or gRPC code name)",
+                ),
                 &["model", "version", "protocol", "status"],
             )
             .expect("valid metric"),
@@ -157,36 +133,6 @@ impl Metrics {
     }
 }
 
-/// The protocol a route belongs to (the `protocol` label).
-fn protocol(path: &str) -> &'static str {
-    if path == "/classify" {
-        "classify"
-    } else if path.starts_with("/v2/repository") {
-        "repository"
-    } else if path.starts_with("/v2") {
-        "kserve"
-    } else if crate::protocols::openai::is_openai_path(path) {
-        "openai"
-    } else if path.starts_with("/v1/models/") {
-        "tfserving"
-    } else {
-        "other"
-    }
-}
-
-pub async fn middleware(req: Request, next: Next) -> Response {
-    let proto = protocol(req.uri().path());
-    let started = Instant::now();
-    let resp = next.run(req).await;
-    let (model, version) = match resp.extensions().get::<Served>() {
-        Some(s) => (s.model.as_str(), s.version.as_str()),
-        None => ("", ""),
-    };
-    METRICS.requests.with_label_values(&[model, version, proto, resp.status().as_str()]).inc();
-    METRICS.request_seconds.with_label_values(&[model, proto]).observe(started.elapsed().as_secs_f64());
-    resp
-}
-
 /// Drops the series of a version that has been unloaded.
 pub fn forget_version(model: &str, version: &str) {
     let m = &*METRICS;
@@ -200,41 +146,15 @@ pub fn forget_version(model: &str, version: &str) {
     let _ = m.load_seconds.remove_label_values(&labels);
 }
 
-/// `aiserve_model_state{model,version,state}`: 1 for the state each known version is in, read
-/// from the registry when collected.
-struct ModelStates<'a>(&'a crate::registry::Registry);
-
-impl prometheus::core::Collector for ModelStates<'_> {
-    fn desc(&self) -> Vec<&prometheus::core::Desc> {
-        Vec::new()
-    }
-
-    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
-        let gauge = IntGaugeVec::new(
-            Opts::new("aiserve_model_state", "1 for the state each known version is in"),
-            &["model", "version", "state"],
-        )
-        .expect("valid metric");
-        for st in self.0.statuses() {
-            for v in st.versions {
-                let version = v.version.to_string();
-                gauge.with_label_values(&[st.name.as_str(), &version, v.state.tf_serving_name()]).set(1);
-            }
-        }
-        prometheus::core::Collector::collect(&gauge)
-    }
-}
-
-/// `GET /metrics`: the Prometheus text format.
-pub async fn render(State(state): State<AppState>) -> Response {
+/// Every series in the Prometheus text format, with `extra` families collected at this scrape
+/// (the registry's model states).
+pub fn render_text(extra: Vec<prometheus::proto::MetricFamily>) -> Vec<u8> {
     let mut families = METRICS.registry.gather();
-    families.extend(prometheus::core::Collector::collect(&ModelStates(&state.registry)));
+    families.extend(extra);
     families.sort_by(|a, b| a.name().cmp(b.name()));
     let mut buf = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
         tracing::error!(error = %e, "encoding metrics failed");
     }
-    let mut resp = buf.into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
-    resp
+    buf
 }

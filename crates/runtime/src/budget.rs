@@ -11,7 +11,12 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::error::ApiError;
+use crate::error::Error;
+
+/// Memory one byte of text may take while tokenised: `tokenizers`' encoding keeps ids, type
+/// ids, offsets, masks and token strings per token (~64 bytes), and a text makes at most one
+/// token per byte.
+pub const TOKENIZE_BYTES_PER_BYTE: usize = 64;
 
 /// The bytes all requests may hold at once.
 #[derive(Debug)]
@@ -64,18 +69,18 @@ struct HoldInner {
 
 impl Hold {
     /// Counts `bytes` more for `what` (e.g. "the decoded tensor `inputs[0]`"), or refuses.
-    pub fn grow(&self, bytes: usize, what: &str) -> Result<(), ApiError> {
+    pub fn grow(&self, bytes: usize, what: &str) -> Result<(), Error> {
         let budget = &self.0.budget;
         let mine = self.0.bytes.load(Ordering::Relaxed);
         if mine.saturating_add(bytes) > budget.limit {
-            return Err(ApiError::TooMuchMemory {
+            return Err(Error::TooMuchMemory {
                 what: what.to_owned(),
                 needed: mine.saturating_add(bytes),
                 limit: budget.limit,
             });
         }
         if !budget.try_take(bytes) {
-            return Err(ApiError::MemoryBusy { what: what.to_owned(), needed: bytes, limit: budget.limit });
+            return Err(Error::MemoryBusy { what: what.to_owned(), needed: bytes, limit: budget.limit });
         }
         self.0.bytes.fetch_add(bytes, Ordering::AcqRel);
         Ok(())
@@ -104,11 +109,11 @@ mod tests {
         h.grow(60, "x").unwrap();
         let other = b.hold();
         match other.grow(50, "y").unwrap_err() {
-            ApiError::MemoryBusy { needed: 50, limit: 100, .. } => {}
+            Error::MemoryBusy { needed: 50, limit: 100, .. } => {}
             e => panic!("{e:?}"),
         }
         // More than the whole budget can never fit: a 413, not a retry.
-        assert!(matches!(other.grow(101, "z").unwrap_err(), ApiError::TooMuchMemory { .. }));
+        assert!(matches!(other.grow(101, "z").unwrap_err(), Error::TooMuchMemory { .. }));
         let clone = h.clone();
         clone.grow(40, "x").unwrap();
         assert_eq!((b.used(), h.bytes()), (100, 100));

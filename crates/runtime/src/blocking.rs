@@ -4,14 +4,14 @@
 
 use tokio::sync::Semaphore;
 
-use crate::error::ApiError;
+use crate::error::Error;
 
 /// Runs `f` on the blocking pool once `slots` has a permit; `what` names it if it panics.
 pub async fn run<T: Send + 'static>(
     slots: &Semaphore,
     what: &str,
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    let _slot = slots.acquire().await.map_err(|_| ApiError::internal("the decoder pool is closed"))?;
-    tokio::task::spawn_blocking(f).await.map_err(|_| ApiError::internal(&format!("{what} panicked")))?
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    let _slot = slots.acquire().await.map_err(|_| Error::internal("the decoder pool is closed"))?;
+    tokio::task::spawn_blocking(f).await.map_err(|_| Error::internal(&format!("{what} panicked")))?
 }

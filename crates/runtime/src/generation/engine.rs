@@ -18,7 +18,7 @@ use aiserve_core::scheduler::{Scheduler, SchedulerConfig, SeqId};
 use aiserve_core::stop::{Detokenizer, StopStrings};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::metrics::METRICS;
 
 /// Engine limits of one model version.
@@ -81,7 +81,7 @@ pub enum Event {
     Text(String),
     Token(TokenLogprob),
     Done { reason: FinishReason, prompt_tokens: usize, completion_tokens: usize },
-    Failed(ApiError),
+    Failed(Error),
 }
 
 struct Submit {
@@ -171,13 +171,13 @@ impl Engine {
 
     /// Queues a sequence; its text arrives on the returned receiver. Dropping the receiver
     /// cancels the sequence.
-    pub fn submit(&self, req: GenRequest) -> Result<UnboundedReceiver<Event>, ApiError> {
+    pub fn submit(&self, req: GenRequest) -> Result<UnboundedReceiver<Event>, Error> {
         let limit = self.max_sequence_tokens();
         if req.prompt.is_empty() {
-            return Err(ApiError::invalid("prompt", "the prompt has no tokens"));
+            return Err(Error::invalid("prompt", "the prompt has no tokens"));
         }
         if req.prompt.len() + req.max_tokens > limit {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "max_tokens",
                 format!(
                     "prompt ({} tokens) plus max_tokens ({}) exceeds the {limit} tokens model `{}` can hold",
@@ -188,7 +188,7 @@ impl Engine {
             ));
         }
         if let Some(t) = req.prompt.iter().find(|t| **t as usize >= self.spec.info.vocab_size) {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "prompt",
                 format!("token id {t} is outside the vocabulary of {}", self.spec.info.vocab_size),
             ));
@@ -196,16 +196,13 @@ impl Engine {
         let queued = self.queued.fetch_add(1, Ordering::SeqCst);
         if queued >= self.max_queued {
             self.queued.fetch_sub(1, Ordering::SeqCst);
-            return Err(ApiError::Overloaded { model: self.model.clone(), version: self.version.clone(), queued });
+            return Err(Error::Overloaded { model: self.model.clone(), version: self.version.clone(), queued });
         }
         let (events, rx) = unbounded_channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) as SeqId;
         if self.tx.send(Submit { id, req, events }).is_err() {
             self.queued.fetch_sub(1, Ordering::SeqCst);
-            return Err(ApiError::NotReady {
-                model: self.model.clone(),
-                detail: "the generation engine stopped".into(),
-            });
+            return Err(Error::NotReady { model: self.model.clone(), detail: "the generation engine stopped".into() });
         }
         Ok(rx)
     }
@@ -302,7 +299,7 @@ impl Loop {
                 .map(|(id, _)| *id)
                 .collect();
             for id in late {
-                self.finish(id, Some(Event::Failed(ApiError::Timeout)));
+                self.finish(id, Some(Event::Failed(Error::Timeout)));
             }
             if !self.sched.is_idle() && catch_unwind(AssertUnwindSafe(|| self.step())).is_err() {
                 self.reset_after_panic();
@@ -322,7 +319,7 @@ impl Loop {
     fn admit(&mut self, s: Submit) {
         let Submit { id, req, events } = s;
         if let Err(e) = self.sched.submit(id, req.prompt.len(), req.max_tokens) {
-            let _ = events.send(Event::Failed(ApiError::invalid("max_tokens", format!("{e:?}"))));
+            let _ = events.send(Event::Failed(Error::invalid("max_tokens", format!("{e:?}"))));
             self.queued.fetch_sub(1, Ordering::SeqCst);
             return;
         }
@@ -361,11 +358,11 @@ impl Loop {
 
     /// Logs `err` once and fails each of `ids` with its error id.
     fn fail_all(&mut self, ids: &[SeqId], err: aiserve_core::BackendError) {
-        let ApiError::Internal { id: error_id } = ApiError::backend(&self.labels[0], &self.labels[1], &err) else {
+        let Error::Internal { id: error_id } = Error::backend(&self.labels[0], &self.labels[1], &err) else {
             unreachable!("backend failures are internal errors")
         };
         for id in ids {
-            self.finish(*id, Some(Event::Failed(ApiError::Internal { id: error_id.clone() })));
+            self.finish(*id, Some(Event::Failed(Error::Internal { id: error_id.clone() })));
         }
     }
 
@@ -475,7 +472,7 @@ impl Loop {
             let delta = match s.detok.push(tok.as_ref(), t) {
                 Ok(d) => d,
                 Err(e) => {
-                    let api = ApiError::backend(&self.labels[0], &self.labels[1], &aiserve_core::BackendError(e));
+                    let api = Error::backend(&self.labels[0], &self.labels[1], &aiserve_core::BackendError(e));
                     self.finish(*id, Some(Event::Failed(api)));
                     continue;
                 }

@@ -14,10 +14,10 @@ use serde_json::{json, Map, Value};
 
 use super::images::{image_from_json, join, Decode};
 use crate::decode::json_tensor;
-use crate::error::ApiError;
-use crate::registry::ModelStatus;
-use crate::servable::Servable;
-use crate::state::{parse_json, AppState};
+use crate::error::{Error, HttpError};
+use crate::http::state::{parse_json, AppState};
+use aiserve_runtime::registry::ModelStatus;
+use aiserve_runtime::servable::Servable;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/models/{*rest}", get(get_handler).post(post_handler))
@@ -61,40 +61,40 @@ pub fn parse_path(rest: &str) -> Option<TfPath> {
     Some(TfPath { model: model.to_owned(), selector, verb })
 }
 
-fn not_found(rest: &str) -> ApiError {
-    ApiError::NotFound(format!("no TF Serving route for `/v1/models/{rest}`"))
+fn not_found(rest: &str) -> Error {
+    Error::NotFound(format!("no TF Serving route for `/v1/models/{rest}`"))
 }
 
 /// The version string a selector names (`None`: latest).
-fn version_of(state: &AppState, p: &TfPath) -> Result<Option<String>, ApiError> {
+fn version_of(state: &AppState, p: &TfPath) -> Result<Option<String>, Error> {
     match &p.selector {
         Selector::Latest => Ok(None),
         Selector::Version(v) => Ok(Some(v.clone())),
         Selector::Label(l) => {
-            let name = p.model.parse().map_err(|_| ApiError::ModelNotFound(p.model.clone()))?;
-            let cfg = state.registry.model_config(&name).ok_or_else(|| ApiError::ModelNotFound(p.model.clone()))?;
+            let name = p.model.parse().map_err(|_| Error::ModelNotFound(p.model.clone()))?;
+            let cfg = state.registry.model_config(&name).ok_or_else(|| Error::ModelNotFound(p.model.clone()))?;
             cfg.version_labels
                 .get(l)
                 .map(|v| Some(v.to_string()))
-                .ok_or_else(|| ApiError::NotFound(format!("model `{}` has no version label `{l}`", p.model)))
+                .ok_or_else(|| Error::NotFound(format!("model `{}` has no version label `{l}`", p.model)))
         }
     }
 }
 
-async fn get_handler(State(state): State<AppState>, Path(rest): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_handler(State(state): State<AppState>, Path(rest): Path<String>) -> Result<Json<Value>, HttpError> {
     let p = parse_path(&rest).ok_or_else(|| not_found(&rest))?;
     match p.verb.as_deref() {
-        None => status(&state, &p),
+        None => Ok(status(&state, &p)?),
         Some("metadata") => {
             let servable = state.registry.resolve(&p.model, version_of(&state, &p)?.as_deref())?;
             Ok(Json(metadata(&servable)?))
         }
-        Some(_) => Err(not_found(&rest)),
+        Some(_) => Err(not_found(&rest).into()),
     }
 }
 
-fn status(state: &AppState, p: &TfPath) -> Result<Json<Value>, ApiError> {
-    let st: ModelStatus = state.registry.status(&p.model).ok_or_else(|| ApiError::ModelNotFound(p.model.clone()))?;
+fn status(state: &AppState, p: &TfPath) -> Result<Json<Value>, Error> {
+    let st: ModelStatus = state.registry.status(&p.model).ok_or_else(|| Error::ModelNotFound(p.model.clone()))?;
     let only = version_of(state, p)?;
     let rows: Vec<Value> = st
         .versions
@@ -110,13 +110,13 @@ fn status(state: &AppState, p: &TfPath) -> Result<Json<Value>, ApiError> {
         .collect();
     if rows.is_empty() {
         if let Some(v) = only {
-            return Err(ApiError::VersionNotFound { model: p.model.clone(), version: v, hint: String::new() });
+            return Err(Error::VersionNotFound { model: p.model.clone(), version: v, hint: String::new() });
         }
     }
     Ok(Json(json!({ "model_version_status": rows })))
 }
 
-fn metadata(s: &Servable) -> Result<Value, ApiError> {
+fn metadata(s: &Servable) -> Result<Value, Error> {
     let cfg = &s.image()?.config;
     let dims = |d: &[i64]| d.iter().map(|v| json!({ "size": v.to_string(), "name": "" })).collect::<Vec<_>>();
     let [h, w, c] = cfg.input.shape;
@@ -135,16 +135,17 @@ async fn post_handler(
     Path(rest): Path<String>,
     headers: axum::http::HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let p = parse_path(&rest).ok_or_else(|| not_found(&rest))?;
     match p.verb.as_deref() {
         Some("predict") => {}
         Some(v @ ("classify" | "regress")) => {
-            return Err(ApiError::NotFound(format!(
+            return Err(Error::NotFound(format!(
                 "`:{v}` takes tf.Example inputs, which this model does not; use `:predict`"
-            )))
+            ))
+            .into())
         }
-        _ => return Err(not_found(&rest)),
+        _ => return Err(not_found(&rest).into()),
     }
     let body = state.read_body(body).await?;
     let servable = state.registry.resolve(&p.model, version_of(&state, &p)?.as_deref())?;
@@ -153,37 +154,39 @@ async fn post_handler(
     let mut req: Map<String, Value> = parse_json(&body.bytes, &body.hold)?;
     if let Some(sig) = req.remove("signature_name") {
         if sig.as_str() != Some("serving_default") && sig.as_str() != Some("") {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "signature_name",
                 format!("unknown `signature_name` {}; this model has `serving_default`", crate::error::shown(&sig)),
-            ));
+            )
+            .into());
         }
     }
     if let Some(extra) = req.keys().find(|k| *k != "instances" && *k != "inputs") {
-        return Err(ApiError::invalid(extra, format!("unknown field `{extra}`; expected `instances` or `inputs`")));
+        return Err(Error::invalid(extra, format!("unknown field `{extra}`; expected `instances` or `inputs`")).into());
     }
     let (batch, row_format) = match (req.remove("instances"), req.remove("inputs")) {
         (Some(instances), None) => (from_instances(instances, &ctx).await?, true),
         (None, Some(inputs)) => (from_inputs(inputs, &ctx)?, false),
         (Some(_), Some(_)) => {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "instances",
                 "give either `instances` (row format) or `inputs` (columnar), not both",
-            ))
+            )
+            .into())
         }
         (None, None) => {
-            return Err(ApiError::invalid("instances", "missing `instances` (row format) or `inputs` (columnar)"))
+            return Err(Error::invalid("instances", "missing `instances` (row format) or `inputs` (columnar)").into())
         }
     };
     let probs = img.classify(batch, Some(state.deadline(&headers, None)?), &body.hold).await?;
     let body = if row_format { json!({ "predictions": probs }) } else { json!({ "outputs": probs }) };
-    Ok(crate::metrics::tag(Json(body).into_response(), crate::metrics::Served::of(&servable)))
+    Ok(crate::http::metrics::tag(Json(body).into_response(), crate::http::metrics::Served::of(&servable)))
 }
 
 /// Row format: each instance is one image (numbers, `{"b64": ...}`, or `{"<input name>": ...}`).
-async fn from_instances(instances: Value, ctx: &Decode<'_>) -> Result<ImageBatch, ApiError> {
+async fn from_instances(instances: Value, ctx: &Decode<'_>) -> Result<ImageBatch, Error> {
     let Value::Array(items) = instances else {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "instances",
             format!("`instances` must be a list, got {}", json_tensor::kind(&instances)),
         ));
@@ -199,7 +202,7 @@ async fn from_instances(instances: Value, ctx: &Decode<'_>) -> Result<ImageBatch
             }
             Value::Object(m) if !m.contains_key("b64") => {
                 let names: Vec<&String> = m.keys().collect();
-                return Err(ApiError::invalid(
+                return Err(Error::invalid(
                     &field,
                     format!("`{field}` names inputs {names:?}; this model takes `{input_name}`"),
                 ));
@@ -212,13 +215,13 @@ async fn from_instances(instances: Value, ctx: &Decode<'_>) -> Result<ImageBatch
 }
 
 /// Columnar format: one batch-first tensor, bare or under the input's name.
-fn from_inputs(inputs: Value, ctx: &Decode<'_>) -> Result<ImageBatch, ApiError> {
+fn from_inputs(inputs: Value, ctx: &Decode<'_>) -> Result<ImageBatch, Error> {
     let input_name = &ctx.img.config.input.name;
     let tensor = match inputs {
         Value::Object(mut m) => {
             if m.len() != 1 || !m.contains_key(input_name) {
                 let names: Vec<&String> = m.keys().collect();
-                return Err(ApiError::invalid(
+                return Err(Error::invalid(
                     "inputs",
                     format!("`inputs` names {names:?}; this model takes `{input_name}`"),
                 ));

@@ -5,7 +5,7 @@
 use aiserve_core::sampling::SamplingParams;
 use serde_json::{Map, Value};
 
-use crate::error::ApiError;
+use crate::error::Error;
 
 /// Most choices one request may ask for.
 pub const MAX_N: usize = 16;
@@ -30,29 +30,29 @@ pub struct Params {
     pub logprobs: Option<usize>,
 }
 
-fn number(v: &Value, field: &str, lo: f64, hi: f64) -> Result<f64, ApiError> {
+fn number(v: &Value, field: &str, lo: f64, hi: f64) -> Result<f64, Error> {
     match v.as_f64() {
         Some(x) if (lo..=hi).contains(&x) => Ok(x),
-        _ => Err(ApiError::invalid(
+        _ => Err(Error::invalid(
             field,
             format!("`{field}` must be a number in [{lo}, {hi}], got {}", crate::error::shown(v)),
         )),
     }
 }
 
-fn integer(v: &Value, field: &str, lo: u64, hi: u64) -> Result<u64, ApiError> {
+fn integer(v: &Value, field: &str, lo: u64, hi: u64) -> Result<u64, Error> {
     match v.as_u64() {
         Some(x) if (lo..=hi).contains(&x) => Ok(x),
-        _ => Err(ApiError::invalid(
+        _ => Err(Error::invalid(
             field,
             format!("`{field}` must be an integer in [{lo}, {hi}], got {}", crate::error::shown(v)),
         )),
     }
 }
 
-fn boolean(v: &Value, field: &str) -> Result<bool, ApiError> {
+fn boolean(v: &Value, field: &str) -> Result<bool, Error> {
     v.as_bool().ok_or_else(|| {
-        ApiError::invalid(field, format!("`{field}` must be true or false, got {}", crate::error::shown(v)))
+        Error::invalid(field, format!("`{field}` must be true or false, got {}", crate::error::shown(v)))
     })
 }
 
@@ -62,16 +62,16 @@ fn get<'a>(req: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {
 }
 
 /// Refuses fields outside `known`, naming the first one.
-pub fn check_fields(req: &Map<String, Value>, known: &[&str], route: &str) -> Result<(), ApiError> {
+pub fn check_fields(req: &Map<String, Value>, known: &[&str], route: &str) -> Result<(), Error> {
     match req.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(extra) => Err(ApiError::invalid(extra, format!("unknown or unsupported field `{extra}` for {route}"))),
+        Some(extra) => Err(Error::invalid(extra, format!("unknown or unsupported field `{extra}` for {route}"))),
         None => Ok(()),
     }
 }
 
 /// Fields that are fine when absent or at their no-op value, and refused otherwise.
-pub fn refuse_unless_default(req: &Map<String, Value>) -> Result<(), ApiError> {
-    let unsupported = |field: &str, why: &str| ApiError::invalid(field, format!("`{field}` is not supported: {why}"));
+pub fn refuse_unless_default(req: &Map<String, Value>) -> Result<(), Error> {
+    let unsupported = |field: &str, why: &str| Error::invalid(field, format!("`{field}` is not supported: {why}"));
     for (field, ok) in [
         ("tools", get(req, "tools").is_none_or(|v| v.as_array().is_some_and(|a| a.is_empty()))),
         ("functions", get(req, "functions").is_none_or(|v| v.as_array().is_some_and(|a| a.is_empty()))),
@@ -95,7 +95,7 @@ pub fn refuse_unless_default(req: &Map<String, Value>) -> Result<(), ApiError> {
 
 /// Reads the shared fields. `max_token_fields` are the names accepted for the length limit,
 /// in order of precedence.
-pub fn parse(req: &Map<String, Value>, max_token_fields: &[&str]) -> Result<Params, ApiError> {
+pub fn parse(req: &Map<String, Value>, max_token_fields: &[&str]) -> Result<Params, Error> {
     let mut p = Params {
         max_tokens: None,
         sampling: SamplingParams::default(),
@@ -117,7 +117,7 @@ pub fn parse(req: &Map<String, Value>, max_token_fields: &[&str]) -> Result<Para
     if let Some(v) = get(req, "top_p") {
         let x = number(v, "top_p", 0.0, 1.0)?;
         if x == 0.0 {
-            return Err(ApiError::invalid("top_p", "`top_p` must be greater than 0"));
+            return Err(Error::invalid("top_p", "`top_p` must be greater than 0"));
         }
         p.sampling.top_p = x as f32;
     }
@@ -127,7 +127,7 @@ pub fn parse(req: &Map<String, Value>, max_token_fields: &[&str]) -> Result<Para
             Some(-1) | Some(0) => 0,
             Some(k) if k > 0 => k as usize,
             _ => {
-                return Err(ApiError::invalid(
+                return Err(Error::invalid(
                     "top_k",
                     format!("`top_k` must be -1, 0 or a positive integer, got {}", crate::error::shown(v)),
                 ))
@@ -144,7 +144,7 @@ pub fn parse(req: &Map<String, Value>, max_token_fields: &[&str]) -> Result<Para
         p.sampling.seed = Some(match v.as_i64() {
             Some(s) => s as u64,
             None => v.as_u64().ok_or_else(|| {
-                ApiError::invalid("seed", format!("`seed` must be an integer, got {}", crate::error::shown(v)))
+                Error::invalid("seed", format!("`seed` must be an integer, got {}", crate::error::shown(v)))
             })?,
         });
     }
@@ -155,10 +155,9 @@ pub fn parse(req: &Map<String, Value>, max_token_fields: &[&str]) -> Result<Para
         p.stream = boolean(v, "stream")?;
     }
     if let Some(v) = get(req, "stream_options") {
-        let o =
-            v.as_object().ok_or_else(|| ApiError::invalid("stream_options", "`stream_options` must be an object"))?;
+        let o = v.as_object().ok_or_else(|| Error::invalid("stream_options", "`stream_options` must be an object"))?;
         if !p.stream {
-            return Err(ApiError::invalid("stream_options", "`stream_options` is only allowed when `stream` is true"));
+            return Err(Error::invalid("stream_options", "`stream_options` is only allowed when `stream` is true"));
         }
         check_fields(o, &["include_usage", "continuous_usage_stats"], "stream_options")?;
         if let Some(u) = o.get("include_usage") {
@@ -167,13 +166,13 @@ pub fn parse(req: &Map<String, Value>, max_token_fields: &[&str]) -> Result<Para
     }
     if let Some(v) = get(req, "logit_bias") {
         let o = v.as_object().ok_or_else(|| {
-            ApiError::invalid(
+            Error::invalid(
                 "logit_bias",
                 format!("`logit_bias` must map token ids to numbers, got {}", crate::error::shown(v)),
             )
         })?;
         if o.len() > MAX_LOGIT_BIAS {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "logit_bias",
                 format!("`logit_bias` may name at most {MAX_LOGIT_BIAS} tokens, got {}", o.len()),
             ));
@@ -182,11 +181,11 @@ pub fn parse(req: &Map<String, Value>, max_token_fields: &[&str]) -> Result<Para
             .iter()
             .map(|(id, bias)| {
                 let id = id.parse::<u32>().map_err(|_| {
-                    ApiError::invalid("logit_bias", format!("`logit_bias` keys must be token ids, got {id:?}"))
+                    Error::invalid("logit_bias", format!("`logit_bias` keys must be token ids, got {id:?}"))
                 })?;
                 Ok((id, number(bias, "logit_bias", -100.0, 100.0)? as f32))
             })
-            .collect::<Result<_, ApiError>>()?;
+            .collect::<Result<_, Error>>()?;
     }
     // Chat: `logprobs: true` and `top_logprobs: k`; completions: `logprobs: k`.
     let top = MAX_TOP_LOGPROBS as u64;
@@ -199,16 +198,14 @@ pub fn parse(req: &Map<String, Value>, max_token_fields: &[&str]) -> Result<Para
         let k = integer(v, "top_logprobs", 0, top)? as usize;
         match p.logprobs {
             Some(_) => p.logprobs = Some(k),
-            None if k > 0 => {
-                return Err(ApiError::invalid("top_logprobs", "`top_logprobs` needs `logprobs` set to true"))
-            }
+            None if k > 0 => return Err(Error::invalid("top_logprobs", "`top_logprobs` needs `logprobs` set to true")),
             None => {}
         }
     }
     if let Some(v) = get(req, "stop") {
         // Counted before anything is copied out of the request.
         if let Some(items) = v.as_array().filter(|a| a.len() > MAX_STOPS) {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "stop",
                 format!("`stop` may hold at most {MAX_STOPS} strings, got {}", items.len()),
             ));
@@ -220,7 +217,7 @@ pub fn parse(req: &Map<String, Value>, max_token_fields: &[&str]) -> Result<Para
                 .enumerate()
                 .map(|(i, s)| {
                     s.as_str().map(str::to_owned).ok_or_else(|| {
-                        ApiError::invalid(
+                        Error::invalid(
                             format!("stop[{i}]"),
                             format!("`stop[{i}]` must be a string, got {}", crate::error::shown(s)),
                         )
@@ -228,14 +225,14 @@ pub fn parse(req: &Map<String, Value>, max_token_fields: &[&str]) -> Result<Para
                 })
                 .collect::<Result<_, _>>()?,
             other => {
-                return Err(ApiError::invalid(
+                return Err(Error::invalid(
                     "stop",
                     format!("`stop` must be a string or a list of strings, got {}", crate::error::shown(other)),
                 ))
             }
         };
         if let Some((i, s)) = p.stop.iter().enumerate().find(|(_, s)| s.is_empty() || s.len() > MAX_STOP_BYTES) {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 format!("stop[{i}]"),
                 format!("stop strings must be 1 to {MAX_STOP_BYTES} bytes long, got {} bytes", s.len()),
             ));
@@ -295,7 +292,7 @@ mod tests {
         ] {
             let err = parse(&obj(bad.clone()), &["max_tokens"]).unwrap_err();
             match err {
-                ApiError::Input(e) => assert_eq!(e.field(), field, "{bad}"),
+                Error::Input(e) => assert_eq!(e.field(), field, "{bad}"),
                 other => panic!("{other:?}"),
             }
         }

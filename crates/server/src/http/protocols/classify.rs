@@ -17,8 +17,9 @@ use serde_json::Value;
 
 use super::images::{image_from_json, join, picture, Decode};
 use crate::decode::image::looks_like_image;
-use crate::error::ApiError;
-use crate::state::{parse_json, AppState};
+use crate::error::{Error, HttpError};
+use crate::http::state::{parse_json, AppState};
+use crate::kserve::argmax;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/classify", post(classify))
@@ -41,9 +42,8 @@ async fn classify(
     query: Result<Query<Target>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
-    let Query(target) =
-        query.map_err(|e| ApiError::invalid("query", format!("bad query string: {}", e.body_text())))?;
+) -> Result<Response, HttpError> {
+    let Query(target) = query.map_err(|e| Error::invalid("query", format!("bad query string: {}", e.body_text())))?;
     let body = state.read_body(body).await?;
     let model = target.model.as_deref().unwrap_or(&state.default_model);
     let servable = state.registry.resolve(model, target.version.as_deref())?;
@@ -56,9 +56,10 @@ async fn classify(
         let req: serde_json::Map<String, Value> = parse_json(&body.bytes, &body.hold)?;
         from_json(req, &ctx).await?
     } else {
-        return Err(ApiError::UnsupportedMediaType(
+        return Err(Error::UnsupportedMediaType(
             "`/classify` takes JSON (`{\"image\": ...}` or `{\"images\": [...]}`) or a PNG/JPEG body".into(),
-        ));
+        )
+        .into());
     };
     let deadline = state.deadline(&headers, None)?;
     let probs = img.classify(batch, Some(deadline), &body.hold).await?;
@@ -76,14 +77,14 @@ async fn classify(
             .collect();
         serde_json::json!({ "predictions": preds, "model": model, "version": version })
     };
-    Ok(crate::metrics::tag(Json(body).into_response(), crate::metrics::Served::of(&servable)))
+    Ok(crate::http::metrics::tag(Json(body).into_response(), crate::http::metrics::Served::of(&servable)))
 }
 
 /// `{"image": ...}` → one image; `{"images": [...]}` → a batch. Returns the batch and whether the
 /// request was a single image.
-async fn from_json(mut req: serde_json::Map<String, Value>, ctx: &Decode<'_>) -> Result<(ImageBatch, bool), ApiError> {
+async fn from_json(mut req: serde_json::Map<String, Value>, ctx: &Decode<'_>) -> Result<(ImageBatch, bool), Error> {
     if let Some(extra) = req.keys().find(|k| *k != "image" && *k != "images") {
-        return Err(ApiError::invalid(extra, format!("unknown field `{extra}`; expected `image` or `images`")));
+        return Err(Error::invalid(extra, format!("unknown field `{extra}`; expected `image` or `images`")));
     }
     match (req.remove("image"), req.remove("images")) {
         (Some(image), None) => Ok((image_from_json(ctx, image, "image".into()).await?, true)),
@@ -95,22 +96,18 @@ async fn from_json(mut req: serde_json::Map<String, Value>, ctx: &Decode<'_>) ->
             }
             Ok((join(ctx, batches)?, false))
         }
-        (None, Some(other)) => Err(ApiError::invalid(
+        (None, Some(other)) => Err(Error::invalid(
             "images",
             format!("`images` must be an array of images, got {}", crate::decode::json_tensor::kind(&other)),
         )),
-        (Some(_), Some(_)) => Err(ApiError::invalid("image", "give either `image` or `images`, not both")),
-        (None, None) => Err(ApiError::invalid("image", "missing `image` (one image) or `images` (a batch)")),
+        (Some(_), Some(_)) => Err(Error::invalid("image", "give either `image` or `images`, not both")),
+        (None, None) => Err(Error::invalid("image", "missing `image` (one image) or `images` (a batch)")),
     }
 }
 
 fn is_json(headers: &HeaderMap, bytes: &[u8]) -> bool {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     ct.contains("json") || bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
-}
-
-pub(crate) fn argmax(p: &[f32]) -> usize {
-    p.iter().enumerate().fold(0, |best, (i, v)| if *v > p[best] { i } else { best })
 }
 
 /// Numeric labels travel as numbers (`"label": 7`), others as strings.

@@ -15,8 +15,8 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::error::ApiError;
-use crate::state::{parse_json, AppState};
+use crate::error::{Error, HttpError};
+use crate::http::state::{parse_json, AppState};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -25,8 +25,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v2/repository/models/{model}/unload", post(unload))
 }
 
-fn manager(state: &AppState) -> Result<&crate::manager::Manager, ApiError> {
-    state.manager.as_deref().ok_or_else(|| ApiError::NotFound("this server has no model repository".into()))
+fn manager(state: &AppState) -> Result<&aiserve_runtime::manager::Manager, Error> {
+    state.manager.as_deref().ok_or_else(|| Error::NotFound("this server has no model repository".into()))
 }
 
 /// Triton's state names.
@@ -39,7 +39,7 @@ fn triton_state(s: VersionState) -> &'static str {
     }
 }
 
-async fn index(State(state): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+async fn index(State(state): State<AppState>, body: Body) -> Result<Json<Value>, HttpError> {
     let body = state.read_body(body).await?;
     let ready_only = if body.bytes.iter().all(u8::is_ascii_whitespace) {
         false
@@ -49,10 +49,11 @@ async fn index(State(state): State<AppState>, body: Body) -> Result<Json<Value>,
             None => false,
             Some(Value::Bool(b)) => *b,
             Some(other) => {
-                return Err(ApiError::invalid(
+                return Err(Error::invalid(
                     "ready",
                     format!("`ready` must be a boolean, got {}", crate::error::shown(other)),
-                ))
+                )
+                .into())
             }
         }
     };
@@ -88,23 +89,23 @@ async fn index(State(state): State<AppState>, body: Body) -> Result<Json<Value>,
     Ok(Json(Value::Array(list)))
 }
 
-fn model_name(model: &str) -> Result<ModelName, ApiError> {
-    model.parse().map_err(|_| ApiError::ModelNotFound(model.to_owned()))
+fn model_name(model: &str) -> Result<ModelName, Error> {
+    model.parse().map_err(|_| Error::ModelNotFound(model.to_owned()))
 }
 
-async fn load(State(state): State<AppState>, Path(model): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn load(State(state): State<AppState>, Path(model): Path<String>) -> Result<Json<Value>, HttpError> {
     let name = model_name(&model)?;
     match manager(&state)?.load_model(&name).await {
         Ok(()) => Ok(Json(json!({}))),
-        Err(e) if e.contains("not in the repository") => Err(ApiError::ModelNotFound(model)),
-        Err(e) => Err(ApiError::invalid("model", e)),
+        Err(e) if e.contains("not in the repository") => Err(Error::ModelNotFound(model).into()),
+        Err(e) => Err(Error::invalid("model", e).into()),
     }
 }
 
-async fn unload(State(state): State<AppState>, Path(model): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn unload(State(state): State<AppState>, Path(model): Path<String>) -> Result<Json<Value>, HttpError> {
     let name = model_name(&model)?;
     match manager(&state)?.unload_model(&name).await {
         Ok(()) => Ok(Json(json!({}))),
-        Err(_) => Err(ApiError::ModelNotFound(model)),
+        Err(_) => Err(Error::ModelNotFound(model).into()),
     }
 }

@@ -1,0 +1,296 @@
+//! KServe v2 (the Open Inference Protocol) as both front ends speak it: model metadata and
+//! `infer` on decoded tensors, with no wire format. HTTP (`crate::http::protocols::kserve`: JSON
+//! and the binary tensor extension) and gRPC (`crate::grpc::kserve`: `ModelInferRequest`) each
+//! decode their wire types into a [`Request`], call [`infer`], and encode the [`Output`]s back,
+//! so names, datatypes, shapes and limits are checked in one place.
+//!
+//! Image classifiers take one numeric tensor (FP32 and the other numeric types, widened to f32)
+//! and answer `probabilities` (FP32 `[N, C]`, the model's output name) and `label` (INT64 `[N]`,
+//! the arg-max); embedding models take one BYTES tensor of UTF-8 texts and answer `embedding`
+//! (FP32 `[N, dim]`). Generation models have their own routes (`generate`, gRPC stream infer).
+
+pub mod tensor;
+
+use std::time::Instant;
+
+use aiserve_core::ImageBatch;
+use aiserve_runtime::budget::Hold;
+use aiserve_runtime::servable::{EmbedModel, ImageModel, Kind, Servable};
+use aiserve_runtime::text_input::{self, Texts};
+use aiserve_runtime::{Error, Runtime};
+use serde_json::{json, Value};
+
+pub use tensor::{Datatype, Values};
+
+/// The one input and one output an embedding model declares.
+pub const TEXT_INPUT: &str = "text";
+pub const EMBEDDING_OUTPUT: &str = "embedding";
+/// The arg-max output every image classifier has beside its probabilities.
+pub const LABEL_OUTPUT: &str = "label";
+
+/// One input tensor as it arrived, its values already decoded from the wire (numbers counted
+/// against the request's hold by the decoder).
+pub struct Input {
+    pub name: String,
+    pub datatype: String,
+    pub shape: Vec<i64>,
+    pub values: Values,
+}
+
+/// One infer request, whichever wire it came on.
+pub struct Request {
+    pub inputs: Vec<Input>,
+    /// The outputs asked for by name, in order (`None`: all of them).
+    pub outputs: Option<Vec<String>>,
+}
+
+/// One output tensor.
+pub struct Output {
+    pub name: String,
+    pub datatype: Datatype,
+    pub shape: Vec<usize>,
+    pub values: OutValues,
+}
+
+/// An output tensor's values.
+pub enum OutValues {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+}
+
+impl OutValues {
+    /// The values as little-endian bytes (KServe's binary extension, gRPC's raw contents).
+    pub fn append_le_bytes(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Self::I64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        }
+    }
+
+    pub fn into_json(self) -> Value {
+        match self {
+            Self::F32(v) => json!(v),
+            Self::I64(v) => json!(v),
+        }
+    }
+}
+
+/// A tensor as model metadata declares it (`-1`: any size).
+pub struct TensorMeta {
+    pub name: String,
+    pub datatype: &'static str,
+    pub shape: Vec<i64>,
+}
+
+/// What KServe's model metadata says of a version.
+pub struct Metadata {
+    pub inputs: Vec<TensorMeta>,
+    pub outputs: Vec<TensorMeta>,
+    /// Extra facts (architecture, limits), KServe's `parameters`.
+    pub parameters: Value,
+}
+
+/// The platform name metadata reports.
+pub const PLATFORM: &str = "aiserve_candle";
+
+fn meta(name: &str, datatype: &'static str, shape: Vec<i64>) -> TensorMeta {
+    TensorMeta { name: name.to_owned(), datatype, shape }
+}
+
+/// The inputs and outputs of a version, truthfully.
+pub fn metadata(servable: &Servable) -> Metadata {
+    match &servable.kind {
+        Kind::Image(img) => {
+            let cfg = &img.config;
+            let [h, w, c] = cfg.input.shape;
+            Metadata {
+                inputs: vec![meta(
+                    &cfg.input.name,
+                    datatype_name(&cfg.input.datatype),
+                    vec![-1, h as i64, w as i64, c as i64],
+                )],
+                outputs: vec![
+                    meta(&cfg.output.name, datatype_name(&cfg.output.datatype), vec![-1, cfg.output.shape[0] as i64]),
+                    meta(LABEL_OUTPUT, "INT64", vec![-1]),
+                ],
+                parameters: json!({}),
+            }
+        }
+        Kind::Embedder(em) => Metadata {
+            inputs: vec![meta(TEXT_INPUT, "BYTES", vec![-1])],
+            outputs: vec![meta(EMBEDDING_OUTPUT, "FP32", vec![-1, em.info.dim as i64])],
+            parameters: json!({
+                "architecture": em.info.architecture, "max_tokens": em.info.max_tokens,
+                "pooling": em.info.pooling.to_string(), "normalize": em.info.normalize
+            }),
+        },
+        Kind::Generator(g) => {
+            let info = &g.engine.spec().info;
+            Metadata {
+                inputs: vec![meta("text_input", "BYTES", vec![1])],
+                outputs: vec![meta("text_output", "BYTES", vec![-1])],
+                parameters: json!({
+                    "architecture": info.architecture, "max_context": info.max_context,
+                    "endpoints": ["generate", "generate_stream"]
+                }),
+            }
+        }
+    }
+}
+
+/// The config's datatype as a static KServe name (configs are validated at load; anything else
+/// reads as FP32, the only type the image models take today).
+fn datatype_name(s: &str) -> &'static str {
+    Datatype::parse(s).map_or("FP32", Datatype::name)
+}
+
+/// Runs one infer request on `servable` (an image classifier or an embedding model).
+pub async fn infer(
+    rt: &Runtime,
+    servable: &Servable,
+    req: Request,
+    hold: &Hold,
+    deadline: Instant,
+) -> Result<Vec<Output>, Error> {
+    match &servable.kind {
+        Kind::Image(img) => classify(rt, servable, img, req, hold, deadline).await,
+        Kind::Embedder(em) => embed(rt, servable, em, req, hold, deadline).await,
+        Kind::Generator(_) => Err(Error::invalid(
+            "inputs",
+            format!(
+                "model `{}` generates text: use /v2/models/{}/generate or /generate_stream (HTTP), or \
+                 ModelStreamInfer (gRPC)",
+                servable.model, servable.model
+            ),
+        )),
+    }
+}
+
+/// The request's one input, which must be called `expected`.
+fn one_input(servable: &Servable, inputs: Vec<Input>, expected: &str) -> Result<Input, Error> {
+    let n = inputs.len();
+    let mut it = inputs.into_iter();
+    match (it.next(), n) {
+        (Some(one), 1) if one.name == expected => Ok(one),
+        (Some(one), 1) => Err(Error::invalid(
+            "inputs[0].name",
+            format!("unknown input `{}`; model `{}` takes `{expected}`", one.name, servable.model),
+        )),
+        _ => Err(Error::invalid(
+            "inputs",
+            format!("model `{}` takes exactly one input (`{expected}`), got {n}", servable.model),
+        )),
+    }
+}
+
+fn dims(shape: &[i64]) -> Result<Vec<usize>, Error> {
+    shape.iter().map(|&d| usize::try_from(d)).collect::<Result<_, _>>().map_err(|_| {
+        Error::invalid("inputs[0].shape", format!("`inputs[0].shape` dims must be non-negative, got {shape:?}"))
+    })
+}
+
+async fn classify(
+    rt: &Runtime,
+    servable: &Servable,
+    img: &ImageModel,
+    req: Request,
+    hold: &Hold,
+    deadline: Instant,
+) -> Result<Vec<Output>, Error> {
+    let prob_name = img.config.output.name.clone();
+    let asked = req.outputs.as_deref().unwrap_or_default();
+    if let Some((i, bad)) = asked.iter().enumerate().find(|(_, n)| **n != prob_name && n.as_str() != LABEL_OUTPUT) {
+        return Err(Error::invalid(
+            format!("outputs[{i}].name"),
+            format!("unknown output `{bad}`; model `{}` has `{prob_name}` and `{LABEL_OUTPUT}`", servable.model),
+        ));
+    }
+    let input = one_input(servable, req.inputs, &img.config.input.name)?;
+    let shape = dims(&input.shape)?;
+    let data = match input.values {
+        Values::Numbers(v) => v,
+        Values::Texts(_) => {
+            return Err(Error::invalid(
+                "inputs[0].datatype",
+                format!("`inputs[0].datatype` must be a numeric type such as FP32, got {:?}", input.datatype),
+            ))
+        }
+    };
+    let limits = aiserve_core::tensor::BatchLimits { max_batch: rt.limits.max_request_images };
+    let batch = ImageBatch::from_tensor(&img.spec, "inputs[0]", &shape, data, limits)?;
+    let probs = img.classify(batch, Some(deadline), hold).await?;
+    let n = probs.len();
+    let classes = img.config.output.shape[0];
+    let names: Vec<String> = req.outputs.unwrap_or_else(|| vec![prob_name.clone(), LABEL_OUTPUT.to_owned()]);
+    Ok(names
+        .into_iter()
+        .map(|name| {
+            if name == prob_name {
+                Output {
+                    name,
+                    datatype: Datatype::Fp32,
+                    shape: vec![n, classes],
+                    values: OutValues::F32(probs.iter().flatten().copied().collect()),
+                }
+            } else {
+                Output {
+                    name,
+                    datatype: Datatype::Int64,
+                    shape: vec![n],
+                    values: OutValues::I64(probs.iter().map(|p| argmax(p) as i64).collect()),
+                }
+            }
+        })
+        .collect())
+}
+
+/// The index of the largest value (the first, on ties).
+pub fn argmax(p: &[f32]) -> usize {
+    p.iter().enumerate().fold(0, |best, (i, v)| if *v > p[best] { i } else { best })
+}
+
+async fn embed(
+    rt: &Runtime,
+    servable: &Servable,
+    em: &EmbedModel,
+    req: Request,
+    hold: &Hold,
+    deadline: Instant,
+) -> Result<Vec<Output>, Error> {
+    if let Some(bad) = req.outputs.as_deref().unwrap_or_default().iter().find(|o| *o != EMBEDDING_OUTPUT) {
+        return Err(Error::invalid(
+            "outputs",
+            format!("unknown output `{bad}`; model `{}` has one output, `{EMBEDDING_OUTPUT}`", servable.model),
+        ));
+    }
+    let input = one_input(servable, req.inputs, TEXT_INPUT)?;
+    let texts = match input.values {
+        Values::Texts(t) if input.datatype == "BYTES" => t,
+        _ => {
+            return Err(Error::invalid(
+                "inputs[0].datatype",
+                format!("`{TEXT_INPUT}` must be BYTES (UTF-8 texts), got {:?}", input.datatype),
+            ))
+        }
+    };
+    let count = input.shape.iter().try_fold(1i64, |n, &d| if d < 0 { None } else { n.checked_mul(d) });
+    if input.shape.len() > 2 || count != Some(texts.len() as i64) {
+        return Err(Error::invalid(
+            "inputs[0].shape",
+            format!("`inputs[0].shape` {:?} does not match the {} texts given", input.shape, texts.len()),
+        ));
+    }
+    let tokens = text_input::tokenize(rt, em, Texts::Strings(texts), "inputs[0].data", hold).await?;
+    let vectors = em.embed(tokens.sequences, Some(deadline)).await?;
+    aiserve_runtime::metrics::METRICS
+        .tokens
+        .with_label_values(&[servable.model.as_str(), "prompt"])
+        .inc_by(tokens.tokens as u64);
+    let shape = vec![vectors.len(), em.info.dim];
+    Ok(vec![Output {
+        name: EMBEDDING_OUTPUT.to_owned(),
+        datatype: Datatype::Fp32,
+        shape,
+        values: OutValues::F32(vectors.into_iter().flatten().collect()),
+    }])
+}
