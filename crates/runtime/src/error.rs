@@ -42,8 +42,6 @@ pub enum Error {
     Busy { limit: usize },
     #[error("the request timed out before the model answered")]
     Timeout,
-    #[error("{0}")]
-    Unimplemented(String),
     #[error("internal error {id}; the server log has the details")]
     Internal { id: String },
 }

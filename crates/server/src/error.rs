@@ -30,7 +30,6 @@ pub fn status(e: &Error) -> StatusCode {
         Error::Forbidden(_) => StatusCode::FORBIDDEN,
         Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::Timeout => StatusCode::GATEWAY_TIMEOUT,
-        Error::Unimplemented(_) => StatusCode::NOT_IMPLEMENTED,
         Error::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
