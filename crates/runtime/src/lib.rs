@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod registry;
 pub mod runtime;
 pub mod servable;
+pub mod stats;
 pub mod text_input;
 pub mod worker;
 

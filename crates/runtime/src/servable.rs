@@ -58,6 +58,15 @@ impl Servable {
         }
     }
 
+    /// This version's cumulative statistics (Triton's `ModelStatistics`).
+    pub fn stats(&self) -> &Arc<crate::stats::VersionStats> {
+        match &self.kind {
+            Kind::Image(m) => m.queue.stats(),
+            Kind::Embedder(m) => m.queue.stats(),
+            Kind::Generator(m) => m.engine.stats(),
+        }
+    }
+
     fn wrong_kind(&self, is: &str, wants: &str) -> Error {
         Error::WrongModelKind { model: self.model.to_string(), is: is.into(), wants: wants.into() }
     }
@@ -117,6 +126,10 @@ impl Runner for ImageRunner {
         let mut rows = rows.into_iter();
         Ok(inputs.iter().map(|b| rows.by_ref().take(b.n).collect()).collect())
     }
+
+    fn items(input: &ImageBatch) -> usize {
+        input.n
+    }
 }
 
 /// A text embedding version.
@@ -165,5 +178,9 @@ impl Runner for EmbedRunner {
         }
         let mut vectors = vectors.into_iter();
         Ok(inputs.iter().map(|r| vectors.by_ref().take(r.len()).collect()).collect())
+    }
+
+    fn items(input: &Vec<Vec<u32>>) -> usize {
+        input.len()
     }
 }

@@ -24,6 +24,9 @@ pub trait Runner: Send + 'static {
     type Input: Send + 'static;
     type Output: Send + 'static;
     fn run(&mut self, inputs: &[&Self::Input]) -> Result<Vec<Self::Output>, BackendError>;
+
+    /// The items (images, texts) one input holds, for the statistics' inference count.
+    fn items(input: &Self::Input) -> usize;
 }
 
 enum JobError {
@@ -58,6 +61,8 @@ struct QueueMetrics {
     batch: prometheus::Histogram,
     /// Batch units (images or tokens) per forward pass.
     units: prometheus::Histogram,
+    /// The version's cumulative statistics (queue waits, passes, items).
+    stats: Arc<crate::stats::VersionStats>,
 }
 
 /// What the `size` of a queued request counts, for the metrics.
@@ -99,6 +104,7 @@ impl<R: Runner> Queue<R> {
             wait: m.queue_seconds.with_label_values(&[model, version]),
             batch: m.batch_size.with_label_values(&[model, version]),
             units: units.with_label_values(&[model, version]),
+            stats: Default::default(),
         };
         let shared = Arc::new(Shared {
             state: Mutex::new(State { batcher: Batcher::new(policy), closed: false }),
@@ -112,6 +118,11 @@ impl<R: Runner> Queue<R> {
                 .spawn(move || supervise(&shared, runner))?;
         }
         Ok(Self { model: model.to_owned(), version: version.to_owned(), shared })
+    }
+
+    /// This version's cumulative statistics.
+    pub fn stats(&self) -> &Arc<crate::stats::VersionStats> {
+        &self.shared.metrics.stats
     }
 
     /// Requests waiting for an instance thread now.
@@ -195,9 +206,16 @@ fn instance_thread<R: Runner>(shared: &Shared<R::Input, R::Output>, runner: &mut
                 drop(q);
                 shared.metrics.batch.observe(batch.len() as f64);
                 shared.metrics.units.observe(batch.iter().map(|p| p.size).sum::<usize>() as f64);
-                batch.iter().for_each(|p| shared.metrics.wait.observe(now.duration_since(p.enqueued).as_secs_f64()));
+                for p in &batch {
+                    let waited = now.duration_since(p.enqueued);
+                    shared.metrics.wait.observe(waited.as_secs_f64());
+                    shared.metrics.stats.queue.add(1, waited);
+                }
                 let jobs: Vec<Job<R::Input, R::Output>> = batch.into_iter().map(|p| p.item).collect();
+                let items = jobs.iter().map(|j| R::items(&j.input)).sum();
+                let (requests, started) = (jobs.len(), Instant::now());
                 run_batch(runner, jobs);
+                shared.metrics.stats.execution(requests, items, started.elapsed());
                 q = shared.lock();
             }
             Decision::WaitUntil(t) => {

@@ -101,6 +101,8 @@ pub struct Engine {
     next_id: AtomicUsize,
     model: String,
     version: String,
+    /// This version's cumulative statistics (the loop records passes and finished sequences).
+    stats: Arc<crate::stats::VersionStats>,
 }
 
 impl Engine {
@@ -125,6 +127,8 @@ impl Engine {
         };
         let (tx, rx) = mpsc::channel();
         let queued = Arc::new(AtomicUsize::new(0));
+        let metrics = EngineMetrics::of(model, version);
+        let stats = metrics.stats.clone();
         let mut lp = Loop {
             rx,
             generator,
@@ -134,7 +138,7 @@ impl Engine {
             seqs: HashMap::new(),
             queued: queued.clone(),
             labels: [model.to_string(), version.to_string()],
-            metrics: EngineMetrics::of(model, version),
+            metrics,
         };
         std::thread::Builder::new().name(format!("gen-{model}-{version}")).spawn(move || lp.run())?;
         Ok(Self {
@@ -146,7 +150,13 @@ impl Engine {
             next_id: AtomicUsize::new(0),
             model: model.into(),
             version: version.into(),
+            stats,
         })
+    }
+
+    /// This version's cumulative statistics.
+    pub fn stats(&self) -> &Arc<crate::stats::VersionStats> {
+        &self.stats
     }
 
     pub fn spec(&self) -> &GeneratorSpec {
@@ -247,6 +257,8 @@ struct EngineMetrics {
     generated: prometheus::IntCounter,
     first_token: prometheus::Histogram,
     token_gap: prometheus::Histogram,
+    /// The version's cumulative statistics: passes, and sequences finished.
+    stats: Arc<crate::stats::VersionStats>,
 }
 
 impl EngineMetrics {
@@ -259,6 +271,7 @@ impl EngineMetrics {
             generated: METRICS.tokens.with_label_values(&[model, "generated"]),
             first_token: METRICS.first_token_seconds.with_label_values(&labels),
             token_gap: METRICS.token_seconds.with_label_values(&labels),
+            stats: Default::default(),
         }
     }
 }
@@ -379,6 +392,7 @@ impl Loop {
         }
         let done = self.done(id, reason);
         self.finish(id, Some(done));
+        self.metrics.stats.sequences(1);
     }
 
     fn report(&self) {
@@ -425,7 +439,10 @@ impl Loop {
                 })
                 .collect();
             let generator = &mut self.generator;
-            catch_unwind(AssertUnwindSafe(|| generator.forward(&mut items)))
+            let started = std::time::Instant::now();
+            let r = catch_unwind(AssertUnwindSafe(|| generator.forward(&mut items)));
+            self.metrics.stats.execution(items.len(), 0, started.elapsed());
+            r
         };
         let done_by_length = self.sched.complete();
         let logits = match result {
