@@ -11,6 +11,7 @@ pub mod error;
 pub mod http;
 pub mod kserve;
 pub mod listen;
+pub mod tfserving;
 
 use std::future::Future;
 use std::path::PathBuf;

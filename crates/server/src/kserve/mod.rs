@@ -9,16 +9,17 @@
 //! the arg-max); embedding models take one BYTES tensor of UTF-8 texts and answer `embedding`
 //! (FP32 `[N, dim]`). Generation models have their own routes (`generate`, gRPC stream infer).
 
+pub mod repository;
 pub mod tensor;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aiserve_core::ImageBatch;
 use aiserve_runtime::budget::Hold;
 use aiserve_runtime::servable::{EmbedModel, ImageModel, Kind, Servable};
 use aiserve_runtime::text_input::{self, Texts};
 use aiserve_runtime::{Error, Runtime};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 pub use tensor::{Datatype, Values};
 
@@ -89,6 +90,24 @@ pub struct Metadata {
     /// Extra facts (architecture, limits), KServe's `parameters`.
     pub parameters: Value,
 }
+
+/// Triton's request parameter `timeout`, in microseconds (it can only shorten the server's).
+pub fn timeout_parameter(parameters: &Map<String, Value>) -> Result<Option<Duration>, Error> {
+    match parameters.get("timeout") {
+        None => Ok(None),
+        Some(v) => v.as_u64().map(|us| Some(Duration::from_micros(us))).ok_or_else(|| {
+            Error::invalid(
+                "parameters.timeout",
+                format!("`parameters.timeout` must be microseconds (an integer), got {}", crate::error::shown(v)),
+            )
+        }),
+    }
+}
+
+/// The sampling fields a generate request may carry (HTTP's `generate` body or `parameters`;
+/// gRPC's request parameters or a `sampling_parameters` JSON tensor).
+pub const SAMPLING_FIELDS: [&str; 9] =
+    ["max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "frequency_penalty", "presence_penalty", "stream"];
 
 /// The platform name metadata reports.
 pub const PLATFORM: &str = "aiserve_candle";

@@ -157,7 +157,7 @@ async fn run_infer(
     let servable = state.registry.resolve(model, version)?;
     let (json_part, mut binary) = split_binary(&headers, &body.bytes)?;
     let req: InferRequest = parse_json(json_part, &body.hold)?;
-    let deadline = state.deadline(&headers, timeout_parameter(&req.parameters)?)?;
+    let deadline = state.deadline(&headers, kserve::timeout_parameter(&req.parameters)?)?;
     let inputs = req
         .inputs
         .iter()
@@ -200,19 +200,6 @@ async fn run_infer(
         })
         .collect();
     Ok(respond(&servable, req.id, outs, tail))
-}
-
-/// Triton's request parameter `timeout`, in microseconds (it can only shorten the server's).
-pub(super) fn timeout_parameter(parameters: &Map<String, Value>) -> Result<Option<std::time::Duration>, Error> {
-    match parameters.get("timeout") {
-        None => Ok(None),
-        Some(v) => v.as_u64().map(|us| Some(std::time::Duration::from_micros(us))).ok_or_else(|| {
-            Error::invalid(
-                "parameters.timeout",
-                format!("`parameters.timeout` must be microseconds (an integer), got {}", crate::error::shown(v)),
-            )
-        }),
-    }
 }
 
 /// Splits a binary-extension body into its JSON header and the raw tensor bytes.

@@ -19,6 +19,7 @@ use serde_json::{json, Map, Value};
 use crate::error::{Error, HttpError};
 use crate::http::metrics::{tag, Served};
 use crate::http::state::{parse_json, AppState};
+use crate::kserve::SAMPLING_FIELDS;
 use aiserve_runtime::generation::engine::Event;
 use aiserve_runtime::generation::{collect_all, params, Choices};
 use aiserve_runtime::metrics::METRICS;
@@ -31,9 +32,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v2/models/{model}/generate_stream", post(generate_stream))
         .route("/v2/models/{model}/versions/{version}/generate_stream", post(generate_stream_version))
 }
-
-const SAMPLING_FIELDS: [&str; 9] =
-    ["max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "frequency_penalty", "presence_penalty", "stream"];
 
 async fn generate(
     State(s): State<AppState>,
@@ -96,7 +94,7 @@ async fn run(
         }
     };
     // Triton's `timeout` (µs) bounds the wait for the first token, as the header does.
-    let timeout = super::kserve::timeout_parameter(&fields)?;
+    let timeout = crate::kserve::timeout_parameter(&fields)?;
     fields.remove("timeout");
     params::check_fields(&fields, &SAMPLING_FIELDS, "generate `parameters`")?;
     for f in SAMPLING_FIELDS {

@@ -16,7 +16,6 @@ use super::images::{image_from_json, join, Decode};
 use crate::decode::json_tensor;
 use crate::error::{Error, HttpError};
 use crate::http::state::{parse_json, AppState};
-use aiserve_runtime::registry::ModelStatus;
 use aiserve_runtime::servable::Servable;
 
 pub fn routes() -> Router<AppState> {
@@ -70,14 +69,7 @@ fn version_of(state: &AppState, p: &TfPath) -> Result<Option<String>, Error> {
     match &p.selector {
         Selector::Latest => Ok(None),
         Selector::Version(v) => Ok(Some(v.clone())),
-        Selector::Label(l) => {
-            let name = p.model.parse().map_err(|_| Error::ModelNotFound(p.model.clone()))?;
-            let cfg = state.registry.model_config(&name).ok_or_else(|| Error::ModelNotFound(p.model.clone()))?;
-            cfg.version_labels
-                .get(l)
-                .map(|v| Some(v.to_string()))
-                .ok_or_else(|| Error::NotFound(format!("model `{}` has no version label `{l}`", p.model)))
-        }
+        Selector::Label(l) => crate::tfserving::label_version(&state.runtime, &p.model, l).map(Some),
     }
 }
 
@@ -94,12 +86,9 @@ async fn get_handler(State(state): State<AppState>, Path(rest): Path<String>) ->
 }
 
 fn status(state: &AppState, p: &TfPath) -> Result<Json<Value>, Error> {
-    let st: ModelStatus = state.registry.status(&p.model).ok_or_else(|| Error::ModelNotFound(p.model.clone()))?;
     let only = version_of(state, p)?;
-    let rows: Vec<Value> = st
-        .versions
-        .iter()
-        .filter(|v| only.as_deref().is_none_or(|o| o == v.version.to_string()))
+    let rows: Vec<Value> = crate::tfserving::version_statuses(&state.runtime, &p.model, only.as_deref())?
+        .into_iter()
         .map(|v| {
             let (code, msg) = match &v.error {
                 Some(e) => ("UNKNOWN", e.as_str()),
@@ -108,11 +97,6 @@ fn status(state: &AppState, p: &TfPath) -> Result<Json<Value>, Error> {
             json!({ "version": v.version.to_string(), "state": v.state.tf_serving_name(), "status": { "error_code": code, "error_message": msg } })
         })
         .collect();
-    if rows.is_empty() {
-        if let Some(v) = only {
-            return Err(Error::VersionNotFound { model: p.model.clone(), version: v, hint: String::new() });
-        }
-    }
     Ok(Json(json!({ "model_version_status": rows })))
 }
 
@@ -125,7 +109,7 @@ fn metadata(s: &Servable) -> Result<Value, Error> {
         "metadata": { "signature_def": { "signature_def": { "serving_default": {
             "inputs": { cfg.input.name.clone(): { "dtype": "DT_FLOAT", "tensor_shape": { "dim": dims(&[-1, h as i64, w as i64, c as i64]), "unknown_rank": false }, "name": cfg.input.name } },
             "outputs": { cfg.output.name.clone(): { "dtype": "DT_FLOAT", "tensor_shape": { "dim": dims(&[-1, cfg.output.shape[0] as i64]), "unknown_rank": false }, "name": cfg.output.name } },
-            "method_name": "tensorflow/serving/predict"
+            "method_name": crate::tfserving::PREDICT_METHOD
         } } } }
     }))
 }
