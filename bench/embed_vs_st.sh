@@ -34,7 +34,7 @@ for threads in 1 2; do
 done
 
 mkdir -p "$tmp/repo/minilm" && cp -r "$assets/minilm" "$tmp/repo/minilm/1"
-"$CARGO_TARGET_DIR/release/aiserve" serve --repo "$tmp/repo" --addr 127.0.0.1:0 >"$tmp/log" 2>&1 &
+"$CARGO_TARGET_DIR/release/aiserve" serve --repo "$tmp/repo" --addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 >"$tmp/log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do
   addr=$(sed -n 's/.*aiserve listening addr=\([0-9.:]*\).*/\1/p' "$tmp/log" | head -1)

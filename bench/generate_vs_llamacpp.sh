@@ -35,7 +35,7 @@ done
 
 echo; echo "### aiserve over HTTP (streamed chat, greedy, 128 tokens per answer)"
 mkdir -p "$tmp/repo/smollm2/1" && cp "$gguf" "$tmp/repo/smollm2/1/"
-"$CARGO_TARGET_DIR/release/aiserve" serve --repo "$tmp/repo" --addr 127.0.0.1:0 >"$tmp/log" 2>&1 &
+"$CARGO_TARGET_DIR/release/aiserve" serve --repo "$tmp/repo" --addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 >"$tmp/log" 2>&1 &
 pid=$!
 addr=""
 for _ in $(seq 100); do

@@ -40,7 +40,7 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-"$bin" serve --repo "$repo" --addr 127.0.0.1:0 ${extra[@]+"${extra[@]}"} >"$log" 2>&1 &
+"$bin" serve --repo "$repo" --addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 ${extra[@]+"${extra[@]}"} >"$log" 2>&1 &
 pid=$!
 
 addr=""

@@ -14,7 +14,7 @@ cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
 mkdir -p "$tmp/repo" && cp -r "$here/models/digits" "$tmp/repo/"
 run() {  # BIN LABEL
-  "$1" serve --repo "$tmp/repo" --addr 127.0.0.1:0 >"$tmp/log" 2>&1 &
+  "$1" serve --repo "$tmp/repo" --addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 >"$tmp/log" 2>&1 &
   pid=$!
   local addr=""
   for _ in $(seq 300); do

@@ -40,7 +40,7 @@ for mode in call predict; do
   "$seed/serve.sh" stop flask >/dev/null
 done
 
-"$bin" serve --addr 127.0.0.1:0 --repo "$here/models" 2>"$tmp/serve.log" &
+"$bin" serve --addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 --repo "$here/models" 2>"$tmp/serve.log" &
 pid=$!
 for _ in $(seq 100); do addr=$(sed -n 's/.*aiserve listening addr=\([0-9.:]*\).*/\1/p' "$tmp/serve.log"); [ -n "$addr" ] && break; sleep 0.1; done
 echo; echo "### aiserve POST /classify"

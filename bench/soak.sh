@@ -21,7 +21,7 @@ if [ -f "$assets/minilm/model.safetensors" ]; then
   mkdir -p "$tmp/repo/minilm" && cp -r "$assets/minilm" "$tmp/repo/minilm/1"
   protocols="$protocols embeddings"; models=2
 fi
-"$bin" serve --repo "$tmp/repo" --addr 127.0.0.1:0 >"$tmp/log" 2>&1 &
+"$bin" serve --repo "$tmp/repo" --addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 >"$tmp/log" 2>&1 &
 pid=$!
 for _ in $(seq 200); do
   addr=$(sed -n 's/.*aiserve listening addr=\([0-9.:]*\).*/\1/p' "$tmp/log" | head -1)

@@ -40,14 +40,20 @@ fn train_reports_bad_data_clearly() {
 
 #[test]
 fn serve_refuses_a_missing_repository() {
-    let out = aiserve().args(["serve", "--repo", "/nonexistent/models", "--addr", "127.0.0.1:0"]).output().unwrap();
+    let out = aiserve()
+        .args(["serve", "--repo", "/nonexistent/models", "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a directory"));
 }
 
 #[test]
 fn serve_names_the_activation_widths_it_takes() {
-    let out = aiserve().args(["serve", "--activation-bits", "12", "--addr", "127.0.0.1:0"]).output().unwrap();
+    let out = aiserve()
+        .args(["serve", "--activation-bits", "12", "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

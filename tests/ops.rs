@@ -18,7 +18,7 @@ impl Server {
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_aiserve"))
             .arg("serve")
-            .args(["--addr", "127.0.0.1:0", "--repo"])
+            .args(["--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--repo"])
             .arg(crate::bundled_repo())
             .args(args)
             .envs(env.iter().copied())
@@ -31,7 +31,10 @@ impl Server {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(a) = line.split("addr=").nth(1).or_else(|| line.split("\"addr\":\"").nth(1)) {
+                let http = line.contains("aiserve listening");
+                if let Some(a) =
+                    line.split("addr=").nth(1).or_else(|| line.split("\"addr\":\"").nth(1)).filter(|_| http)
+                {
                     let a: String = a.chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
                     let _ = tx.send(a);
                 }

@@ -20,6 +20,17 @@ pub struct ServeArgs {
     /// Address to listen on. The default is loopback only; use 0.0.0.0 to expose the server.
     #[arg(long, env = "AISERVE_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
+    /// gRPC address (KServe v2 `GRPCInferenceService`, health, reflection), beside the HTTP one
+    /// like Triton's 8001; `off` serves no gRPC. Shares the HTTP port's TLS, keys and limits.
+    #[arg(long, env = "AISERVE_GRPC_ADDR", default_value = "127.0.0.1:8001", value_parser = parse_grpc_addr)]
+    pub grpc_addr: GrpcAddr,
+    /// Most concurrent calls (HTTP/2 streams) on one gRPC connection.
+    #[arg(long, env = "AISERVE_GRPC_MAX_STREAMS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub grpc_max_streams: u32,
+    /// Seconds between keepalive pings on an idle gRPC connection (0: never). A ping unanswered
+    /// for 20 s closes the connection, so dead peers do not hold connection slots.
+    #[arg(long, env = "AISERVE_GRPC_KEEPALIVE_S", default_value_t = 60)]
+    pub grpc_keepalive_s: u64,
     /// How often to rescan the repository for new or removed versions, in milliseconds. Shorter
     /// picks up new versions sooner at the cost of more directory reads.
     #[arg(long, env = "AISERVE_POLL_INTERVAL_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..))]
@@ -33,6 +44,27 @@ pub struct ServeArgs {
     pub limits: LimitArgs,
     #[command(flatten)]
     pub generation: GenerationArgs,
+}
+
+/// Where gRPC listens, or nowhere.
+#[derive(Clone, Copy, Debug)]
+pub struct GrpcAddr(pub Option<SocketAddr>);
+
+fn parse_grpc_addr(s: &str) -> Result<GrpcAddr, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(GrpcAddr(None));
+    }
+    s.parse().map(|a| GrpcAddr(Some(a))).map_err(|e| format!("{e} (an address such as 127.0.0.1:8001, or `off`)"))
+}
+
+impl ServeArgs {
+    pub fn http2(&self) -> aiserve_server::listen::Http2Options {
+        aiserve_server::listen::Http2Options {
+            max_concurrent_streams: self.grpc_max_streams,
+            keepalive_interval: (self.grpc_keepalive_s > 0).then(|| Duration::from_secs(self.grpc_keepalive_s)),
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]

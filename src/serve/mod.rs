@@ -1,4 +1,4 @@
-//! `aiserve serve`: serve a model repository over HTTP until SIGINT/SIGTERM.
+//! `aiserve serve`: serve a model repository over HTTP and gRPC until SIGINT/SIGTERM.
 
 mod args;
 
@@ -28,6 +28,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("binding {}", args.addr))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(addr = %listener.local_addr()?, scheme, repo = %args.repo.display(), "aiserve listening");
+    let grpc = match args.grpc_addr.0 {
+        None => None,
+        Some(addr) => {
+            if auth.is_open() && !addr.ip().is_loopback() {
+                tracing::warn!(%addr, "no --api-keys-file: every gRPC call is open to anyone who can reach this address");
+            }
+            let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding gRPC {addr}"))?;
+            tracing::info!(addr = %l.local_addr()?, tls = tls.is_some(), "aiserve gRPC listening");
+            Some((l, args.http2()))
+        }
+    };
     let loader = CandleLoader::cpu().with_activation_bits(args.generation.bits()).with_kv_dtype(args.generation.kv());
     let opts = ServeOptions {
         repo: args.repo,
@@ -38,6 +49,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         limits: args.limits.limits(),
         default_model: args.default_model,
         generation: args.generation.engine(),
+        grpc,
     };
     aiserve_server::serve(opts, Arc::new(loader), listener, shutdown_signal()).await?;
     tracing::info!("shut down cleanly");

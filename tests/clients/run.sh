@@ -2,7 +2,9 @@
 # Real-client compatibility: starts the release binary on a free loopback port with the bundled
 # models plus all-MiniLM-L6-v2 and SmolLM2-135M-Instruct (from $AISERVE_ASSETS, see
 # ../shared/fetch-assets.sh) and drives it
-# with NVIDIA's tritonclient (HTTP) and the official openai client, unmodified. Loopback only.
+# with NVIDIA's tritonclient (HTTP and gRPC), TF Serving's gRPC stubs (tensorflow-serving-api) and
+# the official openai client, unmodified; then a
+# second server with API keys for the gRPC repository calls. Loopback only.
 #   tests/clients/run.sh            (after `cargo build --release`; CARGO_TARGET_DIR as for the build)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -10,17 +12,25 @@ target="${CARGO_TARGET_DIR:-$root/target}"
 venv="${AISERVE_CLIENTS_VENV:-$HOME/.cache/aiserve-clients}"
 mnist="${AISERVE_MNIST:-$root/../shared/data/mnist}"
 assets="${AISERVE_ASSETS:-$HOME/.cache/aiserve-assets}"
-if ! "$venv/bin/python" -c 'import tritonclient.http, openai' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import tritonclient.http, tritonclient.grpc, openai, grpc_tools, tensorflow_serving' 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check 'tritonclient[http]==2.73.0' 'openai==3.57.0'
+  "$venv/bin/pip" install -q --disable-pip-version-check 'tritonclient[http,grpc]==2.73.0' 'openai==3.57.0' 'grpcio-tools==1.85.1'
+  # TF Serving's stubs without TensorFlow (hundreds of MB): the TensorFlow messages they import
+  # are generated below from aiserve's protocol files, which carry TensorFlow's names and numbers.
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps 'tensorflow-serving-api==2.21.0'
 fi
+tfproto="$venv/tfproto"
+rm -rf "$tfproto" && mkdir -p "$tfproto"
+"$venv/bin/python" -m grpc_tools.protoc -I "$root/crates/server/proto" -I "$root/tests/clients/proto" --python_out="$tfproto" \
+  tensorflow/core/framework/tensor.proto tensorflow/core/protobuf/meta_graph.proto \
+  tensorflow/core/protobuf/error_codes.proto xla/tsl/protobuf/error_codes.proto tensorflow/core/example/example.proto
 # A repository of copies (the server refuses symlinks that leave the repository).
 repo=$(mktemp -d)
 cp -r "$root/models/digits" "$repo/"
 mkdir -p "$repo/minilm" && cp -r "$assets/minilm" "$repo/minilm/1"
 mkdir -p "$repo/smollm2/1" && cp "$assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" "$repo/smollm2/1/"
 log=$(mktemp)
-"$target/release/aiserve" serve --repo "$repo" --addr 127.0.0.1:0 >"$log" 2>&1 &
+"$target/release/aiserve" serve --repo "$repo" --addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 >"$log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -rf "$log" "$repo"' EXIT
 addr=""
@@ -30,6 +40,8 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 [ -n "$addr" ] || { cat "$log"; echo "server did not start" >&2; exit 1; }
+grpc_addr=$(sed -n 's/.*aiserve gRPC listening addr=\([0-9.:]*\).*/\1/p' "$log" | head -1)
+[ -n "$grpc_addr" ] || { cat "$log"; echo "gRPC did not start" >&2; exit 1; }
 # The listener answers at once; readiness waits for the first repository poll to load the models.
 for _ in $(seq 600); do
   "$venv/bin/python" -c "import urllib.request as u; u.urlopen('http://$addr/v2/health/ready')" 2>/dev/null && break
@@ -46,6 +58,33 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 timeout 300 "$venv/bin/python" "$root/tests/clients/generation_check.py" "$addr" smollm2
+timeout 300 "$venv/bin/python" "$root/tests/clients/tritonclient_grpc_check.py" "$grpc_addr" "$mnist" "$root/../shared/reference/minilm_reference.json"
+PYTHONPATH="$tfproto" timeout 120 "$venv/bin/python" "$root/tests/clients/tfserving_grpc_check.py" "$grpc_addr" "$mnist"
 kill -TERM $pid
 wait $pid   # graceful shutdown must exit 0
 grep -q "shut down cleanly" "$log" || { cat "$log"; echo "no clean shutdown" >&2; exit 1; }
+
+# The repository calls over gRPC, on a server with API keys (digits only).
+keys=$(mktemp)
+admin=admin-key-0123456789abcdef infer=infer-key-0123456789abcdef
+printf '%s admin,infer\n%s infer\n' "$admin" "$infer" >"$keys"
+chmod 600 "$keys"
+rm -rf "$repo/minilm" "$repo/smollm2"
+"$target/release/aiserve" serve --repo "$repo" --addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 --api-keys-file "$keys" >"$log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null || true; rm -rf "$log" "$repo" "$keys"' EXIT
+grpc_addr=""
+for _ in $(seq 100); do
+  grpc_addr=$(sed -n 's/.*aiserve gRPC listening addr=\([0-9.:]*\).*/\1/p' "$log" | head -1)
+  [ -n "$grpc_addr" ] && break
+  sleep 0.1
+done
+[ -n "$grpc_addr" ] || { cat "$log"; echo "gRPC did not start" >&2; exit 1; }
+for _ in $(seq 300); do
+  "$venv/bin/python" -c "import tritonclient.grpc as g, sys; sys.exit(0 if g.InferenceServerClient('$grpc_addr').is_server_ready() else 1)" 2>/dev/null && break
+  sleep 0.1
+done
+timeout 120 "$venv/bin/python" "$root/tests/clients/tritonclient_grpc_check.py" --keys "$grpc_addr" "$admin" "$infer"
+kill -TERM $pid
+wait $pid
+grep -q "shut down cleanly" "$log" || { cat "$log"; echo "no clean shutdown (keys server)" >&2; exit 1; }

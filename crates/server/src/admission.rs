@@ -39,6 +39,17 @@ impl Admission {
     pub fn in_use(&self) -> usize {
         self.limit - self.permits.available_permits()
     }
+
+    /// Admits one request (`exempt`: without taking a permit): the guard counts it in flight
+    /// until dropped; with no permit left, `Busy`.
+    pub fn admit(&self, exempt: bool) -> Result<Guard, Error> {
+        let permit = if exempt {
+            None
+        } else {
+            Some(self.permits.clone().try_acquire_owned().map_err(|_| Error::Busy { limit: self.limit })?)
+        };
+        Ok(Guard::new(permit))
+    }
 }
 
 /// Routes answered without a permit: they must work while the server is saturated.
@@ -46,15 +57,29 @@ fn exempt(path: &str) -> bool {
     path.starts_with("/v2/health/") || path == "/metrics"
 }
 
-/// Holds a request's permit (if it took one) and its in-flight count until dropped.
-struct Guard {
+/// Holds a request's permit (if it took one), its API key's concurrency permit (if the key has
+/// a limit) and its in-flight count until dropped.
+pub struct Guard {
     _permit: Option<OwnedSemaphorePermit>,
+    _key: crate::auth::Admitted,
 }
 
 impl Guard {
     fn new(permit: Option<OwnedSemaphorePermit>) -> Self {
         METRICS.inflight.inc();
-        Self { _permit: permit }
+        Self { _permit: permit, _key: None }
+    }
+
+    /// Also holds the key's permit until the response has been sent.
+    pub fn with_key(mut self, key: crate::auth::Admitted) -> Self {
+        self._key = key;
+        self
+    }
+
+    /// Moves this guard into `resp`'s body, so it lives until the body is sent or dropped.
+    pub fn keep_until_sent(self, resp: Response) -> Response {
+        let (parts, body) = resp.into_parts();
+        Response::from_parts(parts, Body::new(Guarded { inner: body, _guard: self }))
     }
 }
 
@@ -65,27 +90,14 @@ impl Drop for Guard {
 }
 
 pub async fn middleware(State(admission): State<Admission>, req: Request, next: Next) -> Response {
-    let permit = if exempt(req.uri().path()) {
-        None
-    } else {
-        match admission.permits.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
-            Err(_) => {
-                let busy = Error::Busy { limit: admission.limit };
-                return if is_openai_path(req.uri().path()) {
-                    OpenAiError(busy).into_response()
-                } else {
-                    crate::error::HttpError(busy).into_response()
-                };
-            }
-        }
+    let guard = match admission.admit(exempt(req.uri().path())) {
+        Ok(g) => g,
+        Err(busy) if is_openai_path(req.uri().path()) => return OpenAiError(busy).into_response(),
+        Err(busy) => return crate::error::HttpError(busy).into_response(),
     };
     // Counted from here; if the client goes away before the handler answers, the future and the
     // guard in it are dropped.
-    let guard = Guard::new(permit);
-    let resp = next.run(req).await;
-    let (parts, body) = resp.into_parts();
-    Response::from_parts(parts, Body::new(Guarded { inner: body, _guard: guard }))
+    guard.keep_until_sent(next.run(req).await)
 }
 
 /// A response body that keeps its request's guard until it is finished or dropped.

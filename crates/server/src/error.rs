@@ -34,6 +34,45 @@ pub fn status(e: &Error) -> StatusCode {
     }
 }
 
+/// The gRPC code of each kind of error: the same classification as [`status`], in gRPC's
+/// vocabulary (a full queue or a rate limit is RESOURCE_EXHAUSTED, a model still loading
+/// UNAVAILABLE).
+pub fn grpc_code(e: &Error) -> tonic::Code {
+    use tonic::Code;
+    match e {
+        Error::Input(_) | Error::WrongModelKind { .. } | Error::UnsupportedMediaType(_) => Code::InvalidArgument,
+        Error::PayloadTooLarge { .. } | Error::TooMuchMemory { .. } => Code::ResourceExhausted,
+        Error::ModelNotFound(_) | Error::VersionNotFound { .. } | Error::NotFound(_) => Code::NotFound,
+        Error::NotReady { .. } => Code::Unavailable,
+        Error::Overloaded { .. } | Error::MemoryBusy { .. } | Error::Busy { .. } | Error::RateLimited { .. } => {
+            Code::ResourceExhausted
+        }
+        Error::Unauthorized(_) => Code::Unauthenticated,
+        Error::Forbidden(_) => Code::PermissionDenied,
+        Error::Timeout => Code::DeadlineExceeded,
+        Error::Internal { .. } => Code::Internal,
+    }
+}
+
+/// A runtime error as a gRPC status: its code, its message, and (when a retry may succeed)
+/// `retry-after` seconds in the trailing metadata, as HTTP's header says it.
+pub fn grpc_status(e: Error) -> tonic::Status {
+    let code = grpc_code(&e);
+    if code != tonic::Code::Internal && code != tonic::Code::Unavailable {
+        tracing::debug!(?code, error = %e, "client error");
+    }
+    let retry = match &e {
+        Error::RateLimited { retry_after_s, .. } => Some(*retry_after_s),
+        e if e.is_retryable() => Some(1),
+        _ => None,
+    };
+    let mut status = tonic::Status::new(code, e.to_string());
+    if let Some(s) = retry {
+        status.metadata_mut().insert("retry-after", s.into());
+    }
+    status
+}
+
 /// The headers that go with an error's status: `Retry-After` when a retry may succeed,
 /// `WWW-Authenticate` when a key is missing.
 pub fn headers(e: &Error, headers: &mut axum::http::HeaderMap) {
@@ -129,5 +168,21 @@ mod tests {
         let o = HttpError(Error::Overloaded { model: "m".into(), version: "1".into(), queued: 3 }).into_response();
         assert_eq!(o.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(o.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn grpc_codes() {
+        use tonic::Code;
+        assert_eq!(grpc_code(&Error::invalid("x", "bad")), Code::InvalidArgument);
+        assert_eq!(grpc_code(&Error::ModelNotFound("m".into())), Code::NotFound);
+        assert_eq!(grpc_code(&Error::Unauthorized("k".into())), Code::Unauthenticated);
+        assert_eq!(grpc_code(&Error::Forbidden("k".into())), Code::PermissionDenied);
+        assert_eq!(grpc_code(&Error::Timeout), Code::DeadlineExceeded);
+        let full = grpc_status(Error::Overloaded { model: "m".into(), version: "1".into(), queued: 3 });
+        assert_eq!(full.code(), Code::ResourceExhausted);
+        assert_eq!(full.metadata().get("retry-after").unwrap(), "1");
+        assert!(full.message().contains("3 requests queued"), "{}", full.message());
+        let limited = grpc_status(Error::RateLimited { message: "slow down".into(), retry_after_s: 4 });
+        assert_eq!(limited.metadata().get("retry-after").unwrap(), "4");
     }
 }

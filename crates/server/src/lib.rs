@@ -1,13 +1,16 @@
-//! aiserve-server: the network front end (axum), with no candle dependency.
+//! aiserve-server: the network front ends, with no candle dependency: HTTP ([`http`], axum) and
+//! gRPC ([`grpc`], tonic), two siblings over the transport-free `aiserve_runtime`.
 //!
-//! [`app`] builds the router from shared state (tests call it without a socket); [`serve`] runs
-//! the version manager and the HTTP server on a bound listener until a shutdown future resolves,
-//! then drains in-flight requests. Model code arrives as an `aiserve_core::ModelLoader`.
+//! [`app`] and [`grpc::app`] build the routers from shared state (tests call them without a
+//! socket); [`serve`] runs the version manager, the HTTP server and (when given a listener) the
+//! gRPC server until a shutdown future resolves, then drains in-flight requests and streams on
+//! both. Model code arrives as an `aiserve_core::ModelLoader`.
 
 pub mod admission;
 pub mod auth;
 pub mod decode;
 pub mod error;
+pub mod grpc;
 pub mod http;
 pub mod kserve;
 pub mod listen;
@@ -37,6 +40,9 @@ pub struct ServeOptions {
     pub default_model: String,
     /// Engine limits of text generation models.
     pub generation: aiserve_runtime::generation::engine::EngineConfig,
+    /// The gRPC listener (`None`: no gRPC), with its HTTP/2 settings; it shares `listen`'s
+    /// connection limits and TLS.
+    pub grpc: Option<(TcpListener, listen::Http2Options)>,
 }
 
 impl ServeOptions {
@@ -51,6 +57,7 @@ impl ServeOptions {
             limits: Limits::default(),
             default_model: "digits".into(),
             generation: Default::default(),
+            grpc: None,
         }
     }
 }
@@ -84,15 +91,32 @@ pub async fn serve(
         auth: opts.auth,
         ..AppState::from_runtime(aiserve_runtime::Runtime::new(registry, Some(manager), opts.limits))
     };
+    let grpc = opts.grpc.map(|(l, h2)| (l, h2, grpc::app(state.clone())));
     let mut router = app(state);
     if !opts.cors_origins.is_empty() {
         router = router.layer(cors_layer(&opts.cors_origins).map_err(std::io::Error::other)?);
     }
-    let result = listen::serve(listener, router, opts.listen, async move {
+    // One shutdown signal for both listeners and the poller.
+    let stopping = stop_tx.clone();
+    tokio::spawn(async move {
         shutdown.await;
-        let _ = stop_tx.send(true);
-    })
-    .await;
+        let _ = stopping.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_tx.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let http = listen::serve(listener, router, opts.listen.clone(), stopped());
+    let result = match grpc {
+        None => http.await,
+        Some((l, h2, grpc_router)) => {
+            let grpc = listen::serve_wire(l, grpc_router, opts.listen, listen::Wire::Http2(h2), stopped());
+            let (a, b) = tokio::join!(http, grpc);
+            a.and(b)
+        }
+    };
     poller.abort();
     result
 }

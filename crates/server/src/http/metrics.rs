@@ -16,15 +16,17 @@ use axum::response::{IntoResponse, Response};
 use crate::http::state::AppState;
 
 /// Which model version produced a response (set by handlers, read by the middleware).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Served {
     pub model: String,
     pub version: String,
+    /// The version's statistics, which count the request's outcome.
+    pub stats: std::sync::Arc<aiserve_runtime::stats::VersionStats>,
 }
 
 impl Served {
     pub fn of(s: &aiserve_runtime::servable::Servable) -> Self {
-        Self { model: s.model.to_string(), version: s.version.to_string() }
+        Self { model: s.model.to_string(), version: s.version.to_string(), stats: s.stats().clone() }
     }
 }
 
@@ -55,12 +57,14 @@ pub async fn middleware(req: Request, next: Next) -> Response {
     let proto = protocol(req.uri().path());
     let started = Instant::now();
     let resp = next.run(req).await;
-    let (model, version) = match resp.extensions().get::<Served>() {
-        Some(s) => (s.model.as_str(), s.version.as_str()),
-        None => ("", ""),
-    };
+    let served = resp.extensions().get::<Served>();
+    let (model, version) = served.map_or(("", ""), |s| (s.model.as_str(), s.version.as_str()));
+    let took = started.elapsed();
     METRICS.requests.with_label_values(&[model, version, proto, resp.status().as_str()]).inc();
-    METRICS.request_seconds.with_label_values(&[model, proto]).observe(started.elapsed().as_secs_f64());
+    METRICS.request_seconds.with_label_values(&[model, proto]).observe(took.as_secs_f64());
+    if let Some(s) = served {
+        s.stats.request(resp.status().is_success(), took);
+    }
     resp
 }
 
