@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(PROTOS, ["proto"])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("descriptors.bin"), fds.encode_to_vec())?;
-    tonic_prost_build::configure().build_server(true).build_client(true).compile_fds(fds)?;
+    // Tensor bytes as `Bytes`: decoding slices the received message instead of copying it.
+    tonic_prost_build::configure().build_server(true).build_client(true).bytes(".").compile_fds(fds)?;
     Ok(())
 }

@@ -204,7 +204,7 @@ fn text_response(servable: &Servable, id: &str, text: Option<&str>, end: Option<
                 shape: vec![1],
                 ..Default::default()
             }],
-            vec![kserve::tensor::bytes_elements([t.as_bytes()])],
+            vec![kserve::tensor::bytes_elements([t.as_bytes()]).into()],
         ),
         None => (Vec::new(), Vec::new()),
     };

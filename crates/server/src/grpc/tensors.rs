@@ -8,6 +8,7 @@
 
 use aiserve_runtime::budget::Hold;
 use aiserve_runtime::Error;
+use prost::bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::pb::inference::infer_parameter::ParameterChoice;
@@ -18,11 +19,7 @@ use crate::kserve::{self, Datatype, Output, Values};
 
 /// Decodes the inputs of a request: input `i` takes `raw[i]` when the request carries raw
 /// contents (then every input must), else its typed `contents`.
-pub fn decode_inputs(
-    inputs: Vec<InferInputTensor>,
-    raw: Vec<Vec<u8>>,
-    hold: &Hold,
-) -> Result<Vec<kserve::Input>, Error> {
+pub fn decode_inputs(inputs: Vec<InferInputTensor>, raw: Vec<Bytes>, hold: &Hold) -> Result<Vec<kserve::Input>, Error> {
     if !raw.is_empty() && raw.len() != inputs.len() {
         return Err(Error::invalid(
             "raw_input_contents",
@@ -100,7 +97,7 @@ fn typed(datatype: Datatype, c: InferTensorContents, field: &str, hold: &Hold) -
                 .into_iter()
                 .enumerate()
                 .map(|(j, b)| {
-                    String::from_utf8(b).map_err(|_| {
+                    std::str::from_utf8(&b).map(str::to_owned).map_err(|_| {
                         Error::invalid(format!("{f}.bytes_contents[{j}]"), "BYTES elements must be UTF-8 text")
                     })
                 })
@@ -140,7 +137,7 @@ fn typed(datatype: Datatype, c: InferTensorContents, field: &str, hold: &Hold) -
 }
 
 /// Outputs as Triton answers them: metadata in `outputs`, values in `raw_output_contents`.
-pub fn encode_outputs(outputs: Vec<Output>) -> (Vec<InferOutputTensor>, Vec<Vec<u8>>) {
+pub fn encode_outputs(outputs: Vec<Output>) -> (Vec<InferOutputTensor>, Vec<Bytes>) {
     outputs
         .into_iter()
         .map(|o| {
@@ -152,7 +149,7 @@ pub fn encode_outputs(outputs: Vec<Output>) -> (Vec<InferOutputTensor>, Vec<Vec<
                 shape: o.shape.iter().map(|&d| d as i64).collect(),
                 ..Default::default()
             };
-            (meta, raw)
+            (meta, Bytes::from(raw))
         })
         .unzip()
 }

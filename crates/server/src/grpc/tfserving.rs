@@ -157,7 +157,11 @@ fn input(name: String, t: tf::TensorProto, hold: &Hold) -> Result<kserve::Input,
                 let texts = t
                     .string_val
                     .into_iter()
-                    .map(|b| String::from_utf8(b).map_err(|_| Error::invalid(&field, "strings must be UTF-8 text")))
+                    .map(|b| {
+                        std::str::from_utf8(&b)
+                            .map(str::to_owned)
+                            .map_err(|_| Error::invalid(&field, "strings must be UTF-8 text"))
+                    })
                     .collect::<Result<_, _>>()?;
                 Values::Texts(texts)
             }
@@ -210,7 +214,7 @@ fn output(o: kserve::Output) -> (String, tf::TensorProto) {
     let t = tf::TensorProto {
         dtype: dtype(o.datatype.name()) as i32,
         tensor_shape: Some(shape_proto(o.shape.iter().map(|&d| d as i64))),
-        tensor_content: content,
+        tensor_content: content.into(),
         ..Default::default()
     };
     (o.name, t)

@@ -64,8 +64,8 @@ fn image_input(shape: Vec<i64>) -> pb::model_infer_request::InferInputTensor {
     }
 }
 
-pub(super) fn le_f32(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+pub(super) fn le_f32(v: &[f32]) -> prost::bytes::Bytes {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>().into()
 }
 
 pub(super) fn f32s(b: &[u8]) -> Vec<f32> {
@@ -173,7 +173,7 @@ async fn infer_with_raw_and_typed_tensors() {
     let req = pb::ModelInferRequest {
         model_name: "emb".into(),
         inputs: vec![text_input.clone()],
-        raw_input_contents: vec![texts],
+        raw_input_contents: vec![texts.into()],
         ..Default::default()
     };
     let r = c.model_infer(req).await.unwrap().into_inner();
@@ -181,7 +181,7 @@ async fn infer_with_raw_and_typed_tensors() {
     let raw_vectors = f32s(&r.raw_output_contents[0]);
     let mut typed_input = text_input;
     typed_input.contents = Some(pb::InferTensorContents {
-        bytes_contents: vec![b"hello".to_vec(), b"world wide".to_vec()],
+        bytes_contents: vec![b"hello".as_slice().into(), b"world wide".as_slice().into()],
         ..Default::default()
     });
     let req = pb::ModelInferRequest { model_name: "emb".into(), inputs: vec![typed_input], ..Default::default() };
@@ -202,13 +202,13 @@ async fn errors_map_to_grpc_codes_naming_the_field() {
     };
     let cases: Vec<(pb::ModelInferRequest, Code, &str)> = vec![
         (req(vec![image_input(vec![1, 784])], vec![]), Code::InvalidArgument, "no data"),
-        (req(vec![image_input(vec![1, 784])], vec![vec![0; 7]]), Code::InvalidArgument, "whole number"),
+        (req(vec![image_input(vec![1, 784])], vec![vec![0u8; 7].into()]), Code::InvalidArgument, "whole number"),
         (
-            req(vec![image_input(vec![1, 784])], vec![vec![0; 3136], vec![0; 4]]),
+            req(vec![image_input(vec![1, 784])], vec![vec![0u8; 3136].into(), vec![0u8; 4].into()]),
             Code::InvalidArgument,
             "raw_input_contents",
         ),
-        (req(vec![image_input(vec![1, 27, 28])], vec![vec![0; 27 * 28 * 4]]), Code::InvalidArgument, "shape"),
+        (req(vec![image_input(vec![1, 27, 28])], vec![vec![0u8; 27 * 28 * 4].into()]), Code::InvalidArgument, "shape"),
         (
             req(
                 vec![pb::model_infer_request::InferInputTensor {
@@ -217,7 +217,7 @@ async fn errors_map_to_grpc_codes_naming_the_field() {
                     shape: vec![1, 784],
                     ..Default::default()
                 }],
-                vec![vec![0; 3136]],
+                vec![vec![0u8; 3136].into()],
             ),
             Code::InvalidArgument,
             "unknown input `pixels`",
@@ -230,7 +230,7 @@ async fn errors_map_to_grpc_codes_naming_the_field() {
                     shape: vec![1, 784],
                     ..Default::default()
                 }],
-                vec![vec![0; 3136]],
+                vec![vec![0u8; 3136].into()],
             ),
             Code::InvalidArgument,
             "inputs[0].datatype",
@@ -240,7 +240,7 @@ async fn errors_map_to_grpc_codes_naming_the_field() {
             pb::ModelInferRequest {
                 model_name: "gen".into(),
                 inputs: vec![image_input(vec![1])],
-                raw_input_contents: vec![vec![0; 4]],
+                raw_input_contents: vec![vec![0u8; 4].into()],
                 ..Default::default()
             },
             Code::InvalidArgument,
@@ -257,10 +257,10 @@ async fn errors_map_to_grpc_codes_naming_the_field() {
     input.contents = Some(pb::InferTensorContents { int64_contents: vec![0; 784], ..Default::default() });
     let err = c.model_infer(req(vec![input.clone()], vec![])).await.unwrap_err();
     assert!(err.message().contains("int64_contents"), "{}", err.message());
-    let err = c.model_infer(req(vec![input], vec![vec![0; 3136]])).await.unwrap_err();
+    let err = c.model_infer(req(vec![input], vec![vec![0u8; 3136].into()])).await.unwrap_err();
     assert!(err.message().contains("both"), "{}", err.message());
     // A message over the body limit is refused before it is decoded; the server stays up.
-    let big = req(vec![image_input(vec![4096, 784])], vec![vec![0; 4096 * 3136]]);
+    let big = req(vec![image_input(vec![4096, 784])], vec![vec![0u8; 4096 * 3136].into()]);
     let err = c.model_infer(big).await.unwrap_err();
     assert_ne!(err.code(), Code::Ok);
     assert!(c.server_live(pb::ServerLiveRequest {}).await.unwrap().into_inner().live);
@@ -301,7 +301,10 @@ fn gen_request(id: &str, text: &str, stream: bool, params: &[(&str, i64)]) -> pb
         model_name: "gen".into(),
         id: id.into(),
         inputs: vec![text_input, bool_input("stream")],
-        raw_input_contents: vec![crate::kserve::tensor::bytes_elements([text.as_bytes()]), vec![stream as u8]],
+        raw_input_contents: vec![
+            crate::kserve::tensor::bytes_elements([text.as_bytes()]).into(),
+            vec![stream as u8].into(),
+        ],
         parameters: params
             .iter()
             .map(|(k, v)| {

@@ -181,7 +181,7 @@ async fn shutdown_lets_an_open_stream_finish() {
                 ..Default::default()
             },
         ],
-        raw_input_contents: vec![text, vec![1]],
+        raw_input_contents: vec![text.into(), vec![1u8].into()],
         parameters: [(
             "max_tokens".to_owned(),
             pb::InferParameter { parameter_choice: Some(pb::infer_parameter::ParameterChoice::Int64Param(6)) },

@@ -85,7 +85,7 @@ async fn predict_metadata_and_status() {
     let texts = tf::TensorProto {
         dtype: tf::DataType::DtString as i32,
         tensor_shape: shape(&[2]),
-        string_val: vec![b"hello".to_vec(), b"world".to_vec()],
+        string_val: vec![b"hello".as_slice().into(), b"world".as_slice().into()],
         ..Default::default()
     };
     let r = p.predict(predict_request(spec("emb", None), vec![("text", texts)])).await.unwrap().into_inner();
