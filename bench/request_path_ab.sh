@@ -14,7 +14,10 @@ cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
 mkdir -p "$tmp/repo" && cp -r "$here/models/digits" "$tmp/repo/"
 run() {  # BIN LABEL
-  "$1" serve --repo "$tmp/repo" --addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 >"$tmp/log" 2>&1 &
+  # Binaries from before gRPC have no --grpc-addr; newer ones take a free port, not 8001.
+  local grpc=()
+  "$1" serve --help | grep -q -- --grpc-addr && grpc=(--grpc-addr 127.0.0.1:0)
+  "$1" serve --repo "$tmp/repo" --addr 127.0.0.1:0 ${grpc[@]+"${grpc[@]}"} >"$tmp/log" 2>&1 &
   pid=$!
   local addr=""
   for _ in $(seq 300); do

@@ -1,9 +1,12 @@
-//! `aiserve bench`: a closed-loop HTTP load generator (like perf_analyzer or `vllm bench serve`).
+//! `aiserve bench`: a closed-loop HTTP and gRPC load generator (like perf_analyzer or
+//! `vllm bench serve`).
 //!
 //! For each concurrency level, that many tasks each keep one request in flight on their own
-//! keep-alive connection until the duration or request budget runs out; latencies of successful
-//! responses go into a percentile summary. Targets must be loopback unless `--allow-remote`.
+//! keep-alive (HTTP/1.1) or HTTP/2 (gRPC) connection until the duration or request budget runs
+//! out; latencies of successful responses go into a percentile summary. Targets must be loopback
+//! unless `--allow-remote`.
 
+mod grpc;
 mod payload;
 mod stats;
 
@@ -33,6 +36,10 @@ pub struct BenchArgs {
     /// Model name used in the route or body.
     #[arg(long, default_value = "digits")]
     pub model: String,
+    /// Images per request (image protocols): 1 measures the request path, large batches the
+    /// cost of moving tensors (JSON vs binary vs gRPC).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub batch: u64,
     /// Concurrency levels to sweep, comma-separated: requests kept in flight at once.
     #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
     pub concurrency: Vec<usize>,
@@ -45,6 +52,10 @@ pub struct BenchArgs {
     /// Unmeasured requests per level before timing starts (connection setup, lazy init).
     #[arg(long, default_value_t = 50)]
     pub warmup: u64,
+    /// gRPC protocols: HTTP/2 connections the concurrent calls share (0: one per call in flight,
+    /// as HTTP/1.1 needs). gRPC clients usually multiplex one channel's calls over one connection.
+    #[arg(long, default_value_t = 0)]
+    pub grpc_connections: usize,
     /// Request body file (JSON) instead of the generated one.
     #[arg(long)]
     pub payload: Option<PathBuf>,
@@ -62,14 +73,28 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.concurrency.iter().any(|&c| c == 0 || c > 10_000) {
         bail!("--concurrency levels must be in 1..=10000, got {:?}", args.concurrency);
     }
-    let body = Bytes::from(args.protocol.body(&args.model, args.payload.as_deref())?);
+    let batch = args.batch as usize;
+    let body = Bytes::from(args.protocol.body(&args.model, args.payload.as_deref(), batch)?);
     let target = format!("{}{}", args.url.trim_end_matches('/'), args.protocol.path(&args.model));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    println!("aiserve bench: {:?} {target} ({} byte body)", args.protocol, body.len());
+    let grpc = args.protocol.is_grpc().then(|| grpc::Request::new(args.protocol, &args.model, batch));
+    let size = match &grpc {
+        Some(grpc::Request::Kserve(r)) => prost::Message::encoded_len(r),
+        Some(grpc::Request::Tf(r)) => prost::Message::encoded_len(r),
+        None => body.len(),
+    };
+    println!("aiserve bench: {:?} {target} ({size} byte request, {batch} per request)", args.protocol);
     println!("{}", table_header());
     let mut reports = Vec::new();
     for &c in &args.concurrency {
-        let level = Level { protocol: args.protocol, target: target.clone(), body: body.clone(), concurrency: c };
+        let level = Level {
+            protocol: args.protocol,
+            target: target.clone(),
+            body: body.clone(),
+            grpc: grpc.clone(),
+            grpc_connections: args.grpc_connections,
+            concurrency: c,
+        };
         rt.block_on(level.run(args.warmup, None))?;
         let report =
             rt.block_on(level.run(args.requests.unwrap_or(0), args.requests.is_none().then_some(args.duration)))?;
@@ -102,6 +127,10 @@ struct Level {
     protocol: Protocol,
     target: String,
     body: Bytes,
+    /// The gRPC request, for the gRPC protocols.
+    grpc: Option<grpc::Request>,
+    /// HTTP/2 connections the gRPC calls share (0: one each).
+    grpc_connections: usize,
     concurrency: usize,
 }
 
@@ -114,23 +143,42 @@ impl Level {
         let started = Instant::now();
         let stop_at = duration.map(|d| started + d);
         let mut tasks = Vec::with_capacity(self.concurrency);
-        for _ in 0..self.concurrency {
+        let mut connections = Vec::new();
+        if self.grpc.is_some() {
+            let n = if self.grpc_connections == 0 { self.concurrency } else { self.grpc_connections };
+            for _ in 0..n.min(self.concurrency) {
+                connections
+                    .push(grpc::connect(&self.target).await.with_context(|| format!("connecting to {}", self.target))?);
+            }
+        }
+        for i in 0..self.concurrency {
+            if let Some(req) = &self.grpc {
+                let conn = connections[i % connections.len()].clone();
+                tasks.push(tokio::spawn(grpc::task(conn, req.clone(), budget.clone(), stop_at)));
+                continue;
+            }
             let (client, budget, body, protocol) = (client.clone(), budget.clone(), self.body.clone(), self.protocol);
             let target: hyper::Uri = self.target.parse()?;
+            let extra = protocol.header(&body);
             tasks.push(tokio::spawn(async move {
                 let (mut lat, mut fail) = (Vec::new(), Vec::new());
                 while budget.fetch_sub(1, Ordering::Relaxed) > 0 && stop_at.is_none_or(|t| Instant::now() < t) {
-                    let req = hyper::Request::post(target.clone())
-                        .header("content-type", "application/json")
-                        .body(Full::new(body.clone()))
-                        .expect("static request parts");
+                    let mut req = hyper::Request::post(target.clone()).header("content-type", "application/json");
+                    if let Some((name, value)) = &extra {
+                        req = req.header(*name, value.as_str());
+                    }
+                    let req = req.body(Full::new(body.clone())).expect("static request parts");
                     let t0 = Instant::now();
                     match client.request(req).await {
                         Ok(resp) => {
                             let status = resp.status();
+                            let json_len = resp
+                                .headers()
+                                .get("inference-header-content-length")
+                                .and_then(|v| v.to_str().ok()?.parse().ok());
                             let bytes = resp.into_body().collect().await.map(|b| b.to_bytes());
                             match bytes {
-                                Ok(b) if status.is_success() && payload::looks_valid(protocol, &b) => {
+                                Ok(b) if status.is_success() && payload::looks_valid(protocol, &b, json_len) => {
                                     lat.push(t0.elapsed().as_micros() as u64)
                                 }
                                 Ok(_) => fail.push(status.as_u16().to_string()),

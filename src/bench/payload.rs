@@ -8,8 +8,14 @@ use serde_json::{json, Value};
 pub enum Protocol {
     /// `POST /classify` with `{"image": 28x28}`.
     Classify,
-    /// KServe v2 `POST /v2/models/{m}/infer` with one FP32 `[1,28,28,1]` tensor.
+    /// KServe v2 `POST /v2/models/{m}/infer` with one FP32 `[N,28,28,1]` tensor as JSON.
     Kserve,
+    /// KServe v2 infer with the binary tensor extension both ways (tritonclient's default).
+    KserveBinary,
+    /// KServe v2 gRPC `ModelInfer` with raw tensor bytes (tritonclient.grpc); --url is the gRPC address.
+    KserveGrpc,
+    /// TF Serving gRPC `Predict` with `tensor_content`; --url is the gRPC address.
+    TfservingGrpc,
     /// TF Serving `POST /v1/models/{m}:predict` with one instance.
     Tfserving,
     /// OpenAI `POST /v1/chat/completions` with a short user message.
@@ -23,26 +29,59 @@ impl Protocol {
     pub fn path(self, model: &str) -> String {
         match self {
             Self::Classify => format!("/classify?model={model}"),
-            Self::Kserve => format!("/v2/models/{model}/infer"),
+            Self::Kserve | Self::KserveBinary => format!("/v2/models/{model}/infer"),
+            Self::KserveGrpc | Self::TfservingGrpc => String::new(),
             Self::Tfserving => format!("/v1/models/{model}:predict"),
             Self::OpenaiChat => "/v1/chat/completions".into(),
             Self::Embeddings => "/v1/embeddings".into(),
         }
     }
 
-    /// A valid body: from `file` when given, else generated.
-    pub fn body(self, model: &str, file: Option<&Path>) -> anyhow::Result<Vec<u8>> {
+    /// Whether this protocol speaks gRPC (the rest speak HTTP/1.1).
+    pub fn is_grpc(self) -> bool {
+        matches!(self, Self::KserveGrpc | Self::TfservingGrpc)
+    }
+
+    /// The request's extra header, if the protocol needs one: (name, value).
+    pub fn header(self, body: &[u8]) -> Option<(&'static str, String)> {
+        match self {
+            Self::KserveBinary => {
+                // The JSON header ends where its one value does; tensor bytes follow.
+                let mut values = serde_json::Deserializer::from_slice(body).into_iter::<Value>();
+                let _ = values.next();
+                Some(("inference-header-content-length", values.byte_offset().to_string()))
+            }
+            _ => None,
+        }
+    }
+
+    /// A valid HTTP body of `batch` images (the image protocols): from `file` when given, else
+    /// generated.
+    pub fn body(self, model: &str, file: Option<&Path>, batch: usize) -> anyhow::Result<Vec<u8>> {
         if let Some(f) = file {
             return std::fs::read(f).map_err(|e| anyhow::anyhow!("--payload {}: {e}", f.display()));
         }
         let image = digit_pattern();
         let value = match self {
-            Self::Classify => json!({ "image": image }),
+            Self::Classify => json!({ "images": vec![image; batch] }),
             Self::Kserve => {
                 let flat: Vec<f64> = image.iter().flatten().copied().collect();
-                json!({ "inputs": [{ "name": "image", "shape": [1, 28, 28, 1], "datatype": "FP32", "data": flat }] })
+                let data: Vec<f64> = flat.iter().copied().cycle().take(flat.len() * batch).collect();
+                json!({ "inputs": [{ "name": "image", "shape": [batch, 28, 28, 1], "datatype": "FP32", "data": data }] })
             }
-            Self::Tfserving => json!({ "instances": [image] }),
+            Self::KserveBinary => {
+                let raw = images_le(batch);
+                let header = json!({
+                    "inputs": [{ "name": "image", "shape": [batch, 28, 28, 1], "datatype": "FP32",
+                                 "parameters": { "binary_data_size": raw.len() } }],
+                    "parameters": { "binary_data_output": true }
+                });
+                let mut body = serde_json::to_vec(&header)?;
+                body.extend_from_slice(&raw);
+                return Ok(body);
+            }
+            Self::KserveGrpc | Self::TfservingGrpc => return Ok(Vec::new()),
+            Self::Tfserving => json!({ "instances": vec![image; batch] }),
             Self::OpenaiChat => json!({
                 "model": model,
                 "messages": [{ "role": "user", "content": "What is the capital of France?" }],
@@ -54,18 +93,27 @@ impl Protocol {
     }
 }
 
+/// `batch` copies of the pattern as little-endian f32 bytes (binary tensors, gRPC raw contents).
+pub fn images_le(batch: usize) -> Vec<u8> {
+    let one: Vec<u8> = digit_pattern().iter().flatten().flat_map(|&v| (v as f32).to_le_bytes()).collect();
+    one.repeat(batch)
+}
+
 /// A fixed 28x28 pattern in [0, 0.12] (the shape of `../shared/peers/payload_28x28.json`);
 /// f64 so the JSON carries short decimals (`0.07`, not `0.07000000029802322`).
 fn digit_pattern() -> Vec<Vec<f64>> {
     (0..28).map(|r| (0..28).map(|c| ((r * 5 + c) % 13) as f64 / 100.0).collect()).collect()
 }
 
-/// Whether a response body looks like success for the protocol (besides the 2xx status).
-pub fn looks_valid(protocol: Protocol, body: &[u8]) -> bool {
-    let Ok(v) = serde_json::from_slice::<Value>(body) else { return false };
+/// Whether a response body looks like success for the protocol (besides the 2xx status);
+/// `json_len`: the length of its JSON part when the rest is binary tensors.
+pub fn looks_valid(protocol: Protocol, body: &[u8], json_len: Option<usize>) -> bool {
+    let json = &body[..json_len.unwrap_or(body.len()).min(body.len())];
+    let Ok(v) = serde_json::from_slice::<Value>(json) else { return false };
     match protocol {
         Protocol::Classify => v.get("label").is_some() || v.get("predictions").is_some(),
-        Protocol::Kserve => v.get("outputs").is_some(),
+        Protocol::Kserve | Protocol::KserveBinary => v.get("outputs").is_some(),
+        Protocol::KserveGrpc | Protocol::TfservingGrpc => false,
         Protocol::Tfserving => v.get("predictions").is_some(),
         Protocol::OpenaiChat | Protocol::Embeddings => v.get("choices").is_some() || v.get("data").is_some(),
     }
@@ -79,13 +127,22 @@ mod tests {
     fn generated_bodies_are_json_with_the_right_shape() {
         for p in [Protocol::Classify, Protocol::Kserve, Protocol::Tfserving, Protocol::OpenaiChat, Protocol::Embeddings]
         {
-            let v: Value = serde_json::from_slice(&p.body("digits", None).unwrap()).unwrap();
+            let v: Value = serde_json::from_slice(&p.body("digits", None, 1).unwrap()).unwrap();
             assert!(v.is_object(), "{p:?}");
         }
-        let v: Value = serde_json::from_slice(&Protocol::Kserve.body("digits", None).unwrap()).unwrap();
-        assert_eq!(v["inputs"][0]["data"].as_array().unwrap().len(), 784);
+        let v: Value = serde_json::from_slice(&Protocol::Kserve.body("digits", None, 2).unwrap()).unwrap();
+        assert_eq!(v["inputs"][0]["data"].as_array().unwrap().len(), 2 * 784);
+        assert_eq!(v["inputs"][0]["shape"][0], 2);
         assert_eq!(Protocol::Tfserving.path("digits"), "/v1/models/digits:predict");
-        assert!(looks_valid(Protocol::Classify, br#"{"label": 3}"#));
-        assert!(!looks_valid(Protocol::Kserve, br#"{"error": "x"}"#));
+        assert!(looks_valid(Protocol::Classify, br#"{"label": 3}"#, None));
+        assert!(!looks_valid(Protocol::Kserve, br#"{"error": "x"}"#, None));
+        // Binary: the JSON header's length comes from the header, the tensor bytes follow.
+        let body = Protocol::KserveBinary.body("digits", None, 3).unwrap();
+        let (_, len) = Protocol::KserveBinary.header(&body).unwrap();
+        let len: usize = len.parse().unwrap();
+        let head: Value = serde_json::from_slice(&body[..len]).unwrap();
+        assert_eq!(head["inputs"][0]["parameters"]["binary_data_size"], 3 * 784 * 4);
+        assert_eq!(body.len() - len, 3 * 784 * 4);
+        assert!(looks_valid(Protocol::KserveBinary, &[br#"{"outputs":[]}"#.as_slice(), &[1, 2]].concat(), Some(14)));
     }
 }
