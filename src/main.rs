@@ -29,13 +29,15 @@ enum LogFormat {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve a model repository over HTTP (classify, KServe v2, TF Serving REST, OpenAI).
-    Serve(serve::ServeArgs),
+    /// Serve a model repository over HTTP (classify, KServe v2, TF Serving REST, OpenAI) and gRPC
+    /// (KServe v2, TF Serving).
+    Serve(Box<serve::ServeArgs>),
     /// Train a model and publish it as a new version in a repository.
     Train(train::TrainArgs),
     /// Download a model from the Hugging Face Hub and publish it as a new version.
     Pull(pull::PullArgs),
-    /// Load-test a running server: throughput and latency percentiles per concurrency level.
+    /// Load-test a running server over HTTP or gRPC: throughput and latency percentiles per
+    /// concurrency level.
     Bench(bench::BenchArgs),
 }
 
@@ -51,7 +53,7 @@ fn main() -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Serve(args) => {
-            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve::run(args))
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve::run(*args))
         }
         Command::Train(args) => train::run(args),
         Command::Pull(args) => pull::run(args),

@@ -29,19 +29,24 @@ repo=$(mktemp -d)
 cp -r "$root/models/digits" "$repo/"
 mkdir -p "$repo/minilm" && cp -r "$assets/minilm" "$repo/minilm/1"
 mkdir -p "$repo/smollm2/1" && cp "$assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" "$repo/smollm2/1/"
-log=$(mktemp)
-"$target/release/aiserve" serve --repo "$repo" --addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 >"$log" 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null || true; rm -rf "$log" "$repo"' EXIT
-addr=""
-for _ in $(seq 100); do
-  addr=$(sed -n 's/.*aiserve listening addr=\([0-9.:]*\).*/\1/p' "$log" | head -1)
-  [ -n "$addr" ] && break
-  sleep 0.1
-done
-[ -n "$addr" ] || { cat "$log"; echo "server did not start" >&2; exit 1; }
-grpc_addr=$(sed -n 's/.*aiserve gRPC listening addr=\([0-9.:]*\).*/\1/p' "$log" | head -1)
-[ -n "$grpc_addr" ] || { cat "$log"; echo "gRPC did not start" >&2; exit 1; }
+log=$(mktemp) keys=$(mktemp)
+pid=""
+trap 'kill $pid 2>/dev/null || true; rm -rf "$log" "$repo" "$keys"' EXIT
+# Starts the release binary with free HTTP and gRPC ports (extra flags: "$@") and sets $pid,
+# $addr and $grpc_addr from the addresses it logs.
+start() {
+  "$target/release/aiserve" serve --repo "$repo" --addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 "$@" >"$log" 2>&1 &
+  pid=$!
+  addr="" grpc_addr=""
+  for _ in $(seq 100); do
+    addr=$(sed -n 's/.*aiserve listening addr=\([0-9.:]*\).*/\1/p' "$log" | head -1)
+    grpc_addr=$(sed -n 's/.*aiserve gRPC listening addr=\([0-9.:]*\).*/\1/p' "$log" | head -1)
+    [ -n "$addr" ] && [ -n "$grpc_addr" ] && return
+    sleep 0.1
+  done
+  cat "$log"; echo "server did not start" >&2; exit 1
+}
+start
 # The listener answers at once; readiness waits for the first repository poll to load the models.
 for _ in $(seq 600); do
   "$venv/bin/python" -c "import urllib.request as u; u.urlopen('http://$addr/v2/health/ready')" 2>/dev/null && break
@@ -65,21 +70,11 @@ wait $pid   # graceful shutdown must exit 0
 grep -q "shut down cleanly" "$log" || { cat "$log"; echo "no clean shutdown" >&2; exit 1; }
 
 # The repository calls over gRPC, on a server with API keys (digits only).
-keys=$(mktemp)
 admin=admin-key-0123456789abcdef infer=infer-key-0123456789abcdef
 printf '%s admin,infer\n%s infer\n' "$admin" "$infer" >"$keys"
 chmod 600 "$keys"
 rm -rf "$repo/minilm" "$repo/smollm2"
-"$target/release/aiserve" serve --repo "$repo" --addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 --api-keys-file "$keys" >"$log" 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null || true; rm -rf "$log" "$repo" "$keys"' EXIT
-grpc_addr=""
-for _ in $(seq 100); do
-  grpc_addr=$(sed -n 's/.*aiserve gRPC listening addr=\([0-9.:]*\).*/\1/p' "$log" | head -1)
-  [ -n "$grpc_addr" ] && break
-  sleep 0.1
-done
-[ -n "$grpc_addr" ] || { cat "$log"; echo "gRPC did not start" >&2; exit 1; }
+start --api-keys-file "$keys"
 for _ in $(seq 300); do
   "$venv/bin/python" -c "import tritonclient.grpc as g, sys; sys.exit(0 if g.InferenceServerClient('$grpc_addr').is_server_ready() else 1)" 2>/dev/null && break
   sleep 0.1

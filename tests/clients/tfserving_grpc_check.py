@@ -8,7 +8,6 @@ files, which carry TensorFlow's names and field numbers. Checks Predict on real 
 (`tensor_content` and `float_val`, a version, an output filter), GetModelMetadata's
 SignatureDefMap, GetModelStatus, and the errors' codes. Exits non-zero on any mismatch.
 """
-import gzip
 import sys
 
 import grpc
@@ -17,15 +16,9 @@ from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
+from mnist import mnist_test
+
 DT_FLOAT, DT_INT64 = 1, 9
-
-
-def mnist_test(dirname, n):
-    with gzip.open(f"{dirname}/t10k-images-idx3-ubyte.gz") as f:
-        images = np.frombuffer(f.read(), np.uint8, offset=16)[: n * 784].reshape(n, 28, 28, 1)
-    with gzip.open(f"{dirname}/t10k-labels-idx1-ubyte.gz") as f:
-        labels = np.frombuffer(f.read(), np.uint8, offset=8)[:n]
-    return images.astype(np.float32) / 255.0, labels
 
 
 def tensor(x, content=True):

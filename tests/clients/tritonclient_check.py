@@ -5,20 +5,13 @@
 Checks health, metadata, and `infer` with the client's defaults (binary tensor data both ways)
 and with JSON tensors, on real MNIST test digits; exits non-zero on any mismatch.
 """
-import gzip
 import sys
 
 import numpy as np
 import tritonclient.http as http
 from tritonclient.utils import InferenceServerException
 
-
-def mnist_test(dirname, n):
-    with gzip.open(f"{dirname}/t10k-images-idx3-ubyte.gz") as f:
-        images = np.frombuffer(f.read(), np.uint8, offset=16)[: n * 784].reshape(n, 28, 28, 1)
-    with gzip.open(f"{dirname}/t10k-labels-idx1-ubyte.gz") as f:
-        labels = np.frombuffer(f.read(), np.uint8, offset=8)[:n]
-    return images.astype(np.float32) / 255.0, labels
+from mnist import mnist_test
 
 
 def main():

@@ -9,7 +9,6 @@ vectors, stream infer of SmolLM2 (decoupled text pieces with the final flag), an
 The second form checks the repository calls and the keys on a server started with a key file.
 Exits non-zero on any mismatch.
 """
-import gzip
 import json
 import queue
 import sys
@@ -18,13 +17,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-
-def mnist_test(dirname, n):
-    with gzip.open(f"{dirname}/t10k-images-idx3-ubyte.gz") as f:
-        images = np.frombuffer(f.read(), np.uint8, offset=16)[: n * 784].reshape(n, 28, 28, 1)
-    with gzip.open(f"{dirname}/t10k-labels-idx1-ubyte.gz") as f:
-        labels = np.frombuffer(f.read(), np.uint8, offset=8)[:n]
-    return images.astype(np.float32) / 255.0, labels
+from mnist import mnist_test
 
 
 def cosine(a, b):

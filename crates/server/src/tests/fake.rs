@@ -390,3 +390,13 @@ pub async fn until_running(observed: &Observed, n: usize) {
     }
     panic!("never saw {n} model calls running");
 }
+
+/// A self-signed certificate for `localhost` and its PEM files in `dir`: (certificate, cert
+/// path, key path).
+pub fn self_signed(dir: &Path) -> (rcgen::CertifiedKey<rcgen::KeyPair>, std::path::PathBuf, std::path::PathBuf) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    (cert, cert_path, key_path)
+}

@@ -22,25 +22,26 @@ type Client = GrpcInferenceServiceClient<Channel>;
 
 pub(super) struct Grpc {
     pub addr: SocketAddr,
-    _stop: oneshot::Sender<()>,
+    /// Sends the shutdown; dropping it (at the end of a test) stops the server too.
+    pub stop: Option<oneshot::Sender<()>>,
+    pub server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 /// Serves the gRPC app of `state` on a free loopback port (HTTP/2, clear text).
 pub(super) async fn serve(state: AppState) -> Grpc {
+    serve_with(state, ListenOptions::default()).await
+}
+
+/// The same with these listener options (TLS, timeouts).
+pub(super) async fn serve_with(state: AppState, opts: ListenOptions) -> Grpc {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, rx) = oneshot::channel::<()>();
     let app = crate::grpc::app(state);
-    tokio::spawn(crate::listen::serve_wire(
-        listener,
-        app,
-        ListenOptions::default(),
-        Wire::Http2(Default::default()),
-        async {
-            let _ = rx.await;
-        },
-    ));
-    Grpc { addr, _stop: stop }
+    let server = tokio::spawn(crate::listen::serve_wire(listener, app, opts, Wire::Http2(Default::default()), async {
+        let _ = rx.await;
+    }));
+    Grpc { addr, stop: Some(stop), server }
 }
 
 async fn client(g: &Grpc) -> Client {

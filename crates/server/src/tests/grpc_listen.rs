@@ -4,39 +4,24 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use super::fake::write_version;
-use super::grpc_kserve::{harness, le_f32, two_images};
+use super::grpc_kserve::{harness, le_f32, serve, serve_with, two_images};
 use crate::grpc::pb::inference as pb;
 use crate::grpc::pb::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
-use crate::listen::{ListenOptions, Wire};
+use crate::listen::ListenOptions;
 
 #[tokio::test]
 async fn tls_negotiates_h2_and_serves_calls() {
     use tokio_rustls::rustls;
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let (cert, cert_path, key_path) = super::fake::self_signed(dir.path());
     let tls = crate::listen::tls_config(&cert_path, &key_path).unwrap();
     let h = harness().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (_stop, rx) = oneshot::channel::<()>();
-    let opts = ListenOptions { tls: Some(tls), ..Default::default() };
-    tokio::spawn(crate::listen::serve_wire(
-        listener,
-        crate::grpc::app(h.state.clone()),
-        opts,
-        Wire::Http2(Default::default()),
-        async {
-            let _ = rx.await;
-        },
-    ));
+    let g = serve_with(h.state.clone(), ListenOptions { tls: Some(tls), ..Default::default() }).await;
+    let addr = g.addr;
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.cert.der().clone()).unwrap();
@@ -70,7 +55,7 @@ async fn grpc_timeout_is_the_deadline_and_calls_are_counted() {
     let h = harness().await;
     write_version(h.repo(), "slow", 1, "sleep 400");
     h.poll().await;
-    let g = super::grpc_kserve::serve(h.state.clone()).await;
+    let g = serve(h.state.clone()).await;
     let mut c = GrpcInferenceServiceClient::connect(format!("http://{}", g.addr)).await.unwrap();
     let req = |model: &str| pb::ModelInferRequest {
         model_name: model.into(),
@@ -122,7 +107,7 @@ async fn reflection_lists_the_services() {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
     use tonic_reflection::pb::v1::ServerReflectionRequest;
     let h = harness().await;
-    let g = super::grpc_kserve::serve(h.state.clone()).await;
+    let g = serve(h.state.clone()).await;
     let channel = Channel::from_shared(format!("http://{}", g.addr)).unwrap().connect().await.unwrap();
     let mut r = ServerReflectionClient::new(channel);
     let ask = ServerReflectionRequest {
@@ -150,18 +135,8 @@ async fn shutdown_lets_an_open_stream_finish() {
     let h = harness().await;
     super::fake_generator::write_generator(h.repo(), "slowgen", 1, "sleep 30");
     h.poll().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(crate::listen::serve_wire(
-        listener,
-        crate::grpc::app(h.state.clone()),
-        ListenOptions::default(),
-        Wire::Http2(Default::default()),
-        async {
-            let _ = rx.await;
-        },
-    ));
+    let mut g = serve(h.state.clone()).await;
+    let addr = g.addr;
     let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
     let mut c = GrpcInferenceServiceClient::new(channel);
     let text = crate::kserve::tensor::bytes_elements([b"ab".as_slice()]);
@@ -196,7 +171,7 @@ async fn shutdown_lets_an_open_stream_finish() {
     let mut stream = c.model_stream_infer(requests).await.unwrap().into_inner();
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(first.error_message, "");
-    stop.send(()).unwrap();
+    g.stop.take().unwrap().send(()).unwrap();
     let mut last_final = false;
     let mut texts = 1;
     while let Some(r) = stream.message().await.unwrap() {
@@ -214,7 +189,7 @@ async fn shutdown_lets_an_open_stream_finish() {
     drop(req_tx);
     drop(stream);
     drop(c);
-    tokio::time::timeout(Duration::from_secs(10), server)
+    tokio::time::timeout(Duration::from_secs(10), g.server)
         .await
         .expect("the server drained and returned")
         .unwrap()
@@ -226,19 +201,9 @@ async fn shutdown_lets_an_open_stream_finish() {
 async fn a_silent_connection_is_closed_after_the_header_timeout() {
     use tokio::io::AsyncReadExt;
     let h = harness().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (_stop, rx) = oneshot::channel::<()>();
     let opts = ListenOptions { header_timeout: Duration::from_millis(200), ..Default::default() };
-    tokio::spawn(crate::listen::serve_wire(
-        listener,
-        crate::grpc::app(h.state.clone()),
-        opts,
-        Wire::Http2(Default::default()),
-        async {
-            let _ = rx.await;
-        },
-    ));
+    let g = serve_with(h.state.clone(), opts).await;
+    let addr = g.addr;
     let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
     let t = std::time::Instant::now();
     let mut buf = [0u8; 16];

@@ -144,11 +144,8 @@ async fn shutdown_gives_up_at_its_deadline() {
 #[tokio::test]
 async fn tls_serves_https_and_refuses_plain_http() {
     use tokio_rustls::rustls;
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let (cert, cert_path, key_path) = super::fake::self_signed(dir.path());
     let tls = crate::listen::tls_config(&cert_path, &key_path).unwrap();
     let r = start(ListenOptions { tls: Some(tls), ..Default::default() }, "shift 0").await;
 
