@@ -8,8 +8,10 @@
 //! errors in `crate::error`. One middleware ([`guard`]) does for every call what the HTTP
 //! layers do for every route: the API key (from `authorization: Bearer` or `x-api-key`
 //! metadata), the concurrency cap, the in-flight count and the request metrics
-//! (`protocol="grpc"`, status = gRPC code name). Messages are limited to the server's body limit
-//! (`--max-body-bytes`, not tonic's 4 MiB) and counted against the request's memory hold.
+//! (`protocol="grpc"`, status = gRPC code name); the HTTP layers for request ids (`x-request-id`
+//! metadata, kept from the client or made), log spans and key redaction wrap it too. Messages
+//! are limited to the server's body limit (`--max-body-bytes`, not tonic's 4 MiB) and counted
+//! against the request's memory hold.
 
 pub mod guard;
 pub mod health;
@@ -78,6 +80,13 @@ pub fn app(state: AppState) -> axum::Router {
         .into_axum_router()
         .fallback(guard::unimplemented)
         .layer(axum::middleware::from_fn_with_state(state, guard::middleware))
+        // The same request ids, spans and key redaction as HTTP (`x-request-id` metadata).
+        .layer(tower_http::trace::TraceLayer::new_for_grpc().make_span_with(crate::http::request_id::span))
+        .layer(axum::middleware::from_fn(crate::http::request_id::middleware))
+        .layer(tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
+            axum::http::header::AUTHORIZATION,
+            axum::http::HeaderName::from_static("x-api-key"),
+        ]))
 }
 
 /// When a call must be answered: the server's limit, shortened by the client's `grpc-timeout`

@@ -96,8 +96,13 @@ async fn health_metadata_and_config() {
     assert!(c.model_ready(ready("digits", "1")).await.unwrap().into_inner().ready);
     assert!(!c.model_ready(ready("digits", "7")).await.unwrap().into_inner().ready);
     assert!(!c.model_ready(ready("nope", "")).await.unwrap().into_inner().ready);
-    let md = c.server_metadata(pb::ServerMetadataRequest {}).await.unwrap().into_inner();
-    assert_eq!(md.name, "aiserve");
+    let md = c.server_metadata(pb::ServerMetadataRequest {}).await.unwrap();
+    assert_eq!(md.metadata().get("x-request-id").unwrap().len(), 36, "a fresh id when the client sends none");
+    assert_eq!(md.into_inner().name, "aiserve");
+    let mut traced = tonic::Request::new(pb::ServerMetadataRequest {});
+    traced.metadata_mut().insert("x-request-id", "trace-42".parse().unwrap());
+    let md = c.server_metadata(traced).await.unwrap();
+    assert_eq!(md.metadata().get("x-request-id").unwrap(), "trace-42", "the client's id is kept");
     let md = c
         .model_metadata(pb::ModelMetadataRequest { name: "digits".into(), version: String::new() })
         .await
