@@ -483,3 +483,52 @@ async fn health_checking_and_unimplemented_methods() {
         assert!(err.message().contains(path), "{path}: {:?}", err.message());
     }
 }
+
+#[tokio::test]
+async fn hostile_claims_are_refused_without_allocating() {
+    use tower::ServiceExt;
+    let h = harness().await;
+    let g = serve(h.state.clone()).await;
+    let mut c = client(&g).await;
+    // Shapes that claim far more (or less) than the bytes that came.
+    for shape in [vec![1i64 << 40, 784], vec![-1, 784], vec![i64::MAX, i64::MAX], vec![]] {
+        let req = pb::ModelInferRequest {
+            model_name: "digits".into(),
+            inputs: vec![image_input(shape.clone())],
+            raw_input_contents: vec![le_f32(&[0.0; 784])],
+            ..Default::default()
+        };
+        let err = c.model_infer(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{shape:?}: {}", err.message());
+    }
+    // A BYTES element that claims 4 GiB.
+    let req = pb::ModelInferRequest {
+        model_name: "emb".into(),
+        inputs: vec![pb::model_infer_request::InferInputTensor {
+            name: "text".into(),
+            datatype: "BYTES".into(),
+            shape: vec![1],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![u32::MAX.to_le_bytes().to_vec().into()],
+        ..Default::default()
+    };
+    assert_eq!(c.model_infer(req).await.unwrap_err().code(), Code::InvalidArgument);
+    // A frame that claims a 4 GiB message: refused on the claim, before reading it.
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&u32::MAX.to_be_bytes());
+    frame.extend_from_slice(&[0; 64]);
+    let call = axum::http::Request::post("/inference.GRPCInferenceService/ModelInfer")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(axum::body::Body::from(frame))
+        .unwrap();
+    let resp = crate::grpc::app(h.state.clone()).oneshot(call).await.unwrap();
+    let (head, body) = resp.into_parts();
+    // The code is in the head (trailers-only) or, after a message, in the trailers.
+    let trailers = http_body_util::BodyExt::collect(body).await.unwrap().trailers().cloned().unwrap_or_default();
+    let status = head.headers.get("grpc-status").or(trailers.get("grpc-status")).cloned();
+    let code: i32 = status.and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0);
+    assert!(code == Code::OutOfRange as i32 || code == Code::ResourceExhausted as i32, "{head:?} {trailers:?}");
+    assert!(c.server_live(pb::ServerLiveRequest {}).await.unwrap().into_inner().live);
+}
