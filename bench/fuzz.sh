@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every fuzz target (fuzz/fuzz_targets: JSON tensors, KServe BYTES, PNG/JPEG, IDX,
+# Runs every fuzz target (fuzz/fuzz_targets: JSON tensors, KServe BYTES, gRPC tensors, PNG/JPEG, IDX,
 # safetensors, GGUF headers and tokenizers, config files) for SECONDS each with libFuzzer through cargo-fuzz; exits non-zero
 # on the first crash (the reproducer lands in fuzz/artifacts/<target>/).
 #   bench/fuzz.sh [SECONDS]        # default 10; CI runs the default, longer runs go in the notes
@@ -14,7 +14,7 @@ command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz@0.13.2
 cd "$here/fuzz"
 cargo fuzz build -s none -O 2>&1 | tail -1
 # Seed corpora from real inputs, so the fuzzer starts from valid files and mutates inward.
-mkdir -p corpus/{json_tensor,picture,idx,safetensors,configs,kserve_bytes,gguf,generation}
+mkdir -p corpus/{json_tensor,picture,idx,safetensors,configs,kserve_bytes,gguf,generation,grpc_tensors}
 cp "$here/../shared/peers/payload_28x28.json" corpus/json_tensor/ 2>/dev/null || true
 cp "$here/models/digits/1/config.toml" corpus/configs/
 printf 'max_batch_size = 32\n[version_policy]\nlatest = 2\n' >corpus/configs/model.toml
@@ -46,8 +46,20 @@ smol = ("{% for message in messages %}{% if loop.first and messages[0]['role'] !
         "{{'<|im_start|>' + message['role'] + '\\n' + message['content'].strip() + '<|im_end|>\\n'}}{% endfor %}"
         "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
 open(os.path.join(c, "generation", "smollm2"), "w").write(smol + "\x01What is 2 + 2?\x01\n\nUser:\x02END\x01The answer\x01 is 4.\x01\n\nUs\x01er: next")
+# gRPC messages: a KServe ModelInferRequest with raw contents and a TF Serving PredictRequest
+def varint(n):
+    out = b""
+    while True:
+        b = n & 0x7f; n >>= 7
+        if n: out += bytes([b | 0x80])
+        else: return out + bytes([b])
+def ld(field, b): return varint(field << 3 | 2) + varint(len(b)) + b
+tensor_in = ld(1, b"image") + ld(2, b"FP32") + ld(3, varint(1) + varint(2))
+open(os.path.join(c, "grpc_tensors", "infer"), "wb").write(ld(1, b"digits") + ld(5, tensor_in) + ld(7, bytes(8)))
+tf_tensor = varint(1 << 3) + varint(1) + ld(2, ld(2, varint(1 << 3) + varint(2))) + ld(4, bytes(8))
+open(os.path.join(c, "grpc_tensors", "predict"), "wb").write(ld(1, ld(1, b"digits")) + ld(2, ld(1, b"image") + ld(2, tf_tensor)))
 PY
-for t in json_tensor kserve_bytes picture idx safetensors gguf configs generation; do
+for t in json_tensor kserve_bytes picture idx safetensors gguf configs generation grpc_tensors; do
   # Inputs that once crashed a target (fuzz/regressions/<target>) are replayed first.
   extra=(); [ -d "regressions/$t" ] && extra=("regressions/$t")
   out=$(cargo fuzz run -s none -O "$t" "corpus/$t" "${extra[@]}" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 2>&1) || {
