@@ -14,7 +14,8 @@ mnist="${AISERVE_MNIST:-$root/../shared/data/mnist}"
 assets="${AISERVE_ASSETS:-$HOME/.cache/aiserve-assets}"
 if ! "$venv/bin/python" -c 'import tritonclient.http, tritonclient.grpc, openai, grpc_tools, tensorflow_serving' 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check 'tritonclient[http,grpc]==2.73.0' 'openai==3.57.0' 'grpcio-tools==1.85.1'
+  # grpcio-tools 1.80 pairs with protobuf 6, which tritonclient[grpc] needs (newer ones want 7).
+  "$venv/bin/pip" install -q --disable-pip-version-check 'tritonclient[http,grpc]==2.73.0' 'openai==3.57.0' 'grpcio-tools==1.80.0'
   # TF Serving's stubs without TensorFlow (hundreds of MB): the TensorFlow messages they import
   # are generated below from aiserve's protocol files, which carry TensorFlow's names and numbers.
   "$venv/bin/pip" install -q --disable-pip-version-check --no-deps 'tensorflow-serving-api==2.21.0'
