@@ -458,6 +458,34 @@ async fn keys_from_metadata_and_the_repository() {
 }
 
 #[tokio::test]
+async fn rate_limits_and_the_concurrency_cap_are_resource_exhausted() {
+    const LIMITED: &str = "limited-key-01234567";
+    let mut h = harness().await;
+    h.state.auth = Arc::new(Auth::from_text(&format!("{LIMITED} infer rps=1\n"), KeyLimits::default()).unwrap());
+    let g = serve(h.state.clone()).await;
+    let mut c = client(&g).await;
+    let md =
+        || with_key(Some(LIMITED), true, pb::ModelMetadataRequest { name: "digits".into(), version: String::new() });
+    c.model_metadata(md()).await.unwrap();
+    let err = c.model_metadata(md()).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
+    assert!(err.metadata().get("retry-after").is_some(), "says when to retry");
+    assert!(err.message().contains("1 requests per second"), "{}", err.message());
+
+    // The server-wide cap: with its one permit held, the next call is refused at once.
+    let limits = aiserve_runtime::Limits { max_concurrent_requests: 1, ..Default::default() };
+    let h = Harness::with_limits(limits).await;
+    let g = serve(h.state.clone()).await;
+    let mut c = client(&g).await;
+    let held = h.state.admission.admit(false).unwrap();
+    let err = c.model_metadata(pb::ModelMetadataRequest { name: "digits".into(), version: String::new() }).await;
+    assert_eq!(err.unwrap_err().code(), Code::ResourceExhausted);
+    assert!(c.server_ready(pb::ServerReadyRequest {}).await.unwrap().into_inner().ready, "probes are exempt");
+    drop(held);
+    assert!(c.model_metadata(pb::ModelMetadataRequest { name: "digits".into(), version: String::new() }).await.is_ok());
+}
+
+#[tokio::test]
 async fn health_checking_and_unimplemented_methods() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
