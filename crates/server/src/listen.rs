@@ -58,6 +58,16 @@ pub enum Wire {
     Http2(Http2Options),
 }
 
+impl Wire {
+    /// How logs name the listener.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Http1 => "http",
+            Self::Http2(_) => "grpc",
+        }
+    }
+}
+
 /// HTTP/2 connection settings of the gRPC listener.
 #[derive(Clone, Debug)]
 pub struct Http2Options {
@@ -246,8 +256,9 @@ pub async fn serve_wire(
     }
     drop(listener);
     match tokio::time::timeout(opts.shutdown_timeout, graceful.shutdown()).await {
-        Ok(()) => tracing::info!("all connections finished"),
+        Ok(()) => tracing::info!(listener = wire.name(), "all connections finished"),
         Err(_) => tracing::warn!(
+            listener = wire.name(),
             seconds = opts.shutdown_timeout.as_secs_f64(),
             "shutdown deadline passed with requests still running; closing them"
         ),

@@ -44,31 +44,41 @@ pub(super) fn served<T>(message: T, servable: &Servable) -> Response<T> {
     resp
 }
 
-/// One `ModelInfer`: decode, run, encode.
+/// One `ModelInfer` on the version `msg` names: decode, run, encode.
 pub(super) async fn infer(
     state: &AppState,
     metadata: &tonic::metadata::MetadataMap,
     msg: pb::ModelInferRequest,
 ) -> Result<(Arc<Servable>, pb::ModelInferResponse), Error> {
-    let hold = super::hold_for(state, msg.encoded_len())?;
     let version = Some(msg.model_version.as_str()).filter(|v| !v.is_empty());
     let servable = state.registry.resolve(&msg.model_name, version)?;
+    let resp = infer_on(state, metadata, &servable, msg).await?;
+    Ok((servable, resp))
+}
+
+/// One `ModelInfer` on an already resolved version.
+pub(super) async fn infer_on(
+    state: &AppState,
+    metadata: &tonic::metadata::MetadataMap,
+    servable: &Servable,
+    msg: pb::ModelInferRequest,
+) -> Result<pb::ModelInferResponse, Error> {
+    let hold = super::hold_for(state, msg.encoded_len())?;
     let timeout = kserve::timeout_parameter(&tensors::parameters_json(&msg.parameters))?;
     let deadline = super::deadline(state, metadata, timeout);
     let inputs = tensors::decode_inputs(msg.inputs, msg.raw_input_contents, &hold)?;
     let asked = (!msg.outputs.is_empty()).then(|| msg.outputs.into_iter().map(|o| o.name).collect());
     let outputs =
-        kserve::infer(&state.runtime, &servable, kserve::Request { inputs, outputs: asked }, &hold, deadline).await?;
+        kserve::infer(&state.runtime, servable, kserve::Request { inputs, outputs: asked }, &hold, deadline).await?;
     let (outputs, raw) = tensors::encode_outputs(outputs);
-    let resp = pb::ModelInferResponse {
+    Ok(pb::ModelInferResponse {
         model_name: servable.model.to_string(),
         model_version: servable.version.to_string(),
         id: msg.id,
         parameters: HashMap::new(),
         outputs,
         raw_output_contents: raw,
-    };
-    Ok((servable, resp))
+    })
 }
 
 fn tensor_meta(list: Vec<kserve::TensorMeta>) -> Vec<pb::model_metadata_response::TensorMetadata> {

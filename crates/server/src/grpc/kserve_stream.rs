@@ -95,8 +95,8 @@ async fn one(state: &AppState, metadata: &MetadataMap, msg: pb::ModelInferReques
     };
     let result = match &servable.kind {
         Kind::Generator(_) => generate(state, metadata, &servable, msg, tx).await,
-        _ => match super::kserve::infer(state, metadata, msg).await {
-            Ok((_, mut resp)) => {
+        _ => match super::kserve::infer_on(state, metadata, &servable, msg).await {
+            Ok(mut resp) => {
                 resp.parameters.insert("triton_final_response".into(), tensors::bool_param(true));
                 let _ = tx
                     .send(Ok(pb::ModelStreamInferResponse { infer_response: Some(resp), ..Default::default() }))
