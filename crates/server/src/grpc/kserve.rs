@@ -19,7 +19,7 @@ use super::tensors;
 use crate::error::grpc_status;
 use crate::http::metrics::Served;
 use crate::http::state::AppState;
-use crate::kserve;
+use crate::kserve::{self, Datatype};
 
 pub struct Kserve {
     state: AppState,
@@ -93,22 +93,22 @@ fn tensor_meta(list: Vec<kserve::TensorMeta>) -> Vec<pb::model_metadata_response
 
 /// Triton's config datatype for a KServe datatype name.
 fn config_type(datatype: &str) -> i32 {
-    let t = match datatype {
-        "BOOL" => pb::DataType::TypeBool,
-        "UINT8" => pb::DataType::TypeUint8,
-        "UINT16" => pb::DataType::TypeUint16,
-        "UINT32" => pb::DataType::TypeUint32,
-        "UINT64" => pb::DataType::TypeUint64,
-        "INT8" => pb::DataType::TypeInt8,
-        "INT16" => pb::DataType::TypeInt16,
-        "INT32" => pb::DataType::TypeInt32,
-        "INT64" => pb::DataType::TypeInt64,
-        "FP16" => pb::DataType::TypeFp16,
-        "FP32" => pb::DataType::TypeFp32,
-        "FP64" => pb::DataType::TypeFp64,
-        "BYTES" => pb::DataType::TypeString,
-        "BF16" => pb::DataType::TypeBf16,
-        _ => pb::DataType::TypeInvalid,
+    let t = match Datatype::parse(datatype) {
+        Some(Datatype::Bool) => pb::DataType::TypeBool,
+        Some(Datatype::Uint8) => pb::DataType::TypeUint8,
+        Some(Datatype::Uint16) => pb::DataType::TypeUint16,
+        Some(Datatype::Uint32) => pb::DataType::TypeUint32,
+        Some(Datatype::Uint64) => pb::DataType::TypeUint64,
+        Some(Datatype::Int8) => pb::DataType::TypeInt8,
+        Some(Datatype::Int16) => pb::DataType::TypeInt16,
+        Some(Datatype::Int32) => pb::DataType::TypeInt32,
+        Some(Datatype::Int64) => pb::DataType::TypeInt64,
+        Some(Datatype::Fp16) => pb::DataType::TypeFp16,
+        Some(Datatype::Fp32) => pb::DataType::TypeFp32,
+        Some(Datatype::Fp64) => pb::DataType::TypeFp64,
+        Some(Datatype::Bytes) => pb::DataType::TypeString,
+        Some(Datatype::Bf16) => pb::DataType::TypeBf16,
+        None => pb::DataType::TypeInvalid,
     };
     t as i32
 }
@@ -125,7 +125,7 @@ pub(super) fn model_config(state: &AppState, servable: &Servable) -> pb::ModelCo
         Kind::Embedder(_) => (state.limits.text.max_inputs.min(i32::MAX as usize) as i32, true),
         Kind::Generator(_) => (0, false),
     };
-    let dims = |shape: &[i64]| if batched { shape[1..].to_vec() } else { shape.to_vec() };
+    let dims = |shape: &[i64]| if batched { shape.get(1..).unwrap_or_default().to_vec() } else { shape.to_vec() };
     let input = md
         .inputs
         .iter()

@@ -15,6 +15,7 @@ use super::pb::inference::infer_parameter::ParameterChoice;
 use super::pb::inference::model_infer_request::InferInputTensor;
 use super::pb::inference::model_infer_response::InferOutputTensor;
 use super::pb::inference::{InferParameter, InferTensorContents};
+use crate::kserve::tensor::widen;
 use crate::kserve::{self, Datatype, Output, Values};
 
 /// Decodes the inputs of a request: input `i` takes `raw[i]` when the request carries raw
@@ -58,7 +59,6 @@ pub fn decode_inputs(inputs: Vec<InferInputTensor>, raw: Vec<Bytes>, hold: &Hold
 fn typed(datatype: Datatype, c: InferTensorContents, field: &str, hold: &Hold) -> Result<Values, Error> {
     let f = format!("{field}.contents");
     let wrong = |has: &str| Error::invalid(&f, format!("`{f}` holds {has} but the datatype is {}", datatype.name()));
-    let numbers = |n: usize, hold: &Hold| hold.grow(n * size_of::<f32>(), &format!("the tensor `{field}`"));
     let filled = [
         (!c.bool_contents.is_empty(), "bool_contents"),
         (!c.int_contents.is_empty(), "int_contents"),
@@ -88,52 +88,19 @@ fn typed(datatype: Datatype, c: InferTensorContents, field: &str, hold: &Hold) -
     if let Some((_, other)) = filled.iter().find(|(set, name)| *set && *name != expected) {
         return Err(wrong(other));
     }
-    Ok(match datatype {
-        Datatype::Bytes => {
-            let n = c.bytes_contents.len();
-            hold.grow(n * size_of::<String>(), &format!("the BYTES tensor `{field}`"))?;
-            let texts = c
-                .bytes_contents
-                .into_iter()
-                .enumerate()
-                .map(|(j, b)| {
-                    std::str::from_utf8(&b).map(str::to_owned).map_err(|_| {
-                        Error::invalid(format!("{f}.bytes_contents[{j}]"), "BYTES elements must be UTF-8 text")
-                    })
-                })
-                .collect::<Result<_, _>>()?;
-            Values::Texts(texts)
-        }
-        Datatype::Bool => {
-            numbers(c.bool_contents.len(), hold)?;
-            Values::Numbers(c.bool_contents.iter().map(|&b| b as u8 as f32).collect())
-        }
-        Datatype::Int8 | Datatype::Int16 | Datatype::Int32 => {
-            numbers(c.int_contents.len(), hold)?;
-            Values::Numbers(c.int_contents.iter().map(|&v| v as f32).collect())
-        }
-        Datatype::Int64 => {
-            numbers(c.int64_contents.len(), hold)?;
-            Values::Numbers(c.int64_contents.iter().map(|&v| v as f32).collect())
-        }
-        Datatype::Uint8 | Datatype::Uint16 | Datatype::Uint32 => {
-            numbers(c.uint_contents.len(), hold)?;
-            Values::Numbers(c.uint_contents.iter().map(|&v| v as f32).collect())
-        }
-        Datatype::Uint64 => {
-            numbers(c.uint64_contents.len(), hold)?;
-            Values::Numbers(c.uint64_contents.iter().map(|&v| v as f32).collect())
-        }
-        Datatype::Fp32 => {
-            // The decoded message already holds these f32s: they move, no copy.
-            Values::Numbers(c.fp32_contents)
-        }
-        Datatype::Fp64 => {
-            numbers(c.fp64_contents.len(), hold)?;
-            Values::Numbers(c.fp64_contents.iter().map(|&v| v as f32).collect())
-        }
+    let field = format!("{f}.{expected}");
+    match datatype {
+        Datatype::Bytes => kserve::tensor::utf8_texts(c.bytes_contents, &field, hold),
+        Datatype::Bool => widen(&c.bool_contents, |b| b as u8 as f32, &field, hold),
+        Datatype::Int8 | Datatype::Int16 | Datatype::Int32 => widen(&c.int_contents, |v| v as f32, &field, hold),
+        Datatype::Int64 => widen(&c.int64_contents, |v| v as f32, &field, hold),
+        Datatype::Uint8 | Datatype::Uint16 | Datatype::Uint32 => widen(&c.uint_contents, |v| v as f32, &field, hold),
+        Datatype::Uint64 => widen(&c.uint64_contents, |v| v as f32, &field, hold),
+        // The decoded message already holds these f32s: they move, no copy.
+        Datatype::Fp32 => Ok(Values::Numbers(c.fp32_contents)),
+        Datatype::Fp64 => widen(&c.fp64_contents, |v| v as f32, &field, hold),
         Datatype::Fp16 | Datatype::Bf16 => unreachable!("refused above"),
-    })
+    }
 }
 
 /// Outputs as Triton answers them: metadata in `outputs`, values in `raw_output_contents`.

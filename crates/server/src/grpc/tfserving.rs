@@ -20,6 +20,7 @@ use super::pb::tensorflow as tf;
 use super::pb::tensorflow::serving as pb;
 use crate::error::grpc_status;
 use crate::http::state::AppState;
+use crate::kserve::tensor::widen;
 use crate::kserve::{self, Datatype, Values};
 use crate::tfserving::{label_version, version_statuses, DEFAULT_SIGNATURE, PREDICT_METHOD};
 
@@ -143,8 +144,6 @@ fn input(name: String, t: tf::TensorProto, hold: &Hold) -> Result<kserve::Input,
         Some(s) if !s.unknown_rank => s.dim.iter().map(|d| d.size).collect::<Vec<i64>>(),
         _ => return Err(Error::invalid(&shape_field, format!("`{shape_field}` must give every dimension"))),
     };
-    let grow = |n: usize| hold.grow(n * size_of::<f32>(), &format!("the tensor {field}"));
-    let numbers = |v: Vec<f32>| Values::Numbers(v);
     let values = if !t.tensor_content.is_empty() {
         if dt == Datatype::Bytes {
             return Err(Error::invalid(&field, "DT_STRING values go in `string_val`, not `tensor_content`"));
@@ -152,46 +151,21 @@ fn input(name: String, t: tf::TensorProto, hold: &Hold) -> Result<kserve::Input,
         kserve::tensor::from_le_bytes(dt, &t.tensor_content, &field, hold)?
     } else {
         match dt {
-            Datatype::Bytes => {
-                hold.grow(t.string_val.len() * size_of::<String>(), &format!("the strings of {field}"))?;
-                let texts = t
-                    .string_val
-                    .into_iter()
-                    .map(|b| {
-                        std::str::from_utf8(&b)
-                            .map(str::to_owned)
-                            .map_err(|_| Error::invalid(&field, "strings must be UTF-8 text"))
-                    })
-                    .collect::<Result<_, _>>()?;
-                Values::Texts(texts)
-            }
+            Datatype::Bytes => kserve::tensor::utf8_texts(t.string_val, &format!("{field}.string_val"), hold)?,
             // The decoded message already holds these f32s: they move, no copy.
-            Datatype::Fp32 => numbers(t.float_val),
-            Datatype::Fp64 => {
-                grow(t.double_val.len())?;
-                numbers(t.double_val.iter().map(|&v| v as f32).collect())
-            }
+            Datatype::Fp32 => Values::Numbers(t.float_val),
+            Datatype::Fp64 => widen(&t.double_val, |v| v as f32, &field, hold)?,
             Datatype::Int32 | Datatype::Int16 | Datatype::Int8 | Datatype::Uint8 | Datatype::Uint16 => {
-                grow(t.int_val.len())?;
-                numbers(t.int_val.iter().map(|&v| v as f32).collect())
+                widen(&t.int_val, |v| v as f32, &field, hold)?
             }
-            Datatype::Int64 => {
-                grow(t.int64_val.len())?;
-                numbers(t.int64_val.iter().map(|&v| v as f32).collect())
-            }
-            Datatype::Bool => {
-                grow(t.bool_val.len())?;
-                numbers(t.bool_val.iter().map(|&v| v as u8 as f32).collect())
-            }
-            Datatype::Uint32 => {
-                grow(t.uint32_val.len())?;
-                numbers(t.uint32_val.iter().map(|&v| v as f32).collect())
-            }
-            Datatype::Uint64 => {
-                grow(t.uint64_val.len())?;
-                numbers(t.uint64_val.iter().map(|&v| v as f32).collect())
-            }
+            Datatype::Int64 => widen(&t.int64_val, |v| v as f32, &field, hold)?,
+            Datatype::Bool => widen(&t.bool_val, |v| v as u8 as f32, &field, hold)?,
+            Datatype::Uint32 => widen(&t.uint32_val, |v| v as f32, &field, hold)?,
+            Datatype::Uint64 => widen(&t.uint64_val, |v| v as f32, &field, hold)?,
             Datatype::Fp16 | Datatype::Bf16 => {
+                // The 16-bit patterns, laid out as the raw form and widened by the same code
+                // (counted before the copy is made).
+                hold.grow(t.half_val.len() * 2, &format!("the tensor {field}"))?;
                 let bits: Vec<u8> = t.half_val.iter().flat_map(|&h| (h as u16).to_le_bytes()).collect();
                 kserve::tensor::from_le_bytes(dt, &bits, &field, hold)?
             }

@@ -142,6 +142,29 @@ pub fn from_le_bytes(datatype: Datatype, b: &[u8], field: &str, hold: &Hold) -> 
     }))
 }
 
+/// Typed values (gRPC's repeated fields) widened to f32, counted against `hold` first.
+pub fn widen<T: Copy>(values: &[T], to_f32: impl Fn(T) -> f32, field: &str, hold: &Hold) -> Result<Values, Error> {
+    hold.grow(values.len() * size_of::<f32>(), &format!("the tensor `{field}`"))?;
+    Ok(Values::Numbers(values.iter().map(|&v| to_f32(v)).collect()))
+}
+
+/// BYTES elements that must be UTF-8 texts (`field` names the tensor), counted against `hold`
+/// first.
+pub fn utf8_texts<B: AsRef<[u8]>>(items: Vec<B>, field: &str, hold: &Hold) -> Result<Values, Error> {
+    let bytes: usize = items.iter().map(|b| b.as_ref().len()).sum();
+    hold.grow(items.len() * size_of::<String>() + bytes, &format!("the BYTES tensor `{field}`"))?;
+    let texts = items
+        .iter()
+        .enumerate()
+        .map(|(j, b)| {
+            std::str::from_utf8(b.as_ref())
+                .map(str::to_owned)
+                .map_err(|_| Error::invalid(format!("{field}[{j}]"), format!("`{field}[{j}]` must be UTF-8 text")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Values::Texts(texts))
+}
+
 fn f16_to_f32(h: u16) -> f32 {
     let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
     let exp = ((h >> 10) & 0x1f) as i32;
