@@ -1,6 +1,7 @@
 //! The `aiserve` binary: `serve` a model repository, `train` or `pull` a model into it, `bench` a server.
 
 mod bench;
+mod loader;
 mod pull;
 mod serve;
 mod train;

@@ -88,7 +88,7 @@ pub fn run(args: PullArgs) -> anyhow::Result<()> {
             std::fs::copy(src, &dst).with_context(|| format!("copying {rel}"))?;
         }
         CandleLoader::cpu()
-            .describe(stage)
+            .describe(stage, &aiserve_core::config::ModelConfig::new_default())
             .map_err(|e| anyhow::anyhow!("{} was downloaded but cannot be served: {e}", args.model_id))?;
         Ok(())
     })?;

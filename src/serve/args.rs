@@ -38,6 +38,12 @@ pub struct ServeArgs {
     /// Model that `/classify` uses when the request does not name one.
     #[arg(long, env = "AISERVE_DEFAULT_MODEL", default_value = "digits")]
     pub default_model: String,
+    /// ONNX Runtime's shared library (`libonnxruntime.so`, 1.22 or newer; PyPI's `onnxruntime`
+    /// wheel ships one in onnxruntime/capi/). Opened when the first ONNX version loads; without
+    /// it ONNX versions fail to load and say so, everything else is served. Default:
+    /// `ORT_DYLIB_PATH`, else the dynamic loader's search path.
+    #[arg(long, env = "AISERVE_ONNXRUNTIME")]
+    pub onnxruntime: Option<PathBuf>,
     #[command(flatten)]
     pub security: SecurityArgs,
     #[command(flatten)]

@@ -6,10 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aiserve_models::CandleLoader;
+use aiserve_onnx::OnnxLoader;
 use aiserve_server::ServeOptions;
 use anyhow::Context;
 
 pub use args::ServeArgs;
+
+use crate::loader::RepoLoader;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if !args.repo.is_dir() {
@@ -39,7 +42,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             Some((l, args.http2()))
         }
     };
-    let loader = CandleLoader::cpu().with_activation_bits(args.generation.bits()).with_kv_dtype(args.generation.kv());
+    let loader = RepoLoader {
+        candle: CandleLoader::cpu().with_activation_bits(args.generation.bits()).with_kv_dtype(args.generation.kv()),
+        onnx: OnnxLoader::new(args.onnxruntime, aiserve_models::compute_threads()),
+    };
     let opts = ServeOptions {
         repo: args.repo,
         listen: args.limits.listen(tls),

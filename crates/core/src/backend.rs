@@ -8,9 +8,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::config::VersionConfig;
+use crate::config::{ModelConfig, VersionConfig};
 use crate::error::{BackendError, LoadError};
 use crate::generate::{GeneratorSpec, TextGenerator};
+use crate::graph::{GraphInfo, GraphModel};
 use crate::tensor::ImageBatch;
 use crate::text::{EmbedderInfo, TextTokenizer};
 
@@ -39,6 +40,8 @@ pub enum Description {
     Embedder { info: EmbedderInfo, tokenizer: Arc<dyn TextTokenizer> },
     /// A text generation model (a GGUF file, a Hugging Face decoder or seq2seq directory).
     Generator(GeneratorSpec),
+    /// A generic graph (an ONNX file): tensors in and out as the graph declares them.
+    Graph(GraphInfo),
 }
 
 /// One loaded copy of a model, matching its [`Description`].
@@ -46,12 +49,14 @@ pub enum Loaded {
     Image(Box<dyn ImageClassifier>),
     Embedder(Box<dyn TextEmbedder>),
     Generator(Box<dyn TextGenerator>),
+    Graph(Box<dyn GraphModel>),
 }
 
 /// Turns a version directory into a loaded model. Must be callable from any thread.
 pub trait ModelLoader: Send + Sync + 'static {
-    /// Recognises the directory's format and reads its configs and tokenizer (no weights).
-    fn describe(&self, dir: &Path) -> Result<Description, LoadError>;
+    /// Recognises the directory's format and reads its configs and tokenizer (no weights);
+    /// `model` is the model's `model.toml` (what a graph cannot say about itself).
+    fn describe(&self, dir: &Path, model: &ModelConfig) -> Result<Description, LoadError>;
     /// Loads one copy of the weights described by `description` from `dir`.
     fn load(&self, dir: &Path, description: &Description) -> Result<Loaded, LoadError>;
 }

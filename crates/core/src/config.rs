@@ -51,6 +51,22 @@ pub struct ModelConfig {
     /// TF Serving version labels, e.g. `stable = 1`, `canary = 2` (`/v1/models/m/labels/stable`).
     #[serde(default)]
     pub version_labels: BTreeMap<String, u64>,
+    /// ONNX versions: what the graph cannot say about itself.
+    #[serde(default)]
+    pub onnx: OnnxConfig,
+}
+
+/// `[onnx]` in `model.toml`: what an ONNX graph cannot say about itself; its inputs, outputs,
+/// datatypes and shapes come from the graph (Triton's config auto-complete).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnnxConfig {
+    /// Whether dimension 0 of every input and output is the batch, so concurrent requests are
+    /// joined along it. Absent: yes when the graph leaves dimension 0 open on all of them.
+    pub batching: Option<bool>,
+    /// Threads ONNX Runtime uses inside one operator. Absent: the compute threads shared among
+    /// the model's instances (at least one each).
+    pub threads: Option<usize>,
 }
 
 fn default_max_batch_size() -> usize {
@@ -100,6 +116,9 @@ impl ModelConfig {
         if cfg.max_queue_size == 0 {
             return Err("`max_queue_size` must be at least 1, got 0".into());
         }
+        if let Some(t) = cfg.onnx.threads.filter(|&t| t == 0 || t > 256) {
+            return Err(format!("`onnx.threads` must be in 1..=256, got {t}"));
+        }
         if let Some((label, _)) = cfg.version_labels.iter().find(|(_, v)| **v == 0) {
             return Err(format!("`version_labels.{label}` must be a positive version, got 0"));
         }
@@ -136,6 +155,7 @@ impl ModelConfig {
             max_queue_size: default_max_queue_size(),
             instances: default_instances(),
             version_labels: BTreeMap::new(),
+            onnx: OnnxConfig::default(),
         }
     }
 }
@@ -296,6 +316,10 @@ shape = [10]
         let err = ModelConfig::parse("max_batch_size = 8\npreferred_batch_sizes = [4, 16]").unwrap_err();
         assert!(err.contains("`preferred_batch_sizes`") && err.contains("got 16"), "{err}");
         assert!(ModelConfig::parse("instances = 0").unwrap_err().contains("`instances`"));
+        let cfg = ModelConfig::parse("[onnx]\nbatching = false\nthreads = 1").unwrap();
+        assert_eq!(cfg.onnx, OnnxConfig { batching: Some(false), threads: Some(1) });
+        assert!(ModelConfig::parse("[onnx]\nthreads = 0").unwrap_err().contains("`onnx.threads`"));
+        assert!(ModelConfig::parse("[onnx]\nbatch = 1").is_err());
         let cfg = ModelConfig::parse("max_queue_delay_us = 500\ninstances = 2").unwrap();
         assert_eq!(cfg.batch_policy().max_queue_delay, std::time::Duration::from_micros(500));
     }

@@ -32,7 +32,8 @@ fn main() {
     let batch: usize = std::env::var("AISERVE_EMBED_BATCH").ok().and_then(|b| b.parse().ok()).unwrap_or(32);
     // The same loader the server uses.
     let (loader, dir) = (CandleLoader::cpu(), std::path::Path::new(&dir));
-    let description = loader.describe(dir).expect("reading the model directory");
+    let description =
+        loader.describe(dir, &aiserve_core::config::ModelConfig::new_default()).expect("reading the model directory");
     let Description::Embedder { tokenizer, .. } = &description else { panic!("not a text embedding model") };
     let Ok(Loaded::Embedder(mut model)) = loader.load(dir, &description) else { panic!("loading the weights failed") };
     let mut encode = |texts: &[String]| {

@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use aiserve_core::backend::read_version_config;
-use aiserve_core::config::{ModelKind, VERSION_CONFIG_FILE};
+use aiserve_core::config::{ModelConfig, ModelKind, VERSION_CONFIG_FILE};
 use aiserve_core::{Description, LoadError, Loaded, ModelLoader};
 use candle_core::Device;
 
@@ -41,7 +41,7 @@ impl CandleLoader {
 }
 
 impl ModelLoader for CandleLoader {
-    fn describe(&self, dir: &Path) -> Result<Description, LoadError> {
+    fn describe(&self, dir: &Path, _model: &ModelConfig) -> Result<Description, LoadError> {
         if let Some(path) = llm::gguf::find(dir)? {
             return Ok(Description::Generator(llm::gguf::describe(&path, self.gen.kv)?));
         }
@@ -79,6 +79,9 @@ impl ModelLoader for CandleLoader {
                     .ok_or_else(|| LoadError::Config("config.json is missing".into()))?;
                 let encoder = text::load_encoder(dir, &config)?;
                 Ok(Loaded::Embedder(Box::new(Embedder::new(encoder, info.clone()))))
+            }
+            Description::Graph(_) => {
+                Err(LoadError::Unsupported("ONNX graphs are run by ONNX Runtime (aiserve-onnx), not candle".into()))
             }
             Description::Generator(_) => {
                 if let Some(path) = llm::gguf::find(dir)? {

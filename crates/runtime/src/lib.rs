@@ -20,6 +20,7 @@ pub mod blocking;
 pub mod budget;
 pub mod error;
 pub mod generation;
+pub mod graph;
 pub mod limits;
 pub mod manager;
 pub mod metrics;

@@ -21,6 +21,7 @@ use aiserve_core::{Description, ImageBatch, Loaded, ModelLoader, ModelName, Vers
 
 use crate::generation::engine::{Engine, EngineConfig};
 use crate::generation::GenModel;
+use crate::graph::{Graph, GraphRunner};
 use crate::registry::Registry;
 use crate::servable::{EmbedModel, EmbedRunner, ImageModel, ImageRunner, Kind, Servable};
 use crate::worker::{BatchUnit, Queue};
@@ -230,7 +231,7 @@ fn build(
     cfg: &ModelConfig,
     generation: &EngineConfig,
 ) -> Result<Servable, String> {
-    let description = loader.describe(dir).map_err(|e| e.to_string())?;
+    let description = loader.describe(dir, cfg).map_err(|e| e.to_string())?;
     // One engine per generation version: continuous batching already fills the cores, and a
     // second copy would only split the KV cache budget.
     let instances = if matches!(description, Description::Generator(_)) { 1 } else { cfg.instances };
@@ -273,6 +274,22 @@ fn build(
             .ok_or("no instance was loaded")?;
             let engine = Engine::start(&name, &v, generator, spec, generation.clone()).map_err(|e| e.to_string())?;
             Kind::Generator(GenModel { engine })
+        }
+        Description::Graph(info) => {
+            let outputs = info.outputs.len();
+            let batched = info.batched;
+            let runners = same_kind(copies, |c| match c {
+                Loaded::Graph(model) => Some(GraphRunner { model, batched, outputs }),
+                _ => None,
+            })?;
+            let mut policy = cfg.batch_policy();
+            if !batched {
+                policy.max_batch_size = 1;
+                policy.preferred_batch_sizes.clear();
+            }
+            let max_batch = policy.max_batch_size;
+            let queue = Queue::start(&name, &v, runners, policy, BatchUnit::Rows).map_err(|e| e.to_string())?;
+            Kind::Graph(Graph { info, max_batch, queue })
         }
     };
     Ok(Servable { model, version, kind, loaded_at: std::time::SystemTime::now() })
@@ -340,6 +357,31 @@ fn warm_up(model: &mut Loaded, description: &Description) -> Result<(), String> 
                 )),
             }
         }
+        (Loaded::Graph(model), Description::Graph(info)) => warm_up_graph(model.as_mut(), info),
         _ => Err("the loader returned a different kind of model than it described".into()),
     }
+}
+
+/// A graph whose sizes are all fixed (apart from the batch) runs once on zeros; one with open
+/// sizes (pictures of any size) is not run, since no size is known to suit it.
+fn warm_up_graph(model: &mut dyn aiserve_core::GraphModel, info: &aiserve_core::GraphInfo) -> Result<(), String> {
+    let skip = usize::from(info.batched);
+    let mut inputs = Vec::with_capacity(info.inputs.len());
+    for spec in &info.inputs {
+        if spec.dims.iter().skip(skip).any(|&d| d < 0) {
+            tracing::debug!(input = %spec.name, "graph has open sizes: no warm-up pass");
+            return Ok(());
+        }
+        let shape: Vec<usize> = spec.dims.iter().map(|&d| d.max(1) as usize).collect();
+        let n: usize = shape.iter().product();
+        if n > 1 << 26 {
+            return Ok(());
+        }
+        inputs.push(aiserve_core::Tensor { shape, data: aiserve_core::TensorData::zeros(spec.datatype, n) });
+    }
+    let outputs = model.run(inputs).map_err(|e| format!("warm-up run failed: {e}"))?;
+    if outputs.len() != info.outputs.len() {
+        return Err(format!("warm-up gave {} outputs; the graph declares {}", outputs.len(), info.outputs.len()));
+    }
+    Ok(())
 }

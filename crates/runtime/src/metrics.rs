@@ -9,7 +9,8 @@
 //! version leaves no stale series; `requests_total` keeps its history, as counters do.
 //!
 //! Batch metrics, one meaning each: `batch_size` counts the requests (generation: sequences)
-//! merged into one forward pass; `batch_images` the images in it and `batch_tokens` the tokens
+//! merged into one forward pass; `batch_images` the images in it, `batch_rows` the rows (dimension
+//! 0) in one pass of a graph (ONNX) model, and `batch_tokens` the tokens
 //! (embeddings: tokens of the texts; generation: decoded tokens plus prompt-chunk tokens).
 
 use std::sync::LazyLock;
@@ -25,6 +26,7 @@ pub struct Metrics {
     pub queue_seconds: HistogramVec,
     pub batch_size: HistogramVec,
     pub batch_images: HistogramVec,
+    pub batch_rows: HistogramVec,
     pub batch_tokens: HistogramVec,
     pub queue_depth: IntGaugeVec,
     pub tokens: IntCounterVec,
@@ -69,6 +71,12 @@ impl Metrics {
             .expect("valid metric"),
             batch_images: HistogramVec::new(
                 HistogramOpts::new("batch_images", "Images in one forward pass of an image model")
+                    .buckets(exponential_buckets(1.0, 2.0, 12).expect("valid buckets")),
+                &["model", "version"],
+            )
+            .expect("valid metric"),
+            batch_rows: HistogramVec::new(
+                HistogramOpts::new("batch_rows", "Rows (dimension 0) in one forward pass of a graph (ONNX) model")
                     .buckets(exponential_buckets(1.0, 2.0, 12).expect("valid buckets")),
                 &["model", "version"],
             )
@@ -119,6 +127,7 @@ impl Metrics {
             Box::new(m.queue_seconds.clone()),
             Box::new(m.batch_size.clone()),
             Box::new(m.batch_images.clone()),
+            Box::new(m.batch_rows.clone()),
             Box::new(m.batch_tokens.clone()),
             Box::new(m.queue_depth.clone()),
             Box::new(m.tokens.clone()),
@@ -137,9 +146,15 @@ impl Metrics {
 pub fn forget_version(model: &str, version: &str) {
     let m = &*METRICS;
     let labels = [model, version];
-    for vec in
-        [&m.queue_seconds, &m.batch_size, &m.batch_images, &m.batch_tokens, &m.first_token_seconds, &m.token_seconds]
-    {
+    for vec in [
+        &m.queue_seconds,
+        &m.batch_size,
+        &m.batch_images,
+        &m.batch_rows,
+        &m.batch_tokens,
+        &m.first_token_seconds,
+        &m.token_seconds,
+    ] {
         let _ = vec.remove_label_values(&labels);
     }
     let _ = m.queue_depth.remove_label_values(&labels);

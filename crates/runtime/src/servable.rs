@@ -12,6 +12,7 @@ use aiserve_core::{BackendError, ImageBatch, ImageClassifier, ModelName, TextEmb
 use crate::budget::Hold;
 use crate::error::Error;
 use crate::generation::GenModel;
+use crate::graph::Graph;
 use crate::worker::{Queue, Runner};
 
 pub struct Servable {
@@ -28,6 +29,7 @@ pub enum Kind {
     Image(ImageModel),
     Embedder(EmbedModel),
     Generator(GenModel),
+    Graph(Graph),
 }
 
 impl Servable {
@@ -37,6 +39,7 @@ impl Servable {
             Kind::Image(m) => Ok(m),
             Kind::Embedder(_) => Err(self.wrong_kind("a text embedding model", "images")),
             Kind::Generator(_) => Err(self.wrong_kind("a text generation model", "images")),
+            Kind::Graph(_) => Err(self.wrong_kind("an ONNX model", "images")),
         }
     }
 
@@ -46,6 +49,7 @@ impl Servable {
             Kind::Embedder(m) => Ok(m),
             Kind::Image(_) => Err(self.wrong_kind("an image classifier", "text to embed")),
             Kind::Generator(_) => Err(self.wrong_kind("a text generation model", "text to embed")),
+            Kind::Graph(_) => Err(self.wrong_kind("an ONNX model", "text to embed")),
         }
     }
 
@@ -55,6 +59,7 @@ impl Servable {
             Kind::Generator(m) => Ok(m),
             Kind::Image(_) => Err(self.wrong_kind("an image classifier", "a prompt to complete")),
             Kind::Embedder(_) => Err(self.wrong_kind("a text embedding model", "a prompt to complete")),
+            Kind::Graph(_) => Err(self.wrong_kind("an ONNX model", "a prompt to complete")),
         }
     }
 
@@ -64,6 +69,7 @@ impl Servable {
             Kind::Image(m) => m.queue.stats(),
             Kind::Embedder(m) => m.queue.stats(),
             Kind::Generator(m) => m.engine.stats(),
+            Kind::Graph(m) => m.queue.stats(),
         }
     }
 

@@ -69,6 +69,8 @@ struct QueueMetrics {
 #[derive(Clone, Copy, Debug)]
 pub enum BatchUnit {
     Images,
+    /// Rows along dimension 0 of a graph model's tensors.
+    Rows,
     Tokens,
 }
 
@@ -97,6 +99,7 @@ impl<R: Runner> Queue<R> {
         let m = &crate::metrics::METRICS;
         let units = match unit {
             BatchUnit::Images => &m.batch_images,
+            BatchUnit::Rows => &m.batch_rows,
             BatchUnit::Tokens => &m.batch_tokens,
         };
         let metrics = QueueMetrics {

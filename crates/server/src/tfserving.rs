@@ -10,6 +10,27 @@ pub const DEFAULT_SIGNATURE: &str = "serving_default";
 /// The method name of that signature.
 pub const PREDICT_METHOD: &str = "tensorflow/serving/predict";
 
+/// TensorFlow's name for a KServe datatype (REST metadata spells dtypes this way).
+pub fn dtype_name(datatype: aiserve_core::Datatype) -> &'static str {
+    use aiserve_core::Datatype as D;
+    match datatype {
+        D::Fp32 => "DT_FLOAT",
+        D::Fp64 => "DT_DOUBLE",
+        D::Fp16 => "DT_HALF",
+        D::Bf16 => "DT_BFLOAT16",
+        D::Int8 => "DT_INT8",
+        D::Int16 => "DT_INT16",
+        D::Int32 => "DT_INT32",
+        D::Int64 => "DT_INT64",
+        D::Uint8 => "DT_UINT8",
+        D::Uint16 => "DT_UINT16",
+        D::Uint32 => "DT_UINT32",
+        D::Uint64 => "DT_UINT64",
+        D::Bool => "DT_BOOL",
+        D::Bytes => "DT_STRING",
+    }
+}
+
 /// The version a label names.
 pub fn label_version(rt: &Runtime, model: &str, label: &str) -> Result<String, Error> {
     let name = model.parse().map_err(|_| Error::ModelNotFound(model.to_owned()))?;

@@ -1,4 +1,6 @@
-//! Nested or flat JSON arrays of numbers → (shape, row-major `f32` data).
+//! Nested or flat JSON arrays of numbers → (shape, row-major `f32` data), or, for graph models,
+//! into values of the tensor's own datatype ([`flatten_as`]: integers must be whole and fit,
+//! BOOL takes `true`/`false`).
 //!
 //! `[[1,2],[3,4]]` has shape `[2, 2]`; ragged nesting, non-numbers and nesting deeper than
 //! [`MAX_DEPTH`] are errors that name the field and the position. Count before allocating: the
@@ -7,6 +9,7 @@
 //! refused as ragged), and only a regular tree, whose element count is what actually arrived,
 //! is counted against the request's memory hold and copied out.
 
+use aiserve_core::{Datatype, TensorData};
 use serde_json::Value;
 
 use crate::error::Error;
@@ -16,6 +19,155 @@ pub const MAX_DEPTH: usize = 8;
 
 /// Flattens `value` (a number or nested arrays of numbers) and infers its shape.
 pub fn flatten(value: &Value, field: &str, hold: &Hold) -> Result<(Vec<usize>, Vec<f32>), Error> {
+    let (shape, count) = measure(value, field, Leaf::Number)?;
+    hold.grow(count * size_of::<f32>(), &format!("the tensor `{field}`"))?;
+    let mut out = Vec::with_capacity(count);
+    push_all(value, &mut out);
+    Ok((shape, out))
+}
+
+/// Flattens `value` into values of `datatype` (not BYTES): numbers that fit it, or booleans
+/// for BOOL; the element that does not fit is named.
+pub fn flatten_as(
+    value: &Value,
+    datatype: Datatype,
+    field: &str,
+    hold: &Hold,
+) -> Result<(Vec<usize>, TensorData), Error> {
+    if datatype == Datatype::Bytes {
+        return flatten_strings(value, field, hold);
+    }
+    let leaf = if datatype == Datatype::Bool { Leaf::Bool } else { Leaf::Number };
+    let (shape, count) = measure(value, field, leaf)?;
+    let width = datatype.width().unwrap_or(size_of::<Vec<u8>>());
+    hold.grow(count * width, &format!("the tensor `{field}`"))?;
+    let mut index = 0;
+    macro_rules! typed {
+        ($variant:ident, $conv:expr) => {{
+            let mut out = Vec::with_capacity(count);
+            push_typed(value, &mut out, &$conv, &mut index).map_err(|(j, v)| {
+                Error::invalid(
+                    field,
+                    format!("`{field}` value {j} is {}, which is not a {datatype} value", crate::error::shown(v)),
+                )
+            })?;
+            TensorData::$variant(out)
+        }};
+    }
+    fn int<T: TryFrom<i64> + TryFrom<u64>>(v: &Value) -> Option<T> {
+        match (v.as_i64(), v.as_u64()) {
+            (_, Some(u)) => T::try_from(u).ok(),
+            (Some(i), _) => T::try_from(i).ok(),
+            _ => None,
+        }
+    }
+    let data = match datatype {
+        Datatype::Bool => typed!(Bool, |v: &Value| v.as_bool()),
+        Datatype::Uint8 => typed!(U8, int::<u8>),
+        Datatype::Uint16 => typed!(U16, int::<u16>),
+        Datatype::Uint32 => typed!(U32, int::<u32>),
+        Datatype::Uint64 => typed!(U64, int::<u64>),
+        Datatype::Int8 => typed!(I8, int::<i8>),
+        Datatype::Int16 => typed!(I16, int::<i16>),
+        Datatype::Int32 => typed!(I32, int::<i32>),
+        Datatype::Int64 => typed!(I64, int::<i64>),
+        Datatype::Fp16 => typed!(F16, |v: &Value| v.as_f64().map(half::f16::from_f64)),
+        Datatype::Bf16 => typed!(Bf16, |v: &Value| v.as_f64().map(half::bf16::from_f64)),
+        Datatype::Fp32 => typed!(F32, |v: &Value| v.as_f64().map(|x| x as f32)),
+        Datatype::Fp64 => typed!(F64, |v: &Value| v.as_f64()),
+        Datatype::Bytes => unreachable!("returned above"),
+    };
+    Ok((shape, data))
+}
+
+/// Flattens nested arrays of strings (UTF-8 text, or TF Serving's `{"b64": "..."}` for raw
+/// bytes) into BYTES elements.
+pub fn flatten_strings(value: &Value, field: &str, hold: &Hold) -> Result<(Vec<usize>, TensorData), Error> {
+    use base64::Engine;
+    let (shape, count) = measure(value, field, Leaf::Text)?;
+    let mut bytes = 0;
+    walk(value, &mut |leaf| bytes += leaf.as_str().map_or_else(|| b64_of(leaf).map_or(0, |s| s.len()), str::len));
+    hold.grow(count * size_of::<Vec<u8>>() + bytes, &format!("the BYTES tensor `{field}`"))?;
+    let mut out = Vec::with_capacity(count);
+    let mut bad = None;
+    walk(value, &mut |leaf| match (leaf.as_str(), b64_of(leaf)) {
+        (Some(s), _) => out.push(s.as_bytes().to_vec()),
+        (None, Some(b)) => match base64::engine::general_purpose::STANDARD.decode(b) {
+            Ok(v) => out.push(v),
+            Err(_) => bad = bad.or(Some(out.len())),
+        },
+        _ => {}
+    });
+    if let Some(j) = bad {
+        return Err(Error::invalid(field, format!("`{field}` element {j} is not valid base64")));
+    }
+    Ok((shape, TensorData::Bytes(out)))
+}
+
+/// `s` of `{"b64": s}`.
+fn b64_of(v: &Value) -> Option<&str> {
+    match v {
+        Value::Object(m) if m.len() == 1 => m.get("b64").and_then(Value::as_str),
+        _ => None,
+    }
+}
+
+/// Calls `f` on each leaf, in row-major order.
+fn walk<'v>(value: &'v Value, f: &mut dyn FnMut(&'v Value)) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|v| walk(v, f)),
+        leaf => f(leaf),
+    }
+}
+
+/// What the leaves of a tensor's JSON tree must be.
+#[derive(Clone, Copy, PartialEq)]
+enum Leaf {
+    Number,
+    Bool,
+    /// Strings, or `{"b64": "..."}` objects.
+    Text,
+}
+
+impl Leaf {
+    fn accepts(self, v: &Value) -> bool {
+        match self {
+            Leaf::Number => v.is_number(),
+            Leaf::Bool => v.is_boolean(),
+            Leaf::Text => v.is_string() || b64_of(v).is_some(),
+        }
+    }
+
+    fn plural(self) -> &'static str {
+        match self {
+            Leaf::Number => "numbers",
+            Leaf::Bool => "booleans",
+            Leaf::Text => "strings",
+        }
+    }
+}
+
+/// Copies the leaves of a tree [`measure`] accepted, converted; the first that does not
+/// convert is returned with its index.
+fn push_typed<'v, T>(
+    value: &'v Value,
+    out: &mut Vec<T>,
+    conv: &dyn Fn(&Value) -> Option<T>,
+    index: &mut usize,
+) -> Result<(), (usize, &'v Value)> {
+    match value {
+        Value::Array(items) => items.iter().try_for_each(|v| push_typed(v, out, conv, index)),
+        leaf => {
+            out.push(conv(leaf).ok_or((*index, leaf))?);
+            *index += 1;
+            Ok(())
+        }
+    }
+}
+
+/// The shape of a regular tree of `leaf`s and its leaf count, without allocating beyond the
+/// shape.
+fn measure(value: &Value, field: &str, leaf: Leaf) -> Result<(Vec<usize>, usize), Error> {
     let mut shape = Vec::new();
     let mut cur = value;
     while let Value::Array(items) = cur {
@@ -29,15 +181,19 @@ pub fn flatten(value: &Value, field: &str, hold: &Hold) -> Result<(Vec<usize>, V
         }
     }
     let mut count = 0usize;
-    check(value, &shape, 0, field, &mut count)?;
-    hold.grow(count * size_of::<f32>(), &format!("the tensor `{field}`"))?;
-    let mut out = Vec::with_capacity(count);
-    push_all(value, &mut out);
-    Ok((shape, out))
+    check(value, &shape, 0, field, leaf, &mut count)?;
+    Ok((shape, count))
 }
 
-/// Checks that `value` is regular with `shape` and holds only numbers; counts the numbers.
-fn check(value: &Value, shape: &[usize], depth: usize, field: &str, count: &mut usize) -> Result<(), Error> {
+/// Checks that `value` is regular with `shape` and holds only `leaf`s; counts them.
+fn check(
+    value: &Value,
+    shape: &[usize],
+    depth: usize,
+    field: &str,
+    leaf: Leaf,
+    count: &mut usize,
+) -> Result<(), Error> {
     match value {
         Value::Array(items) => {
             if depth >= shape.len() || items.len() != shape[depth] {
@@ -47,19 +203,21 @@ fn check(value: &Value, shape: &[usize], depth: usize, field: &str, count: &mut 
                         shape.get(depth).copied().unwrap_or(0), items.len()),
                 ));
             }
-            items.iter().try_for_each(|v| check(v, shape, depth + 1, field, count))
+            items.iter().try_for_each(|v| check(v, shape, depth + 1, field, leaf, count))
         }
-        Value::Number(_) if depth == shape.len() => {
+        v if leaf.accepts(v) => {
+            if depth != shape.len() {
+                return Err(Error::invalid(
+                    field,
+                    format!("`{field}` is ragged: found {} at depth {depth}, expected an array", kind(value)),
+                ));
+            }
             *count += 1;
             Ok(())
         }
-        Value::Number(_) => Err(Error::invalid(
-            field,
-            format!("`{field}` is ragged: found a number at depth {depth}, expected an array"),
-        )),
         other => Err(Error::invalid(
             field,
-            format!("`{field}` must contain only numbers; element {count} is {}", kind(other)),
+            format!("`{field}` must contain only {}; element {count} is {}", leaf.plural(), kind(other)),
         )),
     }
 }
@@ -129,6 +287,33 @@ mod tests {
         let e = result.unwrap_err().to_string();
         assert!(e.contains("ragged"), "{e}");
         assert!(peak < 4096, "refusing it allocated {peak} bytes");
+    }
+
+    #[test]
+    fn typed_values_must_fit_their_datatype() {
+        let hold = MemoryBudget::new(1 << 30).hold();
+        let (shape, data) = flatten_as(&json!([[1, 2], [3, 4]]), Datatype::Int64, "x", &hold).unwrap();
+        assert_eq!((shape, data), (vec![2, 2], TensorData::I64(vec![1, 2, 3, 4])));
+        let big = 1i64 << 60;
+        assert_eq!(flatten_as(&json!([big]), Datatype::Int64, "x", &hold).unwrap().1, TensorData::I64(vec![big]));
+        let e = flatten_as(&json!([1, 300]), Datatype::Uint8, "x", &hold).unwrap_err().to_string();
+        assert!(e.contains("value 1 is 300, which is not a UINT8 value"), "{e}");
+        let e = flatten_as(&json!([1.5]), Datatype::Int32, "x", &hold).unwrap_err().to_string();
+        assert!(e.contains("value 0 is 1.5"), "{e}");
+        assert_eq!(
+            flatten_as(&json!([true, false]), Datatype::Bool, "x", &hold).unwrap().1,
+            TensorData::Bool(vec![true, false])
+        );
+        let e = flatten_as(&json!([1]), Datatype::Bool, "x", &hold).unwrap_err().to_string();
+        assert!(e.contains("only booleans"), "{e}");
+        let e = flatten(&json!([true]), "x", &hold).unwrap_err().to_string();
+        assert!(e.contains("only numbers; element 0 is a boolean"), "{e}");
+        let (shape, t) = flatten_as(&json!([["a", {"b64": "/w=="}]]), Datatype::Bytes, "x", &hold).unwrap();
+        assert_eq!((shape, t), (vec![1, 2], TensorData::Bytes(vec![b"a".to_vec(), vec![255]])));
+        let e = flatten_as(&json!([{"b64": "!"}]), Datatype::Bytes, "x", &hold).unwrap_err().to_string();
+        assert!(e.contains("element 0 is not valid base64"), "{e}");
+        let (_, h) = flatten_as(&json!([0.5, -2]), Datatype::Fp16, "x", &hold).unwrap();
+        assert_eq!(h.to_f32().unwrap(), [0.5, -2.0]);
     }
 
     #[test]

@@ -124,6 +124,8 @@ pub(super) fn model_config(state: &AppState, servable: &Servable) -> pb::ModelCo
         Kind::Image(img) => (img.max_batch as i32, true),
         Kind::Embedder(_) => (state.limits.text.max_inputs.min(i32::MAX as usize) as i32, true),
         Kind::Generator(_) => (0, false),
+        Kind::Graph(g) if g.info.batched => (g.max_batch.min(i32::MAX as usize) as i32, true),
+        Kind::Graph(_) => (0, false),
     };
     let dims = |shape: &[i64]| if batched { shape.get(1..).unwrap_or_default().to_vec() } else { shape.to_vec() };
     let input = md
@@ -185,8 +187,8 @@ pub(super) fn model_config(state: &AppState, servable: &Servable) -> pb::ModelCo
     }
     pb::ModelConfig {
         name: servable.model.to_string(),
-        platform: kserve::PLATFORM.to_owned(),
-        backend: "aiserve".to_owned(),
+        platform: md.platform.to_owned(),
+        backend: if matches!(servable.kind, Kind::Graph(_)) { "onnxruntime" } else { "aiserve" }.to_owned(),
         version_policy: Some(version_policy),
         max_batch_size: max_batch,
         input,
@@ -312,7 +314,7 @@ impl GrpcInferenceService for Kserve {
             pb::ModelMetadataResponse {
                 name: servable.model.to_string(),
                 versions,
-                platform: kserve::PLATFORM.into(),
+                platform: md.platform.into(),
                 inputs: tensor_meta(md.inputs),
                 outputs: tensor_meta(md.outputs),
             },

@@ -133,7 +133,7 @@ struct Ask {
 
 fn scalar_bool(input: &kserve::Input, field: &str) -> Result<bool, Error> {
     match &input.values {
-        Values::Numbers(v) if v.len() == 1 => Ok(v[0] != 0.0),
+        Values::Numbers(v) if v.len() == 1 => Ok(v.to_f32().is_some_and(|v| v[0] != 0.0)),
         _ => Err(Error::invalid(field, format!("`{}` must be one BOOL value", input.name))),
     }
 }

@@ -15,8 +15,9 @@ use super::pb::inference::infer_parameter::ParameterChoice;
 use super::pb::inference::model_infer_request::InferInputTensor;
 use super::pb::inference::model_infer_response::InferOutputTensor;
 use super::pb::inference::{InferParameter, InferTensorContents};
-use crate::kserve::tensor::widen;
+use crate::kserve::tensor::{counted, ints};
 use crate::kserve::{self, Datatype, Output, Values};
+use aiserve_core::TensorData;
 
 /// Decodes the inputs of a request: input `i` takes `raw[i]` when the request carries raw
 /// contents (then every input must), else its typed `contents`.
@@ -91,14 +92,14 @@ fn typed(datatype: Datatype, c: InferTensorContents, field: &str, hold: &Hold) -
     let field = format!("{f}.{expected}");
     match datatype {
         Datatype::Bytes => kserve::tensor::utf8_texts(c.bytes_contents, &field, hold),
-        Datatype::Bool => widen(&c.bool_contents, |b| b as u8 as f32, &field, hold),
-        Datatype::Int8 | Datatype::Int16 | Datatype::Int32 => widen(&c.int_contents, |v| v as f32, &field, hold),
-        Datatype::Int64 => widen(&c.int64_contents, |v| v as f32, &field, hold),
-        Datatype::Uint8 | Datatype::Uint16 | Datatype::Uint32 => widen(&c.uint_contents, |v| v as f32, &field, hold),
-        Datatype::Uint64 => widen(&c.uint64_contents, |v| v as f32, &field, hold),
-        // The decoded message already holds these f32s: they move, no copy.
-        Datatype::Fp32 => Ok(Values::Numbers(c.fp32_contents)),
-        Datatype::Fp64 => widen(&c.fp64_contents, |v| v as f32, &field, hold),
+        Datatype::Bool => counted(TensorData::Bool(c.bool_contents), &field, hold),
+        Datatype::Int8 | Datatype::Int16 | Datatype::Int32 => ints(&c.int_contents, datatype, &field, hold),
+        Datatype::Int64 => ints(&c.int64_contents, datatype, &field, hold),
+        Datatype::Uint8 | Datatype::Uint16 | Datatype::Uint32 => ints(&c.uint_contents, datatype, &field, hold),
+        Datatype::Uint64 => ints(&c.uint64_contents, datatype, &field, hold),
+        // The decoded message already holds these values: they move, no copy.
+        Datatype::Fp32 => Ok(Values::Numbers(TensorData::F32(c.fp32_contents))),
+        Datatype::Fp64 => Ok(Values::Numbers(TensorData::F64(c.fp64_contents))),
         Datatype::Fp16 | Datatype::Bf16 => unreachable!("refused above"),
     }
 }

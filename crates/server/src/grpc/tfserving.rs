@@ -20,9 +20,10 @@ use super::pb::tensorflow as tf;
 use super::pb::tensorflow::serving as pb;
 use crate::error::grpc_status;
 use crate::http::state::AppState;
-use crate::kserve::tensor::widen;
+use crate::kserve::tensor::ints;
 use crate::kserve::{self, Datatype, Values};
 use crate::tfserving::{label_version, version_statuses, DEFAULT_SIGNATURE, PREDICT_METHOD};
+use aiserve_core::TensorData;
 
 pub struct Prediction {
     state: AppState,
@@ -152,16 +153,16 @@ fn input(name: String, t: tf::TensorProto, hold: &Hold) -> Result<kserve::Input,
     } else {
         match dt {
             Datatype::Bytes => kserve::tensor::utf8_texts(t.string_val, &format!("{field}.string_val"), hold)?,
-            // The decoded message already holds these f32s: they move, no copy.
-            Datatype::Fp32 => Values::Numbers(t.float_val),
-            Datatype::Fp64 => widen(&t.double_val, |v| v as f32, &field, hold)?,
+            // The decoded message already holds these values: they move, no copy.
+            Datatype::Fp32 => Values::Numbers(TensorData::F32(t.float_val)),
+            Datatype::Fp64 => Values::Numbers(TensorData::F64(t.double_val)),
             Datatype::Int32 | Datatype::Int16 | Datatype::Int8 | Datatype::Uint8 | Datatype::Uint16 => {
-                widen(&t.int_val, |v| v as f32, &field, hold)?
+                ints(&t.int_val, dt, &field, hold)?
             }
-            Datatype::Int64 => widen(&t.int64_val, |v| v as f32, &field, hold)?,
-            Datatype::Bool => widen(&t.bool_val, |v| v as u8 as f32, &field, hold)?,
-            Datatype::Uint32 => widen(&t.uint32_val, |v| v as f32, &field, hold)?,
-            Datatype::Uint64 => widen(&t.uint64_val, |v| v as f32, &field, hold)?,
+            Datatype::Int64 => ints(&t.int64_val, dt, &field, hold)?,
+            Datatype::Bool => Values::Numbers(TensorData::Bool(t.bool_val)),
+            Datatype::Uint32 => ints(&t.uint32_val, dt, &field, hold)?,
+            Datatype::Uint64 => ints(&t.uint64_val, dt, &field, hold)?,
             Datatype::Fp16 | Datatype::Bf16 => {
                 // The 16-bit patterns, laid out as the raw form and widened by the same code
                 // (counted before the copy is made).
@@ -183,14 +184,20 @@ pub fn decode_inputs(inputs: HashMap<String, tf::TensorProto>, hold: &Hold) -> R
 }
 
 fn output(o: kserve::Output) -> (String, tf::TensorProto) {
-    let mut content = Vec::new();
-    o.values.append_le_bytes(&mut content);
-    let t = tf::TensorProto {
+    let mut t = tf::TensorProto {
         dtype: dtype(o.datatype.name()) as i32,
         tensor_shape: Some(shape_proto(o.shape.iter().map(|&d| d as i64))),
-        tensor_content: content.into(),
         ..Default::default()
     };
+    match o.values {
+        // DT_STRING has no packed form: its elements go in `string_val`.
+        TensorData::Bytes(items) => t.string_val = items.into_iter().map(Into::into).collect(),
+        values => {
+            let mut content = Vec::new();
+            values.append_le_bytes(&mut content);
+            t.tensor_content = content.into();
+        }
+    }
     (o.name, t)
 }
 

@@ -7,15 +7,17 @@
 //! Image classifiers take one numeric tensor (FP32 and the other numeric types, widened to f32)
 //! and answer `probabilities` (FP32 `[N, C]`, the model's output name) and `label` (INT64 `[N]`,
 //! the arg-max); embedding models take one BYTES tensor of UTF-8 texts and answer `embedding`
-//! (FP32 `[N, dim]`). Generation models have their own routes (`generate`, gRPC stream infer).
+//! (FP32 `[N, dim]`); graph (ONNX) models take and give the tensors their graph declares, in
+//! their own datatypes. Generation models have their own routes (`generate`, gRPC stream infer).
 
 pub mod repository;
 pub mod tensor;
 
 use std::time::{Duration, Instant};
 
-use aiserve_core::ImageBatch;
+use aiserve_core::{ImageBatch, Tensor, TensorData};
 use aiserve_runtime::budget::Hold;
+use aiserve_runtime::graph::Graph;
 use aiserve_runtime::servable::{EmbedModel, ImageModel, Kind, Servable};
 use aiserve_runtime::text_input::{self, Texts};
 use aiserve_runtime::{Error, Runtime};
@@ -50,30 +52,7 @@ pub struct Output {
     pub name: String,
     pub datatype: Datatype,
     pub shape: Vec<usize>,
-    pub values: OutValues,
-}
-
-/// An output tensor's values.
-pub enum OutValues {
-    F32(Vec<f32>),
-    I64(Vec<i64>),
-}
-
-impl OutValues {
-    /// The values as little-endian bytes (KServe's binary extension, gRPC's raw contents).
-    pub fn append_le_bytes(&self, out: &mut Vec<u8>) {
-        match self {
-            Self::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            Self::I64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        }
-    }
-
-    pub fn into_json(self) -> Value {
-        match self {
-            Self::F32(v) => json!(v),
-            Self::I64(v) => json!(v),
-        }
-    }
+    pub values: TensorData,
 }
 
 /// A tensor as model metadata declares it (`-1`: any size).
@@ -89,6 +68,8 @@ pub struct Metadata {
     pub outputs: Vec<TensorMeta>,
     /// Extra facts (architecture, limits), KServe's `parameters`.
     pub parameters: Value,
+    /// Triton's platform name (`onnxruntime_onnx` for ONNX graphs).
+    pub platform: &'static str,
 }
 
 /// Triton's request parameter `timeout`, in microseconds (it can only shorten the server's).
@@ -109,8 +90,10 @@ pub fn timeout_parameter(parameters: &Map<String, Value>) -> Result<Option<Durat
 pub const SAMPLING_FIELDS: [&str; 9] =
     ["max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "frequency_penalty", "presence_penalty", "stream"];
 
-/// The platform name metadata reports.
+/// The platform name metadata reports for the models aiserve's own code runs.
 pub const PLATFORM: &str = "aiserve_candle";
+/// ... and for ONNX graphs, as Triton names its ONNX Runtime backend.
+pub const ONNX_PLATFORM: &str = "onnxruntime_onnx";
 
 fn meta(name: &str, datatype: &'static str, shape: Vec<i64>) -> TensorMeta {
     TensorMeta { name: name.to_owned(), datatype, shape }
@@ -133,6 +116,7 @@ pub fn metadata(servable: &Servable) -> Metadata {
                     meta(LABEL_OUTPUT, "INT64", vec![-1]),
                 ],
                 parameters: json!({}),
+                platform: PLATFORM,
             }
         }
         Kind::Embedder(em) => Metadata {
@@ -142,6 +126,7 @@ pub fn metadata(servable: &Servable) -> Metadata {
                 "architecture": em.info.architecture, "max_tokens": em.info.max_tokens,
                 "pooling": em.info.pooling.to_string(), "normalize": em.info.normalize
             }),
+            platform: PLATFORM,
         },
         Kind::Generator(g) => {
             let info = &g.engine.spec().info;
@@ -152,6 +137,21 @@ pub fn metadata(servable: &Servable) -> Metadata {
                     "architecture": info.architecture, "max_context": info.max_context,
                     "endpoints": ["generate", "generate_stream"]
                 }),
+                platform: PLATFORM,
+            }
+        }
+        Kind::Graph(g) => {
+            let tensors = |list: &[aiserve_core::TensorSpec]| {
+                list.iter().map(|t| meta(&t.name, t.datatype.name(), t.dims.clone())).collect()
+            };
+            Metadata {
+                inputs: tensors(&g.info.inputs),
+                outputs: tensors(&g.info.outputs),
+                parameters: json!({
+                    "batching": g.info.batched, "max_batch_size": if g.info.batched { g.max_batch } else { 0 },
+                    "graph": g.info.metadata,
+                }),
+                platform: ONNX_PLATFORM,
             }
         }
     }
@@ -174,6 +174,7 @@ pub async fn infer(
     match &servable.kind {
         Kind::Image(img) => classify(rt, servable, img, req, hold, deadline).await,
         Kind::Embedder(em) => embed(rt, servable, em, req, hold, deadline).await,
+        Kind::Graph(g) => run_graph(servable, g, req, deadline).await,
         Kind::Generator(_) => Err(Error::invalid(
             "inputs",
             format!(
@@ -226,9 +227,9 @@ async fn classify(
     }
     let input = one_input(servable, req.inputs, &img.config.input.name)?;
     let shape = dims(&input.shape)?;
-    let data = match input.values {
-        Values::Numbers(v) => v,
-        Values::Texts(_) => {
+    let data = match input.values.into_f32() {
+        Some(v) => v,
+        None => {
             return Err(Error::invalid(
                 "inputs[0].datatype",
                 format!("`inputs[0].datatype` must be a numeric type such as FP32, got {:?}", input.datatype),
@@ -249,14 +250,14 @@ async fn classify(
                     name,
                     datatype: Datatype::Fp32,
                     shape: vec![n, classes],
-                    values: OutValues::F32(probs.iter().flatten().copied().collect()),
+                    values: TensorData::F32(probs.iter().flatten().copied().collect()),
                 }
             } else {
                 Output {
                     name,
                     datatype: Datatype::Int64,
                     shape: vec![n],
-                    values: OutValues::I64(probs.iter().map(|p| argmax(p) as i64).collect()),
+                    values: TensorData::I64(probs.iter().map(|p| argmax(p) as i64).collect()),
                 }
             }
         })
@@ -310,6 +311,61 @@ async fn embed(
         name: EMBEDDING_OUTPUT.to_owned(),
         datatype: Datatype::Fp32,
         shape,
-        values: OutValues::F32(vectors.into_iter().flatten().collect()),
+        values: TensorData::F32(vectors.into_iter().flatten().collect()),
     }])
+}
+
+/// Runs a graph model: every input the graph declares, by name, in its declared datatype and
+/// shape; the outputs asked for (all, by default) in declaration order or the order asked.
+async fn run_graph(servable: &Servable, g: &Graph, req: Request, deadline: Instant) -> Result<Vec<Output>, Error> {
+    let declared = |name: &str| g.info.outputs.iter().position(|o| o.name == name);
+    let picked: Vec<usize> = match &req.outputs {
+        None => (0..g.info.outputs.len()).collect(),
+        Some(names) => names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                declared(n).ok_or_else(|| {
+                    let all: Vec<String> = g.info.outputs.iter().map(|o| format!("`{}`", o.name)).collect();
+                    Error::invalid(
+                        format!("outputs[{i}].name"),
+                        format!("unknown output `{n}`; model `{}` has {}", servable.model, all.join(", ")),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    if let Some((i, _)) = picked.iter().enumerate().find(|(i, j)| picked[..*i].contains(j)) {
+        return Err(Error::invalid(format!("outputs[{i}].name"), "each output may be asked for once"));
+    }
+    let named = req
+        .inputs
+        .into_iter()
+        .enumerate()
+        .map(|(i, input)| {
+            let field = format!("inputs[{i}]");
+            let shape =
+                input.shape.iter().map(|&d| usize::try_from(d)).collect::<Result<Vec<_>, _>>().map_err(|_| {
+                    Error::invalid(
+                        format!("{field}.shape"),
+                        format!("`{field}.shape` dims must be non-negative, got {:?}", input.shape),
+                    )
+                })?;
+            let data = match input.values {
+                Values::Numbers(d) => d,
+                Values::Texts(t) => TensorData::Bytes(t.into_iter().map(String::into_bytes).collect()),
+            };
+            let tensor = Tensor::new(shape, data)
+                .map_err(|e| Error::invalid(format!("{field}.shape"), format!("`{field}`: {e}")))?;
+            Ok((input.name, tensor))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let mut outputs: Vec<Option<Tensor>> = g.infer(named, Some(deadline)).await?.into_iter().map(Some).collect();
+    Ok(picked
+        .into_iter()
+        .map(|j| {
+            let t = outputs[j].take().expect("each output is asked for once");
+            Output { name: g.info.outputs[j].name.clone(), datatype: t.datatype(), shape: t.shape, values: t.data }
+        })
+        .collect())
 }

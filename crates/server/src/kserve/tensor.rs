@@ -1,90 +1,32 @@
 //! KServe tensor datatypes and the little-endian layout both wires share (the HTTP binary
-//! extension and gRPC's `raw_input_contents`): numbers widened to f32, BYTES as elements of a
+//! extension and gRPC's `raw_input_contents`): numbers in their own type, BYTES as elements of a
 //! 4-byte little-endian length and that many bytes. Everything is counted against the request's
 //! hold before it is allocated.
 
+use aiserve_core::TensorData;
 use aiserve_runtime::budget::Hold;
 use aiserve_runtime::Error;
 
 use crate::decode::bytes::decode_bytes_elements;
 
-/// A KServe datatype.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Datatype {
-    Bool,
-    Uint8,
-    Uint16,
-    Uint32,
-    Uint64,
-    Int8,
-    Int16,
-    Int32,
-    Int64,
-    Fp16,
-    Fp32,
-    Fp64,
-    Bf16,
-    Bytes,
-}
-
-impl Datatype {
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "BOOL" => Self::Bool,
-            "UINT8" => Self::Uint8,
-            "UINT16" => Self::Uint16,
-            "UINT32" => Self::Uint32,
-            "UINT64" => Self::Uint64,
-            "INT8" => Self::Int8,
-            "INT16" => Self::Int16,
-            "INT32" => Self::Int32,
-            "INT64" => Self::Int64,
-            "FP16" => Self::Fp16,
-            "FP32" => Self::Fp32,
-            "FP64" => Self::Fp64,
-            "BF16" => Self::Bf16,
-            "BYTES" => Self::Bytes,
-            _ => return None,
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Bool => "BOOL",
-            Self::Uint8 => "UINT8",
-            Self::Uint16 => "UINT16",
-            Self::Uint32 => "UINT32",
-            Self::Uint64 => "UINT64",
-            Self::Int8 => "INT8",
-            Self::Int16 => "INT16",
-            Self::Int32 => "INT32",
-            Self::Int64 => "INT64",
-            Self::Fp16 => "FP16",
-            Self::Fp32 => "FP32",
-            Self::Fp64 => "FP64",
-            Self::Bf16 => "BF16",
-            Self::Bytes => "BYTES",
-        }
-    }
-
-    /// Bytes per value (`None` for BYTES, whose elements carry their own lengths).
-    pub fn width(self) -> Option<usize> {
-        Some(match self {
-            Self::Bool | Self::Uint8 | Self::Int8 => 1,
-            Self::Uint16 | Self::Int16 | Self::Fp16 | Self::Bf16 => 2,
-            Self::Uint32 | Self::Int32 | Self::Fp32 => 4,
-            Self::Uint64 | Self::Int64 | Self::Fp64 => 8,
-            Self::Bytes => return None,
-        })
-    }
-}
+pub use aiserve_core::Datatype;
 
 /// An input tensor's values, decoded.
 pub enum Values {
-    /// Numeric values, widened to f32 (what the image models take).
-    Numbers(Vec<f32>),
+    /// Numeric (and BOOL) values in their own type; image models widen them to f32.
+    Numbers(TensorData),
     /// BYTES elements as UTF-8 texts.
     Texts(Vec<String>),
+}
+
+impl Values {
+    /// Numbers widened to f32 (what image models take); `None` for texts.
+    pub fn into_f32(self) -> Option<Vec<f32>> {
+        match self {
+            Self::Numbers(d) => d.into_f32(),
+            Self::Texts(_) => None,
+        }
+    }
 }
 
 /// The datatype of `inputs[i]`, or a 400 naming it.
@@ -103,49 +45,59 @@ pub fn datatype(name: &str, field: &str) -> Result<Datatype, Error> {
 /// Decodes little-endian tensor bytes of `datatype` (`field` names the tensor in errors): the
 /// decoded values are counted against `hold` first.
 pub fn from_le_bytes(datatype: Datatype, b: &[u8], field: &str, hold: &Hold) -> Result<Values, Error> {
-    let Some(width) = datatype.width() else {
+    if datatype == Datatype::Bytes {
         // At worst every 4 bytes are an empty element: a 24-byte `String` each.
         hold.grow(b.len() / 4 * size_of::<String>() + b.len(), &format!("the BYTES tensor `{field}`"))?;
         return Ok(Values::Texts(decode_bytes_elements(b)?));
-    };
-    if !b.len().is_multiple_of(width) {
-        return Err(Error::invalid(
-            field,
-            format!("{} bytes is not a whole number of {} values", b.len(), datatype.name()),
-        ));
     }
-    hold.grow(b.len() / width * size_of::<f32>(), &format!("the tensor `{field}`"))?;
+    hold.grow(b.len(), &format!("the tensor `{field}`"))?;
+    TensorData::from_le_bytes(datatype, b).map(Values::Numbers).map_err(|e| Error::invalid(field, e))
+}
+
+/// Typed integer values (gRPC's repeated fields) as `datatype`'s own type, counted against
+/// `hold` first; a value that does not fit the type is named.
+pub fn ints<T: Copy + Into<i128>>(values: &[T], datatype: Datatype, field: &str, hold: &Hold) -> Result<Values, Error> {
+    let width = datatype
+        .width()
+        .filter(|_| datatype.is_integer())
+        .ok_or_else(|| Error::invalid(field, format!("`{field}` holds integers but the datatype is {datatype}")))?;
+    hold.grow(values.len() * width, &format!("the tensor `{field}`"))?;
     macro_rules! conv {
-        ($t:ty) => {
-            b.chunks_exact(size_of::<$t>())
-                .map(|c| <$t>::from_le_bytes(c.try_into().expect("exact chunk")) as f32)
-                .collect()
+        ($t:ty, $variant:ident) => {
+            TensorData::$variant(
+                values
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &x)| {
+                        let x: i128 = x.into();
+                        <$t>::try_from(x).map_err(|_| {
+                            Error::invalid(
+                                field,
+                                format!("`{field}` value {j} is {x}, which is not a {datatype} value"),
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            )
         };
     }
     Ok(Values::Numbers(match datatype {
-        Datatype::Fp32 => conv!(f32),
-        Datatype::Fp64 => conv!(f64),
-        Datatype::Int32 => conv!(i32),
-        Datatype::Uint32 => conv!(u32),
-        Datatype::Int64 => conv!(i64),
-        Datatype::Uint64 => conv!(u64),
-        Datatype::Int16 => conv!(i16),
-        Datatype::Uint16 => conv!(u16),
-        Datatype::Int8 => b.iter().map(|&v| v as i8 as f32).collect(),
-        Datatype::Uint8 | Datatype::Bool => b.iter().map(|&v| v as f32).collect(),
-        // FP16 / BF16: widen through the bit patterns.
-        Datatype::Fp16 => b.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
-        Datatype::Bf16 => {
-            b.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect()
-        }
-        Datatype::Bytes => unreachable!("BYTES returned above"),
+        Datatype::Uint8 => conv!(u8, U8),
+        Datatype::Uint16 => conv!(u16, U16),
+        Datatype::Uint32 => conv!(u32, U32),
+        Datatype::Uint64 => conv!(u64, U64),
+        Datatype::Int8 => conv!(i8, I8),
+        Datatype::Int16 => conv!(i16, I16),
+        Datatype::Int32 => conv!(i32, I32),
+        Datatype::Int64 => conv!(i64, I64),
+        _ => unreachable!("integer datatypes only"),
     }))
 }
 
-/// Typed values (gRPC's repeated fields) widened to f32, counted against `hold` first.
-pub fn widen<T: Copy>(values: &[T], to_f32: impl Fn(T) -> f32, field: &str, hold: &Hold) -> Result<Values, Error> {
-    hold.grow(values.len() * size_of::<f32>(), &format!("the tensor `{field}`"))?;
-    Ok(Values::Numbers(values.iter().map(|&v| to_f32(v)).collect()))
+/// Typed values that need no conversion (f32, f64, bool), counted against `hold` first.
+pub fn counted(data: TensorData, field: &str, hold: &Hold) -> Result<Values, Error> {
+    hold.grow(data.heap_bytes(), &format!("the tensor `{field}`"))?;
+    Ok(Values::Numbers(data))
 }
 
 /// BYTES elements that must be UTF-8 texts (`field` names the tensor), counted against `hold`
@@ -165,23 +117,6 @@ pub fn utf8_texts<B: AsRef<[u8]>>(items: Vec<B>, field: &str, hold: &Hold) -> Re
     Ok(Values::Texts(texts))
 }
 
-fn f16_to_f32(h: u16) -> f32 {
-    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
-    let exp = ((h >> 10) & 0x1f) as i32;
-    let frac = (h & 0x3ff) as f32;
-    match exp {
-        0 => sign * frac * 2f32.powi(-24),
-        31 => {
-            if frac == 0.0 {
-                sign * f32::INFINITY
-            } else {
-                f32::NAN
-            }
-        }
-        e => sign * (1.0 + frac / 1024.0) * 2f32.powi(e - 15),
-    }
-}
-
 /// BYTES elements in the length-prefixed layout (outputs of text models over gRPC and the
 /// binary extension).
 pub fn bytes_elements<'a>(items: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
@@ -198,21 +133,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn half_floats() {
-        assert_eq!(f16_to_f32(0x3c00), 1.0);
-        assert_eq!(f16_to_f32(0xc000), -2.0);
-        assert_eq!(f16_to_f32(0x3800), 0.5);
-        assert_eq!(f16_to_f32(0x0000), 0.0);
-        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
-        assert!(f16_to_f32(0x7c00).is_infinite());
-        assert!(f16_to_f32(0x7e00).is_nan());
+    fn numbers_keep_their_type() {
         let budget = aiserve_runtime::budget::MemoryBudget::new(1 << 20);
         let numbers = |d, b: &[u8]| match from_le_bytes(d, b, "x", &budget.hold()).unwrap() {
             Values::Numbers(v) => v,
             Values::Texts(_) => panic!("numbers expected"),
         };
-        assert_eq!(numbers(Datatype::Bf16, &[0x80, 0x3f]), vec![1.0]);
-        assert_eq!(numbers(Datatype::Uint8, &[0, 255]), vec![0.0, 255.0]);
+        assert_eq!(numbers(Datatype::Bf16, &[0x80, 0x3f]).to_f32().unwrap(), vec![1.0]);
+        assert_eq!(numbers(Datatype::Uint8, &[0, 255]), TensorData::U8(vec![0, 255]));
+        let e = ints(&[1i32, 200], Datatype::Int8, "x", &budget.hold()).err().unwrap().to_string();
+        assert!(e.contains("value 1 is 200, which is not a INT8 value"), "{e}");
+        match ints(&[u64::MAX], Datatype::Uint64, "x", &budget.hold()).unwrap() {
+            Values::Numbers(v) => assert_eq!(v, TensorData::U64(vec![u64::MAX])),
+            Values::Texts(_) => panic!("numbers expected"),
+        }
     }
 
     #[test]
@@ -230,7 +164,7 @@ mod tests {
         let budget = aiserve_runtime::budget::MemoryBudget::new(1 << 20);
         assert!(from_le_bytes(Datatype::Fp32, &[0; 7], "inputs[0]", &budget.hold()).is_err());
         match from_le_bytes(Datatype::Int64, &7i64.to_le_bytes(), "inputs[0]", &budget.hold()).unwrap() {
-            Values::Numbers(v) => assert_eq!(v, [7.0]),
+            Values::Numbers(v) => assert_eq!(v, TensorData::I64(vec![7])),
             Values::Texts(_) => panic!("numbers expected"),
         }
     }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aiserve_core::backend::read_version_config;
+use aiserve_core::config::ModelConfig;
 use aiserve_core::text::{EmbedderInfo, TextTokenizer};
 use aiserve_core::{
     BackendError, Description, ImageBatch, ImageClassifier, LoadError, Loaded, ModelLoader, TextEmbedder,
@@ -162,7 +163,7 @@ pub fn fake_embedder_info(max_tokens: usize) -> EmbedderInfo {
 }
 
 impl ModelLoader for FakeLoader {
-    fn describe(&self, dir: &Path) -> Result<Description, LoadError> {
+    fn describe(&self, dir: &Path, _model: &ModelConfig) -> Result<Description, LoadError> {
         if let Some(d) = super::fake_generator::describe(dir) {
             return d;
         }
@@ -175,6 +176,9 @@ impl ModelLoader for FakeLoader {
             let tokenizer = Arc::new(FakeTokenizer { max_tokens });
             return Ok(Description::Embedder { info: fake_embedder_info(max_tokens), tokenizer });
         }
+        if let Some(graph) = super::fake_graph::describe(dir) {
+            return Ok(graph);
+        }
         Ok(Description::Image(read_version_config(dir)?))
     }
 
@@ -185,6 +189,7 @@ impl ModelLoader for FakeLoader {
                 return Ok(Loaded::Embedder(Box::new(FakeEmbedder { observed: self.observed.clone(), warmed: false })))
             }
             Description::Generator(_) => return super::fake_generator::load(dir, &self.generated),
+            Description::Graph(_) => return Ok(Loaded::Graph(Box::new(super::fake_graph::FakeGraph))),
         };
         let text = std::fs::read_to_string(dir.join(&config.weights)).map_err(|e| LoadError::Weights(e.to_string()))?;
         let mut fake = Fake {

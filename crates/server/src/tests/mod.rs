@@ -6,6 +6,8 @@ pub mod alloc;
 mod batching;
 mod fake;
 mod fake_generator;
+mod fake_graph;
+mod graph;
 mod grpc_kserve;
 mod grpc_listen;
 mod grpc_tfserving;

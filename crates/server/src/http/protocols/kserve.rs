@@ -71,7 +71,7 @@ fn metadata(state: &AppState, model: &str, version: Option<&str>) -> Result<Json
     let mut body = json!({
         "name": servable.model.as_str(),
         "versions": versions,
-        "platform": kserve::PLATFORM,
+        "platform": md.platform,
         "inputs": tensors(md.inputs),
         "outputs": tensors(md.outputs),
     });
@@ -194,7 +194,7 @@ async fn run_infer(
                 o.values.append_le_bytes(&mut tail);
                 v["parameters"] = json!({ "binary_data_size": tail.len() - start });
             } else {
-                v["data"] = o.values.into_json();
+                v["data"] = o.values.to_json();
             }
             v
         })
@@ -259,7 +259,7 @@ fn decode_input(i: usize, input: &InferInput, binary: &mut &[u8], hold: &Hold) -
                     .collect::<Result<_, _>>()?;
                 kserve::Values::Texts(texts)
             } else {
-                kserve::Values::Numbers(json_tensor::flatten(value, &f, hold)?.1)
+                kserve::Values::Numbers(json_tensor::flatten_as(value, datatype, &f, hold)?.1)
             }
         }
     };

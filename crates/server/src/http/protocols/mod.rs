@@ -11,3 +11,4 @@ pub mod kserve_repository;
 pub mod openai;
 pub mod openai_generate;
 pub mod tfserving;
+pub mod tfserving_graph;

@@ -101,8 +101,29 @@ fn status(state: &AppState, p: &TfPath) -> Result<Json<Value>, Error> {
 }
 
 fn metadata(s: &Servable) -> Result<Value, Error> {
-    let cfg = &s.image()?.config;
     let dims = |d: &[i64]| d.iter().map(|v| json!({ "size": v.to_string(), "name": "" })).collect::<Vec<_>>();
+    if let aiserve_runtime::servable::Kind::Graph(g) = &s.kind {
+        let infos = |list: &[aiserve_core::TensorSpec]| -> Map<String, Value> {
+            list.iter()
+                .map(|t| {
+                    let info = json!({
+                        "dtype": crate::tfserving::dtype_name(t.datatype),
+                        "tensor_shape": { "dim": dims(&t.dims), "unknown_rank": false },
+                        "name": t.name,
+                    });
+                    (t.name.clone(), info)
+                })
+                .collect()
+        };
+        return Ok(json!({
+            "model_spec": { "name": s.model.as_str(), "signature_name": "", "version": s.version.to_string() },
+            "metadata": { "signature_def": { "signature_def": { "serving_default": {
+                "inputs": infos(&g.info.inputs), "outputs": infos(&g.info.outputs),
+                "method_name": crate::tfserving::PREDICT_METHOD
+            } } } }
+        }));
+    }
+    let cfg = &s.image()?.config;
     let [h, w, c] = cfg.input.shape;
     Ok(json!({
         "model_spec": { "name": s.model.as_str(), "signature_name": "", "version": s.version.to_string() },
@@ -133,8 +154,6 @@ async fn post_handler(
     }
     let body = state.read_body(body).await?;
     let servable = state.registry.resolve(&p.model, version_of(&state, &p)?.as_deref())?;
-    let img = servable.image()?;
-    let ctx = Decode { state: &state, img, hold: &body.hold };
     let mut req: Map<String, Value> = parse_json(&body.bytes, &body.hold)?;
     if let Some(sig) = req.remove("signature_name") {
         if sig.as_str() != Some("serving_default") && sig.as_str() != Some("") {
@@ -148,6 +167,28 @@ async fn post_handler(
     if let Some(extra) = req.keys().find(|k| *k != "instances" && *k != "inputs") {
         return Err(Error::invalid(extra, format!("unknown field `{extra}`; expected `instances` or `inputs`")).into());
     }
+    let deadline = state.deadline(&headers, None)?;
+    if let aiserve_runtime::servable::Kind::Graph(g) = &servable.kind {
+        let (value, row) = match (req.remove("instances"), req.remove("inputs")) {
+            (Some(v), None) => (v, true),
+            (None, Some(v)) => (v, false),
+            _ => {
+                return Err(
+                    Error::invalid("instances", "give one of `instances` (row format) or `inputs` (columnar)").into()
+                )
+            }
+        };
+        let inputs = super::tfserving_graph::inputs(g, value, row, &body.hold)?;
+        let request = crate::kserve::Request { inputs, outputs: None };
+        let outputs = crate::kserve::infer(&state.runtime, &servable, request, &body.hold, deadline).await?;
+        let answer = super::tfserving_graph::answer(outputs, row);
+        return Ok(crate::http::metrics::tag(
+            Json(answer).into_response(),
+            crate::http::metrics::Served::of(&servable),
+        ));
+    }
+    let img = servable.image()?;
+    let ctx = Decode { state: &state, img, hold: &body.hold };
     let (batch, row_format) = match (req.remove("instances"), req.remove("inputs")) {
         (Some(instances), None) => (from_instances(instances, &ctx).await?, true),
         (None, Some(inputs)) => (from_inputs(inputs, &ctx)?, false),
@@ -162,7 +203,7 @@ async fn post_handler(
             return Err(Error::invalid("instances", "missing `instances` (row format) or `inputs` (columnar)").into())
         }
     };
-    let probs = img.classify(batch, Some(state.deadline(&headers, None)?), &body.hold).await?;
+    let probs = img.classify(batch, Some(deadline), &body.hold).await?;
     let body = if row_format { json!({ "predictions": probs }) } else { json!({ "outputs": probs }) };
     Ok(crate::http::metrics::tag(Json(body).into_response(), crate::http::metrics::Served::of(&servable)))
 }

@@ -1,0 +1,176 @@
+//! Generic graph models (ONNX): tensors in, tensors out, with the names, datatypes and shapes
+//! the graph itself declares. The loader reads those from the graph (Triton's config
+//! auto-complete), `model.toml`'s `[onnx]` section adds what a graph cannot say, and every
+//! request is checked against the declaration here, before it is queued, so a runtime never
+//! sees a tensor its graph does not take.
+
+use std::collections::BTreeMap;
+
+use crate::dtype::Datatype;
+use crate::error::{BackendError, InputError};
+use crate::values::Tensor;
+
+/// A tensor as a graph declares it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub datatype: Datatype,
+    /// Dimensions; `-1` where the graph leaves the size open (named, empty or -1 in ONNX).
+    pub dims: Vec<i64>,
+}
+
+impl TensorSpec {
+    /// Checks a request's tensor against this declaration (`field` names it in errors).
+    pub fn check(&self, tensor: &Tensor, field: &str) -> Result<(), InputError> {
+        if tensor.datatype() != self.datatype {
+            return Err(InputError::invalid(
+                format!("{field}.datatype"),
+                format!("input `{}` is {}, got {}", self.name, self.datatype, tensor.datatype()),
+            ));
+        }
+        let fits = tensor.shape.len() == self.dims.len()
+            && tensor.shape.iter().zip(&self.dims).all(|(&got, &want)| want < 0 || got as i64 == want);
+        if !fits {
+            return Err(InputError::invalid(
+                format!("{field}.shape"),
+                format!("input `{}` has shape {:?} (-1: any size), got {:?}", self.name, self.dims, tensor.shape),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a graph model takes and gives, read from the graph at load.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GraphInfo {
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    /// Dimension 0 of every input and output is the batch: requests are joined along it (up to
+    /// `max_batch_size` rows) and their rows split back out.
+    pub batched: bool,
+    /// Triton's platform name for the runtime, e.g. `onnxruntime_onnx`.
+    pub platform: String,
+    /// The graph's metadata: producer, graph name, version and its custom properties.
+    pub metadata: BTreeMap<String, String>,
+    /// Threads one run may use inside an operator.
+    pub threads: usize,
+}
+
+impl GraphInfo {
+    /// Whether every input and output leaves dimension 0 open, so it can be a batch.
+    pub fn batchable(inputs: &[TensorSpec], outputs: &[TensorSpec]) -> bool {
+        inputs.iter().chain(outputs).all(|t| t.dims.first() == Some(&-1))
+    }
+
+    /// The request's inputs in graph order, each checked against its declaration; `named` is
+    /// what arrived (name, tensor), in any order.
+    pub fn order_inputs(&self, named: Vec<(String, Tensor)>, max_batch: usize) -> Result<Vec<Tensor>, InputError> {
+        let mut slots: Vec<Option<Tensor>> = vec![None; self.inputs.len()];
+        for (i, (name, tensor)) in named.into_iter().enumerate() {
+            let field = format!("inputs[{i}]");
+            let Some(j) = self.inputs.iter().position(|s| s.name == name) else {
+                return Err(InputError::invalid(
+                    format!("{field}.name"),
+                    format!("unknown input `{name}`; the model takes {}", self.input_names()),
+                ));
+            };
+            if slots[j].is_some() {
+                return Err(InputError::invalid(format!("{field}.name"), format!("input `{name}` is given twice")));
+            }
+            self.inputs[j].check(&tensor, &field)?;
+            slots[j] = Some(tensor);
+        }
+        let inputs: Vec<Tensor> = slots
+            .into_iter()
+            .zip(&self.inputs)
+            .map(|(t, spec)| {
+                t.ok_or_else(|| {
+                    InputError::invalid(
+                        "inputs",
+                        format!("input `{}` is missing; the model takes {}", spec.name, self.input_names()),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        if self.batched {
+            let rows = inputs[0].rows();
+            if let Some((t, spec)) = inputs.iter().zip(&self.inputs).find(|(t, _)| t.rows() != rows) {
+                return Err(InputError::invalid(
+                    "inputs",
+                    format!(
+                        "every input must have the same batch size (dimension 0): `{}` has {rows}, `{}` has {}",
+                        self.inputs[0].name,
+                        spec.name,
+                        t.rows()
+                    ),
+                ));
+            }
+            if rows == 0 {
+                return Err(InputError::invalid("inputs", "the batch (dimension 0) must hold at least one row, got 0"));
+            }
+            if rows > max_batch {
+                return Err(InputError::too_large("inputs.batch", max_batch, rows));
+            }
+        }
+        Ok(inputs)
+    }
+
+    fn input_names(&self) -> String {
+        self.inputs.iter().map(|s| format!("`{}`", s.name)).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// A loaded graph model. Called from a single dedicated thread.
+pub trait GraphModel: Send {
+    /// Runs the graph on inputs in declaration order; outputs in declaration order.
+    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::values::TensorData;
+
+    fn info() -> GraphInfo {
+        let spec = |name: &str, datatype, dims: &[i64]| TensorSpec { name: name.into(), datatype, dims: dims.to_vec() };
+        let inputs = vec![spec("x", Datatype::Fp32, &[-1, 3]), spec("ids", Datatype::Int64, &[-1, -1])];
+        let outputs = vec![spec("y", Datatype::Fp32, &[-1, 2])];
+        let batched = GraphInfo::batchable(&inputs, &outputs);
+        GraphInfo { inputs, outputs, batched, platform: "test".into(), metadata: BTreeMap::new(), threads: 1 }
+    }
+
+    fn x(rows: usize) -> Tensor {
+        Tensor::new(vec![rows, 3], TensorData::F32(vec![0.0; rows * 3])).unwrap()
+    }
+
+    fn ids(rows: usize, len: usize) -> Tensor {
+        Tensor::new(vec![rows, len], TensorData::I64(vec![1; rows * len])).unwrap()
+    }
+
+    #[test]
+    fn inputs_are_ordered_and_checked() {
+        let g = info();
+        assert!(g.batched);
+        let ordered = g.order_inputs(vec![("ids".into(), ids(2, 5)), ("x".into(), x(2))], 8).unwrap();
+        assert_eq!(ordered[0].shape, [2, 3]);
+        assert_eq!(ordered[1].shape, [2, 5]);
+        let err = |named, max| g.order_inputs(named, max).unwrap_err().to_string();
+        assert!(err(vec![("x".into(), x(2))], 8).contains("`ids` is missing"));
+        assert!(err(vec![("z".into(), x(2))], 8).contains("unknown input `z`; the model takes `x`, `ids`"));
+        assert!(err(vec![("x".into(), x(2)), ("x".into(), x(2))], 8).contains("given twice"));
+        assert!(err(vec![("x".into(), x(2)), ("ids".into(), ids(3, 1))], 8).contains("same batch size"));
+        assert!(err(vec![("x".into(), x(9)), ("ids".into(), ids(9, 1))], 8).contains("at most 8, got 9"));
+        let wrong_type = Tensor::new(vec![1, 3], TensorData::F64(vec![0.0; 3])).unwrap();
+        let e = err(vec![("x".into(), wrong_type), ("ids".into(), ids(1, 1))], 8);
+        assert!(e.contains("input `x` is FP32, got FP64"), "{e}");
+        let wrong_shape = Tensor::new(vec![1, 4], TensorData::F32(vec![0.0; 4])).unwrap();
+        let e = err(vec![("x".into(), wrong_shape), ("ids".into(), ids(1, 1))], 8);
+        assert!(e.contains("[-1, 3]") && e.contains("[1, 4]"), "{e}");
+    }
+
+    #[test]
+    fn fixed_first_dims_are_not_a_batch() {
+        let spec = TensorSpec { name: "x".into(), datatype: Datatype::Fp32, dims: vec![1, 3] };
+        assert!(!GraphInfo::batchable(std::slice::from_ref(&spec), &[]));
+    }
+}

@@ -1,0 +1,84 @@
+//! aiserve-onnx: a user's own ONNX models, run by ONNX Runtime the way Triton's ONNX backend
+//! runs them. A version directory holding `model.onnx` (or exactly one `.onnx` file) is all a
+//! user provides: the inputs and outputs come from the graph ([`describe`]), `model.toml`'s
+//! `[onnx]` section adds what the graph cannot say, and each model instance owns one session
+//! ([`session`]). ONNX Runtime itself is opened at run time ([`library`]).
+
+pub mod describe;
+pub mod library;
+pub mod session;
+
+use std::path::{Path, PathBuf};
+
+use aiserve_core::config::ModelConfig;
+use aiserve_core::{Description, LoadError, Loaded};
+
+pub use library::Runtime;
+
+/// The file name Triton's ONNX backend looks for.
+pub const MODEL_FILE: &str = "model.onnx";
+
+/// Largest graph file opened (ONNX's protobuf limit is 2 GiB; bigger models keep their weights
+/// in external data files beside it).
+const MAX_GRAPH_BYTES: u64 = 2 << 30;
+
+/// The graph file of a version directory: `model.onnx`, else its one `.onnx` file; `None` when
+/// the directory holds no ONNX graph.
+pub fn find(dir: &Path) -> Result<Option<PathBuf>, LoadError> {
+    let default = dir.join(MODEL_FILE);
+    if default.is_file() {
+        return Ok(Some(default));
+    }
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "onnx") && path.is_file() {
+            found.push(path);
+        }
+    }
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.pop()),
+        n => Err(LoadError::Config(format!(
+            "the version holds {n} .onnx files; name the one to serve {MODEL_FILE} (or keep only one)"
+        ))),
+    }
+}
+
+/// Loads ONNX versions.
+pub struct OnnxLoader {
+    runtime: Runtime,
+    /// Threads available to model code, shared among a model's instances unless `[onnx]`
+    /// says otherwise.
+    threads: usize,
+}
+
+impl OnnxLoader {
+    pub fn new(library: Option<PathBuf>, threads: usize) -> Self {
+        Self { runtime: Runtime::new(library), threads: threads.max(1) }
+    }
+
+    /// Reads the graph's declaration (opens one session to do so).
+    pub fn describe(&self, dir: &Path, model: &ModelConfig) -> Result<Description, LoadError> {
+        let path = find(dir)?.ok_or_else(|| LoadError::Config(format!("no {MODEL_FILE} in the version")))?;
+        let size = std::fs::metadata(&path)?.len();
+        if size > MAX_GRAPH_BYTES {
+            return Err(LoadError::Config(format!("{} is {size} bytes; at most {MAX_GRAPH_BYTES}", path.display())));
+        }
+        let env = self.runtime.open().map_err(LoadError::Unsupported)?;
+        let threads = model.onnx.threads.unwrap_or((self.threads / model.instances.max(1)).max(1));
+        let session = session::open(env, &path, threads).map_err(LoadError::Weights)?;
+        Ok(Description::Graph(describe::describe(&session, &model.onnx, threads)?))
+    }
+
+    /// Opens one session (one model instance).
+    pub fn load(&self, dir: &Path, description: &Description) -> Result<Loaded, LoadError> {
+        let Description::Graph(info) = description else {
+            return Err(LoadError::Unsupported("not an ONNX version".into()));
+        };
+        let path = find(dir)?.ok_or_else(|| LoadError::Config(format!("no {MODEL_FILE} in the version")))?;
+        let env = self.runtime.open().map_err(LoadError::Unsupported)?;
+        let session = session::open(env, &path, info.threads).map_err(LoadError::Weights)?;
+        Ok(Loaded::Graph(Box::new(session::OnnxModel::new(session))))
+    }
+}

@@ -1,0 +1,171 @@
+//! A graph (ONNX) version as request handlers see it: its declared inputs and outputs and the
+//! [`Queue`] in front of its instance threads.
+//!
+//! When the graph is batched (dimension 0 of every tensor is the batch), concurrent requests
+//! whose other dimensions agree are joined along dimension 0 into one run and the rows of each
+//! output are split back per request; requests whose other dimensions differ (pictures of
+//! other sizes) run as separate passes of the same batch. An unbatched graph runs one request
+//! per pass.
+
+use std::time::Instant;
+
+use aiserve_core::{BackendError, GraphInfo, GraphModel, Tensor};
+
+use crate::error::Error;
+use crate::worker::{Queue, Runner};
+
+/// A graph version.
+pub struct Graph {
+    pub info: GraphInfo,
+    /// Most rows one request may carry and one pass may join (`max_batch_size`; 1 unbatched).
+    pub max_batch: usize,
+    pub queue: Queue<GraphRunner>,
+}
+
+/// One request's inputs, in graph order, already checked against the declaration.
+pub struct GraphRequest {
+    pub tensors: Vec<Tensor>,
+    /// Rows along dimension 0 (1 when the graph is not batched).
+    pub rows: usize,
+}
+
+impl Graph {
+    /// Runs the graph on named inputs (any order); the outputs come back in declaration order.
+    pub async fn infer(&self, named: Vec<(String, Tensor)>, deadline: Option<Instant>) -> Result<Vec<Tensor>, Error> {
+        let tensors = self.info.order_inputs(named, self.max_batch)?;
+        let rows = if self.info.batched { tensors[0].rows() } else { 1 };
+        self.queue.submit(GraphRequest { tensors, rows }, rows, deadline).await
+    }
+}
+
+/// Runs the requests of one batch, joining those whose trailing dimensions agree.
+pub struct GraphRunner {
+    pub model: Box<dyn GraphModel>,
+    pub batched: bool,
+    pub outputs: usize,
+}
+
+impl GraphRunner {
+    fn run_one(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+        let out = self.model.run(inputs)?;
+        if out.len() != self.outputs {
+            return Err(BackendError(format!("the graph gave {} outputs; it declares {}", out.len(), self.outputs)));
+        }
+        Ok(out)
+    }
+
+    /// Runs `group` (requests with equal trailing dimensions) as one pass and splits the rows.
+    fn run_joined(&mut self, group: &[&GraphRequest]) -> Result<Vec<Vec<Tensor>>, BackendError> {
+        let joined = (0..group[0].tensors.len())
+            .map(|i| {
+                Tensor::concat_rows(&group.iter().map(|r| &r.tensors[i]).collect::<Vec<_>>())
+                    .ok_or_else(|| BackendError("requests of one group do not stack".into()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let total: usize = group.iter().map(|r| r.rows).sum();
+        let outputs = self.run_one(joined)?;
+        if let Some(o) = outputs.iter().find(|o| o.rows() != total || o.shape.is_empty()) {
+            return Err(BackendError(format!(
+                "an output has shape {:?} for a batch of {total} rows; dimension 0 must be the batch",
+                o.shape
+            )));
+        }
+        let mut start = 0;
+        Ok(group
+            .iter()
+            .map(|r| {
+                let end = start + r.rows;
+                let mine = outputs.iter().map(|o| o.rows_slice(start, end)).collect();
+                start = end;
+                mine
+            })
+            .collect())
+    }
+}
+
+/// Whether two requests can share a pass: the same shape apart from dimension 0, per input.
+fn stackable(a: &GraphRequest, b: &GraphRequest) -> bool {
+    a.tensors.iter().zip(&b.tensors).all(|(x, y)| x.shape.get(1..) == y.shape.get(1..))
+}
+
+impl Runner for GraphRunner {
+    type Input = GraphRequest;
+    type Output = Vec<Tensor>;
+
+    fn run(&mut self, inputs: &[&GraphRequest]) -> Result<Vec<Vec<Tensor>>, BackendError> {
+        if !self.batched {
+            return inputs.iter().map(|r| self.run_one(r.tensors.clone())).collect();
+        }
+        if let [one] = inputs {
+            return self.run_joined(&[one]);
+        }
+        // Group requests by trailing shape, keeping each request's place in the batch.
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for (i, r) in inputs.iter().enumerate() {
+            match groups.iter_mut().find(|g| stackable(inputs[g[0]], r)) {
+                Some(g) => g.push(i),
+                None => groups.push(vec![i]),
+            }
+        }
+        let mut results: Vec<Option<Vec<Tensor>>> = (0..inputs.len()).map(|_| None).collect();
+        for g in groups {
+            let members: Vec<&GraphRequest> = g.iter().map(|&i| inputs[i]).collect();
+            for (i, out) in g.into_iter().zip(self.run_joined(&members)?) {
+                results[i] = Some(out);
+            }
+        }
+        Ok(results.into_iter().map(|r| r.expect("every request is in one group")).collect())
+    }
+
+    fn items(input: &GraphRequest) -> usize {
+        input.rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aiserve_core::TensorData;
+
+    /// Sums each row of `x` [N, K] into `y` [N, 1] and counts its passes.
+    struct RowSum(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl GraphModel for RowSum {
+        fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let x = &inputs[0];
+            let TensorData::F32(v) = &x.data else { return Err(BackendError("f32 expected".into())) };
+            let k = x.shape[1];
+            let sums: Vec<f32> = v.chunks(k.max(1)).map(|r| r.iter().sum()).collect();
+            Ok(vec![Tensor::new(vec![x.shape[0], 1], TensorData::F32(sums)).unwrap()])
+        }
+    }
+
+    fn req(rows: usize, k: usize, v: f32) -> GraphRequest {
+        GraphRequest { tensors: vec![Tensor::new(vec![rows, k], TensorData::F32(vec![v; rows * k])).unwrap()], rows }
+    }
+
+    #[test]
+    fn stackable_requests_share_a_pass_and_get_their_own_rows() {
+        let passes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut r = GraphRunner { model: Box::new(RowSum(passes.clone())), batched: true, outputs: 1 };
+        let (a, b, c) = (req(1, 2, 1.0), req(2, 3, 2.0), req(2, 2, 3.0));
+        let out = r.run(&[&a, &b, &c]).unwrap();
+        assert_eq!(passes.load(std::sync::atomic::Ordering::Relaxed), 2, "a and c join; b runs alone");
+        assert_eq!(out[0][0].data, TensorData::F32(vec![2.0]));
+        assert_eq!(out[1][0].data, TensorData::F32(vec![6.0, 6.0]));
+        assert_eq!(out[2][0].data, TensorData::F32(vec![6.0, 6.0]));
+        assert_eq!(out[2][0].shape, [2, 1]);
+    }
+
+    #[test]
+    fn unbatched_graphs_run_each_request_alone() {
+        let passes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut r = GraphRunner { model: Box::new(RowSum(passes.clone())), batched: false, outputs: 1 };
+        let (a, b) = (req(1, 2, 1.0), req(1, 2, 1.0));
+        assert_eq!(r.run(&[&a, &b]).unwrap().len(), 2);
+        assert_eq!(passes.load(std::sync::atomic::Ordering::Relaxed), 2);
+        let mut wrong = GraphRunner { model: Box::new(RowSum(passes)), batched: false, outputs: 2 };
+        assert!(wrong.run(&[&a]).unwrap_err().0.contains("gave 1 outputs; it declares 2"));
+    }
+}
