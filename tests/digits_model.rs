@@ -10,7 +10,7 @@ fn committed_model_reaches_99_percent_on_the_mnist_test_set() {
     let test = mnist::load_dir(&crate::mnist_dir()).unwrap().test;
     let dir = crate::bundled_repo().join("digits/1");
     let loader = CandleLoader::cpu();
-    let description = loader.describe(&dir).unwrap();
+    let description = loader.describe(&dir, &aiserve_core::config::ModelConfig::new_default()).unwrap();
     let aiserve_core::Loaded::Image(mut model) = loader.load(&dir, &description).unwrap() else {
         panic!("not an image model")
     };

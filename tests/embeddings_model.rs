@@ -30,7 +30,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 fn minilm_matches_sentence_transformers() {
     let dir = crate::assets_dir().join("minilm");
     let loader = CandleLoader::cpu();
-    let description = loader.describe(&dir).unwrap();
+    let description = loader.describe(&dir, &aiserve_core::config::ModelConfig::new_default()).unwrap();
     let Description::Embedder { info, tokenizer } = &description else { panic!("not recognised as an embedder") };
     assert_eq!((info.dim, info.max_tokens, info.normalize), (384, 256, true));
     assert_eq!(info.pooling, aiserve_core::text::Pooling::Mean);
@@ -63,7 +63,11 @@ fn minilm_matches_sentence_transformers() {
 #[test]
 fn minilm_truncates_to_its_limit_keeping_the_separator() {
     let dir = crate::assets_dir().join("minilm");
-    let Description::Embedder { tokenizer, .. } = CandleLoader::cpu().describe(&dir).unwrap() else { panic!() };
+    let Description::Embedder { tokenizer, .. } =
+        CandleLoader::cpu().describe(&dir, &aiserve_core::config::ModelConfig::new_default()).unwrap()
+    else {
+        panic!()
+    };
     let long = "word ".repeat(400);
     assert_eq!(tokenizer.encode(&long).unwrap().len(), 402);
     let cut = tokenizer.encode_truncated(&long).unwrap();

@@ -25,7 +25,7 @@ fn load_with(dir: &Path, bits: Bits) -> (GeneratorSpec, Box<dyn TextGenerator>) 
 
 fn load_with_kv(dir: &Path, bits: Bits, kv: KvDtype) -> (GeneratorSpec, Box<dyn TextGenerator>) {
     let loader = CandleLoader::cpu().with_activation_bits(bits).with_kv_dtype(kv);
-    let description = loader.describe(dir).unwrap();
+    let description = loader.describe(dir, &aiserve_core::config::ModelConfig::new_default()).unwrap();
     let Description::Generator(spec) = &description else { panic!("not described as a generator") };
     let spec = spec.clone();
     match loader.load(dir, &description).unwrap() {

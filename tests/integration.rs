@@ -10,6 +10,7 @@ mod embeddings_model;
 mod generate_model;
 mod gguf_tokenizer;
 mod hostile;
+mod onnx_model;
 mod ops;
 mod pull;
 mod swap;
@@ -50,6 +51,40 @@ pub fn assets_dir() -> PathBuf {
     });
     assert!(dir.join("minilm/model.safetensors").exists(), "model assets missing at {}", dir.display());
     dir
+}
+
+/// The PP-OCR ONNX models (`rapidocr/` in the asset cache), fetched on first use.
+pub fn rapidocr_dir() -> PathBuf {
+    static FETCH: std::sync::Once = std::sync::Once::new();
+    let dir = assets_dir();
+    FETCH.call_once(|| {
+        if !dir.join("rapidocr/ch_PP-OCRv4_rec_infer.onnx").exists() {
+            let status = std::process::Command::new("bash")
+                .arg(shared_dir().join("fetch-assets.sh"))
+                .arg(&dir)
+                .arg("rapidocr")
+                .status()
+                .expect("running ../shared/fetch-assets.sh");
+            assert!(status.success(), "../shared/fetch-assets.sh {} rapidocr failed", dir.display());
+        }
+    });
+    dir.join("rapidocr")
+}
+
+/// ONNX Runtime's library from PyPI's wheel (`.ci/fetch-onnxruntime.sh`, sha256-verified, kept
+/// in the asset cache), fetched on first use.
+pub fn onnxruntime_lib() -> PathBuf {
+    static LIB: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    LIB.get_or_init(|| {
+        let out = std::process::Command::new("bash")
+            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".ci/fetch-onnxruntime.sh"))
+            .arg(assets_dir())
+            .output()
+            .expect("running .ci/fetch-onnxruntime.sh");
+        assert!(out.status.success(), "fetch-onnxruntime.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+    .clone()
 }
 
 /// Runs `aiserve train digits --quiet` on MNIST into `repo` with extra flags.

@@ -16,10 +16,15 @@ pub struct Server {
 
 impl Server {
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_in(&crate::bundled_repo(), args, env)
+    }
+
+    /// The same, serving `repo`.
+    pub fn start_in(repo: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_aiserve"))
             .arg("serve")
             .args(["--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--repo"])
-            .arg(crate::bundled_repo())
+            .arg(repo)
             .args(args)
             .envs(env.iter().copied())
             .stderr(Stdio::piped())
@@ -71,6 +76,16 @@ impl Server {
         resp
     }
 
+    /// Sends raw request bytes and returns the raw response bytes (binary bodies).
+    pub fn request_bytes(&self, raw: &[u8]) -> Vec<u8> {
+        let mut s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        s.write_all(raw).unwrap();
+        let mut resp = Vec::new();
+        let _ = s.read_to_end(&mut resp);
+        resp
+    }
+
     /// SIGTERM, then the exit status and the whole log.
     pub fn stop(mut self) -> (std::process::ExitStatus, Vec<String>) {
         Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
@@ -78,6 +93,14 @@ impl Server {
         std::thread::sleep(Duration::from_millis(100));
         let log = self.log.lock().unwrap().clone();
         (status, log)
+    }
+}
+
+/// A test that fails before `stop` leaves no server behind.
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

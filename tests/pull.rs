@@ -67,7 +67,8 @@ fn pulls_from_the_cache_offline_and_when_the_hub_is_unreachable() {
     assert!(!v1.join("README.md").exists(), "only serving files are copied");
     // The published copy is what the server loads: it describes as a 384-d embedder.
     use aiserve_core::ModelLoader;
-    let d = aiserve_models::CandleLoader::cpu().describe(&v1).unwrap();
+    let d =
+        aiserve_models::CandleLoader::cpu().describe(&v1, &aiserve_core::config::ModelConfig::new_default()).unwrap();
     assert!(matches!(d, aiserve_core::Description::Embedder { ref info, .. } if info.dim == 384));
 
     // Online mode with the hub unreachable falls back to the cache (as huggingface_hub does).
@@ -137,7 +138,8 @@ fn pulls_one_gguf_quantisation_as_a_generation_model() {
     let v1 = repo.path().join("smollm2/1");
     assert!(v1.join("SmolLM2-135M-Instruct.Q4_1.gguf").is_file() && !v1.join("README.md").exists());
     use aiserve_core::ModelLoader;
-    let d = aiserve_models::CandleLoader::cpu().describe(&v1).unwrap();
+    let d =
+        aiserve_models::CandleLoader::cpu().describe(&v1, &aiserve_core::config::ModelConfig::new_default()).unwrap();
     assert!(
         matches!(d, aiserve_core::Description::Generator(ref s) if s.chat_template.is_some() && s.info.vocab_size == 49152)
     );
