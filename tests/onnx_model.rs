@@ -177,3 +177,26 @@ fn without_onnx_runtime_onnx_versions_fail_and_the_rest_is_served() {
     let (status, _) = server.stop();
     assert!(status.success());
 }
+
+#[test]
+fn an_image_classifier_config_is_checked_against_the_graph() {
+    let repo = ocr_repo();
+    // PP-OCR's angle classifier as a picture classifier: 2 classes, but 3 labels.
+    let cls = repo.path().join("cls");
+    std::fs::write(
+        cls.join("model.toml"),
+        "[onnx.image]\nsize = [48, 192]\nchannels = \"BGR\"\nmean = [0.5, 0.5, 0.5]\nstd = [0.5, 0.5, 0.5]\nlabels = \"labels.txt\"\n",
+    )
+    .unwrap();
+    std::fs::write(cls.join("1/labels.txt"), "0\n180\n270\n").unwrap();
+    let server = start(repo.path());
+    let resp = server
+        .request("POST /v2/repository/index HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    let index: Value = serde_json::from_str(resp.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let row = index.as_array().unwrap().iter().find(|r| r["name"] == "cls").cloned().unwrap();
+    assert_eq!(row["state"], "UNAVAILABLE", "{index}");
+    let reason = row["reason"].as_str().unwrap();
+    assert!(reason.contains("2 classes but the labels file has 3 lines"), "{reason}");
+    assert_eq!(get(&server, "/v2/models/rec/ready")["ready"], true, "the other versions serve");
+    server.stop();
+}

@@ -1,7 +1,7 @@
 """ONNX models served by aiserve, driven by unmodified clients and compared with Python's own
-onnxruntime (PyPI, the same release aiserve opens) and scikit-learn.
+onnxruntime (PyPI, the same release aiserve opens), scikit-learn, and aiserve's own digits CNN.
 
-    python tests/clients/onnx_check.py HTTP_ADDR GRPC_ADDR REPO RAPIDOCR_DIR
+    python tests/clients/onnx_check.py HTTP_ADDR GRPC_ADDR REPO RAPIDOCR_DIR MNIST_DIR
 
 - The three PP-OCR networks (in REPO as det, rec, cls): tritonclient over HTTP (binary and JSON
   tensors) and gRPC give what `onnxruntime.InferenceSession.run` gives on the same inputs,
@@ -9,6 +9,10 @@ onnxruntime (PyPI, the same release aiserve opens) and scikit-learn.
 - A scikit-learn pipeline (StandardScaler + LogisticRegression on the iris data bundled in the
   scikit-learn wheel) converted by skl2onnx is copied into REPO as a new model while the server
   runs; once it is ready its labels (INT64) and probabilities (FP32) equal scikit-learn's.
+- The bundled digits CNN (REPO/digits, aiserve's own kernels) written as an ONNX graph from its
+  safetensors (NHWC input, HWIO kernels, as Keras lays them out) and served as an image
+  classifier (`[onnx.image]`: GRAY, NHWC, labels.txt): `/classify` on real MNIST test digits sent
+  as PNG gives the labels and probabilities (within 1e-4) of the built-in model.
 """
 import os
 import sys
@@ -102,10 +106,126 @@ def sklearn_model(url, repo):
     print(f"scikit-learn pipeline via skl2onnx (operators {', '.join(ops)}): 150 labels and probabilities equal scikit-learn's")
 
 
+def safetensors(path):
+    """The tensors of a safetensors file (F32 only), read with numpy."""
+    import json
+    import struct
+
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + n])
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = t["data_offsets"]
+        out[name] = np.frombuffer(raw[8 + n + a : 8 + n + b], np.float32).reshape(t["shape"])
+    return out
+
+
+def digits_onnx(weights):
+    """The seed's CNN as an ONNX graph: [N,28,28,1] -> probabilities [N,10]."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = safetensors(weights)
+    inits = []
+
+    def init(name, array):
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(array, np.float32), name))
+        return name
+
+    nodes = [helper.make_node("Transpose", ["image"], ["x0"], perm=[0, 3, 1, 2])]
+    x = "x0"
+    for i in (1, 2, 3):
+        k = init(f"conv{i}.w", w[f"conv{i}.weight"].transpose(3, 2, 0, 1))  # HWIO -> OIHW
+        b = init(f"conv{i}.b", w[f"conv{i}.bias"])
+        nodes += [helper.make_node("Conv", [x, k, b], [f"c{i}"]), helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+        x = f"r{i}"
+        if i < 3:
+            nodes.append(helper.make_node("MaxPool", [x], [f"p{i}"], kernel_shape=[2, 2], strides=[2, 2]))
+            x = f"p{i}"
+    inits.append(numpy_helper.from_array(np.array([-1, 576], np.int64), "flat"))
+    shape = "flat"
+    nodes += [
+        helper.make_node("Transpose", [x], ["nhwc"], perm=[0, 2, 3, 1]),  # Keras flattens H, W, C
+        helper.make_node("Reshape", ["nhwc", shape], ["f"]),
+        helper.make_node("Gemm", ["f", init("d1.w", w["dense1.weight"]), init("d1.b", w["dense1.bias"])], ["d1"]),
+        helper.make_node("Relu", ["d1"], ["h"]),
+        helper.make_node("Gemm", ["h", init("d2.w", w["dense2.weight"]), init("d2.b", w["dense2.bias"])], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "digits_cnn",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 28, 28, 1])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="aiserve onnx_check")
+
+
+def png_gray(pixels):
+    """A grayscale PNG of a uint8 [H, W] array (zlib, no imaging library)."""
+    import struct
+    import zlib
+
+    h, w = pixels.shape
+    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = b"".join(b"\x00" + pixels[r].tobytes() for r in range(h))
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def digits_as_onnx(url, repo, mnist_dir):
+    import base64
+    import json
+    import urllib.request
+
+    from mnist import mnist_test
+
+    model = digits_onnx(os.path.join(repo, "digits", "1", "model.safetensors"))
+    version = os.path.join(repo, "digits_onnx", "1")
+    os.makedirs(version + ".tmp")
+    with open(os.path.join(version + ".tmp", "model.onnx"), "wb") as f:
+        f.write(model.SerializeToString())
+    with open(os.path.join(version + ".tmp", "labels.txt"), "w") as f:
+        f.write("\n".join(str(d) for d in range(10)) + "\n")
+    with open(os.path.join(repo, "digits_onnx", "model.toml"), "w") as f:
+        f.write('[onnx.image]\nlayout = "NHWC"\nchannels = "GRAY"\nlabels = "labels.txt"\n')
+    os.rename(version + ".tmp", version)
+    h = http.InferenceServerClient(url=url)
+    for _ in range(300):
+        if h.is_model_ready("digits_onnx"):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("digits_onnx never became ready")
+    x, y = mnist_test(mnist_dir, 64)
+    pictures = [base64.b64encode(png_gray((img[:, :, 0] * 255).round().astype(np.uint8))).decode() for img in x]
+
+    def classify(model):
+        body = json.dumps({"images": pictures}).encode()
+        req = urllib.request.Request(f"http://{url}/classify?model={model}", body, {"Content-Type": "application/json"})
+        return json.load(urllib.request.urlopen(req))["predictions"]
+
+    onnx_preds, own_preds = classify("digits_onnx"), classify("digits")
+    labels = np.array([int(p["label"]) for p in onnx_preds])
+    assert (labels == np.array([int(p["label"]) for p in own_preds])).all()
+    compare(
+        "digits probabilities (ONNX vs aiserve's kernels)",
+        np.array([p["probabilities"] for p in onnx_preds], np.float32),
+        np.array([p["probabilities"] for p in own_preds], np.float32),
+    )
+    accuracy = float((labels == y).mean())
+    assert accuracy >= 0.95, accuracy
+    print(f"digits CNN as ONNX: /classify on 64 MNIST PNGs agrees with the built-in model ({accuracy:.3f} accuracy)")
+
+
 def main():
-    url, grpc_url, repo, rapidocr = sys.argv[1:5]
+    url, grpc_url, repo, rapidocr, mnist_dir = sys.argv[1:6]
     ocr(url, grpc_url, rapidocr)
     sklearn_model(url, repo)
+    digits_as_onnx(url, repo, mnist_dir)
 
 
 if __name__ == "__main__":

@@ -93,12 +93,13 @@ rm -rf "$repo"/*
 for m in det:ch_PP-OCRv4_det_infer rec:ch_PP-OCRv4_rec_infer cls:ch_ppocr_mobile_v2.0_cls_infer; do
   mkdir -p "$repo/${m%%:*}/1" && cp "$assets/rapidocr/${m#*:}.onnx" "$repo/${m%%:*}/1/model.onnx"
 done
+cp -r "$root/models/digits" "$repo/"
 start --onnxruntime "$("$root/.ci/fetch-onnxruntime.sh" "$assets")" --poll-interval-ms 200
 for _ in $(seq 300); do
   "$venv/bin/python" -c "import urllib.request as u; u.urlopen('http://$addr/v2/models/rec/ready')" 2>/dev/null && break
   sleep 0.1
 done
-timeout 300 "$venv/bin/python" "$root/tests/clients/onnx_check.py" "$addr" "$grpc_addr" "$repo" "$assets/rapidocr"
+timeout 300 "$venv/bin/python" "$root/tests/clients/onnx_check.py" "$addr" "$grpc_addr" "$repo" "$assets/rapidocr" "$mnist"
 kill -TERM $pid
 wait $pid
 grep -q "shut down cleanly" "$log" || { cat "$log"; echo "no clean shutdown (ONNX server)" >&2; exit 1; }

@@ -67,6 +67,53 @@ pub struct OnnxConfig {
     /// Threads ONNX Runtime uses inside one operator. Absent: the compute threads shared among
     /// the model's instances (at least one each).
     pub threads: Option<usize>,
+    /// An image classifier: how `/classify` turns a picture into the graph's input and its
+    /// output into a label.
+    pub image: Option<ImageClassifierConfig>,
+}
+
+/// `[onnx.image]`: picture preprocessing and labels for `/classify` (what Triton users write in
+/// Python around the model).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageClassifierConfig {
+    /// The picture input (absent: the graph's only input).
+    pub input: Option<String>,
+    /// The scores output, `[N, classes]` (absent: the graph's only output).
+    pub output: Option<String>,
+    /// `NCHW` (PyTorch, Paddle) or `NHWC` (Keras, TensorFlow).
+    #[serde(default = "default_layout")]
+    pub layout: String,
+    /// `RGB`, `BGR` or `GRAY`.
+    #[serde(default = "default_channels")]
+    pub channels: String,
+    /// `[height, width]` pictures are resized to (absent: the graph's fixed sizes).
+    pub size: Option<[usize; 2]>,
+    /// Each 0..=255 value is multiplied by this first (default 1/255).
+    #[serde(default = "default_scale")]
+    pub scale: f32,
+    /// Then per channel: `(value - mean) / std` (defaults 0 and 1).
+    #[serde(default)]
+    pub mean: Vec<f32>,
+    #[serde(default)]
+    pub std: Vec<f32>,
+    /// A file in the version directory with one class label per line.
+    pub labels: String,
+    /// The output holds logits: apply a softmax for the probabilities answered.
+    #[serde(default)]
+    pub softmax: bool,
+}
+
+fn default_layout() -> String {
+    "NCHW".into()
+}
+
+fn default_channels() -> String {
+    "RGB".into()
+}
+
+fn default_scale() -> f32 {
+    1.0 / 255.0
 }
 
 fn default_max_batch_size() -> usize {
@@ -119,6 +166,9 @@ impl ModelConfig {
         if let Some(t) = cfg.onnx.threads.filter(|&t| t == 0 || t > 256) {
             return Err(format!("`onnx.threads` must be in 1..=256, got {t}"));
         }
+        if let Some(img) = &cfg.onnx.image {
+            img.validate()?;
+        }
         if let Some((label, _)) = cfg.version_labels.iter().find(|(_, v)| **v == 0) {
             return Err(format!("`version_labels.{label}` must be a positive version, got 0"));
         }
@@ -157,6 +207,62 @@ impl ModelConfig {
             version_labels: BTreeMap::new(),
             onnx: OnnxConfig::default(),
         }
+    }
+}
+
+impl ImageClassifierConfig {
+    /// Channels of the picture the graph takes (3, or 1 for `GRAY`).
+    pub fn channel_count(&self) -> usize {
+        if self.channels == "GRAY" {
+            1
+        } else {
+            3
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !matches!(self.layout.as_str(), "NCHW" | "NHWC") {
+            return Err(format!("`onnx.image.layout` must be NCHW or NHWC, got {:?}", self.layout));
+        }
+        if !matches!(self.channels.as_str(), "RGB" | "BGR" | "GRAY") {
+            return Err(format!("`onnx.image.channels` must be RGB, BGR or GRAY, got {:?}", self.channels));
+        }
+        if let Some(size) = self.size.filter(|s| s.iter().any(|&d| d == 0 || d > 4096)) {
+            return Err(format!("`onnx.image.size` dims must be in 1..=4096, got {size:?}"));
+        }
+        let c = self.channel_count();
+        for (name, v) in [("mean", &self.mean), ("std", &self.std)] {
+            if !v.is_empty() && v.len() != c {
+                return Err(format!("`onnx.image.{name}` must have {c} values (one per channel), got {}", v.len()));
+            }
+        }
+        if self.std.iter().any(|s| !(s.is_finite() && *s != 0.0)) || !self.scale.is_finite() {
+            return Err("`onnx.image.std` values must be finite and non-zero, `scale` finite".into());
+        }
+        if self.labels.contains('/') || self.labels.contains('\\') || self.labels.starts_with('.') {
+            return Err(format!(
+                "`onnx.image.labels` must be a file name in the version directory, got {:?}",
+                self.labels
+            ));
+        }
+        Ok(())
+    }
+
+    /// A decoded picture (`height x width x channels` bytes, row-major, in this config's channel
+    /// order) as the graph's input values: scaled, normalised, in its layout.
+    pub fn tensor(&self, pixels: &[u8], height: usize, width: usize) -> Vec<f32> {
+        let c = self.channel_count();
+        let norm = |i: usize, p: u8| {
+            let v = p as f32 * self.scale;
+            (v - self.mean.get(i).copied().unwrap_or(0.0)) / self.std.get(i).copied().unwrap_or(1.0)
+        };
+        let mut out = vec![0.0; height * width * c];
+        for (j, &p) in pixels.iter().enumerate().take(out.len()) {
+            let ch = j % c;
+            let idx = if self.layout == "NCHW" { ch * height * width + j / c } else { j };
+            out[idx] = norm(ch, p);
+        }
+        out
     }
 }
 
@@ -317,7 +423,18 @@ shape = [10]
         assert!(err.contains("`preferred_batch_sizes`") && err.contains("got 16"), "{err}");
         assert!(ModelConfig::parse("instances = 0").unwrap_err().contains("`instances`"));
         let cfg = ModelConfig::parse("[onnx]\nbatching = false\nthreads = 1").unwrap();
-        assert_eq!(cfg.onnx, OnnxConfig { batching: Some(false), threads: Some(1) });
+        assert_eq!(cfg.onnx, OnnxConfig { batching: Some(false), threads: Some(1), image: None });
+        let cfg = ModelConfig::parse(
+            "[onnx.image]\nsize = [2, 1]\nmean = [0.5, 0.5, 0.5]\nstd = [0.5, 0.5, 0.5]\nlabels = \"l.txt\"",
+        )
+        .unwrap();
+        let img = cfg.onnx.image.unwrap();
+        // Two RGB pixels, [0,0,0] and [255,255,255]: NCHW puts each channel's two values together.
+        assert_eq!(img.tensor(&[0, 0, 0, 255, 255, 255], 2, 1), [-1.0, 1.0, -1.0, 1.0, -1.0, 1.0]);
+        let e = ModelConfig::parse("[onnx.image]\nmean = [0.5]\nlabels = \"l.txt\"").unwrap_err();
+        assert!(e.contains("`onnx.image.mean` must have 3 values"), "{e}");
+        assert!(ModelConfig::parse("[onnx.image]\nlabels = \"../x\"").unwrap_err().contains("labels"));
+        assert!(ModelConfig::parse("[onnx.image]\nlayout = \"CHW\"\nlabels = \"l\"").unwrap_err().contains("layout"));
         assert!(ModelConfig::parse("[onnx]\nthreads = 0").unwrap_err().contains("`onnx.threads`"));
         assert!(ModelConfig::parse("[onnx]\nbatch = 1").is_err());
         let cfg = ModelConfig::parse("max_queue_delay_us = 500\ninstances = 2").unwrap();

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::config::ImageClassifierConfig;
 use crate::dtype::Datatype;
 use crate::error::{BackendError, InputError};
 use crate::values::Tensor;
@@ -54,6 +55,89 @@ pub struct GraphInfo {
     pub metadata: BTreeMap<String, String>,
     /// Threads one run may use inside an operator.
     pub threads: usize,
+    /// Set when `model.toml` makes it an image classifier (`/classify` takes pictures).
+    pub classifier: Option<GraphClassifier>,
+}
+
+/// An image classifier graph, resolved at load from `[onnx.image]` and the graph.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GraphClassifier {
+    /// Index of the picture input and of the scores output.
+    pub input: usize,
+    pub output: usize,
+    pub height: usize,
+    pub width: usize,
+    pub config: ImageClassifierConfig,
+    pub labels: Vec<String>,
+}
+
+impl GraphClassifier {
+    /// Checks `[onnx.image]` against the graph's declaration; `labels` are the labels file's lines.
+    pub fn resolve(
+        inputs: &[TensorSpec],
+        outputs: &[TensorSpec],
+        config: &ImageClassifierConfig,
+        labels: Vec<String>,
+    ) -> Result<Self, String> {
+        let pick = |list: &[TensorSpec], name: &Option<String>, what: &str| -> Result<usize, String> {
+            match name {
+                Some(n) => {
+                    list.iter().position(|t| &t.name == n).ok_or_else(|| format!("the graph has no {what} `{n}`"))
+                }
+                None if list.len() == 1 => Ok(0),
+                None => Err(format!("the graph has {} {what}s: name one in `onnx.image.{what}`", list.len())),
+            }
+        };
+        if inputs.len() != 1 {
+            return Err(format!("an image classifier takes one input, the picture; this graph takes {}", inputs.len()));
+        }
+        let input = pick(inputs, &config.input, "input")?;
+        let output = pick(outputs, &config.output, "output")?;
+        let spec = &inputs[input];
+        if spec.datatype != Datatype::Fp32 {
+            return Err(format!("input `{}` is {}; pictures become FP32", spec.name, spec.datatype));
+        }
+        let [_, a, b, c] = spec.dims[..] else {
+            return Err(format!(
+                "input `{}` has dims {:?}; a picture input has 4 (N, C, H, W or N, H, W, C)",
+                spec.name, spec.dims
+            ));
+        };
+        let (ch, h, w) = if config.layout == "NCHW" { (a, b, c) } else { (c, a, b) };
+        let want = config.channel_count() as i64;
+        if ch >= 0 && ch != want {
+            return Err(format!(
+                "input `{}` takes {ch} channels; `onnx.image.channels = {:?}` gives {want}",
+                spec.name, config.channels
+            ));
+        }
+        let (height, width) = match (config.size, h, w) {
+            (Some([sh, sw]), h, w) if (h < 0 || h == sh as i64) && (w < 0 || w == sw as i64) => (sh, sw),
+            (Some(size), h, w) => {
+                return Err(format!("`onnx.image.size` is {size:?} but input `{}` is {h}x{w}", spec.name))
+            }
+            (None, h, w) if h > 0 && w > 0 => (h as usize, w as usize),
+            (None, _, _) => {
+                return Err(format!("input `{}` has open sizes: give `onnx.image.size = [height, width]`", spec.name))
+            }
+        };
+        let out = &outputs[output];
+        let classes = match out.dims[..] {
+            [_, c] => c,
+            _ => return Err(format!("output `{}` has dims {:?}; scores are [N, classes]", out.name, out.dims)),
+        };
+        if labels.is_empty() || (classes >= 0 && classes as usize != labels.len()) {
+            return Err(format!(
+                "output `{}` has {classes} classes but the labels file has {} lines",
+                out.name,
+                labels.len()
+            ));
+        }
+        if out.datatype != Datatype::Fp32 {
+            return Err(format!("output `{}` is {}; scores must be FP32", out.name, out.datatype));
+        }
+        Ok(Self { input, output, height, width, config: config.clone(), labels })
+    }
 }
 
 impl GraphInfo {
@@ -136,7 +220,15 @@ mod tests {
         let inputs = vec![spec("x", Datatype::Fp32, &[-1, 3]), spec("ids", Datatype::Int64, &[-1, -1])];
         let outputs = vec![spec("y", Datatype::Fp32, &[-1, 2])];
         let batched = GraphInfo::batchable(&inputs, &outputs);
-        GraphInfo { inputs, outputs, batched, platform: "test".into(), metadata: BTreeMap::new(), threads: 1 }
+        GraphInfo {
+            inputs,
+            outputs,
+            batched,
+            platform: "test".into(),
+            metadata: BTreeMap::new(),
+            threads: 1,
+            classifier: None,
+        }
     }
 
     fn x(rows: usize) -> Tensor {
@@ -166,6 +258,24 @@ mod tests {
         let wrong_shape = Tensor::new(vec![1, 4], TensorData::F32(vec![0.0; 4])).unwrap();
         let e = err(vec![("x".into(), wrong_shape), ("ids".into(), ids(1, 1))], 8);
         assert!(e.contains("[-1, 3]") && e.contains("[1, 4]"), "{e}");
+    }
+
+    #[test]
+    fn classifiers_are_checked_against_the_graph() {
+        let cfg: ImageClassifierConfig = toml::from_str("labels = \"l.txt\"").unwrap();
+        let spec =
+            |name: &str, dims: &[i64]| TensorSpec { name: name.into(), datatype: Datatype::Fp32, dims: dims.to_vec() };
+        let inputs = [spec("x", &[-1, 3, 224, 224])];
+        let outputs = [spec("logits", &[-1, 2])];
+        let labels = || vec!["cat".to_owned(), "dog".to_owned()];
+        let c = GraphClassifier::resolve(&inputs, &outputs, &cfg, labels()).unwrap();
+        assert_eq!((c.height, c.width, c.input, c.output), (224, 224, 0, 0));
+        let e = GraphClassifier::resolve(&inputs, &outputs, &cfg, vec!["one".into()]).unwrap_err();
+        assert!(e.contains("2 classes but the labels file has 1"), "{e}");
+        let open = [spec("x", &[-1, 3, -1, -1])];
+        assert!(GraphClassifier::resolve(&open, &outputs, &cfg, labels()).unwrap_err().contains("onnx.image.size"));
+        let nhwc: ImageClassifierConfig = toml::from_str("labels = \"l\"\nlayout = \"NHWC\"\nsize = [8, 8]").unwrap();
+        assert!(GraphClassifier::resolve(&inputs, &outputs, &nhwc, labels()).unwrap_err().contains("224 channels"));
     }
 
     #[test]

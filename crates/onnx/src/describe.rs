@@ -38,7 +38,15 @@ pub fn describe(session: &Session, config: &OnnxConfig, threads: usize) -> Resul
         }
         Some(b) => b,
     };
-    Ok(GraphInfo { inputs, outputs, batched, platform: PLATFORM.into(), metadata: metadata(session), threads })
+    Ok(GraphInfo {
+        inputs,
+        outputs,
+        batched,
+        platform: PLATFORM.into(),
+        metadata: metadata(session),
+        threads,
+        classifier: None,
+    })
 }
 
 fn spec(outlet: &Outlet, what: &str) -> Result<TensorSpec, LoadError> {

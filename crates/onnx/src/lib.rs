@@ -11,6 +11,7 @@ pub mod session;
 use std::path::{Path, PathBuf};
 
 use aiserve_core::config::ModelConfig;
+use aiserve_core::graph::GraphClassifier;
 use aiserve_core::{Description, LoadError, Loaded};
 
 pub use library::Runtime;
@@ -45,6 +46,24 @@ pub fn find(dir: &Path) -> Result<Option<PathBuf>, LoadError> {
     }
 }
 
+/// Largest labels file read (ImageNet's 1,000 labels take about 30 KB).
+const MAX_LABELS_BYTES: u64 = 4 << 20;
+
+/// One label per non-empty line.
+fn read_labels(path: &Path) -> Result<Vec<String>, LoadError> {
+    let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let meta =
+        std::fs::metadata(path).map_err(|e| LoadError::Config(format!("[onnx.image] labels file {name}: {e}")))?;
+    if meta.len() > MAX_LABELS_BYTES {
+        return Err(LoadError::Config(format!(
+            "labels file {name} is {} bytes; at most {MAX_LABELS_BYTES}",
+            meta.len()
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| LoadError::Config(format!("labels file {name}: {e}")))?;
+    Ok(text.lines().map(str::trim_end).filter(|l| !l.is_empty()).map(str::to_owned).collect())
+}
+
 /// Loads ONNX versions.
 pub struct OnnxLoader {
     runtime: Runtime,
@@ -68,7 +87,14 @@ impl OnnxLoader {
         let env = self.runtime.open().map_err(LoadError::Unsupported)?;
         let threads = model.onnx.threads.unwrap_or((self.threads / model.instances.max(1)).max(1));
         let session = session::open(env, &path, threads).map_err(LoadError::Weights)?;
-        Ok(Description::Graph(describe::describe(&session, &model.onnx, threads)?))
+        let mut info = describe::describe(&session, &model.onnx, threads)?;
+        if let Some(image) = &model.onnx.image {
+            let labels = read_labels(&dir.join(&image.labels))?;
+            let classifier = GraphClassifier::resolve(&info.inputs, &info.outputs, image, labels)
+                .map_err(|e| LoadError::Config(format!("[onnx.image]: {e}")))?;
+            info.classifier = Some(classifier);
+        }
+        Ok(Description::Graph(info))
     }
 
     /// Opens one session (one model instance).

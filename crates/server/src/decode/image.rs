@@ -27,30 +27,8 @@ pub fn looks_like_image(bytes: &[u8]) -> bool {
 /// The decoder's buffers (as its header declares them, within [`MAX_SIDE`]) and the conversion
 /// are counted against `hold` before decoding starts.
 pub fn decode(bytes: &[u8], spec: &ImageSpec, field: &str, hold: &Hold) -> Result<Vec<f32>, Error> {
-    let format = image::guess_format(bytes)
-        .ok()
-        .filter(|f| matches!(f, ImageFormat::Png | ImageFormat::Jpeg))
-        .ok_or_else(|| Error::invalid(field, format!("`{field}` is not a PNG or JPEG picture")))?;
-    let bad = |e: image::ImageError| {
-        Error::invalid(
-            field,
-            format!("`{field}` could not be decoded as {format:?} (at most {MAX_SIDE}x{MAX_SIDE} pixels): {e}"),
-        )
-    };
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(MAX_ALLOC);
-    // The limits are checked again against the header's dimensions when they are set.
-    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
-    reader.limits(limits);
-    let decoder = reader.into_decoder().map_err(bad)?;
-    let (pw, ph) = decoder.dimensions();
-    let converted = pw as u64 * ph as u64 * spec.channels as u64;
-    let resized = (spec.image_len() * (1 + size_of::<f32>())) as u64;
-    let need = decoder.total_bytes().saturating_add(converted).saturating_add(resized);
-    hold.grow(usize::try_from(need).unwrap_or(usize::MAX), &format!("decoding the {pw}x{ph} picture `{field}`"))?;
-    let img = DynamicImage::from_decoder(decoder).map_err(bad)?;
+    let resized = spec.image_len() * (1 + size_of::<f32>());
+    let img = open(bytes, spec.channels, resized, field, hold)?;
     let (w, h) = (spec.width as u32, spec.height as u32);
     let [lo, hi] = spec.range;
     let scale = |p: u8| lo + (hi - lo) * p as f32 / 255.0;
@@ -76,6 +54,59 @@ pub fn decode(bytes: &[u8], spec: &ImageSpec, field: &str, hold: &Hold) -> Resul
         pixels.iter_mut().for_each(|p| *p = hi + lo - *p);
     }
     Ok(pixels)
+}
+
+/// Decodes one picture and resizes it to `height x width`: row-major bytes, `order` `RGB`,
+/// `BGR` or `GRAY` (what a graph classifier's `[onnx.image]` says), counted against `hold`
+/// first.
+pub fn decode_pixels(
+    bytes: &[u8],
+    (height, width): (usize, usize),
+    order: &str,
+    field: &str,
+    hold: &Hold,
+) -> Result<Vec<u8>, Error> {
+    let channels = if order == "GRAY" { 1 } else { 3 };
+    let img = open(bytes, channels, height * width * channels, field, hold)?;
+    let (w, h) = (width as u32, height as u32);
+    Ok(match order {
+        "GRAY" => image::imageops::resize(&img.to_luma8(), w, h, FilterType::Triangle).into_raw(),
+        _ => {
+            let mut rgb = image::imageops::resize(&img.to_rgb8(), w, h, FilterType::Triangle).into_raw();
+            if order == "BGR" {
+                rgb.chunks_exact_mut(3).for_each(|p| p.swap(0, 2));
+            }
+            rgb
+        }
+    })
+}
+
+/// Opens a PNG/JPEG within the limits, counting the decoder's buffers, the conversion to
+/// `channels` channels and `extra` bytes of output against `hold` before decoding.
+fn open(bytes: &[u8], channels: usize, extra: usize, field: &str, hold: &Hold) -> Result<DynamicImage, Error> {
+    let format = image::guess_format(bytes)
+        .ok()
+        .filter(|f| matches!(f, ImageFormat::Png | ImageFormat::Jpeg))
+        .ok_or_else(|| Error::invalid(field, format!("`{field}` is not a PNG or JPEG picture")))?;
+    let bad = |e: image::ImageError| {
+        Error::invalid(
+            field,
+            format!("`{field}` could not be decoded as {format:?} (at most {MAX_SIDE}x{MAX_SIDE} pixels): {e}"),
+        )
+    };
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_ALLOC);
+    // The limits are checked again against the header's dimensions when they are set.
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    reader.limits(limits);
+    let decoder = reader.into_decoder().map_err(bad)?;
+    let (pw, ph) = decoder.dimensions();
+    let converted = pw as u64 * ph as u64 * channels as u64;
+    let need = decoder.total_bytes().saturating_add(converted).saturating_add(extra as u64);
+    hold.grow(usize::try_from(need).unwrap_or(usize::MAX), &format!("decoding the {pw}x{ph} picture `{field}`"))?;
+    DynamicImage::from_decoder(decoder).map_err(bad)
 }
 
 /// Mean of the outermost ring of pixels vs the mean of the rest.
@@ -129,6 +160,17 @@ mod tests {
         let img = image::GrayImage::from_fn(28, 28, |x, _| image::Luma([if (12..16).contains(&x) { 0 } else { 255 }]));
         let px = decode(&png(&img), &spec(), "image").unwrap();
         assert!(px[0] < 0.01 && px[13] > 0.99);
+    }
+
+    #[test]
+    fn pixels_in_the_order_a_graph_asks_for() {
+        let img = image::RgbImage::from_fn(4, 2, |_, _| image::Rgb([10, 20, 30]));
+        let mut bytes = Vec::new();
+        img.write_to(&mut Cursor::new(&mut bytes), ImageFormat::Png).unwrap();
+        let hold = aiserve_runtime::budget::MemoryBudget::new(1 << 30).hold();
+        assert_eq!(decode_pixels(&bytes, (1, 2), "RGB", "image", &hold).unwrap(), [10, 20, 30, 10, 20, 30]);
+        assert_eq!(decode_pixels(&bytes, (1, 1), "BGR", "image", &hold).unwrap(), [30, 20, 10]);
+        assert_eq!(decode_pixels(&bytes, (1, 1), "GRAY", "image", &hold).unwrap().len(), 1);
     }
 
     #[test]

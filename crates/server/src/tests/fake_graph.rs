@@ -35,6 +35,7 @@ pub fn describe(dir: &Path) -> Option<Description> {
         platform: "onnxruntime_onnx".into(),
         metadata: BTreeMap::from([("producer".to_owned(), "fake".to_owned())]),
         threads: 1,
+        classifier: None,
     }))
 }
 

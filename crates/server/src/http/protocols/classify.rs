@@ -47,6 +47,35 @@ async fn classify(
     let body = state.read_body(body).await?;
     let model = target.model.as_deref().unwrap_or(&state.default_model);
     let servable = state.registry.resolve(model, target.version.as_deref())?;
+    if let aiserve_runtime::servable::Kind::Graph(g) = &servable.kind {
+        let c = g.info.classifier.as_ref().ok_or_else(|| Error::WrongModelKind {
+            model: model.to_owned(),
+            is: "an ONNX model without `[onnx.image]` in its model.toml".into(),
+            wants: "pictures to classify (use KServe v2 or TF Serving for its tensors)".into(),
+        })?;
+        let (pics, single) = if looks_like_image(&body.bytes) {
+            (vec![("body".to_owned(), body.bytes.clone())], true)
+        } else if is_json(&headers, &body.bytes) {
+            super::classify_graph::pictures(parse_json(&body.bytes, &body.hold)?, &body.hold)?
+        } else {
+            return Err(Error::UnsupportedMediaType(
+                "`/classify` takes a PNG/JPEG body or JSON with base64 pictures".into(),
+            )
+            .into());
+        };
+        let deadline = state.deadline(&headers, None)?;
+        let mut preds = super::classify_graph::classify(&state, &servable, g, c, pics, &body.hold, deadline).await?;
+        let (m, v) = (servable.model.to_string(), servable.version.to_string());
+        let out = if single {
+            let mut p = preds.remove(0);
+            p["model"] = m.into();
+            p["version"] = v.into();
+            p
+        } else {
+            serde_json::json!({ "predictions": preds, "model": m, "version": v })
+        };
+        return Ok(crate::http::metrics::tag(Json(out).into_response(), crate::http::metrics::Served::of(&servable)));
+    }
     let img = servable.image()?;
 
     let ctx = Decode { state: &state, img, hold: &body.hold };

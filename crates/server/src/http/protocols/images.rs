@@ -91,7 +91,7 @@ pub fn join(ctx: &Decode<'_>, batches: Vec<ImageBatch>) -> Result<ImageBatch, Er
     Ok(ImageBatch::concat(&batches.iter().collect::<Vec<_>>()).0)
 }
 
-fn decode_base64(text: &str, field: &str, hold: &Hold) -> Result<Vec<u8>, Error> {
+pub fn decode_base64(text: &str, field: &str, hold: &Hold) -> Result<Vec<u8>, Error> {
     let payload = match text.strip_prefix("data:") {
         Some(rest) => rest.split_once(',').map(|(_, d)| d).ok_or_else(|| {
             Error::invalid(field, format!("`{field}` is a data: URL without a comma before its data"))

@@ -4,6 +4,7 @@
 //! servable in the registry, and hand the batch to the model thread; backends never see JSON.
 
 pub mod classify;
+pub mod classify_graph;
 pub mod images;
 pub mod kserve;
 pub mod kserve_generate;
