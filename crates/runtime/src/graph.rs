@@ -54,15 +54,21 @@ impl GraphRunner {
         Ok(out)
     }
 
-    /// Runs `group` (requests with equal trailing dimensions) as one pass and splits the rows.
-    fn run_joined(&mut self, group: &[&GraphRequest]) -> Result<Vec<Vec<Tensor>>, BackendError> {
-        let joined = (0..group[0].tensors.len())
-            .map(|i| {
-                Tensor::concat_rows(&group.iter().map(|r| &r.tensors[i]).collect::<Vec<_>>())
-                    .ok_or_else(|| BackendError("requests of one group do not stack".into()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let total: usize = group.iter().map(|r| r.rows).sum();
+    /// Runs `group` (requests with equal trailing dimensions) as one pass and splits the rows;
+    /// a lone request's tensors move into the model as they are.
+    fn run_joined(&mut self, mut group: Vec<GraphRequest>) -> Result<Vec<Vec<Tensor>>, BackendError> {
+        let rows: Vec<usize> = group.iter().map(|r| r.rows).collect();
+        let total: usize = rows.iter().sum();
+        let joined = if group.len() == 1 {
+            group.pop().expect("one request").tensors
+        } else {
+            (0..group[0].tensors.len())
+                .map(|i| {
+                    Tensor::concat_rows(&group.iter().map(|r| &r.tensors[i]).collect::<Vec<_>>())
+                        .ok_or_else(|| BackendError("requests of one group do not stack".into()))
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        };
         let outputs = self.run_one(joined)?;
         if let Some(o) = outputs.iter().find(|o| o.rows() != total || o.shape.is_empty()) {
             return Err(BackendError(format!(
@@ -70,11 +76,14 @@ impl GraphRunner {
                 o.shape
             )));
         }
+        if let [_] = rows.as_slice() {
+            return Ok(vec![outputs]);
+        }
         let mut start = 0;
-        Ok(group
+        Ok(rows
             .iter()
-            .map(|r| {
-                let end = start + r.rows;
+            .map(|n| {
+                let end = start + n;
                 let mine = outputs.iter().map(|o| o.rows_slice(start, end)).collect();
                 start = end;
                 mine
@@ -92,25 +101,24 @@ impl Runner for GraphRunner {
     type Input = GraphRequest;
     type Output = Vec<Tensor>;
 
-    fn run(&mut self, inputs: &[&GraphRequest]) -> Result<Vec<Vec<Tensor>>, BackendError> {
+    fn run(&mut self, inputs: Vec<GraphRequest>) -> Result<Vec<Vec<Tensor>>, BackendError> {
         if !self.batched {
-            return inputs.iter().map(|r| self.run_one(r.tensors.clone())).collect();
-        }
-        if let [one] = inputs {
-            return self.run_joined(&[one]);
+            return inputs.into_iter().map(|r| self.run_one(r.tensors)).collect();
         }
         // Group requests by trailing shape, keeping each request's place in the batch.
         let mut groups: Vec<Vec<usize>> = Vec::new();
         for (i, r) in inputs.iter().enumerate() {
-            match groups.iter_mut().find(|g| stackable(inputs[g[0]], r)) {
+            match groups.iter_mut().find(|g| stackable(&inputs[g[0]], r)) {
                 Some(g) => g.push(i),
                 None => groups.push(vec![i]),
             }
         }
-        let mut results: Vec<Option<Vec<Tensor>>> = (0..inputs.len()).map(|_| None).collect();
+        let n = inputs.len();
+        let mut slots: Vec<Option<GraphRequest>> = inputs.into_iter().map(Some).collect();
+        let mut results: Vec<Option<Vec<Tensor>>> = (0..n).map(|_| None).collect();
         for g in groups {
-            let members: Vec<&GraphRequest> = g.iter().map(|&i| inputs[i]).collect();
-            for (i, out) in g.into_iter().zip(self.run_joined(&members)?) {
+            let members: Vec<GraphRequest> = g.iter().map(|&i| slots[i].take().expect("in one group")).collect();
+            for (i, out) in g.into_iter().zip(self.run_joined(members)?) {
                 results[i] = Some(out);
             }
         }
@@ -150,7 +158,7 @@ mod tests {
         let passes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut r = GraphRunner { model: Box::new(RowSum(passes.clone())), batched: true, outputs: 1 };
         let (a, b, c) = (req(1, 2, 1.0), req(2, 3, 2.0), req(2, 2, 3.0));
-        let out = r.run(&[&a, &b, &c]).unwrap();
+        let out = r.run(vec![a, b, c]).unwrap();
         assert_eq!(passes.load(std::sync::atomic::Ordering::Relaxed), 2, "a and c join; b runs alone");
         assert_eq!(out[0][0].data, TensorData::F32(vec![2.0]));
         assert_eq!(out[1][0].data, TensorData::F32(vec![6.0, 6.0]));
@@ -162,10 +170,9 @@ mod tests {
     fn unbatched_graphs_run_each_request_alone() {
         let passes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut r = GraphRunner { model: Box::new(RowSum(passes.clone())), batched: false, outputs: 1 };
-        let (a, b) = (req(1, 2, 1.0), req(1, 2, 1.0));
-        assert_eq!(r.run(&[&a, &b]).unwrap().len(), 2);
+        assert_eq!(r.run(vec![req(1, 2, 1.0), req(1, 2, 1.0)]).unwrap().len(), 2);
         assert_eq!(passes.load(std::sync::atomic::Ordering::Relaxed), 2);
         let mut wrong = GraphRunner { model: Box::new(RowSum(passes)), batched: false, outputs: 2 };
-        assert!(wrong.run(&[&a]).unwrap_err().0.contains("gave 1 outputs; it declares 2"));
+        assert!(wrong.run(vec![req(1, 2, 1.0)]).unwrap_err().0.contains("gave 1 outputs; it declares 2"));
     }
 }

@@ -118,12 +118,12 @@ impl Runner for ImageRunner {
     type Input = ImageBatch;
     type Output = Vec<Vec<f32>>;
 
-    fn run(&mut self, inputs: &[&ImageBatch]) -> Result<Vec<Vec<Vec<f32>>>, BackendError> {
+    fn run(&mut self, inputs: Vec<ImageBatch>) -> Result<Vec<Vec<Vec<f32>>>, BackendError> {
         let total: usize = inputs.iter().map(|b| b.n).sum();
-        let rows = if let [one] = inputs {
+        let rows = if let [one] = inputs.as_slice() {
             self.0.predict(one)?
         } else {
-            let (all, _) = ImageBatch::concat(inputs);
+            let (all, _) = ImageBatch::concat(&inputs.iter().collect::<Vec<_>>());
             self.0.predict(&all)?
         };
         if rows.len() != total {
@@ -176,7 +176,7 @@ impl Runner for EmbedRunner {
     type Input = Vec<Vec<u32>>;
     type Output = Vec<Vec<f32>>;
 
-    fn run(&mut self, inputs: &[&Vec<Vec<u32>>]) -> Result<Vec<Vec<Vec<f32>>>, BackendError> {
+    fn run(&mut self, inputs: Vec<Vec<Vec<u32>>>) -> Result<Vec<Vec<Vec<f32>>>, BackendError> {
         let seqs: Vec<&[u32]> = inputs.iter().flat_map(|r| r.iter().map(|s| s.as_slice())).collect();
         let vectors = self.0.embed(&seqs)?;
         if vectors.len() != seqs.len() {

@@ -18,12 +18,13 @@ use tokio::sync::oneshot;
 
 use crate::error::Error;
 
-/// One model copy as the queue sees it: takes the inputs of several requests, gives one output
-/// per request, in order.
+/// One model copy as the queue sees it: takes the inputs of several requests (owned, so a lone
+/// request's tensors can move into the model without a copy), gives one output per request, in
+/// order.
 pub trait Runner: Send + 'static {
     type Input: Send + 'static;
     type Output: Send + 'static;
-    fn run(&mut self, inputs: &[&Self::Input]) -> Result<Vec<Self::Output>, BackendError>;
+    fn run(&mut self, inputs: Vec<Self::Input>) -> Result<Vec<Self::Output>, BackendError>;
 
     /// The items (images, texts) one input holds, for the statistics' inference count.
     fn items(input: &Self::Input) -> usize;
@@ -231,20 +232,19 @@ fn instance_thread<R: Runner>(shared: &Shared<R::Input, R::Output>, runner: &mut
 }
 
 fn run_batch<R: Runner>(runner: &mut R, jobs: Vec<Job<R::Input, R::Output>>) {
-    let inputs: Vec<&R::Input> = jobs.iter().map(|j| &j.input).collect();
-    let result = catch_unwind(AssertUnwindSafe(|| runner.run(&inputs)))
+    let (inputs, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.input, j.reply)).unzip();
+    let result = catch_unwind(AssertUnwindSafe(|| runner.run(inputs)))
         .unwrap_or_else(|_| Err(BackendError("the model panicked".into())));
-    drop(inputs);
     match result {
-        Ok(outs) if outs.len() == jobs.len() => {
-            for (job, out) in jobs.into_iter().zip(outs) {
-                let _ = job.reply.send(Ok(out));
+        Ok(outs) if outs.len() == replies.len() => {
+            for (reply, out) in replies.into_iter().zip(outs) {
+                let _ = reply.send(Ok(out));
             }
         }
         Ok(outs) => {
-            let err = BackendError(format!("model returned {} results for {} requests", outs.len(), jobs.len()));
-            jobs.into_iter().for_each(|j| drop(j.reply.send(Err(JobError::Backend(err.clone())))));
+            let err = BackendError(format!("model returned {} results for {} requests", outs.len(), replies.len()));
+            replies.into_iter().for_each(|r| drop(r.send(Err(JobError::Backend(err.clone())))));
         }
-        Err(e) => jobs.into_iter().for_each(|j| drop(j.reply.send(Err(JobError::Backend(e.clone()))))),
+        Err(e) => replies.into_iter().for_each(|r| drop(r.send(Err(JobError::Backend(e.clone()))))),
     }
 }
