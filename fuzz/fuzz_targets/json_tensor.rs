@@ -5,7 +5,8 @@
 //! kept as raw bodies). Anything else is read with `arbitrary` as a tree of irregular nested
 //! arrays with repeated children plus a claimed batch shape, so the fuzzer explores ragged
 //! trees, huge shape claims and counts that do not match the values. Every decode runs under a
-//! small memory hold; what it accepts must be regular and counted.
+//! small memory hold; what it accepts must be regular and counted. Each tree is also decoded as
+//! every KServe datatype (graph models' typed inputs), whose values must fit their type.
 #![no_main]
 use aiserve_core::tensor::{BatchLimits, ImageSpec};
 use aiserve_core::ImageBatch;
@@ -23,6 +24,7 @@ const BUDGET: usize = 4 << 20;
 enum Node {
     Num(f32),
     Int(i64),
+    Bool(bool),
     Text(String),
     Null,
     Arr(Vec<Node>),
@@ -44,6 +46,7 @@ fn build(n: &Node, budget: &mut usize) -> Value {
     match n {
         Node::Num(x) => serde_json::Number::from_f64(*x as f64).map_or(Value::Null, Value::Number),
         Node::Int(i) => Value::from(*i),
+        Node::Bool(b) => Value::from(*b),
         Node::Text(s) => Value::from(s.as_str()),
         Node::Null => Value::Null,
         Node::Arr(items) => Value::Array(items.iter().map(|c| build(c, budget)).collect()),
@@ -60,7 +63,20 @@ fn build(n: &Node, budget: &mut usize) -> Value {
     }
 }
 
+/// The tree as each datatype: accepted values are regular, counted and of that type.
+fn decode_typed(v: &Value) {
+    for datatype in aiserve_core::Datatype::ALL {
+        let hold = MemoryBudget::new(BUDGET).hold();
+        let Ok((shape, data)) = json_tensor::flatten_as(v, datatype, "x", &hold) else { continue };
+        assert_eq!(data.datatype(), datatype);
+        assert_eq!(shape.iter().product::<usize>(), data.len());
+        assert!(hold.bytes() <= BUDGET);
+        assert!(aiserve_core::Tensor::new(shape, data).is_ok());
+    }
+}
+
 fn decode(v: &Value, shape: Option<&[u64]>) {
+    decode_typed(v);
     let hold = MemoryBudget::new(BUDGET).hold();
     let Ok((inferred, values)) = json_tensor::flatten(v, "x", &hold) else { return };
     assert_eq!(inferred.iter().product::<usize>(), values.len());
