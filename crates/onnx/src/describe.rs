@@ -101,7 +101,8 @@ fn metadata(session: &Session) -> BTreeMap<String, String> {
     put("graph_name", m.name());
     put("domain", m.domain());
     put("description", m.description());
-    put("model_version", m.version().filter(|&v| v != 0).map(|v| v.to_string()));
+    // ONNX Runtime reports a graph without `model_version` as i64::MAX (its "no version").
+    put("model_version", m.version().filter(|&v| v != 0 && v != i64::MAX).map(|v| v.to_string()));
     for key in m.custom_keys().unwrap_or_default() {
         let value = m.custom(&key);
         put(&key, value);
