@@ -12,15 +12,16 @@ target="${CARGO_TARGET_DIR:-$root/target}"
 venv="${AISERVE_CLIENTS_VENV:-$HOME/.cache/aiserve-clients}"
 mnist="${AISERVE_MNIST:-$root/../shared/data/mnist}"
 assets="${AISERVE_ASSETS:-$HOME/.cache/aiserve-assets}"
-if ! "$venv/bin/python" -c 'import tritonclient.http, tritonclient.grpc, openai, grpc_tools, tensorflow_serving, onnxruntime, skl2onnx' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import tritonclient.http, tritonclient.grpc, openai, grpc_tools, tensorflow_serving, onnxruntime, skl2onnx, PIL' 2>/dev/null; then
   python3 -m venv "$venv"
   # grpcio-tools 1.80 pairs with protobuf 6, which tritonclient[grpc] needs (newer ones want 7).
   "$venv/bin/pip" install -q --disable-pip-version-check 'tritonclient[http,grpc]==2.73.0' 'openai==3.57.0' 'grpcio-tools==1.80.0'
   # TF Serving's stubs without TensorFlow (hundreds of MB): the TensorFlow messages they import
   # are generated below from aiserve's protocol files, which carry TensorFlow's names and numbers.
   "$venv/bin/pip" install -q --disable-pip-version-check --no-deps 'tensorflow-serving-api==2.21.0'
-  # The reference for ONNX outputs (the release aiserve opens) and a second producer of graphs.
-  "$venv/bin/pip" install -q --disable-pip-version-check 'onnxruntime==1.32.0' 'onnx==1.23.2' 'skl2onnx==1.20.0' 'scikit-learn==1.9.1'
+  # The reference for ONNX outputs (the release aiserve opens), a second producer of graphs, and
+  # Pillow to resize the photos the EfficientNet check sends.
+  "$venv/bin/pip" install -q --disable-pip-version-check 'onnxruntime==1.32.0' 'onnx==1.23.2' 'skl2onnx==1.20.0' 'scikit-learn==1.9.1' 'pillow==13.0.0'
 fi
 tfproto="$venv/tfproto"
 rm -rf "$tfproto" && mkdir -p "$tfproto"
@@ -88,18 +89,27 @@ wait $pid
 grep -q "shut down cleanly" "$log" || { cat "$log"; echo "no clean shutdown (keys server)" >&2; exit 1; }
 
 # ONNX models on ONNX Runtime from PyPI's wheel: the PP-OCR networks against Python's
-# onnxruntime, and a scikit-learn model added while the server runs.
+# onnxruntime, a scikit-learn model added while the server runs, and EfficientNet-Lite0 converted
+# from its PyTorch weights by tools/efficientnet_lite_to_onnx.py.
 rm -rf "$repo"/*
 for m in det:ch_PP-OCRv4_det_infer rec:ch_PP-OCRv4_rec_infer cls:ch_ppocr_mobile_v2.0_cls_infer; do
   mkdir -p "$repo/${m%%:*}/1" && cp "$assets/rapidocr/${m#*:}.onnx" "$repo/${m%%:*}/1/model.onnx"
 done
 cp -r "$root/models/digits" "$repo/"
+effnet="$assets/efficientnet/efficientnet-lite0-57934424.pth"
+"$venv/bin/python" "$root/tools/efficientnet_lite_to_onnx.py" "$effnet" "$repo/efficientnet" \
+  --synsets "$assets/imagenet/imagenet_synsets.txt" --lemmas "$assets/imagenet/imagenet_synset_to_lemma.txt"
 start --onnxruntime "$("$root/.ci/fetch-onnxruntime.sh" "$assets")" --poll-interval-ms 200
 for _ in $(seq 300); do
   "$venv/bin/python" -c "import urllib.request as u; u.urlopen('http://$addr/v2/models/rec/ready')" 2>/dev/null && break
   sleep 0.1
 done
 timeout 300 "$venv/bin/python" "$root/tests/clients/onnx_check.py" "$addr" "$grpc_addr" "$repo" "$assets/rapidocr" "$mnist"
+for _ in $(seq 300); do
+  "$venv/bin/python" -c "import urllib.request as u; u.urlopen('http://$addr/v2/models/efficientnet/ready')" 2>/dev/null && break
+  sleep 0.1
+done
+timeout 300 "$venv/bin/python" "$root/tests/clients/efficientnet_check.py" "$addr" "$grpc_addr" "$repo/efficientnet" "$effnet"
 kill -TERM $pid
 wait $pid
 grep -q "shut down cleanly" "$log" || { cat "$log"; echo "no clean shutdown (ONNX server)" >&2; exit 1; }
