@@ -9,6 +9,7 @@ pub mod library;
 pub mod session;
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use aiserve_core::config::ModelConfig;
 use aiserve_core::graph::GraphClassifier;
@@ -64,20 +65,44 @@ fn read_labels(path: &Path) -> Result<Vec<String>, LoadError> {
     Ok(text.lines().map(str::trim_end).filter(|l| !l.is_empty()).map(str::to_owned).collect())
 }
 
+/// Sessions `describe` opened, kept for the first `load` of the same graph (the manager calls
+/// the two back to back), so a version's graph is read and optimised once, not twice. Bounded:
+/// a description never followed by a load (its model was removed in between) is dropped by
+/// later ones.
+const SPARE_SESSIONS: usize = 4;
+
 /// Loads ONNX versions.
 pub struct OnnxLoader {
     runtime: Runtime,
     /// Threads available to model code, shared among a model's instances unless `[onnx]`
     /// says otherwise.
     threads: usize,
+    /// Sessions opened by `describe`, by graph file and thread count, newest last.
+    spare: Mutex<Vec<(PathBuf, usize, ort::session::Session)>>,
 }
 
 impl OnnxLoader {
     pub fn new(library: Option<PathBuf>, threads: usize) -> Self {
-        Self { runtime: Runtime::new(library), threads: threads.max(1) }
+        Self { runtime: Runtime::new(library), threads: threads.max(1), spare: Mutex::new(Vec::new()) }
     }
 
-    /// Reads the graph's declaration (opens one session to do so).
+    fn keep(&self, path: PathBuf, threads: usize, session: ort::session::Session) {
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        spare.retain(|(p, _, _)| *p != path);
+        if spare.len() == SPARE_SESSIONS {
+            spare.remove(0);
+        }
+        spare.push((path, threads, session));
+    }
+
+    fn take(&self, path: &Path, threads: usize) -> Option<ort::session::Session> {
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        let i = spare.iter().position(|(p, t, _)| p == path && *t == threads)?;
+        Some(spare.remove(i).2)
+    }
+
+    /// Reads the graph's declaration (opens one session to do so, which the first `load` of
+    /// the version then uses).
     pub fn describe(&self, dir: &Path, model: &ModelConfig) -> Result<Description, LoadError> {
         let path = find(dir)?.ok_or_else(|| LoadError::Config(format!("no {MODEL_FILE} in the version")))?;
         let size = std::fs::metadata(&path)?.len();
@@ -94,6 +119,7 @@ impl OnnxLoader {
                 .map_err(|e| LoadError::Config(format!("[onnx.image]: {e}")))?;
             info.classifier = Some(classifier);
         }
+        self.keep(path, threads, session);
         Ok(Description::Graph(info))
     }
 
@@ -103,8 +129,13 @@ impl OnnxLoader {
             return Err(LoadError::Unsupported("not an ONNX version".into()));
         };
         let path = find(dir)?.ok_or_else(|| LoadError::Config(format!("no {MODEL_FILE} in the version")))?;
-        let env = self.runtime.open().map_err(LoadError::Unsupported)?;
-        let session = session::open(env, &path, info.threads).map_err(LoadError::Weights)?;
+        let session = match self.take(&path, info.threads) {
+            Some(session) => session,
+            None => {
+                let env = self.runtime.open().map_err(LoadError::Unsupported)?;
+                session::open(env, &path, info.threads).map_err(LoadError::Weights)?
+            }
+        };
         Ok(Loaded::Graph(Box::new(session::OnnxModel::new(session))))
     }
 }
