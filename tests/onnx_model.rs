@@ -90,6 +90,16 @@ fn infer(server: &Server, model: &str, shape: &[usize], x: &[f32]) -> (Value, Ve
     (header, outputs)
 }
 
+/// One FP32 input `x` as KServe JSON; the whole response.
+fn post_json(server: &Server, model: &str, shape: Value, data: Value) -> String {
+    let body = json!({ "inputs": [{ "name": "x", "datatype": "FP32", "shape": shape, "data": data }] }).to_string();
+    server.request(&format!(
+        "POST /v2/models/{model}/infer HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    ))
+}
+
 #[test]
 fn pp_ocr_networks_serve_from_their_graphs() {
     let repo = ocr_repo();
@@ -124,6 +134,19 @@ fn pp_ocr_networks_serve_from_their_graphs() {
         let sum: f32 = row.iter().sum();
         assert!((sum - 1.0).abs() < 1e-3, "softmax rows sum to 1, got {sum}");
     }
+
+    // Sizes the graph declares open but its operators cannot take: an empty line is refused by
+    // ONNX Runtime as an invalid argument (400 with its reason, no source paths); a 3x5 picture
+    // breaks an operator's broadcast inside the detector (ONNX Runtime's FAIL: a 500 with an
+    // error id, as Triton answers). Neither disturbs the next request.
+    let empty = post_json(&server, "rec", json!([1, 3, 48, 0]), json!([]));
+    assert!(empty.starts_with("HTTP/1.1 400"), "{empty}");
+    assert!(empty.contains("the model cannot run on these inputs") && empty.contains("Invalid input shape"), "{empty}");
+    assert!(!empty.contains("onnxruntime_src"), "{empty}");
+    let tiny = post_json(&server, "det", json!([1, 3, 3, 5]), json!(vec![0.5; 45]));
+    assert!(tiny.starts_with("HTTP/1.1 500") && tiny.contains("internal error E"), "{tiny}");
+    let (_, again) = infer(&server, "rec", &[1, 3, 48, 160], &a);
+    assert_eq!(again[0], alone[0]);
     let (status, log) = server.stop();
     assert!(status.success(), "{log:?}");
 }

@@ -207,7 +207,21 @@ impl GraphInfo {
 /// A loaded graph model. Called from a single dedicated thread.
 pub trait GraphModel: Send {
     /// Runs the graph on inputs in declaration order; outputs in declaration order.
-    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError>;
+    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, GraphError>;
+}
+
+/// Why a graph run failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GraphError {
+    /// The runtime refused these inputs though they match the declaration (a size its
+    /// operators cannot take, such as a picture of width 0): the client's to fix, answered
+    /// as a bad request with the runtime's reason, as Triton answers ONNX Runtime's
+    /// INVALID_ARGUMENT.
+    #[error("the inputs were refused: {0}")]
+    Rejected(String),
+    /// Anything else: the server's fault.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
 }
 
 #[cfg(test)]

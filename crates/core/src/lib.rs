@@ -30,7 +30,7 @@ pub mod values;
 pub use backend::{Description, ImageClassifier, Loaded, ModelLoader, TextEmbedder};
 pub use dtype::Datatype;
 pub use error::{BackendError, InputError, LoadError};
-pub use graph::{GraphInfo, GraphModel, TensorSpec};
+pub use graph::{GraphError, GraphInfo, GraphModel, TensorSpec};
 pub use ids::{ModelName, Version};
 pub use tensor::ImageBatch;
 pub use values::{Tensor, TensorData};

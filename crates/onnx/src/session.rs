@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::path::Path;
 
-use aiserve_core::{BackendError, GraphModel, Tensor, TensorData};
+use aiserve_core::{BackendError, GraphError, GraphModel, Tensor, TensorData};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, TensorElementType, ValueType};
@@ -34,14 +34,54 @@ impl OnnxModel {
 }
 
 impl GraphModel for OnnxModel {
-    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, GraphError> {
         let values = inputs
             .into_iter()
             .zip(&self.inputs)
             .map(|(t, name)| Ok((Cow::Borrowed(name.as_str()), SessionInputValue::from(to_value(t)?))))
             .collect::<Result<Vec<_>, BackendError>>()?;
-        let outputs = self.session.run(values).map_err(|e| BackendError(format!("ONNX Runtime: {e}")))?;
-        outputs.values().map(|v| from_value(&v)).collect()
+        let outputs = self.session.run(values).map_err(run_error)?;
+        Ok(outputs.values().map(|v| from_value(&v)).collect::<Result<_, _>>()?)
+    }
+}
+
+/// Longest runtime reason repeated to a client.
+const MAX_REASON_CHARS: usize = 300;
+
+/// A failed run: ONNX Runtime's INVALID_ARGUMENT (inputs of the declared shape its operators
+/// cannot take, such as an empty picture) is the client's to fix, as Triton's ONNX backend
+/// answers it; anything else is the server's. The client sees the reason without source paths.
+fn run_error(e: ort::Error) -> GraphError {
+    if e.code() != ort::error::ErrorCode::InvalidArgument {
+        return GraphError::Backend(BackendError(format!("ONNX Runtime: {e}")));
+    }
+    GraphError::Rejected(client_reason(e.message()))
+}
+
+/// ONNX Runtime's message as a client may read it: words that are file paths dropped, at most
+/// [`MAX_REASON_CHARS`] characters.
+fn client_reason(message: &str) -> String {
+    let kept: Vec<&str> = message.split_whitespace().filter(|w| !w.starts_with('/')).collect();
+    let mut reason = kept.join(" ");
+    if let Some((cut, _)) = reason.char_indices().nth(MAX_REASON_CHARS) {
+        reason.truncate(cut);
+        reason.push('…');
+    }
+    reason
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn client_reasons_lose_paths_and_length() {
+        let m = "Non-zero status code returned while running Conv node. Name:'c' Status Message: \
+                 /onnxruntime_src/core/conv.h:12 Invalid input shape: {48,0}";
+        assert_eq!(
+            super::client_reason(m),
+            "Non-zero status code returned while running Conv node. Name:'c' Status Message: Invalid input shape: {48,0}"
+        );
+        let long = super::client_reason(&"é".repeat(1000));
+        assert_eq!(long.chars().count(), super::MAX_REASON_CHARS + 1);
     }
 }
 

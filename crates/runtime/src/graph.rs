@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use aiserve_core::{BackendError, GraphInfo, GraphModel, Tensor};
+use aiserve_core::{BackendError, GraphError, GraphInfo, GraphModel, Tensor};
 
 use crate::error::Error;
 use crate::worker::{Queue, Runner};
@@ -34,9 +34,17 @@ impl Graph {
     pub async fn infer(&self, named: Vec<(String, Tensor)>, deadline: Option<Instant>) -> Result<Vec<Tensor>, Error> {
         let tensors = self.info.order_inputs(named, self.max_batch)?;
         let rows = if self.info.batched { tensors[0].rows() } else { 1 };
-        self.queue.submit(GraphRequest { tensors, rows }, rows, deadline).await
+        match self.queue.submit(GraphRequest { tensors, rows }, rows, deadline).await? {
+            Ok(outputs) => Ok(outputs),
+            Err(reason) => Err(Error::invalid("inputs", format!("the model cannot run on these inputs: {reason}"))),
+        }
     }
 }
+
+/// One request's answer from a pass: its outputs, or why the runtime refused its inputs
+/// ([`GraphError::Rejected`]; every request joined into that pass gets the same reason, their
+/// shapes being equal).
+pub type GraphAnswer = Result<Vec<Tensor>, String>;
 
 /// Runs the requests of one batch, joining those whose trailing dimensions agree.
 pub struct GraphRunner {
@@ -46,17 +54,21 @@ pub struct GraphRunner {
 }
 
 impl GraphRunner {
-    fn run_one(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
-        let out = self.model.run(inputs)?;
+    fn run_one(&mut self, inputs: Vec<Tensor>) -> Result<GraphAnswer, BackendError> {
+        let out = match self.model.run(inputs) {
+            Ok(out) => out,
+            Err(GraphError::Rejected(reason)) => return Ok(Err(reason)),
+            Err(GraphError::Backend(e)) => return Err(e),
+        };
         if out.len() != self.outputs {
             return Err(BackendError(format!("the graph gave {} outputs; it declares {}", out.len(), self.outputs)));
         }
-        Ok(out)
+        Ok(Ok(out))
     }
 
     /// Runs `group` (requests with equal trailing dimensions) as one pass and splits the rows;
     /// a lone request's tensors move into the model as they are.
-    fn run_joined(&mut self, mut group: Vec<GraphRequest>) -> Result<Vec<Vec<Tensor>>, BackendError> {
+    fn run_joined(&mut self, mut group: Vec<GraphRequest>) -> Result<Vec<GraphAnswer>, BackendError> {
         let rows: Vec<usize> = group.iter().map(|r| r.rows).collect();
         let total: usize = rows.iter().sum();
         let joined = if group.len() == 1 {
@@ -69,7 +81,10 @@ impl GraphRunner {
                 })
                 .collect::<Result<Vec<_>, _>>()?
         };
-        let outputs = self.run_one(joined)?;
+        let outputs = match self.run_one(joined)? {
+            Ok(outputs) => outputs,
+            Err(reason) => return Ok(vec![Err(reason); rows.len()]),
+        };
         if let Some(o) = outputs.iter().find(|o| o.rows() != total || o.shape.is_empty()) {
             return Err(BackendError(format!(
                 "an output has shape {:?} for a batch of {total} rows; dimension 0 must be the batch",
@@ -77,7 +92,7 @@ impl GraphRunner {
             )));
         }
         if let [_] = rows.as_slice() {
-            return Ok(vec![outputs]);
+            return Ok(vec![Ok(outputs)]);
         }
         let mut start = 0;
         Ok(rows
@@ -86,7 +101,7 @@ impl GraphRunner {
                 let end = start + n;
                 let mine = outputs.iter().map(|o| o.rows_slice(start, end)).collect();
                 start = end;
-                mine
+                Ok(mine)
             })
             .collect())
     }
@@ -99,9 +114,9 @@ fn stackable(a: &GraphRequest, b: &GraphRequest) -> bool {
 
 impl Runner for GraphRunner {
     type Input = GraphRequest;
-    type Output = Vec<Tensor>;
+    type Output = GraphAnswer;
 
-    fn run(&mut self, inputs: Vec<GraphRequest>) -> Result<Vec<Vec<Tensor>>, BackendError> {
+    fn run(&mut self, inputs: Vec<GraphRequest>) -> Result<Vec<GraphAnswer>, BackendError> {
         if !self.batched {
             return inputs.into_iter().map(|r| self.run_one(r.tensors)).collect();
         }
@@ -115,7 +130,7 @@ impl Runner for GraphRunner {
         }
         let n = inputs.len();
         let mut slots: Vec<Option<GraphRequest>> = inputs.into_iter().map(Some).collect();
-        let mut results: Vec<Option<Vec<Tensor>>> = (0..n).map(|_| None).collect();
+        let mut results: Vec<Option<GraphAnswer>> = (0..n).map(|_| None).collect();
         for g in groups {
             let members: Vec<GraphRequest> = g.iter().map(|&i| slots[i].take().expect("in one group")).collect();
             for (i, out) in g.into_iter().zip(self.run_joined(members)?) {
@@ -135,15 +150,19 @@ mod tests {
     use super::*;
     use aiserve_core::TensorData;
 
-    /// Sums each row of `x` [N, K] into `y` [N, 1] and counts its passes.
+    /// Sums each row of `x` [N, K] into `y` [N, 1] and counts its passes; refuses K = 0, as
+    /// ONNX Runtime refuses a convolution over an empty picture.
     struct RowSum(std::sync::Arc<std::sync::atomic::AtomicUsize>);
 
     impl GraphModel for RowSum {
-        fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+        fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, GraphError> {
             self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let x = &inputs[0];
-            let TensorData::F32(v) = &x.data else { return Err(BackendError("f32 expected".into())) };
+            let TensorData::F32(v) = &x.data else { return Err(BackendError("f32 expected".into()).into()) };
             let k = x.shape[1];
+            if k == 0 {
+                return Err(GraphError::Rejected("Invalid input shape: {0}".into()));
+            }
             let sums: Vec<f32> = v.chunks(k.max(1)).map(|r| r.iter().sum()).collect();
             Ok(vec![Tensor::new(vec![x.shape[0], 1], TensorData::F32(sums)).unwrap()])
         }
@@ -158,12 +177,25 @@ mod tests {
         let passes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut r = GraphRunner { model: Box::new(RowSum(passes.clone())), batched: true, outputs: 1 };
         let (a, b, c) = (req(1, 2, 1.0), req(2, 3, 2.0), req(2, 2, 3.0));
-        let out = r.run(vec![a, b, c]).unwrap();
+        let out: Vec<Vec<Tensor>> = r.run(vec![a, b, c]).unwrap().into_iter().map(Result::unwrap).collect();
         assert_eq!(passes.load(std::sync::atomic::Ordering::Relaxed), 2, "a and c join; b runs alone");
         assert_eq!(out[0][0].data, TensorData::F32(vec![2.0]));
         assert_eq!(out[1][0].data, TensorData::F32(vec![6.0, 6.0]));
         assert_eq!(out[2][0].data, TensorData::F32(vec![6.0, 6.0]));
         assert_eq!(out[2][0].shape, [2, 1]);
+    }
+
+    #[test]
+    fn refused_inputs_fail_their_own_group_only() {
+        let passes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut r = GraphRunner { model: Box::new(RowSum(passes)), batched: true, outputs: 1 };
+        let out = r.run(vec![req(1, 0, 1.0), req(2, 2, 1.0), req(3, 0, 1.0)]).unwrap();
+        assert_eq!(out[0].as_ref().unwrap_err(), "Invalid input shape: {0}");
+        assert_eq!(out[2].as_ref().unwrap_err(), "Invalid input shape: {0}");
+        assert_eq!(out[1].as_ref().unwrap()[0].data, TensorData::F32(vec![2.0, 2.0]));
+        let mut alone = GraphRunner { model: Box::new(RowSum(Default::default())), batched: false, outputs: 1 };
+        let out = alone.run(vec![req(1, 0, 1.0), req(1, 1, 1.0)]).unwrap();
+        assert!(out[0].is_err() && out[1].is_ok());
     }
 
     #[test]

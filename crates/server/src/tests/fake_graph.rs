@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use aiserve_core::{BackendError, Datatype, Description, GraphInfo, GraphModel, Tensor, TensorData, TensorSpec};
+use aiserve_core::{
+    BackendError, Datatype, Description, GraphError, GraphInfo, GraphModel, Tensor, TensorData, TensorSpec,
+};
 
 pub const GRAPH_FILE: &str = "graph.txt";
 
@@ -42,12 +44,16 @@ pub fn describe(dir: &Path) -> Option<Description> {
 pub struct FakeGraph;
 
 impl GraphModel for FakeGraph {
-    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, GraphError> {
         PASSES.fetch_add(1, Ordering::Relaxed);
         let [x, ids] = <[Tensor; 2]>::try_from(inputs).map_err(|_| BackendError("two inputs expected".into()))?;
         let (TensorData::F32(xv), TensorData::I64(iv)) = (&x.data, &ids.data) else {
-            return Err(BackendError("FP32 and INT64 expected".into()));
+            return Err(BackendError("FP32 and INT64 expected".into()).into());
         };
+        if iv.iter().any(|&v| v < 0) {
+            // As ONNX Runtime refuses sizes its operators cannot take.
+            return Err(GraphError::Rejected("ids must not be negative".into()));
+        }
         let sums: Vec<f32> = xv.chunks(2).map(|r| r.iter().sum()).collect();
         let names = sums.iter().map(|s| format!("row{s}").into_bytes()).collect();
         let n = sums.len();

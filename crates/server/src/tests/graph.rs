@@ -127,6 +127,12 @@ async fn errors_name_the_input() {
             json!({ "inputs": [{ "name": "y", "datatype": "FP32", "shape": [1, 2], "data": [1, 2] }] }),
             "unknown input `y`",
         ),
+        // Declared shapes and types, but values the runtime refuses (ONNX Runtime's
+        // INVALID_ARGUMENT): a 400 with its reason, not a 500.
+        (
+            inputs(json!([1, 2]), json!([1, 2]), json!([-1]), json!([1, 1])),
+            "the model cannot run on these inputs: ids must not be negative",
+        ),
     ];
     for (body, want) in cases {
         let (s, v) = h.json("POST", "/v2/models/g/infer", body).await;
