@@ -1,7 +1,7 @@
 """ONNX models served by aiserve, driven by unmodified clients and compared with Python's own
 onnxruntime (PyPI, the same release aiserve opens), scikit-learn, and aiserve's own digits CNN.
 
-    python tests/clients/onnx_check.py HTTP_ADDR GRPC_ADDR REPO RAPIDOCR_DIR MNIST_DIR
+    python tests/clients/onnx_check.py HTTP_ADDR GRPC_ADDR REPO RAPIDOCR_DIR MNIST_DIR [KERAS_REFERENCE.npz]
 
 - The three PP-OCR networks (in REPO as det, rec, cls): tritonclient over HTTP (binary and JSON
   tensors) and gRPC give what `onnxruntime.InferenceSession.run` gives on the same inputs,
@@ -13,6 +13,9 @@ onnxruntime (PyPI, the same release aiserve opens), scikit-learn, and aiserve's 
   safetensors (NHWC input, HWIO kernels, as Keras lays them out) and served as an image
   classifier (`[onnx.image]`: GRAY, NHWC, labels.txt): `/classify` on real MNIST test digits sent
   as PNG gives the labels and probabilities (within 1e-4) of the built-in model.
+- A Keras 3 CNN trained and exported by keras_export.py (in its own environment, TensorFlow's)
+  into REPO/keras_cnn while the server runs: HTTP, gRPC and `/classify` give Keras's `predict`
+  within 1e-4.
 """
 import os
 import sys
@@ -221,11 +224,55 @@ def digits_as_onnx(url, repo, mnist_dir):
     print(f"digits CNN as ONNX: /classify on 64 MNIST PNGs agrees with the built-in model ({accuracy:.3f} accuracy)")
 
 
+def keras_model(url, grpc_url, reference):
+    """The Keras 3 CNN keras_export.py trained and exported into REPO/keras_cnn while the server
+    ran: tritonclient (HTTP binary, gRPC) and /classify on PNGs give Keras's own predictions."""
+    import base64
+    import json
+    import urllib.request
+
+    ref = np.load(reference)
+    x, want = ref["x"], ref["keras"]
+    h = http.InferenceServerClient(url=url)
+    for _ in range(300):
+        if h.is_model_ready("keras_cnn"):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("keras_cnn never became ready")
+    meta = h.get_model_metadata("keras_cnn")
+    name, out = meta["inputs"][0]["name"], meta["outputs"][0]["name"]
+    assert meta["inputs"][0]["shape"] == [-1, 28, 28, 1], meta
+    inp = http.InferInput(name, list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=True)
+    worst = compare("keras http", h.infer("keras_cnn", [inp]).as_numpy(out), want)
+    g = grpc.InferenceServerClient(url=grpc_url)
+    gi = grpc.InferInput(name, list(x.shape), "FP32")
+    gi.set_data_from_numpy(x)
+    worst = max(worst, compare("keras grpc", g.infer("keras_cnn", [gi]).as_numpy(out), want))
+    pictures = [base64.b64encode(png_gray((img[:, :, 0] * 255).round().astype(np.uint8))).decode() for img in x]
+    body = json.dumps({"images": pictures}).encode()
+    req = urllib.request.Request(f"http://{url}/classify?model=keras_cnn", body, {"Content-Type": "application/json"})
+    preds = json.load(urllib.request.urlopen(req))["predictions"]
+    worst = max(worst, compare("keras /classify", np.array([p["probabilities"] for p in preds], np.float32), want))
+    labels = np.array([int(p["label"]) for p in preds])
+    assert (labels == want.argmax(1)).all(), labels
+    accuracy = float((labels == ref["y"]).mean())
+    assert accuracy >= 0.95, accuracy
+    print(
+        f"Keras {ref['version']} CNN via model.export(format='onnx') ({', '.join(ref['opsets'])}; operators "
+        f"{', '.join(ref['ops'])}): HTTP, gRPC and /classify equal Keras's predict (max |diff| {worst:.1e}), "
+        f"{accuracy:.3f} accuracy on 64 test digits"
+    )
+
+
 def main():
     url, grpc_url, repo, rapidocr, mnist_dir = sys.argv[1:6]
     ocr(url, grpc_url, rapidocr)
     sklearn_model(url, repo)
     digits_as_onnx(url, repo, mnist_dir)
+    if len(sys.argv) > 6:
+        keras_model(url, grpc_url, sys.argv[6])
 
 
 if __name__ == "__main__":

@@ -23,6 +23,13 @@ if ! "$venv/bin/python" -c 'import tritonclient.http, tritonclient.grpc, openai,
   # Pillow to resize the photos the EfficientNet check sends.
   "$venv/bin/pip" install -q --disable-pip-version-check 'onnxruntime==1.32.0' 'onnx==1.23.2' 'skl2onnx==1.20.0' 'scikit-learn==1.9.1' 'pillow==13.0.0'
 fi
+# Keras 3 on TensorFlow (CPU) with tf2onnx, for a CNN exported by `model.export(format="onnx")`:
+# a venv of its own (TensorFlow's protobuf 7 is not tritonclient's), cached outside the clone.
+kvenv="${AISERVE_KERAS_VENV:-$HOME/.cache/aiserve-keras}"
+if ! "$kvenv/bin/python" -c 'import keras, tf2onnx, onnx' 2>/dev/null; then
+  python3 -m venv "$kvenv"
+  "$kvenv/bin/pip" install -q --disable-pip-version-check 'tensorflow-cpu==2.21.0' 'keras==3.15.1' 'tf2onnx==1.17.0' 'onnx==1.23.2'
+fi
 tfproto="$venv/tfproto"
 rm -rf "$tfproto" && mkdir -p "$tfproto"
 "$venv/bin/python" -m grpc_tools.protoc -I "$root/crates/server/proto" -I "$root/tests/clients/proto" --python_out="$tfproto" \
@@ -89,8 +96,8 @@ wait $pid
 grep -q "shut down cleanly" "$log" || { cat "$log"; echo "no clean shutdown (keys server)" >&2; exit 1; }
 
 # ONNX models on ONNX Runtime from PyPI's wheel: the PP-OCR networks against Python's
-# onnxruntime, a scikit-learn model added while the server runs, and EfficientNet-Lite0 converted
-# from its PyTorch weights by tools/efficientnet_lite_to_onnx.py.
+# onnxruntime, a scikit-learn model and a Keras CNN added while the server runs, and
+# EfficientNet-Lite0 converted from its PyTorch weights by tools/efficientnet_lite_to_onnx.py.
 rm -rf "$repo"/*
 for m in det:ch_PP-OCRv4_det_infer rec:ch_PP-OCRv4_rec_infer cls:ch_ppocr_mobile_v2.0_cls_infer; do
   mkdir -p "$repo/${m%%:*}/1" && cp "$assets/rapidocr/${m#*:}.onnx" "$repo/${m%%:*}/1/model.onnx"
@@ -104,7 +111,10 @@ for _ in $(seq 300); do
   "$venv/bin/python" -c "import urllib.request as u; u.urlopen('http://$addr/v2/models/rec/ready')" 2>/dev/null && break
   sleep 0.1
 done
-timeout 300 "$venv/bin/python" "$root/tests/clients/onnx_check.py" "$addr" "$grpc_addr" "$repo" "$assets/rapidocr" "$mnist"
+keras_ref=$(mktemp --suffix .npz)
+PYTHONWARNINGS=ignore::FutureWarning timeout 300 "$kvenv/bin/python" "$root/tests/clients/keras_export.py" "$mnist" "$repo/keras_cnn" "$keras_ref"
+timeout 300 "$venv/bin/python" "$root/tests/clients/onnx_check.py" "$addr" "$grpc_addr" "$repo" "$assets/rapidocr" "$mnist" "$keras_ref"
+rm -f "$keras_ref"
 for _ in $(seq 300); do
   "$venv/bin/python" -c "import urllib.request as u; u.urlopen('http://$addr/v2/models/efficientnet/ready')" 2>/dev/null && break
   sleep 0.1
