@@ -17,9 +17,12 @@ onnxruntime (PyPI, the same release aiserve opens), scikit-learn, and aiserve's 
   into REPO/keras_cnn while the server runs: HTTP, gRPC and `/classify` give Keras's `predict`
   within 1e-4.
 """
+import base64
+import json
 import os
 import sys
 import time
+import urllib.request
 
 import numpy as np
 import onnxruntime as ort
@@ -40,6 +43,22 @@ def compare(name, got, want):
     worst = float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max())
     assert worst <= TOL, f"{name}: max |diff| {worst}"
     return worst
+
+
+def wait_ready(h, model):
+    """Waits up to 30 s for a model copied in while the server runs (the repository poll)."""
+    for _ in range(300):
+        if h.is_model_ready(model):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{model} never became ready")
+
+
+def classify(url, model, pictures):
+    """`/classify` on base64 pictures; the predictions in order."""
+    body = json.dumps({"images": pictures}).encode()
+    req = urllib.request.Request(f"http://{url}/classify?model={model}", body, {"Content-Type": "application/json"})
+    return json.load(urllib.request.urlopen(req))["predictions"]
 
 
 def ocr(url, grpc_url, rapidocr):
@@ -91,12 +110,7 @@ def sklearn_model(url, repo):
         f.write(onx.SerializeToString())
     os.rename(version + ".tmp", version)  # appears whole to the repository poll
     h = http.InferenceServerClient(url=url)
-    for _ in range(300):
-        if h.is_model_ready("iris"):
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError("iris never became ready")
+    wait_ready(h, "iris")
     meta = h.get_model_metadata("iris")
     names = [o["name"] for o in meta["outputs"]]
     assert meta["inputs"][0]["shape"] == [-1, 4] and names == ["label", "probabilities"], meta
@@ -111,7 +125,6 @@ def sklearn_model(url, repo):
 
 def safetensors(path):
     """The tensors of a safetensors file (F32 only), read with numpy."""
-    import json
     import struct
 
     raw = open(path, "rb").read()
@@ -179,11 +192,12 @@ def png_gray(pixels):
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 
-def digits_as_onnx(url, repo, mnist_dir):
-    import base64
-    import json
-    import urllib.request
+def digit_pngs(x):
+    """MNIST digits ([N,28,28,1] in [0, 1]) as base64 PNGs, exactly (they came from bytes)."""
+    return [base64.b64encode(png_gray((img[:, :, 0] * 255).round().astype(np.uint8))).decode() for img in x]
 
+
+def digits_as_onnx(url, repo, mnist_dir):
     from mnist import mnist_test
 
     model = digits_onnx(os.path.join(repo, "digits", "1", "model.safetensors"))
@@ -197,21 +211,11 @@ def digits_as_onnx(url, repo, mnist_dir):
         f.write('[onnx.image]\nlayout = "NHWC"\nchannels = "GRAY"\nlabels = "labels.txt"\n')
     os.rename(version + ".tmp", version)
     h = http.InferenceServerClient(url=url)
-    for _ in range(300):
-        if h.is_model_ready("digits_onnx"):
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError("digits_onnx never became ready")
+    wait_ready(h, "digits_onnx")
     x, y = mnist_test(mnist_dir, 64)
-    pictures = [base64.b64encode(png_gray((img[:, :, 0] * 255).round().astype(np.uint8))).decode() for img in x]
+    pictures = digit_pngs(x)
 
-    def classify(model):
-        body = json.dumps({"images": pictures}).encode()
-        req = urllib.request.Request(f"http://{url}/classify?model={model}", body, {"Content-Type": "application/json"})
-        return json.load(urllib.request.urlopen(req))["predictions"]
-
-    onnx_preds, own_preds = classify("digits_onnx"), classify("digits")
+    onnx_preds, own_preds = classify(url, "digits_onnx", pictures), classify(url, "digits", pictures)
     labels = np.array([int(p["label"]) for p in onnx_preds])
     assert (labels == np.array([int(p["label"]) for p in own_preds])).all()
     compare(
@@ -227,19 +231,10 @@ def digits_as_onnx(url, repo, mnist_dir):
 def keras_model(url, grpc_url, reference):
     """The Keras 3 CNN keras_export.py trained and exported into REPO/keras_cnn while the server
     ran: tritonclient (HTTP binary, gRPC) and /classify on PNGs give Keras's own predictions."""
-    import base64
-    import json
-    import urllib.request
-
     ref = np.load(reference)
     x, want = ref["x"], ref["keras"]
     h = http.InferenceServerClient(url=url)
-    for _ in range(300):
-        if h.is_model_ready("keras_cnn"):
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError("keras_cnn never became ready")
+    wait_ready(h, "keras_cnn")
     meta = h.get_model_metadata("keras_cnn")
     name, out = meta["inputs"][0]["name"], meta["outputs"][0]["name"]
     assert meta["inputs"][0]["shape"] == [-1, 28, 28, 1], meta
@@ -250,10 +245,8 @@ def keras_model(url, grpc_url, reference):
     gi = grpc.InferInput(name, list(x.shape), "FP32")
     gi.set_data_from_numpy(x)
     worst = max(worst, compare("keras grpc", g.infer("keras_cnn", [gi]).as_numpy(out), want))
-    pictures = [base64.b64encode(png_gray((img[:, :, 0] * 255).round().astype(np.uint8))).decode() for img in x]
-    body = json.dumps({"images": pictures}).encode()
-    req = urllib.request.Request(f"http://{url}/classify?model=keras_cnn", body, {"Content-Type": "application/json"})
-    preds = json.load(urllib.request.urlopen(req))["predictions"]
+    pictures = digit_pngs(x)
+    preds = classify(url, "keras_cnn", pictures)
     worst = max(worst, compare("keras /classify", np.array([p["probabilities"] for p in preds], np.float32), want))
     labels = np.array([int(p["label"]) for p in preds])
     assert (labels == want.argmax(1)).all(), labels
