@@ -1,0 +1,17 @@
+//! aiserve-vision: the processing that sits between the networks of a vision pipeline, as
+//! plain functions over plain buffers (no tensor library, no I/O), so each is unit-tested alone
+//! and a pipeline can run it on any thread:
+//! - [`db`]: text regions from a Differentiable-Binarization probability map (PP-OCR's
+//!   detector): threshold, dilation, connected regions, minimum-area rectangles, box scores,
+//!   unclipping, reading order;
+//! - [`crop`]: a rotated quadrilateral of a picture straightened into an upright line picture;
+//! - [`ctc`]: greedy CTC decoding of a recogniser's per-step class scores into text;
+//! - [`geometry`]: the points, hulls and rectangles they share.
+//!
+//! The parameters and conventions follow PP-OCR's reference post-processing (RapidOCR's
+//! defaults), so the same networks read the same lines here as there.
+
+pub mod crop;
+pub mod ctc;
+pub mod db;
+pub mod geometry;
