@@ -12,16 +12,18 @@ target="${CARGO_TARGET_DIR:-$root/target}"
 venv="${AISERVE_CLIENTS_VENV:-$HOME/.cache/aiserve-clients}"
 mnist="${AISERVE_MNIST:-$root/../shared/data/mnist}"
 assets="${AISERVE_ASSETS:-$HOME/.cache/aiserve-assets}"
-if ! "$venv/bin/python" -c 'import tritonclient.http, tritonclient.grpc, openai, grpc_tools, tensorflow_serving, onnxruntime, skl2onnx, PIL' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import tritonclient.http, tritonclient.grpc, openai, grpc_tools, tensorflow_serving, onnxruntime, skl2onnx, PIL, rapidocr_onnxruntime' 2>/dev/null; then
   python3 -m venv "$venv"
   # grpcio-tools 1.80 pairs with protobuf 6, which tritonclient[grpc] needs (newer ones want 7).
   "$venv/bin/pip" install -q --disable-pip-version-check 'tritonclient[http,grpc]==2.73.0' 'openai==3.57.0' 'grpcio-tools==1.80.0'
   # TF Serving's stubs without TensorFlow (hundreds of MB): the TensorFlow messages they import
   # are generated below from aiserve's protocol files, which carry TensorFlow's names and numbers.
   "$venv/bin/pip" install -q --disable-pip-version-check --no-deps 'tensorflow-serving-api==2.21.0'
-  # The reference for ONNX outputs (the release aiserve opens), a second producer of graphs, and
-  # Pillow to resize the photos the EfficientNet check sends.
-  "$venv/bin/pip" install -q --disable-pip-version-check 'onnxruntime==1.32.0' 'onnx==1.23.2' 'skl2onnx==1.20.0' 'scikit-learn==1.9.1' 'pillow==13.0.0'
+  # The reference for ONNX outputs (the release aiserve opens), a second producer of graphs,
+  # Pillow to resize and draw pictures, and RapidOCR (PP-OCR's Python pipeline, with OpenCV) as
+  # the reference for the OCR steps.
+  "$venv/bin/pip" install -q --disable-pip-version-check 'onnxruntime==1.32.0' 'onnx==1.23.2' 'skl2onnx==1.20.0' 'scikit-learn==1.9.1' 'pillow==13.0.0' \
+    'rapidocr-onnxruntime==1.4.4' 'opencv-python==5.1.0.95' 'pyclipper==1.4.0' 'shapely==2.2.0'
 fi
 # Keras 3 on TensorFlow (CPU) with tf2onnx, for a CNN exported by `model.export(format="onnx")`:
 # a venv of its own (TensorFlow's protobuf 7 is not tritonclient's), cached outside the clone.
@@ -123,3 +125,7 @@ timeout 300 "$venv/bin/python" "$root/tests/clients/efficientnet_check.py" "$add
 kill -TERM $pid
 wait $pid
 grep -q "shut down cleanly" "$log" || { cat "$log"; echo "no clean shutdown (ONNX server)" >&2; exit 1; }
+
+# The OCR steps (crates/vision, through its examples/ocr_steps harness) against RapidOCR's own on
+# pictures drawn with Debian's fonts.
+timeout 300 "$venv/bin/python" "$root/tests/clients/ocr_steps_check.py" "$target/release/examples/ocr_steps" "$("$root/.ci/fetch-fonts.sh" "$assets")"

@@ -1,0 +1,54 @@
+//! Runs aiserve-vision's OCR steps on data a reference pipeline produced, for
+//! `tests/clients/ocr_steps_check.py` (which compares the results with RapidOCR's):
+//!
+//!   ocr_steps boxes MAP.f32 MAP_H MAP_W PICTURE.png OUT_DIR
+//!       text boxes of a detector probability map (f32 little-endian, MAP_H x MAP_W) for the
+//!       picture, one line each (`x,y x,y x,y x,y score`, corners from the top left, clockwise),
+//!       and each box's straightened crop as OUT_DIR/crop<i>.png
+//!   ocr_steps ctc SCORES.f32 ROWS STEPS CLASSES CHARACTERS.txt
+//!       greedy CTC decoding of recogniser scores (ROWS x STEPS x CLASSES) with PP-OCR's class
+//!       layout around the character list (one per line), one `confidence<TAB>text` line per row
+
+use aiserve_vision::crop::{crop_quad, Picture};
+use aiserve_vision::ctc::CtcDecoder;
+use aiserve_vision::db::{text_boxes, DbParams};
+
+fn floats(path: &str) -> Vec<f32> {
+    let raw = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    let num = |i: usize| a[i].parse::<usize>().unwrap_or_else(|e| panic!("argument {i} ({}): {e}", a[i]));
+    match a.get(1).map(String::as_str) {
+        Some("boxes") if a.len() == 7 => {
+            let map = floats(&a[2]);
+            let rgb = image::open(&a[5]).unwrap_or_else(|e| panic!("{}: {e}", a[5])).to_rgb8();
+            let (pw, ph) = (rgb.width() as usize, rgb.height() as usize);
+            let picture = Picture { pixels: rgb.into_raw(), height: ph, width: pw, channels: 3 };
+            let boxes = text_boxes(&map, (num(3), num(4)), (ph, pw), &DbParams::default()).unwrap();
+            for (i, b) in boxes.iter().enumerate() {
+                let corners: Vec<String> = b.corners.iter().map(|p| format!("{},{}", p.x, p.y)).collect();
+                println!("{} {}", corners.join(" "), b.score);
+                let c = crop_quad(&picture, &b.corners).expect("a box of at least 4 pixels a side");
+                let img = image::RgbImage::from_raw(c.width as u32, c.height as u32, c.pixels).unwrap();
+                img.save(format!("{}/crop{i}.png", a[6])).unwrap();
+            }
+        }
+        Some("ctc") if a.len() == 7 => {
+            let scores = floats(&a[2]);
+            let (rows, steps, classes) = (num(3), num(4), num(5));
+            let text = std::fs::read_to_string(&a[6]).unwrap();
+            let decoder = CtcDecoder::pp_ocr(text.lines().map(str::to_owned));
+            for row in scores.chunks_exact(steps * classes).take(rows) {
+                let d = decoder.decode(row, classes).unwrap();
+                println!("{}\t{}", d.confidence, d.text);
+            }
+        }
+        _ => {
+            eprintln!("usage: ocr_steps boxes MAP.f32 MAP_H MAP_W PICTURE.png OUT_DIR | ctc SCORES.f32 ROWS STEPS CLASSES CHARACTERS.txt");
+            std::process::exit(2);
+        }
+    }
+}
