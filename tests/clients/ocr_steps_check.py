@@ -11,7 +11,9 @@ lines of several sizes, a multi-line paragraph, light on dark, a rotated line):
 - crops: aiserve-vision's straightened crops of those boxes, read by RapidOCR's angle classifier
   and recogniser, give RapidOCR's texts line for line;
 - CTC: the recogniser's scores of RapidOCR's own run, decoded by aiserve-vision, give its texts
-  and confidences (within 1e-5).
+  and confidences (within 1e-5);
+- resizing: the picture at the detector's input size, and each line crop at the recogniser's
+  48-pixel height, resized by aiserve-vision equal OpenCV's `resize` byte for byte.
 """
 import os
 import subprocess
@@ -54,7 +56,7 @@ def main():
     binary, fonts = sys.argv[1:3]
     eng = RapidOCR()
     characters = eng.text_rec.postprocess_op.character[1:-1]  # without the blank and the space
-    worst_iou, lines, rows = 1.0, 0, 0
+    worst_iou, lines, rows, resized = 1.0, 0, 0, 0
     with tempfile.TemporaryDirectory() as tmp:
         chars_file = os.path.join(tmp, "characters.txt")
         with open(chars_file, "w", encoding="utf-8") as f:
@@ -102,6 +104,20 @@ def main():
                 assert iou >= 0.8, f"{name}: box {g.tolist()} vs RapidOCR's {w.tolist()}: IoU {iou:.3f}"
                 worst_iou = min(worst_iou, iou)
 
+            # Resizing as OpenCV resizes: up to the detector's size, and each line down or up to 48 high.
+            sizes = [(path, x.shape[2], x.shape[3])]
+            for i, crop in enumerate(ref_crops):
+                crop_path = os.path.join(tmp, f"{name}_ref{i}.png")
+                cv2.imwrite(crop_path, crop)
+                sizes.append((crop_path, 48, max(1, round(48 * crop.shape[1] / crop.shape[0]))))
+            for src, h, w in sizes:
+                out_path = os.path.join(tmp, "resized.png")
+                subprocess.run([binary, "resize", src, str(h), str(w), out_path], check=True)
+                want = cv2.resize(cv2.imread(src), (w, h))
+                got = cv2.imread(out_path)
+                assert got.shape == want.shape and (got == want).all(), f"{src} to {h}x{w}: {int((got != want).sum())} bytes differ"
+                resized += 1
+
             # Our crops through RapidOCR's classifier and recogniser.
             crops = [cv2.imread(os.path.join(crops_dir, f"crop{i}.png")) for i in range(len(got_boxes))]
             crops, _, _ = eng.text_cls(crops)
@@ -120,7 +136,10 @@ def main():
                     assert text == want_text and abs(float(conf) - want_conf) <= 1e-5, (text, conf, want_text, want_conf)
                     rows += 1
             print(f"{name}: {len(texts)} lines {want_texts}")
-    print(f"aiserve-vision equals RapidOCR 1.4.4: {lines} lines' boxes (IoU >= {worst_iou:.3f}) and texts from our crops, {rows} CTC rows")
+    print(
+        f"aiserve-vision equals RapidOCR 1.4.4: {lines} lines' boxes (IoU >= {worst_iou:.3f}) and texts from our crops, "
+        f"{rows} CTC rows; {resized} resizes equal OpenCV's byte for byte"
+    )
 
 
 if __name__ == "__main__":

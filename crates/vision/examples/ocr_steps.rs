@@ -5,6 +5,8 @@
 //!       text boxes of a detector probability map (f32 little-endian, MAP_H x MAP_W) for the
 //!       picture, one line each (`x,y x,y x,y x,y score`, corners from the top left, clockwise),
 //!       and each box's straightened crop as OUT_DIR/crop<i>.png
+//!   ocr_steps resize PICTURE.png HEIGHT WIDTH OUT.png
+//!       the picture resized (bilinear, as OpenCV's INTER_LINEAR)
 //!   ocr_steps ctc SCORES.f32 ROWS STEPS CLASSES CHARACTERS.txt
 //!       greedy CTC decoding of recogniser scores (ROWS x STEPS x CLASSES) with PP-OCR's class
 //!       layout around the character list (one per line), one `confidence<TAB>text` line per row
@@ -12,10 +14,21 @@
 use aiserve_vision::crop::{crop_quad, Picture};
 use aiserve_vision::ctc::CtcDecoder;
 use aiserve_vision::db::{text_boxes, DbParams};
+use aiserve_vision::resize::resize_linear;
 
 fn floats(path: &str) -> Vec<f32> {
     let raw = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+fn picture(path: &str) -> Picture {
+    let rgb = image::open(path).unwrap_or_else(|e| panic!("{path}: {e}")).to_rgb8();
+    let (width, height) = (rgb.width() as usize, rgb.height() as usize);
+    Picture { pixels: rgb.into_raw(), height, width, channels: 3 }
+}
+
+fn save(p: Picture, path: &str) {
+    image::RgbImage::from_raw(p.width as u32, p.height as u32, p.pixels).unwrap().save(path).unwrap();
 }
 
 fn main() {
@@ -24,18 +37,17 @@ fn main() {
     match a.get(1).map(String::as_str) {
         Some("boxes") if a.len() == 7 => {
             let map = floats(&a[2]);
-            let rgb = image::open(&a[5]).unwrap_or_else(|e| panic!("{}: {e}", a[5])).to_rgb8();
-            let (pw, ph) = (rgb.width() as usize, rgb.height() as usize);
-            let picture = Picture { pixels: rgb.into_raw(), height: ph, width: pw, channels: 3 };
-            let boxes = text_boxes(&map, (num(3), num(4)), (ph, pw), &DbParams::default()).unwrap();
+            let picture = picture(&a[5]);
+            let boxes =
+                text_boxes(&map, (num(3), num(4)), (picture.height, picture.width), &DbParams::default()).unwrap();
             for (i, b) in boxes.iter().enumerate() {
                 let corners: Vec<String> = b.corners.iter().map(|p| format!("{},{}", p.x, p.y)).collect();
                 println!("{} {}", corners.join(" "), b.score);
                 let c = crop_quad(&picture, &b.corners).expect("a box of at least 4 pixels a side");
-                let img = image::RgbImage::from_raw(c.width as u32, c.height as u32, c.pixels).unwrap();
-                img.save(format!("{}/crop{i}.png", a[6])).unwrap();
+                save(c, &format!("{}/crop{i}.png", a[6]));
             }
         }
+        Some("resize") if a.len() == 6 => save(resize_linear(&picture(&a[2]), num(3), num(4)).unwrap(), &a[5]),
         Some("ctc") if a.len() == 7 => {
             let scores = floats(&a[2]);
             let (rows, steps, classes) = (num(3), num(4), num(5));
@@ -47,7 +59,10 @@ fn main() {
             }
         }
         _ => {
-            eprintln!("usage: ocr_steps boxes MAP.f32 MAP_H MAP_W PICTURE.png OUT_DIR | ctc SCORES.f32 ROWS STEPS CLASSES CHARACTERS.txt");
+            eprintln!(
+                "usage: ocr_steps boxes MAP.f32 MAP_H MAP_W PICTURE.png OUT_DIR | resize PICTURE.png HEIGHT WIDTH OUT.png \
+                 | ctc SCORES.f32 ROWS STEPS CLASSES CHARACTERS.txt"
+            );
             std::process::exit(2);
         }
     }

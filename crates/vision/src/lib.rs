@@ -6,6 +6,7 @@
 //!   unclipping, reading order;
 //! - [`crop`]: a rotated quadrilateral of a picture straightened into an upright line picture;
 //! - [`ctc`]: greedy CTC decoding of a recogniser's per-step class scores into text;
+//! - [`resize`]: bilinear resizing bit for bit as OpenCV's, which the networks were fed with;
 //! - [`geometry`]: the points, hulls and rectangles they share.
 //!
 //! The parameters and conventions follow PP-OCR's reference post-processing (RapidOCR's
@@ -15,3 +16,4 @@ pub mod crop;
 pub mod ctc;
 pub mod db;
 pub mod geometry;
+pub mod resize;
