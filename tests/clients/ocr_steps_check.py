@@ -13,7 +13,9 @@ lines of several sizes, a multi-line paragraph, light on dark, a rotated line):
 - CTC: the recogniser's scores of RapidOCR's own run, decoded by aiserve-vision, give its texts
   and confidences (within 1e-5);
 - resizing: the picture at the detector's input size, and each line crop at the recogniser's
-  48-pixel height, resized by aiserve-vision equal OpenCV's `resize` byte for byte.
+  48-pixel height, resized by aiserve-vision equal OpenCV's `resize` byte for byte;
+- network inputs: the detector's tensor, and each line as the angle classifier (48x192) and the
+  recogniser (48 x its batch's width) take it, equal RapidOCR's float for float.
 """
 import os
 import subprocess
@@ -56,7 +58,7 @@ def main():
     binary, fonts = sys.argv[1:3]
     eng = RapidOCR()
     characters = eng.text_rec.postprocess_op.character[1:-1]  # without the blank and the space
-    worst_iou, lines, rows, resized = 1.0, 0, 0, 0
+    worst_iou, lines, rows, resized, prepared = 1.0, 0, 0, 0, 0
     with tempfile.TemporaryDirectory() as tmp:
         chars_file = os.path.join(tmp, "characters.txt")
         with open(chars_file, "w", encoding="utf-8") as f:
@@ -118,6 +120,22 @@ def main():
                 assert got.shape == want.shape and (got == want).all(), f"{src} to {h}x{w}: {int((got != want).sum())} bytes differ"
                 resized += 1
 
+            # Network inputs, float for float.
+            tensor_file = os.path.join(tmp, "input.f32")
+            size = subprocess.run([binary, "det_input", path, tensor_file], check=True, capture_output=True, text=True).stdout.split()
+            got = np.fromfile(tensor_file, "<f4").reshape(x.shape)
+            assert [int(v) for v in size] == list(x.shape[2:]) and np.array_equal(got, x), f"{name}: detector input differs"
+            inputs = 1
+            max_ratio = max([320 / 48] + [c.shape[1] / c.shape[0] for c in ref_crops])
+            for i, crop in enumerate(ref_crops):
+                crop_path = os.path.join(tmp, f"{name}_ref{i}.png")
+                for want, width in ((eng.text_cls.resize_norm_img(crop), 192), (eng.text_rec.resize_norm_img(crop, max_ratio), int(48 * max_ratio))):
+                    subprocess.run([binary, "line_input", crop_path, "48", str(width), tensor_file], check=True)
+                    got = np.fromfile(tensor_file, "<f4").reshape(want.shape)
+                    assert np.array_equal(got, want), f"{name}: line {i} at width {width} differs by {np.abs(got - want).max()}"
+                    inputs += 1
+            prepared += inputs
+
             # Our crops through RapidOCR's classifier and recogniser.
             crops = [cv2.imread(os.path.join(crops_dir, f"crop{i}.png")) for i in range(len(got_boxes))]
             crops, _, _ = eng.text_cls(crops)
@@ -138,7 +156,7 @@ def main():
             print(f"{name}: {len(texts)} lines {want_texts}")
     print(
         f"aiserve-vision equals RapidOCR 1.4.4: {lines} lines' boxes (IoU >= {worst_iou:.3f}) and texts from our crops, "
-        f"{rows} CTC rows; {resized} resizes equal OpenCV's byte for byte"
+        f"{rows} CTC rows; {resized} resizes equal OpenCV's byte for byte, {prepared} network inputs RapidOCR's float for float"
     )
 
 

@@ -7,6 +7,10 @@
 //!       and each box's straightened crop as OUT_DIR/crop<i>.png
 //!   ocr_steps resize PICTURE.png HEIGHT WIDTH OUT.png
 //!       the picture resized (bilinear, as OpenCV's INTER_LINEAR)
+//!   ocr_steps det_input PICTURE.png OUT.f32
+//!       the detector's input (BGR planes, PP-OCR's size rule and normalisation), printed size
+//!   ocr_steps line_input PICTURE.png HEIGHT WIDTH OUT.f32
+//!       a text line as the angle classifier and recogniser take it (BGR planes)
 //!   ocr_steps ctc SCORES.f32 ROWS STEPS CLASSES CHARACTERS.txt
 //!       greedy CTC decoding of recogniser scores (ROWS x STEPS x CLASSES) with PP-OCR's class
 //!       layout around the character list (one per line), one `confidence<TAB>text` line per row
@@ -14,6 +18,7 @@
 use aiserve_vision::crop::{crop_quad, Picture};
 use aiserve_vision::ctc::CtcDecoder;
 use aiserve_vision::db::{text_boxes, DbParams};
+use aiserve_vision::prepare::{det_size, line, planes};
 use aiserve_vision::resize::resize_linear;
 
 fn floats(path: &str) -> Vec<f32> {
@@ -25,6 +30,10 @@ fn picture(path: &str) -> Picture {
     let rgb = image::open(path).unwrap_or_else(|e| panic!("{path}: {e}")).to_rgb8();
     let (width, height) = (rgb.width() as usize, rgb.height() as usize);
     Picture { pixels: rgb.into_raw(), height, width, channels: 3 }
+}
+
+fn write_floats(v: &[f32], path: &str) {
+    std::fs::write(path, v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
 }
 
 fn save(p: Picture, path: &str) {
@@ -48,6 +57,15 @@ fn main() {
             }
         }
         Some("resize") if a.len() == 6 => save(resize_linear(&picture(&a[2]), num(3), num(4)).unwrap(), &a[5]),
+        Some("det_input") if a.len() == 4 => {
+            let p = picture(&a[2]);
+            let (h, w) = det_size(p.height, p.width, 736).unwrap();
+            write_floats(&planes(&resize_linear(&p, h, w).unwrap(), &[0.5; 3], &[0.5; 3], true), &a[3]);
+            println!("{h} {w}");
+        }
+        Some("line_input") if a.len() == 6 => {
+            write_floats(&line(&picture(&a[2]), num(3), num(4), true).unwrap(), &a[5])
+        }
         Some("ctc") if a.len() == 7 => {
             let scores = floats(&a[2]);
             let (rows, steps, classes) = (num(3), num(4), num(5));
@@ -61,6 +79,7 @@ fn main() {
         _ => {
             eprintln!(
                 "usage: ocr_steps boxes MAP.f32 MAP_H MAP_W PICTURE.png OUT_DIR | resize PICTURE.png HEIGHT WIDTH OUT.png \
+                 | det_input PICTURE.png OUT.f32 | line_input PICTURE.png HEIGHT WIDTH OUT.f32 \
                  | ctc SCORES.f32 ROWS STEPS CLASSES CHARACTERS.txt"
             );
             std::process::exit(2);

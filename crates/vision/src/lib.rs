@@ -7,6 +7,7 @@
 //! - [`crop`]: a rotated quadrilateral of a picture straightened into an upright line picture;
 //! - [`ctc`]: greedy CTC decoding of a recogniser's per-step class scores into text;
 //! - [`resize`]: bilinear resizing bit for bit as OpenCV's, which the networks were fed with;
+//! - [`prepare`]: the detector's input size and planes, text lines at the recogniser's height;
 //! - [`geometry`]: the points, hulls and rectangles they share.
 //!
 //! The parameters and conventions follow PP-OCR's reference post-processing (RapidOCR's
@@ -16,4 +17,5 @@ pub mod crop;
 pub mod ctc;
 pub mod db;
 pub mod geometry;
+pub mod prepare;
 pub mod resize;
