@@ -15,7 +15,9 @@ lines of several sizes, a multi-line paragraph, light on dark, a rotated line):
 - resizing: the picture at the detector's input size, and each line crop at the recogniser's
   48-pixel height, resized by aiserve-vision equal OpenCV's `resize` byte for byte;
 - network inputs: the detector's tensor, and each line as the angle classifier (48x192) and the
-  recogniser (48 x its batch's width) take it, equal RapidOCR's float for float.
+  recogniser (48 x its batch's width) take it, equal RapidOCR's float for float;
+- fitting whole pictures (scaled into 30..2000 pixels a side, strips letterboxed): a big page, a
+  one-line strip and a tiny label fitted by aiserve-vision equal RapidOCR's, pixels and ratios.
 """
 import os
 import subprocess
@@ -154,8 +156,25 @@ def main():
                     assert text == want_text and abs(float(conf) - want_conf) <= 1e-5, (text, conf, want_text, want_conf)
                     rows += 1
             print(f"{name}: {len(texts)} lines {want_texts}")
+        # Whole pictures fitted for detection.
+        fitted = 0
+        sans = ImageFont.truetype(os.path.join(fonts, "dejavu", "DejaVuSans.ttf"), 28)
+        for size in ((2400, 1000), (900, 40), (200, 20), (640, 420)):
+            im = Image.new("RGB", size, "white")
+            ImageDraw.Draw(im).text((4, 2), "Fit me 123", font=sans, fill="black")
+            path = os.path.join(tmp, "fit_in.png")
+            im.save(path)
+            img = cv2.imread(path)
+            want, ratio_h, ratio_w = eng.preprocess(img)
+            want, record = eng.maybe_add_letterbox(want, {})
+            out_path = os.path.join(tmp, "fit_out.png")
+            got_ratios = subprocess.run([binary, "fit", path, out_path], check=True, capture_output=True, text=True).stdout.split()
+            got = cv2.imread(out_path)
+            assert got.shape == want.shape and (got == want).all(), f"{size}: fitted {got.shape} vs RapidOCR {want.shape}"
+            assert [float(v) for v in got_ratios] == [ratio_h, ratio_w, record["padding_1"]["top"]], (size, got_ratios, ratio_h, ratio_w, record)
+            fitted += 1
     print(
-        f"aiserve-vision equals RapidOCR 1.4.4: {lines} lines' boxes (IoU >= {worst_iou:.3f}) and texts from our crops, "
+        f"aiserve-vision equals RapidOCR 1.4.4: {fitted} pictures fitted, {lines} lines' boxes (IoU >= {worst_iou:.3f}) and texts from our crops, "
         f"{rows} CTC rows; {resized} resizes equal OpenCV's byte for byte, {prepared} network inputs RapidOCR's float for float"
     )
 

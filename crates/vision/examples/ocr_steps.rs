@@ -7,6 +7,9 @@
 //!       and each box's straightened crop as OUT_DIR/crop<i>.png
 //!   ocr_steps resize PICTURE.png HEIGHT WIDTH OUT.png
 //!       the picture resized (bilinear, as OpenCV's INTER_LINEAR)
+//!   ocr_steps fit PICTURE.png OUT.png
+//!       the picture fitted for detection (scaled into RapidOCR's side limits, letterboxed when a
+//!       strip), printed `ratio_h ratio_w top`
 //!   ocr_steps det_input PICTURE.png OUT.f32
 //!       the detector's input (BGR planes, PP-OCR's size rule and normalisation), printed size
 //!   ocr_steps line_input PICTURE.png HEIGHT WIDTH OUT.f32
@@ -18,7 +21,7 @@
 use aiserve_vision::crop::{crop_quad, Picture};
 use aiserve_vision::ctc::CtcDecoder;
 use aiserve_vision::db::{text_boxes, DbParams};
-use aiserve_vision::prepare::{det_size, line, planes};
+use aiserve_vision::prepare::{det_size, fit, line, planes, FitParams};
 use aiserve_vision::resize::resize_linear;
 
 fn floats(path: &str) -> Vec<f32> {
@@ -57,6 +60,11 @@ fn main() {
             }
         }
         Some("resize") if a.len() == 6 => save(resize_linear(&picture(&a[2]), num(3), num(4)).unwrap(), &a[5]),
+        Some("fit") if a.len() == 4 => {
+            let f = fit(picture(&a[2]), &FitParams::default()).unwrap();
+            println!("{} {} {}", f.ratio_h, f.ratio_w, f.top);
+            save(f.picture, &a[3]);
+        }
         Some("det_input") if a.len() == 4 => {
             let p = picture(&a[2]);
             let (h, w) = det_size(p.height, p.width, 736).unwrap();
@@ -79,7 +87,7 @@ fn main() {
         _ => {
             eprintln!(
                 "usage: ocr_steps boxes MAP.f32 MAP_H MAP_W PICTURE.png OUT_DIR | resize PICTURE.png HEIGHT WIDTH OUT.png \
-                 | det_input PICTURE.png OUT.f32 | line_input PICTURE.png HEIGHT WIDTH OUT.f32 \
+                 | fit PICTURE.png OUT.png | det_input PICTURE.png OUT.f32 | line_input PICTURE.png HEIGHT WIDTH OUT.f32 \
                  | ctc SCORES.f32 ROWS STEPS CLASSES CHARACTERS.txt"
             );
             std::process::exit(2);

@@ -3,6 +3,7 @@
 //! and text lines resized to a fixed height, normalised and padded to a common width.
 
 use crate::crop::Picture;
+use crate::geometry::Point;
 use crate::resize::resize_linear;
 
 /// The size a picture is resized to for the detector: scaled up so its short side reaches
@@ -14,6 +15,82 @@ pub fn det_size(height: usize, width: usize, limit_side_len: usize) -> Option<(u
     let side = |n: usize| (((n as f64 * ratio).trunc() / 32.0).round_ties_even() * 32.0) as usize;
     let (h, w) = (side(height), side(width));
     (h > 0 && w > 0).then_some((h, w))
+}
+
+/// How a whole picture is fitted before detection (RapidOCR's global settings).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FitParams {
+    /// A picture whose long side is above this is scaled down to it.
+    pub max_side_len: usize,
+    /// A picture whose short side is below this is scaled up to it.
+    pub min_side_len: usize,
+    /// A picture this high or lower is letterboxed (black above and below)...
+    pub min_height: usize,
+    /// ...as is one wider than this times its height (`None`: never for its proportions).
+    pub width_height_ratio: Option<f64>,
+}
+
+impl Default for FitParams {
+    fn default() -> Self {
+        Self { max_side_len: 2000, min_side_len: 30, min_height: 30, width_height_ratio: Some(8.0) }
+    }
+}
+
+/// A picture fitted for detection, and how to map its coordinates back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fitted {
+    pub picture: Picture,
+    /// Original pixels per fitted pixel, down and across.
+    pub ratio_h: f64,
+    pub ratio_w: f64,
+    /// Rows of letterbox added above (and below).
+    pub top: usize,
+    /// The original size, which mapped-back points are clipped to.
+    pub original: (usize, usize),
+}
+
+/// `p` scaled into `[min_side_len, max_side_len]` (each side then rounded to a multiple of 32,
+/// halves to even) and letterboxed when it is a short or very wide strip, as RapidOCR does;
+/// `None` when a side would round to zero. As in RapidOCR, when both scalings apply the ratios
+/// kept are the second's.
+pub fn fit(p: Picture, params: &FitParams) -> Option<Fitted> {
+    let original = (p.height, p.width);
+    let (mut p, mut ratio_h, mut ratio_w) = (p, 1.0, 1.0);
+    let scale = |p: &Picture, ratio: f64| -> Option<(Picture, f64, f64)> {
+        let side = |n: usize| (((n as f64 * ratio).trunc() / 32.0).round_ties_even() * 32.0) as usize;
+        let (h, w) = (side(p.height), side(p.width));
+        let resized = resize_linear(p, h, w)?;
+        Some((resized, p.height as f64 / h as f64, p.width as f64 / w as f64))
+    };
+    if p.height.max(p.width) > params.max_side_len {
+        (p, ratio_h, ratio_w) = scale(&p, params.max_side_len as f64 / p.height.max(p.width) as f64)?;
+    }
+    if p.height.min(p.width) < params.min_side_len {
+        (p, ratio_h, ratio_w) = scale(&p, params.min_side_len as f64 / p.height.min(p.width).max(1) as f64)?;
+    }
+    let (h, w) = (p.height, p.width);
+    let too_wide = params.width_height_ratio.is_some_and(|r| w as f64 / h as f64 > r);
+    let mut top = 0;
+    if h <= params.min_height || too_wide {
+        let r = params.width_height_ratio.unwrap_or(8.0);
+        let new_h = ((w as f64 / r) as usize).max(params.min_height) * 2;
+        top = new_h.abs_diff(h) / 2;
+        let row = w * p.channels;
+        let mut pixels = vec![0u8; (h + 2 * top) * row];
+        pixels[top * row..(top + h) * row].copy_from_slice(&p.pixels);
+        p = Picture { pixels, height: h + 2 * top, ..p };
+    }
+    Some(Fitted { picture: p, ratio_h, ratio_w, top, original })
+}
+
+impl Fitted {
+    /// A point of the fitted picture in the original's coordinates (clipped to its size).
+    pub fn to_original(&self, p: Point) -> Point {
+        let (h, w) = self.original;
+        let x = (p.x * self.ratio_w).clamp(0.0, w as f64);
+        let y = ((p.y - self.top as f64) * self.ratio_h).clamp(0.0, h as f64);
+        Point::new(x, y)
+    }
 }
 
 /// `p` as `[channels, height, width]` planes of `(value * (1/255) - mean) / std`, rounded as
@@ -100,5 +177,25 @@ mod tests {
         assert_eq!(batch_width(&[(48, 100)], 48, 320), 320);
         let t = turn_around(&p);
         assert_eq!(t.pixels, [255, 0, 51, 0, 128, 255]);
+    }
+
+    #[test]
+    fn strips_are_letterboxed_and_points_map_back() {
+        let gray = |h: usize, w: usize| Picture { pixels: vec![200; h * w], height: h, width: w, channels: 1 };
+        // 40x900: wider than 8:1, so (max(900 / 8, 30) * 2 - 40) / 2 = 92 black rows above and below.
+        let f = fit(gray(40, 900), &FitParams::default()).unwrap();
+        assert_eq!((f.picture.height, f.picture.width, f.top, f.ratio_h), (224, 900, 92, 1.0));
+        assert_eq!(f.picture.pixels[91 * 900], 0);
+        assert_eq!(f.picture.pixels[92 * 900], 200);
+        let back = f.to_original(Point::new(450.0, 100.0));
+        assert_eq!((back.x, back.y), (450.0, 8.0));
+        assert_eq!(f.to_original(Point::new(-5.0, 1000.0)), Point::new(0.0, 40.0), "clipped to the original");
+        // 2400x1000 is scaled to a 2000 long side, each side to a multiple of 32: 2000 / 32 = 62.5
+        // rounds to 62 (1984); 833.33 -> 833 -> 26.03 -> 26 (832).
+        let big = fit(gray(2400, 1000), &FitParams::default()).unwrap();
+        assert_eq!((big.picture.height, big.picture.width, big.top), (1984, 832, 0));
+        assert!((big.ratio_h - 2400.0 / 1984.0).abs() < 1e-12 && (big.ratio_w - 1000.0 / 832.0).abs() < 1e-12);
+        let plain = fit(gray(100, 200), &FitParams::default()).unwrap();
+        assert_eq!((plain.picture.height, plain.top, plain.ratio_w), (100, 0, 1.0));
     }
 }
