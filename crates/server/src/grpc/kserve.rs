@@ -68,8 +68,14 @@ pub(super) async fn infer_on(
     let deadline = super::deadline(state, metadata, timeout);
     let inputs = tensors::decode_inputs(msg.inputs, msg.raw_input_contents, &hold)?;
     let asked = (!msg.outputs.is_empty()).then(|| msg.outputs.into_iter().map(|o| o.name).collect());
-    let outputs =
-        kserve::infer(&state.runtime, servable, kserve::Request { inputs, outputs: asked }, &hold, deadline).await?;
+    let outputs = kserve::infer(
+        &state.runtime,
+        servable,
+        kserve::Request { inputs, outputs: asked, encoding: kserve::Encoding::Raw },
+        &hold,
+        deadline,
+    )
+    .await?;
     let (outputs, raw) = tensors::encode_outputs(outputs);
     Ok(pb::ModelInferResponse {
         model_name: servable.model.to_string(),

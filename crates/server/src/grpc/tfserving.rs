@@ -212,8 +212,14 @@ async fn predict(
     let deadline = super::deadline(state, metadata, None);
     let inputs = decode_inputs(req.inputs, &hold)?;
     let asked = (!req.output_filter.is_empty()).then_some(req.output_filter);
-    let outputs =
-        kserve::infer(&state.runtime, &servable, kserve::Request { inputs, outputs: asked }, &hold, deadline).await?;
+    let outputs = kserve::infer(
+        &state.runtime,
+        &servable,
+        kserve::Request { inputs, outputs: asked, encoding: kserve::Encoding::Raw },
+        &hold,
+        deadline,
+    )
+    .await?;
     let resp = pb::PredictResponse {
         outputs: outputs.into_iter().map(output).collect(),
         model_spec: Some(answered(&servable, true)),

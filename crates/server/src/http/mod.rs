@@ -5,6 +5,7 @@
 //! call the same `aiserve_runtime` the gRPC front end calls; errors become responses in
 //! `crate::error`.
 
+pub mod held_body;
 pub mod metrics;
 pub mod openapi;
 pub mod protocols;

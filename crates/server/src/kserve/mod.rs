@@ -45,6 +45,21 @@ pub struct Request {
     pub inputs: Vec<Input>,
     /// The outputs asked for by name, in order (`None`: all of them).
     pub outputs: Option<Vec<String>>,
+    /// How the front end will write the outputs (what they will cost it).
+    pub encoding: Encoding,
+}
+
+/// How a front end writes output values, so that a graph's outputs (which, unlike the built-in
+/// kinds', can be far larger than the request: a 7 MB line picture gives PP-OCR's recogniser a
+/// 40 MB output, 215 MB as JSON) are counted against the request's memory hold before they are
+/// encoded, and a request whose answer would not fit gets 413 (or 503 while others hold the
+/// memory) instead of taking the server's memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// Little-endian bytes: the binary extension, gRPC's raw contents, TF Serving's tensor_content.
+    Raw,
+    /// JSON numbers or strings, built as a value tree and then written out as text.
+    Json,
 }
 
 /// One output tensor.
@@ -174,7 +189,7 @@ pub async fn infer(
     match &servable.kind {
         Kind::Image(img) => classify(rt, servable, img, req, hold, deadline).await,
         Kind::Embedder(em) => embed(rt, servable, em, req, hold, deadline).await,
-        Kind::Graph(g) => run_graph(servable, g, req, deadline).await,
+        Kind::Graph(g) => run_graph(servable, g, req, hold, deadline).await,
         Kind::Generator(_) => Err(Error::invalid(
             "inputs",
             format!(
@@ -317,7 +332,13 @@ async fn embed(
 
 /// Runs a graph model: every input the graph declares, by name, in its declared datatype and
 /// shape; the outputs asked for (all, by default) in declaration order or the order asked.
-async fn run_graph(servable: &Servable, g: &Graph, req: Request, deadline: Instant) -> Result<Vec<Output>, Error> {
+async fn run_graph(
+    servable: &Servable,
+    g: &Graph,
+    req: Request,
+    hold: &Hold,
+    deadline: Instant,
+) -> Result<Vec<Output>, Error> {
     let declared = |name: &str| g.info.outputs.iter().position(|o| o.name == name);
     let picked: Vec<usize> = match &req.outputs {
         None => (0..g.info.outputs.len()).collect(),
@@ -361,6 +382,10 @@ async fn run_graph(servable: &Servable, g: &Graph, req: Request, deadline: Insta
         })
         .collect::<Result<Vec<_>, Error>>()?;
     let mut outputs: Vec<Option<Tensor>> = g.infer(named, Some(deadline)).await?.into_iter().map(Some).collect();
+    for &j in &picked {
+        let values = &outputs[j].as_ref().expect("each output is asked for once").data;
+        tensor::hold_output(hold, values, req.encoding, &g.info.outputs[j].name)?;
+    }
     Ok(picked
         .into_iter()
         .map(|j| {

@@ -42,6 +42,25 @@ pub fn datatype(name: &str, field: &str) -> Result<Datatype, Error> {
     })
 }
 
+/// Bytes of one `serde_json::Value` node, which every JSON output element becomes.
+const JSON_VALUE_BYTES: usize = size_of::<serde_json::Value>();
+
+/// The longest text of one JSON number with its separator (`-2.2250738585072014e-308,`).
+const JSON_NUMBER_BYTES: usize = 25;
+
+/// Counts a model's output against `hold` before the front end writes it: the values as they
+/// are, plus their encoding (the little-endian copy, or the JSON tree and its text; a string may
+/// grow six-fold as JSON escapes).
+pub fn hold_output(hold: &Hold, values: &TensorData, encoding: super::Encoding, name: &str) -> Result<(), Error> {
+    let encoded = match (encoding, values) {
+        (super::Encoding::Raw, TensorData::Bytes(v)) => v.iter().map(|b| b.len() + 4).sum(),
+        (super::Encoding::Raw, other) => other.heap_bytes(),
+        (super::Encoding::Json, TensorData::Bytes(v)) => v.iter().map(|b| 6 * b.len() + 2 * JSON_VALUE_BYTES).sum(),
+        (super::Encoding::Json, other) => other.len() * (JSON_VALUE_BYTES + JSON_NUMBER_BYTES),
+    };
+    hold.grow(values.heap_bytes().saturating_add(encoded), &format!("the output `{name}`"))
+}
+
 /// Decodes little-endian tensor bytes of `datatype` (`field` names the tensor in errors): the
 /// decoded values are counted against `hold` first.
 pub fn from_le_bytes(datatype: Datatype, b: &[u8], field: &str, hold: &Hold) -> Result<Values, Error> {

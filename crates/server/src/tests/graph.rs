@@ -240,3 +240,44 @@ async fn grpc_model_infer_and_config() {
     );
     assert_eq!(cfg.input[1].dims, [-1], "the batch dimension is left out, as Triton does");
 }
+
+/// A binary request for `g` with `n` ids (a small body) and outputs written as JSON or raw.
+fn many_ids(n: usize, raw_out: bool) -> Request<Body> {
+    let x: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let ids: Vec<u8> = (0..n as i64).flat_map(|v| v.to_le_bytes()).collect();
+    let header = json!({
+        "inputs": [
+            { "name": "x", "shape": [1, 2], "datatype": "FP32", "parameters": { "binary_data_size": x.len() } },
+            { "name": "ids", "shape": [1, n], "datatype": "INT64", "parameters": { "binary_data_size": ids.len() } },
+        ],
+        "outputs": [{ "name": "next" }],
+        "parameters": { "binary_data_output": raw_out }
+    })
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend_from_slice(&x);
+    body.extend_from_slice(&ids);
+    Request::post("/v2/models/g/infer")
+        .header("inference-header-content-length", header.len())
+        .body(Body::from(body))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn outputs_count_against_the_memory_budget_before_they_are_written() {
+    // 20,000 INT64 ids: a 160 kB body, the same 160 kB out raw, but about 1.3 MB as JSON (a value
+    // node and up to 25 characters each) -- past a 1 MiB budget.
+    let h = Harness::with_limits(aiserve_runtime::Limits { memory_budget_bytes: 1 << 20, ..Default::default() }).await;
+    let dir = h.repo().join("g/1");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(GRAPH_FILE), "").unwrap();
+    h.poll().await;
+    let resp = h.send(many_ids(20_000, false)).await;
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert!(error_text(&body).contains("the output `next` needs"), "{body}");
+    let resp = h.send(many_ids(20_000, true)).await;
+    assert_eq!(resp.status(), StatusCode::OK, "the same answer written raw fits");
+    let (status, _) = h.json("GET", "/v2/health/ready", json!(null)).await;
+    assert_eq!(status, StatusCode::OK);
+}

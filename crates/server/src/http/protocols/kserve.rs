@@ -172,9 +172,6 @@ async fn run_infer(
     }
     let all_binary = req.parameters.get("binary_data_output").and_then(Value::as_bool).unwrap_or(false);
     let asked = req.outputs.as_ref().map(|list| list.iter().map(|o| o.name.clone()).collect());
-    let outputs =
-        kserve::infer(&state.runtime, &servable, kserve::Request { inputs, outputs: asked }, &body.hold, deadline)
-            .await?;
     let binary_of = |name: &str| {
         req.outputs
             .iter()
@@ -183,6 +180,20 @@ async fn run_infer(
             .and_then(|o| o.parameters.get("binary_data").and_then(Value::as_bool))
             .unwrap_or(all_binary)
     };
+    // Counted as JSON unless every output will be written raw.
+    let every_raw = match &req.outputs {
+        Some(list) => list.iter().all(|o| binary_of(&o.name)),
+        None => all_binary,
+    };
+    let encoding = if every_raw { kserve::Encoding::Raw } else { kserve::Encoding::Json };
+    let outputs = kserve::infer(
+        &state.runtime,
+        &servable,
+        kserve::Request { inputs, outputs: asked, encoding },
+        &body.hold,
+        deadline,
+    )
+    .await?;
     let mut tail: Vec<u8> = Vec::new();
     let outs = outputs
         .into_iter()
@@ -199,7 +210,7 @@ async fn run_infer(
             v
         })
         .collect();
-    Ok(respond(&servable, req.id, outs, tail))
+    Ok(crate::http::held_body::hold_until_sent(respond(&servable, req.id, outs, tail), &body.hold))
 }
 
 /// Splits a binary-extension body into its JSON header and the raw tensor bytes.

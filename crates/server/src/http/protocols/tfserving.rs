@@ -179,13 +179,11 @@ async fn post_handler(
             }
         };
         let inputs = super::tfserving_graph::inputs(g, value, row, &body.hold)?;
-        let request = crate::kserve::Request { inputs, outputs: None };
+        let request = crate::kserve::Request { inputs, outputs: None, encoding: crate::kserve::Encoding::Json };
         let outputs = crate::kserve::infer(&state.runtime, &servable, request, &body.hold, deadline).await?;
         let answer = super::tfserving_graph::answer(outputs, row);
-        return Ok(crate::http::metrics::tag(
-            Json(answer).into_response(),
-            crate::http::metrics::Served::of(&servable),
-        ));
+        let resp = crate::http::metrics::tag(Json(answer).into_response(), crate::http::metrics::Served::of(&servable));
+        return Ok(crate::http::held_body::hold_until_sent(resp, &body.hold));
     }
     let img = servable.image()?;
     let ctx = Decode { state: &state, img, hold: &body.hold };
