@@ -453,6 +453,7 @@ def case(quick=False, garbage=False, budget=120):
 
 KS_DIGITS = "/v2/models/digits/infer"
 KS_MINILM = "/v2/models/minilm/infer"
+KS_REC = "/v2/models/rec/infer"
 TF_DIGITS = "/v1/models/digits:predict"
 CHAT = "/v1/chat/completions"
 COMPL = "/v1/completions"
@@ -688,6 +689,31 @@ def kserve_shape_claims():
     for shape in ([10 ** 12], [-1], [2 ** 32, 2 ** 32], [1, 1, 1]):
         r = c.post(KS_MINILM, ks(["hello"], shape=shape, datatype="BYTES", name="text"))
         c.expect(r, 400, "shape", label=f"minilm shape {shape}")
+
+
+@case(quick=True)
+def onnx_graph_inputs():
+    """PP-OCR's recogniser (ONNX, x [-1,3,-1,-1] FP32): sizes the graph leaves open but its
+    operators refuse (an empty line), no rows, shapes claiming 10^12 values or far more than the
+    binary part holds, the wrong rank, the wrong datatype: 400 naming the problem; then a
+    48x2000 line answered as JSON (a 12 MB answer) and the server still ready."""
+    c = CTX
+    for shape, data, needle in [
+        ([1, 3, 48, 0], [], "cannot run on these inputs"),
+        ([0, 3, 48, 16], [], "at least one row"),
+        ([1, 3, 48, 10 ** 12], [0.0] * 16, "inputs[0]"),
+        ([1, 3, 48], [0.0] * 144, "shape"),
+        ([1, 3, 48, 16, 1], [0.0] * 2304, "shape"),
+    ]:
+        r = c.post(KS_REC, ks(data, shape=shape, name="x"))
+        c.expect(r, 400, needle, label=f"rec shape {shape}")
+    r = c.post(KS_REC, ks(["a"] * 2304, shape=[1, 3, 48, 16], datatype="BYTES", name="x"))
+    c.expect(r, 400, "FP32", label="rec BYTES")
+    body, hdrs = ks_binary(ks(None, shape=[1, 3, 48, 100000], name="x", params={"binary_data_size": 9216}), b"\0" * 9216)
+    c.expect(c.post(KS_REC, body, hdrs), 400, "inputs[0]", label="rec binary shape claim")
+    line = struct.pack("<%df" % (3 * 48 * 2000), *([0.25] * (3 * 48 * 2000)))
+    body, hdrs = ks_binary(ks(None, shape=[1, 3, 48, 2000], name="x", params={"binary_data_size": len(line)}), line)
+    c.expect(c.post(KS_REC, body, hdrs, timeout=60), 200, label="rec 48x2000 as JSON")
 
 
 @case(quick=True)

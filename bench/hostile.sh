@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Hostile-request battery on loopback: starts the release binary (built beforehand; this script
-# builds nothing) with digits, all-MiniLM-L6-v2 (`minilm`) and SmolLM2-135M-Instruct GGUF
-# (`smollm2`) from $AISERVE_ASSETS, waits until the three models are ready, runs
+# builds nothing) with digits, all-MiniLM-L6-v2 (`minilm`), SmolLM2-135M-Instruct GGUF
+# (`smollm2`) and PP-OCR's recogniser as an ONNX model (`rec`, on ONNX Runtime from
+# .ci/fetch-onnxruntime.sh) from $AISERVE_ASSETS, waits until the four models are ready, runs
 # bench/hostile.py against it (standard library only), then SIGTERMs the server and checks that
 # it shuts down cleanly with exit status 0.
 #   cargo build --release && bench/hostile.sh [--quick] [--rss-bound-mb N] [--only a,b] [--list]
@@ -23,6 +24,9 @@ done
 [ -x "$bin" ] || { echo "hostile: $bin not found; run \`cargo build --release\` first" >&2; exit 1; }
 [ -f "$assets/minilm/model.safetensors" ] || { echo "hostile: $assets/minilm missing (../shared/fetch-assets.sh)" >&2; exit 1; }
 [ -f "$gguf" ] || { echo "hostile: $gguf missing (../shared/fetch-assets.sh)" >&2; exit 1; }
+rec="$assets/rapidocr/ch_PP-OCRv4_rec_infer.onnx"
+[ -f "$rec" ] || { echo "hostile: $rec missing (../shared/fetch-assets.sh DEST rapidocr)" >&2; exit 1; }
+ort=$("$root/.ci/fetch-onnxruntime.sh" "$assets")
 
 # A repository of copies (the server refuses symlinks that leave the repository).
 tmp=$(mktemp -d)
@@ -32,6 +36,7 @@ mkdir -p "$repo"
 cp -r "$root/models/digits" "$repo/"
 mkdir -p "$repo/minilm" && cp -r "$assets/minilm" "$repo/minilm/1"
 mkdir -p "$repo/smollm2/1" && cp "$gguf" "$repo/smollm2/1/"
+mkdir -p "$repo/rec/1" && cp "$rec" "$repo/rec/1/model.onnx"
 
 read -r -a extra <<<"${AISERVE_HOSTILE_ARGS:-}"
 pid=""
@@ -40,7 +45,7 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-"$bin" serve --repo "$repo" --addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 ${extra[@]+"${extra[@]}"} >"$log" 2>&1 &
+"$bin" serve --repo "$repo" --addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 --onnxruntime "$ort" ${extra[@]+"${extra[@]}"} >"$log" 2>&1 &
 pid=$!
 
 addr=""
@@ -53,13 +58,13 @@ done
 if [ -z "$addr" ]; then tail -n 40 "$log" >&2; echo "hostile: the server did not start" >&2; exit 1; fi
 echo "hostile: server pid $pid at $addr (log $log; extra flags: ${AISERVE_HOSTILE_ARGS:-none})"
 
-# The text models load after the port opens: wait (bounded) for all three.
+# The models load after the port opens: wait (bounded) for all four.
 if ! python3 - "$addr" "$pid" <<'PY'
 import http.client, os, sys, time
 addr, pid = sys.argv[1], int(sys.argv[2])
 host, port = addr.rsplit(":", 1)
 deadline = time.monotonic() + 180
-for model in ("digits", "minilm", "smollm2"):
+for model in ("digits", "minilm", "smollm2", "rec"):
     while True:
         try:
             c = http.client.HTTPConnection(host, int(port), timeout=2)
