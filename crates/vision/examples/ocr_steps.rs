@@ -18,9 +18,10 @@
 //!       greedy CTC decoding of recogniser scores (ROWS x STEPS x CLASSES) with PP-OCR's class
 //!       layout around the character list (one per line), one `confidence<TAB>text` line per row
 
-use aiserve_vision::crop::{crop_quad, Picture};
+use aiserve_vision::crop::crop_quad;
 use aiserve_vision::ctc::CtcDecoder;
 use aiserve_vision::db::{text_boxes, DbParams};
+use aiserve_vision::picture::Picture;
 use aiserve_vision::prepare::{det_size, fit, line, planes, FitParams};
 use aiserve_vision::resize::resize_linear;
 

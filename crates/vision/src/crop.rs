@@ -9,15 +9,7 @@
 //! pipeline turns it.
 
 use crate::geometry::Point;
-
-/// A picture: `height x width` pixels of `channels` bytes, row-major.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Picture {
-    pub pixels: Vec<u8>,
-    pub height: usize,
-    pub width: usize,
-    pub channels: usize,
-}
+use crate::picture::Picture;
 
 /// The straightened crop of `quad` (top-left, top-right, bottom-right, bottom-left) from `src`;
 /// `None` when the quadrilateral is less than a pixel wide or tall.

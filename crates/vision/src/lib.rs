@@ -8,7 +8,7 @@
 //! - [`ctc`]: greedy CTC decoding of a recogniser's per-step class scores into text;
 //! - [`resize`]: bilinear resizing bit for bit as OpenCV's, which the networks were fed with;
 //! - [`prepare`]: the detector's input size and planes, text lines at the recogniser's height;
-//! - [`geometry`]: the points, hulls and rectangles they share.
+//! - [`geometry`] and [`picture`]: the points, hulls, rectangles and pictures they share.
 //!
 //! The parameters and conventions follow PP-OCR's reference post-processing (RapidOCR's
 //! defaults), so the same networks read the same lines here as there.
@@ -17,5 +17,6 @@ pub mod crop;
 pub mod ctc;
 pub mod db;
 pub mod geometry;
+pub mod picture;
 pub mod prepare;
 pub mod resize;

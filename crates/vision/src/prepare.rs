@@ -2,9 +2,15 @@
 //! the same numbers here as there): the detector's input size, planes normalised per channel,
 //! and text lines resized to a fixed height, normalised and padded to a common width.
 
-use crate::crop::Picture;
 use crate::geometry::Point;
+use crate::picture::Picture;
 use crate::resize::resize_linear;
+
+/// `n` scaled by `ratio` (truncated), then rounded to a multiple of 32 with halves to even, as
+/// PP-OCR's Python sizes pictures (`int(round(int(n * ratio) / 32) * 32)`).
+fn scaled_to_32(n: usize, ratio: f64) -> usize {
+    (((n as f64 * ratio).trunc() / 32.0).round_ties_even() * 32.0) as usize
+}
 
 /// The size a picture is resized to for the detector: scaled up so its short side reaches
 /// `limit_side_len` (never down), then each side rounded to a multiple of 32 (halves to even);
@@ -12,8 +18,7 @@ use crate::resize::resize_linear;
 pub fn det_size(height: usize, width: usize, limit_side_len: usize) -> Option<(usize, usize)> {
     let short = height.min(width);
     let ratio = if short < limit_side_len && short > 0 { limit_side_len as f64 / short as f64 } else { 1.0 };
-    let side = |n: usize| (((n as f64 * ratio).trunc() / 32.0).round_ties_even() * 32.0) as usize;
-    let (h, w) = (side(height), side(width));
+    let (h, w) = (scaled_to_32(height, ratio), scaled_to_32(width, ratio));
     (h > 0 && w > 0).then_some((h, w))
 }
 
@@ -57,8 +62,7 @@ pub fn fit(p: Picture, params: &FitParams) -> Option<Fitted> {
     let original = (p.height, p.width);
     let (mut p, mut ratio_h, mut ratio_w) = (p, 1.0, 1.0);
     let scale = |p: &Picture, ratio: f64| -> Option<(Picture, f64, f64)> {
-        let side = |n: usize| (((n as f64 * ratio).trunc() / 32.0).round_ties_even() * 32.0) as usize;
-        let (h, w) = (side(p.height), side(p.width));
+        let (h, w) = (scaled_to_32(p.height, ratio), scaled_to_32(p.width, ratio));
         let resized = resize_linear(p, h, w)?;
         Some((resized, p.height as f64 / h as f64, p.width as f64 / w as f64))
     };

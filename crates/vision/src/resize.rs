@@ -4,7 +4,7 @@
 //! point, a horizontal pass kept exact and a vertical pass rounded the way OpenCV's vector code
 //! rounds it. A network sees the same input here as there, so it answers the same.
 
-use crate::crop::Picture;
+use crate::picture::Picture;
 
 /// Fixed-point scale of the weights (OpenCV's `INTER_RESIZE_COEF_SCALE`).
 const ONE: i32 = 2048;
