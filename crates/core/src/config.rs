@@ -54,6 +54,9 @@ pub struct ModelConfig {
     /// ONNX versions: what the graph cannot say about itself.
     #[serde(default)]
     pub onnx: OnnxConfig,
+    /// A pipeline (Triton's ensemble): steps over other models and built-in processing; its
+    /// version directories may hold files its steps name (a character list, labels).
+    pub pipeline: Option<crate::pipeline::PipelineConfig>,
 }
 
 /// `[onnx]` in `model.toml`: what an ONNX graph cannot say about itself; its inputs, outputs,
@@ -169,6 +172,9 @@ impl ModelConfig {
         if let Some(img) = &cfg.onnx.image {
             img.validate()?;
         }
+        if let Some(p) = &cfg.pipeline {
+            p.validate()?;
+        }
         if let Some((label, _)) = cfg.version_labels.iter().find(|(_, v)| **v == 0) {
             return Err(format!("`version_labels.{label}` must be a positive version, got 0"));
         }
@@ -206,6 +212,7 @@ impl ModelConfig {
             instances: default_instances(),
             version_labels: BTreeMap::new(),
             onnx: OnnxConfig::default(),
+            pipeline: None,
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod generate;
 pub mod graph;
 pub mod ids;
 pub mod math;
+pub mod pipeline;
 pub mod plan;
 pub mod policy;
 pub mod publish;

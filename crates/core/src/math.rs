@@ -94,6 +94,15 @@ pub fn sum(x: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
+/// Probabilities from logits (libm's `exp`, after subtracting the largest, so nothing
+/// overflows): what a classifier's top labels are answered with.
+pub fn softmax(x: &[f32]) -> Vec<f32> {
+    let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = x.iter().map(|v| (v - m).exp()).collect();
+    let s: f32 = e.iter().sum();
+    e.into_iter().map(|v| v / s).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,7 @@ pub mod graph;
 pub mod limits;
 pub mod manager;
 pub mod metrics;
+pub mod pipeline;
 pub mod registry;
 pub mod runtime;
 pub mod servable;

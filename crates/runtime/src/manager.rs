@@ -22,6 +22,7 @@ use aiserve_core::{Description, ImageBatch, Loaded, ModelLoader, ModelName, Vers
 use crate::generation::engine::{Engine, EngineConfig};
 use crate::generation::GenModel;
 use crate::graph::{Graph, GraphRunner};
+use crate::pipeline::{is_pipeline, Pipeline};
 use crate::registry::Registry;
 use crate::servable::{EmbedModel, EmbedRunner, ImageModel, ImageRunner, Kind, Servable};
 use crate::worker::{BatchUnit, Queue};
@@ -134,8 +135,14 @@ impl Manager {
         }
         let mut names = self.registry.model_names();
         names.extend(scan.models.keys().cloned());
+        // Pipelines last: their steps' models must be up before they load.
+        let pipeline = |m: &ModelName| {
+            let cfg = scan.models.get(m).and_then(|f| f.config.as_ref().ok()).cloned();
+            cfg.or_else(|| self.registry.model_config(m)).is_some_and(|c| is_pipeline(&c))
+        };
         names.sort();
         names.dedup();
+        names.sort_by_key(|m| pipeline(m));
         for model in names {
             self.reconcile(&model, &scan).await;
         }
@@ -183,9 +190,11 @@ impl Manager {
         let loader = self.loader.clone();
         let (name, cfg, generation) = (model.clone(), cfg.clone(), self.generation.clone());
         let started = Instant::now();
-        let result = tokio::task::spawn_blocking(move || build(&*loader, name, version, &dir, &cfg, &generation))
-            .await
-            .unwrap_or_else(|_| Err("the loader panicked".into()));
+        let registry = self.registry.clone();
+        let result =
+            tokio::task::spawn_blocking(move || build(&*loader, &registry, name, version, &dir, &cfg, &generation))
+                .await
+                .unwrap_or_else(|_| Err("the loader panicked".into()));
         match result {
             Ok(servable) => {
                 let seconds = started.elapsed().as_secs_f64();
@@ -225,12 +234,17 @@ impl Manager {
 /// Describes the version, loads and warms up one copy per instance, and starts its queue.
 fn build(
     loader: &dyn ModelLoader,
+    registry: &Registry,
     model: ModelName,
     version: Version,
     dir: &std::path::Path,
     cfg: &ModelConfig,
     generation: &EngineConfig,
 ) -> Result<Servable, String> {
+    if let Some(p) = &cfg.pipeline {
+        let kind = Kind::Pipeline(Pipeline::load(&model, version, dir, p, registry)?);
+        return Ok(Servable { model, version, kind, loaded_at: std::time::SystemTime::now() });
+    }
     let description = loader.describe(dir, cfg).map_err(|e| e.to_string())?;
     // One engine per generation version: continuous batching already fills the cores, and a
     // second copy would only split the KV cache budget.

@@ -34,6 +34,7 @@ pub struct Metrics {
     pub inflight: prometheus::IntGauge,
     pub first_token_seconds: HistogramVec,
     pub token_seconds: HistogramVec,
+    pub pipeline_step_seconds: HistogramVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -119,6 +120,15 @@ impl Metrics {
                 &["model", "version"],
             )
             .expect("valid metric"),
+            pipeline_step_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "pipeline_step_duration_seconds",
+                    "Pipelines: time one step took for one request (model steps: queue and passes)",
+                )
+                .buckets(exponential_buckets(0.0001, 2.0, 18).expect("valid buckets")),
+                &["model", "version", "step"],
+            )
+            .expect("valid metric"),
             registry,
         };
         for c in [
@@ -135,6 +145,7 @@ impl Metrics {
             Box::new(m.inflight.clone()),
             Box::new(m.first_token_seconds.clone()),
             Box::new(m.token_seconds.clone()),
+            Box::new(m.pipeline_step_seconds.clone()),
         ] {
             m.registry.register(c).expect("metric names are unique");
         }

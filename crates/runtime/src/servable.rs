@@ -13,6 +13,7 @@ use crate::budget::Hold;
 use crate::error::Error;
 use crate::generation::GenModel;
 use crate::graph::Graph;
+use crate::pipeline::Pipeline;
 use crate::worker::{Queue, Runner};
 
 pub struct Servable {
@@ -30,6 +31,7 @@ pub enum Kind {
     Embedder(EmbedModel),
     Generator(GenModel),
     Graph(Graph),
+    Pipeline(Pipeline),
 }
 
 impl Servable {
@@ -40,6 +42,7 @@ impl Servable {
             Kind::Embedder(_) => Err(self.wrong_kind("a text embedding model", "images")),
             Kind::Generator(_) => Err(self.wrong_kind("a text generation model", "images")),
             Kind::Graph(_) => Err(self.wrong_kind("an ONNX model", "images")),
+            Kind::Pipeline(_) => Err(self.wrong_kind("a pipeline", "images")),
         }
     }
 
@@ -50,6 +53,7 @@ impl Servable {
             Kind::Image(_) => Err(self.wrong_kind("an image classifier", "text to embed")),
             Kind::Generator(_) => Err(self.wrong_kind("a text generation model", "text to embed")),
             Kind::Graph(_) => Err(self.wrong_kind("an ONNX model", "text to embed")),
+            Kind::Pipeline(_) => Err(self.wrong_kind("a pipeline", "text to embed")),
         }
     }
 
@@ -60,6 +64,7 @@ impl Servable {
             Kind::Image(_) => Err(self.wrong_kind("an image classifier", "a prompt to complete")),
             Kind::Embedder(_) => Err(self.wrong_kind("a text embedding model", "a prompt to complete")),
             Kind::Graph(_) => Err(self.wrong_kind("an ONNX model", "a prompt to complete")),
+            Kind::Pipeline(_) => Err(self.wrong_kind("a pipeline", "a prompt to complete")),
         }
     }
 
@@ -70,6 +75,7 @@ impl Servable {
             Kind::Embedder(m) => m.queue.stats(),
             Kind::Generator(m) => m.engine.stats(),
             Kind::Graph(m) => m.queue.stats(),
+            Kind::Pipeline(p) => p.stats(),
         }
     }
 

@@ -139,9 +139,11 @@ fn scalar_bool(input: &kserve::Input, field: &str) -> Result<bool, Error> {
 }
 
 fn one_text(input: kserve::Input, field: &str) -> Result<String, Error> {
-    match input.values {
-        Values::Texts(mut t) if t.len() == 1 => Ok(t.pop().expect("one element")),
-        _ => Err(Error::invalid(field, format!("`{}` must be one BYTES element (UTF-8 text)", input.name))),
+    let name = input.name;
+    match input.values.into_texts(field) {
+        Some(Ok(mut t)) if t.len() == 1 => Ok(t.pop().expect("one element")),
+        Some(Err(e)) => Err(e),
+        _ => Err(Error::invalid(field, format!("`{name}` must be one BYTES element (UTF-8 text)"))),
     }
 }
 

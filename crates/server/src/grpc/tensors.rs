@@ -91,7 +91,7 @@ fn typed(datatype: Datatype, c: InferTensorContents, field: &str, hold: &Hold) -
     }
     let field = format!("{f}.{expected}");
     match datatype {
-        Datatype::Bytes => kserve::tensor::utf8_texts(c.bytes_contents, &field, hold),
+        Datatype::Bytes => kserve::tensor::raw_bytes(c.bytes_contents, &field, hold),
         Datatype::Bool => counted(TensorData::Bool(c.bool_contents), &field, hold),
         Datatype::Int8 | Datatype::Int16 | Datatype::Int32 => ints(&c.int_contents, datatype, &field, hold),
         Datatype::Int64 => ints(&c.int64_contents, datatype, &field, hold),

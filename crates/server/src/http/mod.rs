@@ -26,6 +26,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", axum::routing::get(metrics::render))
         .route("/openapi.json", axum::routing::get(openapi::serve))
         .merge(protocols::classify::routes())
+        .merge(protocols::ocr::routes())
         .merge(protocols::kserve::routes())
         .merge(protocols::kserve_repository::routes())
         .merge(protocols::openai::routes())

@@ -63,6 +63,15 @@ pub static ROUTES: &[Route] = &[
         CLASSIFY_BODY,
         &[BAD, UNKNOWN, TOO_BIG, (415, "body is neither JSON nor a picture"), BUSY, SLOW]
     ),
+    route!(
+        Post,
+        "/ocr",
+        Some(Infer),
+        "simple",
+        "Read the text lines of a picture with an OCR pipeline (base64 JSON or PNG/JPEG body); `?model=&version=`",
+        CLASSIFY_BODY,
+        &[BAD, UNKNOWN, TOO_BIG, BUSY, SLOW]
+    ),
     route!(Get, "/v2", Some(Infer), "kserve", "Server metadata (KServe v2)", &[], &[]),
     route!(Get, "/v2/health/live", None, "kserve", "Liveness", &[], &[]),
     route!(
@@ -313,7 +322,7 @@ fn operation(r: &Route) -> utoipa::openapi::path::Operation {
     for name in r.path.split('{').skip(1).filter_map(|s| s.split('}').next()) {
         op = op.parameter(ParameterBuilder::new().name(name).parameter_in(ParameterIn::Path).required(Required::True));
     }
-    if r.path == "/classify" {
+    if r.path == "/classify" || r.path == "/ocr" {
         for q in ["model", "version"] {
             op = op
                 .parameter(ParameterBuilder::new().name(q).parameter_in(ParameterIn::Query).required(Required::False));

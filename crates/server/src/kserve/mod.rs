@@ -15,9 +15,8 @@ pub mod tensor;
 
 use std::time::{Duration, Instant};
 
-use aiserve_core::{ImageBatch, Tensor, TensorData};
+use aiserve_core::{GraphInfo, ImageBatch, Tensor, TensorData};
 use aiserve_runtime::budget::Hold;
-use aiserve_runtime::graph::Graph;
 use aiserve_runtime::servable::{EmbedModel, ImageModel, Kind, Servable};
 use aiserve_runtime::text_input::{self, Texts};
 use aiserve_runtime::{Error, Runtime};
@@ -109,6 +108,8 @@ pub const SAMPLING_FIELDS: [&str; 9] =
 pub const PLATFORM: &str = "aiserve_candle";
 /// ... and for ONNX graphs, as Triton names its ONNX Runtime backend.
 pub const ONNX_PLATFORM: &str = "onnxruntime_onnx";
+/// Triton's platform name for ensembles, which pipelines are.
+pub const PIPELINE_PLATFORM: &str = "ensemble";
 
 fn meta(name: &str, datatype: &'static str, shape: Vec<i64>) -> TensorMeta {
     TensorMeta { name: name.to_owned(), datatype, shape }
@@ -169,6 +170,17 @@ pub fn metadata(servable: &Servable) -> Metadata {
                 platform: ONNX_PLATFORM,
             }
         }
+        Kind::Pipeline(p) => {
+            let tensors = |list: &[aiserve_core::TensorSpec]| {
+                list.iter().map(|t| meta(&t.name, t.datatype.name(), t.dims.clone())).collect()
+            };
+            Metadata {
+                inputs: tensors(&p.info.inputs),
+                outputs: tensors(&p.info.outputs),
+                parameters: json!({ "batching": false, "max_batch_size": 0, "steps": p.info.metadata["steps"] }),
+                platform: PIPELINE_PLATFORM,
+            }
+        }
     }
 }
 
@@ -189,7 +201,10 @@ pub async fn infer(
     match &servable.kind {
         Kind::Image(img) => classify(rt, servable, img, req, hold, deadline).await,
         Kind::Embedder(em) => embed(rt, servable, em, req, hold, deadline).await,
-        Kind::Graph(g) => run_graph(servable, g, req, hold, deadline).await,
+        Kind::Graph(g) => run_tensors(servable, &g.info, req, hold, |named| g.infer(named, Some(deadline))).await,
+        Kind::Pipeline(p) => {
+            run_tensors(servable, &p.info, req, hold, |named| p.infer(rt, named, hold, deadline)).await
+        }
         Kind::Generator(_) => Err(Error::invalid(
             "inputs",
             format!(
@@ -299,8 +314,8 @@ async fn embed(
         ));
     }
     let input = one_input(servable, req.inputs, TEXT_INPUT)?;
-    let texts = match input.values {
-        Values::Texts(t) if input.datatype == "BYTES" => t,
+    let texts = match input.values.into_texts("inputs[0].data") {
+        Some(t) if input.datatype == "BYTES" => t?,
         _ => {
             return Err(Error::invalid(
                 "inputs[0].datatype",
@@ -330,24 +345,29 @@ async fn embed(
     }])
 }
 
-/// Runs a graph model: every input the graph declares, by name, in its declared datatype and
-/// shape; the outputs asked for (all, by default) in declaration order or the order asked.
-async fn run_graph(
+/// Runs a graph model or a pipeline (`run`): every input `info` declares, by name, in its
+/// declared datatype and shape; the outputs asked for (all, by default) in declaration order or
+/// the order asked.
+async fn run_tensors<F, Fut>(
     servable: &Servable,
-    g: &Graph,
+    info: &GraphInfo,
     req: Request,
     hold: &Hold,
-    deadline: Instant,
-) -> Result<Vec<Output>, Error> {
-    let declared = |name: &str| g.info.outputs.iter().position(|o| o.name == name);
+    run: F,
+) -> Result<Vec<Output>, Error>
+where
+    F: FnOnce(Vec<(String, Tensor)>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<Tensor>, Error>>,
+{
+    let declared = |name: &str| info.outputs.iter().position(|o| o.name == name);
     let picked: Vec<usize> = match &req.outputs {
-        None => (0..g.info.outputs.len()).collect(),
+        None => (0..info.outputs.len()).collect(),
         Some(names) => names
             .iter()
             .enumerate()
             .map(|(i, n)| {
                 declared(n).ok_or_else(|| {
-                    let all: Vec<String> = g.info.outputs.iter().map(|o| format!("`{}`", o.name)).collect();
+                    let all: Vec<String> = info.outputs.iter().map(|o| format!("`{}`", o.name)).collect();
                     Error::invalid(
                         format!("outputs[{i}].name"),
                         format!("unknown output `{n}`; model `{}` has {}", servable.model, all.join(", ")),
@@ -374,23 +394,23 @@ async fn run_graph(
                 })?;
             let data = match input.values {
                 Values::Numbers(d) => d,
-                Values::Texts(t) => TensorData::Bytes(t.into_iter().map(String::into_bytes).collect()),
+                other => TensorData::Bytes(other.into_bytes().expect("not numbers")),
             };
             let tensor = Tensor::new(shape, data)
                 .map_err(|e| Error::invalid(format!("{field}.shape"), format!("`{field}`: {e}")))?;
             Ok((input.name, tensor))
         })
         .collect::<Result<Vec<_>, Error>>()?;
-    let mut outputs: Vec<Option<Tensor>> = g.infer(named, Some(deadline)).await?.into_iter().map(Some).collect();
+    let mut outputs: Vec<Option<Tensor>> = run(named).await?.into_iter().map(Some).collect();
     for &j in &picked {
         let values = &outputs[j].as_ref().expect("each output is asked for once").data;
-        tensor::hold_output(hold, values, req.encoding, &g.info.outputs[j].name)?;
+        tensor::hold_output(hold, values, req.encoding, &info.outputs[j].name)?;
     }
     Ok(picked
         .into_iter()
         .map(|j| {
             let t = outputs[j].take().expect("each output is asked for once");
-            Output { name: g.info.outputs[j].name.clone(), datatype: t.datatype(), shape: t.shape, values: t.data }
+            Output { name: info.outputs[j].name.clone(), datatype: t.datatype(), shape: t.shape, values: t.data }
         })
         .collect())
 }

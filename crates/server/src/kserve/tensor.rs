@@ -15,8 +15,11 @@ pub use aiserve_core::Datatype;
 pub enum Values {
     /// Numeric (and BOOL) values in their own type; image models widen them to f32.
     Numbers(TensorData),
-    /// BYTES elements as UTF-8 texts.
+    /// BYTES elements as UTF-8 texts (JSON strings).
     Texts(Vec<String>),
+    /// BYTES elements as sent on a binary wire (the HTTP binary extension, gRPC): any bytes, a
+    /// picture say; a model that reads them as text checks them with [`Values::into_texts`].
+    Bytes(Vec<Vec<u8>>),
 }
 
 impl Values {
@@ -24,7 +27,35 @@ impl Values {
     pub fn into_f32(self) -> Option<Vec<f32>> {
         match self {
             Self::Numbers(d) => d.into_f32(),
-            Self::Texts(_) => None,
+            Self::Texts(_) | Self::Bytes(_) => None,
+        }
+    }
+
+    /// BYTES elements as UTF-8 texts (`field` names the tensor); `None` for numbers.
+    pub fn into_texts(self, field: &str) -> Option<Result<Vec<String>, Error>> {
+        match self {
+            Self::Numbers(_) => None,
+            Self::Texts(t) => Some(Ok(t)),
+            Self::Bytes(items) => Some(
+                items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, b)| {
+                        String::from_utf8(b).map_err(|_| {
+                            Error::invalid(format!("{field}[{j}]"), format!("`{field}[{j}]` must be UTF-8 text"))
+                        })
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// BYTES elements as bytes (texts as their UTF-8); `None` for numbers.
+    pub fn into_bytes(self) -> Option<Vec<Vec<u8>>> {
+        match self {
+            Self::Numbers(_) => None,
+            Self::Texts(t) => Some(t.into_iter().map(String::into_bytes).collect()),
+            Self::Bytes(b) => Some(b),
         }
     }
 }
@@ -67,7 +98,7 @@ pub fn from_le_bytes(datatype: Datatype, b: &[u8], field: &str, hold: &Hold) -> 
     if datatype == Datatype::Bytes {
         // At worst every 4 bytes are an empty element: a 24-byte `String` each.
         hold.grow(b.len() / 4 * size_of::<String>() + b.len(), &format!("the BYTES tensor `{field}`"))?;
-        return Ok(Values::Texts(decode_bytes_elements(b)?));
+        return Ok(Values::Bytes(decode_bytes_elements(b)?));
     }
     hold.grow(b.len(), &format!("the tensor `{field}`"))?;
     TensorData::from_le_bytes(datatype, b).map(Values::Numbers).map_err(|e| Error::invalid(field, e))
@@ -136,6 +167,13 @@ pub fn utf8_texts<B: AsRef<[u8]>>(items: Vec<B>, field: &str, hold: &Hold) -> Re
     Ok(Values::Texts(texts))
 }
 
+/// BYTES elements as sent (gRPC's `bytes_contents`), counted against `hold` first.
+pub fn raw_bytes<B: AsRef<[u8]>>(items: Vec<B>, field: &str, hold: &Hold) -> Result<Values, Error> {
+    let bytes: usize = items.iter().map(|b| b.as_ref().len()).sum();
+    hold.grow(items.len() * size_of::<Vec<u8>>() + bytes, &format!("the BYTES tensor `{field}`"))?;
+    Ok(Values::Bytes(items.iter().map(|b| b.as_ref().to_vec()).collect()))
+}
+
 /// BYTES elements in the length-prefixed layout (outputs of text models over gRPC and the
 /// binary extension).
 pub fn bytes_elements<'a>(items: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
@@ -156,7 +194,7 @@ mod tests {
         let budget = aiserve_runtime::budget::MemoryBudget::new(1 << 20);
         let numbers = |d, b: &[u8]| match from_le_bytes(d, b, "x", &budget.hold()).unwrap() {
             Values::Numbers(v) => v,
-            Values::Texts(_) => panic!("numbers expected"),
+            _ => panic!("numbers expected"),
         };
         assert_eq!(numbers(Datatype::Bf16, &[0x80, 0x3f]).to_f32().unwrap(), vec![1.0]);
         assert_eq!(numbers(Datatype::Uint8, &[0, 255]), TensorData::U8(vec![0, 255]));
@@ -164,7 +202,7 @@ mod tests {
         assert!(e.contains("value 1 is 200, which is not a INT8 value"), "{e}");
         match ints(&[u64::MAX], Datatype::Uint64, "x", &budget.hold()).unwrap() {
             Values::Numbers(v) => assert_eq!(v, TensorData::U64(vec![u64::MAX])),
-            Values::Texts(_) => panic!("numbers expected"),
+            _ => panic!("numbers expected"),
         }
     }
 
@@ -172,10 +210,13 @@ mod tests {
     fn bytes_round_trip() {
         let b = bytes_elements([b"ab".as_slice(), b"".as_slice(), "é".as_bytes()]);
         let budget = aiserve_runtime::budget::MemoryBudget::new(1 << 20);
-        match from_le_bytes(Datatype::Bytes, &b, "inputs[0]", &budget.hold()).unwrap() {
-            Values::Texts(t) => assert_eq!(t, ["ab", "", "é"]),
-            Values::Numbers(_) => panic!("texts expected"),
-        }
+        let values = from_le_bytes(Datatype::Bytes, &b, "inputs[0]", &budget.hold()).unwrap();
+        assert_eq!(values.into_texts("x").unwrap().unwrap(), ["ab", "", "é"]);
+        // Any bytes arrive (a picture); reading them as text names the element.
+        let raw = bytes_elements([b"ok".as_slice(), &[0xff, 0xd8]]);
+        let values = from_le_bytes(Datatype::Bytes, &raw, "inputs[0]", &budget.hold()).unwrap();
+        let e = values.into_texts("inputs[0]").unwrap().unwrap_err().to_string();
+        assert!(e.contains("`inputs[0][1]` must be UTF-8 text"), "{e}");
     }
 
     #[test]
@@ -184,7 +225,7 @@ mod tests {
         assert!(from_le_bytes(Datatype::Fp32, &[0; 7], "inputs[0]", &budget.hold()).is_err());
         match from_le_bytes(Datatype::Int64, &7i64.to_le_bytes(), "inputs[0]", &budget.hold()).unwrap() {
             Values::Numbers(v) => assert_eq!(v, TensorData::I64(vec![7])),
-            Values::Texts(_) => panic!("numbers expected"),
+            _ => panic!("numbers expected"),
         }
     }
 }

@@ -22,3 +22,4 @@ mod http_repository;
 mod http_tfserving;
 mod lifecycle;
 mod listen;
+mod pipeline;

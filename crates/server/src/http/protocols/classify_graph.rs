@@ -105,7 +105,7 @@ pub async fn classify(
     Ok(values
         .chunks(classes)
         .map(|row| {
-            let p = if c.config.softmax { softmax(row) } else { row.to_vec() };
+            let p = if c.config.softmax { aiserve_core::math::softmax(row) } else { row.to_vec() };
             json!({ "label": c.labels[argmax(&p)], "probabilities": p })
         })
         .collect())
@@ -113,11 +113,4 @@ pub async fn classify(
 
 fn backend(servable: &Servable, message: String) -> Error {
     Error::backend(servable.model.as_str(), &servable.version.to_string(), &aiserve_core::BackendError(message))
-}
-
-fn softmax(x: &[f32]) -> Vec<f32> {
-    let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f32> = x.iter().map(|v| (v - m).exp()).collect();
-    let s: f32 = e.iter().sum();
-    e.into_iter().map(|v| v / s).collect()
 }

@@ -9,6 +9,7 @@ pub mod images;
 pub mod kserve;
 pub mod kserve_generate;
 pub mod kserve_repository;
+pub mod ocr;
 pub mod openai;
 pub mod openai_generate;
 pub mod tfserving;
