@@ -98,12 +98,14 @@ wait $pid
 grep -q "shut down cleanly" "$log" || { cat "$log"; echo "no clean shutdown (keys server)" >&2; exit 1; }
 
 # ONNX models on ONNX Runtime from PyPI's wheel: the PP-OCR networks against Python's
-# onnxruntime, a scikit-learn model and a Keras CNN added while the server runs, and
+# onnxruntime (and as the OCR pipeline against RapidOCR), a scikit-learn model and a Keras CNN added while the server runs, and
 # EfficientNet-Lite0 converted from its PyTorch weights by tools/efficientnet_lite_to_onnx.py.
 rm -rf "$repo"/*
 for m in det:ch_PP-OCRv4_det_infer rec:ch_PP-OCRv4_rec_infer cls:ch_ppocr_mobile_v2.0_cls_infer; do
   mkdir -p "$repo/${m%%:*}/1" && cp "$assets/rapidocr/${m#*:}.onnx" "$repo/${m%%:*}/1/model.onnx"
 done
+# The OCR pipeline over them, as README shows it.
+mkdir -p "$repo/ocr/1" && cp "$root/pipelines/pp-ocr.toml" "$repo/ocr/model.toml"
 cp -r "$root/models/digits" "$repo/"
 effnet="$assets/efficientnet/efficientnet-lite0-57934424.pth"
 "$venv/bin/python" "$root/tools/efficientnet_lite_to_onnx.py" "$effnet" "$repo/efficientnet" \
@@ -122,6 +124,8 @@ for _ in $(seq 300); do
   sleep 0.1
 done
 timeout 300 "$venv/bin/python" "$root/tests/clients/efficientnet_check.py" "$addr" "$grpc_addr" "$repo/efficientnet" "$effnet"
+# OCR through the pipeline against RapidOCR's own Python package, line for line.
+timeout 300 "$venv/bin/python" "$root/tests/clients/ocr_check.py" "$addr" "$grpc_addr" "$("$root/.ci/fetch-fonts.sh" "$assets")"
 kill -TERM $pid
 wait $pid
 grep -q "shut down cleanly" "$log" || { cat "$log"; echo "no clean shutdown (ONNX server)" >&2; exit 1; }

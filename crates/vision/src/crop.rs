@@ -3,7 +3,8 @@
 //! as tall as the longer of its left and right sides; each output pixel samples the picture
 //! through the perspective map between the two, bicubically with edges repeated outward, the
 //! way OpenCV's `warpPerspective(INTER_CUBIC, BORDER_REPLICATE)` samples for PP-OCR's own
-//! pipeline (Keys' kernel with a = -0.75, positions rounded to 1/32 pixel): a recogniser is
+//! pipeline (Keys' kernel with a = -0.75, positions and sums in single precision as OpenCV 5
+//! computes them; a few pixels of a skewed box may still differ by a level): a recogniser is
 //! sensitive enough to the crop's pixels that a bilinear crop loses spaces PP-OCR reads. A crop at
 //! least 1.5 times as tall as wide is a vertical line and is turned a quarter left, as PP-OCR's
 //! pipeline turns it.
@@ -24,58 +25,55 @@ pub fn crop_quad(src: &Picture, quad: &[Point; 4]) -> Option<Picture> {
     let m = homography([(0.0, 0.0), (w, 0.0), (w, h), (0.0, h)], [tl, tr, br, bl].map(|p| (p.x, p.y)))?;
     let c = src.channels;
     let mut out = vec![0u8; width * height * c];
-    let mut px = vec![0.0f64; c];
+    // As OpenCV 5 maps them: the map's coefficients and each position in single precision.
+    let m = m.map(|v| v as f32);
+    // Far outside, every neighbour is the edge anyway: keep the positions in range.
+    let limit = |v: f32, n: usize| if v.is_finite() { v.clamp(-4.0, n as f32 + 4.0) } else { -4.0 };
     for y in 0..height {
         for x in 0..width {
-            let (u, v) = (x as f64, y as f64);
+            let (u, v) = (x as f32, y as f32);
             let d = m[6] * u + m[7] * v + 1.0;
-            let (sx, sy) = ((m[0] * u + m[1] * v + m[2]) / d, (m[3] * u + m[4] * v + m[5]) / d);
-            bicubic(src, sx, sy, &mut px);
-            for (k, v) in px.iter().enumerate() {
-                out[(y * width + x) * c + k] = v.round().clamp(0.0, 255.0) as u8;
-            }
+            let sx = limit((m[0] * u + m[1] * v + m[2]) / d, src.width);
+            let sy = limit((m[3] * u + m[4] * v + m[5]) / d, src.height);
+            bicubic(src, sx, sy, &mut out[(y * width + x) * c..(y * width + x + 1) * c]);
         }
     }
     let crop = Picture { pixels: out, height, width, channels: c };
     Some(if height as f64 / width as f64 >= 1.5 { turn_left(&crop) } else { crop })
 }
 
-/// Steps per pixel the sampling position is rounded to (OpenCV's `INTER_TAB_SIZE`).
-const SUBPIXEL: f64 = 32.0;
-
 /// Keys' cubic kernel weights (a = -0.75) for the four pixels around a position `t` past the
-/// second of them.
-fn cubic_weights(t: f64) -> [f64; 4] {
-    const A: f64 = -0.75;
-    let near = |d: f64| ((A + 2.0) * d - (A + 3.0)) * d * d + 1.0;
-    let far = |d: f64| ((A * d - 5.0 * A) * d + 8.0 * A) * d - 4.0 * A;
-    [far(1.0 + t), near(t), near(1.0 - t), far(2.0 - t)]
+/// second of them, in single precision as OpenCV computes them.
+fn cubic_weights(t: f32) -> [f32; 4] {
+    const A: f32 = -0.75;
+    let w0 = ((A * (t + 1.0) - 5.0 * A) * (t + 1.0) + 8.0 * A) * (t + 1.0) - 4.0 * A;
+    let w1 = ((A + 2.0) * t - (A + 3.0)) * t * t + 1.0;
+    let w2 = ((A + 2.0) * (1.0 - t) - (A + 3.0)) * (1.0 - t) * (1.0 - t) + 1.0;
+    [w0, w1, w2, 1.0 - w0 - w1 - w2]
 }
 
-/// The picture's value at `(x, y)` per channel from the 4x4 pixels around it; pixels outside
+/// The picture's value at `(x, y)` per channel from the 4x4 pixels around it, in single
+/// precision (each row across, then the rows down) and rounded half to even; pixels outside
 /// repeat the nearest edge.
-fn bicubic(src: &Picture, x: f64, y: f64, out: &mut [f64]) {
+fn bicubic(src: &Picture, x: f32, y: f32, out: &mut [u8]) {
     let (w, h, c) = (src.width as i64, src.height as i64, src.channels);
-    // Far outside, every neighbour is the edge anyway: keep the arithmetic in range.
-    let limit = |v: f64, n: i64| (v * SUBPIXEL).round().clamp(-4.0 * SUBPIXEL, (n + 4) as f64 * SUBPIXEL) as i64;
-    let (xi, yi) = (limit(x, w), limit(y, h));
-    let (x0, y0) = (xi.div_euclid(SUBPIXEL as i64), yi.div_euclid(SUBPIXEL as i64));
-    let (wx, wy) = (
-        cubic_weights(xi.rem_euclid(SUBPIXEL as i64) as f64 / SUBPIXEL),
-        cubic_weights(yi.rem_euclid(SUBPIXEL as i64) as f64 / SUBPIXEL),
-    );
+    let (fx, fy) = (x.floor(), y.floor());
+    let (wx, wy) = (cubic_weights(x - fx), cubic_weights(y - fy));
+    let (x0, y0) = (fx as i64, fy as i64);
     let at = |xx: i64, yy: i64, k: usize| {
         let (xx, yy) = (xx.clamp(0, w - 1) as usize, yy.clamp(0, h - 1) as usize);
-        f64::from(src.pixels[(yy * src.width + xx) * c + k])
+        f32::from(src.pixels[(yy * src.width + xx) * c + k])
     };
     for (k, o) in out.iter_mut().enumerate() {
-        let mut v = 0.0;
+        let mut sum = 0.0f32;
         for (j, wyj) in wy.iter().enumerate() {
-            let row: f64 =
-                wx.iter().enumerate().map(|(i, wxi)| wxi * at(x0 - 1 + i as i64, y0 - 1 + j as i64, k)).sum();
-            v += wyj * row;
+            let mut row = 0.0f32;
+            for (i, wxi) in wx.iter().enumerate() {
+                row += wxi * at(x0 - 1 + i as i64, y0 - 1 + j as i64, k);
+            }
+            sum += wyj * row;
         }
-        *o = v;
+        *o = sum.round_ties_even().clamp(0.0, 255.0) as u8;
     }
 }
 
