@@ -70,6 +70,11 @@ pub struct OnnxConfig {
     /// Threads ONNX Runtime uses inside one operator. Absent: the compute threads shared among
     /// the model's instances (at least one each).
     pub threads: Option<usize>,
+    /// Whether ONNX Runtime's operator threads spin while waiting for work. Absent: no. Spinning
+    /// answers a lone request of a small model about 10% sooner, but burns the cores other
+    /// models (a pipeline's other steps) need: PP-OCR's pipeline read 20% more pictures per
+    /// second without it (BENCHMARKS.md).
+    pub spinning: Option<bool>,
     /// An image classifier: how `/classify` turns a picture into the graph's input and its
     /// output into a label.
     pub image: Option<ImageClassifierConfig>,

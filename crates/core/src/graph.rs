@@ -55,6 +55,8 @@ pub struct GraphInfo {
     pub metadata: BTreeMap<String, String>,
     /// Threads one run may use inside an operator.
     pub threads: usize,
+    /// Whether the runtime's operator threads spin while waiting for work (`[onnx] spinning`).
+    pub spinning: bool,
     /// Set when `model.toml` makes it an image classifier (`/classify` takes pictures).
     pub classifier: Option<GraphClassifier>,
 }
@@ -241,6 +243,7 @@ mod tests {
             platform: "test".into(),
             metadata: BTreeMap::new(),
             threads: 1,
+            spinning: false,
             classifier: None,
         }
     }

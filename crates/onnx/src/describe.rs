@@ -45,6 +45,7 @@ pub fn describe(session: &Session, config: &OnnxConfig, threads: usize) -> Resul
         platform: PLATFORM.into(),
         metadata: metadata(session),
         threads,
+        spinning: config.spinning.unwrap_or(false),
         classifier: None,
     })
 }

@@ -77,8 +77,8 @@ pub struct OnnxLoader {
     /// Threads available to model code, shared among a model's instances unless `[onnx]`
     /// says otherwise.
     threads: usize,
-    /// Sessions opened by `describe`, by graph file and thread count, newest last.
-    spare: Mutex<Vec<(PathBuf, usize, ort::session::Session)>>,
+    /// Sessions opened by `describe`, by graph file and threading (count, spinning), newest last.
+    spare: Mutex<Vec<(PathBuf, (usize, bool), ort::session::Session)>>,
 }
 
 impl OnnxLoader {
@@ -86,7 +86,7 @@ impl OnnxLoader {
         Self { runtime: Runtime::new(library), threads: threads.max(1), spare: Mutex::new(Vec::new()) }
     }
 
-    fn keep(&self, path: PathBuf, threads: usize, session: ort::session::Session) {
+    fn keep(&self, path: PathBuf, threads: (usize, bool), session: ort::session::Session) {
         let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
         spare.retain(|(p, _, _)| *p != path);
         if spare.len() == SPARE_SESSIONS {
@@ -95,7 +95,7 @@ impl OnnxLoader {
         spare.push((path, threads, session));
     }
 
-    fn take(&self, path: &Path, threads: usize) -> Option<ort::session::Session> {
+    fn take(&self, path: &Path, threads: (usize, bool)) -> Option<ort::session::Session> {
         let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
         let i = spare.iter().position(|(p, t, _)| p == path && *t == threads)?;
         Some(spare.remove(i).2)
@@ -111,7 +111,8 @@ impl OnnxLoader {
         }
         let env = self.runtime.open().map_err(LoadError::Unsupported)?;
         let threads = model.onnx.threads.unwrap_or((self.threads / model.instances.max(1)).max(1));
-        let session = session::open(env, &path, threads).map_err(LoadError::Weights)?;
+        let spinning = model.onnx.spinning.unwrap_or(false);
+        let session = session::open(env, &path, threads, spinning).map_err(LoadError::Weights)?;
         let mut info = describe::describe(&session, &model.onnx, threads)?;
         if let Some(image) = &model.onnx.image {
             let labels = read_labels(&dir.join(&image.labels))?;
@@ -119,7 +120,7 @@ impl OnnxLoader {
                 .map_err(|e| LoadError::Config(format!("[onnx.image]: {e}")))?;
             info.classifier = Some(classifier);
         }
-        self.keep(path, threads, session);
+        self.keep(path, (threads, spinning), session);
         Ok(Description::Graph(info))
     }
 
@@ -129,11 +130,11 @@ impl OnnxLoader {
             return Err(LoadError::Unsupported("not an ONNX version".into()));
         };
         let path = find(dir)?.ok_or_else(|| LoadError::Config(format!("no {MODEL_FILE} in the version")))?;
-        let session = match self.take(&path, info.threads) {
+        let session = match self.take(&path, (info.threads, info.spinning)) {
             Some(session) => session,
             None => {
                 let env = self.runtime.open().map_err(LoadError::Unsupported)?;
-                session::open(env, &path, info.threads).map_err(LoadError::Weights)?
+                session::open(env, &path, info.threads, info.spinning).map_err(LoadError::Weights)?
             }
         };
         Ok(Loaded::Graph(Box::new(session::OnnxModel::new(session))))

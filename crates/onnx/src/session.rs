@@ -10,12 +10,19 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, TensorElementType, ValueType};
 
-/// Opens a session on `path` with `threads` threads inside each operator.
-pub fn open(env: &ort::environment::Environment, path: &Path, threads: usize) -> Result<Session, String> {
+/// Opens a session on `path` with `threads` threads inside each operator, spinning while they
+/// wait for work only when `spinning`.
+pub fn open(
+    env: &ort::environment::Environment,
+    path: &Path,
+    threads: usize,
+    spinning: bool,
+) -> Result<Session, String> {
     Session::builder(env)
-        .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::Level3).map_err(Into::into))
+        .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::All).map_err(Into::into))
         .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
         .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
+        .and_then(|b| b.with_intra_op_spinning(spinning).map_err(Into::into))
         .and_then(|mut b| b.commit_from_file(path))
         .map_err(|e| e.to_string())
 }

@@ -27,6 +27,11 @@ pub struct Header {
 /// A reader of `bytes` within the limits, and the format it reads.
 type Reader<'a> = (ImageFormat, ImageReader<Cursor<&'a [u8]>>);
 
+/// Whether `bytes` start as a PNG or JPEG file does.
+pub fn is_picture(bytes: &[u8]) -> bool {
+    matches!(image::guess_format(bytes), Ok(ImageFormat::Png | ImageFormat::Jpeg))
+}
+
 fn reader(bytes: &[u8]) -> Result<Reader<'_>, String> {
     let format = image::guess_format(bytes)
         .ok()
@@ -90,6 +95,7 @@ mod tests {
     #[test]
     fn garbage_and_truncated_files_are_refused() {
         assert_eq!(header(b"hello", 3).unwrap_err(), "is not a PNG or JPEG file");
+        assert!(is_picture(&png(1, 1)) && !is_picture(b"hello"));
         let bytes = png(64, 64);
         assert!(decode(&bytes[..bytes.len() / 2], 3).unwrap_err().contains("could not be decoded as Png"));
     }

@@ -150,6 +150,7 @@ impl Pipeline {
             platform: "ensemble".into(),
             metadata: BTreeMap::from([("steps".to_owned(), order.join(", "))]),
             threads: 0,
+            spinning: false,
             classifier: None,
         };
         Ok(Self { info, wiring, steps, stats: Arc::new(VersionStats::default()), labels })

@@ -67,7 +67,7 @@ impl Decode {
                 format!("give one picture (a BYTES tensor of one element), got {}", items.len()),
             ));
         };
-        if decode::header(one, 3).is_ok() || one.len() < 8 {
+        if decode::is_picture(one) || one.len() < 8 {
             return Ok(one.as_slice().into());
         }
         let text: Vec<u8> = one.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
@@ -315,6 +315,10 @@ mod tests {
         assert_eq!(d.run(bytes(text), &hold).unwrap(), out);
         let e = d.run(bytes(b"aGVsbG8gd29ybGQ=".to_vec()), &hold).unwrap_err().to_string();
         assert!(e.contains("the picture is not a PNG or JPEG file"), "{e}");
+        // A picture past the size limit says so (not that it is no picture).
+        let wide = png(9000, 1);
+        let e = d.needs(&bytes(wide)).unwrap_err().to_string();
+        assert!(e.contains("at most 8192x8192 pixels"), "{e}");
         let two = vec![Value::One(Tensor { shape: vec![2], data: TensorData::Bytes(vec![file.clone(), file]) })];
         assert!(d.needs(&two).unwrap_err().to_string().contains("got 2"));
     }

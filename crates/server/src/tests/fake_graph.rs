@@ -37,6 +37,7 @@ pub fn describe(dir: &Path) -> Option<Description> {
         platform: "onnxruntime_onnx".into(),
         metadata: BTreeMap::from([("producer".to_owned(), "fake".to_owned())]),
         threads: 1,
+        spinning: false,
         classifier: None,
     }))
 }
