@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Hostile-request battery on loopback: starts the release binary (built beforehand; this script
 # builds nothing) with digits, all-MiniLM-L6-v2 (`minilm`), SmolLM2-135M-Instruct GGUF
-# (`smollm2`) and PP-OCR's recogniser as an ONNX model (`rec`, on ONNX Runtime from
+# (`smollm2`), PP-OCR's recogniser as an ONNX model (`rec`) and the OCR pipeline (`ocr`, on ONNX Runtime from
 # .ci/fetch-onnxruntime.sh) from $AISERVE_ASSETS, waits until the four models are ready, runs
 # bench/hostile.py against it (standard library only), then SIGTERMs the server and checks that
 # it shuts down cleanly with exit status 0.
@@ -37,6 +37,11 @@ cp -r "$root/models/digits" "$repo/"
 mkdir -p "$repo/minilm" && cp -r "$assets/minilm" "$repo/minilm/1"
 mkdir -p "$repo/smollm2/1" && cp "$gguf" "$repo/smollm2/1/"
 mkdir -p "$repo/rec/1" && cp "$rec" "$repo/rec/1/model.onnx"
+# The OCR pipeline over PP-OCR's detector, angle classifier and that recogniser.
+mkdir -p "$repo/det/1" "$repo/cls/1" "$repo/ocr/1"
+cp "$assets/rapidocr/ch_PP-OCRv4_det_infer.onnx" "$repo/det/1/model.onnx"
+cp "$assets/rapidocr/ch_ppocr_mobile_v2.0_cls_infer.onnx" "$repo/cls/1/model.onnx"
+cp "$root/pipelines/pp-ocr.toml" "$repo/ocr/model.toml"
 
 read -r -a extra <<<"${AISERVE_HOSTILE_ARGS:-}"
 pid=""
@@ -58,13 +63,13 @@ done
 if [ -z "$addr" ]; then tail -n 40 "$log" >&2; echo "hostile: the server did not start" >&2; exit 1; fi
 echo "hostile: server pid $pid at $addr (log $log; extra flags: ${AISERVE_HOSTILE_ARGS:-none})"
 
-# The models load after the port opens: wait (bounded) for all four.
+# The models load after the port opens: wait (bounded) for all of them.
 if ! python3 - "$addr" "$pid" <<'PY'
 import http.client, os, sys, time
 addr, pid = sys.argv[1], int(sys.argv[2])
 host, port = addr.rsplit(":", 1)
 deadline = time.monotonic() + 180
-for model in ("digits", "minilm", "smollm2", "rec"):
+for model in ("digits", "minilm", "smollm2", "rec", "ocr"):
     while True:
         try:
             c = http.client.HTTPConnection(host, int(port), timeout=2)

@@ -435,7 +435,7 @@ shape = [10]
         assert!(err.contains("`preferred_batch_sizes`") && err.contains("got 16"), "{err}");
         assert!(ModelConfig::parse("instances = 0").unwrap_err().contains("`instances`"));
         let cfg = ModelConfig::parse("[onnx]\nbatching = false\nthreads = 1").unwrap();
-        assert_eq!(cfg.onnx, OnnxConfig { batching: Some(false), threads: Some(1), image: None });
+        assert_eq!(cfg.onnx, OnnxConfig { batching: Some(false), threads: Some(1), spinning: None, image: None });
         let cfg = ModelConfig::parse(
             "[onnx.image]\nsize = [2, 1]\nmean = [0.5, 0.5, 0.5]\nstd = [0.5, 0.5, 0.5]\nlabels = \"l.txt\"",
         )

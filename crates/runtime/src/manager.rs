@@ -161,15 +161,20 @@ impl Manager {
         }
         let config = self.registry.model_config(model).unwrap_or_else(ModelConfig::new_default);
         // An unloaded model is planned as if it had no versions on disk: everything retires.
+        // A pipeline that failed is tried again once the models its steps run change (one that
+        // was missing arrives): their versions count in its fingerprint.
+        let steps = config.pipeline.as_ref().map_or(0, |p| self.steps_fingerprint(p));
         let on_disk = match found {
-            Some(f) if !self.is_unloaded(model) => f.versions.iter().map(|(v, d)| (*v, d.fingerprint)).collect(),
+            Some(f) if !self.is_unloaded(model) => {
+                f.versions.iter().map(|(v, d)| (*v, d.fingerprint ^ steps)).collect()
+            }
             _ => Default::default(),
         };
 
         for action in plan(&config.version_policy, &on_disk, &self.registry.live(model)) {
             if let Action::Load(v) = action {
                 let dir = found.and_then(|f| f.versions.get(&v)).expect("plan loads only versions on disk");
-                self.load(model, v, dir.path.clone(), dir.fingerprint, &config).await;
+                self.load(model, v, dir.path.clone(), dir.fingerprint ^ steps, &config).await;
             }
         }
         // Plan again now that new versions are up: only then retire the old ones.
@@ -183,6 +188,20 @@ impl Manager {
         if found.is_none() {
             self.registry.forget_model_if_empty(model);
         }
+    }
+
+    /// What a pipeline's step models are now: each one's available version and when it loaded.
+    fn steps_fingerprint(&self, p: &aiserve_core::pipeline::PipelineConfig) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for (m, v) in p.steps.iter().filter_map(|s| Some((s.model.as_ref()?, s.version))) {
+            m.hash(&mut h);
+            match self.registry.resolve(m, v.map(|v| v.to_string()).as_deref()) {
+                Ok(s) => (s.version.to_string(), s.loaded_at).hash(&mut h),
+                Err(_) => "unavailable".hash(&mut h),
+            }
+        }
+        h.finish()
     }
 
     async fn load(&self, model: &ModelName, version: Version, dir: PathBuf, fingerprint: u64, cfg: &ModelConfig) {

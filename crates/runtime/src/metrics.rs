@@ -123,7 +123,7 @@ impl Metrics {
             pipeline_step_seconds: HistogramVec::new(
                 HistogramOpts::new(
                     "pipeline_step_duration_seconds",
-                    "Pipelines: time one step took for one request (model steps: queue and passes)",
+                    "Pipelines: time a step that completed took for one request (model steps: queue and passes)",
                 )
                 .buckets(exponential_buckets(0.0001, 2.0, 18).expect("valid buckets")),
                 &["model", "version", "step"],

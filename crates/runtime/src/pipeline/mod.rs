@@ -15,6 +15,7 @@
 
 pub mod builtin;
 mod labels;
+mod model_step;
 mod ocr;
 mod picture;
 pub mod value;
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aiserve_core::config::ModelConfig;
-use aiserve_core::pipeline::{wire, PipelineConfig, StepPorts, ValueType, Wiring};
+use aiserve_core::pipeline::{wire, PipelineConfig, StepPorts, Wiring};
 use aiserve_core::{GraphInfo, InputError, ModelName, Tensor, Version};
 use prometheus::Histogram;
 
@@ -35,7 +36,6 @@ use crate::budget::Hold;
 use crate::error::Error;
 use crate::registry::Registry;
 use crate::runtime::Runtime;
-use crate::servable::Kind;
 use crate::stats::VersionStats;
 
 /// A pipeline version.
@@ -88,26 +88,10 @@ impl Pipeline {
             }
             let v = step.version.map(|v| v.to_string());
             let servable = registry.resolve(m, v.as_deref()).map_err(|e| format!("step `{}`: {e}", step.name))?;
-            let Kind::Graph(g) = &servable.kind else {
-                let is = match servable.kind {
-                    Kind::Pipeline(_) => "a pipeline",
-                    Kind::Image(_) => "an image classifier",
-                    Kind::Embedder(_) => "a text embedding model",
-                    _ => "a text generation model",
-                };
-                return Err(format!(
-                    "step `{}`: model `{m}` is {is}; model steps run ONNX models (tensors in, tensors out)",
-                    step.name
-                ));
-            };
-            let tensors = |list: &[aiserve_core::TensorSpec]| {
-                list.iter().map(|t| (t.name.clone(), ValueType::one(t.datatype, &t.dims))).collect()
-            };
-            metadata.insert(step.name.clone(), g.info.metadata.clone());
-            model_ports.insert(
-                i,
-                StepPorts { inputs: tensors(&g.info.inputs), outputs: tensors(&g.info.outputs), maps_lists: true },
-            );
+            let (step_ports, meta) = model_step::ports(&servable)
+                .map_err(|e| format!("step `{}`: model `{m}` cannot be a step: {e}", step.name))?;
+            metadata.insert(step.name.clone(), meta);
+            model_ports.insert(i, step_ports);
         }
         let lookup = |name: &str| metadata.get(name).cloned();
         let ctx = builtin::Context { dir, step_metadata: &lookup };
@@ -214,7 +198,7 @@ impl Pipeline {
                     .await
                 }
                 Run::Model { model, version } => {
-                    self.run_model(rt, step, model, version.as_deref(), args, w.mapped[s], deadline).await
+                    self.run_model(rt, step, model, version.as_deref(), args, w.mapped[s], hold, deadline).await
                 }
             }
             .map_err(|e| self.in_step(e, &step.name))?;
@@ -244,16 +228,15 @@ impl Pipeline {
         version: Option<&str>,
         args: Vec<Value>,
         mapped: bool,
+        hold: &Hold,
         deadline: Instant,
     ) -> Result<Vec<Value>, Error> {
         let servable = rt.registry.resolve(model, version)?;
-        let Kind::Graph(g) = &servable.kind else {
-            return Err(Error::WrongModelKind {
-                model: model.to_owned(),
-                is: "no longer an ONNX model".into(),
-                wants: "tensors (a pipeline's model step)".into(),
-            });
-        };
+        let (now, _) = model_step::ports(&servable).map_err(|e| Error::WrongModelKind {
+            model: model.to_owned(),
+            is: format!("no longer a model a step can run ({e})"),
+            wants: "tensors (a pipeline's model step)".into(),
+        })?;
         let names: Vec<&String> = step.ports.inputs.iter().map(|(n, _)| n).collect();
         let calls: Vec<Vec<(String, Tensor)>> = if mapped {
             let lists = args.into_iter().map(|v| v.many("input")).collect::<Result<Vec<_>, _>>()?;
@@ -279,7 +262,7 @@ impl Pipeline {
                 .collect::<Result<Vec<_>, Error>>()?;
             vec![one]
         };
-        let pending = calls.into_iter().map(|named| g.infer(named, Some(deadline)));
+        let pending = calls.into_iter().map(|named| model_step::call(rt, &servable, named, hold, deadline));
         let results = futures_util::future::try_join_all(pending).await?;
         // The step's output ports by position in the model's (current) outputs.
         let picks = step
@@ -287,7 +270,7 @@ impl Pipeline {
             .outputs
             .iter()
             .map(|(name, _)| {
-                g.info.outputs.iter().position(|o| &o.name == name).ok_or_else(|| {
+                now.outputs.iter().position(|(o, _)| o == name).ok_or_else(|| {
                     Error::internal(&format!("model `{model}` no longer gives the output `{name}` the pipeline wired"))
                 })
             })

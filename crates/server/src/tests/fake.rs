@@ -189,7 +189,7 @@ impl ModelLoader for FakeLoader {
                 return Ok(Loaded::Embedder(Box::new(FakeEmbedder { observed: self.observed.clone(), warmed: false })))
             }
             Description::Generator(_) => return super::fake_generator::load(dir, &self.generated),
-            Description::Graph(_) => return Ok(Loaded::Graph(Box::new(super::fake_graph::FakeGraph))),
+            Description::Graph(_) => return Ok(Loaded::Graph(Box::new(super::fake_graph::load(dir)))),
         };
         let text = std::fs::read_to_string(dir.join(&config.weights)).map_err(|e| LoadError::Weights(e.to_string()))?;
         let mut fake = Fake {

@@ -4,8 +4,8 @@
 //! - outputs `sum` FP32 `[-1, 1]` (each row of `x` summed), `next` INT64 `[-1, -1]` (`ids` + 1)
 //!   and `name` BYTES `[-1]` (`"row<sum>"`),
 //!
-//! batched along dimension 0 unless `graph.txt` says `unbatched`. Passes are counted in
-//! [`PASSES`].
+//! batched along dimension 0 unless `graph.txt` says `unbatched`; each pass takes 300 ms when
+//! it says `slow`. Passes are counted in [`PASSES`].
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -42,11 +42,20 @@ pub fn describe(dir: &Path) -> Option<Description> {
     }))
 }
 
-pub struct FakeGraph;
+pub struct FakeGraph {
+    pub sleep: std::time::Duration,
+}
+
+/// The fake graph of a version directory.
+pub fn load(dir: &Path) -> FakeGraph {
+    let slow = std::fs::read_to_string(dir.join(GRAPH_FILE)).is_ok_and(|t| t.contains("slow"));
+    FakeGraph { sleep: std::time::Duration::from_millis(if slow { 300 } else { 0 }) }
+}
 
 impl GraphModel for FakeGraph {
     fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, GraphError> {
         PASSES.fetch_add(1, Ordering::Relaxed);
+        std::thread::sleep(self.sleep);
         let [x, ids] = <[Tensor; 2]>::try_from(inputs).map_err(|_| BackendError("two inputs expected".into()))?;
         let (TensorData::F32(xv), TensorData::I64(iv)) = (&x.data, &ids.data) else {
             return Err(BackendError("FP32 and INT64 expected".into()).into());
