@@ -72,13 +72,16 @@ fn read_labels(path: &Path) -> Result<Vec<String>, LoadError> {
 const SPARE_SESSIONS: usize = 4;
 
 /// Loads ONNX versions.
+/// A session opened by `describe`: its graph file, threading (count, spinning) and the session.
+type Spare = (PathBuf, (usize, bool), ort::session::Session);
+
 pub struct OnnxLoader {
     runtime: Runtime,
     /// Threads available to model code, shared among a model's instances unless `[onnx]`
     /// says otherwise.
     threads: usize,
     /// Sessions opened by `describe`, by graph file and threading (count, spinning), newest last.
-    spare: Mutex<Vec<(PathBuf, (usize, bool), ort::session::Session)>>,
+    spare: Mutex<Vec<Spare>>,
 }
 
 impl OnnxLoader {
