@@ -1,6 +1,6 @@
 //! `POST /ocr`: the simple API for OCR pipelines.
 //!
-//! Body: a raw PNG/JPEG picture, or JSON `{"image": "<base64>"}`. Query: `?model=&version=`
+//! Body: a raw PNG/JPEG picture (any body sent as `image/*`), or JSON `{"image": "<base64>"}`. Query: `?model=&version=`
 //! (model `ocr` when none is named). The model must be a pipeline with one BYTES input (the
 //! picture) and the outputs `boxes` (FP32 `[n, 4, 2]`), `texts` (BYTES `[n]`) and `scores`
 //! (FP32 `[n]`), as README's PP-OCR pipeline has. Answer:
@@ -64,7 +64,11 @@ async fn ocr(
     let [input] = p.info.inputs.as_slice() else {
         return Err(not_ocr(model, "it takes several inputs").into());
     };
-    let picture = if looks_like_image(&body.bytes) {
+    let said_picture = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("image/"));
+    let picture = if said_picture || looks_like_image(&body.bytes) {
         body.bytes.to_vec()
     } else {
         let mut req: serde_json::Map<String, Value> = parse_json(&body.bytes, &body.hold)?;
