@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every fuzz target (fuzz/fuzz_targets: JSON tensors, KServe BYTES, gRPC tensors, PNG/JPEG, IDX,
+# Runs every fuzz target (fuzz/fuzz_targets: JSON tensors, KServe BYTES, gRPC tensors, PNG/JPEG, OCR steps, IDX,
 # safetensors, GGUF headers and tokenizers, config files) for SECONDS each with libFuzzer through cargo-fuzz; exits non-zero
 # on the first crash (the reproducer lands in fuzz/artifacts/<target>/).
 #   bench/fuzz.sh [SECONDS]        # default 10; CI runs the default, longer runs go in the notes
@@ -14,7 +14,7 @@ command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz@0.13.2
 cd "$here/fuzz"
 cargo fuzz build -s none -O 2>&1 | tail -1
 # Seed corpora from real inputs, so the fuzzer starts from valid files and mutates inward.
-mkdir -p corpus/{json_tensor,picture,idx,safetensors,configs,kserve_bytes,gguf,generation,grpc_tensors}
+mkdir -p corpus/{json_tensor,picture,idx,safetensors,configs,kserve_bytes,gguf,generation,grpc_tensors,ocr_steps}
 cp "$here/../shared/peers/payload_28x28.json" corpus/json_tensor/ 2>/dev/null || true
 cp "$here/models/digits/1/config.toml" corpus/configs/
 printf 'max_batch_size = 32\n[version_policy]\nlatest = 2\n' >corpus/configs/model.toml
@@ -26,6 +26,10 @@ c = os.path.join(here, "fuzz", "corpus")
 def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
 png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 8, 0, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(b"".join(b"\0" + bytes([i * 16] * 4) for i in range(4)))) + chunk(b"IEND", b"")
 open(os.path.join(c, "picture", "grey.png"), "wb").write(png)
+open(os.path.join(c, "ocr_steps", "grey.png"), "wb").write(png)
+# a 16x24 map with a bright bar, then picture bytes
+bar = bytes(255 if 5 <= i // 24 <= 8 and 3 <= i % 24 <= 20 else 0 for i in range(16 * 24))
+open(os.path.join(c, "ocr_steps", "bar"), "wb").write(bytes([15, 23]) + bar)
 open(os.path.join(c, "idx", "images"), "wb").write(struct.pack(">IIII", 0x803, 2, 2, 2) + bytes(range(8)))
 open(os.path.join(c, "idx", "labels"), "wb").write(struct.pack(">II", 0x801, 3) + bytes([1, 2, 3]))
 hdr = b'{"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}'
@@ -59,7 +63,7 @@ open(os.path.join(c, "grpc_tensors", "infer"), "wb").write(ld(1, b"digits") + ld
 tf_tensor = varint(1 << 3) + varint(1) + ld(2, ld(2, varint(1 << 3) + varint(2))) + ld(4, bytes(8))
 open(os.path.join(c, "grpc_tensors", "predict"), "wb").write(ld(1, ld(1, b"digits")) + ld(2, ld(1, b"image") + ld(2, tf_tensor)))
 PY
-for t in json_tensor kserve_bytes picture idx safetensors gguf configs generation grpc_tensors; do
+for t in json_tensor kserve_bytes picture idx safetensors gguf configs generation grpc_tensors ocr_steps; do
   # Inputs that once crashed a target (fuzz/regressions/<target>) are replayed first.
   extra=(); [ -d "regressions/$t" ] && extra=("regressions/$t")
   out=$(cargo fuzz run -s none -O "$t" "corpus/$t" "${extra[@]}" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 2>&1) || {

@@ -15,6 +15,7 @@ fn count(inputs: &[aiserve_server::kserve::Input]) -> usize {
         .map(|i| match &i.values {
             Values::Numbers(v) => v.len(),
             Values::Texts(t) => t.len(),
+            Values::Bytes(b) => b.len(),
         })
         .sum()
 }
