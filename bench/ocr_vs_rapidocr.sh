@@ -36,3 +36,7 @@ echo "per step, mean ms per request (aiserve_pipeline_step_duration_seconds):"
 curl -s "http://$addr/metrics" | awk '/pipeline_step_duration_seconds_(sum|count)/ {
   split($1, a, "step=\""); split(a[2], b, "\""); if ($1 ~ /_sum/) s[b[1]] = $2; else c[b[1]] = $2 }
   END { for (k in s) printf "  %-10s %7.1f\n", k, 1000 * s[k] / c[k] }' | sort -k2 -n -r
+echo "rows per batch each network took from its queue (aiserve_batch_rows; above 6 for rec: lines of several requests joined):"
+curl -s "http://$addr/metrics" | awk '/^aiserve_batch_rows_(sum|count)/ {
+  split($1, a, "model=\""); split(a[2], b, "\""); if ($1 ~ /_sum/) s[b[1]] = $2; else c[b[1]] = $2 }
+  END { for (k in s) printf "  %-4s %5.2f rows per batch over %d batches\n", k, s[k] / c[k], c[k] }' | sort
