@@ -176,17 +176,24 @@ impl Pipeline {
                 return Err(Error::Timeout);
             }
             let step = &self.steps[s];
-            // A value this step reads last is moved in, others copied.
+            // A value this step reads last is moved in; others are copied (counted in the hold).
             let reads = &w.reads[s];
             let args: Vec<Value> = reads
                 .iter()
                 .enumerate()
                 .map(|(j, &slot)| {
                     let last = w.frees[s].contains(&slot) && !reads[j + 1..].contains(&slot);
-                    let v = if last { slots[slot].take() } else { slots[slot].clone() };
-                    v.expect("wiring runs makers before readers")
+                    if last {
+                        return Ok(slots[slot].take().expect("wiring runs makers before readers"));
+                    }
+                    let v = slots[slot].clone().expect("wiring runs makers before readers");
+                    hold.grow(
+                        v.heap_bytes(),
+                        &format!("a copy of `{}` for pipeline step `{}`", w.values[slot], step.name),
+                    )?;
+                    Ok(v)
                 })
-                .collect();
+                .collect::<Result<_, Error>>()?;
             let t0 = Instant::now();
             let outs = match &step.run {
                 Run::Builtin(b) => {
