@@ -156,32 +156,27 @@ pub fn metadata(servable: &Servable) -> Metadata {
                 platform: PLATFORM,
             }
         }
-        Kind::Graph(g) => {
-            let tensors = |list: &[aiserve_core::TensorSpec]| {
-                list.iter().map(|t| meta(&t.name, t.datatype.name(), t.dims.clone())).collect()
-            };
-            Metadata {
-                inputs: tensors(&g.info.inputs),
-                outputs: tensors(&g.info.outputs),
-                parameters: json!({
-                    "batching": g.info.batched, "max_batch_size": if g.info.batched { g.max_batch } else { 0 },
-                    "graph": g.info.metadata,
-                }),
-                platform: ONNX_PLATFORM,
-            }
-        }
-        Kind::Pipeline(p) => {
-            let tensors = |list: &[aiserve_core::TensorSpec]| {
-                list.iter().map(|t| meta(&t.name, t.datatype.name(), t.dims.clone())).collect()
-            };
-            Metadata {
-                inputs: tensors(&p.info.inputs),
-                outputs: tensors(&p.info.outputs),
-                parameters: json!({ "batching": false, "max_batch_size": 0, "steps": p.info.metadata["steps"] }),
-                platform: PIPELINE_PLATFORM,
-            }
-        }
+        Kind::Graph(g) => Metadata {
+            inputs: metas(&g.info.inputs),
+            outputs: metas(&g.info.outputs),
+            parameters: json!({
+                "batching": g.info.batched, "max_batch_size": if g.info.batched { g.max_batch } else { 0 },
+                "graph": g.info.metadata,
+            }),
+            platform: ONNX_PLATFORM,
+        },
+        Kind::Pipeline(p) => Metadata {
+            inputs: metas(&p.info.inputs),
+            outputs: metas(&p.info.outputs),
+            parameters: json!({ "batching": false, "max_batch_size": 0, "steps": p.info.metadata["steps"] }),
+            platform: PIPELINE_PLATFORM,
+        },
     }
+}
+
+/// Declared tensors (a graph's, a pipeline's) as metadata.
+fn metas(list: &[aiserve_core::TensorSpec]) -> Vec<TensorMeta> {
+    list.iter().map(|t| meta(&t.name, t.datatype.name(), t.dims.clone())).collect()
 }
 
 /// The config's datatype as a static KServe name (configs are validated at load; anything else

@@ -25,10 +25,11 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/classify", post(classify))
 }
 
+/// `?model=&version=` of the simple routes.
 #[derive(Deserialize)]
-struct Target {
-    model: Option<String>,
-    version: Option<String>,
+pub(super) struct Target {
+    pub model: Option<String>,
+    pub version: Option<String>,
 }
 
 #[derive(Serialize)]

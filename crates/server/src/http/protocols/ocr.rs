@@ -15,9 +15,10 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
+use super::classify::Target;
 use super::images::decode_base64;
 use crate::decode::image::looks_like_image;
 use crate::error::{Error, HttpError};
@@ -28,12 +29,6 @@ pub const DEFAULT_MODEL: &str = "ocr";
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/ocr", post(ocr))
-}
-
-#[derive(Deserialize)]
-struct Target {
-    model: Option<String>,
-    version: Option<String>,
 }
 
 #[derive(Serialize)]
