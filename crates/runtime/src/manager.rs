@@ -22,7 +22,7 @@ use aiserve_core::{Description, ImageBatch, Loaded, ModelLoader, ModelName, Vers
 use crate::generation::engine::{Engine, EngineConfig};
 use crate::generation::GenModel;
 use crate::graph::{Graph, GraphRunner};
-use crate::pipeline::{is_pipeline, Pipeline};
+use crate::pipeline::Pipeline;
 use crate::registry::Registry;
 use crate::servable::{EmbedModel, EmbedRunner, ImageModel, ImageRunner, Kind, Servable};
 use crate::worker::{BatchUnit, Queue};
@@ -138,7 +138,7 @@ impl Manager {
         // Pipelines last: their steps' models must be up before they load.
         let pipeline = |m: &ModelName| {
             let cfg = scan.models.get(m).and_then(|f| f.config.as_ref().ok()).cloned();
-            cfg.or_else(|| self.registry.model_config(m)).is_some_and(|c| is_pipeline(&c))
+            cfg.or_else(|| self.registry.model_config(m)).is_some_and(|c| c.pipeline.is_some())
         };
         names.sort();
         names.dedup();

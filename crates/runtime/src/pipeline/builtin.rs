@@ -50,6 +50,11 @@ pub const NAMES: [&str; 10] = [
     "labels.top_k",
 ];
 
+/// A named port of a built-in's [`StepPorts`].
+pub fn port(name: &str, ty: aiserve_core::pipeline::ValueType) -> (String, aiserve_core::pipeline::ValueType) {
+    (name.to_owned(), ty)
+}
+
 /// Makes the built-in `name` from its parameters.
 pub fn make(name: &str, params: &toml::Table, ctx: &Context) -> Result<Arc<dyn Builtin>, String> {
     use super::{labels, ocr, picture};

@@ -6,14 +6,10 @@ use aiserve_core::{Datatype, Tensor, TensorData};
 use aiserve_vision::ctc::CtcDecoder;
 use serde::Deserialize;
 
-use super::builtin::{read_file, Builtin, Context};
+use super::builtin::{port, read_file, Builtin, Context};
 use super::value::{f32_tensor, floats, ints, Value};
 use crate::budget::Hold;
 use crate::error::Error;
-
-fn port(name: &str, ty: ValueType) -> (String, ValueType) {
-    (name.to_owned(), ty)
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -25,7 +25,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use aiserve_core::config::ModelConfig;
 use aiserve_core::pipeline::{wire, PipelineConfig, StepPorts, Wiring};
 use aiserve_core::{GraphInfo, InputError, ModelName, Tensor, Version};
 use prometheus::Histogram;
@@ -59,11 +58,6 @@ struct Step {
 enum Run {
     Model { model: String, version: Option<String> },
     Builtin(Arc<dyn Builtin>),
-}
-
-/// Whether a model's config makes it a pipeline (pipelines load after other models).
-pub fn is_pipeline(config: &ModelConfig) -> bool {
-    config.pipeline.is_some()
 }
 
 impl Pipeline {

@@ -10,14 +10,10 @@ use aiserve_vision::geometry::Point;
 use aiserve_vision::prepare::{batch_width, line, turn_around};
 use serde::Deserialize;
 
-use super::builtin::Builtin;
+use super::builtin::{port, Builtin};
 use super::value::{f32_tensor, floats, from_picture, ints, picture, Value};
 use crate::budget::Hold;
 use crate::error::Error;
-
-fn port(name: &str, ty: ValueType) -> (String, ValueType) {
-    (name.to_owned(), ty)
-}
 
 fn boxes_type() -> ValueType {
     ValueType::one(Datatype::Fp32, &[-1, 4, 2])

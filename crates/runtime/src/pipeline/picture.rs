@@ -9,14 +9,10 @@ use aiserve_vision::resize::resize_linear;
 use base64::Engine as _;
 use serde::Deserialize;
 
-use super::builtin::Builtin;
+use super::builtin::{port, Builtin};
 use super::value::{f32_tensor, from_picture, picture, Value};
 use crate::budget::Hold;
 use crate::error::Error;
-
-fn port(name: &str, ty: ValueType) -> (String, ValueType) {
-    (name.to_owned(), ty)
-}
 
 fn picture_type(channels: i64) -> ValueType {
     ValueType::one(Datatype::Uint8, &[-1, -1, channels])

@@ -30,16 +30,17 @@ output_map = { sum = "sum", name = "name" }
 
 /// A harness serving the fake graph `g` and the pipeline `p` written from `config`.
 async fn harness(config: &str) -> Harness {
-    harness_with(config, "", "p").await
+    harness_with(config, Some(""), "p").await
 }
 
-/// The same, the fake graph's `graph.txt` saying `graph` and the pipeline called `name` (tests
-/// that read metrics, which every test shares, use a name of their own).
-async fn harness_with(config: &str, graph: &str, name: &str) -> Harness {
+/// The same, the fake graph's `graph.txt` saying `graph` (no `g` at all when `None`) and the
+/// pipeline called `name` (tests that read metrics, which every test shares, use a name of
+/// their own).
+async fn harness_with(config: &str, graph: Option<&str>, name: &str) -> Harness {
     let h = Harness::new().await;
-    let g = h.repo().join("g/1");
-    std::fs::create_dir_all(&g).unwrap();
-    std::fs::write(g.join(GRAPH_FILE), graph).unwrap();
+    if let Some(graph) = graph {
+        write_graph(&h, graph);
+    }
     let p = h.repo().join(name).join("1");
     std::fs::create_dir_all(&p).unwrap();
     std::fs::write(p.join("labels.txt"), "only\n").unwrap();
@@ -47,6 +48,13 @@ async fn harness_with(config: &str, graph: &str, name: &str) -> Harness {
     std::fs::write(h.repo().join(name).join("model.toml"), config).unwrap();
     h.poll().await;
     h
+}
+
+/// The fake graph `g`, version 1, its `graph.txt` saying `graph`.
+fn write_graph(h: &Harness, graph: &str) {
+    let g = h.repo().join("g/1");
+    std::fs::create_dir_all(&g).unwrap();
+    std::fs::write(g.join(GRAPH_FILE), graph).unwrap();
 }
 
 fn request(ids: i64) -> Value {
@@ -65,7 +73,7 @@ async fn state_of(h: &Harness, model: &str) -> (String, String) {
 
 #[tokio::test]
 async fn model_and_builtin_steps_run_in_wiring_order() {
-    let h = harness_with(PIPELINE, "", "steps").await;
+    let h = harness_with(PIPELINE, Some(""), "steps").await;
     let (s, v) = h.get("/v2/models/steps").await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["platform"], "ensemble");
@@ -147,7 +155,7 @@ async fn wiring_mistakes_fail_the_version_and_the_rest_serves() {
 
 #[tokio::test]
 async fn a_request_out_of_time_stops_at_its_step() {
-    let h = harness_with(PIPELINE, "slow", "slow").await;
+    let h = harness_with(PIPELINE, Some("slow"), "slow").await;
     let req = axum::http::Request::builder()
         .method("POST")
         .uri("/v2/models/slow/infer")
@@ -205,19 +213,12 @@ output_map = { labels = "best" }
 
 #[tokio::test]
 async fn a_pipeline_waits_for_a_step_model_that_arrives_later() {
-    let h = Harness::new().await;
-    let p = h.repo().join("p/1");
-    std::fs::create_dir_all(&p).unwrap();
-    std::fs::write(p.join("labels.txt"), "only\n").unwrap();
-    std::fs::write(h.repo().join("p/model.toml"), PIPELINE).unwrap();
-    h.poll().await;
+    let h = harness_with(PIPELINE, None, "p").await;
     let (state, reason) = state_of(&h, "p").await;
     assert_eq!(state, "UNAVAILABLE");
     assert!(reason.contains("model `g` is not served here"), "{reason}");
     // The step model is copied in: the next poll loads it, then the pipeline.
-    let g = h.repo().join("g/1");
-    std::fs::create_dir_all(&g).unwrap();
-    std::fs::write(g.join(GRAPH_FILE), "").unwrap();
+    write_graph(&h, "");
     h.poll().await;
     assert_eq!(state_of(&h, "p").await.0, "READY");
     let (s, v) = h.json("POST", "/v2/models/p/infer", request(1)).await;
