@@ -3,7 +3,8 @@
 # models plus all-MiniLM-L6-v2 and SmolLM2-135M-Instruct (from $AISERVE_ASSETS, see
 # ../shared/fetch-assets.sh) and drives it
 # with NVIDIA's tritonclient (HTTP and gRPC), TF Serving's gRPC stubs (tensorflow-serving-api) and
-# the official openai client, unmodified; then a
+# the official openai and anthropic clients (tools, structured outputs, Responses, Messages),
+# unmodified; then a
 # second server with API keys for the gRPC repository calls. Loopback only.
 #   tests/clients/run.sh            (after `cargo build --release`; CARGO_TARGET_DIR as for the build)
 set -euo pipefail
@@ -24,6 +25,11 @@ if ! "$venv/bin/python" -c 'import tritonclient.http, tritonclient.grpc, openai,
   # the reference for the OCR steps.
   "$venv/bin/pip" install -q --disable-pip-version-check 'onnxruntime==1.32.0' 'onnx==1.23.2' 'skl2onnx==1.20.0' 'scikit-learn==1.9.1' 'pillow==13.0.0' \
     'rapidocr-onnxruntime==1.4.4' 'opencv-python==5.1.0.95' 'pyclipper==1.4.0' 'shapely==2.2.0'
+fi
+# The official anthropic client and jsonschema, for the agents check (added to the venv above
+# without rebuilding it).
+if ! "$venv/bin/python" -c 'import anthropic, jsonschema' 2>/dev/null; then
+  "$venv/bin/pip" install -q --disable-pip-version-check 'anthropic==2.17.0' 'jsonschema==4.26.0'
 fi
 # Keras 3 on TensorFlow (CPU) with tf2onnx, for a CNN exported by `model.export(format="onnx")`:
 # a venv of its own (TensorFlow's protobuf 7 is not tritonclient's), cached outside the clone.
@@ -76,6 +82,7 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 timeout 300 "$venv/bin/python" "$root/tests/clients/generation_check.py" "$addr" smollm2
+timeout 300 "$venv/bin/python" "$root/tests/clients/agents_check.py" "$addr" smollm2
 timeout 300 "$venv/bin/python" "$root/tests/clients/tritonclient_grpc_check.py" "$grpc_addr" "$mnist" "$root/../shared/reference/minilm_reference.json"
 PYTHONPATH="$tfproto" timeout 120 "$venv/bin/python" "$root/tests/clients/tfserving_grpc_check.py" "$grpc_addr" "$mnist"
 kill -TERM $pid

@@ -3,23 +3,37 @@
 //! methods like `.strip()` that Hugging Face templates call), never string concatenation.
 //!
 //! The context is what `transformers.apply_chat_template` passes: `messages` (each with `role`
-//! and `content`), `add_generation_prompt`, `bos_token`, `eos_token`, `tools` (none: tool calls
-//! are refused before this), and the functions templates call: `raise_exception(msg)` to reject
+//! and `content`; an assistant's `tool_calls` with their arguments as objects, a tool result's
+//! `tool_call_id`), `add_generation_prompt`, `bos_token`, `eos_token`, `tools` (the offered
+//! functions in OpenAI's shape, or none), and the functions templates call: `raise_exception(msg)` to reject
 //! a conversation, `strftime_now(format)` for today's date (Llama 3's system prompt, in UTC).
 
 use minijinja::{context, Environment, Error, ErrorKind};
 use serde::Serialize;
+use serde_json::Value;
 
-/// One chat message as the template sees it.
+use crate::tools::ToolFormat;
+
+/// One chat message as the template sees it. Fields a message lacks are absent from it (Llama
+/// 3.1's template tests `'tool_calls' in message`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Message {
     pub role: String,
     pub content: String,
+    /// An assistant's calls: `{id, type: "function", function: {name, arguments}}`, the
+    /// arguments an object as transformers passes them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<Value>>,
+    /// A tool result's call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl Message {
     pub fn new(role: &str, content: &str) -> Self {
-        Self { role: role.into(), content: content.into() }
+        Self { role: role.into(), content: content.into(), tool_calls: None, tool_call_id: None, name: None }
     }
 }
 
@@ -28,6 +42,10 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     bos: String,
     eos: String,
+    /// The tool-call format the template teaches, if any.
+    tool_format: Option<ToolFormat>,
+    /// The template reads `tools` (else offered tools must be described some other way).
+    reads_tools: bool,
 }
 
 const NAME: &str = "chat";
@@ -52,13 +70,31 @@ impl ChatTemplate {
                 .map_err(|_| Error::new(ErrorKind::InvalidOperation, format!("strftime_now: bad format {format:?}")))?;
             Ok(out)
         });
+        env.add_filter("tojson", tojson);
         env.add_template_owned(NAME, source.to_owned()).map_err(|e| format!("chat template: {e}"))?;
-        Ok(Self { env, bos: bos.into(), eos: eos.into() })
+        let tool_format = ToolFormat::of_template(source);
+        let reads_tools = tool_format.is_some() && source.contains("tools");
+        Ok(Self { env, bos: bos.into(), eos: eos.into(), tool_format, reads_tools })
+    }
+
+    /// The tool-call format this template teaches, when it describes tools itself.
+    pub fn tool_format(&self) -> Option<ToolFormat> {
+        self.tool_format.filter(|_| self.reads_tools)
     }
 
     /// The prompt text for `messages`; with `add_generation_prompt` it ends where the
     /// assistant's answer begins.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, String> {
+        self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// [`render`](Self::render) with `tools` (OpenAI's shape) in the template's context.
+    pub fn render_with_tools(
+        &self,
+        messages: &[Message],
+        tools: Option<&[Value]>,
+        add_generation_prompt: bool,
+    ) -> Result<String, String> {
         let template = self.env.get_template(NAME).map_err(|e| e.to_string())?;
         template
             .render(context! {
@@ -66,7 +102,7 @@ impl ChatTemplate {
                 add_generation_prompt => add_generation_prompt,
                 bos_token => &self.bos,
                 eos_token => &self.eos,
-                tools => (),
+                tools => tools,
             })
             .map_err(|e| match e.kind() {
                 ErrorKind::InvalidOperation => {
@@ -74,6 +110,63 @@ impl ChatTemplate {
                 }
                 _ => format!("chat template: {e}"),
             })
+    }
+}
+
+/// Jinja's `tojson` as transformers defines it for chat templates: Python's `json.dumps` with
+/// `ensure_ascii=False` (`", "` and `": "` between items, or newlines with `indent`), no HTML
+/// escaping. Tool schemas and call arguments reach the prompt exactly as the model saw them in
+/// training.
+fn tojson(value: minijinja::Value, kwargs: minijinja::value::Kwargs) -> Result<String, Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
+    kwargs.assert_all_used()?;
+    let v = serde_json::to_value(&value).map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    let mut out = String::new();
+    write_json(&v, indent, sort_keys.unwrap_or(false), 0, &mut out);
+    Ok(out)
+}
+
+fn write_json(v: &Value, indent: Option<usize>, sort: bool, depth: usize, out: &mut String) {
+    let (item_sep, key_sep) = if indent.is_some() { (",", ": ") } else { (", ", ": ") };
+    let newline = |out: &mut String, depth: usize| {
+        if let Some(n) = indent {
+            out.push('\n');
+            out.push_str(&" ".repeat(n * depth));
+        }
+    };
+    match v {
+        Value::Array(items) if !items.is_empty() => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(item_sep);
+                }
+                newline(out, depth + 1);
+                write_json(item, indent, sort, depth + 1, out);
+            }
+            newline(out, depth);
+            out.push(']');
+        }
+        Value::Object(m) if !m.is_empty() => {
+            let mut entries: Vec<(&String, &Value)> = m.iter().collect();
+            if sort {
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+            }
+            out.push('{');
+            for (i, (k, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push_str(item_sep);
+                }
+                newline(out, depth + 1);
+                out.push_str(&Value::from(k.as_str()).to_string());
+                out.push_str(key_sep);
+                write_json(item, indent, sort, depth + 1, out);
+            }
+            newline(out, depth);
+            out.push('}');
+        }
+        other => out.push_str(&other.to_string()),
     }
 }
 
@@ -139,6 +232,17 @@ mod tests {
         let bad = ChatTemplate::new("{{ strftime_now('%Q') }}", "", "").unwrap();
         let err = bad.render(&[Message::new("user", "hi")], true).unwrap_err();
         assert!(err.contains("bad format"), "{err}");
+    }
+
+    #[test]
+    fn tojson_writes_what_pythons_json_dumps_writes() {
+        let t = ChatTemplate::new("{{ tools | tojson }}|{{ tools[0] | tojson(indent=2) }}", "", "").unwrap();
+        let tools = [serde_json::json!({"name": "f", "parameters": {"city": "Zürich <1>", "n": [1, 2.5], "e": {}}})];
+        let out = t.render_with_tools(&[], Some(&tools), false).unwrap();
+        assert_eq!(
+            out,
+            "[{\"name\": \"f\", \"parameters\": {\"city\": \"Zürich <1>\", \"n\": [1, 2.5], \"e\": {}}}]|{\n  \"name\": \"f\",\n  \"parameters\": {\n    \"city\": \"Zürich <1>\",\n    \"n\": [\n      1,\n      2.5\n    ],\n    \"e\": {}\n  }\n}"
+        );
     }
 
     #[test]

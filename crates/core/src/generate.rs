@@ -40,6 +40,12 @@ pub trait PromptTokenizer: Send + Sync {
     fn token_bytes(&self, id: u32) -> Vec<u8> {
         self.decode(&[id]).map(String::into_bytes).unwrap_or_default()
     }
+    /// The text of a special (control) token such as `<|im_end|>` or `[TOOL_CALLS]`, which
+    /// [`decode`](Self::decode) leaves out; `None` for ordinary tokens. Grammars keep special
+    /// tokens apart from text, and tool-call parsers read the ones that mark a call.
+    fn special_text(&self, _id: u32) -> Option<String> {
+        None
+    }
 }
 
 /// A generation model's description: limits, tokenizer and chat template (if it has one).

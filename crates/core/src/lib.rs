@@ -26,6 +26,7 @@ pub mod state;
 pub mod stop;
 pub mod tensor;
 pub mod text;
+pub mod tools;
 pub mod values;
 
 pub use backend::{Description, ImageClassifier, Loaded, ModelLoader, TextEmbedder};

@@ -48,6 +48,8 @@ impl Detokenizer {
 pub struct StopStrings {
     stops: Vec<String>,
     pending: String,
+    /// The stop string found, once one is.
+    matched: Option<String>,
 }
 
 /// What [`StopStrings::push`] lets through.
@@ -60,12 +62,20 @@ pub struct Released {
 
 impl StopStrings {
     pub fn new(stops: Vec<String>) -> Self {
-        Self { stops: stops.into_iter().filter(|s| !s.is_empty()).collect(), pending: String::new() }
+        Self { stops: stops.into_iter().filter(|s| !s.is_empty()).collect(), pending: String::new(), matched: None }
+    }
+
+    /// The stop string that ended the text (Anthropic's `stop_sequence`).
+    pub fn matched(&self) -> Option<&str> {
+        self.matched.as_deref()
     }
 
     pub fn push(&mut self, delta: &str) -> Released {
         self.pending.push_str(delta);
-        if let Some(at) = self.stops.iter().filter_map(|s| self.pending.find(s.as_str())).min() {
+        if let Some((at, stop)) =
+            self.stops.iter().filter_map(|s| self.pending.find(s.as_str()).map(|at| (at, s))).min_by_key(|(at, _)| *at)
+        {
+            self.matched = Some(stop.clone());
             let text = self.pending[..at].to_string();
             self.pending.clear();
             return Released { text, stopped: true };
@@ -128,6 +138,7 @@ mod tests {
         assert_eq!(s.push("ld\n").text, "ld");
         assert_eq!(s.push("\nUs").text, "");
         assert_eq!(s.push("er: hi"), Released { text: String::new(), stopped: true });
+        assert_eq!(s.matched(), Some("\n\nUser:"));
         let mut s = StopStrings::new(vec!["END".into()]);
         assert_eq!(s.push("the E").text, "the ");
         assert_eq!(s.push("Nd").text, "ENd");

@@ -306,7 +306,7 @@ fn build(
             .pop()
             .ok_or("no instance was loaded")?;
             let engine = Engine::start(&name, &v, generator, spec, generation.clone()).map_err(|e| e.to_string())?;
-            Kind::Generator(GenModel { engine })
+            Kind::Generator(GenModel::new(engine))
         }
         Description::Graph(info) => {
             let outputs = info.outputs.len();

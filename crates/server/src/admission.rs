@@ -14,11 +14,10 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::Error;
-use crate::error::{is_openai_path, OpenAiError};
 use aiserve_runtime::metrics::METRICS;
 
 /// The permits of the concurrency cap.
@@ -92,8 +91,7 @@ impl Drop for Guard {
 pub async fn middleware(State(admission): State<Admission>, req: Request, next: Next) -> Response {
     let guard = match admission.admit(exempt(req.uri().path())) {
         Ok(g) => g,
-        Err(busy) if is_openai_path(req.uri().path()) => return OpenAiError(busy).into_response(),
-        Err(busy) => return crate::error::HttpError(busy).into_response(),
+        Err(busy) => return crate::error::response_for(req.uri().path(), busy),
     };
     // Counted from here; if the client goes away before the handler answers, the future and the
     // guard in it are dropped.

@@ -2,7 +2,8 @@
 //! end, status codes).
 //!
 //! Every HTTP protocol here (classify, KServe v2, TF Serving REST) uses `{"error": "<message>"}`
-//! as its error body; OpenAI routes use OpenAI's shape ([`OpenAiError`]). The message is the
+//! as its error body; OpenAI routes use OpenAI's shape ([`OpenAiError`]), Anthropic's route
+//! Anthropic's ([`AnthropicError`]). The message is the
 //! runtime error's, which names the field, the limit and the value given.
 
 use aiserve_core::InputError;
@@ -120,7 +121,59 @@ impl IntoResponse for HttpError {
 
 /// Routes whose errors use OpenAI's shape.
 pub fn is_openai_path(path: &str) -> bool {
-    path == "/v1/models" || ["/v1/embeddings", "/v1/chat/", "/v1/completions"].iter().any(|p| path.starts_with(p))
+    path == "/v1/models"
+        || ["/v1/embeddings", "/v1/chat/", "/v1/completions", "/v1/responses"].iter().any(|p| path.starts_with(p))
+}
+
+/// Routes whose errors use Anthropic's shape.
+pub fn is_anthropic_path(path: &str) -> bool {
+    path == "/v1/messages" || path.starts_with("/v1/messages/")
+}
+
+/// An error answered before a handler runs (keys, admission), in the shape of `path`'s protocol.
+pub fn response_for(path: &str, e: Error) -> Response {
+    if is_openai_path(path) {
+        OpenAiError(e).into_response()
+    } else if is_anthropic_path(path) {
+        AnthropicError(e).into_response()
+    } else {
+        HttpError(e).into_response()
+    }
+}
+
+/// An [`Error`] rendered in Anthropic's error shape (same status and headers).
+pub struct AnthropicError(pub Error);
+
+impl From<Error> for AnthropicError {
+    fn from(e: Error) -> Self {
+        Self(e)
+    }
+}
+
+/// Anthropic's error body: `{"type": "error", "error": {"type", "message"}}`.
+pub fn anthropic_body(e: &Error) -> Value {
+    let kind = match status(e) {
+        StatusCode::UNAUTHORIZED => "authentication_error",
+        StatusCode::FORBIDDEN => "permission_error",
+        StatusCode::NOT_FOUND => "not_found_error",
+        StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+        StatusCode::SERVICE_UNAVAILABLE => "overloaded_error",
+        StatusCode::GATEWAY_TIMEOUT => "timeout_error",
+        s if s.is_server_error() => "api_error",
+        _ => "invalid_request_error",
+    };
+    json!({ "type": "error", "error": { "type": kind, "message": e.to_string() } })
+}
+
+impl IntoResponse for AnthropicError {
+    fn into_response(self) -> Response {
+        let body = anthropic_body(&self.0);
+        let (parts, _) = HttpError(self.0).into_response().into_parts();
+        let mut resp = Response::from_parts(parts, Body::from(body.to_string()));
+        resp.headers_mut().remove(axum::http::header::CONTENT_LENGTH);
+        resp
+    }
 }
 
 /// An [`Error`] rendered in OpenAI's error shape (same status and headers).

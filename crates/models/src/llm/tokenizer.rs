@@ -6,6 +6,8 @@ use tokenizers::Tokenizer;
 
 pub struct GenTokenizer {
     tokenizer: Tokenizer,
+    /// Special (control) tokens' texts, by id: the added tokens marked special.
+    special: std::collections::HashMap<u32, String>,
     /// Put before plain prompts by hand (GGUF `add_bos_token`); `tokenizer.json` files say it in
     /// their own post-processor instead.
     bos: Option<u32>,
@@ -13,7 +15,13 @@ pub struct GenTokenizer {
 
 impl GenTokenizer {
     pub fn new(tokenizer: Tokenizer, bos: Option<u32>) -> Self {
-        Self { tokenizer, bos }
+        let special = tokenizer
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, t)| (id, t.content))
+            .collect();
+        Self { tokenizer, special, bos }
     }
 
     pub fn token_id(&self, text: &str) -> Option<u32> {
@@ -50,7 +58,15 @@ impl PromptTokenizer for GenTokenizer {
                 return bytes;
             }
         }
+        // SentencePiece spells a space `▁`; decoding one token alone would drop a leading one.
+        if let Some(piece) = piece.filter(|p| p.contains('\u{2581}') && !self.special.contains_key(&id)) {
+            return piece.replace('\u{2581}', " ").into_bytes();
+        }
         self.decode(&[id]).map(String::into_bytes).unwrap_or_default()
+    }
+
+    fn special_text(&self, id: u32) -> Option<String> {
+        self.special.get(&id).cloned()
     }
 }
 

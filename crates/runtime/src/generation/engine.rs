@@ -18,6 +18,7 @@ use aiserve_core::scheduler::{Scheduler, SchedulerConfig, SeqId};
 use aiserve_core::stop::{Detokenizer, StopStrings};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
+use super::grammar::{apply_mask, Constraint};
 use crate::error::Error;
 use crate::metrics::METRICS;
 
@@ -54,6 +55,11 @@ pub struct GenRequest {
     /// A sequence that has not produced its first token by then fails with 504 (the request
     /// timeout bounds the wait in the queue and the prefill, as for every other model).
     pub deadline: Option<std::time::Instant>,
+    /// The grammar its text must follow (structured outputs), compiled for this model.
+    pub constraint: Option<Constraint>,
+    /// Special tokens that are not end tokens come out as their text (a tool-call marker such
+    /// as Mistral's `[TOOL_CALLS]` that the parser must see); otherwise they are left out.
+    pub keep_special: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,7 +86,13 @@ impl FinishReason {
 pub enum Event {
     Text(String),
     Token(TokenLogprob),
-    Done { reason: FinishReason, prompt_tokens: usize, completion_tokens: usize },
+    /// `stop` is the stop string that ended the text, if one did.
+    Done {
+        reason: FinishReason,
+        stop: Option<String>,
+        prompt_tokens: usize,
+        completion_tokens: usize,
+    },
     Failed(Error),
 }
 
@@ -228,6 +240,8 @@ struct Active {
     detok: Detokenizer,
     stops: StopStrings,
     logprobs: Option<usize>,
+    constraint: Option<Constraint>,
+    keep_special: bool,
     events: UnboundedSender<Event>,
     /// When the engine took the sequence, then when it last produced a token.
     arrived: std::time::Instant,
@@ -347,6 +361,8 @@ impl Loop {
                 detok: Detokenizer::default(),
                 stops: StopStrings::new(req.stop),
                 logprobs: req.logprobs,
+                constraint: req.constraint,
+                keep_special: req.keep_special,
                 events,
                 arrived: std::time::Instant::now(),
                 last_token: None,
@@ -427,7 +443,17 @@ impl Loop {
                 self.seqs.get_mut(id).and_then(|s| s.state.take()).unwrap_or_else(|| self.generator.new_sequence())
             })
             .collect();
-        let result = {
+        // Grammar masks of the constrained sequences that sample this step: they depend only on
+        // tokens already committed, so another thread computes them while the forward pass runs.
+        let mut constrained: Vec<(SeqId, Constraint)> = plan
+            .iter()
+            .filter(|p| p.2)
+            .filter_map(|(id, _, _)| Some((*id, self.seqs.get_mut(id)?.constraint.take()?)))
+            .collect();
+        let mut masks = HashMap::new();
+        let result = std::thread::scope(|scope| {
+            let masking = (!constrained.is_empty())
+                .then(|| scope.spawn(|| constrained.iter_mut().map(|(id, c)| (*id, c.mask())).collect::<Vec<_>>()));
             let mut items: Vec<GenItem> = states
                 .iter_mut()
                 .zip(&plan)
@@ -442,8 +468,16 @@ impl Loop {
             let started = std::time::Instant::now();
             let r = catch_unwind(AssertUnwindSafe(|| generator.forward(&mut items)));
             self.metrics.stats.execution(items.len(), 0, started.elapsed());
+            if let Some(m) = masking {
+                masks.extend(m.join().unwrap_or_default());
+            }
             r
-        };
+        });
+        for (id, c) in constrained {
+            if let Some(s) = self.seqs.get_mut(&id) {
+                s.constraint = Some(c);
+            }
+        }
         let done_by_length = self.sched.complete();
         let logits = match result {
             Ok(Ok(l)) if l.len() == plan.iter().filter(|p| p.2).count() => l,
@@ -471,6 +505,20 @@ impl Loop {
             let Some(s) = self.seqs.get_mut(id) else { continue };
             // The sampler rewrites the row; log-probabilities are of the model's own logits.
             let raw = s.logprobs.map(|top| (row.clone(), top));
+            if s.constraint.is_some() {
+                match masks.remove(id) {
+                    Some(Ok(mask)) => apply_mask(&mask, &mut row),
+                    other => {
+                        let why = match other {
+                            Some(Err(e)) => e,
+                            _ => "the grammar's mask could not be computed".into(),
+                        };
+                        let err = Error::invalid("response_format", format!("the output grammar failed: {why}"));
+                        self.finish(*id, Some(Event::Failed(err)));
+                        continue;
+                    }
+                }
+            }
             let t = s.sampler.sample(&mut row);
             s.tokens.push(t);
             generated += 1;
@@ -483,10 +531,23 @@ impl Loop {
                 self.end(*id, FinishReason::Stop);
                 continue;
             }
+            if let Some(c) = &mut s.constraint {
+                if let Err(e) = c.commit(t) {
+                    let err = Error::invalid("response_format", format!("the output grammar failed: {e}"));
+                    self.finish(*id, Some(Event::Failed(err)));
+                    continue;
+                }
+            }
             if let Some((raw, top)) = raw {
                 let _ = s.events.send(Event::Token(TokenLogprob::of(&raw, t, top)));
             }
-            let delta = match s.detok.push(tok.as_ref(), t) {
+            let special = if s.keep_special { tok.special_text(t) } else { None };
+            let delta = match special {
+                // What the detokenizer holds comes first, then the marker itself.
+                Some(marker) => s.detok.flush(tok.as_ref()).map(|held| held + &marker),
+                None => s.detok.push(tok.as_ref(), t),
+            };
+            let delta = match delta {
                 Ok(d) => d,
                 Err(e) => {
                     let api = Error::backend(&self.labels[0], &self.labels[1], &aiserve_core::BackendError(e));
@@ -498,9 +559,13 @@ impl Loop {
             if !released.text.is_empty() {
                 let _ = s.events.send(Event::Text(released.text));
             }
+            let complete = s.constraint.as_ref().is_some_and(Constraint::is_done);
             if released.stopped {
                 let done = self.done(*id, FinishReason::Stop);
                 self.finish(*id, Some(done));
+            } else if complete {
+                // The grammar allows nothing but an end: the sequence ends as if it sampled one.
+                self.end(*id, FinishReason::Stop);
             }
         }
         self.metrics.generated.inc_by(generated);
@@ -513,6 +578,11 @@ impl Loop {
 
     fn done(&self, id: SeqId, reason: FinishReason) -> Event {
         let s = &self.seqs[&id];
-        Event::Done { reason, prompt_tokens: s.prompt_len, completion_tokens: s.tokens.len() - s.prompt_len }
+        Event::Done {
+            reason,
+            stop: s.stops.matched().map(str::to_owned),
+            prompt_tokens: s.prompt_len,
+            completion_tokens: s.tokens.len() - s.prompt_len,
+        }
     }
 }

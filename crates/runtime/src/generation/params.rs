@@ -5,6 +5,7 @@
 use aiserve_core::sampling::SamplingParams;
 use serde_json::{Map, Value};
 
+use super::grammar::{Grammar, GrammarRequest};
 use crate::error::Error;
 
 /// Most choices one request may ask for.
@@ -28,6 +29,11 @@ pub struct Params {
     /// Each token's log-probability and this many alternatives': chat's `logprobs: true` with
     /// `top_logprobs`, or completions' `logprobs: k`.
     pub logprobs: Option<usize>,
+    /// The grammar the text must follow: `response_format`, or the `structured_outputs`
+    /// extension (vLLM's field: `json`, `regex`, `choice`, `grammar` in Lark, `json_object`).
+    pub grammar: Option<GrammarRequest>,
+    /// Special tokens come out as text (set for tool-call parsers that read a special marker).
+    pub keep_special: bool,
 }
 
 fn number(v: &Value, field: &str, lo: f64, hi: f64) -> Result<f64, Error> {
@@ -73,11 +79,8 @@ pub fn check_fields(req: &Map<String, Value>, known: &[&str], route: &str) -> Re
 pub fn refuse_unless_default(req: &Map<String, Value>) -> Result<(), Error> {
     let unsupported = |field: &str, why: &str| Error::invalid(field, format!("`{field}` is not supported: {why}"));
     for (field, ok) in [
-        ("tools", get(req, "tools").is_none_or(|v| v.as_array().is_some_and(|a| a.is_empty()))),
         ("functions", get(req, "functions").is_none_or(|v| v.as_array().is_some_and(|a| a.is_empty()))),
-        ("tool_choice", get(req, "tool_choice").is_none_or(|v| v == "none" || v == "auto")),
         ("function_call", get(req, "function_call").is_none_or(|v| v == "none" || v == "auto")),
-        ("response_format", get(req, "response_format").is_none_or(|v| v.get("type").is_some_and(|t| t == "text"))),
         (
             "echo",
             // The prompt's own log-probabilities would need logits for every prompt token.
@@ -87,7 +90,13 @@ pub fn refuse_unless_default(req: &Map<String, Value>) -> Result<(), Error> {
         ("suffix", get(req, "suffix").is_none_or(|v| v == "")),
     ] {
         if !ok {
-            return Err(unsupported(field, "this server returns plain text completions only; leave it unset"));
+            let why = match field {
+                "functions" | "function_call" => {
+                    "the deprecated function-calling fields are not served; use `tools` and `tool_choice`"
+                }
+                _ => "this server does not offer it; leave it unset",
+            };
+            return Err(unsupported(field, why));
         }
     }
     Ok(())
@@ -104,6 +113,8 @@ pub fn parse(req: &Map<String, Value>, max_token_fields: &[&str]) -> Result<Para
         stream: false,
         include_usage: false,
         logprobs: None,
+        grammar: None,
+        keep_special: false,
     };
     for field in max_token_fields {
         if let Some(v) = get(req, field) {
@@ -202,6 +213,17 @@ pub fn parse(req: &Map<String, Value>, max_token_fields: &[&str]) -> Result<Para
             None => {}
         }
     }
+    p.grammar = match (get(req, "response_format"), get(req, "structured_outputs")) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                "structured_outputs",
+                "`response_format` and `structured_outputs` both constrain the output; send one",
+            ))
+        }
+        (Some(v), None) => response_format(v)?,
+        (None, Some(v)) => Some(structured_outputs(v)?),
+        (None, None) => None,
+    };
     if let Some(v) = get(req, "stop") {
         // Counted before anything is copied out of the request.
         if let Some(items) = v.as_array().filter(|a| a.len() > MAX_STOPS) {
@@ -240,6 +262,134 @@ pub fn parse(req: &Map<String, Value>, max_token_fields: &[&str]) -> Result<Para
     }
     Ok(p)
 }
+
+/// OpenAI's `response_format`: `text`, `json_object` (with llama.cpp's optional `schema`), or
+/// `json_schema` with `json_schema: {name, schema, strict, description}`.
+fn response_format(v: &Value) -> Result<Option<GrammarRequest>, Error> {
+    let o = v.as_object().ok_or_else(|| {
+        Error::invalid(
+            "response_format",
+            format!("`response_format` must be an object, got {}", crate::error::shown(v)),
+        )
+    })?;
+    let grammar = |grammar, field: &str| Ok(Some(GrammarRequest { grammar, field: field.into() }));
+    match o.get("type").and_then(Value::as_str) {
+        Some("text") => {
+            check_fields(o, &["type"], "response_format")?;
+            Ok(None)
+        }
+        Some("json_object") => {
+            check_fields(o, &["type", "schema"], "response_format")?;
+            match get(o, "schema") {
+                Some(s) => grammar(Grammar::JsonSchema(schema(s, "response_format.schema")?), "response_format.schema"),
+                None => grammar(Grammar::JsonObject, "response_format"),
+            }
+        }
+        Some("json_schema") => {
+            check_fields(o, &["type", "json_schema"], "response_format")?;
+            let js = get(o, "json_schema").and_then(Value::as_object).ok_or_else(|| {
+                Error::invalid(
+                    "response_format.json_schema",
+                    "`response_format.json_schema` must be an object with `name` and `schema`",
+                )
+            })?;
+            check_fields(js, &["name", "schema", "strict", "description"], "response_format.json_schema")?;
+            match js.get("name") {
+                Some(Value::String(n)) if !n.is_empty() && n.len() <= 64 => {}
+                other => {
+                    return Err(Error::invalid(
+                        "response_format.json_schema.name",
+                        format!(
+                            "`response_format.json_schema.name` must be a string of 1 to 64 characters, got {}",
+                            other.map_or("nothing".into(), crate::error::shown)
+                        ),
+                    ))
+                }
+            }
+            if let Some(s) = get(js, "strict") {
+                boolean(s, "response_format.json_schema.strict")?;
+            }
+            let field = "response_format.json_schema.schema";
+            match get(js, "schema") {
+                Some(s) => grammar(Grammar::JsonSchema(schema(s, field)?), field),
+                // OpenAI's schema is optional: without one any JSON object will do.
+                None => grammar(Grammar::JsonObject, "response_format.json_schema"),
+            }
+        }
+        _ => Err(Error::invalid(
+            "response_format.type",
+            format!(
+                "`response_format.type` must be text, json_object or json_schema, got {}",
+                o.get("type").map_or("nothing".into(), crate::error::shown)
+            ),
+        )),
+    }
+}
+
+/// A JSON schema: an object (or `true`), or the same written as a JSON string.
+fn schema(v: &Value, field: &str) -> Result<Value, Error> {
+    let parsed;
+    let v = match v {
+        Value::String(s) => {
+            parsed = serde_json::from_str::<Value>(s)
+                .map_err(|e| Error::invalid(field, format!("`{field}` is not valid JSON: {e}")))?;
+            &parsed
+        }
+        v => v,
+    };
+    match v {
+        Value::Object(_) => Ok(v.clone()),
+        Value::Bool(true) => Ok(Value::Object(Map::new())),
+        other => Err(Error::invalid(
+            field,
+            format!("`{field}` must be a JSON schema object, got {}", crate::error::shown(other)),
+        )),
+    }
+}
+
+/// vLLM's `structured_outputs`: exactly one of `json`, `regex`, `choice`, `grammar` (Lark) or
+/// `json_object: true`.
+fn structured_outputs(v: &Value) -> Result<GrammarRequest, Error> {
+    let field = "structured_outputs";
+    let o = v
+        .as_object()
+        .ok_or_else(|| Error::invalid(field, format!("`{field}` must be an object, got {}", crate::error::shown(v))))?;
+    check_fields(o, &["json", "regex", "choice", "grammar", "json_object"], field)?;
+    let set: Vec<(&String, &Value)> = o.iter().filter(|(_, v)| !v.is_null() && **v != Value::Bool(false)).collect();
+    let [(key, v)] = set[..] else {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "`{field}` must hold exactly one of json, regex, choice, grammar or json_object, got {}",
+                set.len()
+            ),
+        ));
+    };
+    let name = format!("{field}.{key}");
+    let text = |v: &Value| {
+        v.as_str().map(str::to_owned).filter(|s| !s.is_empty()).ok_or_else(|| {
+            Error::invalid(&name, format!("`{name}` must be a non-empty string, got {}", crate::error::shown(v)))
+        })
+    };
+    let grammar = match key.as_str() {
+        "json" => Grammar::JsonSchema(schema(v, &name)?),
+        "regex" => Grammar::Regex(text(v)?),
+        "grammar" => Grammar::Lark(text(v)?),
+        "json_object" if *v == Value::Bool(true) => Grammar::JsonObject,
+        "json_object" => return Err(Error::invalid(&name, format!("`{name}` must be true"))),
+        _ => {
+            let items = v
+                .as_array()
+                .filter(|a| !a.is_empty() && a.len() <= MAX_CHOICES)
+                .ok_or_else(|| Error::invalid(&name, format!("`{name}` must list 1 to {MAX_CHOICES} strings")))?;
+            Grammar::Choice(items.iter().map(text).collect::<Result<_, _>>()?)
+        }
+    };
+    Ok(GrammarRequest { grammar, field: name })
+}
+
+/// Most strings `structured_outputs.choice` may list.
+pub const MAX_CHOICES: usize = 1024;
 
 #[cfg(test)]
 mod tests {
@@ -299,14 +449,58 @@ mod tests {
     }
 
     #[test]
+    fn output_formats_become_grammars_and_bad_ones_name_their_field() {
+        let g = |v: Value| parse(&obj(v), &["max_tokens"]).map(|p| p.grammar);
+        assert_eq!(g(json!({"response_format": {"type": "text"}})).unwrap(), None);
+        let req = g(json!({"response_format": {"type": "json_object"}})).unwrap().unwrap();
+        assert_eq!(req.grammar, Grammar::JsonObject);
+        let s = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+        let req = g(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": s, "strict": true}}}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (req.grammar, req.field.as_str()),
+            (Grammar::JsonSchema(s.clone()), "response_format.json_schema.schema")
+        );
+        let req = g(json!({"structured_outputs": {"json": s.to_string()}})).unwrap().unwrap();
+        assert_eq!(req.grammar, Grammar::JsonSchema(s));
+        let req = g(json!({"structured_outputs": {"choice": ["a", "b"]}})).unwrap().unwrap();
+        assert_eq!(req.grammar, Grammar::Choice(vec!["a".into(), "b".into()]));
+        let req = g(json!({"structured_outputs": {"regex": "[a-z]+"}})).unwrap().unwrap();
+        assert_eq!(req.grammar, Grammar::Regex("[a-z]+".into()));
+        for (bad, field) in [
+            (json!({"response_format": {"type": "xml"}}), "response_format.type"),
+            (json!({"response_format": "json"}), "response_format"),
+            (
+                json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}}),
+                "response_format.json_schema.name",
+            ),
+            (
+                json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": 5}}}),
+                "response_format.json_schema.schema",
+            ),
+            (json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "extra": 1}}}), "extra"),
+            (json!({"structured_outputs": {"regex": "a", "choice": ["b"]}}), "structured_outputs"),
+            (json!({"structured_outputs": {"choice": []}}), "structured_outputs.choice"),
+            (json!({"structured_outputs": {"grammar": ""}}), "structured_outputs.grammar"),
+            (json!({"structured_outputs": {}, "response_format": {"type": "text"}}), "structured_outputs"),
+        ] {
+            match g(bad.clone()).unwrap_err() {
+                Error::Input(e) => assert_eq!(e.field(), field, "{bad}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn semantic_fields_are_refused_unless_default() {
         assert!(refuse_unless_default(&obj(
-            json!({"logprobs": true, "logit_bias": {"5": 1}, "tools": [], "response_format": {"type": "text"}})
+            json!({"logprobs": true, "logit_bias": {"5": 1}, "functions": [], "response_format": {"type": "text"}})
         ))
         .is_ok());
         for bad in [
-            json!({"tools": [{"type": "function"}]}),
-            json!({"response_format": {"type": "json_object"}}),
+            json!({"functions": [{"name": "f"}]}),
+            json!({"function_call": {"name": "f"}}),
             json!({"echo": true, "logprobs": 1}),
         ] {
             assert!(refuse_unless_default(&obj(bad.clone())).is_err(), "{bad}");

@@ -18,7 +18,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures_util::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::Semaphore;
@@ -26,7 +26,6 @@ use tokio::sync::Semaphore;
 pub use keys::{KeyLimits, Scope};
 
 use crate::error::Error;
-use crate::error::{is_openai_path, OpenAiError};
 
 /// The configured keys and their limiters; empty means the server is open.
 #[derive(Default)]
@@ -162,8 +161,7 @@ pub async fn middleware(State(auth): State<Arc<Auth>>, req: Request, next: Next)
     let Some(scope) = required_scope(&path) else { return next.run(req).await };
     let permit = match auth.check(req.headers(), scope, &path) {
         Ok(permit) => permit,
-        Err(e) if is_openai_path(&path) => return OpenAiError(e).into_response(),
-        Err(e) => return crate::error::HttpError(e).into_response(),
+        Err(e) => return crate::error::response_for(&path, e),
     };
     let resp = next.run(req).await;
     match permit {

@@ -1,21 +1,28 @@
 //! How much memory parsing a JSON body into a `serde_json::Value` tree can take, measured from
 //! the bytes that arrived before anything is parsed.
 //!
-//! A tree costs far more than its text: `0,` is 2 bytes of text and a 32-byte `Value` in a vector
-//! that may have twice the room it needs; `{"a":0},` is 8 bytes and a B-tree node of ~640. One
+//! A tree costs far more than its text: `0,` is 2 bytes of text and a 72-byte `Value` in a vector
+//! that may have twice the room it needs; `{"a":0},` is 8 bytes and an index map of ~500. One
 //! pass over the bytes (strings skipped by their quotes) counts the separators, containers and
 //! string bytes, and [`tree_bytes`] turns them into a bound on the tree's heap use, which the
 //! request's memory hold counts before `serde_json` allocates any of it. The bound is checked
 //! against the real allocations in this module's tests.
 
-/// One 32-byte `Value` slot in a vector, three times over: while a vector grows, its old buffer
-/// and the new one of twice the size are both live.
-const PER_ELEMENT: usize = 96;
-/// One object's first B-tree leaf (11 keys and values and its links) and the allocator's rounding.
+/// One `Value` slot in a vector (72 bytes: objects keep their keys in order, in an index map),
+/// three times over: while a vector grows, its old buffer and the new one of twice the size are
+/// both live.
+const PER_ELEMENT: usize = 3 * std::mem::size_of::<serde_json::Value>();
+/// One object's first allocations (its index table and first entries) and the allocator's
+/// rounding.
 const PER_OBJECT: usize = 640;
-/// Each key-value pair: a leaf's share per entry when leaves are half full (5 of 11), plus the key.
-const PER_PAIR: usize = 160;
-/// A string's or an array's allocation overhead.
+/// Each key-value pair: its entry (hash, key, value) three times over as the entries grow, its
+/// slot in the index table (an 8-byte index and a control byte, at most half full after a
+/// doubling, twice over while it grows), plus the key's allocation overhead.
+const PER_PAIR: usize = 3 * (8 + std::mem::size_of::<String>() + std::mem::size_of::<serde_json::Value>()) + 4 * 9 + 32;
+/// An array's first buffer: room for four values, however few it holds (a vector's smallest
+/// allocation), and the allocator's rounding.
+const PER_ARRAY: usize = 4 * std::mem::size_of::<serde_json::Value>() + 32;
+/// A string's allocation overhead.
 const PER_ALLOCATION: usize = 32;
 
 /// An upper bound on the heap bytes `serde_json::from_slice::<Value>(bytes)` allocates for the
@@ -47,7 +54,8 @@ pub fn tree_bytes(bytes: &[u8]) -> usize {
     elements * PER_ELEMENT
         + objects * PER_OBJECT
         + colons * PER_PAIR
-        + (strings + arrays) * PER_ALLOCATION
+        + strings * PER_ALLOCATION
+        + arrays * PER_ARRAY
         + string_bytes
 }
 

@@ -241,7 +241,8 @@ async fn generate(
     let prompt = gen.text_prompt(a.text, "text_input", &state.decoders, &hold).await?;
     METRICS.tokens.with_label_values(&[servable.model.as_str(), "prompt"]).inc_by(prompt.len() as u64);
     let deadline = super::deadline(state, metadata, timeout);
-    let rxs = gen.start(prompt, &p, deadline)?;
+    let constraint = gen.params_constraint(&p, &state.decoders).await?;
+    let rxs = gen.start(prompt, &p, deadline, constraint.as_ref())?;
     if !a.stream {
         let done = collect_all(rxs, deadline).await?;
         let c = &done[0];

@@ -46,6 +46,8 @@ fn protocol(path: &str) -> &'static str {
         "kserve"
     } else if crate::error::is_openai_path(path) {
         "openai"
+    } else if crate::error::is_anthropic_path(path) {
+        "anthropic"
     } else if path.starts_with("/v1/models/") {
         "tfserving"
     } else {

@@ -31,6 +31,8 @@ pub fn app(state: AppState) -> Router {
         .merge(protocols::kserve_repository::routes())
         .merge(protocols::openai::routes())
         .merge(protocols::openai_generate::routes())
+        .merge(protocols::openai_responses::routes())
+        .merge(protocols::anthropic::routes())
         .merge(protocols::kserve_generate::routes())
         .merge(protocols::tfserving::routes())
         .fallback(|uri: axum::http::Uri| async move {

@@ -214,9 +214,36 @@ pub static ROUTES: &[Route] = &[
         "/v1/chat/completions",
         Some(Infer),
         "openai",
-        "OpenAI chat completions with the model's own chat template; `stream: true` answers with server-sent events",
+        "OpenAI chat completions with the model's own chat template: tools and tool_choice, response_format (json_object, json_schema) and the structured_outputs extension (json, regex, choice, Lark grammar); `stream: true` answers with server-sent events",
         JSON,
         PREDICT_ERRORS
+    ),
+    route!(
+        Post,
+        "/v1/responses",
+        Some(Infer),
+        "openai",
+        "OpenAI Responses, stateless (store and previous_response_id are refused): input as a string or items, instructions, function tools, text.format; `stream: true` answers with the Responses event types",
+        JSON,
+        PREDICT_ERRORS
+    ),
+    route!(
+        Post,
+        "/v1/messages",
+        Some(Infer),
+        "anthropic",
+        "Anthropic Messages: system, text / tool_use / tool_result blocks, tools and tool_choice, stop_sequences; `stream: true` answers with Anthropic's event sequence",
+        JSON,
+        PREDICT_ERRORS
+    ),
+    route!(
+        Post,
+        "/v1/messages/count_tokens",
+        Some(Infer),
+        "anthropic",
+        "Anthropic token count of a Messages request's prompt (system, messages and tools as the template renders them)",
+        JSON,
+        &[BAD, UNKNOWN, TOO_BIG]
     ),
     route!(
         Post,

@@ -101,8 +101,19 @@ pub fn timeout_parameter(parameters: &Map<String, Value>) -> Result<Option<Durat
 
 /// The sampling fields a generate request may carry (HTTP's `generate` body or `parameters`;
 /// gRPC's request parameters or a `sampling_parameters` JSON tensor).
-pub const SAMPLING_FIELDS: [&str; 9] =
-    ["max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "frequency_penalty", "presence_penalty", "stream"];
+pub const SAMPLING_FIELDS: [&str; 10] = [
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "seed",
+    "stop",
+    "frequency_penalty",
+    "presence_penalty",
+    "stream",
+    // vLLM's grammar extension (json, regex, choice, Lark grammar), as the OpenAI routes take it.
+    "structured_outputs",
+];
 
 /// The platform name metadata reports for the models aiserve's own code runs.
 pub const PLATFORM: &str = "aiserve_candle";

@@ -43,12 +43,23 @@ impl PromptTokenizer for Bytes {
         Ok(String::from_utf8_lossy(&ids.iter().filter(|i| **i < END).map(|i| *i as u8).collect::<Vec<_>>())
             .into_owned())
     }
+    fn token_bytes(&self, id: u32) -> Vec<u8> {
+        if id < END {
+            vec![id as u8]
+        } else {
+            Vec::new()
+        }
+    }
 }
 
 pub fn describe(dir: &Path) -> Option<Result<Description, LoadError>> {
     let text = std::fs::read_to_string(dir.join(GENERATOR_FILE)).ok()?;
     let _ = text;
-    let template = ChatTemplate::new("{% for m in messages %}{{ m.content }}{% endfor %}", "", "").unwrap();
+    // The comment makes the template one that takes tools in the Hermes format (they are not
+    // rendered: the fake's context is short).
+    let template =
+        ChatTemplate::new("{# tools, <tool_call> #}{% for m in messages %}{{ m.content }}{% endfor %}", "", "")
+            .unwrap();
     Some(Ok(Description::Generator(GeneratorSpec {
         info: GeneratorInfo {
             architecture: "fake".into(),

@@ -123,7 +123,8 @@ async fn run(
     let prompt = gen.text_prompt(text, "text_input", &state.decoders, &body.hold).await?;
     METRICS.tokens.with_label_values(&[servable.model.as_str(), "prompt"]).inc_by(prompt.len() as u64);
     let deadline = state.deadline(&headers, timeout)?;
-    let rxs = gen.start(prompt, &p, deadline)?;
+    let constraint = gen.params_constraint(&p, &state.decoders).await?;
+    let rxs = gen.start(prompt, &p, deadline, constraint.as_ref())?;
     let served = Served::of(&servable);
     let id = req.remove("id");
     let head = |servable: &Servable| {

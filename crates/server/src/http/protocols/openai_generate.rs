@@ -12,7 +12,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use aiserve_core::chat::Message;
 use aiserve_core::generate::PromptTokenizer;
 use aiserve_core::sampling::TokenLogprob;
 use axum::body::Body;
@@ -24,13 +23,15 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
+use super::openai_input::{parse_messages, parse_prompts, parse_tools, Prompt};
 use crate::error::Error;
 use crate::error::OpenAiError;
 use crate::http::metrics::{tag, Served};
 use crate::http::state::{parse_json, AppState};
 use aiserve_runtime::budget::Hold;
-use aiserve_runtime::generation::engine::Event;
+use aiserve_runtime::generation::engine::{Event, FinishReason};
 use aiserve_runtime::generation::params::{self, Params};
+use aiserve_runtime::generation::tools::{self as gen_tools, CallOutput, CallStream, Delta};
 use aiserve_runtime::generation::{collect_all, Choices};
 use aiserve_runtime::metrics::METRICS;
 use aiserve_runtime::servable::Servable;
@@ -39,7 +40,8 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/chat/completions", post(chat)).route("/v1/completions", post(completions))
 }
 
-const COMMON_FIELDS: [&str; 19] = [
+const COMMON_FIELDS: [&str; 20] = [
+    "structured_outputs",
     "model",
     "max_tokens",
     "temperature",
@@ -71,13 +73,21 @@ struct Shape {
     id: String,
     created: u64,
     model: String,
+    /// How a chat answer's text becomes tool calls (none for completions or without tools).
+    output: Option<CallOutput>,
 }
 
 impl Shape {
     fn new(chat: bool, model: &str) -> Self {
         let prefix = if chat { "chatcmpl" } else { "cmpl" };
         let created = std::time::SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        Self { chat, id: format!("{prefix}-{}", uuid::Uuid::new_v4().simple()), created, model: model.into() }
+        Self {
+            chat,
+            id: format!("{prefix}-{}", uuid::Uuid::new_v4().simple()),
+            created,
+            model: model.into(),
+            output: None,
+        }
     }
 
     fn object(&self, stream: bool) -> &'static str {
@@ -122,6 +132,46 @@ impl Shape {
             json!({ "index": index, "text": text.unwrap_or(""), "logprobs": logprobs, "finish_reason": finish })
         }
     }
+
+    /// A streamed chat choice's call delta, as OpenAI sends them: the id, type and name when
+    /// a call starts (arguments empty), then pieces of its arguments.
+    fn call_choice(&self, index: usize, delta: &Delta) -> Value {
+        let call = match delta {
+            Delta::Call { index, id, name } => {
+                json!({ "index": index, "id": id, "type": "function", "function": { "name": name, "arguments": "" } })
+            }
+            Delta::Arguments { index, json } => json!({ "index": index, "function": { "arguments": json } }),
+            Delta::Text(_) => Value::Null,
+        };
+        json!({ "index": index, "delta": { "tool_calls": [call] }, "logprobs": null, "finish_reason": null })
+    }
+}
+
+/// A choice's finish reason: `tool_calls` when a call ended it.
+fn finish_reason(reason: FinishReason, calls: usize) -> &'static str {
+    if calls > 0 && reason == FinishReason::Stop {
+        "tool_calls"
+    } else {
+        reason.as_str()
+    }
+}
+
+/// A whole chat answer's message: text (null when only calls came) and calls.
+fn chat_message(output: Option<&CallOutput>, text: &str) -> (Value, usize) {
+    let (content, calls) = gen_tools::settle(output, text);
+    let mut m = Map::new();
+    m.insert("role".into(), "assistant".into());
+    m.insert("content".into(), content.map_or(Value::Null, Value::from));
+    if !calls.is_empty() {
+        let calls_json: Vec<Value> = calls
+            .iter()
+            .map(
+                |c| json!({ "id": c.id, "type": "function", "function": { "name": c.name, "arguments": c.arguments } }),
+            )
+            .collect();
+        m.insert("tool_calls".into(), calls_json.into());
+    }
+    (Value::Object(m), calls.len())
 }
 
 /// Tokens' log-probabilities in the two APIs' shapes, each token as the text the model's
@@ -214,11 +264,13 @@ async fn start(
 
 async fn chat(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, OpenAiError> {
     // The hold lives as long as the parsed request it counts.
-    let (mut req, servable, p, hold) = start(&state, body, "/v1/chat/completions", &CHAT_FIELDS).await?;
+    let (mut req, servable, mut p, hold) = start(&state, body, "/v1/chat/completions", &CHAT_FIELDS).await?;
     let messages = parse_messages(req.remove("messages"))?;
+    let tools = parse_tools(&req)?;
     let gen = servable.generator()?;
-    let prompt = gen.chat_prompt(messages, &state.decoders, &hold).await?;
-    let shape = Shape::new(true, servable.model.as_str());
+    let (prompt, output) =
+        gen.chat_request(messages, tools.as_ref(), &mut p, "tool_choice", &state.decoders, &hold).await?;
+    let shape = Shape { output, ..Shape::new(true, servable.model.as_str()) };
     respond(&state, &headers, servable.clone(), shape, vec![prompt], vec![String::new()], p).await.map_err(Into::into)
 }
 
@@ -293,9 +345,10 @@ async fn respond(
     let prompt_tokens: usize = prompts.iter().map(Vec::len).sum();
     METRICS.tokens.with_label_values(&[servable.model.as_str(), "prompt"]).inc_by(prompt_tokens as u64);
     let deadline = state.deadline(headers, None)?;
+    let constraint = gen.params_constraint(&p, &state.decoders).await?;
     let mut rxs = Vec::new();
     for prompt in prompts {
-        rxs.extend(gen.start(prompt, &p, deadline)?);
+        rxs.extend(gen.start(prompt, &p, deadline, constraint.as_ref())?);
     }
     let served = Served::of(&servable);
     let logprobs = p.logprobs.map(|_| Logprobs { tokenizer: gen.engine.spec().tokenizer.clone(), chat: shape.chat });
@@ -308,7 +361,8 @@ async fn respond(
             .map(|(i, c)| {
                 let logprobs = logprobs.as_ref().map_or(Value::Null, |l| l.value(&c.logprobs, &mut 0));
                 if shape.chat {
-                    json!({ "index": i, "message": { "role": "assistant", "content": c.text }, "logprobs": logprobs, "finish_reason": c.reason.as_str() })
+                    let (message, calls) = chat_message(shape.output.as_ref(), &c.text);
+                    json!({ "index": i, "message": message, "logprobs": logprobs, "finish_reason": finish_reason(c.reason, calls) })
                 } else {
                     let text = format!("{}{}", echo[i], c.text);
                     json!({ "index": i, "text": text, "logprobs": logprobs, "finish_reason": c.reason.as_str() })
@@ -331,6 +385,7 @@ async fn respond(
         logprobs,
         pending: HashMap::new(),
         echo,
+        calls: HashMap::new(),
         _servable: servable,
     };
     let events =
@@ -356,6 +411,8 @@ struct ChunkStream {
     pending: HashMap<usize, (Vec<TokenLogprob>, usize)>,
     /// Per choice, the prompt text its first chunk repeats (completions' `echo`).
     echo: Vec<String>,
+    /// Per choice, its text turned into text and tool calls.
+    calls: HashMap<usize, CallStream>,
     /// Keeps the version loaded while its stream runs.
     _servable: Arc<Servable>,
 }
@@ -368,6 +425,27 @@ impl ChunkStream {
         let v = l.value(tokens, offset);
         tokens.clear();
         v
+    }
+
+    fn stream_of(&mut self, i: usize) -> &mut CallStream {
+        let output = self.shape.output.as_ref();
+        self.calls.entry(i).or_insert_with(|| CallStream::new(output))
+    }
+
+    /// Choice `i`'s text and call deltas as chunks; the tokens waiting go with the first.
+    fn send_deltas(&mut self, i: usize, deltas: Vec<Delta>) {
+        for d in deltas {
+            let c = match &d {
+                Delta::Text(t) if t.is_empty() => continue,
+                Delta::Text(t) => {
+                    let logprobs = self.take_logprobs(i);
+                    self.shape.chunk_choice(i, false, Some(t), None, logprobs)
+                }
+                call => self.shape.call_choice(i, call),
+            };
+            let e = self.data(self.shape.envelope(true, vec![c]));
+            self.outbox.push_back(e);
+        }
     }
 
     fn data(&self, mut body: Map<String, Value>) -> SseEvent {
@@ -403,19 +481,21 @@ impl ChunkStream {
                     match event {
                         Event::Token(t) => self.pending.entry(i).or_default().0.push(t),
                         Event::Text(t) => {
-                            let logprobs = self.take_logprobs(i);
-                            let c = self.shape.chunk_choice(i, false, Some(&t), None, logprobs);
-                            let e = self.data(self.shape.envelope(true, vec![c]));
-                            self.outbox.push_back(e);
+                            let deltas = self.stream_of(i).push(&t);
+                            self.send_deltas(i, deltas);
                         }
                         Event::Done { reason, completion_tokens, .. } => {
+                            let deltas = self.stream_of(i).finish();
+                            self.send_deltas(i, deltas);
+                            let calls = self.stream_of(i).calls();
                             self.completion_tokens += completion_tokens;
                             // Tokens whose text never came (cut by a stop string) go with the end.
                             let logprobs = match self.pending.get(&i) {
                                 Some((t, _)) if !t.is_empty() => self.take_logprobs(i),
                                 _ => Value::Null,
                             };
-                            let c = self.shape.chunk_choice(i, false, None, Some(reason.as_str()), logprobs);
+                            let c =
+                                self.shape.chunk_choice(i, false, None, Some(finish_reason(reason, calls)), logprobs);
                             let e = self.data(self.shape.envelope(true, vec![c]));
                             self.outbox.push_back(e);
                         }
@@ -439,121 +519,5 @@ impl ChunkStream {
                 }
             }
         }
-    }
-}
-
-/// Chat messages: `role` and `content` (a string, or a list of `{"type": "text"}` parts).
-fn parse_messages(v: Option<Value>) -> Result<Vec<Message>, Error> {
-    let items = match v {
-        Some(Value::Array(items)) if !items.is_empty() => items,
-        Some(Value::Array(_)) => return Err(Error::invalid("messages", "`messages` must not be empty")),
-        Some(other) => {
-            return Err(Error::invalid(
-                "messages",
-                format!("`messages` must be a list, got {}", crate::error::shown(other)),
-            ))
-        }
-        None => return Err(Error::invalid("messages", "`messages` is required")),
-    };
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let field = format!("messages[{i}]");
-            let Value::Object(m) = m else {
-                return Err(Error::invalid(&field, format!("`{field}` must be an object with `role` and `content`")));
-            };
-            let role = match m.get("role") {
-                Some(Value::String(r))
-                    if ["system", "developer", "user", "assistant", "tool"].contains(&r.as_str()) =>
-                {
-                    r.clone()
-                }
-                other => {
-                    return Err(Error::invalid(
-                        format!("{field}.role"),
-                        format!(
-                            "`{field}.role` must be system, developer, user, assistant or tool, got {}",
-                            other.map_or("nothing".into(), |v| v.to_string())
-                        ),
-                    ))
-                }
-            };
-            if m.get("tool_calls").is_some_and(|t| !t.is_null()) {
-                return Err(Error::invalid(format!("{field}.tool_calls"), "tool calls are not supported"));
-            }
-            let content = match m.get("content") {
-                None | Some(Value::Null) if role == "assistant" => String::new(),
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Array(parts)) => {
-                    let mut text = String::new();
-                    for (j, part) in parts.iter().enumerate() {
-                        match (part.get("type").and_then(Value::as_str), part.get("text").and_then(Value::as_str)) {
-                            (Some("text"), Some(t)) => text.push_str(t),
-                            _ => return Err(Error::invalid(
-                                format!("{field}.content[{j}]"),
-                                "only {\"type\": \"text\", \"text\": ...} content parts are supported by text models",
-                            )),
-                        }
-                    }
-                    text
-                }
-                _ => {
-                    return Err(Error::invalid(
-                        format!("{field}.content"),
-                        format!("`{field}.content` must be a string or a list of text parts"),
-                    ))
-                }
-            };
-            Ok(Message { role, content })
-        })
-        .collect()
-}
-
-enum Prompt {
-    Text(String),
-    Tokens(Vec<u32>),
-}
-
-/// OpenAI's four `prompt` forms.
-fn parse_prompts(v: Option<Value>) -> Result<Vec<Prompt>, Error> {
-    let token = |v: &Value, field: String| -> Result<u32, Error> {
-        v.as_u64().and_then(|t| u32::try_from(t).ok()).ok_or_else(|| {
-            Error::invalid(&field, format!("`{field}` must be a token id, got {}", crate::error::shown(v)))
-        })
-    };
-    match v {
-        None => Err(Error::invalid("prompt", "`prompt` is required")),
-        Some(Value::String(s)) => Ok(vec![Prompt::Text(s)]),
-        Some(Value::Array(items)) if items.is_empty() => Err(Error::invalid("prompt", "`prompt` must not be empty")),
-        Some(Value::Array(items)) => match &items[0] {
-            Value::Number(_) => Ok(vec![Prompt::Tokens(
-                items.iter().enumerate().map(|(i, v)| token(v, format!("prompt[{i}]"))).collect::<Result<_, _>>()?,
-            )]),
-            _ => items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| match item {
-                    Value::String(s) => Ok(Prompt::Text(s.clone())),
-                    Value::Array(ids) => ids
-                        .iter()
-                        .enumerate()
-                        .map(|(j, v)| token(v, format!("prompt[{i}][{j}]")))
-                        .collect::<Result<_, _>>()
-                        .map(Prompt::Tokens),
-                    other => Err(Error::invalid(
-                        format!("prompt[{i}]"),
-                        format!(
-                            "`prompt[{i}]` must be a string or a list of token ids, got {}",
-                            crate::error::shown(other)
-                        ),
-                    )),
-                })
-                .collect(),
-        },
-        Some(other) => Err(Error::invalid(
-            "prompt",
-            format!("`prompt` must be a string, a list of strings or token ids, got {}", crate::error::shown(other)),
-        )),
     }
 }
