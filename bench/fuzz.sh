@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Runs every fuzz target (fuzz/fuzz_targets: JSON tensors, KServe BYTES, gRPC tensors, PNG/JPEG, OCR steps, IDX,
+# request grammars and tool-call parsing,
 # safetensors, GGUF headers and tokenizers, config files) for SECONDS each with libFuzzer through cargo-fuzz; exits non-zero
 # on the first crash (the reproducer lands in fuzz/artifacts/<target>/).
 #   bench/fuzz.sh [SECONDS]        # default 10; CI runs the default, longer runs go in the notes
@@ -14,7 +15,7 @@ command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz@0.13.2
 cd "$here/fuzz"
 cargo fuzz build -s none -O 2>&1 | tail -1
 # Seed corpora from real inputs, so the fuzzer starts from valid files and mutates inward.
-mkdir -p corpus/{json_tensor,picture,idx,safetensors,configs,kserve_bytes,gguf,generation,grpc_tensors,ocr_steps}
+mkdir -p corpus/{json_tensor,picture,idx,safetensors,configs,kserve_bytes,gguf,generation,grpc_tensors,ocr_steps,grammars}
 cp "$here/../shared/peers/payload_28x28.json" corpus/json_tensor/ 2>/dev/null || true
 cp "$here/models/digits/1/config.toml" corpus/configs/
 printf 'max_batch_size = 32\n[version_policy]\nlatest = 2\n' >corpus/configs/model.toml
@@ -50,6 +51,14 @@ smol = ("{% for message in messages %}{% if loop.first and messages[0]['role'] !
         "{{'<|im_start|>' + message['role'] + '\\n' + message['content'].strip() + '<|im_end|>\\n'}}{% endfor %}"
         "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
 open(os.path.join(c, "generation", "smollm2"), "w").write(smol + "\x01What is 2 + 2?\x01\n\nUser:\x02END\x01The answer\x01 is 4.\x01\n\nUs\x01er: next")
+# tool calls in each format, streamed in \x03-separated pieces
+open(os.path.join(c, "generation", "tools"), "w").write("{{ tools | tojson }}\x01[{\"type\": \"function\"}]\x01\x01"
+    "Hi<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": 1}}\n</tool\x03_call>\x03[TOOL_CALLS][{\"name\": \"g\", \"arguments\": {}}]")
+# grammars: kind byte (0 schema, 1 regex, 2 Lark, 3 choices), source \x01 bytes that pick tokens
+open(os.path.join(c, "grammars", "schema"), "wb").write(b'\x00{"type":"object","properties":{"a":{"type":"integer"},"b":{"enum":["x","y"]}},"required":["a"]}\x01{"a": 12, "b": "x"}')
+open(os.path.join(c, "grammars", "regex"), "wb").write(b"\x01[0-9]{3}-[a-z]+\x01123-abc")
+open(os.path.join(c, "grammars", "lark"), "wb").write(b'\x02start: "(" start ")" | "x"\x01((x))')
+open(os.path.join(c, "grammars", "choice"), "wb").write(b"\x03yes|no|maybe\x01maybe")
 # gRPC messages: a KServe ModelInferRequest with raw contents and a TF Serving PredictRequest
 def varint(n):
     out = b""
@@ -63,7 +72,7 @@ open(os.path.join(c, "grpc_tensors", "infer"), "wb").write(ld(1, b"digits") + ld
 tf_tensor = varint(1 << 3) + varint(1) + ld(2, ld(2, varint(1 << 3) + varint(2))) + ld(4, bytes(8))
 open(os.path.join(c, "grpc_tensors", "predict"), "wb").write(ld(1, ld(1, b"digits")) + ld(2, ld(1, b"image") + ld(2, tf_tensor)))
 PY
-for t in json_tensor kserve_bytes picture idx safetensors gguf configs generation grpc_tensors ocr_steps; do
+for t in json_tensor kserve_bytes picture idx safetensors gguf configs generation grpc_tensors ocr_steps grammars; do
   # Inputs that once crashed a target (fuzz/regressions/<target>) are replayed first.
   extra=(); [ -d "regressions/$t" ] && extra=("regressions/$t")
   out=$(cargo fuzz run -s none -O "$t" "corpus/$t" "${extra[@]}" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 2>&1) || {

@@ -1128,6 +1128,62 @@ def embed_dimensions():
 # ---- generation -------------------------------------------------------------------------------
 
 
+@case(quick=True, budget=180)
+def agents_grammars_and_tools():
+    """Structured outputs and tools as attacks: a schema nested 5,000 and 60 deep, a `$ref` cycle, a
+    string of at least 10^9 characters, a regex with nested quantifiers, a Lark grammar asking for
+    10^9 repetitions, 10,000 enum values, 10,000 tools, a 1 MB tool name, a tool list in the
+    Anthropic and Responses APIs, `max_tokens` 10^18 on Messages: each a 200 (short, valid) or a
+    400 naming the field, quickly, with the server up and its memory bounded."""
+    c = CTX
+
+    def nested(n):
+        return {"type": "string"} if n == 0 else {"type": "object", "properties": {"a": nested(n - 1)}, "required": ["a"]}
+
+    def rf(schema):
+        return {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+
+    # 60 levels reach the grammar compiler (the body's JSON stays under the parser's depth limit);
+    # 5,000 are refused by the JSON parser first, as text (Python's encoder cannot nest that deep).
+    deep = nested(60)
+    very_deep = ('{"type":"object","properties":{"a":' * 5000 + '{"type":"string"}' + '},"required":["a"]}' * 5000)
+    body = json.dumps(chat(response_format=rf("SCHEMA"))).replace('"SCHEMA"', very_deep).encode()
+    r = c.post(CHAT, body, timeout=60)
+    c.expect(r, 400, label="schema 5000 deep")
+    for label, body in [
+        ("schema 60 deep", chat(response_format=rf(deep))),
+        ("$ref cycle", chat(response_format=rf({"$ref": "#/$defs/a", "$defs": {"a": {"$ref": "#/$defs/a"}}}))),
+        ("minLength 1e9", chat(response_format=rf({"type": "string", "minLength": 10 ** 9}))),
+        ("maxItems 1e18", chat(response_format=rf({"type": "array", "items": {"type": "integer"}, "minItems": 10 ** 18}))),
+        ("nested quantifiers", chat(structured_outputs={"regex": "(a+)+(b*)*(a|aa)*c{1,1000}{1,1000}"})),
+        ("lark 1e9 repetitions", chat(structured_outputs={"grammar": 'start: "a"{1000000000}'})),
+        ("lark left recursion", chat(structured_outputs={"grammar": "start: start start | \"a\""})),
+        ("10000 enum values", chat(response_format=rf({"enum": [f"v{i}" for i in range(10000)]}))),
+        ("10000 choices", chat(structured_outputs={"choice": [f"c{i}" for i in range(10000)]})),
+        ("10000 tools", chat(tools=[{"type": "function", "function": {"name": f"f{i}"}} for i in range(10000)])),
+        ("1 MB tool name", chat(tools=[{"type": "function", "function": {"name": "f" * (1 << 20)}}])),
+        ("tool schema 60 deep", chat(tools=[{"type": "function", "function": {"name": "f", "parameters": deep}}],
+                                        tool_choice="required")),
+        ("1000 history calls", chat(messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{" * 1000}}] * 1000}])),
+    ]:
+        r = c.post(CHAT, body, timeout=60)
+        c.expect(r, {200, 400}, label=label)
+    r = c.post("/v1/messages", {"model": "smollm2", "max_tokens": 10 ** 18, "messages": [{"role": "user", "content": "hi"}]})
+    c.expect(r, 400, "max_tokens", label="messages max_tokens 1e18", err=False)
+    r = c.post("/v1/messages", {"model": "smollm2", "max_tokens": 2, "tools": [{"name": f"t{i}", "input_schema": {}} for i in range(10000)],
+                                "messages": [{"role": "user", "content": "hi"}]})
+    c.expect(r, 400, "tools", label="messages 10000 tools", err=False)
+    r = c.post("/v1/messages", {"model": "smollm2", "max_tokens": 2, "output_config": {"format": {"type": "json_schema", "schema": deep}},
+                                "messages": [{"role": "user", "content": "hi"}]}, timeout=60)
+    c.expect(r, {200, 400}, label="messages schema 60 deep", err=False)
+    r = c.post("/v1/responses", {"model": "smollm2", "max_output_tokens": 2, "input": [{"role": "user", "content": "a"}] * 20000}, timeout=60)
+    c.expect(r, {200, 400}, label="responses 20000 items")
+    r = c.post("/v1/responses", {"model": "smollm2", "input": "hi", "text": {"format": {"type": "json_schema", "name": "x", "schema": deep}},
+                                 "max_output_tokens": 2}, timeout=60)
+    c.expect(r, {200, 400}, label="responses schema 60 deep")
+
+
 @case()
 def gen_n_huge():
     """`n` 10^9, 1e9 (float), 0, -1, 17, 2^64 on chat and completions: 400 naming `n`."""

@@ -1,9 +1,11 @@
 //! What text generation reads from model files and requests: chat templates (a GGUF or
-//! tokenizer_config.json carries its own Jinja source) rendered over arbitrary messages, and
-//! stop strings matched over arbitrary streamed text.
+//! tokenizer_config.json carries its own Jinja source) rendered over arbitrary messages and
+//! tools, stop strings matched over arbitrary streamed text, and tool calls parsed out of it in
+//! every format, streamed in arbitrary pieces.
 #![no_main]
 use aiserve_core::chat::{ChatTemplate, Message};
 use aiserve_core::stop::StopStrings;
+use aiserve_core::tools::{calls_of_required, ToolFormat, ToolParser};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,6 +15,9 @@ fuzz_target!(|data: &[u8]| {
     let content = parts.next().unwrap_or_default();
     if let Ok(t) = ChatTemplate::new(source, "<s>", "</s>") {
         let _ = t.render(&[Message::new("system", "s"), Message::new("user", content)], true);
+        if let Ok(serde_json::Value::Array(tools)) = serde_json::from_str(content) {
+            let _ = t.render_with_tools(&[Message::new("user", "u")], Some(&tools), true);
+        }
     }
     let stops: Vec<String> = parts.next().unwrap_or_default().split('\u{2}').map(str::to_owned).collect();
     let mut s = StopStrings::new(stops);
@@ -25,4 +30,13 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     out.push_str(&s.finish());
+    let pieces: Vec<&str> = text.split('\u{3}').collect();
+    for format in [ToolFormat::Hermes, ToolFormat::Llama3Json, ToolFormat::Mistral] {
+        let mut p = ToolParser::new(format);
+        for piece in &pieces {
+            let _ = p.push(piece);
+        }
+        let _ = p.finish();
+    }
+    let _ = calls_of_required(&text);
 });
