@@ -38,5 +38,5 @@ fuzz_target!(|data: &[u8]| {
         }
         let _ = p.finish();
     }
-    let _ = calls_of_required(&text);
+    let _ = calls_of_required(&text, Some(ToolFormat::Mistral));
 });

@@ -291,12 +291,12 @@ pub fn required_schema(tools: &[Tool], parallel: bool) -> Value {
     schema
 }
 
-/// The calls of an output constrained by [`required_schema`].
-pub fn calls_of_required(text: &str) -> Option<Vec<ToolCall>> {
+/// The calls of an output constrained by [`required_schema`], with ids as `ids` spells them.
+pub fn calls_of_required(text: &str, ids: Option<ToolFormat>) -> Option<Vec<ToolCall>> {
     let Value::Array(items) = serde_json::from_str::<Value>(text).ok()? else { return None };
     items
         .into_iter()
-        .map(|v| call_of(v).map(|(name, arguments)| ToolCall { id: call_id(None), name, arguments }))
+        .map(|v| call_of(v).map(|(name, arguments)| ToolCall { id: call_id(ids), name, arguments }))
         .collect()
 }
 
@@ -424,9 +424,9 @@ mod tests {
         let s = required_schema(&tools, false);
         assert_eq!(s["maxItems"], 1);
         assert_eq!(s["items"]["anyOf"][0]["properties"]["name"]["const"], "f");
-        let calls = calls_of_required("[{\"name\": \"f\", \"parameters\": {\"a\": 1}}]").unwrap();
+        let calls = calls_of_required("[{\"name\": \"f\", \"parameters\": {\"a\": 1}}]", None).unwrap();
         assert_eq!((calls[0].name.as_str(), calls[0].arguments.as_str()), ("f", "{\"a\":1}"));
-        assert!(calls_of_required("{").is_none());
+        assert!(calls_of_required("{", None).is_none());
         assert!(hermes_system_prompt(&tools).contains("{\"type\":\"function\",\"function\":{\"name\":\"f\""));
     }
 }
