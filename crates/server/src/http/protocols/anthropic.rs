@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use aiserve_core::chat::Message;
-use aiserve_core::tools::{Tool, ToolChoice};
+use aiserve_core::tools::ToolChoice;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -21,14 +21,14 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
-use super::openai_input::{check_tools, text_content, tool_name, tool_parameters};
+use super::openai_input::{flat_tool, text_content, tool_list, tool_name, tool_request};
 use crate::error::{shown, AnthropicError, Error};
 use crate::http::metrics::{tag, Served};
 use crate::http::state::{parse_json, AppState};
 use aiserve_runtime::generation::engine::{Event, FinishReason};
 use aiserve_runtime::generation::grammar::{Grammar, GrammarRequest};
 use aiserve_runtime::generation::params::{self, Params, MAX_STOPS, MAX_STOP_BYTES};
-use aiserve_runtime::generation::tools::{CallStream, Delta, ToolRequest, MAX_TOOLS};
+use aiserve_runtime::generation::tools::{CallStream, Delta, ToolRequest};
 use aiserve_runtime::generation::{collect_all, Choices};
 use aiserve_runtime::metrics::METRICS;
 use aiserve_runtime::servable::Servable;
@@ -238,34 +238,15 @@ fn parse_messages(v: Option<&Value>) -> Result<Vec<Message>, Error> {
 /// `tools` (`name`, `description`, `input_schema`) and `tool_choice` (`auto`, `any`, `tool`,
 /// `none`, with `disable_parallel_tool_use`).
 fn parse_tools(req: &Map<String, Value>) -> Result<Option<ToolRequest>, Error> {
-    let tools: Vec<Tool> = match req.get("tools") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) if items.len() <= MAX_TOOLS => items
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let at = format!("tools[{i}]");
-                if let Some(kind) = t.get("type").and_then(Value::as_str).filter(|k| *k != "custom") {
-                    return Err(Error::invalid(
-                        format!("{at}.type"),
-                        format!("`{at}.type` `{kind}` names a server tool; only client tools (name, input_schema) are served"),
-                    ));
-                }
-                Ok(Tool {
-                    name: tool_name(t.get("name"), &format!("{at}.name"))?,
-                    description: t.get("description").and_then(Value::as_str).map(str::to_owned),
-                    parameters: tool_parameters(t.get("input_schema"), &format!("{at}.input_schema"))?,
-                })
-            })
-            .collect::<Result<_, _>>()?,
-        Some(other) => {
+    let tools = tool_list(req.get("tools"), |t, at| {
+        if let Some(kind) = t.get("type").and_then(Value::as_str).filter(|k| *k != "custom") {
             return Err(Error::invalid(
-                "tools",
-                format!("`tools` must be a list of at most {MAX_TOOLS} tools, got {}", shown(other)),
-            ))
+                format!("{at}.type"),
+                format!("`{at}.type` `{kind}` names a server tool; only client tools (name, input_schema) are served"),
+            ));
         }
-    };
-    check_tools(&tools, "tools")?;
+        flat_tool(t, at, "input_schema")
+    })?;
     let (choice, parallel) = match req.get("tool_choice") {
         None | Some(Value::Null) => (ToolChoice::Auto, true),
         Some(Value::Object(o)) => {
@@ -291,13 +272,7 @@ fn parse_tools(req: &Map<String, Value>) -> Result<Option<ToolRequest>, Error> {
             return Err(Error::invalid("tool_choice", format!("`tool_choice` must be an object, got {}", shown(other))))
         }
     };
-    if tools.is_empty() {
-        if matches!(choice, ToolChoice::Required | ToolChoice::Named(_)) {
-            return Err(Error::invalid("tool_choice", "`tool_choice` asks for a tool but `tools` offers none"));
-        }
-        return Ok(None);
-    }
-    Ok(Some(ToolRequest { tools, choice, parallel }))
+    tool_request(tools, choice, parallel)
 }
 
 async fn count_tokens(State(state): State<AppState>, body: Body) -> Result<Response, AnthropicError> {

@@ -170,91 +170,100 @@ pub fn tool_parameters(v: Option<&Value>, field: &str) -> Result<Value, Error> {
     }
 }
 
-/// Offered tools: refuses more than [`MAX_TOOLS`] and repeated names.
-pub fn check_tools(tools: &[Tool], field: &str) -> Result<(), Error> {
-    if tools.len() > MAX_TOOLS {
-        return Err(Error::invalid(
-            field,
-            format!("`{field}` may hold at most {MAX_TOOLS} tools, got {}", tools.len()),
-        ));
-    }
+/// A request's `tools` list: each item read by `read` (its value and its field name), at most
+/// [`MAX_TOOLS`], no name twice. The three APIs spell a tool differently; this is what they share.
+pub fn tool_list(v: Option<&Value>, read: impl Fn(&Value, &str) -> Result<Tool, Error>) -> Result<Vec<Tool>, Error> {
+    let items = match v {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) if items.len() <= MAX_TOOLS => items,
+        Some(other) => {
+            return Err(Error::invalid(
+                "tools",
+                format!("`tools` must be a list of at most {MAX_TOOLS} tools, got {}", shown(other)),
+            ))
+        }
+    };
+    let tools: Vec<Tool> =
+        items.iter().enumerate().map(|(i, t)| read(t, &format!("tools[{i}]"))).collect::<Result<_, _>>()?;
     for (i, t) in tools.iter().enumerate() {
         if tools[..i].iter().any(|u| u.name == t.name) {
-            return Err(Error::invalid(format!("{field}[{i}]"), format!("tool `{}` is offered twice", t.name)));
+            return Err(Error::invalid(format!("tools[{i}]"), format!("tool `{}` is offered twice", t.name)));
         }
     }
-    Ok(())
+    Ok(tools)
+}
+
+/// A tool written flat (`name`, `description` and its schema under `schema_key`), as the
+/// Responses API (`parameters`) and Anthropic (`input_schema`) write them.
+pub fn flat_tool(t: &Value, at: &str, schema_key: &str) -> Result<Tool, Error> {
+    Ok(Tool {
+        name: tool_name(t.get("name"), &format!("{at}.name"))?,
+        description: t.get("description").and_then(Value::as_str).map(str::to_owned),
+        parameters: tool_parameters(t.get(schema_key), &format!("{at}.{schema_key}"))?,
+    })
+}
+
+/// OpenAI's `parallel_tool_calls` (default true).
+pub fn parallel_tool_calls(req: &Map<String, Value>) -> Result<bool, Error> {
+    match req.get("parallel_tool_calls") {
+        None | Some(Value::Null) => Ok(true),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(Error::invalid(
+            "parallel_tool_calls",
+            format!("`parallel_tool_calls` must be true or false, got {}", shown(other)),
+        )),
+    }
+}
+
+/// The tools part of a request: `None` when no tool is on offer (a choice that demands a call
+/// then is the request's error).
+pub fn tool_request(tools: Vec<Tool>, choice: ToolChoice, parallel: bool) -> Result<Option<ToolRequest>, Error> {
+    if !tools.is_empty() {
+        return Ok(Some(ToolRequest { tools, choice, parallel }));
+    }
+    if matches!(choice, ToolChoice::Required | ToolChoice::Named(_)) {
+        return Err(Error::invalid("tool_choice", "`tool_choice` asks for a call but `tools` offers none"));
+    }
+    Ok(None)
+}
+
+/// OpenAI's `tool_choice`: `auto`, `none`, `required` or a function named by `named` (chat
+/// nests the name under `function`, Responses does not).
+pub fn openai_tool_choice(
+    v: Option<&Value>,
+    named: impl Fn(&Map<String, Value>) -> Result<String, Error>,
+) -> Result<ToolChoice, Error> {
+    match v {
+        None | Some(Value::Null) => Ok(ToolChoice::Auto),
+        Some(Value::String(s)) if s == "auto" => Ok(ToolChoice::Auto),
+        Some(Value::String(s)) if s == "none" => Ok(ToolChoice::None),
+        Some(Value::String(s)) if s == "required" => Ok(ToolChoice::Required),
+        Some(Value::Object(o)) if o.get("type").and_then(Value::as_str) == Some("function") => {
+            Ok(ToolChoice::Named(named(o)?))
+        }
+        Some(other) => Err(Error::invalid(
+            "tool_choice",
+            format!("`tool_choice` must be none, auto, required or a function to call, got {}", shown(other)),
+        )),
+    }
 }
 
 /// OpenAI chat's `tools`, `tool_choice` and `parallel_tool_calls`; `None` when no tool is on offer.
 pub fn parse_tools(req: &Map<String, Value>) -> Result<Option<ToolRequest>, Error> {
-    let get = |k: &str| req.get(k).filter(|v| !v.is_null());
-    let tools: Vec<Tool> = match get("tools") {
-        None => Vec::new(),
-        Some(Value::Array(items)) => {
-            if items.len() > MAX_TOOLS {
-                return Err(Error::invalid(
-                    "tools",
-                    format!("`tools` may hold at most {MAX_TOOLS} tools, got {}", items.len()),
-                ));
-            }
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, t)| {
-                    let at = format!("tools[{i}]");
-                    if t.get("type").and_then(Value::as_str) != Some("function") {
-                        return Err(Error::invalid(format!("{at}.type"), format!("`{at}.type` must be \"function\"")));
-                    }
-                    let f = t.get("function").and_then(Value::as_object).ok_or_else(|| {
-                        Error::invalid(format!("{at}.function"), format!("`{at}.function` must be an object"))
-                    })?;
-                    Ok(Tool {
-                        name: tool_name(f.get("name"), &format!("{at}.function.name"))?,
-                        description: f.get("description").and_then(Value::as_str).map(str::to_owned),
-                        parameters: tool_parameters(f.get("parameters"), &format!("{at}.function.parameters"))?,
-                    })
-                })
-                .collect::<Result<_, _>>()?
+    let tools = tool_list(req.get("tools"), |t, at| {
+        if t.get("type").and_then(Value::as_str) != Some("function") {
+            return Err(Error::invalid(format!("{at}.type"), format!("`{at}.type` must be \"function\"")));
         }
-        Some(other) => return Err(Error::invalid("tools", format!("`tools` must be a list, got {}", shown(other)))),
-    };
-    check_tools(&tools, "tools")?;
-    let choice = match get("tool_choice") {
-        None => ToolChoice::Auto,
-        Some(Value::String(s)) if s == "auto" => ToolChoice::Auto,
-        Some(Value::String(s)) if s == "none" => ToolChoice::None,
-        Some(Value::String(s)) if s == "required" => ToolChoice::Required,
-        Some(Value::Object(o)) if o.get("type").and_then(Value::as_str) == Some("function") => {
-            ToolChoice::Named(tool_name(o.get("function").and_then(|f| f.get("name")), "tool_choice.function.name")?)
-        }
-        Some(other) => {
-            return Err(Error::invalid(
-                "tool_choice",
-                format!(
-                    "`tool_choice` must be none, auto, required or {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}, got {}",
-                    shown(other)
-                ),
-            ))
-        }
-    };
-    let parallel = match get("parallel_tool_calls") {
-        None => true,
-        Some(Value::Bool(b)) => *b,
-        Some(other) => {
-            return Err(Error::invalid(
-                "parallel_tool_calls",
-                format!("`parallel_tool_calls` must be true or false, got {}", shown(other)),
-            ))
-        }
-    };
-    if tools.is_empty() {
-        if matches!(choice, ToolChoice::Required | ToolChoice::Named(_)) {
-            return Err(Error::invalid("tool_choice", "`tool_choice` asks for a call but `tools` offers none"));
-        }
-        return Ok(None);
-    }
-    Ok(Some(ToolRequest { tools, choice, parallel }))
+        let f = t
+            .get("function")
+            .filter(|f| f.is_object())
+            .ok_or_else(|| Error::invalid(format!("{at}.function"), format!("`{at}.function` must be an object")))?;
+        flat_tool(f, &format!("{at}.function"), "parameters")
+    })?;
+    let choice = openai_tool_choice(req.get("tool_choice"), |o| {
+        tool_name(o.get("function").and_then(|f| f.get("name")), "tool_choice.function.name")
+    })?;
+    tool_request(tools, choice, parallel_tool_calls(req)?)
 }
 
 pub enum Prompt {

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use aiserve_core::chat::Message;
-use aiserve_core::tools::{Tool, ToolChoice};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -23,13 +22,15 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
-use super::openai_input::{check_tools, text_content, tool_name, tool_parameters};
+use super::openai_input::{
+    flat_tool, openai_tool_choice, parallel_tool_calls, text_content, tool_list, tool_name, tool_request,
+};
 use crate::error::{shown, Error, OpenAiError};
 use crate::http::metrics::{tag, Served};
 use crate::http::state::{parse_json, AppState};
 use aiserve_runtime::generation::engine::{Event, FinishReason};
 use aiserve_runtime::generation::params::{self, Params};
-use aiserve_runtime::generation::tools::{CallStream, Delta, ToolRequest, MAX_TOOLS};
+use aiserve_runtime::generation::tools::{CallStream, Delta, ToolRequest};
 use aiserve_runtime::generation::{collect_all, Choices};
 use aiserve_runtime::metrics::METRICS;
 use aiserve_runtime::servable::Servable;
@@ -151,69 +152,17 @@ fn messages(req: &Map<String, Value>) -> Result<Vec<Message>, Error> {
 
 /// Function `tools` (flat: `name`, `description`, `parameters`), `tool_choice`, `parallel_tool_calls`.
 fn tools(req: &Map<String, Value>) -> Result<Option<ToolRequest>, Error> {
-    let tools: Vec<Tool> = match get(req, "tools") {
-        None => Vec::new(),
-        Some(Value::Array(items)) if items.len() <= MAX_TOOLS => items
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let at = format!("tools[{i}]");
-                if t.get("type").and_then(Value::as_str) != Some("function") {
-                    return Err(Error::invalid(
-                        format!("{at}.type"),
-                        format!("`{at}.type` must be \"function\": hosted tools are not served"),
-                    ));
-                }
-                Ok(Tool {
-                    name: tool_name(t.get("name"), &format!("{at}.name"))?,
-                    description: t.get("description").and_then(Value::as_str).map(str::to_owned),
-                    parameters: tool_parameters(t.get("parameters"), &format!("{at}.parameters"))?,
-                })
-            })
-            .collect::<Result<_, _>>()?,
-        Some(other) => {
+    let tools = tool_list(get(req, "tools"), |t, at| {
+        if t.get("type").and_then(Value::as_str) != Some("function") {
             return Err(Error::invalid(
-                "tools",
-                format!("`tools` must be a list of at most {MAX_TOOLS}, got {}", shown(other)),
-            ))
+                format!("{at}.type"),
+                format!("`{at}.type` must be \"function\": hosted tools are not served"),
+            ));
         }
-    };
-    check_tools(&tools, "tools")?;
-    let choice = match get(req, "tool_choice") {
-        None => ToolChoice::Auto,
-        Some(Value::String(s)) if s == "auto" => ToolChoice::Auto,
-        Some(Value::String(s)) if s == "none" => ToolChoice::None,
-        Some(Value::String(s)) if s == "required" => ToolChoice::Required,
-        Some(Value::Object(o)) if o.get("type").and_then(Value::as_str) == Some("function") => {
-            ToolChoice::Named(tool_name(o.get("name"), "tool_choice.name")?)
-        }
-        Some(other) => {
-            return Err(Error::invalid(
-                "tool_choice",
-                format!(
-                    "`tool_choice` must be none, auto, required or {{\"type\": \"function\", \"name\": ...}}, got {}",
-                    shown(other)
-                ),
-            ))
-        }
-    };
-    let parallel = match get(req, "parallel_tool_calls") {
-        None => true,
-        Some(Value::Bool(b)) => *b,
-        Some(other) => {
-            return Err(Error::invalid(
-                "parallel_tool_calls",
-                format!("`parallel_tool_calls` must be true or false, got {}", shown(other)),
-            ))
-        }
-    };
-    if tools.is_empty() {
-        if matches!(choice, ToolChoice::Required | ToolChoice::Named(_)) {
-            return Err(Error::invalid("tool_choice", "`tool_choice` asks for a call but `tools` offers none"));
-        }
-        return Ok(None);
-    }
-    Ok(Some(ToolRequest { tools, choice, parallel }))
+        flat_tool(t, at, "parameters")
+    })?;
+    let choice = openai_tool_choice(get(req, "tool_choice"), |o| tool_name(o.get("name"), "tool_choice.name"))?;
+    tool_request(tools, choice, parallel_tool_calls(req)?)
 }
 
 /// The sampling fields and `text.format`, as chat's [`Params`].
