@@ -44,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
         2 => Grammar::Lark(source.to_string()),
         _ => Grammar::Choice(source.split('|').map(str::to_owned).collect()),
     };
-    let Ok(mut c) = grammars().compile(&GrammarRequest { grammar, field: "f".into() }) else { return };
+    let Ok(mut c) = grammars().compile(GrammarRequest { grammar, field: "f".into() }) else { return };
     for b in steps.bytes().take(64) {
         let Ok(mask) = c.mask() else { return };
         // The byte the input names if allowed, else the first allowed token.

@@ -95,12 +95,12 @@ impl Grammars {
 
     /// Compiles a request's grammar; a schema keyword or grammar llguidance cannot enforce is
     /// the request's error, naming its field.
-    pub fn compile(&self, req: &GrammarRequest) -> Result<Constraint, Error> {
-        let top = match &req.grammar {
+    pub fn compile(&self, req: GrammarRequest) -> Result<Constraint, Error> {
+        let top = match req.grammar {
             Grammar::JsonObject => TopLevelGrammar::from_json_schema(with_style(serde_json::json!({"type": "object"}))),
-            Grammar::JsonSchema(schema) => TopLevelGrammar::from_json_schema(with_style(schema.clone())),
-            Grammar::Regex(rx) => TopLevelGrammar::from_regex(rx),
-            Grammar::Lark(lark) => TopLevelGrammar::from_lark(lark.clone()),
+            Grammar::JsonSchema(schema) => TopLevelGrammar::from_json_schema(with_style(schema)),
+            Grammar::Regex(rx) => TopLevelGrammar::from_regex(&rx),
+            Grammar::Lark(lark) => TopLevelGrammar::from_lark(lark),
             Grammar::Choice(options) => {
                 let alts: Vec<String> = options.iter().map(|o| Value::from(o.as_str()).to_string()).collect();
                 TopLevelGrammar::from_lark(format!("start: {}", alts.join(" | ")))
@@ -282,18 +282,18 @@ mod tests {
             "properties": { "city": {"type": "string", "enum": ["Paris", "Rome"]}, "n": {"type": "integer"} },
             "required": ["city", "n"], "additionalProperties": false
         });
-        let mut c = g.compile(&req(Grammar::JsonSchema(schema))).unwrap();
+        let mut c = g.compile(req(Grammar::JsonSchema(schema))).unwrap();
         let text = run(&mut c, "{\"city\": \"Rome\", \"n\": 42}");
         assert_eq!(text, "{\"city\": \"Rome\", \"n\": 42}");
-        let mut c = g.compile(&req(Grammar::JsonSchema(serde_json::json!({"type": "integer"})))).unwrap();
+        let mut c = g.compile(req(Grammar::JsonSchema(serde_json::json!({"type": "integer"})))).unwrap();
         // The model wants prose; the grammar holds it to digits (and the end once it may).
         let text = run(&mut c, "12ab");
         assert_eq!(text, "12");
-        let mut c = g.compile(&req(Grammar::Choice(vec!["yes".into(), "no".into()]))).unwrap();
+        let mut c = g.compile(req(Grammar::Choice(vec!["yes".into(), "no".into()]))).unwrap();
         assert_eq!(run(&mut c, "nope"), "no");
-        let mut c = g.compile(&req(Grammar::Regex("[0-9]{3}-[a-z]+".into()))).unwrap();
+        let mut c = g.compile(req(Grammar::Regex("[0-9]{3}-[a-z]+".into()))).unwrap();
         assert_eq!(run(&mut c, "123-abc!"), "123-abc");
-        let mut c = g.compile(&req(Grammar::JsonObject)).unwrap();
+        let mut c = g.compile(req(Grammar::JsonObject)).unwrap();
         let text = run(&mut c, "{\"a\": [1, 2]}");
         assert!(serde_json::from_str::<serde_json::Map<String, Value>>(&text).is_ok(), "{text}");
     }
@@ -303,7 +303,7 @@ mod tests {
         let g = grammars();
         let schema = serde_json::json!({"type": "object", "properties": {"n": {"type": "integer"}, "m": {"type": "integer", "maximum": 5}},
             "required": ["n", "m"], "additionalProperties": false});
-        let mut c = g.compile(&req(Grammar::JsonSchema(schema))).unwrap();
+        let mut c = g.compile(req(Grammar::JsonSchema(schema))).unwrap();
         let text = run(&mut c, &format!("{{\"n\": {}", "1".repeat(40)));
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["n"].as_i64(), Some(111_111_111_111_111_111), "{text}");
@@ -313,7 +313,7 @@ mod tests {
     #[test]
     fn special_tokens_are_never_text_and_the_end_comes_only_when_complete() {
         let g = grammars();
-        let mut c = g.compile(&req(Grammar::JsonSchema(serde_json::json!({"type": "boolean"})))).unwrap();
+        let mut c = g.compile(req(Grammar::JsonSchema(serde_json::json!({"type": "boolean"})))).unwrap();
         let mask = c.mask().unwrap();
         assert!(!mask.is_allowed(256) && !mask.is_allowed(257) && mask.is_allowed(b't' as u32));
         for b in b"true" {
@@ -327,13 +327,11 @@ mod tests {
     fn what_cannot_be_enforced_is_refused_by_name() {
         let g = grammars();
         let bad = serde_json::json!({"type": "object", "properties": {"a": {"type": "string"}}, "patternPropertiesX": 1, "unevaluatedItems": false});
-        let err = g.compile(&GrammarRequest {
-            grammar: Grammar::JsonSchema(bad),
-            field: "response_format.json_schema".into(),
-        });
+        let err = g
+            .compile(GrammarRequest { grammar: Grammar::JsonSchema(bad), field: "response_format.json_schema".into() });
         let msg = err.unwrap_err().to_string();
         assert!(msg.contains("response_format.json_schema") && msg.contains("unevaluatedItems"), "{msg}");
-        let err = g.compile(&req(Grammar::Lark("start: (".into()))).unwrap_err().to_string();
+        let err = g.compile(req(Grammar::Lark("start: (".into()))).unwrap_err().to_string();
         assert!(err.contains("cannot be enforced"), "{err}");
     }
 }

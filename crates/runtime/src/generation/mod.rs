@@ -77,7 +77,7 @@ impl GenModel {
             .await?
             .clone();
         let req = req.clone();
-        crate::blocking::run(slots, "compiling the grammar", move || grammars.compile(&req)).await
+        crate::blocking::run(slots, "compiling the grammar", move || grammars.compile(req)).await
     }
 
     /// The model's chat template, or the error a chat request gets without one.

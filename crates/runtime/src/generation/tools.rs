@@ -237,11 +237,17 @@ impl CallStream {
     }
 }
 
-/// A whole answer: its text (`None` when calls left only whitespace) and its calls.
-pub fn settle(output: Option<&CallOutput>, text: &str) -> (Option<String>, Vec<ToolCall>) {
+/// A whole answer as the deltas its stream would hand out, in one go, and its number of calls.
+pub fn whole(output: Option<&CallOutput>, text: &str) -> (Vec<Delta>, usize) {
     let mut stream = CallStream::new(output);
     let mut deltas = stream.push(text);
     deltas.extend(stream.finish());
+    (deltas, stream.calls())
+}
+
+/// A whole answer: its text (`None` when calls left only whitespace) and its calls.
+pub fn settle(output: Option<&CallOutput>, text: &str) -> (Option<String>, Vec<ToolCall>) {
+    let (deltas, _) = whole(output, text);
     let (mut content, mut calls) = (String::new(), Vec::<ToolCall>::new());
     for d in deltas {
         match d {
@@ -273,6 +279,18 @@ mod tests {
 
     fn req(choice: ToolChoice) -> ToolRequest {
         ToolRequest { tools: vec![weather()], choice, parallel: true }
+    }
+
+    /// A user asks for the weather, the assistant calls `get_weather` for Oslo with id `id`,
+    /// and the tool answers "cold".
+    fn weather_history(id: &str) -> Vec<Message> {
+        let mut call = Message::new("assistant", "");
+        call.tool_calls = Some(vec![
+            json!({"id": id, "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}),
+        ]);
+        let mut result = Message::new("tool", "cold");
+        result.tool_call_id = Some(id.into());
+        vec![Message::new("user", "weather?"), call, result]
     }
 
     const NATIVE: &str = "{% if tools %}{% for t in tools %}{{ t.function.name }};{% endfor %}{% endif %}{% for m in messages %}[{{ m.role }}]{{ m.content }}{% if m.tool_calls %}{% for c in m.tool_calls %}<tool_call>{{ c.function.arguments | tojson }}</tool_call>{% endfor %}{% endif %}{% endfor %}";
@@ -311,13 +329,7 @@ mod tests {
     #[test]
     fn qwen_2_5s_template_renders_tools_calls_and_results_as_transformers_does() {
         let qwen = ChatTemplate::new(include_str!("testdata/qwen2.5-base.jinja"), "", "<|im_end|>").unwrap();
-        let mut call = Message::new("assistant", "");
-        call.tool_calls = Some(vec![
-            json!({"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}),
-        ]);
-        let mut result = Message::new("tool", "cold");
-        result.tool_call_id = Some("call_1".into());
-        let history = vec![Message::new("user", "weather?"), call, result];
+        let history = weather_history("call_1");
         let p = prepare(Some(&req(ToolChoice::Auto)), &qwen, history, "tool_choice").unwrap();
         assert_eq!(p.output, Some(CallOutput::Parsed { format: ToolFormat::Hermes, parallel: true }));
         let text = qwen.render_with_tools(&p.messages, p.tools.as_deref(), true).unwrap();
@@ -348,13 +360,7 @@ mod tests {
     fn llama_3_2s_template_renders_tools_and_its_json_calls_are_read_back() {
         let llama =
             ChatTemplate::new(include_str!("testdata/llama3.2.jinja"), "<|begin_of_text|>", "<|eot_id|>").unwrap();
-        let mut call = Message::new("assistant", "");
-        call.tool_calls = Some(vec![
-            json!({"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}),
-        ]);
-        let mut result = Message::new("tool", "cold");
-        result.tool_call_id = Some("call_1".into());
-        let history = vec![Message::new("user", "weather?"), call, result];
+        let history = weather_history("call_1");
         let p = prepare(Some(&req(ToolChoice::Auto)), &llama, history, "tool_choice").unwrap();
         assert_eq!(p.output, Some(CallOutput::Parsed { format: ToolFormat::Llama3Json, parallel: true }));
         let text = llama.render_with_tools(&p.messages, p.tools.as_deref(), true).unwrap();
@@ -382,13 +388,7 @@ mod tests {
     #[test]
     fn mistral_v0_3s_template_renders_tools_and_its_marked_calls_are_read_back() {
         let mistral = ChatTemplate::new(include_str!("testdata/mistral-7b-v0.3.jinja"), "<s>", "</s>").unwrap();
-        let mut call = Message::new("assistant", "");
-        call.tool_calls = Some(vec![
-            json!({"id": "abcDEF123", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}),
-        ]);
-        let mut result = Message::new("tool", "cold");
-        result.tool_call_id = Some("abcDEF123".into());
-        let history = vec![Message::new("user", "weather?"), call, result];
+        let history = weather_history("abcDEF123");
         let p = prepare(Some(&req(ToolChoice::Auto)), &mistral, history, "tool_choice").unwrap();
         assert_eq!(p.output, Some(CallOutput::Parsed { format: ToolFormat::Mistral, parallel: true }));
         assert!(p.keep_special, "[TOOL_CALLS] is a special token the parser must see");

@@ -28,7 +28,7 @@ use crate::http::state::{parse_json, AppState};
 use aiserve_runtime::generation::engine::{Event, FinishReason};
 use aiserve_runtime::generation::grammar::{Grammar, GrammarRequest};
 use aiserve_runtime::generation::params::{self, Params, MAX_STOPS, MAX_STOP_BYTES};
-use aiserve_runtime::generation::tools::{CallStream, Delta, ToolRequest};
+use aiserve_runtime::generation::tools::{whole, CallStream, Delta, ToolRequest};
 use aiserve_runtime::generation::{collect_all, Choices};
 use aiserve_runtime::metrics::METRICS;
 use aiserve_runtime::servable::Servable;
@@ -300,14 +300,10 @@ async fn messages(State(state): State<AppState>, headers: HeaderMap, body: Body)
     if !params.stream {
         let done = collect_all(rxs, deadline).await?;
         let c = &done[0];
-        let mut stream = CallStream::new(output.as_ref());
-        let mut deltas = stream.push(&c.text);
-        deltas.extend(stream.finish());
+        let (deltas, calls) = whole(output.as_ref(), &c.text);
         let mut blocks = Blocks::default();
-        for d in deltas {
-            blocks.add(d);
-        }
-        let (reason, sequence) = stop_reason(c.reason, c.stop.as_deref(), stream.calls());
+        deltas.into_iter().for_each(|d| blocks.add(d));
+        let (reason, sequence) = stop_reason(c.reason, c.stop.as_deref(), calls);
         let body =
             head.message(blocks.into_values(), Value::from(reason), sequence, prompt_tokens, c.completion_tokens);
         return Ok(tag(Json(body).into_response(), served));

@@ -30,7 +30,7 @@ use crate::http::metrics::{tag, Served};
 use crate::http::state::{parse_json, AppState};
 use aiserve_runtime::generation::engine::{Event, FinishReason};
 use aiserve_runtime::generation::params::{self, Params};
-use aiserve_runtime::generation::tools::{CallStream, Delta, ToolRequest};
+use aiserve_runtime::generation::tools::{whole, CallStream, Delta, ToolRequest};
 use aiserve_runtime::generation::{collect_all, Choices};
 use aiserve_runtime::metrics::METRICS;
 use aiserve_runtime::servable::Servable;
@@ -259,10 +259,7 @@ async fn responses(State(state): State<AppState>, headers: HeaderMap, body: Body
     if !p.stream {
         let done = collect_all(rxs, deadline).await?;
         let c = &done[0];
-        let mut calls = CallStream::new(output.as_ref());
-        let mut deltas = calls.push(&c.text);
-        deltas.extend(calls.finish());
-        deltas.into_iter().for_each(|d| items.delta(d));
+        whole(output.as_ref(), &c.text).0.into_iter().for_each(|d| items.delta(d));
         items.close();
         return Ok(tag(Json(items.response(Some((c.reason, c.completion_tokens)))).into_response(), served));
     }
