@@ -128,3 +128,32 @@ async fn unknown_routes_are_json_404s() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert!(error_text(&v).contains("/nothing/here"));
 }
+
+/// `top=k`: the `k` most likely labels, most likely first, for a bar chart; 0 is refused.
+#[tokio::test]
+async fn top_labels_most_likely_first() {
+    let h = Harness::new().await;
+    let (s, v) = h.json("POST", "/classify?top=3", json!({ "image": flat_image(1.0 / 3.0) })).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let top = v["top"].as_array().unwrap();
+    assert_eq!(top.len(), 3);
+    assert_eq!(top[0]["label"], 3);
+    assert_eq!(top[0]["label"], v["label"]);
+    let probs = v["probabilities"].as_array().unwrap();
+    for (t, pair) in top.iter().zip(top.windows(2).map(Some).chain([None])) {
+        let label = t["label"].as_u64().unwrap() as usize;
+        assert_eq!(t["probability"], probs[label], "each entry carries its class's probability");
+        if let Some([a, b]) = pair {
+            assert!(a["probability"].as_f64() >= b["probability"].as_f64(), "{top:?}");
+        }
+    }
+    let (_, v) = h.json("POST", "/classify?top=50", json!({ "images": [flat_image(0.0)] })).await;
+    assert_eq!(v["predictions"][0]["top"].as_array().unwrap().len(), 10, "beyond the classes: all of them");
+    let (_, v) = h.json("POST", "/classify", json!({ "image": flat_image(0.0) })).await;
+    assert!(v.get("top").is_none(), "no `top` unless asked: {v}");
+    let (s, v) = h.json("POST", "/classify?top=0", json!({ "image": flat_image(0.0) })).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(error_text(&v).contains("`top` must be at least 1, got 0"), "{v}");
+    let (s, _) = h.json("POST", "/classify?top=-1", json!({ "image": flat_image(0.0) })).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}

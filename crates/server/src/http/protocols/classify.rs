@@ -2,6 +2,7 @@
 //!
 //! Body forms: `{"image": <28 rows of 28 numbers | 784 numbers | base64 PNG/JPEG>}`,
 //! `{"images": [<image>, ...]}`, or a raw PNG/JPEG body. Query: `?model=&version=`.
+//! `&top=k` adds the `k` most likely classes, `"top": [{"label", "probability"}]`.
 //! Answer: `{"label", "probabilities", "model", "version"}` (or `"predictions": [...]` for
 //! `images`).
 
@@ -12,7 +13,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::images::{image_from_json, join, picture, Decode};
@@ -32,82 +33,94 @@ pub(super) struct Target {
     pub version: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Prediction {
-    label: String,
-    probabilities: Vec<f32>,
+/// `/classify`'s query: the target, and `top=k` for the `k` most likely labels.
+#[derive(Deserialize)]
+struct ClassifyQuery {
+    model: Option<String>,
+    version: Option<String>,
+    top: Option<usize>,
 }
 
 async fn classify(
     State(state): State<AppState>,
-    query: Result<Query<Target>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<ClassifyQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
-    let Query(target) = query.map_err(|e| Error::invalid("query", format!("bad query string: {}", e.body_text())))?;
-    let body = state.read_body(body).await?;
-    let model = target.model.as_deref().unwrap_or(&state.default_model);
-    let servable = state.registry.resolve(model, target.version.as_deref())?;
-    if let aiserve_runtime::servable::Kind::Graph(g) = &servable.kind {
-        let c = g.info.classifier.as_ref().ok_or_else(|| Error::WrongModelKind {
-            model: model.to_owned(),
-            is: "an ONNX model without `[onnx.image]` in its model.toml".into(),
-            wants: "pictures to classify (use KServe v2 or TF Serving for its tensors)".into(),
-        })?;
-        let (pics, single) = if looks_like_image(&body.bytes) {
-            (vec![("body".to_owned(), body.bytes.clone())], true)
-        } else if is_json(&headers, &body.bytes) {
-            super::classify_graph::pictures(parse_json(&body.bytes, &body.hold)?, &body.hold)?
-        } else {
-            return Err(Error::UnsupportedMediaType(
-                "`/classify` takes a PNG/JPEG body or JSON with base64 pictures".into(),
-            )
-            .into());
-        };
-        let deadline = state.deadline(&headers, None)?;
-        let mut preds = super::classify_graph::classify(&state, &servable, g, c, pics, &body.hold, deadline).await?;
-        let (m, v) = (servable.model.to_string(), servable.version.to_string());
-        let out = if single {
-            let mut p = preds.remove(0);
-            p["model"] = m.into();
-            p["version"] = v.into();
-            p
-        } else {
-            serde_json::json!({ "predictions": preds, "model": m, "version": v })
-        };
-        return Ok(crate::http::metrics::tag(Json(out).into_response(), crate::http::metrics::Served::of(&servable)));
+    let Query(q) = query.map_err(|e| Error::invalid("query", format!("bad query string: {}", e.body_text())))?;
+    if q.top == Some(0) {
+        return Err(Error::invalid("top", "`top` must be at least 1, got 0").into());
     }
-    let img = servable.image()?;
+    let body = state.read_body(body).await?;
+    let model = q.model.as_deref().unwrap_or(&state.default_model);
+    let servable = state.registry.resolve(model, q.version.as_deref())?;
+    let (probs, single, labels, label_of): (_, _, &[String], fn(&str) -> Value) =
+        if let aiserve_runtime::servable::Kind::Graph(g) = &servable.kind {
+            let c = g.info.classifier.as_ref().ok_or_else(|| Error::WrongModelKind {
+                model: model.to_owned(),
+                is: "an ONNX model without `[onnx.image]` in its model.toml".into(),
+                wants: "pictures to classify (use KServe v2 or TF Serving for its tensors)".into(),
+            })?;
+            let (pics, single) = if looks_like_image(&body.bytes) {
+                (vec![("body".to_owned(), body.bytes.clone())], true)
+            } else if is_json(&headers, &body.bytes) {
+                super::classify_graph::pictures(parse_json(&body.bytes, &body.hold)?, &body.hold)?
+            } else {
+                return Err(Error::UnsupportedMediaType(
+                    "`/classify` takes a PNG/JPEG body or JSON with base64 pictures".into(),
+                )
+                .into());
+            };
+            let deadline = state.deadline(&headers, None)?;
+            let probs = super::classify_graph::classify(&state, &servable, g, c, pics, &body.hold, deadline).await?;
+            // An ONNX model's labels are the lines of its labels file, answered as written.
+            (probs, single, &c.labels[..], |l| Value::from(l))
+        } else {
+            let img = servable.image()?;
+            let ctx = Decode { state: &state, img, hold: &body.hold };
+            let (batch, single) = if looks_like_image(&body.bytes) {
+                (picture(&ctx, body.bytes.clone(), "body".into()).await?, true)
+            } else if is_json(&headers, &body.bytes) {
+                let req: serde_json::Map<String, Value> = parse_json(&body.bytes, &body.hold)?;
+                from_json(req, &ctx).await?
+            } else {
+                return Err(Error::UnsupportedMediaType(
+                    "`/classify` takes JSON (`{\"image\": ...}` or `{\"images\": [...]}`) or a PNG/JPEG body".into(),
+                )
+                .into());
+            };
+            let deadline = state.deadline(&headers, None)?;
+            (img.classify(batch, Some(deadline), &body.hold).await?, single, &img.config.labels[..], label_value)
+        };
+    let mut predictions: Vec<Value> = probs.into_iter().map(|p| prediction(p, labels, label_of, q.top)).collect();
+    let (m, v) = (servable.model.to_string(), servable.version.to_string());
+    let out = if single {
+        let mut p = predictions.remove(0);
+        p["model"] = m.into();
+        p["version"] = v.into();
+        p
+    } else {
+        serde_json::json!({ "predictions": predictions, "model": m, "version": v })
+    };
+    Ok(crate::http::metrics::tag(Json(out).into_response(), crate::http::metrics::Served::of(&servable)))
+}
 
-    let ctx = Decode { state: &state, img, hold: &body.hold };
-    let (batch, single) = if looks_like_image(&body.bytes) {
-        (picture(&ctx, body.bytes.clone(), "body".into()).await?, true)
-    } else if is_json(&headers, &body.bytes) {
-        let req: serde_json::Map<String, Value> = parse_json(&body.bytes, &body.hold)?;
-        from_json(req, &ctx).await?
-    } else {
-        return Err(Error::UnsupportedMediaType(
-            "`/classify` takes JSON (`{\"image\": ...}` or `{\"images\": [...]}`) or a PNG/JPEG body".into(),
-        )
-        .into());
-    };
-    let deadline = state.deadline(&headers, None)?;
-    let probs = img.classify(batch, Some(deadline), &body.hold).await?;
-    let labels = &img.config.labels;
-    let mut predictions: Vec<Prediction> =
-        probs.into_iter().map(|p| Prediction { label: labels[argmax(&p)].clone(), probabilities: p }).collect();
-    let (model, version) = (servable.model.to_string(), servable.version.to_string());
-    let body = if single {
-        let p = predictions.remove(0);
-        serde_json::json!({ "label": label_value(&p.label), "probabilities": p.probabilities, "model": model, "version": version })
-    } else {
-        let preds: Vec<Value> = predictions
+/// One picture's answer: the best label and every probability, plus with `top` the `k` most
+/// likely classes by name, most likely first (a bar chart's data; `k` beyond the classes gives them all).
+fn prediction(probabilities: Vec<f32>, labels: &[String], label_of: fn(&str) -> Value, top: Option<usize>) -> Value {
+    let mut answer = serde_json::json!({ "label": label_of(&labels[argmax(&probabilities)]) });
+    if let Some(k) = top {
+        let mut order: Vec<usize> = (0..probabilities.len()).collect();
+        order.sort_by(|&a, &b| probabilities[b].total_cmp(&probabilities[a]).then(a.cmp(&b)));
+        let best: Vec<Value> = order
             .into_iter()
-            .map(|p| serde_json::json!({ "label": label_value(&p.label), "probabilities": p.probabilities }))
+            .take(k)
+            .map(|i| serde_json::json!({ "label": label_of(&labels[i]), "probability": probabilities[i] }))
             .collect();
-        serde_json::json!({ "predictions": preds, "model": model, "version": version })
-    };
-    Ok(crate::http::metrics::tag(Json(body).into_response(), crate::http::metrics::Served::of(&servable)))
+        answer["top"] = best.into();
+    }
+    answer["probabilities"] = probabilities.into();
+    answer
 }
 
 /// `{"image": ...}` → one image; `{"images": [...]}` → a batch. Returns the batch and whether the

@@ -1,8 +1,9 @@
 //! `POST /classify` for an ONNX image classifier (`[onnx.image]` in its `model.toml`): pictures
 //! (a raw PNG/JPEG body, `{"image": "<base64>"}` or `{"images": [...]}`) are decoded on the
 //! decoder pool, resized and normalised as the config says, stacked into one batch in the
-//! graph's layout, run through the model's queue, and answered with the label of the best
-//! score and the probabilities (softmax of the scores when the config says they are logits).
+//! graph's layout and run through the model's queue; the answer (built in `classify`) names the
+//! best label and gives the probabilities (softmax of the scores when the config says they are
+//! logits).
 
 use aiserve_core::graph::GraphClassifier;
 use aiserve_core::{Tensor, TensorData};
@@ -10,13 +11,12 @@ use aiserve_runtime::budget::Hold;
 use aiserve_runtime::graph::Graph;
 use aiserve_runtime::servable::Servable;
 use axum::body::Bytes;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::images::decode_base64;
 use crate::decode::image::decode_pixels;
 use crate::error::Error;
 use crate::http::state::AppState;
-use crate::kserve::argmax;
 
 /// The pictures of a `/classify` JSON body, and whether it was a single `image`.
 pub fn pictures(mut req: Map<String, Value>, hold: &Hold) -> Result<(Vec<(String, Bytes)>, bool), Error> {
@@ -52,7 +52,7 @@ pub fn pictures(mut req: Map<String, Value>, hold: &Hold) -> Result<(Vec<(String
     }
 }
 
-/// Classifies the pictures; one `{label, probabilities}` per picture, in order.
+/// Classifies the pictures: the probabilities of each (`c.labels` names them), in order.
 pub async fn classify(
     state: &AppState,
     servable: &Servable,
@@ -61,7 +61,7 @@ pub async fn classify(
     pictures: Vec<(String, Bytes)>,
     hold: &Hold,
     deadline: std::time::Instant,
-) -> Result<Vec<Value>, Error> {
+) -> Result<Vec<Vec<f32>>, Error> {
     let n = pictures.len();
     if n == 0 {
         return Err(Error::invalid("images", "`images` must hold at least one picture, got 0"));
@@ -104,10 +104,7 @@ pub async fn classify(
     }
     Ok(values
         .chunks(classes)
-        .map(|row| {
-            let p = if c.config.softmax { aiserve_core::math::softmax(row) } else { row.to_vec() };
-            json!({ "label": c.labels[argmax(&p)], "probabilities": p })
-        })
+        .map(|row| if c.config.softmax { aiserve_core::math::softmax(row) } else { row.to_vec() })
         .collect())
 }
 
