@@ -152,6 +152,10 @@ pub struct SecurityArgs {
     /// Origins browsers may call from (CORS), comma-separated, `*` for any. Off by default.
     #[arg(long, env = "AISERVE_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// Serve no playground page at `/` (it holds no data and calls only the public APIs with
+    /// the key a person types; turn it off where nobody should browse to the server).
+    #[arg(long, env = "AISERVE_NO_PLAYGROUND")]
+    pub no_playground: bool,
 }
 
 #[derive(clap::Args, Debug)]

@@ -31,6 +31,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("binding {}", args.addr))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(addr = %listener.local_addr()?, scheme, repo = %args.repo.display(), "aiserve listening");
+    if !args.security.no_playground {
+        tracing::info!("playground: open {scheme}://{}/ in a browser", listener.local_addr()?);
+    }
     let grpc = match args.grpc_addr.0 {
         None => None,
         Some(addr) => {
@@ -50,6 +53,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         repo: args.repo,
         listen: args.limits.listen(tls),
         cors_origins: args.security.cors_origins,
+        playground: !args.security.no_playground,
         auth: Arc::new(auth),
         poll_interval: Duration::from_millis(args.poll_interval_ms),
         limits: args.limits.limits(),

@@ -26,10 +26,10 @@ if ! "$venv/bin/python" -c 'import tritonclient.http, tritonclient.grpc, openai,
   "$venv/bin/pip" install -q --disable-pip-version-check 'onnxruntime==1.32.0' 'onnx==1.23.2' 'skl2onnx==1.20.0' 'scikit-learn==1.9.1' 'pillow==13.0.0' \
     'rapidocr-onnxruntime==1.4.4' 'opencv-python==5.1.0.95' 'pyclipper==1.4.0' 'shapely==2.2.0'
 fi
-# The official anthropic client and jsonschema, for the agents check (added to the venv above
-# without rebuilding it).
-if ! "$venv/bin/python" -c 'import anthropic, jsonschema' 2>/dev/null; then
-  "$venv/bin/pip" install -q --disable-pip-version-check 'anthropic==2.17.0' 'jsonschema==4.26.0'
+# The official anthropic client and jsonschema, for the agents check, and selenium (a WebDriver
+# client) for the playground's check in Chromium (added to the venv above without rebuilding it).
+if ! "$venv/bin/python" -c 'import anthropic, jsonschema, selenium' 2>/dev/null; then
+  "$venv/bin/pip" install -q --disable-pip-version-check 'anthropic==2.17.0' 'jsonschema==4.26.0' 'selenium==4.39.0'
 fi
 # Keras 3 on TensorFlow (CPU) with tf2onnx, for a CNN exported by `model.export(format="onnx")`:
 # a venv of its own (TensorFlow's protobuf 7 is not tritonclient's), cached outside the clone.
@@ -83,6 +83,8 @@ for _ in $(seq 100); do
 done
 timeout 300 "$venv/bin/python" "$root/tests/clients/generation_check.py" "$addr" smollm2
 timeout 300 "$venv/bin/python" "$root/tests/clients/agents_check.py" "$addr" smollm2
+# The playground page in Debian's Chromium (.ci/install-chromium.sh): every tab, by pointer and keyboard.
+timeout 300 "$venv/bin/python" "$root/tests/clients/playground_check.py" "$addr"
 timeout 300 "$venv/bin/python" "$root/tests/clients/tritonclient_grpc_check.py" "$grpc_addr" "$mnist" "$root/../shared/reference/minilm_reference.json"
 PYTHONPATH="$tfproto" timeout 120 "$venv/bin/python" "$root/tests/clients/tfserving_grpc_check.py" "$grpc_addr" "$mnist"
 kill -TERM $pid
@@ -91,7 +93,7 @@ grep -q "shut down cleanly" "$log" || { cat "$log"; echo "no clean shutdown" >&2
 
 # The repository calls over gRPC, on a server with API keys (digits only).
 admin=admin-key-0123456789abcdef infer=infer-key-0123456789abcdef
-printf '%s admin,infer\n%s infer\n' "$admin" "$infer" >"$keys"
+printf '%s admin,infer,metrics\n%s infer\n' "$admin" "$infer" >"$keys"
 chmod 600 "$keys"
 rm -rf "$repo/minilm" "$repo/smollm2"
 start --api-keys-file "$keys"
@@ -100,6 +102,7 @@ for _ in $(seq 300); do
   sleep 0.1
 done
 timeout 120 "$venv/bin/python" "$root/tests/clients/tritonclient_grpc_check.py" --keys "$grpc_addr" "$admin" "$infer"
+timeout 300 "$venv/bin/python" "$root/tests/clients/playground_check.py" --key "$admin" --no-text "$addr"
 kill -TERM $pid
 wait $pid
 grep -q "shut down cleanly" "$log" || { cat "$log"; echo "no clean shutdown (keys server)" >&2; exit 1; }
@@ -133,6 +136,7 @@ done
 timeout 300 "$venv/bin/python" "$root/tests/clients/efficientnet_check.py" "$addr" "$grpc_addr" "$repo/efficientnet" "$effnet"
 # OCR through the pipeline against RapidOCR's own Python package, line for line.
 timeout 300 "$venv/bin/python" "$root/tests/clients/ocr_check.py" "$addr" "$grpc_addr" "$("$root/.ci/fetch-fonts.sh" "$assets")"
+timeout 300 "$venv/bin/python" "$root/tests/clients/playground_check.py" --no-text --ocr "$("$root/.ci/fetch-fonts.sh" "$assets")" "$addr"
 kill -TERM $pid
 wait $pid
 grep -q "shut down cleanly" "$log" || { cat "$log"; echo "no clean shutdown (ONNX server)" >&2; exit 1; }

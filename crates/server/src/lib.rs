@@ -34,6 +34,8 @@ pub struct ServeOptions {
     pub listen: listen::ListenOptions,
     /// Origins allowed to call from a browser (CORS); empty: no CORS headers at all.
     pub cors_origins: Vec<String>,
+    /// Serve the playground page at `/`.
+    pub playground: bool,
     pub auth: Arc<auth::Auth>,
     pub poll_interval: Duration,
     pub limits: Limits,
@@ -52,6 +54,7 @@ impl ServeOptions {
             repo,
             listen: listen::ListenOptions::default(),
             cors_origins: Vec::new(),
+            playground: true,
             auth: Arc::new(auth::Auth::open()),
             poll_interval: Duration::from_secs(2),
             limits: Limits::default(),
@@ -89,6 +92,7 @@ pub async fn serve(
     let state = AppState {
         default_model: opts.default_model.into(),
         auth: opts.auth,
+        playground: opts.playground,
         ..AppState::from_runtime(aiserve_runtime::Runtime::new(registry, Some(manager), opts.limits))
     };
     let grpc = opts.grpc.map(|(l, h2)| (l, h2, grpc::app(state.clone())));

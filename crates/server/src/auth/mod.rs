@@ -82,7 +82,7 @@ impl Auth {
 
 /// The scope a route needs; `None` for the routes that stay open.
 pub fn required_scope(path: &str) -> Option<Scope> {
-    if path.starts_with("/v2/health/") || path == "/openapi.json" {
+    if path.starts_with("/v2/health/") || path == "/openapi.json" || crate::http::playground::is_playground_path(path) {
         None
     } else if path == "/metrics" {
         Some(Scope::Metrics)

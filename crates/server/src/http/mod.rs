@@ -1,5 +1,5 @@
 //! The HTTP/1.1 front end: one axum router for every REST protocol (classify, KServe v2, TF
-//! Serving REST, OpenAI), behind request ids, metrics, the concurrency cap and the key check.
+//! Serving REST, OpenAI) and the playground page, behind request ids, metrics, the concurrency cap and the key check.
 //!
 //! Handlers decode their wire types ([`protocols`]) into the runtime's validated requests and
 //! call the same `aiserve_runtime` the gRPC front end calls; errors become responses in
@@ -8,6 +8,7 @@
 pub mod held_body;
 pub mod metrics;
 pub mod openapi;
+pub mod playground;
 pub mod protocols;
 pub mod request_id;
 pub mod state;
@@ -22,7 +23,9 @@ use state::AppState;
 /// The HTTP routes of every protocol, behind the API-key check.
 pub fn app(state: AppState) -> Router {
     let (auth, admission) = (state.auth.clone(), state.admission.clone());
+    let page = if state.playground { playground::routes() } else { Router::new() };
     Router::new()
+        .merge(page)
         .route("/metrics", axum::routing::get(metrics::render))
         .route("/openapi.json", axum::routing::get(openapi::serve))
         .merge(protocols::classify::routes())

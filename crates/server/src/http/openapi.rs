@@ -59,7 +59,7 @@ pub static ROUTES: &[Route] = &[
         "/classify",
         Some(Infer),
         "simple",
-        "Classify one image or a batch (JSON pixels, base64 or PNG/JPEG body); `?model=&version=`",
+        "Classify one image or a batch (JSON pixels, base64 or PNG/JPEG body); `?model=&version=&top=`",
         CLASSIFY_BODY,
         &[BAD, UNKNOWN, TOO_BIG, (415, "body is neither JSON nor a picture"), BUSY, SLOW]
     ),
@@ -330,6 +330,8 @@ pub static ROUTES: &[Route] = &[
     ),
     route!(Get, "/metrics", Some(Metrics), "operations", "Prometheus metrics", &[], &[]),
     route!(Get, "/openapi.json", None, "operations", "This document", &[], &[]),
+    route!(Get, "/", None, "playground", "The playground page (off with --no-playground)", &[], &[]),
+    route!(Get, "/playground/{file}", None, "playground", "The playground's scripts, styles and icon", &[], &[(404, "no such file")]),
 ];
 
 pub fn method_name(m: &HttpMethod) -> &'static str {
@@ -354,6 +356,15 @@ fn operation(r: &Route) -> utoipa::openapi::path::Operation {
             op = op
                 .parameter(ParameterBuilder::new().name(q).parameter_in(ParameterIn::Query).required(Required::False));
         }
+    }
+    if r.path == "/classify" {
+        op = op.parameter(
+            ParameterBuilder::new()
+                .name("top")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some("also answer the k most likely labels, most likely first")),
+        );
     }
     if !r.body.is_empty() {
         let mut body = RequestBodyBuilder::new().required(Some(Required::True));

@@ -22,6 +22,8 @@ pub struct AppState {
     pub auth: Arc<crate::auth::Auth>,
     /// The cap on requests handled at once (`limits.max_concurrent_requests`).
     pub admission: crate::admission::Admission,
+    /// Serve the playground page at `/`.
+    pub playground: bool,
 }
 
 impl std::ops::Deref for AppState {
@@ -67,6 +69,7 @@ impl AppState {
             runtime: Arc::new(runtime),
             default_model: "digits".into(),
             auth: Arc::new(crate::auth::Auth::open()),
+            playground: true,
         }
     }
 

@@ -142,7 +142,8 @@ pub fn metadata(servable: &Servable) -> Metadata {
                     meta(&cfg.output.name, datatype_name(&cfg.output.datatype), vec![-1, cfg.output.shape[0] as i64]),
                     meta(LABEL_OUTPUT, "INT64", vec![-1]),
                 ],
-                parameters: json!({}),
+                // Pictures go to `/classify`, which knows this model's preprocessing.
+                parameters: json!({ "endpoints": ["classify"] }),
                 platform: PLATFORM,
             }
         }
@@ -170,10 +171,16 @@ pub fn metadata(servable: &Servable) -> Metadata {
         Kind::Graph(g) => Metadata {
             inputs: metas(&g.info.inputs),
             outputs: metas(&g.info.outputs),
-            parameters: json!({
-                "batching": g.info.batched, "max_batch_size": if g.info.batched { g.max_batch } else { 0 },
-                "graph": g.info.metadata,
-            }),
+            parameters: {
+                let mut p = json!({
+                    "batching": g.info.batched, "max_batch_size": if g.info.batched { g.max_batch } else { 0 },
+                    "graph": g.info.metadata,
+                });
+                if g.info.classifier.is_some() {
+                    p["endpoints"] = json!(["classify"]);
+                }
+                p
+            },
             platform: ONNX_PLATFORM,
         },
         Kind::Pipeline(p) => Metadata {

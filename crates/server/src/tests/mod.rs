@@ -19,6 +19,7 @@ mod http_generate;
 mod http_kserve;
 mod http_metrics;
 mod http_openapi;
+mod http_playground;
 mod http_repository;
 mod http_structured;
 mod http_tfserving;
