@@ -81,7 +81,7 @@ fn decode(v: &Value, shape: Option<&[u64]>) {
     let Ok((inferred, values)) = json_tensor::flatten(v, "x", &hold) else { return };
     assert_eq!(inferred.iter().product::<usize>(), values.len());
     assert!(hold.bytes() <= BUDGET && hold.bytes() >= values.len() * 4);
-    let spec = ImageSpec { height: 28, width: 28, channels: 1, range: [0.0, 1.0] };
+    let spec = ImageSpec { height: 28, width: 28, channels: 1, range: [0.0, 1.0], background: 0.0 };
     let claimed: Vec<usize> = match shape {
         Some(s) => s.iter().map(|&d| d as usize).collect(),
         None => inferred,

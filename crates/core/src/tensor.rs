@@ -25,11 +25,23 @@ pub struct ImageSpec {
     pub width: usize,
     pub channels: usize,
     pub range: [f32; 2],
+    /// The value of the training pictures' empty pixels (`InputConfig::background`).
+    pub background: f32,
 }
 
 impl From<&InputConfig> for ImageSpec {
     fn from(c: &InputConfig) -> Self {
-        Self { height: c.shape[0], width: c.shape[1], channels: c.shape[2], range: c.range }
+        Self { height: c.shape[0], width: c.shape[1], channels: c.shape[2], range: c.range, background: c.background }
+    }
+}
+
+impl ImageSpec {
+    /// Whether the model was trained on light shapes on a dark ground (MNIST's convention):
+    /// its background sits in the lowest tenth of the range. Pictures of dark ink on paper are
+    /// inverted for such models, and for no other.
+    pub fn dark_background(&self) -> bool {
+        let [lo, hi] = self.range;
+        self.background <= lo + 0.1 * (hi - lo)
     }
 }
 
@@ -166,7 +178,7 @@ mod tests {
     use super::*;
 
     fn spec() -> ImageSpec {
-        ImageSpec { height: 28, width: 28, channels: 1, range: [0.0, 1.0] }
+        ImageSpec { height: 28, width: 28, channels: 1, range: [0.0, 1.0], background: 0.0 }
     }
 
     const LIM: BatchLimits = BatchLimits { max_batch: 8 };

@@ -1,8 +1,9 @@
 //! PNG/JPEG pictures → the model's input pixels (resized, grey or RGB, scaled to its range).
 //!
 //! Decoding is bounded (dimensions and allocation) so a small file cannot expand into gigabytes.
-//! MNIST-style models expect a light digit on a dark background; a picture whose border is
-//! brighter than its middle (dark ink on paper) is inverted so that 0 is the background.
+//! MNIST-style models (trained on light shapes on a dark background) get a picture whose border
+//! is brighter than its middle (dark ink on paper) inverted, so that 0 is the background; models
+//! trained on other pictures (photos) get them as they are.
 //! CPU-heavy: callers run this on the blocking pool.
 
 use std::io::Cursor;
@@ -50,7 +51,7 @@ pub fn decode(bytes: &[u8], spec: &ImageSpec, field: &str, hold: &Hold) -> Resul
             ))
         }
     };
-    if border_is_brighter(&pixels, spec) {
+    if spec.dark_background() && border_is_brighter(&pixels, spec) {
         pixels.iter_mut().for_each(|p| *p = hi + lo - *p);
     }
     Ok(pixels)
@@ -137,7 +138,7 @@ mod tests {
     }
 
     fn spec() -> ImageSpec {
-        ImageSpec { height: 28, width: 28, channels: 1, range: [0.0, 1.0] }
+        ImageSpec { height: 28, width: 28, channels: 1, range: [0.0, 1.0], background: 0.0 }
     }
 
     fn png(img: &image::GrayImage) -> Vec<u8> {
@@ -160,6 +161,10 @@ mod tests {
         let img = image::GrayImage::from_fn(28, 28, |x, _| image::Luma([if (12..16).contains(&x) { 0 } else { 255 }]));
         let px = decode(&png(&img), &spec(), "image").unwrap();
         assert!(px[0] < 0.01 && px[13] > 0.99);
+        // A model trained on pictures with a light ground gets them as they are.
+        let light = ImageSpec { background: 0.6, ..spec() };
+        let px = decode(&png(&img), &light, "image").unwrap();
+        assert!(px[0] > 0.99 && px[13] < 0.01);
     }
 
     #[test]
