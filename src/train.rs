@@ -1,29 +1,50 @@
-//! `aiserve train digits`: train the CNN on an MNIST-format directory and publish a new version.
+//! `aiserve train digits`: train the CNN on an MNIST-format directory and publish a new version;
+//! `aiserve train image-classifier --data DIR`: the same CNN on a user's picture folders (one
+//! sub-folder per class), with a validation split, published with the folders' names as labels.
 
 use std::path::PathBuf;
 
 use aiserve_core::config::TrainingProvenance;
 use aiserve_core::ModelName;
-use aiserve_models::digits::publish::publish;
-use aiserve_models::digits::train::{train, EpochMetrics, Progress, TrainConfig};
-use aiserve_models::mnist;
+use aiserve_models::digits::publish::{classifier_config, publish, version_config};
+use aiserve_models::digits::train::{evaluate, train_shaped, EpochMetrics, Progress, TrainConfig, Trained};
+use aiserve_models::digits::CnnShape;
+use aiserve_models::image_folder;
+use aiserve_models::mnist::{self, Dataset};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// What to train; `digits` is the MNIST CNN.
+    /// What to train: `digits` (the MNIST CNN) or `image-classifier` (the same CNN on your own
+    /// picture folders).
     #[arg(value_enum)]
     pub task: Task,
-    /// Directory with the four MNIST IDX files (gzipped or not).
-    #[arg(long, env = "AISERVE_DATA", default_value = "../shared/data/mnist")]
-    pub data: PathBuf,
+    /// digits: the directory with the four MNIST IDX files (gzipped or not; default
+    /// ../shared/data/mnist). image-classifier: a folder with one sub-folder of PNG/JPEG pictures
+    /// per class, named for its label (torchvision's ImageFolder layout).
+    #[arg(long, env = "AISERVE_DATA")]
+    pub data: Option<PathBuf>,
+    /// image-classifier: a second folder of the same classes to report test accuracy on.
+    #[arg(long, env = "AISERVE_TEST_DATA")]
+    pub test_data: Option<PathBuf>,
+    /// image-classifier: the size pictures are resized to, `HxW` or `N` (default: their own
+    /// size when they all share one, else 64x64). Larger keeps detail but trains slower.
+    #[arg(long, env = "AISERVE_TRAIN_SIZE", value_parser = parse_size)]
+    pub size: Option<(usize, usize)>,
+    /// image-classifier: 1 (grey) or 3 (RGB) channels, converting pictures as needed (default:
+    /// what the pictures are; a mix is refused).
+    #[arg(long, env = "AISERVE_TRAIN_CHANNELS", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=3))]
+    pub channels: Option<usize>,
+    /// image-classifier: the share of each class held out to validate on after every epoch.
+    #[arg(long, env = "AISERVE_TRAIN_VALIDATION_SPLIT", default_value_t = 0.2)]
+    pub validation_split: f64,
     /// Model repository to publish into (`<repo>/<model>/<N+1>/`).
     #[arg(long, env = "AISERVE_REPO", default_value = "models")]
     pub repo: PathBuf,
-    /// Model name in the repository.
-    #[arg(long, env = "AISERVE_TRAIN_MODEL", default_value = "digits")]
-    pub model: String,
+    /// Model name in the repository (digits: `digits` by default; image-classifier: required).
+    #[arg(long, env = "AISERVE_TRAIN_MODEL")]
+    pub model: Option<String>,
     /// Passes over the training set; more epochs trade time for accuracy (10 reaches ~99%).
     #[arg(long, env = "AISERVE_TRAIN_EPOCHS", default_value_t = 10, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     pub epochs: usize,
@@ -47,14 +68,23 @@ pub struct TrainArgs {
     pub quiet: bool,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Task {
     Digits,
+    ImageClassifier,
+}
+
+fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let (h, w) = s.split_once(['x', 'X']).unwrap_or((s, s));
+    let side = |v: &str| v.trim().parse::<usize>().map_err(|_| format!("`{s}` is not HxW or N (e.g. 28x28, 64)"));
+    Ok((side(h)?, side(w)?))
 }
 
 struct Bar {
     bar: Option<ProgressBar>,
     epochs: usize,
+    /// What the per-epoch evaluation runs on: `test` or `validation`.
+    eval: &'static str,
 }
 
 impl Progress for Bar {
@@ -82,7 +112,7 @@ impl Progress for Bar {
     }
 
     fn epoch_end(&mut self, m: &EpochMetrics) {
-        let line = epoch_line(m);
+        let line = epoch_line(m, self.eval);
         match self.bar.take() {
             Some(bar) => bar.finish_with_message(line),
             None => println!("{line}"),
@@ -90,17 +120,17 @@ impl Progress for Bar {
     }
 }
 
-struct Lines;
+struct Lines(&'static str);
 
 impl Progress for Lines {
     fn epoch_end(&mut self, m: &EpochMetrics) {
-        println!("epoch {}: {}", m.epoch, epoch_line(m));
+        println!("epoch {}: {}", m.epoch, epoch_line(m, self.0));
     }
 }
 
-fn epoch_line(m: &EpochMetrics) -> String {
+fn epoch_line(m: &EpochMetrics, eval: &str) -> String {
     format!(
-        "loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | {:.1} s, {:.0} img/s",
+        "loss {:.4} acc {:.2}% | {eval} loss {:.4} acc {:.2}% | {:.1} s, {:.0} img/s",
         m.loss,
         m.accuracy * 100.0,
         m.test_loss,
@@ -111,18 +141,8 @@ fn epoch_line(m: &EpochMetrics) -> String {
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    let Task::Digits = args.task;
-    let name: ModelName = args.model.parse().map_err(|e| anyhow::anyhow!("--model: {e}"))?;
     if !(args.learning_rate.is_finite() && args.learning_rate > 0.0) {
         anyhow::bail!("--learning-rate must be a positive number, got {}", args.learning_rate);
-    }
-    let mut data =
-        mnist::load_dir(&args.data).with_context(|| format!("reading MNIST from {}", args.data.display()))?;
-    if let Some(n) = args.limit_train {
-        data.train = data.train.take(n);
-    }
-    if let Some(n) = args.limit_test {
-        data.test = data.test.take(n);
     }
     let cfg = TrainConfig {
         epochs: args.epochs,
@@ -130,8 +150,25 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         learning_rate: args.learning_rate,
         seed: args.seed,
     };
+    match args.task {
+        Task::Digits => digits(&args, &cfg),
+        Task::ImageClassifier => image_classifier(&args, &cfg),
+    }
+}
+
+fn model_name(args: &TrainArgs, default: Option<&str>) -> anyhow::Result<ModelName> {
+    let name =
+        args.model.as_deref().or(default).context("--model NAME is required: the repository name to publish under")?;
+    name.parse().map_err(|e| anyhow::anyhow!("--model: {e}"))
+}
+
+fn fit(data: &Dataset, cnn: CnnShape, cfg: &TrainConfig, quiet: bool, eval: &'static str) -> anyhow::Result<Trained> {
     println!(
-        "training digits_cnn on {} images ({} test), {} epochs, batch {}, seed {}, {} threads",
+        "training digits_cnn ({}x{}x{} pictures, {} classes) on {} images ({} {eval}), {} epochs, batch {}, seed {}, {} threads",
+        cnn.height,
+        cnn.width,
+        cnn.channels,
+        cnn.classes,
         data.train.len(),
         data.test.len(),
         cfg.epochs,
@@ -139,11 +176,45 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         cfg.seed,
         aiserve_models::compute_threads()
     );
-    let trained = if args.quiet {
-        train(&data, &cfg, &mut Lines)?
+    Ok(if quiet {
+        train_shaped(data, cnn, cfg, &mut Lines(eval))?
     } else {
-        train(&data, &cfg, &mut Bar { bar: None, epochs: cfg.epochs })?
-    };
+        train_shaped(data, cnn, cfg, &mut Bar { bar: None, epochs: cfg.epochs, eval })?
+    })
+}
+
+fn provenance(
+    data: &std::path::Path,
+    train_examples: usize,
+    cfg: &TrainConfig,
+    test: (f64, f64),
+    seconds: f64,
+) -> TrainingProvenance {
+    TrainingProvenance {
+        data: data.display().to_string(),
+        train_examples,
+        epochs: cfg.epochs,
+        batch_size: cfg.batch_size,
+        learning_rate: cfg.learning_rate,
+        seed: cfg.seed,
+        test_accuracy: test.1,
+        test_loss: test.0,
+        train_seconds: (seconds * 10.0).round() / 10.0,
+        aiserve_version: env!("CARGO_PKG_VERSION").into(),
+    }
+}
+
+fn digits(args: &TrainArgs, cfg: &TrainConfig) -> anyhow::Result<()> {
+    let name = model_name(args, Some("digits"))?;
+    let dir = args.data.clone().unwrap_or_else(|| PathBuf::from("../shared/data/mnist"));
+    let mut data = mnist::load_dir(&dir).with_context(|| format!("reading MNIST from {}", dir.display()))?;
+    if let Some(n) = args.limit_train {
+        data.train = data.train.take(n);
+    }
+    if let Some(n) = args.limit_test {
+        data.test = data.test.take(n);
+    }
+    let trained = fit(&data, CnnShape::DIGITS, cfg, args.quiet, "test")?;
     let last = trained.epochs.last().expect("at least one epoch");
     println!(
         "test accuracy {:.2}% (loss {:.4}) after {:.1} s",
@@ -151,20 +222,80 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         last.test_loss,
         trained.seconds
     );
-    let provenance = TrainingProvenance {
-        data: args.data.display().to_string(),
-        train_examples: data.train.len(),
-        epochs: cfg.epochs,
-        batch_size: cfg.batch_size,
-        learning_rate: cfg.learning_rate,
-        seed: cfg.seed,
-        test_accuracy: last.test_accuracy,
-        test_loss: last.test_loss,
-        train_seconds: (trained.seconds * 10.0).round() / 10.0,
-        aiserve_version: env!("CARGO_PKG_VERSION").into(),
-    };
-    let (version, path) = publish(&args.repo, &name, &trained.model, Some(provenance), &trained.epochs)
+    let prov = provenance(&dir, data.train.len(), cfg, (last.test_loss, last.test_accuracy), trained.seconds);
+    let config = version_config(Some(prov));
+    let (version, path) = publish(&args.repo, &name, &trained.model, &config, &trained.epochs)
         .with_context(|| format!("publishing into {}", args.repo.display()))?;
     println!("published {name} version {version} at {}", path.display());
+    Ok(())
+}
+
+fn image_classifier(args: &TrainArgs, cfg: &TrainConfig) -> anyhow::Result<()> {
+    let name = model_name(args, None)?;
+    let dir =
+        args.data.clone().context("--data DIR is required: a folder with one sub-folder of pictures per class")?;
+    if !(0.0..1.0).contains(&args.validation_split) {
+        anyhow::bail!("--validation-split must be in [0, 1), got {}", args.validation_split);
+    }
+    let opts = image_folder::Options { size: args.size, channels: args.channels, ..Default::default() };
+    let folder = image_folder::read(&dir, &opts).with_context(|| format!("reading pictures from {}", dir.display()))?;
+    let all = &folder.split;
+    println!(
+        "read {} pictures of {} classes from {} as {}x{}x{}{}",
+        all.len(),
+        folder.classes.len(),
+        dir.display(),
+        all.rows,
+        all.cols,
+        all.channels,
+        if folder.skipped > 0 { format!(" ({} other files left out)", folder.skipped) } else { String::new() }
+    );
+    let (mut train, val) = image_folder::validation_split(all, args.validation_split, args.seed);
+    if val.is_empty() {
+        anyhow::bail!("--validation-split {} holds out no picture; give it more (e.g. 0.2)", args.validation_split);
+    }
+    if let Some(n) = args.limit_train {
+        train = train.take(n);
+    }
+    let test = match &args.test_data {
+        None => None,
+        Some(t) => {
+            let opts = image_folder::Options { size: Some((all.rows, all.cols)), channels: Some(all.channels), ..opts };
+            let f =
+                image_folder::read(t, &opts).with_context(|| format!("reading test pictures from {}", t.display()))?;
+            if f.classes != folder.classes {
+                anyhow::bail!(
+                    "{} has the classes {:?}, {} has {:?}: the test folder must have the same ones",
+                    t.display(),
+                    f.classes,
+                    dir.display(),
+                    folder.classes
+                );
+            }
+            Some(match args.limit_test {
+                Some(n) => f.split.take(n),
+                None => f.split,
+            })
+        }
+    };
+    let cnn = CnnShape { height: all.rows, width: all.cols, channels: all.channels, classes: folder.classes.len() };
+    let data = Dataset { train, test: val };
+    let trained = fit(&data, cnn, cfg, args.quiet, "validation")?;
+    let last = trained.epochs.last().expect("at least one epoch");
+    let mut result = (last.test_loss, last.test_accuracy);
+    if let Some(test) = &test {
+        result = evaluate(&trained.model, test, 256)?;
+        println!("test accuracy {:.2}% (loss {:.4}) on {} pictures", result.1 * 100.0, result.0, test.len());
+    } else {
+        println!("validation accuracy {:.2}% (loss {:.4})", result.1 * 100.0, result.0);
+    }
+    // Light shapes on black (MNIST-like data): uploads of dark ink on paper get inverted to match.
+    let border = image_folder::border_mean(&data.train);
+    let background = if border < 0.1 { 0.0 } else { border };
+    let prov = provenance(&dir, data.train.len(), cfg, result, trained.seconds);
+    let config = classifier_config(cnn, folder.classes.clone(), background, Some(prov));
+    let (version, path) = publish(&args.repo, &name, &trained.model, &config, &trained.epochs)
+        .with_context(|| format!("publishing into {}", args.repo.display()))?;
+    println!("published {name} version {version} at {} (labels: {})", path.display(), folder.classes.join(", "));
     Ok(())
 }

@@ -14,6 +14,7 @@ mod onnx_model;
 mod ops;
 mod pull;
 mod swap;
+mod train_folders;
 
 use std::path::PathBuf;
 

@@ -9,6 +9,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod digits;
+pub mod image_folder;
 pub mod kernels;
 pub mod llm;
 pub mod loader;

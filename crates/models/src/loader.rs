@@ -61,15 +61,11 @@ impl ModelLoader for CandleLoader {
         match description {
             Description::Image(config) => match (config.kind, config.architecture.as_str()) {
                 (ModelKind::ImageClassifier, digits::ARCHITECTURE) => {
-                    let expected = digits::publish::version_config(None);
-                    if config.input.shape != expected.input.shape || config.output.shape != expected.output.shape {
-                        return Err(LoadError::Config(format!(
-                            "digits_cnn takes input {:?} and gives output {:?}; config declares {:?} and {:?}",
-                            expected.input.shape, expected.output.shape, config.input.shape, config.output.shape
-                        )));
-                    }
+                    let [height, width, channels] = config.input.shape;
+                    let cnn = digits::CnnShape { height, width, channels, classes: config.output.shape[0] };
+                    cnn.check().map_err(|e| LoadError::Config(format!("digits_cnn: {e}")))?;
                     let model =
-                        DigitsCnn::load(&dir.join(&config.weights), &self.device).map_err(LoadError::Weights)?;
+                        DigitsCnn::load(&dir.join(&config.weights), cnn, &self.device).map_err(LoadError::Weights)?;
                     Ok(Loaded::Image(Box::new(DigitsClassifier::new(model, self.device.clone()))))
                 }
                 (_, other) => Err(LoadError::Unsupported(format!("architecture `{other}` is not known to this build"))),

@@ -23,13 +23,15 @@ pub enum DataError {
     CountMismatch { images: PathBuf, n_images: usize, labels: PathBuf, n_labels: usize },
 }
 
-/// One split: `n` images of `rows x cols` bytes (0 = background) and their labels.
+/// One split: `n` images of `rows x cols x channels` bytes (MNIST: one channel, 0 =
+/// background) and their labels.
 #[derive(Clone, Debug)]
 pub struct Split {
     pub images: Vec<u8>,
     pub labels: Vec<u8>,
     pub rows: usize,
     pub cols: usize,
+    pub channels: usize,
 }
 
 impl Split {
@@ -42,7 +44,7 @@ impl Split {
     }
 
     pub fn image_len(&self) -> usize {
-        self.rows * self.cols
+        self.rows * self.cols * self.channels
     }
 
     /// The first `n` examples (all when `n` is larger).
@@ -53,6 +55,7 @@ impl Split {
             labels: self.labels[..n].to_vec(),
             rows: self.rows,
             cols: self.cols,
+            channels: self.channels,
         }
     }
 }
@@ -84,7 +87,7 @@ fn load_split(dir: &Path, images: &str, labels: &str) -> Result<Split, DataError
     if labels.len() != n_images {
         return Err(DataError::CountMismatch { images: ipath, n_images, labels: lpath, n_labels: labels.len() });
     }
-    Ok(Split { images: pixels, labels, rows, cols })
+    Ok(Split { images: pixels, labels, rows, cols, channels: 1 })
 }
 
 fn find(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
@@ -201,6 +204,7 @@ mod tests {
             labels: (0..n).map(|i| (i % 10) as u8).collect(),
             rows: 2,
             cols: 2,
+            channels: 1,
         }
     }
 

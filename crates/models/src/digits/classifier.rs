@@ -3,7 +3,7 @@
 use aiserve_core::{BackendError, ImageBatch, ImageClassifier};
 use candle_core::{Device, Tensor};
 
-use super::{DigitsCnn, CLASSES, HEIGHT, WIDTH};
+use super::DigitsCnn;
 
 pub struct DigitsClassifier {
     model: DigitsCnn,
@@ -15,20 +15,24 @@ impl DigitsClassifier {
         Self { model: model.detached(), device }
     }
 
-    /// Probabilities `[n][10]` for a validated batch.
+    /// Probabilities `[n][classes]` for a validated batch.
     pub fn probabilities(&self, batch: &ImageBatch) -> candle_core::Result<Vec<Vec<f32>>> {
-        if (batch.height, batch.width, batch.channels) != (HEIGHT, WIDTH, 1) {
+        let s = self.model.shape();
+        if (batch.height, batch.width, batch.channels) != (s.height, s.width, s.channels) {
             candle_core::bail!(
-                "digits_cnn takes 28x28x1 images, got {}x{}x{}",
+                "this digits_cnn takes {}x{}x{} images, got {}x{}x{}",
+                s.height,
+                s.width,
+                s.channels,
                 batch.height,
                 batch.width,
                 batch.channels
             );
         }
-        let x = Tensor::from_slice(&batch.data, (batch.n, HEIGHT, WIDTH, 1), &self.device)?;
+        let x = Tensor::from_slice(&batch.data, (batch.n, s.height, s.width, s.channels), &self.device)?;
         let probs = candle_nn::ops::softmax_last_dim(&self.model.logits(&x)?)?;
         let rows = probs.to_vec2::<f32>()?;
-        debug_assert!(rows.iter().all(|r| r.len() == CLASSES));
+        debug_assert!(rows.iter().all(|r| r.len() == s.classes));
         Ok(rows)
     }
 }

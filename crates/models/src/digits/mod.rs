@@ -1,9 +1,11 @@
-//! The classic digits CNN: Conv32-Pool-Conv64-Pool-Conv64-Dense64-Dense10 on 28x28x1 images.
+//! The classic digits CNN: Conv32-Pool-Conv64-Pool-Conv64-Dense64-Dense10 on 28x28x1 images,
+//! and the same stack for other pictures ([`CnnShape`]: any size from 10x10, grey or RGB, any
+//! number of classes), which `aiserve train image-classifier` trains on a user's folders.
 //!
 //! Tensors are NHWC and kernels HWIO, as in Keras, so the flatten order (and a Keras weight
 //! export) lines up. On the CPU the convolutions and pooling run through our fused kernels
 //! (`crate::kernels`); elsewhere, and in [`DigitsCnn::logits_reference`], through candle's own ops.
-//! Weights live in `model.safetensors` under the names of [`PARAMS`].
+//! Weights live in `model.safetensors` under the names of [`PARAM_NAMES`].
 
 pub mod classifier;
 pub mod publish;
@@ -23,33 +25,104 @@ pub const HEIGHT: usize = 28;
 pub const WIDTH: usize = 28;
 pub const CLASSES: usize = 10;
 
-/// Parameter names and shapes (kernels HWIO, dense weights `in x out`).
-pub const PARAMS: [(&str, &[usize]); 10] = [
-    ("conv1.weight", &[3, 3, 1, 32]),
-    ("conv1.bias", &[32]),
-    ("conv2.weight", &[3, 3, 32, 64]),
-    ("conv2.bias", &[64]),
-    ("conv3.weight", &[3, 3, 64, 64]),
-    ("conv3.bias", &[64]),
-    ("dense1.weight", &[576, 64]),
-    ("dense1.bias", &[64]),
-    ("dense2.weight", &[64, 10]),
-    ("dense2.bias", &[10]),
+/// The parameter names, in the order of [`CnnShape::params`].
+pub const PARAM_NAMES: [&str; 10] = [
+    "conv1.weight",
+    "conv1.bias",
+    "conv2.weight",
+    "conv2.bias",
+    "conv3.weight",
+    "conv3.bias",
+    "dense1.weight",
+    "dense1.bias",
+    "dense2.weight",
+    "dense2.bias",
 ];
 
-/// The network's weights, in [`PARAMS`] order.
+/// What the network takes and gives: `height x width x channels` pictures, `classes` scores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CnnShape {
+    pub height: usize,
+    pub width: usize,
+    pub channels: usize,
+    pub classes: usize,
+}
+
+impl CnnShape {
+    /// MNIST's: 28x28 grey, ten digits.
+    pub const DIGITS: CnnShape = CnnShape { height: HEIGHT, width: WIDTH, channels: 1, classes: CLASSES };
+    /// The smallest side three valid 3x3 convolutions and two 2x2 poolings leave a pixel of.
+    pub const MIN_SIDE: usize = 10;
+    /// The largest side trained or loaded (the dense layer grows with the picture's area).
+    pub const MAX_SIDE: usize = 512;
+    /// The most classes (labels are stored as bytes).
+    pub const MAX_CLASSES: usize = 256;
+
+    /// Checks the shape is one this network can be built for.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let side = Self::MIN_SIDE..=Self::MAX_SIDE;
+        if !side.contains(&self.height) || !side.contains(&self.width) {
+            return Err(format!(
+                "pictures must be {}..={} pixels a side for this CNN, got {}x{}",
+                Self::MIN_SIDE,
+                Self::MAX_SIDE,
+                self.height,
+                self.width
+            ));
+        }
+        if self.channels != 1 && self.channels != 3 {
+            return Err(format!("pictures must be grey (1 channel) or RGB (3), got {} channels", self.channels));
+        }
+        if !(2..=Self::MAX_CLASSES).contains(&self.classes) {
+            return Err(format!("the CNN needs 2..={} classes, got {}", Self::MAX_CLASSES, self.classes));
+        }
+        Ok(())
+    }
+
+    /// Side left after conv (valid 3x3), pool, conv, pool, conv.
+    fn features(side: usize) -> usize {
+        ((side - 2) / 2 - 2) / 2 - 2
+    }
+
+    /// The shapes of [`PARAM_NAMES`] (kernels HWIO, dense weights `in x out`).
+    pub fn params(&self) -> [Vec<usize>; 10] {
+        let flat = Self::features(self.height) * Self::features(self.width) * 64;
+        [
+            vec![3, 3, self.channels, 32],
+            vec![32],
+            vec![3, 3, 32, 64],
+            vec![64],
+            vec![3, 3, 64, 64],
+            vec![64],
+            vec![flat, 64],
+            vec![64],
+            vec![64, self.classes],
+            vec![self.classes],
+        ]
+    }
+}
+
+/// The network's weights, in [`PARAM_NAMES`] order.
 #[derive(Clone, Debug)]
 pub struct DigitsCnn {
+    shape: CnnShape,
     params: Vec<Tensor>,
 }
 
 impl DigitsCnn {
+    /// Fresh MNIST-shaped weights; see [`DigitsCnn::init_shaped`].
+    pub fn init(seed: u64, device: &Device) -> Result<(Self, Vec<Var>)> {
+        Self::init_shaped(seed, CnnShape::DIGITS, device)
+    }
+
     /// Fresh weights as trainable variables: Glorot-uniform kernels and zero biases (Keras'
     /// defaults), drawn from a ChaCha stream seeded with `seed`.
-    pub fn init(seed: u64, device: &Device) -> Result<(Self, Vec<Var>)> {
+    pub fn init_shaped(seed: u64, cnn: CnnShape, device: &Device) -> Result<(Self, Vec<Var>)> {
+        cnn.check().map_err(candle_core::Error::msg)?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let mut vars = Vec::with_capacity(PARAMS.len());
-        for (name, shape) in PARAMS {
+        let mut vars = Vec::with_capacity(PARAM_NAMES.len());
+        for (name, shape) in PARAM_NAMES.iter().zip(cnn.params()) {
+            let shape = shape.as_slice();
             let n: usize = shape.iter().product();
             let data: Vec<f32> = if name.ends_with(".bias") {
                 vec![0.0; n]
@@ -57,7 +130,7 @@ impl DigitsCnn {
                 let (fan_in, fan_out) = match shape {
                     [kh, kw, c, oc] => (kh * kw * c, kh * kw * oc),
                     [i, o] => (*i, *o),
-                    _ => unreachable!("PARAMS lists only rank-2 and rank-4 weights"),
+                    _ => unreachable!("CnnShape::params lists only rank-2 and rank-4 weights"),
                 };
                 let limit = (6.0 / (fan_in + fan_out) as f32).sqrt();
                 (0..n).map(|_| rng.random_range(-limit..limit)).collect()
@@ -65,15 +138,23 @@ impl DigitsCnn {
             vars.push(Var::from_vec(data, shape, device)?);
         }
         let params = vars.iter().map(|v| v.as_tensor().clone()).collect();
-        Ok((Self { params }, vars))
+        Ok((Self { shape: cnn, params }, vars))
     }
 
-    /// Loads and checks weights: every name present with its exact shape, finite F32 values.
-    pub fn load(path: &Path, device: &Device) -> std::result::Result<Self, String> {
+    /// What this network takes and gives.
+    pub fn shape(&self) -> CnnShape {
+        self.shape
+    }
+
+    /// Loads and checks weights for a network of shape `cnn`: every name present with its exact
+    /// shape, finite F32 values.
+    pub fn load(path: &Path, cnn: CnnShape, device: &Device) -> std::result::Result<Self, String> {
+        cnn.check()?;
         let mut map = candle_core::safetensors::load(path, device).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut params = Vec::with_capacity(PARAMS.len());
-        for (name, shape) in PARAMS {
-            let t = map.remove(name).ok_or_else(|| format!("tensor `{name}` is missing"))?;
+        let mut params = Vec::with_capacity(PARAM_NAMES.len());
+        for (name, shape) in PARAM_NAMES.iter().zip(cnn.params()) {
+            let shape = shape.as_slice();
+            let t = map.remove(*name).ok_or_else(|| format!("tensor `{name}` is missing"))?;
             if t.dims() != shape {
                 return Err(format!("tensor `{name}` must have shape {shape:?}, got {:?}", t.dims()));
             }
@@ -92,12 +173,12 @@ impl DigitsCnn {
         if let Some(extra) = map.keys().next() {
             return Err(format!("unexpected tensor `{extra}`"));
         }
-        Ok(Self { params })
+        Ok(Self { shape: cnn, params })
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
         let map: HashMap<String, Tensor> =
-            PARAMS.iter().zip(&self.params).map(|((n, _), t)| (n.to_string(), t.detach())).collect();
+            PARAM_NAMES.iter().zip(&self.params).map(|(n, t)| (n.to_string(), t.detach())).collect();
         candle_core::safetensors::save(&map, path)
     }
 
@@ -107,10 +188,10 @@ impl DigitsCnn {
 
     /// A copy that shares no autograd history (for serving).
     pub fn detached(&self) -> Self {
-        Self { params: self.params.iter().map(|t| t.detach()).collect() }
+        Self { shape: self.shape, params: self.params.iter().map(|t| t.detach()).collect() }
     }
 
-    /// Class logits `[N, 10]` for images `[N, 28, 28, 1]` in [0, 1].
+    /// Class logits `[N, classes]` for images `[N, height, width, channels]` in [0, 1].
     pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
         if !x.device().is_cpu() {
             return self.logits_reference(x);
@@ -161,6 +242,31 @@ mod tests {
         assert_eq!(m.param_count(), 93_322);
     }
 
+    /// Other pictures: RGB 32x40 with three classes, the fast path against candle's ops, and
+    /// the weights saved and loaded under that shape only.
+    #[test]
+    fn other_shapes_run_save_and_load() {
+        let cnn = CnnShape { height: 32, width: 40, channels: 3, classes: 3 };
+        let (m, _) = DigitsCnn::init_shaped(5, cnn, &Device::Cpu).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        let data: Vec<f32> = (0..2 * 32 * 40 * 3).map(|_| rng.random_range(0.0..1.0)).collect();
+        let x = Tensor::from_vec(data, (2, 32, 40, 3), &Device::Cpu).unwrap();
+        let fast = m.logits(&x).unwrap();
+        assert_eq!(fast.dims(), &[2, 3]);
+        let d = (&fast - m.logits_reference(&x).unwrap()).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(d.to_scalar::<f32>().unwrap() < 1e-5);
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("w.safetensors");
+        m.save(&path).unwrap();
+        assert!(DigitsCnn::load(&path, cnn, &Device::Cpu).is_ok());
+        let err = DigitsCnn::load(&path, CnnShape::DIGITS, &Device::Cpu).unwrap_err();
+        assert!(err.contains("conv1.weight"), "{err}");
+        let tiny = CnnShape { height: 9, ..cnn };
+        assert!(tiny.check().unwrap_err().contains("10..=512"), "a 9-pixel side leaves no feature");
+        assert!(CnnShape { classes: 1, ..cnn }.check().is_err());
+        assert!(CnnShape { channels: 4, ..cnn }.check().is_err());
+    }
+
     #[test]
     fn fast_path_equals_reference_path() {
         let (m, _) = DigitsCnn::init(7, &Device::Cpu).unwrap();
@@ -194,7 +300,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("w.safetensors");
         a.save(&path).unwrap();
-        let c = DigitsCnn::load(&path, &Device::Cpu).unwrap();
+        let c = DigitsCnn::load(&path, CnnShape::DIGITS, &Device::Cpu).unwrap();
         assert_eq!(la, c.logits(&x).unwrap().to_vec2::<f32>().unwrap());
     }
 
@@ -203,12 +309,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("w.safetensors");
         std::fs::write(&path, b"not safetensors").unwrap();
-        assert!(DigitsCnn::load(&path, &Device::Cpu).is_err());
+        assert!(DigitsCnn::load(&path, CnnShape::DIGITS, &Device::Cpu).is_err());
         let mut map = HashMap::new();
         map.insert("conv1.weight".to_string(), Tensor::zeros((3, 3, 1, 31), DType::F32, &Device::Cpu).unwrap());
         candle_core::safetensors::save(&map, &path).unwrap();
-        let err = DigitsCnn::load(&path, &Device::Cpu).unwrap_err();
+        let err = DigitsCnn::load(&path, CnnShape::DIGITS, &Device::Cpu).unwrap_err();
         assert!(err.contains("`conv1.weight` must have shape [3, 3, 1, 32]"), "{err}");
-        assert!(DigitsCnn::load(&tmp.path().join("absent"), &Device::Cpu).is_err());
+        assert!(DigitsCnn::load(&tmp.path().join("absent"), CnnShape::DIGITS, &Device::Cpu).is_err());
     }
 }

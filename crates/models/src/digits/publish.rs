@@ -1,5 +1,6 @@
-//! Publishing a trained digits model as a new repository version, atomically (staged and
-//! renamed into place by `aiserve_core::publish`).
+//! Publishing a trained CNN (the digits model, or one trained on a user's picture folders) as
+//! a new repository version, atomically (staged and renamed into place by
+//! `aiserve_core::publish`).
 
 use std::path::{Path, PathBuf};
 
@@ -10,13 +11,26 @@ use aiserve_core::publish::publish_version;
 use aiserve_core::{ModelName, Version};
 
 use super::train::EpochMetrics;
-use super::{DigitsCnn, ARCHITECTURE, CLASSES, HEIGHT, WIDTH};
+use super::{CnnShape, DigitsCnn, ARCHITECTURE, CLASSES};
 
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const METRICS_FILE: &str = "metrics.json";
 
 /// The version config describing a digits CNN.
 pub fn version_config(training: Option<TrainingProvenance>) -> VersionConfig {
+    let labels = (0..CLASSES).map(|d| d.to_string()).collect();
+    classifier_config(CnnShape::DIGITS, labels, 0.0, training)
+}
+
+/// The version config of a CNN of shape `cnn` whose classes are `labels`; `background` is the
+/// value of the pictures' empty pixels (0 for light shapes on black, which uploads with a
+/// brighter border are inverted to match).
+pub fn classifier_config(
+    cnn: CnnShape,
+    labels: Vec<String>,
+    background: f32,
+    training: Option<TrainingProvenance>,
+) -> VersionConfig {
     VersionConfig {
         kind: ModelKind::ImageClassifier,
         architecture: ARCHITECTURE.into(),
@@ -24,12 +38,12 @@ pub fn version_config(training: Option<TrainingProvenance>) -> VersionConfig {
         input: InputConfig {
             name: "image".into(),
             datatype: "FP32".into(),
-            shape: [HEIGHT, WIDTH, 1],
+            shape: [cnn.height, cnn.width, cnn.channels],
             range: [0.0, 1.0],
-            background: 0.0,
+            background,
         },
-        output: OutputConfig { name: "probabilities".into(), datatype: "FP32".into(), shape: [CLASSES] },
-        labels: (0..CLASSES).map(|d| d.to_string()).collect(),
+        output: OutputConfig { name: "probabilities".into(), datatype: "FP32".into(), shape: [cnn.classes] },
+        labels,
         training,
     }
 }
@@ -39,20 +53,20 @@ pub fn publish(
     repo: &Path,
     model_name: &ModelName,
     model: &DigitsCnn,
-    training: Option<TrainingProvenance>,
+    config: &VersionConfig,
     epochs: &[EpochMetrics],
 ) -> std::io::Result<(Version, PathBuf)> {
-    publish_version(repo, model_name, |stage| write_version(stage, model, training, epochs))
+    publish_version(repo, model_name, |stage| write_version(stage, model, config, epochs))
 }
 
 fn write_version(
     dir: &Path,
     model: &DigitsCnn,
-    training: Option<TrainingProvenance>,
+    config: &VersionConfig,
     epochs: &[EpochMetrics],
 ) -> std::io::Result<()> {
     model.save(&dir.join(WEIGHTS_FILE)).map_err(std::io::Error::other)?;
-    std::fs::write(dir.join(VERSION_CONFIG_FILE), version_config(training).to_toml())?;
+    std::fs::write(dir.join(VERSION_CONFIG_FILE), config.to_toml())?;
     let metrics = serde_json::to_string_pretty(epochs).map_err(std::io::Error::other)?;
     std::fs::write(dir.join(METRICS_FILE), metrics + "\n")?;
     for f in [WEIGHTS_FILE, VERSION_CONFIG_FILE, METRICS_FILE] {
@@ -71,12 +85,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (m, _) = DigitsCnn::init(1, &Device::Cpu).unwrap();
         let name: ModelName = "digits".parse().unwrap();
-        let (v1, p1) = publish(tmp.path(), &name, &m, None, &[]).unwrap();
-        let (v2, _) = publish(tmp.path(), &name, &m, None, &[]).unwrap();
+        let (v1, p1) = publish(tmp.path(), &name, &m, &version_config(None), &[]).unwrap();
+        let (v2, _) = publish(tmp.path(), &name, &m, &version_config(None), &[]).unwrap();
         assert_eq!((v1, v2), (Version(1), Version(2)));
         let cfg = aiserve_core::backend::read_version_config(&p1).unwrap();
         assert_eq!(cfg, version_config(None));
-        assert!(DigitsCnn::load(&p1.join(WEIGHTS_FILE), &Device::Cpu).is_ok());
+        assert!(DigitsCnn::load(&p1.join(WEIGHTS_FILE), CnnShape::DIGITS, &Device::Cpu).is_ok());
         let leftovers: Vec<_> = std::fs::read_dir(tmp.path().join("digits"))
             .unwrap()
             .filter_map(|e| e.ok())

@@ -14,7 +14,7 @@ use rand::SeedableRng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::DigitsCnn;
+use super::{CnnShape, DigitsCnn};
 use crate::mnist::{Dataset, Split};
 
 /// Hyper-parameters; the defaults are Keras' (`epochs=10`, `batch_size=32`, Adam lr 1e-3).
@@ -61,8 +61,15 @@ pub struct Trained {
     pub seconds: f64,
 }
 
-/// Trains from scratch on `data.train`, evaluating on `data.test` after every epoch.
+/// Trains an MNIST-shaped CNN from scratch on `data.train`, evaluating on `data.test` after
+/// every epoch.
 pub fn train(data: &Dataset, cfg: &TrainConfig, progress: &mut dyn Progress) -> Result<Trained> {
+    train_shaped(data, CnnShape::DIGITS, cfg, progress)
+}
+
+/// Trains a CNN of shape `cnn` (the pictures' size and channels, the number of classes) from
+/// scratch on `data.train`, evaluating on `data.test` (a validation split) after every epoch.
+pub fn train_shaped(data: &Dataset, cnn: CnnShape, cfg: &TrainConfig, progress: &mut dyn Progress) -> Result<Trained> {
     if cfg.batch_size == 0 || cfg.epochs == 0 {
         candle_core::bail!("epochs and batch size must be at least 1");
     }
@@ -70,7 +77,23 @@ pub fn train(data: &Dataset, cfg: &TrainConfig, progress: &mut dyn Progress) -> 
         candle_core::bail!("training needs at least one training and one test example");
     }
     let device = Device::Cpu;
-    let (model, vars) = DigitsCnn::init(cfg.seed, &device)?;
+    for (name, s) in [("training", &data.train), ("test", &data.test)] {
+        if (s.rows, s.cols, s.channels) != (cnn.height, cnn.width, cnn.channels) {
+            candle_core::bail!(
+                "the {name} pictures are {}x{}x{}, the CNN takes {}x{}x{}",
+                s.rows,
+                s.cols,
+                s.channels,
+                cnn.height,
+                cnn.width,
+                cnn.channels
+            );
+        }
+        if let Some(&bad) = s.labels.iter().find(|&&l| l as usize >= cnn.classes) {
+            candle_core::bail!("a {name} label is {bad}, the CNN has {} classes", cnn.classes);
+        }
+    }
+    let (model, vars) = DigitsCnn::init_shaped(cfg.seed, cnn, &device)?;
     let params = ParamsAdamW { lr: cfg.learning_rate, beta1: 0.9, beta2: 0.999, eps: 1e-7, weight_decay: 0.0 };
     let mut opt = AdamW::new(vars.clone(), params)?;
     let mut order: Vec<usize> = (0..data.train.len()).collect();
@@ -168,7 +191,7 @@ pub fn evaluate(model: &DigitsCnn, split: &Split, batch_size: usize) -> Result<(
     Ok((loss_sum / split.len() as f64, correct as f64 / split.len() as f64))
 }
 
-/// Images `[n, rows, cols, 1]` scaled to [0, 1] and labels `[n]` (u32) for the given indices.
+/// Images `[n, rows, cols, channels]` scaled to [0, 1] and labels `[n]` (u32) for the given indices.
 pub fn gather(split: &Split, idx: &[usize], device: &Device) -> Result<(Tensor, Tensor)> {
     let len = split.image_len();
     let mut pixels = Vec::with_capacity(idx.len() * len);
@@ -177,7 +200,7 @@ pub fn gather(split: &Split, idx: &[usize], device: &Device) -> Result<(Tensor, 
         pixels.extend(split.images[i * len..(i + 1) * len].iter().map(|&p| p as f32 / 255.0));
         labels.push(split.labels[i] as u32);
     }
-    let x = Tensor::from_vec(pixels, (idx.len(), split.rows, split.cols, 1), device)?;
+    let x = Tensor::from_vec(pixels, (idx.len(), split.rows, split.cols, split.channels), device)?;
     let y = Tensor::from_vec(labels, idx.len(), device)?;
     Ok((x, y))
 }
@@ -203,7 +226,7 @@ mod tests {
                 }
             }
         }
-        Split { images, labels, rows: 28, cols: 28 }
+        Split { images, labels, rows: 28, cols: 28, channels: 1 }
     }
 
     #[test]
