@@ -1895,6 +1895,27 @@ def repository_admin():
         c.expect(r, 200, label=f"{m} still ready")
 
 
+@case(quick=True)
+def playground_paths_and_top():
+    """The playground's file route with escapes and odd names (only its own files, never a file
+    of the machine), and `/classify?top=` at 0, past the classes, at u64::MAX and past it."""
+    c = CTX
+    for path in ["/playground/..%2f..%2fetc%2fpasswd", "/playground/%2e%2e/Cargo.toml", "/playground/" + "a" * 5000,
+                 "/playground/app.js%00.png", "/playground/%ff%fe", "/playground/a/../../etc/passwd"]:
+        r = c.get(path)
+        c.expect(r, {400, 404}, label=f"GET {path[:40]}", err=False)
+    r = c.get("/")
+    c.expect(r, 200, label="the page")
+    body = {"image": flat()}
+    r = c.post("/classify?top=0", body)
+    c.expect(r, 400, "top", label="top=0", err=True)
+    for top in ["10", "1000000000", "18446744073709551615"]:
+        r = c.post(f"/classify?top={top}", body)
+        c.expect(r, 200, label=f"top={top}")
+    r = c.post("/classify?top=18446744073709551616", body)
+    c.expect(r, 400, label="top past u64", err=True)
+
+
 @case()
 def method_and_media_confusion():
     """Wrong methods (GET /classify, PUT infer, POST live, DELETE models), OPTIONS, a text/plain

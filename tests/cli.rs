@@ -27,6 +27,33 @@ fn train_publishes_a_loadable_version_with_provenance() {
     assert!(metrics[0]["test_accuracy"].as_f64().unwrap() > 0.5, "{metrics}");
 }
 
+/// `--lr-schedule cosine --early-stopping 1`: recorded in the version's provenance, the rate of
+/// every epoch in metrics.json, the kept epoch's accuracy reported; a schedule it does not know
+/// is refused by name.
+#[test]
+fn train_schedule_and_early_stopping_are_recorded() {
+    let repo = tempfile::tempdir().unwrap();
+    let args = ["--epochs", "3", "--limit-train", "640", "--limit-test", "200", "--lr-schedule", "cosine"];
+    let out = crate::train_digits(repo.path(), &[&args[..], &["--early-stopping", "1"]].concat());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let dir = repo.path().join("digits/1");
+    let t = aiserve_core::backend::read_version_config(&dir).unwrap().training.unwrap();
+    assert_eq!((t.lr_schedule.as_deref(), t.early_stopping), (Some("cosine"), Some(1)));
+    let best = t.best_epoch.expect("the kept epoch is recorded");
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap();
+    let epochs = metrics.as_array().unwrap();
+    assert!(best <= epochs.len() && epochs.len() <= 3);
+    assert_eq!(epochs[best - 1]["test_accuracy"].as_f64().unwrap(), t.test_accuracy, "the kept epoch's numbers");
+    let rates: Vec<f64> = epochs.iter().map(|e| e["learning_rate"].as_f64().unwrap()).collect();
+    assert!(rates.windows(2).all(|w| w[1] < w[0]) && rates[0] < 1e-3, "cosine decays: {rates:?}");
+    let out = crate::train_digits(repo.path(), &["--lr-schedule", "linear"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("expected constant or cosine"), "{err}");
+}
+
 #[test]
 fn train_reports_bad_data_clearly() {
     let empty = tempfile::tempdir().unwrap();

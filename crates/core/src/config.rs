@@ -341,6 +341,14 @@ pub struct TrainingProvenance {
     pub test_loss: f64,
     pub train_seconds: f64,
     pub aiserve_version: String,
+    /// The learning-rate schedule (`cosine`); absent: constant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_schedule: Option<String>,
+    /// Early stopping's patience in epochs, and the epoch whose weights were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_epoch: Option<usize>,
 }
 
 impl VersionConfig {

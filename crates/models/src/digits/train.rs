@@ -17,18 +17,63 @@ use serde::{Deserialize, Serialize};
 use super::{CnnShape, DigitsCnn};
 use crate::mnist::{Dataset, Split};
 
-/// Hyper-parameters; the defaults are Keras' (`epochs=10`, `batch_size=32`, Adam lr 1e-3).
+/// Hyper-parameters; the defaults are Keras' (`epochs=10`, `batch_size=32`, Adam lr 1e-3,
+/// constant rate, no early stopping).
 #[derive(Clone, Debug)]
 pub struct TrainConfig {
     pub epochs: usize,
     pub batch_size: usize,
     pub learning_rate: f64,
     pub seed: u64,
+    pub schedule: Schedule,
+    /// Early stopping: end training once the evaluation loss has not improved for this many
+    /// epochs, keeping the weights of the best epoch (Keras' `restore_best_weights=True`).
+    pub patience: Option<usize>,
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        Self { epochs: 10, batch_size: 32, learning_rate: 1e-3, seed: 42 }
+        Self { epochs: 10, batch_size: 32, learning_rate: 1e-3, seed: 42, schedule: Schedule::Constant, patience: None }
+    }
+}
+
+/// How the learning rate moves over the run (`constant`, `cosine`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Schedule {
+    /// The same rate throughout.
+    #[default]
+    Constant,
+    /// Half a cosine from the rate down to zero over all steps of all epochs (SGDR without
+    /// restarts): large steps early, fine ones at the end.
+    Cosine,
+}
+
+impl std::str::FromStr for Schedule {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "constant" => Ok(Schedule::Constant),
+            "cosine" => Ok(Schedule::Cosine),
+            other => Err(format!("unknown schedule `{other}`; expected constant or cosine")),
+        }
+    }
+}
+
+impl Schedule {
+    pub fn name(self) -> &'static str {
+        match self {
+            Schedule::Constant => "constant",
+            Schedule::Cosine => "cosine",
+        }
+    }
+
+    /// The rate for step `done` (0-based) of `total`.
+    pub fn rate(self, base: f64, done: usize, total: usize) -> f64 {
+        match self {
+            Schedule::Constant => base,
+            Schedule::Cosine => base * 0.5 * (1.0 + (std::f64::consts::PI * done as f64 / total.max(1) as f64).cos()),
+        }
     }
 }
 
@@ -42,6 +87,9 @@ pub struct EpochMetrics {
     pub test_accuracy: f64,
     pub seconds: f64,
     pub images_per_second: f64,
+    /// The rate of the epoch's last step.
+    #[serde(default)]
+    pub learning_rate: f64,
 }
 
 /// Receives progress; all methods default to doing nothing.
@@ -59,6 +107,17 @@ pub struct Trained {
     pub model: DigitsCnn,
     pub epochs: Vec<EpochMetrics>,
     pub seconds: f64,
+    /// With early stopping: the epoch whose weights `model` holds.
+    pub best_epoch: Option<usize>,
+}
+
+impl Trained {
+    /// The metrics of the epoch whose weights `model` holds (the last, or the best one kept by
+    /// early stopping).
+    pub fn kept(&self) -> &EpochMetrics {
+        let i = self.best_epoch.map_or(self.epochs.len(), |e| e) - 1;
+        &self.epochs[i]
+    }
 }
 
 /// Trains an MNIST-shaped CNN from scratch on `data.train`, evaluating on `data.test` after
@@ -99,6 +158,11 @@ pub fn train_shaped(data: &Dataset, cnn: CnnShape, cfg: &TrainConfig, progress: 
     let mut order: Vec<usize> = (0..data.train.len()).collect();
     let started = Instant::now();
     let mut epochs = Vec::with_capacity(cfg.epochs);
+    let per_epoch = order.len().div_ceil(cfg.batch_size);
+    let total_steps = per_epoch * cfg.epochs;
+    let mut rate = cfg.learning_rate;
+    // Early stopping: the best evaluation loss so far, its epoch and a copy of its weights.
+    let mut best: Option<(f64, usize, Vec<Tensor>)> = None;
     for epoch in 1..=cfg.epochs {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(epoch as u64));
         order.shuffle(&mut rng);
@@ -108,6 +172,8 @@ pub fn train_shaped(data: &Dataset, cnn: CnnShape, cfg: &TrainConfig, progress: 
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         for (b, idx) in order.chunks(cfg.batch_size).enumerate() {
             let step = sharded_grads(&model, &vars, &data.train, idx, &device)?;
+            rate = cfg.schedule.rate(cfg.learning_rate, (epoch - 1) * per_epoch + b, total_steps);
+            opt.set_learning_rate(rate);
             opt.step(&step.grads)?;
             loss_sum += step.loss_sum;
             correct += step.correct;
@@ -125,11 +191,30 @@ pub fn train_shaped(data: &Dataset, cnn: CnnShape, cfg: &TrainConfig, progress: 
             test_accuracy,
             seconds,
             images_per_second: seen as f64 / seconds,
+            learning_rate: rate,
         };
         progress.epoch_end(&m);
+        let loss = m.test_loss;
         epochs.push(m);
+        if let Some(patience) = cfg.patience {
+            if best.as_ref().is_none_or(|(l, ..)| loss < *l) {
+                let weights = vars.iter().map(|v| v.as_tensor().copy()).collect::<Result<Vec<_>>>()?;
+                best = Some((loss, epoch, weights));
+            } else if best.as_ref().is_some_and(|(_, e, _)| epoch - e >= patience) {
+                break;
+            }
+        }
     }
-    Ok(Trained { model: model.detached(), epochs, seconds: started.elapsed().as_secs_f64() })
+    let best_epoch = match best {
+        Some((_, e, weights)) => {
+            for (var, w) in vars.iter().zip(&weights) {
+                var.set(w)?;
+            }
+            Some(e)
+        }
+        None => None,
+    };
+    Ok(Trained { model: model.detached(), epochs, seconds: started.elapsed().as_secs_f64(), best_epoch })
 }
 
 /// The summed gradients of one batch, and its loss and hit counts.
@@ -232,7 +317,7 @@ mod tests {
     #[test]
     fn learns_a_toy_task_deterministically() {
         let data = Dataset { train: bands(320), test: bands(60) };
-        let cfg = TrainConfig { epochs: 3, batch_size: 32, learning_rate: 3e-3, seed: 1 };
+        let cfg = TrainConfig { epochs: 3, batch_size: 32, learning_rate: 3e-3, seed: 1, ..TrainConfig::default() };
         let a = train(&data, &cfg, &mut Quiet).unwrap();
         let last = a.epochs.last().unwrap();
         assert!(last.test_accuracy > 0.9, "toy task accuracy {}", last.test_accuracy);
@@ -242,5 +327,39 @@ mod tests {
             a.epochs.iter().map(|e| e.loss).collect::<Vec<_>>(),
             b.epochs.iter().map(|e| e.loss).collect::<Vec<_>>()
         );
+    }
+
+    /// The evaluation set's labels are shifted by one, so the better the model learns the
+    /// training task the worse its evaluation loss gets: with patience 1 training stops at
+    /// epoch 2 and keeps epoch 1's weights.
+    #[test]
+    fn early_stopping_keeps_the_best_epoch() {
+        let mut test = bands(60);
+        test.labels.iter_mut().for_each(|l| *l = (*l + 1) % 10);
+        let data = Dataset { train: bands(320), test };
+        let cfg = TrainConfig { epochs: 6, learning_rate: 3e-3, seed: 1, patience: Some(1), ..TrainConfig::default() };
+        let t = train(&data, &cfg, &mut Quiet).unwrap();
+        assert_eq!(t.epochs.len(), 2, "{:?}", t.epochs.iter().map(|e| e.test_loss).collect::<Vec<_>>());
+        assert_eq!(t.best_epoch, Some(1));
+        let (loss, _) = evaluate(&t.model, &data.test, 64).unwrap();
+        assert!((loss - t.epochs[0].test_loss).abs() < 1e-9, "the kept weights are epoch 1's: {loss}");
+    }
+
+    #[test]
+    fn cosine_schedule_decays_to_zero() {
+        let s = Schedule::Cosine;
+        assert_eq!(s.rate(1e-3, 0, 100), 1e-3);
+        assert!((s.rate(1e-3, 50, 100) - 5e-4).abs() < 1e-12);
+        assert!(s.rate(1e-3, 99, 100) < 1e-6);
+        assert_eq!(Schedule::Constant.rate(1e-3, 99, 100), 1e-3);
+        assert_eq!("cosine".parse::<Schedule>(), Ok(Schedule::Cosine));
+        assert!("linear".parse::<Schedule>().unwrap_err().contains("constant or cosine"));
+        let data = Dataset { train: bands(64), test: bands(20) };
+        let cfg = TrainConfig { epochs: 2, schedule: Schedule::Cosine, ..TrainConfig::default() };
+        let t = train(&data, &cfg, &mut Quiet).unwrap();
+        // 2 steps an epoch, 4 in all: each epoch records its last step's rate.
+        assert_eq!(t.epochs[0].learning_rate, s.rate(1e-3, 1, 4));
+        assert_eq!(t.epochs[1].learning_rate, s.rate(1e-3, 3, 4));
+        assert!(t.epochs[1].learning_rate < 0.2e-3);
     }
 }
