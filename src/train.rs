@@ -3,11 +3,14 @@
 //! sub-folder per class), with a validation split, published with the folders' names as labels.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use aiserve_core::config::TrainingProvenance;
 use aiserve_core::ModelName;
 use aiserve_models::digits::publish::{classifier_config, publish, version_config};
-use aiserve_models::digits::train::{evaluate, train_shaped, EpochMetrics, Progress, Schedule, TrainConfig, Trained};
+use aiserve_models::digits::train::{
+    evaluate, train_controlled, Control, EpochMetrics, Outcome, Progress, Schedule, TrainConfig, Trained,
+};
 use aiserve_models::digits::CnnShape;
 use aiserve_models::image_folder;
 use aiserve_models::mnist::{self, Dataset};
@@ -71,6 +74,11 @@ pub struct TrainArgs {
     /// Evaluate on only the first N test images.
     #[arg(long, env = "AISERVE_TRAIN_LIMIT_TEST")]
     pub limit_test: Option<usize>,
+    /// Continue the run that was interrupted (Ctrl-C or SIGTERM save a checkpoint at the end of
+    /// the current batch; one is also kept after every epoch) from `<repo>/<model>/.checkpoint`,
+    /// with the same flags: the result is the model the run would have made uninterrupted.
+    #[arg(long, env = "AISERVE_TRAIN_RESUME")]
+    pub resume: bool,
     /// Print one line per epoch instead of drawing a progress bar.
     #[arg(long, env = "AISERVE_TRAIN_QUIET")]
     pub quiet: bool,
@@ -172,23 +180,43 @@ fn model_name(args: &TrainArgs, default: Option<&str>) -> anyhow::Result<ModelNa
     name.parse().map_err(|e| anyhow::anyhow!("--model: {e}"))
 }
 
-fn fit(data: &Dataset, cnn: CnnShape, cfg: &TrainConfig, quiet: bool, eval: &'static str) -> anyhow::Result<Trained> {
-    let trained = run_epochs(data, cnn, cfg, quiet, eval)?;
-    if let Some(best) = trained.best_epoch {
-        println!("early stopping after epoch {}: kept epoch {best}, the lowest {eval} loss", trained.epochs.len());
-    }
-    Ok(trained)
+/// Set by the first Ctrl-C or SIGTERM: training saves a checkpoint at the end of the batch and stops.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// A run's checkpoint directory: hidden in the model's directory, so the server never takes it
+/// for a version.
+fn checkpoint_dir(args: &TrainArgs, name: &ModelName) -> PathBuf {
+    args.repo.join(name.as_str()).join(".checkpoint")
 }
 
-fn run_epochs(
+/// Trains with a checkpoint after every epoch and on an interrupt; `--resume` continues one.
+fn fit(
+    args: &TrainArgs,
+    name: &ModelName,
     data: &Dataset,
     cnn: CnnShape,
     cfg: &TrainConfig,
-    quiet: bool,
     eval: &'static str,
 ) -> anyhow::Result<Trained> {
+    let dir = checkpoint_dir(args, name);
+    if args.resume && !dir.join("state.json").exists() {
+        anyhow::bail!("--resume: no checkpoint at {} (nothing to continue)", dir.display());
+    }
+    if !args.resume && dir.exists() {
+        println!(
+            "starting afresh: the checkpoint of an earlier run at {} will be replaced (--resume continues it)",
+            dir.display()
+        );
+    }
+    ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping: saving a checkpoint after this batch (interrupt again to quit without one)");
+    })
+    .context("installing the Ctrl-C handler")?;
     println!(
-        "training digits_cnn ({}x{}x{} pictures, {} classes) on {} images ({} {eval}), {} epochs, batch {}, seed {}, {} threads",
+        "training digits_cnn ({}x{}x{} pictures, {} classes) on {} images ({} {eval}), {} epochs, batch {}, seed {}, {} threads{}",
         cnn.height,
         cnn.width,
         cnn.channels,
@@ -198,13 +226,31 @@ fn run_epochs(
         cfg.epochs,
         cfg.batch_size,
         cfg.seed,
-        aiserve_models::compute_threads()
+        aiserve_models::compute_threads(),
+        if args.resume { ", resuming" } else { "" }
     );
-    Ok(if quiet {
-        train_shaped(data, cnn, cfg, &mut Lines(eval))?
+    let control = Control { checkpoint: Some(&dir), resume: args.resume, stop: Some(&STOP) };
+    let outcome = if args.quiet {
+        train_controlled(data, cnn, cfg, &control, &mut Lines(eval))?
     } else {
-        train_shaped(data, cnn, cfg, &mut Bar { bar: None, epochs: cfg.epochs, eval })?
-    })
+        train_controlled(data, cnn, cfg, &control, &mut Bar { bar: None, epochs: cfg.epochs, eval })?
+    };
+    let trained = match outcome {
+        Outcome::Done(t) => t,
+        Outcome::Interrupted { epoch, batch } => anyhow::bail!(
+            "interrupted in epoch {epoch} after {batch} batches; checkpoint saved at {}: run the same command with --resume to continue",
+            dir.display()
+        ),
+    };
+    if let Some(best) = trained.best_epoch {
+        println!("early stopping after epoch {}: kept epoch {best}, the lowest {eval} loss", trained.epochs.len());
+    }
+    Ok(trained)
+}
+
+/// Removes the checkpoint once its run is published.
+fn finished(args: &TrainArgs, name: &ModelName) {
+    let _ = std::fs::remove_dir_all(checkpoint_dir(args, name));
 }
 
 fn provenance(
@@ -241,7 +287,7 @@ fn digits(args: &TrainArgs, cfg: &TrainConfig) -> anyhow::Result<()> {
     if let Some(n) = args.limit_test {
         data.test = data.test.take(n);
     }
-    let trained = fit(&data, CnnShape::DIGITS, cfg, args.quiet, "test")?;
+    let trained = fit(args, &name, &data, CnnShape::DIGITS, cfg, "test")?;
     let last = trained.kept();
     println!(
         "test accuracy {:.2}% (loss {:.4}) after {:.1} s",
@@ -253,6 +299,7 @@ fn digits(args: &TrainArgs, cfg: &TrainConfig) -> anyhow::Result<()> {
     let config = version_config(Some(prov));
     let (version, path) = publish(&args.repo, &name, &trained.model, &config, &trained.epochs)
         .with_context(|| format!("publishing into {}", args.repo.display()))?;
+    finished(args, &name);
     println!("published {name} version {version} at {}", path.display());
     Ok(())
 }
@@ -307,7 +354,7 @@ fn image_classifier(args: &TrainArgs, cfg: &TrainConfig) -> anyhow::Result<()> {
     };
     let cnn = CnnShape { height: all.rows, width: all.cols, channels: all.channels, classes: folder.classes.len() };
     let data = Dataset { train, test: val };
-    let trained = fit(&data, cnn, cfg, args.quiet, "validation")?;
+    let trained = fit(args, &name, &data, cnn, cfg, "validation")?;
     let last = trained.kept();
     let mut result = (last.test_loss, last.test_accuracy);
     if let Some(test) = &test {
@@ -323,6 +370,7 @@ fn image_classifier(args: &TrainArgs, cfg: &TrainConfig) -> anyhow::Result<()> {
     let config = classifier_config(cnn, folder.classes.clone(), background, Some(prov));
     let (version, path) = publish(&args.repo, &name, &trained.model, &config, &trained.epochs)
         .with_context(|| format!("publishing into {}", args.repo.display()))?;
+    finished(args, &name);
     println!("published {name} version {version} at {} (labels: {})", path.display(), folder.classes.join(", "));
     Ok(())
 }

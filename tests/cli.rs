@@ -54,6 +54,54 @@ fn train_schedule_and_early_stopping_are_recorded() {
     assert!(err.contains("expected constant or cosine"), "{err}");
 }
 
+/// A real Ctrl-C (SIGINT) during epoch 2 saves a checkpoint and says how to go on; `--resume`
+/// finishes the run, publishes, removes the checkpoint, and the model is bit for bit the one an
+/// uninterrupted run makes.
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_resume_finishes_the_same_model() {
+    use std::io::BufRead;
+    let (straight, stopped) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let args = ["--epochs", "3", "--limit-train", "6400", "--limit-test", "200", "--seed", "9"];
+    let out = crate::train_digits(straight.path(), &args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut child = aiserve()
+        .args(["train", "digits", "--quiet"])
+        .args(args)
+        .arg("--data")
+        .arg(crate::mnist_dir())
+        .arg("--repo")
+        .arg(stopped.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.by_ref().map(|l| l.unwrap()).find(|l| l.starts_with("epoch 1:"));
+    assert!(first.is_some(), "no first epoch line");
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("run the same command with --resume"), "{err}");
+    let model = stopped.path().join("digits");
+    assert!(model.join(".checkpoint/state.json").exists() && !model.join("1").exists());
+    let out = crate::train_digits(stopped.path(), &[&args[..], &["--resume"]].concat());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("resuming") && stdout.contains("published digits version 1"), "{stdout}");
+    assert!(!model.join(".checkpoint").exists(), "the checkpoint goes once the version is published");
+    let weights = |repo: &std::path::Path| std::fs::read(repo.join("digits/1/model.safetensors")).unwrap();
+    let (a, b) = (weights(straight.path()), weights(stopped.path()));
+    let (a, b) =
+        (safetensors::SafeTensors::deserialize(&a).unwrap(), safetensors::SafeTensors::deserialize(&b).unwrap());
+    for (name, t) in a.tensors() {
+        assert_eq!(t.data(), b.tensor(&name).unwrap().data(), "`{name}` differs from the uninterrupted run's");
+    }
+    let out = crate::train_digits(stopped.path(), &[&args[..], &["--resume"]].concat());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no checkpoint at"), "{err}");
+}
+
 #[test]
 fn train_reports_bad_data_clearly() {
     let empty = tempfile::tempdir().unwrap();

@@ -7,6 +7,8 @@
 //! (`crate::kernels`); elsewhere, and in [`DigitsCnn::logits_reference`], through candle's own ops.
 //! Weights live in `model.safetensors` under the names of [`PARAM_NAMES`].
 
+pub mod adam;
+pub mod checkpoint;
 pub mod classifier;
 pub mod publish;
 pub mod train;

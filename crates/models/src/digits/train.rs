@@ -4,16 +4,19 @@
 //! the kernels reduce in a fixed order). Progress is reported through [`Progress`] so the binary
 //! can draw a bar and tests can stay quiet. Runs on the calling thread; the kernels use rayon.
 
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Result, Tensor, Var, D};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::adam::Adam;
+use super::checkpoint::{self, Checkpoint, Position};
 use super::{CnnShape, DigitsCnn};
 use crate::mnist::{Dataset, Split};
 
@@ -129,6 +132,57 @@ pub fn train(data: &Dataset, cfg: &TrainConfig, progress: &mut dyn Progress) -> 
 /// Trains a CNN of shape `cnn` (the pictures' size and channels, the number of classes) from
 /// scratch on `data.train`, evaluating on `data.test` (a validation split) after every epoch.
 pub fn train_shaped(data: &Dataset, cnn: CnnShape, cfg: &TrainConfig, progress: &mut dyn Progress) -> Result<Trained> {
+    match train_controlled(data, cnn, cfg, &Control::default(), progress)? {
+        Outcome::Done(t) => Ok(t),
+        Outcome::Interrupted { .. } => candle_core::bail!("interrupted without a stop flag"),
+    }
+}
+
+/// Checkpoints and interrupts for [`train_controlled`].
+#[derive(Default)]
+pub struct Control<'a> {
+    /// The checkpoint directory, written after every epoch and on a stop (`None`: none).
+    pub checkpoint: Option<&'a Path>,
+    /// Continue from the checkpoint instead of starting afresh.
+    pub resume: bool,
+    /// Set (by a Ctrl-C handler) to stop at the next batch, after saving the checkpoint.
+    pub stop: Option<&'a AtomicBool>,
+}
+
+pub enum Outcome {
+    Done(Trained),
+    /// Stopped by [`Control::stop`] with `batch` batches of `epoch` done; the checkpoint holds it.
+    Interrupted {
+        epoch: usize,
+        batch: usize,
+    },
+}
+
+/// The settings a checkpoint must have been made with to be resumed.
+fn fingerprint(data: &Dataset, cnn: CnnShape, cfg: &TrainConfig) -> String {
+    format!(
+        "{cnn:?} train={} eval={} epochs={} batch={} lr={} seed={} schedule={} patience={:?}",
+        data.train.len(),
+        data.test.len(),
+        cfg.epochs,
+        cfg.batch_size,
+        cfg.learning_rate,
+        cfg.seed,
+        cfg.schedule.name(),
+        cfg.patience
+    )
+}
+
+/// [`train_shaped`] with checkpoints, resuming and interrupts: a run interrupted and resumed
+/// gives the same model, bit for bit, as one that ran through (per-epoch shuffles are replayed
+/// from the seed, the epoch's batches already done are skipped, Adam's moments come back).
+pub fn train_controlled(
+    data: &Dataset,
+    cnn: CnnShape,
+    cfg: &TrainConfig,
+    control: &Control,
+    progress: &mut dyn Progress,
+) -> Result<Outcome> {
     if cfg.batch_size == 0 || cfg.epochs == 0 {
         candle_core::bail!("epochs and batch size must be at least 1");
     }
@@ -153,68 +207,126 @@ pub fn train_shaped(data: &Dataset, cnn: CnnShape, cfg: &TrainConfig, progress: 
         }
     }
     let (model, vars) = DigitsCnn::init_shaped(cfg.seed, cnn, &device)?;
-    let params = ParamsAdamW { lr: cfg.learning_rate, beta1: 0.9, beta2: 0.999, eps: 1e-7, weight_decay: 0.0 };
-    let mut opt = AdamW::new(vars.clone(), params)?;
-    let mut order: Vec<usize> = (0..data.train.len()).collect();
+    let mut opt = Adam::new(vars.clone(), cfg.learning_rate)?;
+    let print = fingerprint(data, cnn, cfg);
+    let mut at = Position {
+        fingerprint: print.clone(),
+        epoch: 1,
+        batch: 0,
+        loss_sum: 0.0,
+        correct: 0,
+        seen: 0,
+        epoch_seconds: 0.0,
+        steps: 0,
+        seconds: 0.0,
+        epochs: Vec::with_capacity(cfg.epochs),
+        best: None,
+    };
+    // Early stopping: a copy of the best epoch's weights (its loss and epoch are in `at.best`).
+    let mut best_weights: Option<Vec<Tensor>> = None;
+    if control.resume {
+        let dir = control.checkpoint.ok_or_else(|| candle_core::Error::msg("resuming needs a checkpoint directory"))?;
+        let ck = checkpoint::load(dir, vars.len()).map_err(candle_core::Error::msg)?;
+        if ck.position.fingerprint != print {
+            candle_core::bail!(
+                "the checkpoint at {} is of another run ({}); this one is {print}: run the same command, or delete it",
+                dir.display(),
+                ck.position.fingerprint
+            );
+        }
+        for (var, w) in vars.iter().zip(&ck.weights) {
+            var.set(w)?;
+        }
+        opt.restore(&ck.moments, ck.position.steps)?;
+        best_weights = ck.best_weights;
+        at = ck.position;
+    }
     let started = Instant::now();
-    let mut epochs = Vec::with_capacity(cfg.epochs);
+    let before = at.seconds;
+    let save = |at: &Position, best: &Option<Vec<Tensor>>, opt: &Adam| -> Result<()> {
+        let Some(dir) = control.checkpoint else { return Ok(()) };
+        let ck = Checkpoint {
+            position: Position { seconds: before + started.elapsed().as_secs_f64(), ..at.clone() },
+            weights: vars.iter().map(|v| v.as_tensor().clone()).collect(),
+            moments: opt.moments(),
+            best_weights: best.clone(),
+        };
+        checkpoint::save(dir, &ck).map_err(|e| candle_core::Error::msg(format!("saving the checkpoint: {e}")))
+    };
+    let mut order: Vec<usize> = (0..data.train.len()).collect();
+    // The shuffles of the epochs already done, replayed: each epoch shuffles the last's order.
+    for epoch in 1..at.epoch {
+        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(epoch as u64)));
+    }
     let per_epoch = order.len().div_ceil(cfg.batch_size);
     let total_steps = per_epoch * cfg.epochs;
     let mut rate = cfg.learning_rate;
-    // Early stopping: the best evaluation loss so far, its epoch and a copy of its weights.
-    let mut best: Option<(f64, usize, Vec<Tensor>)> = None;
-    for epoch in 1..=cfg.epochs {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(epoch as u64));
-        order.shuffle(&mut rng);
-        let batches = order.len().div_ceil(cfg.batch_size);
-        progress.epoch_start(epoch, batches);
+    let mut stopped_early = false;
+    for epoch in at.epoch..=cfg.epochs {
+        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(epoch as u64)));
+        progress.epoch_start(epoch, per_epoch);
         let t0 = Instant::now();
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        for (b, idx) in order.chunks(cfg.batch_size).enumerate() {
+        let skip = at.batch;
+        for (b, idx) in order.chunks(cfg.batch_size).enumerate().skip(skip) {
             let step = sharded_grads(&model, &vars, &data.train, idx, &device)?;
             rate = cfg.schedule.rate(cfg.learning_rate, (epoch - 1) * per_epoch + b, total_steps);
-            opt.set_learning_rate(rate);
+            opt.lr = rate;
             opt.step(&step.grads)?;
-            loss_sum += step.loss_sum;
-            correct += step.correct;
-            seen += idx.len();
-            let ips = seen as f64 / t0.elapsed().as_secs_f64();
-            progress.batch_end(b + 1, loss_sum / seen as f64, correct as f64 / seen as f64, ips);
+            at.loss_sum += step.loss_sum;
+            at.correct += step.correct;
+            at.seen += idx.len();
+            let ips = at.seen as f64 / (at.epoch_seconds + t0.elapsed().as_secs_f64());
+            progress.batch_end(b + 1, at.loss_sum / at.seen as f64, at.correct as f64 / at.seen as f64, ips);
+            if control.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+                at.batch = b + 1;
+                at.steps = opt.steps;
+                at.epoch_seconds += t0.elapsed().as_secs_f64();
+                save(&at, &best_weights, &opt)?;
+                return Ok(Outcome::Interrupted { epoch, batch: b + 1 });
+            }
         }
-        let seconds = t0.elapsed().as_secs_f64();
+        let seconds = at.epoch_seconds + t0.elapsed().as_secs_f64();
         let (test_loss, test_accuracy) = evaluate(&model, &data.test, 256)?;
         let m = EpochMetrics {
             epoch,
-            loss: loss_sum / seen as f64,
-            accuracy: correct as f64 / seen as f64,
+            loss: at.loss_sum / at.seen as f64,
+            accuracy: at.correct as f64 / at.seen as f64,
             test_loss,
             test_accuracy,
             seconds,
-            images_per_second: seen as f64 / seconds,
+            images_per_second: at.seen as f64 / seconds,
             learning_rate: rate,
         };
         progress.epoch_end(&m);
-        let loss = m.test_loss;
-        epochs.push(m);
+        at.epochs.push(m);
         if let Some(patience) = cfg.patience {
-            if best.as_ref().is_none_or(|(l, ..)| loss < *l) {
-                let weights = vars.iter().map(|v| v.as_tensor().copy()).collect::<Result<Vec<_>>>()?;
-                best = Some((loss, epoch, weights));
-            } else if best.as_ref().is_some_and(|(_, e, _)| epoch - e >= patience) {
-                break;
+            if at.best.is_none_or(|(l, _)| test_loss < l) {
+                best_weights = Some(vars.iter().map(|v| v.as_tensor().copy()).collect::<Result<Vec<_>>>()?);
+                at.best = Some((test_loss, epoch));
+            } else if at.best.is_some_and(|(_, e)| epoch - e >= patience) {
+                stopped_early = true;
             }
         }
+        (at.epoch, at.batch, at.loss_sum, at.correct, at.seen, at.epoch_seconds) = (epoch + 1, 0, 0.0, 0, 0, 0.0);
+        at.steps = opt.steps;
+        if stopped_early {
+            break;
+        }
+        if epoch < cfg.epochs {
+            save(&at, &best_weights, &opt)?;
+        }
     }
-    let best_epoch = match best {
-        Some((_, e, weights)) => {
+    let best_epoch = match (at.best, best_weights) {
+        (Some((_, e)), Some(weights)) => {
             for (var, w) in vars.iter().zip(&weights) {
                 var.set(w)?;
             }
             Some(e)
         }
-        None => None,
+        _ => None,
     };
-    Ok(Trained { model: model.detached(), epochs, seconds: started.elapsed().as_secs_f64(), best_epoch })
+    let seconds = before + started.elapsed().as_secs_f64();
+    Ok(Outcome::Done(Trained { model: model.detached(), epochs: at.epochs, seconds, best_epoch }))
 }
 
 /// The summed gradients of one batch, and its loss and hit counts.
@@ -343,6 +455,51 @@ mod tests {
         assert_eq!(t.best_epoch, Some(1));
         let (loss, _) = evaluate(&t.model, &data.test, 64).unwrap();
         assert!((loss - t.epochs[0].test_loss).abs() < 1e-9, "the kept weights are epoch 1's: {loss}");
+    }
+
+    /// Stops after batch 5 of epoch 2 (a Ctrl-C), resumes from the checkpoint, and ends with the
+    /// weights and metrics of a run that went straight through; a checkpoint of other settings
+    /// is refused.
+    #[test]
+    fn an_interrupted_run_resumes_exactly() {
+        struct StopAt<'a>(&'a AtomicBool, usize, usize, usize);
+        impl Progress for StopAt<'_> {
+            fn epoch_start(&mut self, epoch: usize, _: usize) {
+                self.3 = epoch;
+            }
+            fn batch_end(&mut self, batch: usize, _: f64, _: f64, _: f64) {
+                if (self.3, batch) == (self.1, self.2) {
+                    self.0.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        let data = Dataset { train: bands(320), test: bands(60) };
+        let cfg = TrainConfig { epochs: 3, learning_rate: 3e-3, seed: 4, patience: Some(5), ..TrainConfig::default() };
+        let straight = train(&data, &cfg, &mut Quiet).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(".checkpoint");
+        let stop = AtomicBool::new(false);
+        let control = Control { checkpoint: Some(&dir), resume: false, stop: Some(&stop) };
+        let out = train_controlled(&data, CnnShape::DIGITS, &cfg, &control, &mut StopAt(&stop, 2, 5, 0)).unwrap();
+        assert!(matches!(out, Outcome::Interrupted { epoch: 2, batch: 5 }));
+        let control = Control { checkpoint: Some(&dir), resume: true, stop: None };
+        let Outcome::Done(resumed) = train_controlled(&data, CnnShape::DIGITS, &cfg, &control, &mut Quiet).unwrap()
+        else {
+            panic!("not interrupted this time")
+        };
+        let loss = |t: &Trained| t.epochs.iter().map(|e| (e.loss, e.test_loss, e.accuracy)).collect::<Vec<_>>();
+        assert_eq!(loss(&resumed), loss(&straight));
+        let x = Tensor::from_vec(
+            data.test.images[..784].iter().map(|&p| p as f32 / 255.0).collect(),
+            (1, 28, 28, 1),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let logits = |t: &Trained| t.model.logits(&x).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(logits(&resumed), logits(&straight), "bit for bit the same model");
+        let other = TrainConfig { seed: 5, ..cfg };
+        let err = train_controlled(&data, CnnShape::DIGITS, &other, &control, &mut Quiet).err().unwrap().to_string();
+        assert!(err.contains("is of another run"), "{err}");
     }
 
     #[test]
