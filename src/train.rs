@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use aiserve_core::config::TrainingProvenance;
 use aiserve_core::ModelName;
 use aiserve_models::digits::publish::{classifier_config, publish, version_config};
+use aiserve_models::digits::report::Report;
 use aiserve_models::digits::train::{
-    evaluate, train_controlled, Control, EpochMetrics, Outcome, Progress, Schedule, TrainConfig, Trained,
+    confusion, evaluate, train_controlled, Control, EpochMetrics, Outcome, Progress, Schedule, TrainConfig, Trained,
 };
 use aiserve_models::digits::CnnShape;
 use aiserve_models::image_folder;
@@ -297,7 +298,14 @@ fn digits(args: &TrainArgs, cfg: &TrainConfig) -> anyhow::Result<()> {
     );
     let prov = provenance(&dir, data.train.len(), cfg, &trained, (last.test_loss, last.test_accuracy));
     let config = version_config(Some(prov));
-    let (version, path) = publish(&args.repo, &name, &trained.model, &config, &trained.epochs)
+    let labels: Vec<String> = config.labels.clone();
+    let report = Report {
+        epochs: &trained.epochs,
+        eval: "test",
+        confusion: confusion(&trained.model, &data.test, labels.len())?,
+        labels: &labels,
+    };
+    let (version, path) = publish(&args.repo, &name, &trained.model, &config, &trained.epochs, Some(&report))
         .with_context(|| format!("publishing into {}", args.repo.display()))?;
     finished(args, &name);
     println!("published {name} version {version} at {}", path.display());
@@ -368,7 +376,15 @@ fn image_classifier(args: &TrainArgs, cfg: &TrainConfig) -> anyhow::Result<()> {
     let background = if border < 0.1 { 0.0 } else { border };
     let prov = provenance(&dir, data.train.len(), cfg, &trained, result);
     let config = classifier_config(cnn, folder.classes.clone(), background, Some(prov));
-    let (version, path) = publish(&args.repo, &name, &trained.model, &config, &trained.epochs)
+    // The curves follow the validation split; the confusion matrix is of the pictures the
+    // accuracy above is reported on (the test folder when there is one).
+    let report = Report {
+        epochs: &trained.epochs,
+        eval: "validation",
+        confusion: confusion(&trained.model, test.as_ref().unwrap_or(&data.test), folder.classes.len())?,
+        labels: &folder.classes,
+    };
+    let (version, path) = publish(&args.repo, &name, &trained.model, &config, &trained.epochs, Some(&report))
         .with_context(|| format!("publishing into {}", args.repo.display()))?;
     finished(args, &name);
     println!("published {name} version {version} at {} (labels: {})", path.display(), folder.classes.join(", "));

@@ -25,6 +25,11 @@ fn train_publishes_a_loadable_version_with_provenance() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics[0]["epoch"], 1);
     assert!(metrics[0]["test_accuracy"].as_f64().unwrap() > 0.5, "{metrics}");
+    // The pictures for a person: curves and the confusion matrix, beside metrics.json.
+    for (file, size) in [("curves.png", (1000, 420)), ("confusion.png", (650, 570))] {
+        let img = image::open(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!((img.width(), img.height()), size, "{file}");
+    }
 }
 
 /// `--lr-schedule cosine --early-stopping 1`: recorded in the version's provenance, the rate of

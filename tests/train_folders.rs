@@ -77,6 +77,7 @@ fn fashion_mnist_folders_train_past_ninety_percent() {
     let t = cfg.training.unwrap();
     assert_eq!((t.seed, t.epochs, t.train_examples), (3, 8, 48_000));
     assert!((t.test_accuracy * 100.0 - acc).abs() < 0.01);
+    assert!(image::open(dir.join("confusion.png")).is_ok() && image::open(dir.join("curves.png")).is_ok());
     let weights = dir.join("model.safetensors");
     let cnn = aiserve_models::digits::CnnShape { height: 28, width: 28, channels: 1, classes: 10 };
     assert!(aiserve_models::digits::DigitsCnn::load(&weights, cnn, &candle_device()).is_ok());

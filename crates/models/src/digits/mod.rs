@@ -11,6 +11,7 @@ pub mod adam;
 pub mod checkpoint;
 pub mod classifier;
 pub mod publish;
+pub mod report;
 pub mod train;
 
 use std::collections::HashMap;

@@ -10,6 +10,7 @@ use aiserve_core::config::{
 use aiserve_core::publish::publish_version;
 use aiserve_core::{ModelName, Version};
 
+use super::report::{self, Report};
 use super::train::EpochMetrics;
 use super::{CnnShape, DigitsCnn, ARCHITECTURE, CLASSES};
 
@@ -55,8 +56,9 @@ pub fn publish(
     model: &DigitsCnn,
     config: &VersionConfig,
     epochs: &[EpochMetrics],
+    report: Option<&Report>,
 ) -> std::io::Result<(Version, PathBuf)> {
-    publish_version(repo, model_name, |stage| write_version(stage, model, config, epochs))
+    publish_version(repo, model_name, |stage| write_version(stage, model, config, epochs, report))
 }
 
 fn write_version(
@@ -64,12 +66,18 @@ fn write_version(
     model: &DigitsCnn,
     config: &VersionConfig,
     epochs: &[EpochMetrics],
+    report: Option<&Report>,
 ) -> std::io::Result<()> {
     model.save(&dir.join(WEIGHTS_FILE)).map_err(std::io::Error::other)?;
     std::fs::write(dir.join(VERSION_CONFIG_FILE), config.to_toml())?;
     let metrics = serde_json::to_string_pretty(epochs).map_err(std::io::Error::other)?;
     std::fs::write(dir.join(METRICS_FILE), metrics + "\n")?;
-    for f in [WEIGHTS_FILE, VERSION_CONFIG_FILE, METRICS_FILE] {
+    let mut files = vec![WEIGHTS_FILE, VERSION_CONFIG_FILE, METRICS_FILE];
+    if let Some(r) = report {
+        report::write(dir, r)?;
+        files.extend([report::CURVES_FILE, report::CONFUSION_FILE]);
+    }
+    for f in files {
         std::fs::File::open(dir.join(f))?.sync_all()?;
     }
     Ok(())
@@ -85,8 +93,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (m, _) = DigitsCnn::init(1, &Device::Cpu).unwrap();
         let name: ModelName = "digits".parse().unwrap();
-        let (v1, p1) = publish(tmp.path(), &name, &m, &version_config(None), &[]).unwrap();
-        let (v2, _) = publish(tmp.path(), &name, &m, &version_config(None), &[]).unwrap();
+        let (v1, p1) = publish(tmp.path(), &name, &m, &version_config(None), &[], None).unwrap();
+        let (v2, _) = publish(tmp.path(), &name, &m, &version_config(None), &[], None).unwrap();
         assert_eq!((v1, v2), (Version(1), Version(2)));
         let cfg = aiserve_core::backend::read_version_config(&p1).unwrap();
         assert_eq!(cfg, version_config(None));

@@ -388,6 +388,20 @@ pub fn evaluate(model: &DigitsCnn, split: &Split, batch_size: usize) -> Result<(
     Ok((loss_sum / split.len() as f64, correct as f64 / split.len() as f64))
 }
 
+/// `matrix[true][predicted]`: how the model classifies each class of `split`.
+pub fn confusion(model: &DigitsCnn, split: &Split, classes: usize) -> Result<Vec<Vec<u32>>> {
+    let mut matrix = vec![vec![0u32; classes]; classes];
+    let all: Vec<usize> = (0..split.len()).collect();
+    for idx in all.chunks(256) {
+        let (x, y) = gather(split, idx, &Device::Cpu)?;
+        let predicted = model.logits(&x)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        for (t, p) in y.to_vec1::<u32>()?.into_iter().zip(predicted) {
+            matrix[t as usize][p as usize] += 1;
+        }
+    }
+    Ok(matrix)
+}
+
 /// Images `[n, rows, cols, channels]` scaled to [0, 1] and labels `[n]` (u32) for the given indices.
 pub fn gather(split: &Split, idx: &[usize], device: &Device) -> Result<(Tensor, Tensor)> {
     let len = split.image_len();
