@@ -85,7 +85,7 @@ pub struct TrainArgs {
     pub quiet: bool,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum Task {
     Digits,
     ImageClassifier,
@@ -298,12 +298,11 @@ fn digits(args: &TrainArgs, cfg: &TrainConfig) -> anyhow::Result<()> {
     );
     let prov = provenance(&dir, data.train.len(), cfg, &trained, (last.test_loss, last.test_accuracy));
     let config = version_config(Some(prov));
-    let labels: Vec<String> = config.labels.clone();
     let report = Report {
         epochs: &trained.epochs,
         eval: "test",
-        confusion: confusion(&trained.model, &data.test, labels.len())?,
-        labels: &labels,
+        confusion: confusion(&trained.model, &data.test, config.labels.len())?,
+        labels: &config.labels,
     };
     let (version, path) = publish(&args.repo, &name, &trained.model, &config, &trained.epochs, Some(&report))
         .with_context(|| format!("publishing into {}", args.repo.display()))?;
