@@ -13,6 +13,7 @@ mod hostile;
 mod onnx_model;
 mod ops;
 mod pull;
+mod rerank_model;
 mod swap;
 mod train_folders;
 

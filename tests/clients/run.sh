@@ -4,7 +4,7 @@
 # ../shared/fetch-assets.sh) and drives it
 # with NVIDIA's tritonclient (HTTP and gRPC), TF Serving's gRPC stubs (tensorflow-serving-api) and
 # the official openai and anthropic clients (tools, structured outputs, Responses, Messages),
-# unmodified; then a
+# unmodified, and seeded cross-encoders and encoders against NumPy; then a
 # second server with API keys for the gRPC repository calls. Loopback only.
 #   tests/clients/run.sh            (after `cargo build --release`; CARGO_TARGET_DIR as for the build)
 set -euo pipefail
@@ -87,6 +87,16 @@ timeout 300 "$venv/bin/python" "$root/tests/clients/agents_check.py" "$addr" smo
 timeout 300 "$venv/bin/python" "$root/tests/clients/playground_check.py" "$addr"
 timeout 300 "$venv/bin/python" "$root/tests/clients/tritonclient_grpc_check.py" "$grpc_addr" "$mnist" "$root/../shared/reference/minilm_reference.json"
 PYTHONPATH="$tfproto" timeout 120 "$venv/bin/python" "$root/tests/clients/tfserving_grpc_check.py" "$grpc_addr" "$mnist"
+# Cross-encoders (BERT and XLM-RoBERTa heads), RoBERTa and NomicBERT embedders, seeded by the script and added
+# while the server runs, against its NumPy forward pass of the same weights.
+"$venv/bin/python" "$root/tests/clients/encoders_check.py" write "$repo"
+for m in rerank-bert rerank-xlmr nli-bert embed-roberta embed-nomic embed-nomic-b; do
+  for _ in $(seq 300); do
+    "$venv/bin/python" -c "import urllib.request as u; u.urlopen('http://$addr/v2/models/$m/ready')" 2>/dev/null && break
+    sleep 0.1
+  done
+done
+timeout 120 "$venv/bin/python" "$root/tests/clients/encoders_check.py" check "$addr" "$grpc_addr"
 kill -TERM $pid
 wait $pid   # graceful shutdown must exit 0
 grep -q "shut down cleanly" "$log" || { cat "$log"; echo "no clean shutdown" >&2; exit 1; }
@@ -95,7 +105,8 @@ grep -q "shut down cleanly" "$log" || { cat "$log"; echo "no clean shutdown" >&2
 admin=admin-key-0123456789abcdef infer=infer-key-0123456789abcdef
 printf '%s admin,infer,metrics\n%s infer\n' "$admin" "$infer" >"$keys"
 chmod 600 "$keys"
-rm -rf "$repo/minilm" "$repo/smollm2"
+rm -rf "$repo/minilm" "$repo/smollm2" "$repo/rerank-bert" "$repo/rerank-xlmr" "$repo/nli-bert" "$repo/embed-roberta" \
+  "$repo/embed-nomic" "$repo/embed-nomic-b"
 start --api-keys-file "$keys"
 for _ in $(seq 300); do
   "$venv/bin/python" -c "import tritonclient.grpc as g, sys; sys.exit(0 if g.InferenceServerClient('$grpc_addr').is_server_ready() else 1)" 2>/dev/null && break

@@ -13,7 +13,7 @@ use crate::error::{BackendError, LoadError};
 use crate::generate::{GeneratorSpec, TextGenerator};
 use crate::graph::{GraphInfo, GraphModel};
 use crate::tensor::ImageBatch;
-use crate::text::{EmbedderInfo, TextTokenizer};
+use crate::text::{EmbedderInfo, PairTokenizer, PairTokens, ScorerInfo, TextTokenizer};
 
 /// A loaded image classification model. Called from a single dedicated thread.
 pub trait ImageClassifier: Send {
@@ -28,6 +28,13 @@ pub trait TextEmbedder: Send {
     fn embed(&mut self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>, BackendError>;
 }
 
+/// A loaded cross-encoder (reranker). Called from a single dedicated thread.
+pub trait TextScorer: Send {
+    /// One row of label scores (after the model's activation) per pair, in order. Each pair is
+    /// non-empty and at most the model's `max_tokens` long.
+    fn score(&mut self, pairs: &[&PairTokens]) -> Result<Vec<Vec<f32>>, BackendError>;
+}
+
 /// What a version directory holds, read before any weights are loaded.
 #[derive(Clone)]
 // One value per model version, made once per load: the size difference does not matter.
@@ -38,6 +45,9 @@ pub enum Description {
     /// A text embedding model (a Hugging Face / sentence-transformers directory) and the
     /// tokenizer requests are encoded with.
     Embedder { info: EmbedderInfo, tokenizer: Arc<dyn TextTokenizer> },
+    /// A cross-encoder that scores pairs of texts (a `*ForSequenceClassification` directory),
+    /// and the tokenizer that joins them.
+    Scorer { info: ScorerInfo, tokenizer: Arc<dyn PairTokenizer> },
     /// A text generation model (a GGUF file, a Hugging Face decoder or seq2seq directory).
     Generator(GeneratorSpec),
     /// A generic graph (an ONNX file): tensors in and out as the graph declares them.
@@ -48,6 +58,7 @@ pub enum Description {
 pub enum Loaded {
     Image(Box<dyn ImageClassifier>),
     Embedder(Box<dyn TextEmbedder>),
+    Scorer(Box<dyn TextScorer>),
     Generator(Box<dyn TextGenerator>),
     Graph(Box<dyn GraphModel>),
 }

@@ -29,7 +29,7 @@ pub mod text;
 pub mod tools;
 pub mod values;
 
-pub use backend::{Description, ImageClassifier, Loaded, ModelLoader, TextEmbedder};
+pub use backend::{Description, ImageClassifier, Loaded, ModelLoader, TextEmbedder, TextScorer};
 pub use dtype::Datatype;
 pub use error::{BackendError, InputError, LoadError};
 pub use graph::{GraphError, GraphInfo, GraphModel, TensorSpec};

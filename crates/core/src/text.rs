@@ -46,6 +46,77 @@ pub struct EmbedderInfo {
     pub normalize: bool,
 }
 
+/// How a cross-encoder's logits become its scores: sentence-transformers' `CrossEncoder`
+/// activation (sigmoid for one label, the logits as they are for several, unless the model's
+/// config names another).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScoreActivation {
+    Sigmoid,
+    Softmax,
+    Identity,
+}
+
+impl ScoreActivation {
+    /// Applies the activation to one pair's logits in place.
+    pub fn apply(self, logits: &mut [f32]) {
+        match self {
+            Self::Identity => {}
+            Self::Sigmoid => logits.iter_mut().for_each(|x| *x = 1.0 / (1.0 + (-*x).exp())),
+            Self::Softmax => {
+                let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0.0;
+                logits.iter_mut().for_each(|x| {
+                    *x = (*x - max).exp();
+                    sum += *x;
+                });
+                logits.iter_mut().for_each(|x| *x /= sum);
+            }
+        }
+    }
+}
+
+impl fmt::Display for ScoreActivation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Sigmoid => "sigmoid",
+            Self::Softmax => "softmax",
+            Self::Identity => "identity",
+        })
+    }
+}
+
+/// What a loaded cross-encoder (a reranker) is: it reads a pair of texts together and answers
+/// one score per label.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScorerInfo {
+    /// The encoder family, e.g. `bert` or `xlm-roberta`.
+    pub architecture: String,
+    /// Most tokens one pair may have (special tokens included).
+    pub max_tokens: usize,
+    /// Token ids must be below this.
+    pub vocab_size: usize,
+    /// The classifier head's labels, in output order (`id2label`).
+    pub labels: Vec<String>,
+    pub activation: ScoreActivation,
+}
+
+/// A pair of texts encoded as the model's tokenizer joins them: the ids (special tokens
+/// included) and where the second text's segment starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PairTokens {
+    pub ids: Vec<u32>,
+    /// Index of the first token of the second segment (`token_type_id` 1 from here on).
+    pub second: usize,
+}
+
+/// Joins two texts the way a cross-encoder was trained on them.
+pub trait PairTokenizer: Send + Sync {
+    /// Both texts with the model's special tokens, however long; with `truncate`, cut to the
+    /// model's `max_tokens` longest-first (the longer text loses tokens first), as
+    /// sentence-transformers' `CrossEncoder` does.
+    fn encode_pair(&self, first: &str, second: &str, truncate: bool) -> Result<PairTokens, String>;
+}
+
 /// Turns text into the token ids the model takes, special tokens included.
 pub trait TextTokenizer: Send + Sync {
     /// All tokens of `text`, however many.
@@ -104,6 +175,19 @@ mod tests {
         assert_eq!(out, [3.0, 4.0]);
         pool(Pooling::MeanSqrtLen, &hidden, 2, &mut out);
         assert!((out[0] - 4.0 / 2f32.sqrt()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn score_activations() {
+        let mut one = [0.0f32];
+        ScoreActivation::Sigmoid.apply(&mut one);
+        assert_eq!(one, [0.5]);
+        let mut two = [1.0f32, 1.0 + 2f32.ln()];
+        ScoreActivation::Softmax.apply(&mut two);
+        assert!((two[0] - 1.0 / 3.0).abs() < 1e-6 && (two[1] - 2.0 / 3.0).abs() < 1e-6);
+        let mut raw = [-3.5f32, 7.0];
+        ScoreActivation::Identity.apply(&mut raw);
+        assert_eq!(raw, [-3.5, 7.0]);
     }
 
     #[test]

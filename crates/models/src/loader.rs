@@ -1,7 +1,8 @@
 //! The candle-backed [`ModelLoader`]: recognises a version directory's format and loads it.
 //!
 //! - `config.toml` (written by `aiserve train`): an aiserve-native model such as the digits CNN.
-//! - `config.json` (a Hugging Face / sentence-transformers directory): a text embedding model.
+//! - `config.json` (a Hugging Face / sentence-transformers directory): a text embedding model,
+//!   or a cross-encoder (reranker) when its `architectures` name `…ForSequenceClassification`.
 //! - one `.gguf` file: a llama-family text generation model with its own tokenizer and template.
 //! - `config.json` of a llama/mistral/qwen2 decoder or a T5: a text generation model.
 
@@ -16,7 +17,7 @@ use crate::digits::{self, classifier::DigitsClassifier, DigitsCnn};
 use crate::llm;
 use crate::llm::kv::KvDtype;
 use crate::quant::Bits;
-use crate::text::{self, embedder::Embedder, hf_dir};
+use crate::text::{self, cross_encoder::CrossEncoder, embedder::Embedder, hf_dir};
 
 /// Loads every architecture this build knows, on one device.
 pub struct CandleLoader {
@@ -53,6 +54,10 @@ impl ModelLoader for CandleLoader {
         if llm::hf::is_generator(&config) {
             return Ok(Description::Generator(llm::hf::describe(dir, self.gen.kv)?));
         }
+        if text::cross_encoder::is_cross_encoder(&config) {
+            let (info, tokenizer) = text::cross_encoder::describe(dir)?;
+            return Ok(Description::Scorer { info, tokenizer });
+        }
         let d = hf_dir::describe(dir)?;
         Ok(Description::Embedder { info: d.info, tokenizer: d.tokenizer })
     }
@@ -73,9 +78,10 @@ impl ModelLoader for CandleLoader {
             Description::Embedder { info, .. } => {
                 let config = hf_dir::read_json(dir, "config.json")?
                     .ok_or_else(|| LoadError::Config("config.json is missing".into()))?;
-                let encoder = text::load_encoder(dir, &config)?;
+                let encoder = text::open_encoder(dir, &config)?;
                 Ok(Loaded::Embedder(Box::new(Embedder::new(encoder, info.clone()))))
             }
+            Description::Scorer { info, .. } => Ok(Loaded::Scorer(Box::new(CrossEncoder::load(dir, info)?))),
             Description::Graph(_) => {
                 Err(LoadError::Unsupported("ONNX graphs are run by ONNX Runtime (aiserve-onnx), not candle".into()))
             }

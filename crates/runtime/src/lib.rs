@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod registry;
 pub mod runtime;
+pub mod scorer;
 pub mod servable;
 pub mod stats;
 pub mod text_input;

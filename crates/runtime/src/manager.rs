@@ -24,6 +24,7 @@ use crate::generation::GenModel;
 use crate::graph::{Graph, GraphRunner};
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
+use crate::scorer::{ScoreModel, ScoreRunner};
 use crate::servable::{EmbedModel, EmbedRunner, ImageModel, ImageRunner, Kind, Servable};
 use crate::worker::{BatchUnit, Queue};
 
@@ -298,6 +299,17 @@ fn build(
             let queue = Queue::start(&name, &v, runners, policy, BatchUnit::Tokens).map_err(|e| e.to_string())?;
             Kind::Embedder(EmbedModel { info, tokenizer, max_batch_tokens, queue })
         }
+        Description::Scorer { info, tokenizer } => {
+            let runners = same_kind(copies, |c| match c {
+                Loaded::Scorer(m) => Some(ScoreRunner(m)),
+                _ => None,
+            })?;
+            let mut policy = cfg.token_batch_policy();
+            policy.max_batch_size = policy.max_batch_size.max(info.max_tokens);
+            let max_batch_tokens = policy.max_batch_size;
+            let queue = Queue::start(&name, &v, runners, policy, BatchUnit::Tokens).map_err(|e| e.to_string())?;
+            Kind::Scorer(ScoreModel { info, tokenizer, max_batch_tokens, queue })
+        }
         Description::Generator(spec) => {
             let generator = same_kind(copies, |c| match c {
                 Loaded::Generator(m) => Some(m),
@@ -369,6 +381,23 @@ fn warm_up(model: &mut Loaded, description: &Description) -> Result<(), String> 
             match vectors.as_slice() {
                 [v] if v.len() == info.dim => Ok(()),
                 _ => Err(format!("warm-up produced {} vectors; expected 1 of {} values", vectors.len(), info.dim)),
+            }
+        }
+        (Loaded::Scorer(model), Description::Scorer { info, tokenizer }) => {
+            let pair = tokenizer
+                .encode_pair("warm up", "a document", true)
+                .map_err(|e| format!("warm-up tokenisation failed: {e}"))?;
+            if pair.ids.is_empty() {
+                return Err("the tokenizer produced no tokens for a warm-up pair".into());
+            }
+            let rows = model.score(&[&pair]).map_err(|e| format!("warm-up forward pass failed: {e}"))?;
+            match rows.as_slice() {
+                [r] if r.len() == info.labels.len() && r.iter().all(|s| s.is_finite()) => Ok(()),
+                _ => Err(format!(
+                    "warm-up produced {} score rows; expected 1 of {} finite values",
+                    rows.len(),
+                    info.labels.len()
+                )),
             }
         }
         (Loaded::Generator(model), Description::Generator(spec)) => {

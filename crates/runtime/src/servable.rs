@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::generation::GenModel;
 use crate::graph::Graph;
 use crate::pipeline::Pipeline;
+use crate::scorer::ScoreModel;
 use crate::worker::{Queue, Runner};
 
 pub struct Servable {
@@ -29,6 +30,7 @@ pub struct Servable {
 pub enum Kind {
     Image(ImageModel),
     Embedder(EmbedModel),
+    Scorer(ScoreModel),
     Generator(GenModel),
     Graph(Graph),
     Pipeline(Pipeline),
@@ -40,6 +42,7 @@ impl Servable {
         match &self.kind {
             Kind::Image(m) => Ok(m),
             Kind::Embedder(_) => Err(self.wrong_kind("a text embedding model", "images")),
+            Kind::Scorer(_) => Err(self.wrong_kind("a reranker", "images")),
             Kind::Generator(_) => Err(self.wrong_kind("a text generation model", "images")),
             Kind::Graph(_) => Err(self.wrong_kind("an ONNX model", "images")),
             Kind::Pipeline(_) => Err(self.wrong_kind("a pipeline", "images")),
@@ -51,6 +54,7 @@ impl Servable {
         match &self.kind {
             Kind::Embedder(m) => Ok(m),
             Kind::Image(_) => Err(self.wrong_kind("an image classifier", "text to embed")),
+            Kind::Scorer(_) => Err(self.wrong_kind("a reranker (use /v1/rerank)", "text to embed")),
             Kind::Generator(_) => Err(self.wrong_kind("a text generation model", "text to embed")),
             Kind::Graph(_) => Err(self.wrong_kind("an ONNX model", "text to embed")),
             Kind::Pipeline(_) => Err(self.wrong_kind("a pipeline", "text to embed")),
@@ -63,8 +67,24 @@ impl Servable {
             Kind::Generator(m) => Ok(m),
             Kind::Image(_) => Err(self.wrong_kind("an image classifier", "a prompt to complete")),
             Kind::Embedder(_) => Err(self.wrong_kind("a text embedding model", "a prompt to complete")),
+            Kind::Scorer(_) => Err(self.wrong_kind("a reranker", "a prompt to complete")),
             Kind::Graph(_) => Err(self.wrong_kind("an ONNX model", "a prompt to complete")),
             Kind::Pipeline(_) => Err(self.wrong_kind("a pipeline", "a prompt to complete")),
+        }
+    }
+
+    /// The cross-encoder behind this version, or a 400 naming what it is instead.
+    pub fn scorer(&self) -> Result<&ScoreModel, Error> {
+        match &self.kind {
+            Kind::Scorer(m) => Ok(m),
+            Kind::Image(_) => Err(self.wrong_kind("an image classifier", "a query and documents to rerank")),
+            Kind::Embedder(_) => Err(self.wrong_kind(
+                "a text embedding model (rank by the cosine of its /v1/embeddings vectors, or serve a cross-encoder)",
+                "a query and documents to rerank",
+            )),
+            Kind::Generator(_) => Err(self.wrong_kind("a text generation model", "a query and documents to rerank")),
+            Kind::Graph(_) => Err(self.wrong_kind("an ONNX model", "a query and documents to rerank")),
+            Kind::Pipeline(_) => Err(self.wrong_kind("a pipeline", "a query and documents to rerank")),
         }
     }
 
@@ -73,6 +93,7 @@ impl Servable {
         match &self.kind {
             Kind::Image(m) => m.queue.stats(),
             Kind::Embedder(m) => m.queue.stats(),
+            Kind::Scorer(m) => m.queue.stats(),
             Kind::Generator(m) => m.engine.stats(),
             Kind::Graph(m) => m.queue.stats(),
             Kind::Pipeline(p) => p.stats(),

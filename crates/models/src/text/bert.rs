@@ -42,6 +42,20 @@ fn default_eps() -> f64 {
     1e-12
 }
 
+/// Where a checkpoint of the BERT shape keeps its tensors and how it numbers positions: BERT
+/// itself, or RoBERTa's (`roberta.` names, positions offset past the padding index).
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    /// The prefix of a task model's encoder tensors (`bert.` in `BertForSequenceClassification`).
+    pub prefix: &'static str,
+    /// Row of the position table used for a text's first token.
+    pub position_offset: usize,
+}
+
+impl Layout {
+    pub const BERT: Self = Self { prefix: "bert.", position_offset: 0 };
+}
+
 struct Layer {
     // Linear weights in PyTorch's [out_features, in_features] layout.
     qkv_w: Vec<f32>, // [3·hidden, hidden]
@@ -61,12 +75,14 @@ pub struct Bert {
     heads: usize,
     intermediate: usize,
     max_positions: usize,
+    position_offset: usize,
     vocab: usize,
     eps: f32,
     act: Activation,
     word: Vec<f32>,
     position: Vec<f32>,
-    token_type0: Vec<f32>,
+    /// `type_vocab_size` rows of `hidden`.
+    token_type: Vec<f32>,
     emb_ln: (Vec<f32>, Vec<f32>),
     layers: Vec<Layer>,
 }
@@ -94,8 +110,16 @@ impl BertConfig {
 }
 
 impl Bert {
-    pub fn load(cfg: &BertConfig, mut w: Weights) -> Result<Self, LoadError> {
-        w.detect_prefix("bert.", "embeddings.word_embeddings.weight");
+    pub fn load(cfg: &BertConfig, w: &mut Weights, layout: Layout) -> Result<Self, LoadError> {
+        w.detect_prefix(layout.prefix, "embeddings.word_embeddings.weight");
+        if cfg.max_position_embeddings <= layout.position_offset || cfg.type_vocab_size == 0 {
+            return Err(LoadError::Config(format!(
+                "config.json: max_position_embeddings {} leaves no positions past the offset {} (or type_vocab_size \
+                 is 0)",
+                cfg.max_position_embeddings, layout.position_offset
+            )));
+        }
+        let w = &*w;
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         let ln = |name: &str| -> Result<(Vec<f32>, Vec<f32>), LoadError> {
             Ok((w.get(&format!("{name}.weight"), &[h])?, w.get(&format!("{name}.bias"), &[h])?))
@@ -129,18 +153,18 @@ impl Bert {
                 ln2: ln(&format!("{p}.output.LayerNorm"))?,
             });
         }
-        let token_type = w.get("embeddings.token_type_embeddings.weight", &[cfg.type_vocab_size, h])?;
         Ok(Self {
             hidden: h,
             heads: cfg.num_attention_heads,
             intermediate: i,
-            max_positions: cfg.max_position_embeddings,
+            max_positions: cfg.max_position_embeddings - layout.position_offset,
+            position_offset: layout.position_offset,
             vocab: cfg.vocab_size,
             eps: cfg.layer_norm_eps as f32,
             act: Activation::from_hf(&cfg.hidden_act).expect("checked in parse"),
             word: w.get("embeddings.word_embeddings.weight", &[cfg.vocab_size, h])?,
             position: w.get("embeddings.position_embeddings.weight", &[cfg.max_position_embeddings, h])?,
-            token_type0: token_type[..h].to_vec(),
+            token_type: w.get("embeddings.token_type_embeddings.weight", &[cfg.type_vocab_size, h])?,
             emb_ln: ln("embeddings.LayerNorm")?,
             layers,
         })
@@ -160,18 +184,25 @@ impl Encoder for Bert {
         self.vocab
     }
 
-    fn forward(&self, ids: &[u32], lens: &[usize]) -> Vec<f32> {
+    fn forward(&self, ids: &[u32], lens: &[usize], seconds: Option<&[usize]>) -> Vec<f32> {
         let (h, tokens) = (self.hidden, ids.len());
         debug_assert_eq!(lens.iter().sum::<usize>(), tokens);
+        let types = self.token_type.len() / h;
         let mut x = vec![0.0; tokens * h];
         let mut row = 0;
-        for &len in lens {
+        for (s, &len) in lens.iter().enumerate() {
+            // A family with one token type (RoBERTa) reads both segments as type 0, as
+            // Hugging Face's models do (their tokenizers send no token_type_ids).
+            let second = seconds.map_or(len, |v| v[s]);
             for pos in 0..len {
                 let id = ids[row] as usize;
-                let (w, p) = (&self.word[id * h..(id + 1) * h], &self.position[pos * h..(pos + 1) * h]);
+                let t = usize::from(pos >= second).min(types - 1);
+                let at = pos + self.position_offset;
+                let (w, p) = (&self.word[id * h..(id + 1) * h], &self.position[at * h..(at + 1) * h]);
+                let tt = &self.token_type[t * h..(t + 1) * h];
                 let out = &mut x[row * h..(row + 1) * h];
                 for j in 0..h {
-                    out[j] = w[j] + p[j] + self.token_type0[j];
+                    out[j] = w[j] + p[j] + tt[j];
                 }
                 row += 1;
             }

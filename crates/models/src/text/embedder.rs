@@ -29,7 +29,7 @@ impl TextEmbedder for Embedder {
         }
         let lens: Vec<usize> = sequences.iter().map(|s| s.len()).collect();
         let ids: Vec<u32> = sequences.iter().flat_map(|s| s.iter().copied()).collect();
-        let hidden = self.encoder.forward(&ids, &lens);
+        let hidden = self.encoder.forward(&ids, &lens, None);
         let dim = self.encoder.hidden_size();
         let mut at = 0;
         Ok(lens

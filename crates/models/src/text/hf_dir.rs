@@ -55,18 +55,47 @@ pub struct EmbedderDir {
 }
 
 pub fn describe(dir: &Path) -> Result<EmbedderDir, LoadError> {
+    let enc = describe_encoder(dir)?;
+    let (pooling, normalize) = pipeline(dir, enc.hidden)?;
+    let info = EmbedderInfo {
+        architecture: enc.architecture,
+        dim: enc.hidden,
+        max_tokens: enc.max_tokens,
+        vocab_size: enc.vocab_size,
+        pooling,
+        normalize,
+    };
+    Ok(EmbedderDir { info, tokenizer: enc.tokenizer })
+}
+
+/// What every encoder directory says, whatever its head: the family, sizes, the token limit and
+/// the tokenizer.
+pub struct EncoderDir {
+    pub config: Value,
+    pub architecture: String,
+    pub hidden: usize,
+    pub max_tokens: usize,
+    pub vocab_size: usize,
+    pub tokenizer: Arc<HfTokenizer>,
+}
+
+pub fn describe_encoder(dir: &Path) -> Result<EncoderDir, LoadError> {
     let config = read_json(dir, "config.json")?.ok_or_else(|| LoadError::Config("config.json is missing".into()))?;
     let architecture = model_type(&config)?.to_owned();
     if !super::FAMILIES.contains(&architecture.as_str()) {
         return Err(super::unsupported_family(&architecture));
     }
-    let field = |name: &str| config.get(name).and_then(Value::as_u64).map(|v| v as usize);
-    let hidden = field("hidden_size").ok_or_else(|| LoadError::Config("config.json has no `hidden_size`".into()))?;
-    let positions = field("max_position_embeddings")
-        .ok_or_else(|| LoadError::Config("config.json has no `max_position_embeddings`".into()))?;
-    let vocab_size = field("vocab_size").ok_or_else(|| LoadError::Config("config.json has no `vocab_size`".into()))?;
+    let field = |name: &str| {
+        config
+            .get(name)
+            .and_then(Value::as_u64)
+            .map(|v| v as usize)
+            .ok_or_else(|| LoadError::Config(format!("config.json has no `{name}`")))
+    };
+    let [hidden, positions, vocab] = super::dims(&architecture);
+    let (hidden, table, vocab_size) = (field(hidden)?, field(positions)?, field(vocab)?);
+    let positions = table.saturating_sub(super::position_offset(&architecture, &config)?);
 
-    let (pooling, normalize) = pipeline(dir, hidden)?;
     let max_tokens = max_tokens(dir)?.unwrap_or(positions).min(positions);
     if max_tokens == 0 {
         return Err(LoadError::Config("the model's maximum sequence length is 0".into()));
@@ -84,8 +113,7 @@ pub fn describe(dir: &Path) -> Result<EmbedderDir, LoadError> {
             tokenizer.vocab_size()
         )));
     }
-    let info = EmbedderInfo { architecture, dim: hidden, max_tokens, vocab_size, pooling, normalize };
-    Ok(EmbedderDir { info, tokenizer })
+    Ok(EncoderDir { config, architecture, hidden, max_tokens, vocab_size, tokenizer })
 }
 
 /// Pooling mode and normalisation from the sentence-transformers module list.

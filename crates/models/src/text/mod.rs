@@ -7,10 +7,13 @@
 //! sequences with the row-wise [`ops`] and the shared GEMM kernel.
 
 pub mod bert;
+pub mod cross_encoder;
 pub mod embedder;
 pub mod gguf_tokenizer;
 pub mod hf_dir;
+pub mod nomic_bert;
 pub mod ops;
+pub mod roberta;
 pub mod tokenizer;
 pub mod weights;
 
@@ -25,21 +28,50 @@ pub trait Encoder: Send + Sync {
     fn vocab_size(&self) -> usize;
     /// Token vectors (`ids.len() x hidden`, row-major) for the sequences of lengths `lens` laid
     /// back to back in `ids`. Ids are below `vocab_size`; each length is 1..=`max_positions`.
-    fn forward(&self, ids: &[u32], lens: &[usize]) -> Vec<f32>;
+    /// `seconds`, for pairs of texts, gives where each sequence's second segment starts
+    /// (token type 1 from there, in families that have token types); `None`: one segment each.
+    fn forward(&self, ids: &[u32], lens: &[usize], seconds: Option<&[usize]>) -> Vec<f32>;
 }
 
 /// The `model_type` values this build can run.
-pub const FAMILIES: &[&str] = &["bert"];
+pub const FAMILIES: &[&str] = &["bert", "roberta", "xlm-roberta", "camembert", "nomic_bert"];
 
-/// Builds the encoder named by `config.json`'s `model_type` from the checkpoint in `dir`.
-pub fn load_encoder(dir: &Path, config: &serde_json::Value) -> Result<Box<dyn Encoder>, LoadError> {
+/// Builds the encoder named by `config.json`'s `model_type` from the checkpoint `w`.
+pub fn load_encoder(w: &mut weights::Weights, config: &serde_json::Value) -> Result<Box<dyn Encoder>, LoadError> {
     let model_type = hf_dir::model_type(config)?;
     match model_type {
         "bert" => {
             let cfg = bert::BertConfig::parse(config)?;
-            Ok(Box::new(bert::Bert::load(&cfg, weights::Weights::open(dir)?)?))
+            Ok(Box::new(bert::Bert::load(&cfg, w, bert::Layout::BERT)?))
+        }
+        "roberta" | "xlm-roberta" | "camembert" => Ok(Box::new(roberta::load(config, w)?)),
+        "nomic_bert" => {
+            let cfg = nomic_bert::NomicConfig::parse(config)?;
+            Ok(Box::new(nomic_bert::NomicBert::load(&cfg, w)?))
         }
         other => Err(unsupported_family(other)),
+    }
+}
+
+/// The encoder of the checkpoint in `dir` (see [`load_encoder`]).
+pub fn open_encoder(dir: &Path, config: &serde_json::Value) -> Result<Box<dyn Encoder>, LoadError> {
+    load_encoder(&mut weights::Weights::open(dir)?, config)
+}
+
+/// The config fields that size an encoder, by the family's own names: (hidden size, positions
+/// table rows or the rotary limit, vocabulary size).
+pub fn dims(model_type: &str) -> [&'static str; 3] {
+    match model_type {
+        "nomic_bert" => ["n_embd", "n_positions", "vocab_size"],
+        _ => ["hidden_size", "max_position_embeddings", "vocab_size"],
+    }
+}
+
+/// Rows of the position table before a text's first position (RoBERTa's padding offset).
+pub fn position_offset(model_type: &str, config: &serde_json::Value) -> Result<usize, LoadError> {
+    match model_type {
+        "roberta" | "xlm-roberta" | "camembert" => roberta::position_offset(config),
+        _ => Ok(0),
     }
 }
 

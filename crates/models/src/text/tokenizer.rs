@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
-use aiserve_core::text::TextTokenizer;
+use aiserve_core::text::{PairTokenizer, PairTokens, TextTokenizer};
 use aiserve_core::LoadError;
-use tokenizers::{Tokenizer, TruncationParams};
+use tokenizers::{Encoding, Tokenizer, TruncationParams, TruncationStrategy};
 
 /// Two copies of the model's tokenizer: one that never truncates (so over-long input can be
 /// refused with its real length) and one that cuts to the model's limit the model's own way.
@@ -22,7 +22,11 @@ impl HfTokenizer {
         full.with_truncation(None).map_err(|e| LoadError::Config(format!("tokenizer.json: {e}")))?;
         let mut truncating = full.clone();
         truncating
-            .with_truncation(Some(TruncationParams { max_length: max_tokens, ..Default::default() }))
+            .with_truncation(Some(TruncationParams {
+                max_length: max_tokens,
+                strategy: TruncationStrategy::LongestFirst,
+                ..Default::default()
+            }))
             .map_err(|e| LoadError::Config(format!("tokenizer.json: {e}")))?;
         Ok(Self { full, truncating })
     }
@@ -40,4 +44,23 @@ impl TextTokenizer for HfTokenizer {
     fn encode_truncated(&self, text: &str) -> Result<Vec<u32>, String> {
         Ok(self.truncating.encode(text, true).map_err(|e| e.to_string())?.get_ids().to_vec())
     }
+}
+
+impl PairTokenizer for HfTokenizer {
+    fn encode_pair(&self, first: &str, second: &str, truncate: bool) -> Result<PairTokens, String> {
+        let tokenizer = if truncate { &self.truncating } else { &self.full };
+        let encoding = tokenizer.encode((first, second), true).map_err(|e| e.to_string())?;
+        Ok(pair_tokens(&encoding))
+    }
+}
+
+/// The ids of a pair's encoding and where its second segment starts: the first token the
+/// post-processor gave a non-zero type id (BERT's `[SEP]`-joined pairs), else the start of the
+/// second sequence's own tokens (RoBERTa's processor, whose type ids are all 0).
+fn pair_tokens(encoding: &Encoding) -> PairTokens {
+    let ids = encoding.get_ids().to_vec();
+    let typed = encoding.get_type_ids().iter().position(|&t| t != 0);
+    let by_sequence = || (0..ids.len()).find(|&i| encoding.get_sequence_ids()[i] == Some(1));
+    let second = typed.or_else(by_sequence).unwrap_or(ids.len());
+    PairTokens { ids, second }
 }

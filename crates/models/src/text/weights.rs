@@ -52,8 +52,22 @@ impl Weights {
 
     /// The named tensor as row-major f32, checked against `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, LoadError> {
-        let full = format!("{}{name}", self.prefix);
-        let t = self.tensors.get(&full).ok_or_else(|| LoadError::Weights(format!("tensor `{full}` is missing")))?;
+        self.get_full(&format!("{}{name}", self.prefix), shape)
+    }
+
+    /// Whether the checkpoint has `name` exactly, outside the family prefix (a task head's
+    /// tensors, such as `classifier.weight`).
+    pub fn has_outside(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// Like [`Self::get`] for a tensor outside the family prefix.
+    pub fn get_outside(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, LoadError> {
+        self.get_full(name, shape)
+    }
+
+    fn get_full(&self, full: &str, shape: &[usize]) -> Result<Vec<f32>, LoadError> {
+        let t = self.tensors.get(full).ok_or_else(|| LoadError::Weights(format!("tensor `{full}` is missing")))?;
         if t.dims() != shape {
             return Err(LoadError::Weights(format!("tensor `{full}` has shape {:?}, expected {shape:?}", t.dims())));
         }

@@ -2,7 +2,9 @@
 //! through the model's own queue. ONNX models give their declared tensors; an image classifier
 //! takes its pictures as FP32 `[n, height, width, channels]` and gives its probabilities
 //! `[n, classes]` (its KServe names); a text embedding model takes BYTES texts `[n]` (`text`)
-//! and gives FP32 `[n, dim]` (`embedding`). Generation models take no tensors: not steps.
+//! and gives FP32 `[n, dim]` (`embedding`); a reranker takes BYTES `query` (one, or one per
+//! document) and `document` `[n]` and gives FP32 `scores` `[n, labels]`. Generation models take
+//! no tensors: not steps.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -14,6 +16,7 @@ use aiserve_core::{Datatype, ImageBatch, Tensor, TensorData};
 use crate::budget::Hold;
 use crate::error::Error;
 use crate::runtime::Runtime;
+use crate::scorer::{self, DOCUMENT_INPUT, QUERY_INPUT, SCORES_OUTPUT};
 use crate::servable::{Kind, Servable};
 use crate::text_input::{self, Texts};
 
@@ -47,6 +50,14 @@ pub fn ports(servable: &Servable) -> Result<(StepPorts, BTreeMap<String, String>
             let ports = StepPorts {
                 inputs: vec![one(TEXT_INPUT, Datatype::Bytes, &[-1])],
                 outputs: vec![one(EMBEDDING_OUTPUT, Datatype::Fp32, &[-1, em.info.dim as i64])],
+                maps_lists: true,
+            };
+            Ok((ports, BTreeMap::new()))
+        }
+        Kind::Scorer(sm) => {
+            let ports = StepPorts {
+                inputs: vec![one(QUERY_INPUT, Datatype::Bytes, &[-1]), one(DOCUMENT_INPUT, Datatype::Bytes, &[-1])],
+                outputs: vec![one(SCORES_OUTPUT, Datatype::Fp32, &[-1, sm.info.labels.len() as i64])],
                 maps_lists: true,
             };
             Ok((ports, BTreeMap::new()))
@@ -94,6 +105,21 @@ pub async fn call(
             let vectors = em.embed(tokens.sequences, Some(deadline)).await?;
             let shape = vec![vectors.len(), em.info.dim];
             Ok(vec![Tensor { shape, data: TensorData::F32(vectors.into_iter().flatten().collect()) }])
+        }
+        Kind::Scorer(sm) => {
+            let mut it = named.into_iter().map(|(_, t)| t);
+            let (Some(q), Some(d)) = (it.next(), it.next()) else {
+                return Err(Error::internal("a reranker step needs its query and document inputs"));
+            };
+            let (TensorData::Bytes(q), TensorData::Bytes(d)) = (q.data, d.data) else {
+                return Err(Error::invalid(QUERY_INPUT, "a reranker's inputs must be BYTES texts"));
+            };
+            let (queries, documents) = (scorer::texts(q, QUERY_INPUT)?, scorer::texts(d, DOCUMENT_INPUT)?);
+            let truncate = rt.limits.text.auto_truncate;
+            let pairs = sm.tokenize(rt, (queries, QUERY_INPUT), (documents, DOCUMENT_INPUT), truncate, hold).await?;
+            let rows = sm.score(pairs.pairs, Some(deadline)).await?;
+            let shape = vec![rows.len(), sm.info.labels.len()];
+            Ok(vec![Tensor { shape, data: TensorData::F32(rows.into_iter().flatten().collect()) }])
         }
         Kind::Generator(_) | Kind::Pipeline(_) => Err(Error::WrongModelKind {
             model: servable.model.to_string(),

@@ -131,7 +131,8 @@ pub(super) fn model_config(state: &AppState, servable: &Servable) -> pb::ModelCo
         Kind::Embedder(_) => (state.limits.text.max_inputs.min(i32::MAX as usize) as i32, true),
         Kind::Generator(_) => (0, false),
         Kind::Graph(g) if g.info.batched => (g.max_batch.min(i32::MAX as usize) as i32, true),
-        Kind::Graph(_) | Kind::Pipeline(_) => (0, false),
+        // A reranker's query is one text for all documents (or one each): no batch dimension.
+        Kind::Graph(_) | Kind::Pipeline(_) | Kind::Scorer(_) => (0, false),
     };
     let dims = |shape: &[i64]| if batched { shape.get(1..).unwrap_or_default().to_vec() } else { shape.to_vec() };
     let input = md

@@ -33,6 +33,7 @@ pub fn app(state: AppState) -> Router {
         .merge(protocols::kserve::routes())
         .merge(protocols::kserve_repository::routes())
         .merge(protocols::openai::routes())
+        .merge(protocols::rerank::routes())
         .merge(protocols::openai_generate::routes())
         .merge(protocols::openai_responses::routes())
         .merge(protocols::anthropic::routes())

@@ -211,6 +211,33 @@ pub static ROUTES: &[Route] = &[
     ),
     route!(
         Post,
+        "/v1/rerank",
+        Some(Infer),
+        "rerank",
+        "Rerank documents for a query with a cross-encoder (Cohere/Jina body: query, documents, top_n, return_documents; truncate); also /v2/rerank and /rerank",
+        JSON,
+        &[BAD, UNKNOWN, TOO_BIG, BUSY, SLOW]
+    ),
+    route!(
+        Post,
+        "/v2/rerank",
+        Some(Infer),
+        "rerank",
+        "The same as /v1/rerank (Cohere's second API path)",
+        JSON,
+        &[BAD, UNKNOWN, TOO_BIG, BUSY, SLOW]
+    ),
+    route!(
+        Post,
+        "/rerank",
+        Some(Infer),
+        "rerank",
+        "The same as /v1/rerank (the path llama.cpp's server and TEI use)",
+        JSON,
+        &[BAD, UNKNOWN, TOO_BIG, BUSY, SLOW]
+    ),
+    route!(
+        Post,
         "/v1/chat/completions",
         Some(Infer),
         "openai",

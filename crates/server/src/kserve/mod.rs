@@ -7,7 +7,8 @@
 //! Image classifiers take one numeric tensor (FP32 and the other numeric types, widened to f32)
 //! and answer `probabilities` (FP32 `[N, C]`, the model's output name) and `label` (INT64 `[N]`,
 //! the arg-max); embedding models take one BYTES tensor of UTF-8 texts and answer `embedding`
-//! (FP32 `[N, dim]`); graph (ONNX) models take and give the tensors their graph declares, in
+//! (FP32 `[N, dim]`); rerankers take BYTES `query` (one, or one per document) and `document`
+//! `[N]` and answer `scores` (FP32 `[N, labels]`); graph (ONNX) models take and give the tensors their graph declares, in
 //! their own datatypes. Generation models have their own routes (`generate`, gRPC stream infer).
 
 pub mod repository;
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use aiserve_core::{GraphInfo, ImageBatch, Tensor, TensorData};
 use aiserve_runtime::budget::Hold;
+use aiserve_runtime::scorer::{ScoreModel, DOCUMENT_INPUT, QUERY_INPUT, SCORES_OUTPUT};
 use aiserve_runtime::servable::{EmbedModel, ImageModel, Kind, Servable};
 use aiserve_runtime::text_input::{self, Texts};
 use aiserve_runtime::{Error, Runtime};
@@ -156,6 +158,16 @@ pub fn metadata(servable: &Servable) -> Metadata {
             }),
             platform: PLATFORM,
         },
+        Kind::Scorer(sm) => Metadata {
+            inputs: vec![meta(QUERY_INPUT, "BYTES", vec![-1]), meta(DOCUMENT_INPUT, "BYTES", vec![-1])],
+            outputs: vec![meta(SCORES_OUTPUT, "FP32", vec![-1, sm.info.labels.len() as i64])],
+            parameters: json!({
+                "architecture": sm.info.architecture, "max_tokens": sm.info.max_tokens,
+                "labels": sm.info.labels, "activation": sm.info.activation.to_string(),
+                "endpoints": ["rerank"]
+            }),
+            platform: PLATFORM,
+        },
         Kind::Generator(g) => {
             let info = &g.engine.spec().info;
             Metadata {
@@ -214,6 +226,7 @@ pub async fn infer(
     match &servable.kind {
         Kind::Image(img) => classify(rt, servable, img, req, hold, deadline).await,
         Kind::Embedder(em) => embed(rt, servable, em, req, hold, deadline).await,
+        Kind::Scorer(sm) => rerank(rt, servable, sm, req, hold, deadline).await,
         Kind::Graph(g) => run_tensors(servable, &g.info, req, hold, |named| g.infer(named, Some(deadline))).await,
         Kind::Pipeline(p) => {
             run_tensors(servable, &p.info, req, hold, |named| p.infer(rt, named, hold, deadline)).await
@@ -355,6 +368,85 @@ async fn embed(
         datatype: Datatype::Fp32,
         shape,
         values: TensorData::F32(vectors.into_iter().flatten().collect()),
+    }])
+}
+
+/// A reranker's infer: the `query` and `document` inputs by name, in either order; `scores`.
+async fn rerank(
+    rt: &Runtime,
+    servable: &Servable,
+    sm: &ScoreModel,
+    req: Request,
+    hold: &Hold,
+    deadline: Instant,
+) -> Result<Vec<Output>, Error> {
+    if let Some(bad) = req.outputs.as_deref().unwrap_or_default().iter().find(|o| *o != SCORES_OUTPUT) {
+        return Err(Error::invalid(
+            "outputs",
+            format!("unknown output `{bad}`; model `{}` has one output, `{SCORES_OUTPUT}`", servable.model),
+        ));
+    }
+    let (mut queries, mut documents) = (None, None);
+    let n = req.inputs.len();
+    for (i, input) in req.inputs.into_iter().enumerate() {
+        let slot = match input.name.as_str() {
+            QUERY_INPUT => &mut queries,
+            DOCUMENT_INPUT => &mut documents,
+            other => {
+                return Err(Error::invalid(
+                    format!("inputs[{i}].name"),
+                    format!(
+                        "unknown input `{other}`; model `{}` takes `{QUERY_INPUT}` and `{DOCUMENT_INPUT}`",
+                        servable.model
+                    ),
+                ))
+            }
+        };
+        if slot.is_some() {
+            return Err(Error::invalid(format!("inputs[{i}].name"), format!("input `{}` is given twice", input.name)));
+        }
+        let field = format!("inputs[{i}].data");
+        let texts = match input.values.into_texts(&field) {
+            Some(t) if input.datatype == "BYTES" => t?,
+            _ => {
+                return Err(Error::invalid(
+                    format!("inputs[{i}].datatype"),
+                    format!("`{}` must be BYTES (UTF-8 texts), got {:?}", input.name, input.datatype),
+                ))
+            }
+        };
+        let count = input.shape.iter().try_fold(1i64, |n, &d| if d < 0 { None } else { n.checked_mul(d) });
+        if input.shape.len() > 2 || count != Some(texts.len() as i64) {
+            return Err(Error::invalid(
+                format!("inputs[{i}].shape"),
+                format!("`inputs[{i}].shape` {:?} does not match the {} texts given", input.shape, texts.len()),
+            ));
+        }
+        *slot = Some((texts, field));
+    }
+    let missing = |name: &str| {
+        Error::invalid(
+            "inputs",
+            format!(
+                "model `{}` takes `{QUERY_INPUT}` and `{DOCUMENT_INPUT}`; `{name}` is missing ({n} inputs given)",
+                servable.model
+            ),
+        )
+    };
+    let (queries, query_field) = queries.ok_or_else(|| missing(QUERY_INPUT))?;
+    let (documents, field) = documents.ok_or_else(|| missing(DOCUMENT_INPUT))?;
+    let truncate = rt.limits.text.auto_truncate;
+    let pairs = sm.tokenize(rt, (queries, &query_field), (documents, &field), truncate, hold).await?;
+    let rows = sm.score(pairs.pairs, Some(deadline)).await?;
+    aiserve_runtime::metrics::METRICS
+        .tokens
+        .with_label_values(&[servable.model.as_str(), "prompt"])
+        .inc_by(pairs.tokens as u64);
+    Ok(vec![Output {
+        name: SCORES_OUTPUT.to_owned(),
+        datatype: Datatype::Fp32,
+        shape: vec![rows.len(), sm.info.labels.len()],
+        values: TensorData::F32(rows.into_iter().flatten().collect()),
     }])
 }
 

@@ -190,6 +190,9 @@ impl ModelLoader for FakeLoader {
             }
             Description::Generator(_) => return super::fake_generator::load(dir, &self.generated),
             Description::Graph(_) => return Ok(Loaded::Graph(Box::new(super::fake_graph::load(dir)))),
+            Description::Scorer { .. } => {
+                return Err(LoadError::Unsupported("the fake loader has no rerankers".into()))
+            }
         };
         let text = std::fs::read_to_string(dir.join(&config.weights)).map_err(|e| LoadError::Weights(e.to_string()))?;
         let mut fake = Fake {

@@ -15,5 +15,6 @@ pub mod openai;
 pub mod openai_generate;
 pub mod openai_input;
 pub mod openai_responses;
+pub mod rerank;
 pub mod tfserving;
 pub mod tfserving_graph;
