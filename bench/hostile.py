@@ -1916,6 +1916,45 @@ def playground_paths_and_top():
     c.expect(r, 400, label="top past u64", err=True)
 
 
+@case(quick=True)
+def rerank_bodies():
+    """Rerank (tiny seeded cross-encoder `ranker`): 100000 documents, a 1 MB query repeated over
+    2048 documents (2 GB of pairs to tokenise: refused by the request's memory hold, not
+    allocated), a 600-token document with and without `truncate`, documents that are not texts,
+    `top_n` at 0, u64::MAX and 1e300, a reranker asked for embeddings and an embedder asked to
+    rerank, KServe with mismatched query and document counts: 4xx naming the field, or 200."""
+    c = CTX
+    body = lambda **kw: dict({"model": "ranker", "query": "where is the cat", "documents": ["a cat"]}, **kw)
+    r = c.post("/v1/rerank", body(documents=["a"] * 100000))
+    c.expect(r, 400, "documents", label="100000 documents")
+    r = c.post("/v1/rerank", body(query="cat " * 262144, documents=["a"] * 2048), timeout=30)
+    c.expect(r, {413, 503}, label="1 MB query x 2048 documents", err=False)
+    long = "cat " * 600
+    r = c.post("/rerank", body(documents=["a", long]))
+    c.expect(r, 400, "documents[1]", "truncate", label="600-token document")
+    r = c.post("/rerank", body(documents=["a", long], truncate=True))
+    c.expect(r, 200, label="600-token document, truncate")
+    for docs, field in [([7], "documents[0]"), ([{"txt": "a"}], "documents[0]"), ("a cat", "documents"),
+                        ([["a"]], "documents[0]"), ([None], "documents[0]")]:
+        r = c.post("/v1/rerank", body(documents=docs))
+        c.expect(r, 400, field, label=f"documents {str(docs)[:20]}")
+    for top, want in [(0, 400), (18446744073709551615, 200), (1e300, 400), (-1, 400), ("2", 400)]:
+        r = c.post("/v1/rerank", body(top_n=top))
+        c.expect(r, want, *(["top_n"] if want == 400 else []), label=f"top_n {top!r}")
+    r = c.post(EMB, {"model": "ranker", "input": "x"})
+    c.expect(r, 400, "reranker", label="embeddings from a reranker")
+    r = c.post("/v1/rerank", body(model="minilm"))
+    c.expect(r, 400, "embedding", label="rerank with an embedder")
+    r = c.post("/v2/models/ranker/infer", {"inputs": [
+        {"name": "query", "datatype": "BYTES", "shape": [2], "data": ["a", "b"]},
+        {"name": "document", "datatype": "BYTES", "shape": [3], "data": ["a", "b", "c"]}]})
+    c.expect(r, 400, "2 queries for 3 documents", label="kserve 2 queries, 3 documents")
+    r = c.post("/v2/models/ranker/infer", {"inputs": [
+        {"name": "query", "datatype": "BYTES", "shape": [1], "data": ["a"]},
+        {"name": "query", "datatype": "BYTES", "shape": [1], "data": ["b"]}]})
+    c.expect(r, 400, "twice", label="kserve query twice")
+
+
 @case()
 def method_and_media_confusion():
     """Wrong methods (GET /classify, PUT infer, POST live, DELETE models), OPTIONS, a text/plain

@@ -2,7 +2,8 @@
 # Hostile-request battery on loopback: starts the release binary (built beforehand; this script
 # builds nothing) with digits, all-MiniLM-L6-v2 (`minilm`), SmolLM2-135M-Instruct GGUF
 # (`smollm2`), PP-OCR's recogniser as an ONNX model (`rec`) and the OCR pipeline (`ocr`, on ONNX Runtime from
-# .ci/fetch-onnxruntime.sh) from $AISERVE_ASSETS, waits until the four models are ready, runs
+# .ci/fetch-onnxruntime.sh) from $AISERVE_ASSETS, and a tiny seeded reranker (`ranker`, written by
+# bench/tiny_reranker.py), waits until the models are ready, runs
 # bench/hostile.py against it (standard library only), then SIGTERMs the server and checks that
 # it shuts down cleanly with exit status 0.
 #   cargo build --release && bench/hostile.sh [--quick] [--rss-bound-mb N] [--only a,b] [--list]
@@ -42,6 +43,7 @@ mkdir -p "$repo/det/1" "$repo/cls/1" "$repo/ocr/1"
 cp "$assets/rapidocr/ch_PP-OCRv4_det_infer.onnx" "$repo/det/1/model.onnx"
 cp "$assets/rapidocr/ch_ppocr_mobile_v2.0_cls_infer.onnx" "$repo/cls/1/model.onnx"
 cp "$root/pipelines/pp-ocr.toml" "$repo/ocr/model.toml"
+python3 "$root/bench/tiny_reranker.py" "$assets/minilm" "$repo/ranker/1"
 
 read -r -a extra <<<"${AISERVE_HOSTILE_ARGS:-}"
 pid=""
@@ -69,7 +71,7 @@ import http.client, os, sys, time
 addr, pid = sys.argv[1], int(sys.argv[2])
 host, port = addr.rsplit(":", 1)
 deadline = time.monotonic() + 180
-for model in ("digits", "minilm", "smollm2", "rec", "ocr"):
+for model in ("digits", "minilm", "smollm2", "rec", "ocr", "ranker"):
     while True:
         try:
             c = http.client.HTTPConnection(host, int(port), timeout=2)
