@@ -6,9 +6,13 @@
 //! too. Each op implements candle's `CustomOp` traits, so autograd and the optimiser work
 //! unchanged. Work inside an op is spread over candle's rayon pool (per image for copies, per
 //! GEMM tile for the products); the ops hold no state between calls.
+//!
+//! Text encoders use [`packed`]: their linear layers' weights packed once at load for a
+//! register-tiled product (the gemm crate packs both operands on every call).
 
 pub mod conv;
 pub mod gemm;
+pub mod packed;
 pub mod pool;
 pub mod skinny;
 

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use super::ops::{self, Activation};
 use super::weights::Weights;
 use super::Encoder;
+use crate::kernels::packed::PackedLinear;
 
 /// The fields of `config.json` the forward pass needs.
 #[derive(Debug, Deserialize)]
@@ -57,15 +58,15 @@ impl Layout {
 }
 
 struct Layer {
-    // Linear weights in PyTorch's [out_features, in_features] layout.
-    qkv_w: Vec<f32>, // [3·hidden, hidden]
+    // Linear weights packed from PyTorch's [out_features, in_features] layout.
+    qkv_w: PackedLinear, // [3·hidden, hidden]
     qkv_b: Vec<f32>,
-    out_w: Vec<f32>, // [hidden, hidden]
+    out_w: PackedLinear, // [hidden, hidden]
     out_b: Vec<f32>,
     ln1: (Vec<f32>, Vec<f32>),
-    ff1_w: Vec<f32>, // [intermediate, hidden]
+    ff1_w: PackedLinear, // [intermediate, hidden]
     ff1_b: Vec<f32>,
-    ff2_w: Vec<f32>, // [hidden, intermediate]
+    ff2_w: PackedLinear, // [hidden, intermediate]
     ff2_b: Vec<f32>,
     ln2: (Vec<f32>, Vec<f32>),
 }
@@ -133,7 +134,7 @@ impl Bert {
                 w.get(&format!("{p}.attention.self.value.weight"), &[h, h])?,
             );
             // [3·hidden, hidden]: query, key and value output features stacked, one product.
-            let qkv_w = [q, k, v].concat();
+            let qkv_w = PackedLinear::new(&[q, k, v].concat(), 3 * h, h);
             let qkv_b = [
                 w.get(&format!("{p}.attention.self.query.bias"), &[h])?,
                 w.get(&format!("{p}.attention.self.key.bias"), &[h])?,
@@ -143,12 +144,12 @@ impl Bert {
             layers.push(Layer {
                 qkv_w,
                 qkv_b,
-                out_w: w.get(&format!("{p}.attention.output.dense.weight"), &[h, h])?,
+                out_w: PackedLinear::new(&w.get(&format!("{p}.attention.output.dense.weight"), &[h, h])?, h, h),
                 out_b: w.get(&format!("{p}.attention.output.dense.bias"), &[h])?,
                 ln1: ln(&format!("{p}.attention.output.LayerNorm"))?,
-                ff1_w: w.get(&format!("{p}.intermediate.dense.weight"), &[i, h])?,
+                ff1_w: PackedLinear::new(&w.get(&format!("{p}.intermediate.dense.weight"), &[i, h])?, i, h),
                 ff1_b: w.get(&format!("{p}.intermediate.dense.bias"), &[i])?,
-                ff2_w: w.get(&format!("{p}.output.dense.weight"), &[h, i])?,
+                ff2_w: PackedLinear::new(&w.get(&format!("{p}.output.dense.weight"), &[h, i])?, h, i),
                 ff2_b: w.get(&format!("{p}.output.dense.bias"), &[h])?,
                 ln2: ln(&format!("{p}.output.LayerNorm"))?,
             });
@@ -214,14 +215,14 @@ impl Encoder for Bert {
         let mut inter = vec![0.0; tokens * self.intermediate];
         for l in &self.layers {
             ops::fill_rows(&mut qkv, &l.qkv_b);
-            ops::linear_acc(&x, h, &l.qkv_w, 3 * h, &mut qkv);
+            l.qkv_w.matmul_acc(&x, &mut qkv);
             ops::attention(&qkv, lens, self.heads, &mut ctx);
-            ops::linear_acc(&ctx, h, &l.out_w, h, &mut x); // residual: x += ctx · W_o
+            l.out_w.matmul_acc(&ctx, &mut x); // residual: x += ctx · W_o
             ops::bias_layer_norm(&mut x, &l.out_b, &l.ln1.0, &l.ln1.1, self.eps);
             ops::fill_rows(&mut inter, &l.ff1_b);
-            ops::linear_acc(&x, h, &l.ff1_w, self.intermediate, &mut inter);
+            l.ff1_w.matmul_acc(&x, &mut inter);
             self.act.apply(&mut inter);
-            ops::linear_acc(&inter, self.intermediate, &l.ff2_w, h, &mut x); // residual: x += ff · W_2
+            l.ff2_w.matmul_acc(&inter, &mut x); // residual: x += ff · W_2
             ops::bias_layer_norm(&mut x, &l.ff2_b, &l.ln2.0, &l.ln2.1, self.eps);
         }
         x

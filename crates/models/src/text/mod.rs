@@ -2,9 +2,11 @@
 //!
 //! [`hf_dir`] recognises such a directory and reads its configs (pooling, normalisation,
 //! length limit) and its `tokenizer.json`; each encoder family is one file implementing
-//! [`Encoder`] (today [`bert`]), picked by `model_type` in [`load_encoder`]; [`embedder`] turns
+//! [`Encoder`] ([`bert`], [`roberta`], [`nomic_bert`]), picked by `model_type` in [`load_encoder`];
+//! [`cross_encoder`] puts a classifier head on one to score pairs of texts; [`embedder`] turns
 //! an encoder's token vectors into pooled sentence vectors. The forward passes run on packed
-//! sequences with the row-wise [`ops`] and the shared GEMM kernel.
+//! sequences with the row-wise [`ops`]; their linear layers are packed once at load for
+//! [`crate::kernels::packed`].
 
 pub mod bert;
 pub mod cross_encoder;

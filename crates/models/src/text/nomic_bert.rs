@@ -20,6 +20,7 @@ use serde::Deserialize;
 use super::ops;
 use super::weights::Weights;
 use super::Encoder;
+use crate::kernels::packed::PackedLinear;
 
 #[derive(Debug, Deserialize)]
 pub struct NomicConfig {
@@ -100,7 +101,10 @@ impl NomicConfig {
         }
         let head = cfg.n_embd / cfg.n_head;
         let rotary = cfg.rotary_dim();
-        if !(cfg.rotary_emb_fraction > 0.0 && cfg.rotary_emb_fraction <= 1.0) || rotary == 0 || rotary % 2 != 0 {
+        if !(cfg.rotary_emb_fraction > 0.0 && cfg.rotary_emb_fraction <= 1.0)
+            || rotary == 0
+            || !rotary.is_multiple_of(2)
+        {
             return bad(format!(
                 "rotary_emb_fraction {} of head size {head} must give an even number of rotated dimensions (this \
                  family has no position table)",
@@ -131,15 +135,15 @@ impl NomicConfig {
 }
 
 struct Layer {
-    qkv_w: Vec<f32>, // [3·hidden, hidden]
-    qkv_b: Vec<f32>, // zeros without qkv_proj_bias
-    out_w: Vec<f32>,
+    qkv_w: PackedLinear, // [3·hidden, hidden]
+    qkv_b: Vec<f32>,     // zeros without qkv_proj_bias
+    out_w: PackedLinear,
     out_b: Vec<f32>,
     norm1: (Vec<f32>, Vec<f32>),
     /// fc11 (the value) and fc12 (the gate) stacked: [2·inner, hidden].
-    fc1_w: Vec<f32>,
+    fc1_w: PackedLinear,
     fc1_b: Vec<f32>,
-    fc2_w: Vec<f32>, // [hidden, inner]
+    fc2_w: PackedLinear, // [hidden, inner]
     fc2_b: Vec<f32>,
     norm2: (Vec<f32>, Vec<f32>),
 }
@@ -173,20 +177,21 @@ impl NomicBert {
             let fc1_w =
                 [w.get(&format!("{p}.mlp.fc11.weight"), &[i, h])?, w.get(&format!("{p}.mlp.fc12.weight"), &[i, h])?]
                     .concat();
+            let fc1_w = PackedLinear::new(&fc1_w, 2 * i, h);
             let fc1_b = [
                 bias(cfg.mlp_fc1_bias, format!("{p}.mlp.fc11.bias"), i)?,
                 bias(cfg.mlp_fc1_bias, format!("{p}.mlp.fc12.bias"), i)?,
             ]
             .concat();
             layers.push(Layer {
-                qkv_w: w.get(&format!("{p}.attn.Wqkv.weight"), &[3 * h, h])?,
+                qkv_w: PackedLinear::new(&w.get(&format!("{p}.attn.Wqkv.weight"), &[3 * h, h])?, 3 * h, h),
                 qkv_b: bias(cfg.qkv_proj_bias, format!("{p}.attn.Wqkv.bias"), 3 * h)?,
-                out_w: w.get(&format!("{p}.attn.out_proj.weight"), &[h, h])?,
+                out_w: PackedLinear::new(&w.get(&format!("{p}.attn.out_proj.weight"), &[h, h])?, h, h),
                 out_b: bias(cfg.qkv_proj_bias, format!("{p}.attn.out_proj.bias"), h)?,
                 norm1: ln(&format!("{p}.norm1"))?,
                 fc1_w,
                 fc1_b,
-                fc2_w: w.get(&format!("{p}.mlp.fc2.weight"), &[h, i])?,
+                fc2_w: PackedLinear::new(&w.get(&format!("{p}.mlp.fc2.weight"), &[h, i])?, h, i),
                 fc2_b: bias(cfg.mlp_fc2_bias, format!("{p}.mlp.fc2.bias"), h)?,
                 norm2: ln(&format!("{p}.norm2"))?,
             });
@@ -290,24 +295,24 @@ impl Encoder for NomicBert {
         let angles = self.rotary.table(lens.iter().copied().max().unwrap_or(0));
         for l in &self.layers {
             ops::fill_rows(&mut qkv, &l.qkv_b);
-            ops::linear_acc(&x, h, &l.qkv_w, 3 * h, &mut qkv);
+            l.qkv_w.matmul_acc(&x, &mut qkv);
             for (r, &pos) in qkv.chunks_exact_mut(3 * h).zip(&positions) {
                 let cos_sin = &angles[pos * half..(pos + 1) * half];
                 self.rotary.apply(&mut r[..h], cos_sin); // queries
                 self.rotary.apply(&mut r[h..2 * h], cos_sin); // keys
             }
             ops::attention(&qkv, lens, self.heads, &mut ctx);
-            ops::linear_acc(&ctx, h, &l.out_w, h, &mut x); // residual: x += ctx · W_o
+            l.out_w.matmul_acc(&ctx, &mut x); // residual: x += ctx · W_o
             ops::bias_layer_norm(&mut x, &l.out_b, &l.norm1.0, &l.norm1.1, self.eps);
             ops::fill_rows(&mut fc1, &l.fc1_b);
-            ops::linear_acc(&x, h, &l.fc1_w, 2 * self.inner, &mut fc1);
+            l.fc1_w.matmul_acc(&x, &mut fc1);
             for (out, r) in act.chunks_exact_mut(self.inner).zip(fc1.chunks_exact(2 * self.inner)) {
                 let (value, gate) = r.split_at(self.inner);
                 for ((o, v), g) in out.iter_mut().zip(value).zip(gate) {
                     *o = v * g / (1.0 + (-g).exp()); // value · silu(gate)
                 }
             }
-            ops::linear_acc(&act, self.inner, &l.fc2_w, h, &mut x); // residual: x += mlp · W_2
+            l.fc2_w.matmul_acc(&act, &mut x); // residual: x += mlp · W_2
             ops::bias_layer_norm(&mut x, &l.fc2_b, &l.norm2.0, &l.norm2.1, self.eps);
         }
         x

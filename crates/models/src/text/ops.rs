@@ -2,7 +2,8 @@
 //! rows, layer norm, GELU and multi-head self-attention over sequences laid back to back.
 //!
 //! Every op walks plain `f32` slices and spreads rows over rayon's pool (sequentially when
-//! already on a pool thread); the products go through [`crate::kernels::gemm`]. Nothing here
+//! already on a pool thread); attention's products go through [`crate::kernels::gemm`] and small
+//! heads through [`linear_acc`] (the linear layers use [`crate::kernels::packed`]). Nothing here
 //! allocates per token.
 
 use rayon::prelude::*;
@@ -31,17 +32,21 @@ pub fn linear_acc(x: &[f32], k: usize, w: &[f32], n: usize, out: &mut [f32]) {
 /// Adds `bias` to every row of `x`, then layer-normalises each row with `gamma`, `beta`, `eps`.
 pub fn bias_layer_norm(x: &mut [f32], bias: &[f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let width = gamma.len();
-    for_each_chunk_mut(x, ROWS_PER_TASK * width, |_, chunk| {
-        for row in chunk.chunks_exact_mut(width) {
-            row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
-            let mean = row.iter().sum::<f32>() / width as f32;
-            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / width as f32;
-            let inv = 1.0 / (var + eps).sqrt();
-            for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
-                *v = (*v - mean) * inv * g + b;
-            }
+    for_each_chunk_mut(x, ROWS_PER_TASK * width, |_, chunk| layer_norm_rows(chunk, bias, gamma, beta, eps));
+}
+
+#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
+fn layer_norm_rows(chunk: &mut [f32], bias: &[f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let width = gamma.len();
+    for row in chunk.chunks_exact_mut(width) {
+        row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+        let mean = row.iter().sum::<f32>() / width as f32;
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / width as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
+            *v = (*v - mean) * inv * g + b;
         }
-    });
+    }
 }
 
 /// The activation between the two feed-forward products.
@@ -66,9 +71,7 @@ impl Activation {
 
     pub fn apply(self, x: &mut [f32]) {
         for_each_chunk_mut(x, 1 << 14, |_, chunk| match self {
-            Self::GeluErf => {
-                chunk.iter_mut().for_each(|v| *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2)))
-            }
+            Self::GeluErf => gelu_erf(chunk),
             Self::GeluTanh => chunk.iter_mut().for_each(|v| {
                 let x = *v;
                 *v = 0.5 * x * (1.0 + (0.797_884_6 * (x + 0.044_715 * x * x * x)).tanh());
@@ -76,6 +79,11 @@ impl Activation {
             Self::Relu => chunk.iter_mut().for_each(|v| *v = v.max(0.0)),
         });
     }
+}
+
+#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
+fn gelu_erf(chunk: &mut [f32]) {
+    chunk.iter_mut().for_each(|v| *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2)))
 }
 
 /// The error function as a clamped odd rational polynomial (the single-precision approximation
