@@ -1,7 +1,7 @@
 """Tiny seeded encoders written here, served by aiserve, checked against a NumPy forward pass of
 the same weights (an independent reference: nothing here shares code with aiserve's kernels).
 
-    python tests/clients/encoders_check.py write REPO        (before the server starts)
+    python tests/clients/encoders_check.py write REPO [MODEL...]   (all of them by default)
     python tests/clients/encoders_check.py check HOST:PORT GRPC_HOST:PORT REPO
 
 `write` makes four Hugging Face directories, each the shape of a real checkpoint of its family:
@@ -219,8 +219,8 @@ def build(name):
     return cfg, w, tok, vocab
 
 
-def write(repo):
-    for name in MODELS:
+def write(repo, names):
+    for name in names or MODELS:
         cfg, w, tok, _ = build(name)
         d = os.path.join(repo, name, "1")
         os.makedirs(d, exist_ok=True)
@@ -464,6 +464,6 @@ def check(addr, grpc_addr):
 
 if __name__ == "__main__":
     if sys.argv[1] == "write":
-        write(sys.argv[2])
+        write(sys.argv[2], sys.argv[3:])
     else:
         check(sys.argv[2], sys.argv[3])

@@ -5,7 +5,8 @@ chromedriver, the selenium client), against a running aiserve.
 
 The server holds digits, and (unless --no-text) an embedding model and a generation model:
 drawing a 7 with pointer events reads "7", a chat streams several chunks and Stop ends it (and
-the server stops generating), the heatmap of three texts renders, the models tab lists digits
+the server stops generating), the heatmap of three texts renders, the rerank tab orders four
+documents as /v1/rerank does (the seeded `rerank-bert` of encoders_check.py), the models tab lists digits
 READY with live numbers, the tabs work from the keyboard, nothing overflows a phone's width, and
 the browser logs no console error. With --key (a server with API keys; this one has the admin,
 infer and metrics scopes) the page asks for the key before calling anything, then works with
@@ -14,6 +15,7 @@ two lines of text comes back with boxes and the words; without it the OCR tab sa
 pipeline. --screenshots: a PNG of each tab (README's pictures).
 """
 import argparse
+import json
 import os
 import re
 import sys
@@ -201,6 +203,23 @@ if not args.no_text:
         check(cells[1] > cells[2] + 0.2, f"cat~kitten ({cells[1]:.2f}) beats cat~stocks ({cells[2]:.2f})")
     shot("embeddings")
 
+    # Rerank (the tiny seeded cross-encoder `rerank-bert` of encoders_check.py): the documents
+    # come back best first, in the order /v1/rerank gives for the same body.
+    tab("rerank")
+    wait.until(lambda _: "rerank-bert" in options("rerank-model"))
+    Select(by_id("rerank-model")).select_by_value("rerank-bert")
+    d.find_element(By.CSS_SELECTOR, "#rerank-form button[type=submit]").click()
+    wait.until(lambda _: len(d.find_elements(By.CSS_SELECTOR, "#rerank-results li")) == 4 or by_id("rerank-error").is_displayed())
+    shown = [int(li.get_attribute("data-index")) for li in d.find_elements(By.CSS_SELECTOR, "#rerank-results li")]
+    docs = [t.strip() for t in by_id("rerank-documents").get_attribute("value").split("\n") if t.strip()]
+    body = json.dumps({"model": "rerank-bert", "query": by_id("rerank-query").get_attribute("value"), "documents": docs})
+    req = urllib.request.Request(f"{base}/v1/rerank", body.encode(), {"Content-Type": "application/json"})
+    if args.key:
+        req.add_header("Authorization", f"Bearer {args.key}")
+    want = [r["index"] for r in json.load(urllib.request.urlopen(req))["results"]]
+    check(shown == want and len(shown) == 4, f"the rerank tab lists the documents best first ({shown}, /v1/rerank: {want})")
+    shot("rerank")
+
 # Models: the index with digits READY, load/unload buttons, live numbers.
 tab("models")
 wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, "#models-table tbody tr[data-model=digits]"))
@@ -228,7 +247,7 @@ check(by_id("panel-models").is_displayed(), "End selects the last tab")
 
 # A phone's viewport: nothing wider than the screen on any tab.
 d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True})
-for name in ["chat", "digits", "embeddings", "ocr", "models"]:
+for name in ["chat", "digits", "embeddings", "rerank", "ocr", "models"]:
     tab(name)
     wide = d.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
     check(wide <= 0, f"{name} fits a 390-pixel-wide phone ({wide} px too wide)" if wide > 0 else f"{name} fits a 390-pixel-wide phone")

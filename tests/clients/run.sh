@@ -48,6 +48,8 @@ repo=$(mktemp -d)
 cp -r "$root/models/digits" "$repo/"
 mkdir -p "$repo/minilm" && cp -r "$assets/minilm" "$repo/minilm/1"
 mkdir -p "$repo/smollm2/1" && cp "$assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" "$repo/smollm2/1/"
+# Seeded cross-encoders (checked against NumPy below; the playground's rerank tab uses one).
+"$venv/bin/python" "$root/tests/clients/encoders_check.py" write "$repo" rerank-bert rerank-xlmr nli-bert
 log=$(mktemp) keys=$(mktemp)
 pid=""
 trap 'kill $pid 2>/dev/null || true; rm -rf "$log" "$repo" "$keys"' EXIT
@@ -84,12 +86,16 @@ done
 timeout 300 "$venv/bin/python" "$root/tests/clients/generation_check.py" "$addr" smollm2
 timeout 300 "$venv/bin/python" "$root/tests/clients/agents_check.py" "$addr" smollm2
 # The playground page in Debian's Chromium (.ci/install-chromium.sh): every tab, by pointer and keyboard.
+for _ in $(seq 100); do
+  "$venv/bin/python" -c "import urllib.request as u; u.urlopen('http://$addr/v2/models/rerank-bert/ready')" 2>/dev/null && break
+  sleep 0.1
+done
 timeout 300 "$venv/bin/python" "$root/tests/clients/playground_check.py" "$addr"
 timeout 300 "$venv/bin/python" "$root/tests/clients/tritonclient_grpc_check.py" "$grpc_addr" "$mnist" "$root/../shared/reference/minilm_reference.json"
 PYTHONPATH="$tfproto" timeout 120 "$venv/bin/python" "$root/tests/clients/tfserving_grpc_check.py" "$grpc_addr" "$mnist"
-# Cross-encoders (BERT and XLM-RoBERTa heads), RoBERTa and NomicBERT embedders, seeded by the script and added
-# while the server runs, against its NumPy forward pass of the same weights.
-"$venv/bin/python" "$root/tests/clients/encoders_check.py" write "$repo"
+# Cross-encoders (BERT and XLM-RoBERTa heads), and RoBERTa and NomicBERT embedders seeded by the script
+# and added while the server runs, against its NumPy forward pass of the same weights.
+"$venv/bin/python" "$root/tests/clients/encoders_check.py" write "$repo" embed-roberta embed-nomic embed-nomic-b
 for m in rerank-bert rerank-xlmr nli-bert embed-roberta embed-nomic embed-nomic-b; do
   for _ in $(seq 300); do
     "$venv/bin/python" -c "import urllib.request as u; u.urlopen('http://$addr/v2/models/$m/ready')" 2>/dev/null && break

@@ -30,6 +30,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("chat.js", "text/javascript; charset=utf-8", include_str!("assets/chat.js")),
     ("images.js", "text/javascript; charset=utf-8", include_str!("assets/images.js")),
     ("embeddings.js", "text/javascript; charset=utf-8", include_str!("assets/embeddings.js")),
+    ("rerank.js", "text/javascript; charset=utf-8", include_str!("assets/rerank.js")),
     ("ocr.js", "text/javascript; charset=utf-8", include_str!("assets/ocr.js")),
     ("models.js", "text/javascript; charset=utf-8", include_str!("assets/models.js")),
     ("style.css", "text/css; charset=utf-8", include_str!("assets/style.css")),

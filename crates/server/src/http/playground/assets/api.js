@@ -96,7 +96,7 @@ export async function discover() {
   const list = await call('GET', '/v1/models');
   const names = list.data.map((m) => m.id).sort();
   const metas = await Promise.all(names.map((n) => call('GET', `/v2/models/${encodeURIComponent(n)}`).catch(() => null)));
-  const kinds = { chat: [], images: [], embeddings: [], ocr: [], meta: {} };
+  const kinds = { chat: [], images: [], embeddings: [], rerank: [], ocr: [], meta: {} };
   metas.forEach((m, i) => {
     if (!m) return;
     const name = names[i];
@@ -106,6 +106,7 @@ export async function discover() {
     const ins = m.inputs || [];
     if (endpoints.includes('generate')) kinds.chat.push(name);
     else if (endpoints.includes('classify')) kinds.images.push(name);
+    else if (endpoints.includes('rerank')) kinds.rerank.push(name);
     else if (outs.length === 1 && outs[0] === 'embedding' && ins.length === 1 && ins[0].datatype === 'BYTES') kinds.embeddings.push(name);
     else if (ins.length === 1 && ins[0].datatype === 'BYTES' && ['boxes', 'texts', 'scores'].every((o) => outs.includes(o))) kinds.ocr.push(name);
   });

@@ -5,10 +5,11 @@ import { apiKey, setApiKey, keysRequired, call, discover } from './api.js';
 import * as chat from './chat.js';
 import * as images from './images.js';
 import * as embeddings from './embeddings.js';
+import * as rerank from './rerank.js';
 import * as ocr from './ocr.js';
 import * as models from './models.js';
 
-const TABS = { chat, digits: images, embeddings, ocr, models };
+const TABS = { chat, digits: images, embeddings, rerank, ocr, models };
 const $ = (id) => document.getElementById(id);
 let current = null;
 
