@@ -26,7 +26,7 @@ use crate::pipeline::Pipeline;
 use crate::registry::Registry;
 use crate::scorer::{ScoreModel, ScoreRunner};
 use crate::servable::{EmbedModel, EmbedRunner, ImageModel, ImageRunner, Kind, Servable};
-use crate::worker::{BatchUnit, Queue};
+use crate::worker::{BatchUnit, Queue, Runner};
 
 pub struct Manager {
     pub repo: PathBuf,
@@ -292,11 +292,7 @@ fn build(
                 Loaded::Embedder(m) => Some(EmbedRunner(m)),
                 _ => None,
             })?;
-            // Every text the model accepts must fit one forward pass, however long its limit.
-            let mut policy = cfg.token_batch_policy();
-            policy.max_batch_size = policy.max_batch_size.max(info.max_tokens);
-            let max_batch_tokens = policy.max_batch_size;
-            let queue = Queue::start(&name, &v, runners, policy, BatchUnit::Tokens).map_err(|e| e.to_string())?;
+            let (queue, max_batch_tokens) = token_queue(&name, &v, runners, &cfg, info.max_tokens)?;
             Kind::Embedder(EmbedModel { info, tokenizer, max_batch_tokens, queue })
         }
         Description::Scorer { info, tokenizer } => {
@@ -304,10 +300,7 @@ fn build(
                 Loaded::Scorer(m) => Some(ScoreRunner(m)),
                 _ => None,
             })?;
-            let mut policy = cfg.token_batch_policy();
-            policy.max_batch_size = policy.max_batch_size.max(info.max_tokens);
-            let max_batch_tokens = policy.max_batch_size;
-            let queue = Queue::start(&name, &v, runners, policy, BatchUnit::Tokens).map_err(|e| e.to_string())?;
+            let (queue, max_batch_tokens) = token_queue(&name, &v, runners, &cfg, info.max_tokens)?;
             Kind::Scorer(ScoreModel { info, tokenizer, max_batch_tokens, queue })
         }
         Description::Generator(spec) => {
@@ -338,6 +331,23 @@ fn build(
         }
     };
     Ok(Servable { model, version, kind, loaded_at: std::time::SystemTime::now() })
+}
+
+/// The queue of a text model batched by tokens, and the most tokens one forward pass takes:
+/// `max_batch_tokens`, raised so that every text the model accepts (`max_tokens`) fits one pass
+/// however long its limit.
+fn token_queue<R: Runner>(
+    name: &str,
+    version: &str,
+    runners: Vec<R>,
+    cfg: &ModelConfig,
+    max_tokens: usize,
+) -> Result<(Queue<R>, usize), String> {
+    let mut policy = cfg.token_batch_policy();
+    policy.max_batch_size = policy.max_batch_size.max(max_tokens);
+    let max_batch_tokens = policy.max_batch_size;
+    let queue = Queue::start(name, version, runners, policy, BatchUnit::Tokens).map_err(|e| e.to_string())?;
+    Ok((queue, max_batch_tokens))
 }
 
 /// The loaded copies as runners of the described kind (a loader that returns another kind is

@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aiserve_core::text::{PairTokenizer, PairTokens, ScorerInfo};
-use aiserve_core::{BackendError, InputError, TextScorer};
+use aiserve_core::{BackendError, TextScorer};
 
 use crate::budget::{Hold, TOKENIZE_BYTES_PER_BYTE};
 use crate::error::Error;
 use crate::runtime::Runtime;
+use crate::servable::token_chunks;
+use crate::text_input::{check_count, INLINE_TOKENIZE_BYTES};
 use crate::worker::{Queue, Runner};
 
 pub struct ScoreModel {
@@ -26,9 +28,6 @@ pub struct ScoredPairs {
     pub tokens: usize,
 }
 
-/// Above this many bytes of text, tokenisation moves to the blocking pool.
-const INLINE_TOKENIZE_BYTES: usize = 2 << 10;
-
 impl ScoreModel {
     /// Joins each document with its query (one query for all, or one each) the model's way under
     /// the server's text limits: at least one document, at most `max_inputs`, and each pair within
@@ -44,14 +43,8 @@ impl ScoreModel {
         truncate: bool,
         hold: &Hold,
     ) -> Result<ScoredPairs, Error> {
-        let limits = &rt.limits.text;
         let n = documents.len();
-        if n == 0 {
-            return Err(Error::invalid(field, format!("`{field}` must hold at least one document, got an empty list")));
-        }
-        if n > limits.max_inputs {
-            return Err(InputError::too_large(field, limits.max_inputs, n).into());
-        }
+        check_count(rt, field, n, "document")?;
         if queries.len() != 1 && queries.len() != n {
             return Err(Error::invalid(
                 field,
@@ -120,17 +113,7 @@ impl ScoreModel {
     /// One row of label scores per pair. Pairs are queued in chunks of at most
     /// `max_batch_tokens` tokens, beside other requests' pairs.
     pub async fn score(&self, pairs: Vec<PairTokens>, deadline: Option<Instant>) -> Result<Vec<Vec<f32>>, Error> {
-        let mut chunks: Vec<(Vec<PairTokens>, usize)> = Vec::new();
-        for pair in pairs {
-            let len = pair.ids.len();
-            match chunks.last_mut() {
-                Some((c, tokens)) if *tokens + len <= self.max_batch_tokens => {
-                    c.push(pair);
-                    *tokens += len;
-                }
-                _ => chunks.push((vec![pair], len)),
-            }
-        }
+        let chunks = token_chunks(pairs, |p| p.ids.len(), self.max_batch_tokens);
         let pending = chunks.into_iter().map(|(c, tokens)| self.queue.submit(c, tokens, deadline));
         let parts = futures_util::future::try_join_all(pending).await?;
         Ok(parts.into_iter().flatten().collect())

@@ -179,21 +179,28 @@ impl EmbedModel {
     /// `max_batch_tokens` tokens, so one huge request cannot hold a forward pass alone for long
     /// and other clients' texts are packed in beside its pieces.
     pub async fn embed(&self, sequences: Vec<Vec<u32>>, deadline: Option<Instant>) -> Result<Vec<Vec<f32>>, Error> {
-        let mut chunks: Vec<(Vec<Vec<u32>>, usize)> = Vec::new();
-        for seq in sequences {
-            let len = seq.len();
-            match chunks.last_mut() {
-                Some((c, tokens)) if *tokens + len <= self.max_batch_tokens => {
-                    c.push(seq);
-                    *tokens += len;
-                }
-                _ => chunks.push((vec![seq], len)),
-            }
-        }
+        let chunks = token_chunks(sequences, Vec::len, self.max_batch_tokens);
         let pending = chunks.into_iter().map(|(c, tokens)| self.queue.submit(c, tokens, deadline));
         let parts = futures_util::future::try_join_all(pending).await?;
         Ok(parts.into_iter().flatten().collect())
     }
+}
+
+/// `items` in order, in chunks of at most `max_tokens` tokens (`len` of each; an item longer
+/// than that is a chunk of its own), with each chunk's token count.
+pub(crate) fn token_chunks<T>(items: Vec<T>, len: impl Fn(&T) -> usize, max_tokens: usize) -> Vec<(Vec<T>, usize)> {
+    let mut chunks: Vec<(Vec<T>, usize)> = Vec::new();
+    for item in items {
+        let n = len(&item);
+        match chunks.last_mut() {
+            Some((c, tokens)) if *tokens + n <= max_tokens => {
+                c.push(item);
+                *tokens += n;
+            }
+            _ => chunks.push((vec![item], n)),
+        }
+    }
+    chunks
 }
 
 /// Runs the sequences of several requests as one packed forward pass.

@@ -32,7 +32,20 @@ pub struct Tokenized {
 }
 
 /// Above this many bytes of text, tokenisation moves to the blocking pool.
-const INLINE_TOKENIZE_BYTES: usize = 2 << 10;
+pub(crate) const INLINE_TOKENIZE_BYTES: usize = 2 << 10;
+
+/// The server's text limits on how many items one request holds: at least one `what` (`text`,
+/// `document`) and at most `--max-inputs`, `field` named in the error.
+pub(crate) fn check_count(rt: &Runtime, field: &str, n: usize, what: &str) -> Result<(), Error> {
+    let max = rt.limits.text.max_inputs;
+    if n == 0 {
+        return Err(Error::invalid(field, format!("`{field}` must hold at least one {what}, got an empty list")));
+    }
+    if n > max {
+        return Err(InputError::too_large(field, max, n).into());
+    }
+    Ok(())
+}
 
 /// Tokenises (or checks pre-tokenised) `texts` for `em` under the server's text limits. `field`
 /// names the input in errors, e.g. `input` (OpenAI) or `inputs[0].data` (KServe); element `i` is
@@ -46,13 +59,7 @@ pub async fn tokenize(
     hold: &Hold,
 ) -> Result<Tokenized, Error> {
     let limits = &rt.limits.text;
-    let n = texts.len();
-    if n == 0 {
-        return Err(Error::invalid(field, format!("`{field}` must hold at least one text, got an empty list")));
-    }
-    if n > limits.max_inputs {
-        return Err(InputError::too_large(field, limits.max_inputs, n).into());
-    }
+    check_count(rt, field, texts.len(), "text")?;
     let (max, truncate, vocab) = (em.info.max_tokens, limits.auto_truncate, em.info.vocab_size);
     let sequences = match texts {
         Texts::Tokens(seqs) => seqs

@@ -188,26 +188,8 @@ impl Encoder for Bert {
     fn forward(&self, ids: &[u32], lens: &[usize], seconds: Option<&[usize]>) -> Vec<f32> {
         let (h, tokens) = (self.hidden, ids.len());
         debug_assert_eq!(lens.iter().sum::<usize>(), tokens);
-        let types = self.token_type.len() / h;
-        let mut x = vec![0.0; tokens * h];
-        let mut row = 0;
-        for (s, &len) in lens.iter().enumerate() {
-            // A family with one token type (RoBERTa) reads both segments as type 0, as
-            // Hugging Face's models do (their tokenizers send no token_type_ids).
-            let second = seconds.map_or(len, |v| v[s]);
-            for pos in 0..len {
-                let id = ids[row] as usize;
-                let t = usize::from(pos >= second).min(types - 1);
-                let at = pos + self.position_offset;
-                let (w, p) = (&self.word[id * h..(id + 1) * h], &self.position[at * h..(at + 1) * h]);
-                let tt = &self.token_type[t * h..(t + 1) * h];
-                let out = &mut x[row * h..(row + 1) * h];
-                for j in 0..h {
-                    out[j] = w[j] + p[j] + tt[j];
-                }
-                row += 1;
-            }
-        }
+        let table = Some((self.position.as_slice(), self.position_offset));
+        let mut x = ops::embed_tokens(h, (&self.word, &self.token_type), table, ids, lens, seconds);
         let zero = vec![0.0; h];
         ops::bias_layer_norm(&mut x, &zero, &self.emb_ln.0, &self.emb_ln.1, self.eps);
         let mut qkv = vec![0.0; tokens * 3 * h];

@@ -269,22 +269,9 @@ impl Encoder for NomicBert {
 
     fn forward(&self, ids: &[u32], lens: &[usize], seconds: Option<&[usize]>) -> Vec<f32> {
         let (h, tokens) = (self.hidden, ids.len());
-        let types = self.token_type.len() / h;
-        let mut x = vec![0.0; tokens * h];
+        let mut x = ops::embed_tokens(h, (&self.word, &self.token_type), None, ids, lens, seconds);
         // Each token's position within its own text, for the rotation.
-        let mut positions = Vec::with_capacity(tokens);
-        let mut row = 0;
-        for (s, &len) in lens.iter().enumerate() {
-            let second = seconds.map_or(len, |v| v[s]);
-            for pos in 0..len {
-                let id = ids[row] as usize;
-                let t = usize::from(pos >= second).min(types - 1);
-                let (w, tt) = (&self.word[id * h..(id + 1) * h], &self.token_type[t * h..(t + 1) * h]);
-                x[row * h..(row + 1) * h].iter_mut().zip(w.iter().zip(tt)).for_each(|(o, (a, b))| *o = a + b);
-                positions.push(pos);
-                row += 1;
-            }
-        }
+        let positions: Vec<usize> = lens.iter().flat_map(|&len| 0..len).collect();
         let zero = vec![0.0; h];
         ops::bias_layer_norm(&mut x, &zero, &self.emb_ln.0, &self.emb_ln.1, self.eps);
         let mut qkv = vec![0.0; tokens * 3 * h];

@@ -29,6 +29,40 @@ pub fn linear_acc(x: &[f32], k: usize, w: &[f32], n: usize, out: &mut [f32]) {
     crate::kernels::skinny::matmul_wt_acc(x, k, w, n, out);
 }
 
+/// The `h`-wide input rows of packed sequences (`ids` laid back to back, `lens` each): each token's word
+/// vector plus its token-type vector (type 1 from its sequence's `seconds` index on; a family
+/// with one type reads both segments as type 0, as Hugging Face's models do, whose tokenizers
+/// send no token_type_ids for it), plus its position's row in `positions` (`(table, offset)`: the first
+/// token at row `offset`) in families with a position table.
+pub fn embed_tokens(
+    h: usize,
+    (word, token_type): (&[f32], &[f32]),
+    positions: Option<(&[f32], usize)>,
+    ids: &[u32],
+    lens: &[usize],
+    seconds: Option<&[usize]>,
+) -> Vec<f32> {
+    let types = token_type.len() / h;
+    let mut x = vec![0.0; ids.len() * h];
+    let mut row = 0;
+    for (s, &len) in lens.iter().enumerate() {
+        let second = seconds.map_or(len, |v| v[s]);
+        for pos in 0..len {
+            let id = ids[row] as usize;
+            let t = usize::from(pos >= second).min(types - 1);
+            let out = &mut x[row * h..(row + 1) * h];
+            out.copy_from_slice(&word[id * h..(id + 1) * h]);
+            out.iter_mut().zip(&token_type[t * h..(t + 1) * h]).for_each(|(o, v)| *o += v);
+            if let Some((table, offset)) = positions {
+                let at = pos + offset;
+                out.iter_mut().zip(&table[at * h..(at + 1) * h]).for_each(|(o, v)| *o += v);
+            }
+            row += 1;
+        }
+    }
+    x
+}
+
 /// Adds `bias` to every row of `x`, then layer-normalises each row with `gamma`, `beta`, `eps`.
 pub fn bias_layer_norm(x: &mut [f32], bias: &[f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let width = gamma.len();

@@ -339,23 +339,7 @@ async fn embed(
             format!("unknown output `{bad}`; model `{}` has one output, `{EMBEDDING_OUTPUT}`", servable.model),
         ));
     }
-    let input = one_input(servable, req.inputs, TEXT_INPUT)?;
-    let texts = match input.values.into_texts("inputs[0].data") {
-        Some(t) if input.datatype == "BYTES" => t?,
-        _ => {
-            return Err(Error::invalid(
-                "inputs[0].datatype",
-                format!("`{TEXT_INPUT}` must be BYTES (UTF-8 texts), got {:?}", input.datatype),
-            ))
-        }
-    };
-    let count = input.shape.iter().try_fold(1i64, |n, &d| if d < 0 { None } else { n.checked_mul(d) });
-    if input.shape.len() > 2 || count != Some(texts.len() as i64) {
-        return Err(Error::invalid(
-            "inputs[0].shape",
-            format!("`inputs[0].shape` {:?} does not match the {} texts given", input.shape, texts.len()),
-        ));
-    }
+    let texts = texts_of(one_input(servable, req.inputs, TEXT_INPUT)?, 0)?;
     let tokens = text_input::tokenize(rt, em, Texts::Strings(texts), "inputs[0].data", hold).await?;
     let vectors = em.embed(tokens.sequences, Some(deadline)).await?;
     aiserve_runtime::metrics::METRICS
@@ -369,6 +353,28 @@ async fn embed(
         shape,
         values: TensorData::F32(vectors.into_iter().flatten().collect()),
     }])
+}
+
+/// The UTF-8 texts of input `i`, a BYTES tensor of at most two dimensions whose shape counts
+/// exactly the texts given.
+fn texts_of(input: Input, i: usize) -> Result<Vec<String>, Error> {
+    let texts = match input.values.into_texts(&format!("inputs[{i}].data")) {
+        Some(t) if input.datatype == "BYTES" => t?,
+        _ => {
+            return Err(Error::invalid(
+                format!("inputs[{i}].datatype"),
+                format!("`{}` must be BYTES (UTF-8 texts), got {:?}", input.name, input.datatype),
+            ))
+        }
+    };
+    let count = input.shape.iter().try_fold(1i64, |n, &d| if d < 0 { None } else { n.checked_mul(d) });
+    if input.shape.len() > 2 || count != Some(texts.len() as i64) {
+        return Err(Error::invalid(
+            format!("inputs[{i}].shape"),
+            format!("`inputs[{i}].shape` {:?} does not match the {} texts given", input.shape, texts.len()),
+        ));
+    }
+    Ok(texts)
 }
 
 /// A reranker's infer: the `query` and `document` inputs by name, in either order; `scores`.
@@ -405,24 +411,7 @@ async fn rerank(
         if slot.is_some() {
             return Err(Error::invalid(format!("inputs[{i}].name"), format!("input `{}` is given twice", input.name)));
         }
-        let field = format!("inputs[{i}].data");
-        let texts = match input.values.into_texts(&field) {
-            Some(t) if input.datatype == "BYTES" => t?,
-            _ => {
-                return Err(Error::invalid(
-                    format!("inputs[{i}].datatype"),
-                    format!("`{}` must be BYTES (UTF-8 texts), got {:?}", input.name, input.datatype),
-                ))
-            }
-        };
-        let count = input.shape.iter().try_fold(1i64, |n, &d| if d < 0 { None } else { n.checked_mul(d) });
-        if input.shape.len() > 2 || count != Some(texts.len() as i64) {
-            return Err(Error::invalid(
-                format!("inputs[{i}].shape"),
-                format!("`inputs[{i}].shape` {:?} does not match the {} texts given", input.shape, texts.len()),
-            ));
-        }
-        *slot = Some((texts, field));
+        *slot = Some((texts_of(input, i)?, format!("inputs[{i}].data")));
     }
     let missing = |name: &str| {
         Error::invalid(
