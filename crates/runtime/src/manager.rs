@@ -292,7 +292,7 @@ fn build(
                 Loaded::Embedder(m) => Some(EmbedRunner(m)),
                 _ => None,
             })?;
-            let (queue, max_batch_tokens) = token_queue(&name, &v, runners, &cfg, info.max_tokens)?;
+            let (queue, max_batch_tokens) = token_queue(&name, &v, runners, cfg, info.max_tokens)?;
             Kind::Embedder(EmbedModel { info, tokenizer, max_batch_tokens, queue })
         }
         Description::Scorer { info, tokenizer } => {
@@ -300,7 +300,7 @@ fn build(
                 Loaded::Scorer(m) => Some(ScoreRunner(m)),
                 _ => None,
             })?;
-            let (queue, max_batch_tokens) = token_queue(&name, &v, runners, &cfg, info.max_tokens)?;
+            let (queue, max_batch_tokens) = token_queue(&name, &v, runners, cfg, info.max_tokens)?;
             Kind::Scorer(ScoreModel { info, tokenizer, max_batch_tokens, queue })
         }
         Description::Generator(spec) => {

@@ -57,27 +57,28 @@ impl ScoreModel {
             documents.iter().enumerate().map(|(i, d)| d.len() + query(i).len()).fold(0usize, usize::saturating_add);
         hold.grow(bytes.saturating_add(4 * n).saturating_mul(TOKENIZE_BYTES_PER_BYTE), "tokenizing the pairs")?;
         let (tokenizer, max, field) = (self.tokenizer.clone(), self.info.max_tokens, field.to_owned());
-        if !truncate {
-            for (i, q) in queries.iter().enumerate() {
-                let f = if queries.len() == 1 { query_field.to_owned() } else { format!("{query_field}[{i}]") };
-                // The query with an empty document: its tokens and the special ones of a pair.
-                let alone = tokenizer
-                    .encode_pair(q, "", false)
-                    .map_err(|e| Error::invalid(&f, format!("`{f}` could not be tokenised: {e}")))?;
-                if alone.ids.len() > max {
-                    return Err(Error::invalid(
-                        &f,
-                        format!(
-                            "`{f}` has {} tokens with the pair's special tokens; the model takes at most {max} for the \
-                             query and a document together (shorten it, or send \"truncate\": true)",
-                            alone.ids.len()
-                        ),
-                    ));
-                }
-            }
-        }
+        let query_field = query_field.to_owned();
         let work = move || -> Result<Vec<PairTokens>, Error> {
             let query = |i: usize| &queries[if queries.len() == 1 { 0 } else { i }];
+            if !truncate {
+                for (i, q) in queries.iter().enumerate() {
+                    let f = if queries.len() == 1 { query_field.clone() } else { format!("{query_field}[{i}]") };
+                    // The query with an empty document: its tokens and the special ones of a pair.
+                    let alone = tokenizer
+                        .encode_pair(q, "", false)
+                        .map_err(|e| Error::invalid(&f, format!("`{f}` could not be tokenised: {e}")))?;
+                    if alone.ids.len() > max {
+                        return Err(Error::invalid(
+                            &f,
+                            format!(
+                                "`{f}` has {} tokens with the pair's special tokens; the model takes at most {max} for \
+                                 the query and a document together (shorten it, or send \"truncate\": true)",
+                                alone.ids.len()
+                            ),
+                        ));
+                    }
+                }
+            }
             documents
                 .iter()
                 .enumerate()

@@ -70,8 +70,14 @@ async fn rerank(State(state): State<AppState>, headers: HeaderMap, body: Body) -
         .into());
     }
     let deadline = state.deadline(&headers, None)?;
-    let pairs =
-        sm.tokenize(&state, (vec![query], "query"), (documents.clone(), "documents"), truncate, &body.hold).await?;
+    // The texts come back in the answer only when asked for (a copy, counted against the hold).
+    let kept = if return_documents {
+        body.hold.grow(documents.iter().map(String::len).sum(), "keeping the documents for the answer")?;
+        documents.clone()
+    } else {
+        Vec::new()
+    };
+    let pairs = sm.tokenize(&state, (vec![query], "query"), (documents, "documents"), truncate, &body.hold).await?;
     let tokens = pairs.tokens;
     let rows = sm.score(pairs.pairs, Some(deadline)).await?;
     let mut ranked: Vec<(usize, f32)> = rows.iter().map(|r| r[0]).enumerate().collect();
@@ -82,8 +88,8 @@ async fn rerank(State(state): State<AppState>, headers: HeaderMap, body: Body) -
         .iter()
         .map(|&(index, score)| {
             let mut r = json!({ "index": index, "relevance_score": score });
-            if return_documents {
-                r["document"] = json!({ "text": documents[index] });
+            if let Some(text) = kept.get(index) {
+                r["document"] = json!({ "text": text });
             }
             r
         })
