@@ -26,6 +26,7 @@ import urllib.request
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -61,7 +62,9 @@ def browser():
 
 
 d = browser()
-wait = WebDriverWait(d, 60)
+# The models table re-renders every 2 s: an element found just before a refresh goes stale, so
+# the waits look again instead of failing.
+wait = WebDriverWait(d, 60, ignored_exceptions=[NoSuchElementException, StaleElementReferenceException])
 by_id = lambda i: d.find_element(By.ID, i)
 
 
@@ -222,18 +225,29 @@ if not args.no_text:
 
 # Models: the index with digits READY, load/unload buttons, live numbers.
 tab("models")
-wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, "#models-table tbody tr[data-model=digits]"))
-row = d.find_element(By.CSS_SELECTOR, "#models-table tbody tr[data-model=digits]")
-check(row.find_element(By.CSS_SELECTOR, ".state").text == "READY", "the models tab shows digits READY")
-check(len(row.find_elements(By.TAG_NAME, "button")) == 2, "digits can be loaded and unloaded")
+DIGITS_ROW = "#models-table tbody tr[data-model=digits]"
+state = wait.until(lambda _: d.find_element(By.CSS_SELECTOR, f"{DIGITS_ROW} .state").text)
+check(state == "READY", "the models tab shows digits READY")
+buttons = wait.until(lambda _: len(d.find_elements(By.CSS_SELECTOR, f"{DIGITS_ROW} button")) or None)
+check(buttons == 2, "digits can be loaded and unloaded")
+
+
+def press(selector):
+    """Clicks the element the selector finds now (the table may have been drawn anew)."""
+    def attempt(_):
+        d.find_element(By.CSS_SELECTOR, selector).click()
+        return True
+    wait.until(attempt)
+
+
 wait.until(lambda _: by_id("metric-rps").text != "–")
 check(re.fullmatch(r"[0-9.]+", by_id("metric-tps").text) is not None, "live requests/s, queue depth and tokens/s shown")
 shot("models")
 if args.key:
     # Unload then load through the buttons (admin key).
-    row.find_element(By.CSS_SELECTOR, "button[aria-label='Unload digits']").click()
+    press(f"{DIGITS_ROW} button[aria-label='Unload digits']")
     wait.until(lambda _: "unloaded" in by_id("models-note").text)
-    d.find_element(By.CSS_SELECTOR, "button[aria-label='Load digits']").click()
+    press("button[aria-label='Load digits']")
     wait.until(lambda _: "loaded" in by_id("models-note").text and "unloaded" not in by_id("models-note").text)
     wait.until(lambda _: d.find_element(By.CSS_SELECTOR, "#models-table tr[data-model=digits] .state").text == "READY")
     check(True, "unload and load from the models tab")
