@@ -50,14 +50,6 @@ impl PackedLinear {
         Self { n, k, panels }
     }
 
-    pub fn out_features(&self) -> usize {
-        self.n
-    }
-
-    pub fn in_features(&self) -> usize {
-        self.k
-    }
-
     /// `out (m x n) += x (m x k) · wᵀ`.
     pub fn matmul_acc(&self, x: &[f32], out: &mut [f32]) {
         let (n, k) = (self.n, self.k);
@@ -99,12 +91,12 @@ impl PackedLinear {
     unsafe fn panels_range(&self, x: &[f32], m: usize, from: usize, to: usize, out: *mut f32, len: usize) {
         let (n, k) = (self.n, self.k);
         debug_assert_eq!(len, m * n);
-        // The x block, re-laid as one `kc x MR` strip per register tile (rows side by side), so
-        // a tile's broadcasts read one contiguous stream.
         // A few rows (one text) meet each weight value once: reading the weight in one
         // sequential sweep (no `k` blocks) lets the prefetcher stream it from memory; more rows
         // reuse each panel block from L1, so `k` is blocked.
         let kc_block = if m <= MC { k } else { KC };
+        // The x block, re-laid as one `kc x MR` strip per register tile (rows side by side), so
+        // a tile's broadcasts read one contiguous stream.
         let mut strips = vec![0.0f32; m.min(MC).div_ceil(MR) * MR * kc_block.min(k)];
         for pc in (0..k).step_by(kc_block) {
             let kc = kc_block.min(k - pc);

@@ -113,30 +113,28 @@ struct Head {
 
 impl Head {
     fn load(w: &Weights, hidden: usize, labels: usize) -> Result<Self, LoadError> {
-        let (dense, out) = if w.has_outside("classifier.out_proj.weight") {
-            ("classifier.dense", "classifier.out_proj") // RoBERTa's head
+        let (dense_w, dense_b, out) = if w.has_outside("classifier.out_proj.weight") {
+            // RoBERTa's head: both products outside the family prefix.
+            let (dw, db) = (
+                w.get_outside("classifier.dense.weight", &[hidden, hidden]),
+                w.get_outside("classifier.dense.bias", &[hidden]),
+            );
+            (dw?, db?, "classifier.out_proj")
         } else {
-            ("pooler.dense", "classifier") // BERT's pooler, under the family prefix, then its classifier
+            // BERT's pooler, under the family prefix, then its classifier outside it.
+            (w.get("pooler.dense.weight", &[hidden, hidden])?, w.get("pooler.dense.bias", &[hidden])?, "classifier")
         };
-        let dense_get = |suffix: &str, shape: &[usize]| {
-            let name = format!("{dense}.{suffix}");
-            if dense.starts_with("pooler") {
-                w.get(&name, shape)
-            } else {
-                w.get_outside(&name, shape)
+        let width = |e: LoadError| match e {
+            LoadError::Weights(m) => {
+                LoadError::Weights(format!("{m} (config.json's `id2label` names {labels} labels)"))
             }
-        };
-        let rows = |e: LoadError| match e {
-            LoadError::Weights(m) if m.contains("has shape") => LoadError::Weights(format!(
-                "{m}: the classifier head does not have the {labels} labels of config.json's `id2label`"
-            )),
             e => e,
         };
         Ok(Self {
-            dense_w: dense_get("weight", &[hidden, hidden])?,
-            dense_b: dense_get("bias", &[hidden])?,
-            out_w: w.get_outside(&format!("{out}.weight"), &[labels, hidden]).map_err(rows)?,
-            out_b: w.get_outside(&format!("{out}.bias"), &[labels]).map_err(rows)?,
+            dense_w,
+            dense_b,
+            out_w: w.get_outside(&format!("{out}.weight"), &[labels, hidden]).map_err(width)?,
+            out_b: w.get_outside(&format!("{out}.bias"), &[labels]).map_err(width)?,
         })
     }
 }

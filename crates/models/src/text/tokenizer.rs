@@ -60,7 +60,7 @@ impl PairTokenizer for HfTokenizer {
 fn pair_tokens(encoding: &Encoding) -> PairTokens {
     let ids = encoding.get_ids().to_vec();
     let typed = encoding.get_type_ids().iter().position(|&t| t != 0);
-    let by_sequence = || (0..ids.len()).find(|&i| encoding.get_sequence_ids()[i] == Some(1));
+    let by_sequence = || encoding.get_sequence_ids().iter().position(|&s| s == Some(1));
     let second = typed.or_else(by_sequence).unwrap_or(ids.len());
     PairTokens { ids, second }
 }
