@@ -14,9 +14,18 @@ use aiserve_server::TextLimits;
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// Model repository (`<repo>/<model>/<version>/`); the bundled `models/` by default.
+    /// Model repository (`<repo>/<model>/<version>/`): a directory (the bundled `models/` by
+    /// default) or object storage: `s3://bucket/prefix`, `gs://`, `az://`, or `http(s)://` for a
+    /// WebDAV server. Object storage is mirrored into --repo-cache with the credentials of that
+    /// cloud's standard environment variables (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`,
+    /// `GOOGLE_APPLICATION_CREDENTIALS`, `AZURE_STORAGE_ACCOUNT_KEY`, ...); never put them in the URL.
     #[arg(long, env = "AISERVE_REPO", default_value = "models")]
-    pub repo: PathBuf,
+    pub repo: String,
+    /// Local directory a repository on object storage is mirrored into (downloaded versions are
+    /// loaded from here; what leaves the bucket is deleted here). It must be empty or a mirror
+    /// already, and one per server. Default: `$XDG_CACHE_HOME/aiserve/repos/<repository URL>`.
+    #[arg(long, env = "AISERVE_REPO_CACHE")]
+    pub repo_cache: Option<PathBuf>,
     /// Address to listen on. The default is loopback only; use 0.0.0.0 to expose the server.
     #[arg(long, env = "AISERVE_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
@@ -178,7 +187,12 @@ pub struct LimitArgs {
     /// How long a client may take to send its request head (and TLS handshake), in milliseconds.
     #[arg(long, env = "AISERVE_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub header_timeout_ms: u64,
-    /// On SIGTERM/SIGINT, how long in-flight requests get to finish before the server exits.
+    /// On SIGTERM/SIGINT, how long readiness answers 503 while requests are still served, in
+    /// milliseconds, so load balancers (a Kubernetes Service's endpoints) stop sending before the
+    /// listeners close. Set it a little above the readiness probe's period behind a balancer.
+    #[arg(long, env = "AISERVE_DRAIN_DELAY_MS", default_value_t = 0)]
+    pub drain_delay_ms: u64,
+    /// On SIGTERM/SIGINT, how long in-flight requests get to finish once the listeners close.
     #[arg(long, env = "AISERVE_SHUTDOWN_TIMEOUT_MS", default_value_t = 30_000)]
     pub shutdown_timeout_ms: u64,
     /// Cut texts longer than an embedding model's token limit instead of refusing them with 400

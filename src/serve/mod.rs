@@ -2,12 +2,14 @@
 
 mod args;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aiserve_models::CandleLoader;
 use aiserve_onnx::OnnxLoader;
 use aiserve_server::ServeOptions;
+use aiserve_store::Mirror;
 use anyhow::Context;
 
 pub use args::ServeArgs;
@@ -15,12 +17,8 @@ pub use args::ServeArgs;
 use crate::loader::RepoLoader;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    if !args.repo.is_dir() {
-        anyhow::bail!(
-            "model repository {} is not a directory (run from the aiserve checkout, or pass --repo)",
-            args.repo.display()
-        );
-    }
+    let (repo, source) = repository(&args)?;
+    let shown = source.as_ref().map_or_else(|| repo.display().to_string(), |s| s.location().to_owned());
     let auth = args.security.auth()?;
     let tls = args.security.tls()?;
     if auth.is_open() && !args.addr.ip().is_loopback() {
@@ -30,7 +28,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("binding {}", args.addr))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(addr = %listener.local_addr()?, scheme, repo = %args.repo.display(), "aiserve listening");
+    tracing::info!(addr = %listener.local_addr()?, scheme, repo = %shown, "aiserve listening");
     if !args.security.no_playground {
         tracing::info!("playground: open {scheme}://{}/ in a browser", listener.local_addr()?);
     }
@@ -50,7 +48,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         onnx: OnnxLoader::new(args.onnxruntime, aiserve_models::compute_threads()),
     };
     let opts = ServeOptions {
-        repo: args.repo,
+        repo,
+        source: source.map(|s| s as Arc<dyn aiserve_runtime::source::RepoSource>),
+        drain_delay: Duration::from_millis(args.limits.drain_delay_ms),
         listen: args.limits.listen(tls),
         cors_origins: args.security.cors_origins,
         playground: !args.security.no_playground,
@@ -64,6 +64,37 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     aiserve_server::serve(opts, Arc::new(loader), listener, shutdown_signal()).await?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// The directory the manager scans, and the remote repository it mirrors when `--repo` names
+/// object storage.
+fn repository(args: &ServeArgs) -> anyhow::Result<(PathBuf, Option<Arc<Mirror>>)> {
+    if !aiserve_store::is_remote(&args.repo) {
+        let repo = PathBuf::from(&args.repo);
+        if !repo.is_dir() {
+            anyhow::bail!(
+                "model repository {} is not a directory (run from the aiserve checkout, or pass --repo)",
+                repo.display()
+            );
+        }
+        return Ok((repo, None));
+    }
+    let cache = match &args.repo_cache {
+        Some(dir) => dir.clone(),
+        None => default_cache_root()
+            .context("no --repo-cache, and neither XDG_CACHE_HOME nor HOME is set")?
+            .join(aiserve_store::cache_dir_name(&args.repo)),
+    };
+    let mirror = Mirror::open(&args.repo, cache)?;
+    tracing::info!(repo = mirror.location(), cache = %mirror.cache().display(), "mirroring the remote repository");
+    Ok((mirror.cache().to_owned(), Some(Arc::new(mirror))))
+}
+
+fn default_cache_root() -> Option<PathBuf> {
+    let xdg = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()).map(PathBuf::from);
+    let base =
+        xdg.or_else(|| Some(PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty())?).join(".cache")))?;
+    Some(base.join("aiserve").join("repos"))
 }
 
 async fn shutdown_signal() {

@@ -5,7 +5,8 @@
 # with NVIDIA's tritonclient (HTTP and gRPC), TF Serving's gRPC stubs (tensorflow-serving-api) and
 # the official openai and anthropic clients (tools, structured outputs, Responses, Messages),
 # unmodified, and seeded cross-encoders and encoders against NumPy; then a
-# second server with API keys for the gRPC repository calls. Loopback only.
+# second server with API keys for the gRPC repository calls; and a repository on S3 (moto).
+# Loopback only.
 #   tests/clients/run.sh            (after `cargo build --release`; CARGO_TARGET_DIR as for the build)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -161,3 +162,8 @@ grep -q "shut down cleanly" "$log" || { cat "$log"; echo "no clean shutdown (ONN
 # The OCR steps (crates/vision, through its examples/ocr_steps harness) against RapidOCR's own on
 # pictures drawn with Debian's fonts.
 timeout 300 "$venv/bin/python" "$root/tests/clients/ocr_steps_check.py" "$target/release/examples/ocr_steps" "$("$root/.ci/fetch-fonts.sh" "$assets")"
+
+# A repository on object storage: `--repo s3://...` against moto's S3 server (bench/s3_server.sh)
+# with SigV4 authentication on: versions published, retired and deleted in the bucket, restarts,
+# refused credentials and a vanished store, no secret in the logs, and the SIGTERM drain.
+timeout 300 "$("$root/bench/s3_server.sh" python)" "$root/tests/clients/object_store_check.py" "$target/release/aiserve" "$root/models"

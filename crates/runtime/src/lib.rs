@@ -13,7 +13,8 @@
 //!    which streams [`generation::engine::Event`]s back.
 //! 4. Results come back by index; the front end encodes them.
 //!
-//! The [`manager::Manager`] polls the repository and loads, swaps and retires versions beside
+//! The [`manager::Manager`] polls the repository (after syncing a [`source::RepoSource`]'s
+//! local mirror, for repositories on object storage) and loads, swaps and retires versions beside
 //! this; [`metrics`] holds the Prometheus families every layer records into.
 
 pub mod blocking;
@@ -29,6 +30,7 @@ pub mod registry;
 pub mod runtime;
 pub mod scorer;
 pub mod servable;
+pub mod source;
 pub mod stats;
 pub mod text_input;
 pub mod worker;

@@ -1,6 +1,7 @@
 //! The version manager: polls the repository and moves the live set towards the policy.
 //!
-//! Each poll scans the repository on a blocking thread, asks `aiserve_core::plan` what to do for
+//! Each poll first syncs the local mirror of a repository on object storage (when there is
+//! one, [`RepoSource`]), then scans the repository on a blocking thread, asks `aiserve_core::plan` what to do for
 //! every model, loads new versions (on the blocking pool: read weights, warm up with one forward
 //! pass, start the model thread), and only then plans again to retire versions that left the
 //! desired set, so a model keeps serving throughout a swap. A retiring version waits until no
@@ -26,6 +27,7 @@ use crate::pipeline::Pipeline;
 use crate::registry::Registry;
 use crate::scorer::{ScoreModel, ScoreRunner};
 use crate::servable::{EmbedModel, EmbedRunner, ImageModel, ImageRunner, Kind, Servable};
+use crate::source::RepoSource;
 use crate::worker::{BatchUnit, Queue, Runner};
 
 pub struct Manager {
@@ -38,6 +40,8 @@ pub struct Manager {
     round: tokio::sync::Mutex<()>,
     /// Engine limits of text generation versions.
     generation: EngineConfig,
+    /// The remote repository that `repo` mirrors, if any.
+    source: Option<Arc<dyn RepoSource>>,
 }
 
 impl Manager {
@@ -49,6 +53,38 @@ impl Manager {
             unloaded: Default::default(),
             round: Default::default(),
             generation: EngineConfig::default(),
+            source: None,
+        }
+    }
+
+    /// Mirrors `source` into `repo` at the start of every round.
+    pub fn with_source(mut self, source: Arc<dyn RepoSource>) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// Brings the mirror of a remote repository up to date (nothing for a local one). A failed
+    /// sync is logged and counted; the round goes on with the mirror as it was.
+    async fn sync(&self) {
+        let Some(source) = &self.source else { return };
+        let syncs = &crate::metrics::METRICS.repository_syncs;
+        match source.sync().await {
+            Ok(report) => {
+                syncs.with_label_values(&["ok"]).inc();
+                if report != Default::default() {
+                    tracing::info!(
+                        repo = source.location(),
+                        downloaded = report.downloaded,
+                        removed = report.removed,
+                        failed = report.failed,
+                        "repository mirror synced"
+                    );
+                }
+            }
+            Err(e) => {
+                syncs.with_label_values(&["failed"]).inc();
+                tracing::warn!(repo = source.location(), error = %e, "cannot list the remote repository; serving what is mirrored");
+            }
         }
     }
 
@@ -86,6 +122,7 @@ impl Manager {
     pub async fn load_model(&self, model: &ModelName) -> Result<(), String> {
         let _round = self.round.lock().await;
         self.unloaded.lock().unwrap_or_else(|p| p.into_inner()).remove(model);
+        self.sync().await;
         let scan = self.scan().await.ok_or("the repository scan failed")?;
         if !scan.models.contains_key(model) {
             return Err(format!("model `{model}` is not in the repository"));
@@ -130,6 +167,7 @@ impl Manager {
     /// One scan-plan-act round. Public so tests can drive the manager step by step.
     pub async fn poll_once(&self) {
         let _round = self.round.lock().await;
+        self.sync().await;
         let Some(scan) = self.scan().await else { return };
         for (path, why) in &scan.skipped {
             tracing::debug!(path = %path.display(), why, "skipped repository entry");

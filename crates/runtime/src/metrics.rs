@@ -35,6 +35,7 @@ pub struct Metrics {
     pub first_token_seconds: HistogramVec,
     pub token_seconds: HistogramVec,
     pub pipeline_step_seconds: HistogramVec,
+    pub repository_syncs: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -129,6 +130,14 @@ impl Metrics {
                 &["model", "version", "step"],
             )
             .expect("valid metric"),
+            repository_syncs: IntCounterVec::new(
+                Opts::new(
+                    "repository_syncs_total",
+                    "Object-storage repositories: mirror syncs by result (ok, failed: the listing failed and the mirror was kept)",
+                ),
+                &["result"],
+            )
+            .expect("valid metric"),
             registry,
         };
         for c in [
@@ -146,6 +155,7 @@ impl Metrics {
             Box::new(m.first_token_seconds.clone()),
             Box::new(m.token_seconds.clone()),
             Box::new(m.pipeline_step_seconds.clone()),
+            Box::new(m.repository_syncs.clone()),
         ] {
             m.registry.register(c).expect("metric names are unique");
         }

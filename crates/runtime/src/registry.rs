@@ -21,6 +21,8 @@ pub struct Registry {
     models: RwLock<BTreeMap<ModelName, ModelEntry>>,
     /// Set once the first repository poll has finished (readiness).
     initial_poll_done: AtomicBool,
+    /// Set when shutdown begins: readiness answers no while requests are still served.
+    draining: AtomicBool,
 }
 
 #[derive(Default)]
@@ -68,6 +70,17 @@ impl Registry {
 
     pub fn initial_poll_done(&self) -> bool {
         self.initial_poll_done.load(Ordering::Acquire)
+    }
+
+    /// Shutdown has begun: readiness goes false so load balancers stop sending, while requests
+    /// that still arrive are served until the listeners close.
+    pub fn begin_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Readiness: the first poll is done and shutdown has not begun.
+    pub fn is_ready(&self) -> bool {
+        self.initial_poll_done() && !self.draining.load(Ordering::Acquire)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<ModelName, ModelEntry>> {

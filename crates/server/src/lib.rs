@@ -31,6 +31,8 @@ pub use http::{app, cors_layer};
 /// Everything `serve` needs besides the listener.
 pub struct ServeOptions {
     pub repo: PathBuf,
+    /// The remote repository `repo` mirrors (object storage), synced before every poll.
+    pub source: Option<Arc<dyn aiserve_runtime::source::RepoSource>>,
     pub listen: listen::ListenOptions,
     /// Origins allowed to call from a browser (CORS); empty: no CORS headers at all.
     pub cors_origins: Vec<String>,
@@ -38,6 +40,9 @@ pub struct ServeOptions {
     pub playground: bool,
     pub auth: Arc<auth::Auth>,
     pub poll_interval: Duration,
+    /// After the shutdown signal, how long requests are still served while readiness answers
+    /// 503 (load balancers and Kubernetes endpoints stop sending), before the listeners close.
+    pub drain_delay: Duration,
     pub limits: Limits,
     pub default_model: String,
     /// Engine limits of text generation models.
@@ -52,11 +57,13 @@ impl ServeOptions {
     pub fn new(repo: PathBuf) -> Self {
         Self {
             repo,
+            source: None,
             listen: listen::ListenOptions::default(),
             cors_origins: Vec::new(),
             playground: true,
             auth: Arc::new(auth::Auth::open()),
             poll_interval: Duration::from_secs(2),
+            drain_delay: Duration::ZERO,
             limits: Limits::default(),
             default_model: "digits".into(),
             generation: Default::default(),
@@ -67,7 +74,9 @@ impl ServeOptions {
 
 /// Serves HTTP on `listener` from the first moment (liveness answers at once, readiness once the
 /// first repository poll has loaded what the policies ask for) while polling the repository in
-/// the background, until `shutdown` resolves; in-flight requests are finished before this returns.
+/// the background, until `shutdown` resolves; then readiness goes 503 while requests are still
+/// served for `drain_delay`, the listeners close, and in-flight requests are finished before this
+/// returns.
 pub async fn serve(
     opts: ServeOptions,
     loader: Arc<dyn ModelLoader>,
@@ -75,9 +84,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let registry = Arc::new(Registry::new());
-    let manager = Arc::new(
-        aiserve_runtime::manager::Manager::new(opts.repo, loader, registry.clone()).with_generation(opts.generation),
-    );
+    let mut manager =
+        aiserve_runtime::manager::Manager::new(opts.repo, loader, registry.clone()).with_generation(opts.generation);
+    if let Some(source) = opts.source {
+        manager = manager.with_source(source);
+    }
+    let manager = Arc::new(manager);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let poller_manager = manager.clone();
     // Loading is a background job like any other poll: a large model loading never keeps the
@@ -89,6 +101,7 @@ pub async fn serve(
             })
             .await;
     });
+    let (draining, drain_delay) = (registry.clone(), opts.drain_delay);
     let state = AppState {
         default_model: opts.default_model.into(),
         auth: opts.auth,
@@ -104,6 +117,14 @@ pub async fn serve(
     let stopping = stop_tx.clone();
     tokio::spawn(async move {
         shutdown.await;
+        draining.begin_draining();
+        if !drain_delay.is_zero() {
+            tracing::info!(
+                seconds = drain_delay.as_secs_f64(),
+                "draining: readiness answers 503, requests still served"
+            );
+            tokio::time::sleep(drain_delay).await;
+        }
         let _ = stopping.send(true);
     });
     let stopped = move || {

@@ -2,7 +2,7 @@
 //! from the registry's state: the empty service name is the process (SERVING from the first
 //! moment, like `/v2/health/live`); `inference.GRPCInferenceService` and `ready` are SERVING
 //! once the first repository poll has loaded what the policies ask for, like
-//! `/v2/health/ready`. `Watch` sends the status at once and again whenever it changes.
+//! `/v2/health/ready` (NOT_SERVING again once shutdown begins). `Watch` sends the status at once and again whenever it changes.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -31,7 +31,7 @@ fn status_of(state: &AppState, service: &str) -> Result<ServingStatus, Status> {
     if service.is_empty() || service == "live" {
         Ok(ServingStatus::Serving)
     } else if READY_NAMES.contains(&service) {
-        Ok(if state.registry.initial_poll_done() { ServingStatus::Serving } else { ServingStatus::NotServing })
+        Ok(if state.registry.is_ready() { ServingStatus::Serving } else { ServingStatus::NotServing })
     } else {
         Err(Status::not_found(format!(
             "unknown service {:?}; this server reports \"\", \"live\", \"ready\" and \"inference.GRPCInferenceService\"",
@@ -55,7 +55,7 @@ impl tonic_health::pb::health_server::Health for Health {
         let service = req.into_inner().service;
         let first = status_of(&self.state, &service)?;
         let state = self.state.clone();
-        // Readiness changes once (not ready → ready); a slow poll is all a watcher needs.
+        // Readiness changes at most twice (ready, then draining); a slow poll is all a watcher needs.
         let stream =
             futures_util::stream::unfold((None, first, state, service), |(last, now, state, service)| async move {
                 let mut now = now;

@@ -285,7 +285,7 @@ impl GrpcInferenceService for Kserve {
         &self,
         _: Request<pb::ServerReadyRequest>,
     ) -> Result<Response<pb::ServerReadyResponse>, Status> {
-        Ok(Response::new(pb::ServerReadyResponse { ready: self.state.registry.initial_poll_done() }))
+        Ok(Response::new(pb::ServerReadyResponse { ready: self.state.registry.is_ready() }))
     }
 
     async fn model_ready(

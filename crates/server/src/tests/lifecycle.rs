@@ -176,6 +176,42 @@ async fn serves_on_a_real_socket_and_shuts_down() {
     tokio::time::timeout(std::time::Duration::from_secs(5), server).await.unwrap().unwrap().unwrap();
 }
 
+#[tokio::test]
+async fn draining_answers_not_ready_while_still_serving_then_closes() {
+    let http = super::fake::http;
+    let dir = tempfile::tempdir().unwrap();
+    write_version(dir.path(), "digits", 1, "shift 0");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let opts = crate::ServeOptions {
+        poll_interval: std::time::Duration::from_millis(50),
+        drain_delay: std::time::Duration::from_millis(1500),
+        ..crate::ServeOptions::new(dir.path().to_owned())
+    };
+    let server =
+        tokio::spawn(crate::serve(opts, std::sync::Arc::new(super::fake::FakeLoader::default()), listener, async {
+            let _ = rx.await;
+        }));
+    super::fake::wait_ready(addr).await;
+    let started = std::time::Instant::now();
+    tx.send(()).unwrap();
+    for _ in 0..200 {
+        if http(addr, "GET", "/v2/health/ready", "").await.starts_with("HTTP/1.1 503") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    assert!(http(addr, "GET", "/v2/health/ready", "").await.starts_with("HTTP/1.1 503"));
+    assert!(http(addr, "GET", "/v2/health/live", "").await.starts_with("HTTP/1.1 200"));
+    let body = json!({ "image": vec![1.0; 784] }).to_string();
+    let resp = http(addr, "POST", "/classify", &body).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "served while draining: {resp}");
+    tokio::time::timeout(std::time::Duration::from_secs(5), server).await.unwrap().unwrap().unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1500), "the listener closed before the drain delay");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the listener is closed after the drain");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn swapping_versions_under_concurrent_load_fails_no_request() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

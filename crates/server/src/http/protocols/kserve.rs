@@ -43,7 +43,7 @@ async fn server_metadata() -> Json<Value> {
 }
 
 async fn server_ready(State(state): State<AppState>) -> StatusCode {
-    if state.registry.initial_poll_done() {
+    if state.registry.is_ready() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
