@@ -78,6 +78,10 @@ impl Registry {
         self.draining.store(true, Ordering::Release);
     }
 
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
     /// Readiness: the first poll is done and shutdown has not begun.
     pub fn is_ready(&self) -> bool {
         self.initial_poll_done() && !self.draining.load(Ordering::Acquire)

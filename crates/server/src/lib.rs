@@ -109,7 +109,7 @@ pub async fn serve(
         ..AppState::from_runtime(aiserve_runtime::Runtime::new(registry, Some(manager), opts.limits))
     };
     let grpc = opts.grpc.map(|(l, h2)| (l, h2, grpc::app(state.clone())));
-    let mut router = app(state);
+    let mut router = app(state).layer(axum::middleware::map_response(close_when_draining(draining.clone())));
     if !opts.cors_origins.is_empty() {
         router = router.layer(cors_layer(&opts.cors_origins).map_err(std::io::Error::other)?);
     }
@@ -144,6 +144,21 @@ pub async fn serve(
     };
     poller.abort();
     result
+}
+
+/// While draining, HTTP/1.1 responses carry `Connection: close`: a load balancer's pool of
+/// keep-alive connections to this server empties while requests are still served, so when the
+/// listener closes no idle connection is left for a request to race its close (which a balancer
+/// cannot safely replay for a POST).
+fn close_when_draining(
+    registry: Arc<Registry>,
+) -> impl Fn(axum::response::Response) -> std::future::Ready<axum::response::Response> + Clone {
+    move |mut resp| {
+        if registry.is_draining() {
+            resp.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        }
+        std::future::ready(resp)
+    }
 }
 
 #[cfg(test)]
