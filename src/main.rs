@@ -1,6 +1,8 @@
-//! The `aiserve` binary: `serve` a model repository, `train` or `pull` a model into it, `bench` a server.
+//! The `aiserve` binary: `serve` a model repository, `train` or `pull` a model into it, `bench` a
+//! server, ask one for its `health`.
 
 mod bench;
+mod health;
 mod loader;
 mod pull;
 mod serve;
@@ -40,6 +42,9 @@ enum Command {
     /// Load-test a running server over HTTP or gRPC: throughput and latency percentiles per
     /// concurrency level.
     Bench(bench::BenchArgs),
+    /// Ask a running server whether it is live (or ready); exit 0 if so, 1 if not (a
+    /// container's HEALTHCHECK).
+    Health(health::HealthArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,5 +64,6 @@ fn main() -> anyhow::Result<()> {
         Command::Train(args) => train::run(args),
         Command::Pull(args) => pull::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Health(args) => health::run(args),
     }
 }
