@@ -35,7 +35,7 @@ tmp=$(mktemp -d)
 chmod 755 "$tmp"
 pids=(); moto=""; ngx=""
 cleanup() {
-  for p in "${pids[@]}" $moto; do kill -9 "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}" $moto; do { kill -9 "$p" && wait "$p"; } 2>/dev/null || true; done
   [ -n "$ngx" ] && kill "$ngx" 2>/dev/null || true
   [ -n "${KEEP:-}" ] && echo "kept $tmp" >&2 || rm -rf "$tmp"
 }
@@ -172,7 +172,7 @@ done
 phase_end 0
 
 phase_start kill $kill_s
-sleep 1; kill -9 "${pids[0]}"
+sleep 1; { kill -9 "${pids[0]}" && wait "${pids[0]}"; } 2>/dev/null || true
 phase_end "$conc"
 phase_start after $after; phase_end 0
 [ $failed = 0 ] && echo "replicas: pass" || { echo "replicas: FAIL" >&2; exit 1; }
