@@ -11,7 +11,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 
 fn forward(c: &mut Criterion) {
     aiserve_models::configure_threads();
-    let (model, _) = DigitsCnn::init(1, &Device::Cpu).unwrap();
+    // Detached, as served: weights that track no gradient take the inference path.
+    let model = DigitsCnn::init(1, &Device::Cpu).unwrap().0.detached();
     let mut group = c.benchmark_group("digits_forward");
     for batch in [1usize, 32, 256] {
         let data: Vec<f32> = (0..batch * 784).map(|i| ((i * 7919) % 256) as f32 / 255.0).collect();

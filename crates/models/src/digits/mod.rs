@@ -20,7 +20,8 @@ use std::path::Path;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
 
-use crate::kernels::{conv::conv2d_bias_relu, pool::max_pool2x2};
+use crate::kernels::conv::{conv2d_bias_relu, conv2d_bias_relu_pool};
+use crate::kernels::pool::max_pool2x2;
 
 /// `architecture` value in the version config.
 pub const ARCHITECTURE: &str = "digits_cnn";
@@ -200,8 +201,13 @@ impl DigitsCnn {
             return self.logits_reference(x);
         }
         let p = &self.params;
-        let x = max_pool2x2(&conv2d_bias_relu(x, &p[0], &p[1], true)?)?;
-        let x = max_pool2x2(&conv2d_bias_relu(&x, &p[2], &p[3], true)?)?;
+        // Inference (nothing tracks a gradient): each convolution and its pool in one pass.
+        let x = if x.track_op() || p.iter().any(|t| t.track_op()) {
+            let x = max_pool2x2(&conv2d_bias_relu(x, &p[0], &p[1], true)?)?;
+            max_pool2x2(&conv2d_bias_relu(&x, &p[2], &p[3], true)?)?
+        } else {
+            conv2d_bias_relu_pool(&conv2d_bias_relu_pool(x, &p[0], &p[1])?, &p[2], &p[3])?
+        };
         let x = conv2d_bias_relu(&x, &p[4], &p[5], true)?;
         self.dense_head(&x)
     }
@@ -254,10 +260,14 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
         let data: Vec<f32> = (0..2 * 32 * 40 * 3).map(|_| rng.random_range(0.0..1.0)).collect();
         let x = Tensor::from_vec(data, (2, 32, 40, 3), &Device::Cpu).unwrap();
-        let fast = m.logits(&x).unwrap();
-        assert_eq!(fast.dims(), &[2, 3]);
-        let d = (&fast - m.logits_reference(&x).unwrap()).unwrap().abs().unwrap().max_all().unwrap();
-        assert!(d.to_scalar::<f32>().unwrap() < 1e-5);
+        let reference = m.logits_reference(&x).unwrap();
+        // The training path (weights that track gradients) and the served one (detached: each
+        // convolution fused with its pool).
+        for fast in [m.logits(&x).unwrap(), m.detached().logits(&x).unwrap()] {
+            assert_eq!(fast.dims(), &[2, 3]);
+            let d = (&fast - &reference).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(d.to_scalar::<f32>().unwrap() < 1e-5);
+        }
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("w.safetensors");
         m.save(&path).unwrap();

@@ -8,7 +8,7 @@
 
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::gemm::{matmul, MatRef};
+use super::gemm::{matmul, matmul_parallel_from, MatRef};
 use super::{f32_slice, for_each_chunk_mut, with_cpu_f32};
 
 /// Dimensions of one convolution call.
@@ -119,22 +119,33 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     })
 }
 
+/// A forward convolution's GEMM is split across the cores inside only from this many
+/// multiply-adds: below it (one 28x28 picture's layers take 0.2-2 M) the fork and join cost more
+/// than the product, measured on the digits CNN at batch 1.
+const FORWARD_PARALLEL_MIN_MACS: usize = 1 << 23;
+
 /// Patch-matrix floats per cache block: a block's im2col output (plus its GEMM panel) stays in
 /// the per-core L2 (1 MiB of floats = 4 MiB would not; 192 Ki floats = 768 KiB does).
 const BLOCK_FLOATS: usize = 192 * 1024;
 
+/// Images per block of the forward passes: as many as keep the block's patch matrix in L2, and
+/// no more than an equal share of the batch per core, so every core gets a block. A batch of
+/// fewer images than cores is one block (its GEMM parallelised inside).
+fn images_per_block(g: &ConvGeom) -> usize {
+    let share = g.n.div_ceil(rayon::current_num_threads().max(1));
+    (BLOCK_FLOATS / (g.oh() * g.ow() * g.k()).max(1)).min(share).max(1)
+}
+
 /// `relu(conv(x, w) + b)` (or without the ReLU), NHWC out.
 ///
-/// Large batches are cut into blocks of whole images whose patch matrix fits in L2; each block
-/// runs im2col, a sequential GEMM and the bias/ReLU epilogue while its data is still in cache,
-/// and blocks are spread over the cores. Small batches (fewer blocks than twice the cores) run
-/// as one GEMM parallelised inside.
+/// The batch is cut into blocks of whole images ([`images_per_block`]); each block runs im2col,
+/// a sequential GEMM and the bias/ReLU epilogue while its data is still in cache, and blocks are
+/// spread over the cores.
 pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], b: &[f32], relu: bool) -> Vec<f32> {
-    let (rows_per_image, k, oc) = (g.oh() * g.ow(), g.k(), g.oc);
-    let images_per_block = (BLOCK_FLOATS / (rows_per_image * k)).clamp(1, g.n.max(1));
-    let blocks = g.n.div_ceil(images_per_block);
+    let (rows_per_image, oc) = (g.oh() * g.ow(), g.oc);
+    let images_per_block = images_per_block(g);
     let mut out = vec![0.0f32; g.m() * oc];
-    if blocks < 2 * rayon::current_num_threads() && !super::nested() {
+    if images_per_block >= g.n && !super::nested() {
         forward_block(g, x, w, b, relu, &mut out);
         return out;
     }
@@ -148,18 +159,73 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], b: &[f32], relu: bool) -> Vec
     out
 }
 
-/// One GEMM over all of `g`'s images into `out` (`m x oc`).
+/// One GEMM over all of `g`'s images into `out` (`m x oc`), then bias (and ReLU) in one pass.
 fn forward_block(g: &ConvGeom, x: &[f32], w: &[f32], b: &[f32], relu: bool, out: &mut [f32]) {
     let (m, k, oc) = (g.m(), g.k(), g.oc);
-    for row in out.chunks_exact_mut(oc) {
-        row.copy_from_slice(b);
-    }
     with_scratch(m * k, |cols| {
         im2col(g, x, cols);
-        matmul(MatRef::row_major(cols, m, k), MatRef::row_major(w, k, oc), out, true);
+        matmul_parallel_from(
+            MatRef::row_major(cols, m, k),
+            MatRef::row_major(w, k, oc),
+            out,
+            false,
+            FORWARD_PARALLEL_MIN_MACS,
+        );
     });
-    if relu {
-        out.iter_mut().for_each(|v| *v = v.max(0.0));
+    for row in out.chunks_exact_mut(oc) {
+        for (v, bias) in row.iter_mut().zip(b) {
+            *v = if relu { (*v + bias).max(0.0) } else { *v + bias };
+        }
+    }
+}
+
+/// Inference: `maxpool2x2(relu(conv(x, w) + b))`, NHWC out, without the full-size convolution
+/// output ever leaving the cache: each block of images runs im2col, its GEMM into a scratch
+/// buffer, and the bias, ReLU and pooling as one pass that writes only the pooled values
+/// (a quarter of them). Blocks and threads as in [`forward`].
+pub fn forward_pooled(g: &ConvGeom, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
+    let (oh, ow, k, oc) = (g.oh(), g.ow(), g.k(), g.oc);
+    let (rows_per_image, pooled_per_image) = (oh * ow, (oh / 2) * (ow / 2) * oc);
+    let images_per_block = images_per_block(g);
+    let image_len = g.h * g.w * g.c;
+    let mut out = vec![0.0f32; g.n * pooled_per_image];
+    let block = |g: &ConvGeom, x: &[f32], out: &mut [f32]| {
+        let m = g.m();
+        with_scratch(m * k + m * oc, |scratch| {
+            let (cols, conv) = scratch.split_at_mut(m * k);
+            im2col(g, x, cols);
+            let (lhs, rhs) = (MatRef::row_major(cols, m, k), MatRef::row_major(w, k, oc));
+            matmul_parallel_from(lhs, rhs, conv, false, FORWARD_PARALLEL_MIN_MACS);
+            for (img, dst) in conv.chunks_exact(rows_per_image * oc).zip(out.chunks_exact_mut(pooled_per_image)) {
+                pool_bias_relu(img, ow, oc, b, dst);
+            }
+        });
+    };
+    if images_per_block >= g.n && !super::nested() {
+        block(g, x, &mut out);
+        return out;
+    }
+    for_each_chunk_mut(&mut out, images_per_block * pooled_per_image, |i, dst| {
+        let n = dst.len() / pooled_per_image;
+        block(&ConvGeom { n, ..*g }, &x[i * images_per_block * image_len..][..n * image_len], dst);
+    });
+    out
+}
+
+/// One image's `relu(max of each 2x2 window + b)` (the same as pooling after the bias and ReLU:
+/// both are monotonic and the bias is per channel) from its `oh x ow x oc` convolution output.
+fn pool_bias_relu(img: &[f32], ow: usize, oc: usize, b: &[f32], dst: &mut [f32]) {
+    let (ph, pw) = (img.len() / (ow * oc) / 2, ow / 2);
+    for y in 0..ph {
+        for xo in 0..pw {
+            let at = |yy: usize, xx: usize| &img[(yy * ow + xx) * oc..][..oc];
+            let (r0, r1, r2, r3) =
+                (at(2 * y, 2 * xo), at(2 * y, 2 * xo + 1), at(2 * y + 1, 2 * xo), at(2 * y + 1, 2 * xo + 1));
+            let o = &mut dst[(y * pw + xo) * oc..][..oc];
+            for c in 0..oc {
+                o[c] = (r0[c].max(r1[c]).max(r2[c]).max(r3[c]) + b[c]).max(0.0);
+            }
+        }
     }
 }
 
@@ -253,6 +319,41 @@ impl CustomOp3 for Conv2dBiasRelu {
     }
 }
 
+/// The inference-only candle op: `(x, w, b) -> maxpool2x2(relu(conv(x, w) + b))` (no backward).
+struct Conv2dBiasReluPool;
+
+impl CustomOp3 for Conv2dBiasReluPool {
+    fn name(&self) -> &'static str {
+        "conv2d-nhwc-bias-relu-maxpool2x2"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = ConvGeom::from_shapes(l1.shape(), l2.shape(), l3.shape())?;
+        if g.oh() < 2 || g.ow() < 2 {
+            bail!("conv2d + maxpool: a {}x{} output is smaller than the pooling window", g.oh(), g.ow());
+        }
+        let x = f32_slice(s1, l1, "conv2d input")?;
+        let w = f32_slice(s2, l2, "conv2d kernel")?;
+        let b = f32_slice(s3, l3, "conv2d bias")?;
+        let out = forward_pooled(&g, x, w, b);
+        Ok((CpuStorage::F32(out), Shape::from((g.n, g.oh() / 2, g.ow() / 2, g.oc))))
+    }
+}
+
+/// `maxpool2x2(relu(conv2d(x, w) + b))` on NHWC tensors in one pass, for inference (tensors that
+/// track no gradient; training takes [`conv2d_bias_relu`] and `max_pool2x2`).
+pub fn conv2d_bias_relu_pool(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    x.apply_op3_no_bwd(w, b, &Conv2dBiasReluPool)
+}
+
 /// `relu(conv2d(x, w) + b)` on NHWC tensors through the fast kernel.
 pub fn conv2d_bias_relu(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
     x.apply_op3(w, b, Conv2dBiasRelu { relu })
@@ -296,6 +397,26 @@ mod tests {
             let r = gs.get(v).unwrap();
             let d = (a - r)?.abs()?.max_all()?.to_scalar::<f32>()?;
             assert!(d < 1e-4, "d{name} differs by {d}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_fused_pooled_forward_equals_conv_then_pool() -> Result<()> {
+        let dev = Device::Cpu;
+        // Odd output sizes (the last row and column are dropped by the pool), several blocks.
+        for g in [
+            ConvGeom { n: 3, h: 9, w: 8, c: 3, kh: 3, kw: 3, oc: 5 },
+            ConvGeom { n: 70, h: 28, w: 28, c: 1, kh: 3, kw: 3, oc: 32 },
+        ] {
+            let x = Tensor::from_vec(seq(g.n * g.h * g.w * g.c, 1.0), (g.n, g.h, g.w, g.c), &dev)?;
+            let w = Tensor::from_vec(seq(g.k() * g.oc, 0.5), (g.kh, g.kw, g.c, g.oc), &dev)?;
+            let b = Tensor::from_vec(seq(g.oc, 0.3), g.oc, &dev)?;
+            let fused = conv2d_bias_relu_pool(&x, &w, &b)?;
+            let apart = crate::kernels::pool::max_pool2x2(&conv2d_bias_relu(&x, &w, &b, true)?)?;
+            assert_eq!(fused.dims(), apart.dims());
+            let diff = (&fused - &apart)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-5, "{g:?}: differs by {diff}");
         }
         Ok(())
     }
