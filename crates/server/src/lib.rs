@@ -115,9 +115,14 @@ pub async fn serve(
     }
     // One shutdown signal for both listeners and the poller.
     let stopping = stop_tx.clone();
+    let (drain_tx, mut drain_rx) = tokio::sync::watch::channel(false);
+    let draining_began = async move {
+        let _ = drain_rx.wait_for(|d| *d).await;
+    };
     tokio::spawn(async move {
         shutdown.await;
         draining.begin_draining();
+        let _ = drain_tx.send(true);
         if !drain_delay.is_zero() {
             tracing::info!(
                 seconds = drain_delay.as_secs_f64(),
@@ -137,7 +142,8 @@ pub async fn serve(
     let result = match grpc {
         None => http.await,
         Some((l, h2, grpc_router)) => {
-            let grpc = listen::serve_wire(l, grpc_router, opts.listen, listen::Wire::Http2(h2), stopped());
+            let wire = listen::Wire::Http2(h2);
+            let grpc = listen::serve_wire_draining(l, grpc_router, opts.listen, wire, draining_began, stopped());
             let (a, b) = tokio::join!(http, grpc);
             a.and(b)
         }

@@ -191,8 +191,27 @@ pub async fn serve_wire(
     wire: Wire,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
+    serve_wire_draining(listener, app, opts, wire, std::future::pending(), shutdown).await
+}
+
+/// [`serve_wire`], and when `draining` resolves (shutdown has begun but the listener still
+/// accepts, see `ServeOptions::drain_delay`), the HTTP/2 connections open then get GOAWAY: their
+/// clients open new connections, which a load balancer sends to other replicas, while the
+/// streams already open finish. (HTTP/1.1 responses say `Connection: close` meanwhile.)
+pub async fn serve_wire_draining(
+    listener: TcpListener,
+    app: Router,
+    opts: ListenOptions,
+    wire: Wire,
+    draining: impl std::future::Future<Output = ()>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(opts.max_connections));
-    let graceful = GracefulShutdown::new();
+    let mut graceful = GracefulShutdown::new();
+    // Connections told to go away when draining began, finishing their streams.
+    let mut going_away: Option<tokio::task::JoinHandle<()>> = None;
+    let goaway = matches!(wire, Wire::Http2(_));
+    tokio::pin!(draining);
     let conn = Conn::new(&wire, &opts);
     let tls = match (&wire, opts.tls.clone()) {
         // gRPC clients negotiate HTTP/2 by ALPN.
@@ -208,6 +227,12 @@ pub async fn serve_wire(
     loop {
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
+            _ = &mut draining, if goaway && going_away.is_none() => {
+                let open = std::mem::replace(&mut graceful, GracefulShutdown::new());
+                going_away = Some(tokio::spawn(open.shutdown()));
+                tracing::info!(listener = wire.name(), "draining: GOAWAY sent on the open connections");
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(c) => c,
                 Err(e) => {
@@ -255,7 +280,13 @@ pub async fn serve_wire(
         });
     }
     drop(listener);
-    match tokio::time::timeout(opts.shutdown_timeout, graceful.shutdown()).await {
+    let all = async {
+        graceful.shutdown().await;
+        if let Some(open) = going_away {
+            let _ = open.await;
+        }
+    };
+    match tokio::time::timeout(opts.shutdown_timeout, all).await {
         Ok(()) => tracing::info!(listener = wire.name(), "all connections finished"),
         Err(_) => tracing::warn!(
             listener = wire.name(),

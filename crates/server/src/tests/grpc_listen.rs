@@ -1,5 +1,6 @@
 //! The gRPC listener on real sockets: TLS with ALPN `h2`, deadlines from `grpc-timeout`, the
-//! request metrics' `grpc` protocol, reflection, and a shutdown that lets an open stream finish.
+//! request metrics' `grpc` protocol, reflection, a shutdown that lets an open stream finish, and
+//! GOAWAY on the open connections when draining begins.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -212,4 +213,50 @@ async fn a_silent_connection_is_closed_after_the_header_timeout() {
     assert!(t.elapsed() >= Duration::from_millis(150), "{:?}", t.elapsed());
     let mut c = GrpcInferenceServiceClient::connect(format!("http://{addr}")).await.unwrap();
     assert!(c.server_live(pb::ServerLiveRequest {}).await.unwrap().into_inner().live, "clients that speak are served");
+}
+
+#[tokio::test]
+async fn draining_sends_goaway_while_new_connections_are_still_served() {
+    let h = harness().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::listen::serve_wire_draining(
+        listener,
+        crate::grpc::app(h.state.clone()),
+        ListenOptions::default(),
+        crate::listen::Wire::Http2(Default::default()),
+        async {
+            let _ = drain_rx.await;
+        },
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    // A connection opened before draining begins ...
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(tcp);
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake::<_, _, axum::body::Body>(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    // One answered request: the server has accepted the connection.
+    let req = axum::http::Request::get(format!("http://{addr}/")).body(axum::body::Body::empty()).unwrap();
+    sender.send_request(req).await.unwrap();
+    drain_tx.send(()).unwrap();
+    // ... is told to go away: with no stream open, it ends.
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("GOAWAY ended the idle connection")
+        .unwrap()
+        .unwrap();
+    // New connections are still accepted and served until the shutdown.
+    let mut c = GrpcInferenceServiceClient::connect(format!("http://{addr}")).await.unwrap();
+    assert!(c.server_live(pb::ServerLiveRequest {}).await.unwrap().into_inner().live);
+    drop(c);
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server).await.expect("the server returned").unwrap().unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no new connections after shutdown");
 }
