@@ -20,7 +20,8 @@ use std::path::Path;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
 
-use crate::kernels::conv::{conv2d_bias_relu, conv2d_bias_relu_pool};
+use crate::kernels::conv::{conv2d_bias_relu, conv2d_bias_relu_packed, conv2d_bias_relu_pool, pack_kernel};
+use crate::kernels::packed::PackedLinear;
 use crate::kernels::pool::max_pool2x2;
 
 /// `architecture` value in the version config.
@@ -111,6 +112,9 @@ impl CnnShape {
 pub struct DigitsCnn {
     shape: CnnShape,
     params: Vec<Tensor>,
+    /// The convolution kernels packed for inference, on first use (only weights that track no
+    /// gradient take that path: they never change).
+    packed: std::sync::OnceLock<Option<[PackedLinear; 3]>>,
 }
 
 impl DigitsCnn {
@@ -142,7 +146,7 @@ impl DigitsCnn {
             vars.push(Var::from_vec(data, shape, device)?);
         }
         let params = vars.iter().map(|v| v.as_tensor().clone()).collect();
-        Ok((Self { shape: cnn, params }, vars))
+        Ok((Self { shape: cnn, params, packed: Default::default() }, vars))
     }
 
     /// What this network takes and gives.
@@ -177,7 +181,7 @@ impl DigitsCnn {
         if let Some(extra) = map.keys().next() {
             return Err(format!("unexpected tensor `{extra}`"));
         }
-        Ok(Self { shape: cnn, params })
+        Ok(Self { shape: cnn, params, packed: Default::default() })
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
@@ -192,7 +196,7 @@ impl DigitsCnn {
 
     /// A copy that shares no autograd history (for serving).
     pub fn detached(&self) -> Self {
-        Self { shape: self.shape, params: self.params.iter().map(|t| t.detach()).collect() }
+        Self { shape: self.shape, params: self.params.iter().map(|t| t.detach()).collect(), packed: Default::default() }
     }
 
     /// Class logits `[N, classes]` for images `[N, height, width, channels]` in [0, 1].
@@ -201,15 +205,32 @@ impl DigitsCnn {
             return self.logits_reference(x);
         }
         let p = &self.params;
-        // Inference (nothing tracks a gradient): each convolution and its pool in one pass.
-        let x = if x.track_op() || p.iter().any(|t| t.track_op()) {
+        if x.track_op() || p.iter().any(|t| t.track_op()) {
             let x = max_pool2x2(&conv2d_bias_relu(x, &p[0], &p[1], true)?)?;
-            max_pool2x2(&conv2d_bias_relu(&x, &p[2], &p[3], true)?)?
-        } else {
-            conv2d_bias_relu_pool(&conv2d_bias_relu_pool(x, &p[0], &p[1])?, &p[2], &p[3])?
+            let x = max_pool2x2(&conv2d_bias_relu(&x, &p[2], &p[3], true)?)?;
+            return self.dense_head(&conv2d_bias_relu(&x, &p[4], &p[5], true)?);
+        }
+        // Inference (nothing tracks a gradient): each convolution and its pool in one pass, the
+        // kernels packed once; the first layer (a tap or three per pixel) through a patch matrix.
+        match self.packed.get_or_init(|| self.pack_kernels().ok()) {
+            Some([k1, k2, k3]) => {
+                let x = conv2d_bias_relu_pool(x, &p[0], &p[1], Some(k1))?;
+                let x = conv2d_bias_relu_pool(&x, &p[2], &p[3], Some(k2))?;
+                self.dense_head(&conv2d_bias_relu_packed(&x, &p[4], &p[5], k3)?)
+            }
+            None => {
+                let x = conv2d_bias_relu_pool(&conv2d_bias_relu_pool(x, &p[0], &p[1], None)?, &p[2], &p[3], None)?;
+                self.dense_head(&conv2d_bias_relu(&x, &p[4], &p[5], true)?)
+            }
+        }
+    }
+
+    fn pack_kernels(&self) -> Result<[PackedLinear; 3]> {
+        let pack = |w: &Tensor| -> Result<PackedLinear> {
+            let (kh, kw, c, oc) = w.dims4()?;
+            Ok(pack_kernel(&w.flatten_all()?.to_vec1::<f32>()?, kh * kw * c, oc))
         };
-        let x = conv2d_bias_relu(&x, &p[4], &p[5], true)?;
-        self.dense_head(&x)
+        Ok([pack(&self.params[0])?, pack(&self.params[2])?, pack(&self.params[4])?])
     }
 
     /// The same network through candle's stock NCHW ops: the correctness reference for the
@@ -314,7 +335,9 @@ mod tests {
         let path = tmp.path().join("w.safetensors");
         a.save(&path).unwrap();
         let c = DigitsCnn::load(&path, CnnShape::DIGITS, &Device::Cpu).unwrap();
-        assert_eq!(la, c.logits(&x).unwrap().to_vec2::<f32>().unwrap());
+        // Loaded weights take the inference path, as `a` detached does: bit for bit the same.
+        let served = a.detached().logits(&x).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(served, c.logits(&x).unwrap().to_vec2::<f32>().unwrap());
     }
 
     #[test]

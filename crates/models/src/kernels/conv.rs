@@ -9,6 +9,7 @@
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::gemm::{matmul, matmul_parallel_from, MatRef};
+use super::packed::PackedLinear;
 use super::{f32_slice, for_each_chunk_mut, with_cpu_f32};
 
 /// Dimensions of one convolution call.
@@ -212,6 +213,46 @@ pub fn forward_pooled(g: &ConvGeom, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32>
     out
 }
 
+/// A convolution kernel (`KH x KW x C x OC`, HWIO) packed for [`forward_direct`]: the product's
+/// weight side is the kernel transposed, `OC x K` (output channels by taps).
+pub fn pack_kernel(w: &[f32], k: usize, oc: usize) -> PackedLinear {
+    let mut t = vec![0.0f32; w.len()];
+    for (p, row) in w.chunks_exact(oc).enumerate() {
+        for (o, &v) in row.iter().enumerate() {
+            t[o * k + p] = v;
+        }
+    }
+    PackedLinear::new(&t, oc, k)
+}
+
+/// Inference through a kernel packed once ([`pack_kernel`]): each picture's convolution is an
+/// implicit GEMM over the picture read in place ([`PackedLinear::conv_image_acc`]), so neither a patch
+/// matrix nor a per-call packing is written; then `relu(· + b)`, and with `pool` the 2x2 max
+/// pool, in one pass per picture. Pictures are shared out over the cores.
+pub fn forward_direct(g: &ConvGeom, x: &[f32], packed: &PackedLinear, b: &[f32], pool: bool) -> Vec<f32> {
+    let (oh, ow, oc) = (g.oh(), g.ow(), g.oc);
+    let per_image = if pool { (oh / 2) * (ow / 2) * oc } else { oh * ow * oc };
+    let image_len = g.h * g.w * g.c;
+    let mut out = vec![0.0f32; g.n * per_image];
+    for_each_chunk_mut(&mut out, per_image, |i, dst| {
+        let img = &x[i * image_len..][..image_len];
+        with_scratch(oh * ow * oc, |conv| {
+            conv.fill(0.0);
+            packed.conv_image_acc(img, g.w, g.c, g.kh, g.kw, ow, conv);
+            if pool {
+                pool_bias_relu(conv, ow, oc, b, dst);
+            } else {
+                for (d, row) in dst.chunks_exact_mut(oc).zip(conv.chunks_exact(oc)) {
+                    for ((d, v), bias) in d.iter_mut().zip(row).zip(b) {
+                        *d = (v + bias).max(0.0);
+                    }
+                }
+            }
+        });
+    });
+    out
+}
+
 /// One image's `relu(max of each 2x2 window + b)` (the same as pooling after the bias and ReLU:
 /// both are monotonic and the bias is per channel) from its `oh x ow x oc` convolution output.
 fn pool_bias_relu(img: &[f32], ow: usize, oc: usize, b: &[f32], dst: &mut [f32]) {
@@ -319,12 +360,16 @@ impl CustomOp3 for Conv2dBiasRelu {
     }
 }
 
-/// The inference-only candle op: `(x, w, b) -> maxpool2x2(relu(conv(x, w) + b))` (no backward).
-struct Conv2dBiasReluPool;
+/// The inference-only candle op: `(x, w, b) -> relu(conv(x, w) + b)`, with `pool` followed by a
+/// 2x2 max pool, through `packed` (the kernel packed by [`pack_kernel`]) when given. No backward.
+struct Conv2dInference<'a> {
+    packed: Option<&'a PackedLinear>,
+    pool: bool,
+}
 
-impl CustomOp3 for Conv2dBiasReluPool {
+impl CustomOp3 for Conv2dInference<'_> {
     fn name(&self) -> &'static str {
-        "conv2d-nhwc-bias-relu-maxpool2x2"
+        "conv2d-nhwc-bias-relu-inference"
     }
 
     fn cpu_fwd(
@@ -337,21 +382,35 @@ impl CustomOp3 for Conv2dBiasReluPool {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = ConvGeom::from_shapes(l1.shape(), l2.shape(), l3.shape())?;
-        if g.oh() < 2 || g.ow() < 2 {
+        if self.pool && (g.oh() < 2 || g.ow() < 2) {
             bail!("conv2d + maxpool: a {}x{} output is smaller than the pooling window", g.oh(), g.ow());
+        }
+        if let Some(p) = self.packed.filter(|p| p.n() != g.oc || p.k() != g.k()) {
+            bail!("conv2d: a kernel packed as {}x{} for a {}x{} product", p.n(), p.k(), g.oc, g.k());
         }
         let x = f32_slice(s1, l1, "conv2d input")?;
         let w = f32_slice(s2, l2, "conv2d kernel")?;
         let b = f32_slice(s3, l3, "conv2d bias")?;
-        let out = forward_pooled(&g, x, w, b);
-        Ok((CpuStorage::F32(out), Shape::from((g.n, g.oh() / 2, g.ow() / 2, g.oc))))
+        let (out, shape) = match (self.packed, self.pool) {
+            (Some(p), pool) => (forward_direct(&g, x, p, b, pool), pool),
+            (None, true) => (forward_pooled(&g, x, w, b), true),
+            (None, false) => (forward(&g, x, w, b, true), false),
+        };
+        let dims = if shape { (g.n, g.oh() / 2, g.ow() / 2, g.oc) } else { (g.n, g.oh(), g.ow(), g.oc) };
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
 }
 
 /// `maxpool2x2(relu(conv2d(x, w) + b))` on NHWC tensors in one pass, for inference (tensors that
-/// track no gradient; training takes [`conv2d_bias_relu`] and `max_pool2x2`).
-pub fn conv2d_bias_relu_pool(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    x.apply_op3_no_bwd(w, b, &Conv2dBiasReluPool)
+/// track no gradient; training takes [`conv2d_bias_relu`] and `max_pool2x2`); `packed` is `w`
+/// packed by [`pack_kernel`], or `None` to go through a patch matrix.
+pub fn conv2d_bias_relu_pool(x: &Tensor, w: &Tensor, b: &Tensor, packed: Option<&PackedLinear>) -> Result<Tensor> {
+    x.apply_op3_no_bwd(w, b, &Conv2dInference { packed, pool: true })
+}
+
+/// `relu(conv2d(x, w) + b)` for inference through `w` packed by [`pack_kernel`].
+pub fn conv2d_bias_relu_packed(x: &Tensor, w: &Tensor, b: &Tensor, packed: &PackedLinear) -> Result<Tensor> {
+    x.apply_op3_no_bwd(w, b, &Conv2dInference { packed: Some(packed), pool: false })
 }
 
 /// `relu(conv2d(x, w) + b)` on NHWC tensors through the fast kernel.
@@ -412,11 +471,17 @@ mod tests {
             let x = Tensor::from_vec(seq(g.n * g.h * g.w * g.c, 1.0), (g.n, g.h, g.w, g.c), &dev)?;
             let w = Tensor::from_vec(seq(g.k() * g.oc, 0.5), (g.kh, g.kw, g.c, g.oc), &dev)?;
             let b = Tensor::from_vec(seq(g.oc, 0.3), g.oc, &dev)?;
-            let fused = conv2d_bias_relu_pool(&x, &w, &b)?;
-            let apart = crate::kernels::pool::max_pool2x2(&conv2d_bias_relu(&x, &w, &b, true)?)?;
-            assert_eq!(fused.dims(), apart.dims());
-            let diff = (&fused - &apart)?.abs()?.max_all()?.to_scalar::<f32>()?;
-            assert!(diff < 1e-5, "{g:?}: differs by {diff}");
+            let conv = conv2d_bias_relu(&x, &w, &b, true)?;
+            let apart = crate::kernels::pool::max_pool2x2(&conv)?;
+            let packed = pack_kernel(&w.flatten_all()?.to_vec1::<f32>()?, g.k(), g.oc);
+            let pooled = [conv2d_bias_relu_pool(&x, &w, &b, None)?, conv2d_bias_relu_pool(&x, &w, &b, Some(&packed))?];
+            for (fused, want) in
+                pooled.iter().zip([&apart, &apart]).chain([(&conv2d_bias_relu_packed(&x, &w, &b, &packed)?, &conv)])
+            {
+                assert_eq!(fused.dims(), want.dims());
+                let diff = (fused - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(diff < 1e-5, "{g:?}: differs by {diff}");
+            }
         }
         Ok(())
     }

@@ -27,6 +27,7 @@ const MC: usize = 120;
 const PARALLEL_MIN_MACS: usize = 1 << 18;
 
 /// A linear layer's weight in panels (see the module docs).
+#[derive(Clone)]
 pub struct PackedLinear {
     n: usize,
     k: usize,
@@ -34,7 +35,21 @@ pub struct PackedLinear {
     panels: Vec<f32>,
 }
 
+impl std::fmt::Debug for PackedLinear {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedLinear({} x {})", self.n, self.k)
+    }
+}
+
 impl PackedLinear {
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
     /// Packs `w` (`n x k`, row-major).
     pub fn new(w: &[f32], n: usize, k: usize) -> Self {
         assert_eq!(w.len(), n * k, "packed: weight is not n x k");
@@ -80,6 +95,58 @@ impl PackedLinear {
                 }
                 run(0);
             });
+        }
+    }
+
+    /// A whole picture's convolution as an implicit GEMM, read straight from the picture (no
+    /// patch matrix): `out[(y * ow + x) * n + o] += Σ w[o][(ky * kw + kx) * c + ci] ·
+    /// img[((y + ky) * width + x + kx) * c + ci]` for every output pixel, with this weight packed
+    /// from the kernel as `n x (kh * kw * c)` (output channels by taps). `img` is one NHWC
+    /// picture `width` wide; `out` holds its `oh x ow` output pixels of `n` channels. A register
+    /// tile takes up to [`MR`] neighbours of one output row, whose values lie `c` apart.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_image_acc(
+        &self,
+        img: &[f32],
+        width: usize,
+        c: usize,
+        kh: usize,
+        kw: usize,
+        ow: usize,
+        out: &mut [f32],
+    ) {
+        let n = self.n;
+        assert_eq!(self.k, kh * kw * c, "packed: kernel taps do not match the weight");
+        assert!(n > 0 && ow > 0 && out.len() % (n * ow) == 0, "packed: the output is not whole rows of pixels");
+        let oh = out.len() / (n * ow);
+        // The last value any tile reads: the bottom-right tap of the last pixel.
+        let last = ((oh - 1 + kh - 1) * width + ow - 1 + kw - 1) * c + c - 1;
+        assert!(kw - 1 + ow <= width && last < img.len(), "packed: the convolution reads past the picture");
+        for y in 0..oh {
+            for panel in 0..n.div_ceil(NR) {
+                let b = &self.panels[panel * self.k * NR..(panel + 1) * self.k * NR];
+                let cols = NR.min(n - panel * NR);
+                for x0 in (0..ow).step_by(MR) {
+                    let rows = MR.min(ow - x0);
+                    let a = &img[(y * width + x0) * c..];
+                    // SAFETY: the tile's taps end at or before `last` (asserted), and it writes
+                    // `rows` pixels of `cols` channels inside `out`.
+                    unsafe {
+                        conv_tile(
+                            a,
+                            width,
+                            c,
+                            kh,
+                            kw,
+                            rows,
+                            b,
+                            out.as_mut_ptr().add((y * ow + x0) * n + panel * NR),
+                            n,
+                            cols,
+                        )
+                    };
+                }
+            }
         }
     }
 
@@ -173,6 +240,58 @@ unsafe fn tile_product(a: &[f32], rows: usize, b: &[f32], kc: usize, out: *mut f
     }
 }
 
+/// `out[r * ldc + j] += Σ_{ky,kx,ci} a[(ky * width + r + kx) * c + ci] · b[((ky * kw + kx) * c
+/// + ci) * NR + j]` for `r < rows`, `j < cols`: a register tile of [`PackedLinear::conv_image_acc`].
+///
+/// # Safety
+/// `out` must point to a writable tile of `rows` rows `ldc` apart, each with `cols` values.
+#[allow(clippy::too_many_arguments)]
+unsafe fn conv_tile(
+    a: &[f32],
+    width: usize,
+    c: usize,
+    kh: usize,
+    kw: usize,
+    rows: usize,
+    b: &[f32],
+    out: *mut f32,
+    ldc: usize,
+    cols: usize,
+) {
+    let k = kh * kw * c;
+    assert!((1..=MR).contains(&rows) && cols <= NR && b.len() >= k * NR, "packed: conv tile bounds");
+    assert!(((kh - 1) * width + rows - 1 + kw - 1) * c + c <= a.len(), "packed: conv tile reads past the picture");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        let f = match rows {
+            1 => avx2::conv_tile::<1>,
+            2 => avx2::conv_tile::<2>,
+            3 => avx2::conv_tile::<3>,
+            4 => avx2::conv_tile::<4>,
+            5 => avx2::conv_tile::<5>,
+            _ => avx2::conv_tile::<6>,
+        };
+        // SAFETY: AVX2 and FMA are present; the reads of `a` and `b` were bounded above, `out`
+        // is the caller's contract.
+        unsafe { f(a, width, c, kh, kw, b, out, ldc, cols) };
+        return;
+    }
+    for r in 0..rows {
+        for j in 0..cols {
+            let mut v = 0.0f32;
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    for ci in 0..c {
+                        v += a[(ky * width + r + kx) * c + ci] * b[((ky * kw + kx) * c + ci) * NR + j];
+                    }
+                }
+            }
+            // SAFETY: the caller's contract.
+            unsafe { *out.add(r * ldc + j) += v };
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
@@ -215,6 +334,63 @@ mod avx2 {
         if p < kc {
             step(p, &mut c0, &mut c1);
         }
+        // SAFETY: the caller's contract on `out`.
+        unsafe { add_tile(&c0, &c1, out, ldc, cols) };
+    }
+
+    /// One `R x 16` tile of an implicit-GEMM convolution (see `super::conv_tile`): the taps
+    /// step through the kernel's rows and columns, and the `R` pixels' values of one tap lie
+    /// `c` apart in the picture, so nothing is packed on the input side.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; `a` and `b` must hold every value read (the caller
+    /// bounds them), and `out` `R` writable rows `ldc` apart of `cols` values each.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn conv_tile<const R: usize>(
+        a: &[f32],
+        width: usize,
+        c: usize,
+        kh: usize,
+        kw: usize,
+        b: &[f32],
+        out: *mut f32,
+        ldc: usize,
+        cols: usize,
+    ) {
+        let (a, b) = (a.as_ptr(), b.as_ptr());
+        let mut c0 = [_mm256_setzero_ps(); R];
+        let mut c1 = [_mm256_setzero_ps(); R];
+        let mut p = 0;
+        for ky in 0..kh {
+            for kx in 0..kw {
+                // SAFETY: the tap's values for the `R` pixels and `c` channels, and its weight
+                // rows, lie inside `a` and `b` (the caller's contract).
+                unsafe {
+                    let tap = a.add((ky * width + kx) * c);
+                    for ci in 0..c {
+                        let b0 = _mm256_loadu_ps(b.add(p * NR));
+                        let b1 = _mm256_loadu_ps(b.add(p * NR + 8));
+                        for r in 0..R {
+                            let av = _mm256_broadcast_ss(&*tap.add(r * c + ci));
+                            c0[r] = _mm256_fmadd_ps(av, b0, c0[r]);
+                            c1[r] = _mm256_fmadd_ps(av, b1, c1[r]);
+                        }
+                        p += 1;
+                    }
+                }
+            }
+        }
+        // SAFETY: the caller's contract on `out`.
+        unsafe { add_tile(&c0, &c1, out, ldc, cols) };
+    }
+
+    /// Adds the accumulators into the `R x cols` output tile (vector adds for a whole panel).
+    ///
+    /// # Safety
+    /// AVX2 must be available; `out` must hold `R` writable rows `ldc` apart of `cols` values.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn add_tile<const R: usize>(c0: &[__m256; R], c1: &[__m256; R], out: *mut f32, ldc: usize, cols: usize) {
         for r in 0..R {
             // SAFETY: row `r` of the output tile holds `cols` values (the caller's contract).
             unsafe {
@@ -265,6 +441,43 @@ mod tests {
             for (i, (o, w)) in out.iter().zip(&want).enumerate() {
                 let expect = w + i as f32 * 0.5;
                 assert!((o - expect).abs() <= 1e-3 * (1.0 + expect.abs()), "{m}x{n}x{k} [{i}]: {o} vs {expect}");
+            }
+        }
+    }
+
+    /// A picture's convolution through the packed weight equals the direct sum, for partial
+    /// tiles and panels, one and several channels.
+    #[test]
+    fn convolutions_match_the_direct_sum() {
+        for &(h, w, c, kh, kw, oc) in
+            &[(5, 9, 1, 3, 3, 5), (13, 13, 32, 3, 3, 64), (4, 7, 3, 2, 3, 17), (5, 5, 64, 3, 3, 64)]
+        {
+            let img: Vec<f32> = (0..h * w * c).map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0).collect();
+            let k = kh * kw * c;
+            let wt: Vec<f32> = (0..oc * k).map(|i| ((i * 13 % 71) as f32 - 35.0) / 30.0).collect();
+            let packed = PackedLinear::new(&wt, oc, k);
+            let (oh, ow) = (h + 1 - kh, w + 1 - kw);
+            let mut out = vec![0.25f32; oh * ow * oc];
+            packed.conv_image_acc(&img, w, c, kh, kw, ow, &mut out);
+            for y in 0..oh {
+                for x in 0..ow {
+                    for o in 0..oc {
+                        let mut want = 0.25f64;
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                for ci in 0..c {
+                                    let v = img[((y + ky) * w + x + kx) * c + ci] as f64;
+                                    want += v * wt[o * k + (ky * kw + kx) * c + ci] as f64;
+                                }
+                            }
+                        }
+                        let got = out[(y * ow + x) * oc + o] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-3 * (1.0 + want.abs()),
+                            "{h}x{w}x{c} y{y} x{x} o{o}: {got} vs {want}"
+                        );
+                    }
+                }
             }
         }
     }
