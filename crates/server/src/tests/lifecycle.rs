@@ -147,9 +147,16 @@ async fn probes_answer_while_models_load_and_readiness_waits_for_them() {
     tokio::time::timeout(std::time::Duration::from_secs(5), server).await.unwrap().unwrap().unwrap();
 }
 
-#[tokio::test]
-async fn serves_on_a_real_socket_and_shuts_down() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// `serve` on a real loopback socket with one `digits` version and this drain delay, once
+/// ready; the sender begins the shutdown.
+async fn serve_digits(
+    drain_delay: std::time::Duration,
+) -> (
+    tempfile::TempDir,
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let dir = tempfile::tempdir().unwrap();
     write_version(dir.path(), "digits", 1, "shift 0");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -157,6 +164,7 @@ async fn serves_on_a_real_socket_and_shuts_down() {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let opts = crate::ServeOptions {
         poll_interval: std::time::Duration::from_millis(50),
+        drain_delay,
         ..crate::ServeOptions::new(dir.path().to_owned())
     };
     let server =
@@ -164,6 +172,13 @@ async fn serves_on_a_real_socket_and_shuts_down() {
             let _ = rx.await;
         }));
     super::fake::wait_ready(addr).await;
+    (dir, addr, tx, server)
+}
+
+#[tokio::test]
+async fn serves_on_a_real_socket_and_shuts_down() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_dir, addr, tx, server) = serve_digits(std::time::Duration::ZERO).await;
     let body = json!({ "image": vec![1.0; 784] }).to_string();
     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
     let req = format!("POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
@@ -179,21 +194,7 @@ async fn serves_on_a_real_socket_and_shuts_down() {
 #[tokio::test]
 async fn draining_answers_not_ready_while_still_serving_then_closes() {
     let http = super::fake::http;
-    let dir = tempfile::tempdir().unwrap();
-    write_version(dir.path(), "digits", 1, "shift 0");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let opts = crate::ServeOptions {
-        poll_interval: std::time::Duration::from_millis(50),
-        drain_delay: std::time::Duration::from_millis(1500),
-        ..crate::ServeOptions::new(dir.path().to_owned())
-    };
-    let server =
-        tokio::spawn(crate::serve(opts, std::sync::Arc::new(super::fake::FakeLoader::default()), listener, async {
-            let _ = rx.await;
-        }));
-    super::fake::wait_ready(addr).await;
+    let (_dir, addr, tx, server) = serve_digits(std::time::Duration::from_millis(1500)).await;
     let started = std::time::Instant::now();
     tx.send(()).unwrap();
     for _ in 0..200 {
