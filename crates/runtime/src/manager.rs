@@ -1,10 +1,11 @@
 //! The version manager: polls the repository and moves the live set towards the policy.
 //!
 //! Each poll first syncs the local mirror of a repository on object storage (when there is
-//! one, [`RepoSource`]), then scans the repository on a blocking thread, asks `aiserve_core::plan` what to do for
-//! every model, loads new versions (on the blocking pool: read weights, warm up with one forward
-//! pass, start the model thread), and only then plans again to retire versions that left the
-//! desired set, so a model keeps serving throughout a swap. A retiring version waits until no
+//! one, [`RepoSource`]), then scans the repository on a blocking thread, asks
+//! `aiserve_core::plan` what to do for every model, loads new versions (on the blocking pool:
+//! read weights, warm up with one forward pass, start the model thread), and only then plans
+//! again to retire versions that left the desired set, so a model keeps serving throughout a
+//! swap. A retiring version waits until no
 //! request holds it before it is dropped. Load failures are recorded on the version and never
 //! stop the server or other versions.
 

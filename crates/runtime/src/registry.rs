@@ -84,7 +84,7 @@ impl Registry {
 
     /// Readiness: the first poll is done and shutdown has not begun.
     pub fn is_ready(&self) -> bool {
-        self.initial_poll_done() && !self.draining.load(Ordering::Acquire)
+        self.initial_poll_done() && !self.is_draining()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<ModelName, ModelEntry>> {
