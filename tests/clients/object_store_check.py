@@ -12,6 +12,7 @@ two servers cannot share one mirror; and SIGTERM with --drain-delay-ms answers r
 while requests are still served, then exits cleanly.
 """
 import json
+import logging
 import os
 import pathlib
 import signal
@@ -23,6 +24,7 @@ import urllib.error
 import urllib.request
 
 os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "4"  # the IAM set-up below; signed requests after it
+logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request otherwise
 import boto3  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
 
