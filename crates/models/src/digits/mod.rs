@@ -114,7 +114,7 @@ pub struct DigitsCnn {
     params: Vec<Tensor>,
     /// The convolution kernels packed for inference, on first use (only weights that track no
     /// gradient take that path: they never change).
-    packed: std::sync::OnceLock<Option<[PackedLinear; 3]>>,
+    packed: std::sync::OnceLock<[PackedLinear; 3]>,
 }
 
 impl DigitsCnn {
@@ -210,19 +210,18 @@ impl DigitsCnn {
             let x = max_pool2x2(&conv2d_bias_relu(&x, &p[2], &p[3], true)?)?;
             return self.dense_head(&conv2d_bias_relu(&x, &p[4], &p[5], true)?);
         }
-        // Inference (nothing tracks a gradient): each convolution and its pool in one pass, the
-        // kernels packed once; the first layer (a tap or three per pixel) through a patch matrix.
-        match self.packed.get_or_init(|| self.pack_kernels().ok()) {
-            Some([k1, k2, k3]) => {
-                let x = conv2d_bias_relu_pool(x, &p[0], &p[1], Some(k1))?;
-                let x = conv2d_bias_relu_pool(&x, &p[2], &p[3], Some(k2))?;
-                self.dense_head(&conv2d_bias_relu_packed(&x, &p[4], &p[5], k3)?)
-            }
+        // Inference (nothing tracks a gradient): the kernels packed once, each convolution and
+        // its pool in one pass.
+        let [k1, k2, k3] = match self.packed.get() {
+            Some(k) => k,
             None => {
-                let x = conv2d_bias_relu_pool(&conv2d_bias_relu_pool(x, &p[0], &p[1], None)?, &p[2], &p[3], None)?;
-                self.dense_head(&conv2d_bias_relu(&x, &p[4], &p[5], true)?)
+                let packed = self.pack_kernels()?;
+                self.packed.get_or_init(|| packed)
             }
-        }
+        };
+        let x = conv2d_bias_relu_pool(x, &p[0], &p[1], k1)?;
+        let x = conv2d_bias_relu_pool(&x, &p[2], &p[3], k2)?;
+        self.dense_head(&conv2d_bias_relu_packed(&x, &p[4], &p[5], k3)?)
     }
 
     fn pack_kernels(&self) -> Result<[PackedLinear; 3]> {

@@ -180,39 +180,6 @@ fn forward_block(g: &ConvGeom, x: &[f32], w: &[f32], b: &[f32], relu: bool, out:
     }
 }
 
-/// Inference: `maxpool2x2(relu(conv(x, w) + b))`, NHWC out, without the full-size convolution
-/// output ever leaving the cache: each block of images runs im2col, its GEMM into a scratch
-/// buffer, and the bias, ReLU and pooling as one pass that writes only the pooled values
-/// (a quarter of them). Blocks and threads as in [`forward`].
-pub fn forward_pooled(g: &ConvGeom, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
-    let (oh, ow, k, oc) = (g.oh(), g.ow(), g.k(), g.oc);
-    let (rows_per_image, pooled_per_image) = (oh * ow, (oh / 2) * (ow / 2) * oc);
-    let images_per_block = images_per_block(g);
-    let image_len = g.h * g.w * g.c;
-    let mut out = vec![0.0f32; g.n * pooled_per_image];
-    let block = |g: &ConvGeom, x: &[f32], out: &mut [f32]| {
-        let m = g.m();
-        with_scratch(m * k + m * oc, |scratch| {
-            let (cols, conv) = scratch.split_at_mut(m * k);
-            im2col(g, x, cols);
-            let (lhs, rhs) = (MatRef::row_major(cols, m, k), MatRef::row_major(w, k, oc));
-            matmul_parallel_from(lhs, rhs, conv, false, FORWARD_PARALLEL_MIN_MACS);
-            for (img, dst) in conv.chunks_exact(rows_per_image * oc).zip(out.chunks_exact_mut(pooled_per_image)) {
-                pool_bias_relu(img, ow, oc, b, dst);
-            }
-        });
-    };
-    if images_per_block >= g.n && !super::nested() {
-        block(g, x, &mut out);
-        return out;
-    }
-    for_each_chunk_mut(&mut out, images_per_block * pooled_per_image, |i, dst| {
-        let n = dst.len() / pooled_per_image;
-        block(&ConvGeom { n, ..*g }, &x[i * images_per_block * image_len..][..n * image_len], dst);
-    });
-    out
-}
-
 /// A convolution kernel (`KH x KW x C x OC`, HWIO) packed for [`forward_direct`]: the product's
 /// weight side is the kernel transposed, `OC x K` (output channels by taps).
 pub fn pack_kernel(w: &[f32], k: usize, oc: usize) -> PackedLinear {
@@ -361,9 +328,9 @@ impl CustomOp3 for Conv2dBiasRelu {
 }
 
 /// The inference-only candle op: `(x, w, b) -> relu(conv(x, w) + b)`, with `pool` followed by a
-/// 2x2 max pool, through `packed` (the kernel packed by [`pack_kernel`]) when given. No backward.
+/// 2x2 max pool, through `packed` (`w` packed by [`pack_kernel`]). No backward.
 struct Conv2dInference<'a> {
-    packed: Option<&'a PackedLinear>,
+    packed: &'a PackedLinear,
     pool: bool,
 }
 
@@ -376,7 +343,8 @@ impl CustomOp3 for Conv2dInference<'_> {
         &self,
         s1: &CpuStorage,
         l1: &Layout,
-        s2: &CpuStorage,
+        // The kernel's values come packed; only its shape is read here.
+        _s2: &CpuStorage,
         l2: &Layout,
         s3: &CpuStorage,
         l3: &Layout,
@@ -385,32 +353,28 @@ impl CustomOp3 for Conv2dInference<'_> {
         if self.pool && (g.oh() < 2 || g.ow() < 2) {
             bail!("conv2d + maxpool: a {}x{} output is smaller than the pooling window", g.oh(), g.ow());
         }
-        if let Some(p) = self.packed.filter(|p| p.n() != g.oc || p.k() != g.k()) {
+        let p = self.packed;
+        if p.n() != g.oc || p.k() != g.k() {
             bail!("conv2d: a kernel packed as {}x{} for a {}x{} product", p.n(), p.k(), g.oc, g.k());
         }
         let x = f32_slice(s1, l1, "conv2d input")?;
-        let w = f32_slice(s2, l2, "conv2d kernel")?;
         let b = f32_slice(s3, l3, "conv2d bias")?;
-        let (out, shape) = match (self.packed, self.pool) {
-            (Some(p), pool) => (forward_direct(&g, x, p, b, pool), pool),
-            (None, true) => (forward_pooled(&g, x, w, b), true),
-            (None, false) => (forward(&g, x, w, b, true), false),
-        };
-        let dims = if shape { (g.n, g.oh() / 2, g.ow() / 2, g.oc) } else { (g.n, g.oh(), g.ow(), g.oc) };
+        let out = forward_direct(&g, x, p, b, self.pool);
+        let dims = if self.pool { (g.n, g.oh() / 2, g.ow() / 2, g.oc) } else { (g.n, g.oh(), g.ow(), g.oc) };
         Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
 }
 
 /// `maxpool2x2(relu(conv2d(x, w) + b))` on NHWC tensors in one pass, for inference (tensors that
 /// track no gradient; training takes [`conv2d_bias_relu`] and `max_pool2x2`); `packed` is `w`
-/// packed by [`pack_kernel`], or `None` to go through a patch matrix.
-pub fn conv2d_bias_relu_pool(x: &Tensor, w: &Tensor, b: &Tensor, packed: Option<&PackedLinear>) -> Result<Tensor> {
+/// packed by [`pack_kernel`].
+pub fn conv2d_bias_relu_pool(x: &Tensor, w: &Tensor, b: &Tensor, packed: &PackedLinear) -> Result<Tensor> {
     x.apply_op3_no_bwd(w, b, &Conv2dInference { packed, pool: true })
 }
 
 /// `relu(conv2d(x, w) + b)` for inference through `w` packed by [`pack_kernel`].
 pub fn conv2d_bias_relu_packed(x: &Tensor, w: &Tensor, b: &Tensor, packed: &PackedLinear) -> Result<Tensor> {
-    x.apply_op3_no_bwd(w, b, &Conv2dInference { packed: Some(packed), pool: false })
+    x.apply_op3_no_bwd(w, b, &Conv2dInference { packed, pool: false })
 }
 
 /// `relu(conv2d(x, w) + b)` on NHWC tensors through the fast kernel.
@@ -474,12 +438,13 @@ mod tests {
             let conv = conv2d_bias_relu(&x, &w, &b, true)?;
             let apart = crate::kernels::pool::max_pool2x2(&conv)?;
             let packed = pack_kernel(&w.flatten_all()?.to_vec1::<f32>()?, g.k(), g.oc);
-            let pooled = [conv2d_bias_relu_pool(&x, &w, &b, None)?, conv2d_bias_relu_pool(&x, &w, &b, Some(&packed))?];
-            for (fused, want) in
-                pooled.iter().zip([&apart, &apart]).chain([(&conv2d_bias_relu_packed(&x, &w, &b, &packed)?, &conv)])
-            {
+            let outputs = [
+                (conv2d_bias_relu_pool(&x, &w, &b, &packed)?, &apart),
+                (conv2d_bias_relu_packed(&x, &w, &b, &packed)?, &conv),
+            ];
+            for (fused, want) in &outputs {
                 assert_eq!(fused.dims(), want.dims());
-                let diff = (fused - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                let diff = (fused - *want)?.abs()?.max_all()?.to_scalar::<f32>()?;
                 assert!(diff < 1e-5, "{g:?}: differs by {diff}");
             }
         }
