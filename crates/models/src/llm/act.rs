@@ -1,4 +1,5 @@
-//! The decoder's elementwise functions built on `exp`: softmax over attention scores and SwiGLU.
+//! The decoder's elementwise functions built on `exp`: softmax over attention scores, SwiGLU and
+//! GeGLU.
 //!
 //! A decode step at eight sequences takes ~400 000 exponentials (SwiGLU: 8 × 1536 × 30; softmax:
 //! a score per head and position); libm's `expf`, one value per call, was 3–4% of the step.
@@ -41,6 +42,28 @@ pub fn swiglu(gate_up: &[f32], width: usize, out: &mut [f32]) {
     }
 }
 
+/// `sqrt(2/π)`, doubled: GELU's tanh approximation `0.5·x·(1 + tanh(u))` is `x · sigmoid(2u)`
+/// with `u = sqrt(2/π)·(x + 0.044715·x³)`.
+const GELU_2U: f32 = 2.0 * 0.797_884_6;
+const GELU_CUBIC: f32 = 0.044_715;
+
+/// GeGLU: `gelu(gate) · up` (GELU's tanh approximation, as Gemma and llama.cpp use) from rows
+/// holding `[gate | up]`.
+pub fn geglu(gate_up: &[f32], width: usize, out: &mut [f32]) {
+    for (gu, o) in gate_up.chunks_exact(2 * width).zip(out.chunks_exact_mut(width)) {
+        let (g, u) = gu.split_at(width);
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if simd::available() {
+            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            done = unsafe { simd::geglu(g, u, o) };
+        }
+        for ((o, g), u) in o.iter_mut().zip(g).zip(u).skip(done) {
+            *o = g / (1.0 + exp(-GELU_2U * (g + GELU_CUBIC * g * g * g))) * u;
+        }
+    }
+}
+
 /// Eight lane sums added as `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`, as the vector path does.
 fn sum_lanes(l: [f32; 8]) -> f32 {
     ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
@@ -52,7 +75,7 @@ mod simd {
 
     use aiserve_core::math::{exp, HI, LN2_HI, LN2_LO, LO, LOG2E, P};
 
-    use super::sum_lanes;
+    use super::{sum_lanes, GELU_2U, GELU_CUBIC};
 
     pub fn available() -> bool {
         static YES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -118,6 +141,25 @@ mod simd {
         }
         n8
     }
+
+    /// [`super::geglu`] over whole vectors of one row (the scalar path's operations, so the
+    /// same bits); returns how many values it wrote.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn geglu(g: &[f32], u: &[f32], o: &mut [f32]) -> usize {
+        let n8 = o.len().min(g.len()).min(u.len()) / 8 * 8;
+        for i in (0..n8).step_by(8) {
+            // SAFETY: `i + 8 <= n8`, which is at most the length of `g`, `u` and `o`: the loads
+            // and the store are values `i..i + 8` of each.
+            unsafe {
+                let x = _mm256_loadu_ps(g.as_ptr().add(i));
+                let cube = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(GELU_CUBIC), x), x), x);
+                let inner = _mm256_mul_ps(_mm256_set1_ps(-GELU_2U), _mm256_add_ps(x, cube));
+                let gelu = _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0), exp8(inner)));
+                _mm256_storeu_ps(o.as_mut_ptr().add(i), _mm256_mul_ps(gelu, _mm256_loadu_ps(u.as_ptr().add(i))));
+            }
+        }
+        n8
+    }
 }
 
 #[cfg(test)]
@@ -146,6 +188,14 @@ mod tests {
             assert_eq!(out[i], g[i] / (1.0 + exp(-g[i])) * u[i]);
             let exact = g[i] as f64 / (1.0 + (-g[i] as f64).exp()) * u[i] as f64;
             assert!((out[i] as f64 - exact).abs() < 1e-5 * exact.abs().max(1.0), "{i}");
+        }
+        geglu(&[g.clone(), u.clone()].concat(), 21, &mut out);
+        for i in 0..21 {
+            let x = g[i];
+            assert_eq!(out[i], x / (1.0 + exp(-GELU_2U * (x + GELU_CUBIC * x * x * x))) * u[i], "{i}");
+            let x = x as f64;
+            let exact = 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh());
+            assert!((out[i] as f64 - exact * u[i] as f64).abs() < 1e-5 * exact.abs().max(1.0), "{i}");
         }
     }
 }

@@ -13,11 +13,46 @@ pub struct Row {
     pub pos: usize,
 }
 
+/// Which positions a layer's queries see and how their scores are scaled.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scope {
+    /// Only positions less than this far back (sliding-window layers).
+    pub window: Option<usize>,
+    /// What query·key products are multiplied by.
+    pub scale: f32,
+    /// Scores become `cap · tanh(score / cap)` before the softmax.
+    pub softcap: Option<f32>,
+}
+
+impl Scope {
+    /// Layer `l`'s scope in model `cfg`.
+    pub fn of(cfg: &LlamaConfig, l: usize) -> Self {
+        let v = &cfg.variant;
+        Self {
+            window: v.sliding.as_ref().filter(|_| cfg.slides(l)).map(|s| s.window),
+            scale: v.attn_scale.unwrap_or(1.0 / (cfg.head_dim as f32).sqrt()),
+            softcap: v.attn_softcap,
+        }
+    }
+
+    /// The first position a query at `pos` sees.
+    fn first(&self, pos: usize) -> usize {
+        self.window.map_or(0, |w| (pos + 1).saturating_sub(w))
+    }
+
+    /// Soft-caps scores in place, where the model does.
+    fn cap(&self, scores: &mut [f32]) {
+        if let Some(cap) = self.softcap {
+            scores.iter_mut().for_each(|s| *s = cap * (*s / cap).tanh());
+        }
+    }
+}
+
 /// Attention below this many multiply-adds runs on the calling thread.
 const PARALLEL_MACS: usize = 1 << 15;
 
 /// `out` (`rows × q_dim`): each row's query heads attend to its sequence's keys and values at
-/// positions `0..=pos`. `qkv` rows hold `[q | k | v]`; `caches[piece]` are `(keys, values)`,
+/// positions `0..=pos` (the last `window` of them in sliding layers). `qkv` rows hold `[q | k | v]`; `caches[piece]` are `(keys, values)`,
 /// `len × kv_dim` each, already holding this step's tokens.
 ///
 /// Work is split by (row, KV head): the query heads sharing a KV head are one task, so each
@@ -26,13 +61,14 @@ const PARALLEL_MACS: usize = 1 << 15;
 pub fn causal<T: Elem>(
     team: &mut Team,
     cfg: &LlamaConfig,
+    scope: Scope,
     rows: &[Row],
     qkv: &[f32],
     caches: &[(&[T], &[T])],
     out: &mut [f32],
 ) {
-    let job = Job { cfg, rows, qkv, caches };
-    let macs: usize = rows.iter().map(|r| (r.pos + 1) * cfg.q_dim() * 2).sum();
+    let job = Job { cfg, scope, rows, qkv, caches };
+    let macs: usize = rows.iter().map(|r| (r.pos + 1 - scope.first(r.pos)) * cfg.q_dim() * 2).sum();
     let chunk = cfg.heads / cfg.kv_heads * cfg.head_dim;
     let task = |t: usize, o: &mut [f32]| {
         #[cfg(target_arch = "x86_64")]
@@ -52,6 +88,7 @@ pub fn causal<T: Elem>(
 /// What every attention task reads.
 struct Job<'a, T> {
     cfg: &'a LlamaConfig,
+    scope: Scope,
     rows: &'a [Row],
     qkv: &'a [f32],
     caches: &'a [(&'a [T], &'a [T])],
@@ -64,11 +101,14 @@ fn attend<T: Elem>(job: &Job<T>, task: usize, o: &mut [f32]) {
     let (qd, kvd, hd) = (cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
     let stride = qd + 2 * kvd;
     let group = cfg.heads / cfg.kv_heads;
-    let scale = 1.0 / (hd as f32).sqrt();
+    let scale = job.scope.scale;
     let (i, kvh) = (task / cfg.kv_heads, task % cfg.kv_heads);
     let row = job.rows[i];
     let (keys, values) = job.caches[row.piece];
-    let ctx = row.pos + 1;
+    // Positions `first..=pos`, counted from `first`.
+    let first = job.scope.first(row.pos);
+    let (keys, values) = (&keys[first * kvd..], &values[first * kvd..]);
+    let ctx = row.pos + 1 - first;
     let mut scores = vec![0.0f32; ctx * group];
     let key = |t: usize| &keys[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
     for g in 0..group {
@@ -86,6 +126,7 @@ fn attend<T: Elem>(job: &Job<T>, task: usize, o: &mut [f32]) {
         for (t, v) in s.iter_mut().enumerate().skip(done) {
             *v = dot(qh, key(t)) * scale;
         }
+        job.scope.cap(s);
         softmax(s);
     }
     // Each output value sums p·v over positions in order, in registers 32 values at a time
@@ -168,11 +209,14 @@ mod simd {
         let cfg = job.cfg;
         let (qd, kvd, hd) = (cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
         let (stride, group, vecs) = (qd + 2 * kvd, cfg.heads / cfg.kv_heads, hd / 8);
-        let scale = _mm256_set1_ps(1.0 / (hd as f32).sqrt());
+        let scale = _mm256_set1_ps(job.scope.scale);
         let (i, kvh) = (task / cfg.kv_heads, task % cfg.kv_heads);
         let row = job.rows[i];
         let (keys, values) = job.caches[row.piece];
-        let ctx = row.pos + 1;
+        // Positions `first..=pos`, counted from `first`.
+        let first = job.scope.first(row.pos);
+        let (keys, values) = (&keys[first * kvd..], &values[first * kvd..]);
+        let ctx = row.pos + 1 - first;
         assert!(hd % 8 == 0 && keys.len() >= ctx * kvd && values.len() >= ctx * kvd && o.len() == group * hd);
         assert!(job.qkv.len() >= (i + 1) * stride);
         let key = |t: usize| keys.as_ptr().wrapping_add(t * kvd + kvh * hd);
@@ -221,6 +265,7 @@ mod simd {
                 scores[g * ctx + t] = _mm_cvtss_f32(_mm256_castps256_ps128(_mm256_mul_ps(all, scale)));
             }
         }
+        job.scope.cap(&mut scores);
         scores.chunks_exact_mut(ctx).for_each(softmax);
         // Values in spans of positions that stay in L1 while every head of the group adds them
         // up; each output vector sums its positions in order, in a register within a span and
@@ -321,29 +366,47 @@ mod tests {
             rope_pairs: crate::llm::rope::RopePairs::Adjacent,
             rope_divisors: None,
             kv: Default::default(),
+            variant: Default::default(),
         }
     }
 
-    /// Softmax-weighted sums written out plainly, for one row and query head.
-    fn reference(cfg: &LlamaConfig, q: &[f32], keys: &[f32], values: &[f32], kvh: usize, ctx: usize) -> Vec<f32> {
+    /// Softmax-weighted sums written out plainly, for one row (at `pos`) and query head.
+    fn reference(
+        cfg: &LlamaConfig,
+        scope: Scope,
+        q: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        kvh: usize,
+        pos: usize,
+    ) -> Vec<f32> {
         let (hd, kvd) = (cfg.head_dim, cfg.kv_dim());
-        let s: Vec<f64> = (0..ctx)
+        let seen: Vec<usize> = (0..=pos).filter(|t| scope.window.is_none_or(|w| pos - t < w)).collect();
+        let s: Vec<f64> = seen
+            .iter()
             .map(|t| {
-                (0..hd).map(|d| q[d] as f64 * keys[t * kvd + kvh * hd + d] as f64).sum::<f64>() / (hd as f64).sqrt()
+                let s = (0..hd).map(|d| q[d] as f64 * keys[t * kvd + kvh * hd + d] as f64).sum::<f64>()
+                    * scope.scale as f64;
+                scope.softcap.map_or(s, |c| c as f64 * (s / c as f64).tanh())
             })
             .collect();
         let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let e: Vec<f64> = s.iter().map(|v| (v - max).exp()).collect();
         let z: f64 = e.iter().sum();
         (0..hd)
-            .map(|d| (0..ctx).map(|t| e[t] / z * values[t * kvd + kvh * hd + d] as f64).sum::<f64>() as f32)
+            .map(|d| {
+                seen.iter().zip(&e).map(|(t, e)| e / z * values[t * kvd + kvh * hd + d] as f64).sum::<f64>() as f32
+            })
             .collect()
     }
 
     #[test]
     fn every_path_matches_plain_softmax_attention() {
         // Head sizes with and without a tail after whole vectors; contexts around 8 keys.
-        for hd in [8, 24, 64, 36] {
+        // Every position with the usual scale; Gemma's sliding window (5 positions) with another
+        // scale and soft-capped scores.
+        let scopes = |hd: usize| [Scope::of(&config(hd), 0), Scope { window: Some(5), scale: 0.3, softcap: Some(2.0) }];
+        for (hd, scope) in [8, 24, 64, 36].into_iter().flat_map(|hd| scopes(hd).map(|s| (hd, s))) {
             let cfg = config(hd);
             let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
             let stride = qd + 2 * kvd;
@@ -360,26 +423,26 @@ mod tests {
             let qkv: Vec<f32> = (0..rows.len() * stride).map(|i| val(i, 3)).collect();
             let caches = [(&keys[..], &values[..])];
             let mut out = vec![0.0; rows.len() * qd];
-            causal(&mut Team::new(2), &cfg, &rows, &qkv, &caches, &mut out);
+            causal(&mut Team::new(2), &cfg, scope, &rows, &qkv, &caches, &mut out);
             let mut half_cache = vec![0.0; rows.len() * qd];
-            causal(&mut Team::new(2), &cfg, &rows, &qkv, &[(&keys16[..], &values16[..])], &mut half_cache);
+            causal(&mut Team::new(2), &cfg, scope, &rows, &qkv, &[(&keys16[..], &values16[..])], &mut half_cache);
             let mut plain = vec![0.0; rows.len() * qd];
-            let job = Job { cfg: &cfg, rows: &rows, qkv: &qkv, caches: &caches };
+            let job = Job { cfg: &cfg, scope, rows: &rows, qkv: &qkv, caches: &caches };
             let chunk = cfg.heads / cfg.kv_heads * hd;
             plain.chunks_exact_mut(chunk).enumerate().for_each(|(t, o)| attend(&job, t, o));
             let mut plain16 = vec![0.0; rows.len() * qd];
-            let job16 = Job { cfg: &cfg, rows: &rows, qkv: &qkv, caches: &[(&keys16[..], &values16[..])] };
+            let job16 = Job { cfg: &cfg, scope, rows: &rows, qkv: &qkv, caches: &[(&keys16[..], &values16[..])] };
             plain16.chunks_exact_mut(chunk).enumerate().for_each(|(t, o)| attend(&job16, t, o));
             for (i, row) in rows.iter().enumerate() {
                 for h in 0..cfg.heads {
                     let q = &qkv[i * stride + h * hd..i * stride + (h + 1) * hd];
-                    let want = reference(&cfg, q, &keys, &values, h / (cfg.heads / cfg.kv_heads), row.pos + 1);
+                    let want = reference(&cfg, scope, q, &keys, &values, h / (cfg.heads / cfg.kv_heads), row.pos);
                     for (name, got) in
                         [("dispatched", &out), ("portable", &plain), ("f16", &half_cache), ("portable f16", &plain16)]
                     {
                         for (d, w) in want.iter().enumerate() {
                             let g = got[i * qd + h * hd + d];
-                            assert!((g - w).abs() < 1e-5, "{name} hd={hd} row {i} head {h}[{d}]: {g} vs {w}");
+                            assert!((g - w).abs() < 1e-5, "{name} hd={hd} {scope:?} row {i} head {h}[{d}]: {g} vs {w}");
                         }
                     }
                 }

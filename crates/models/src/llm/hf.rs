@@ -81,6 +81,7 @@ pub fn llama_config(config: &Value) -> Result<LlamaConfig, LoadError> {
         rope_pairs: RopePairs::Halves,
         rope_divisors: rope_divisors(config, head_dim, rope_theta)?,
         kv: KvDtype::default(),
+        variant: Default::default(),
     };
     cfg.validate().map_err(LoadError::Config)?;
     Ok(cfg)
@@ -233,6 +234,7 @@ pub fn load_llama(dir: &Path, config: &Value, kv: KvDtype) -> Result<Llama, Load
                 matrix(&format!("{p}.mlp.up_proj.weight"), i, h)?,
             ])?,
             down: matrix(&format!("{p}.mlp.down_proj.weight"), h, i)?,
+            post_norms: None,
         });
     }
     let embed = matrix("model.embed_tokens.weight", cfg.vocab, h)?;

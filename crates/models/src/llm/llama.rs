@@ -1,5 +1,7 @@
-//! The llama-family decoder block (Llama, SmolLM, Mistral, Qwen2): RMS norm, rotary attention
-//! with grouped KV heads, SwiGLU feed-forward, on packed `tokens × width` rows.
+//! The llama-family decoder block (Llama, SmolLM, Mistral, Qwen2/3): RMS norm, rotary attention
+//! with grouped KV heads, SwiGLU feed-forward, on packed `tokens × width` rows; and Gemma 3's
+//! variant of it ([`Variant`]): scaled embeddings, norms after attention and feed-forward too,
+//! GeGLU, sliding-window layers with their own rotary base, soft-capped scores where configured.
 //!
 //! A forward pass takes pieces of several sequences at once: every linear layer is one product
 //! over all their tokens (so weights are read once per step, whatever the batch), and attention
@@ -9,7 +11,7 @@
 use aiserve_core::generate::{GenItem, SeqState, TextGenerator};
 use aiserve_core::BackendError;
 
-use super::act::swiglu;
+use super::act::{geglu, swiglu};
 use super::attention;
 use super::kv::{Elem, KvDtype, Rows};
 use super::rope::{Rope, RopePairs};
@@ -35,9 +37,54 @@ pub struct LlamaConfig {
     pub rope_divisors: Option<Vec<f64>>,
     /// What the KV caches store.
     pub kv: KvDtype,
+    /// Where the model departs from Llama (all off for the llama family).
+    pub variant: Variant,
+}
+
+/// What Gemma-style decoders change in the llama block.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Variant {
+    /// The feed-forward gate's activation.
+    pub gate: Gate,
+    /// Token embeddings are multiplied by this (Gemma: `sqrt(hidden)`); `None`: by 1.
+    pub embed_scale: Option<f32>,
+    /// Attention scores' scale; `None`: `1 / sqrt(head_dim)`.
+    pub attn_scale: Option<f32>,
+    /// Attention scores become `cap · tanh(score / cap)` (Gemma 2).
+    pub attn_softcap: Option<f32>,
+    /// Logits become `cap · tanh(logit / cap)` (Gemma 2).
+    pub final_softcap: Option<f32>,
+    /// Layers that attend to a window of recent positions only.
+    pub sliding: Option<Sliding>,
+}
+
+/// Sliding-window attention layers (Gemma 2 and 3).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sliding {
+    /// A token attends to positions less than this far back.
+    pub window: usize,
+    /// Which layers slide; the others attend to every position.
+    pub layers: Vec<bool>,
+    /// The rotary base of sliding layers (the others use `rope_theta`).
+    pub rope_theta: f32,
+}
+
+/// The feed-forward gate's activation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Gate {
+    /// SwiGLU: `silu(gate) · up`.
+    #[default]
+    Silu,
+    /// GeGLU: `gelu(gate) · up`, GELU's tanh approximation (Gemma).
+    GeluTanh,
 }
 
 impl LlamaConfig {
+    /// Whether layer `l` attends to a sliding window.
+    pub fn slides(&self, l: usize) -> bool {
+        self.variant.sliding.as_ref().is_some_and(|s| s.layers.get(l).copied().unwrap_or(false))
+    }
+
     pub fn q_dim(&self) -> usize {
         self.heads * self.head_dim
     }
@@ -73,6 +120,26 @@ impl LlamaConfig {
                 return Err(format!("rotary frequency scaling factors must be positive, got {bad}"));
             }
         }
+        let v = &self.variant;
+        for (what, x) in [
+            ("embedding scale", v.embed_scale),
+            ("attention scale", v.attn_scale),
+            ("attention soft-cap", v.attn_softcap),
+            ("logit soft-cap", v.final_softcap),
+        ] {
+            if let Some(x) = x.filter(|x| !(x.is_finite() && *x > 0.0)) {
+                return Err(format!("the {what} must be positive, got {x}"));
+            }
+        }
+        if let Some(s) = &v.sliding {
+            if s.window == 0 || s.layers.len() != self.layers || !(s.rope_theta.is_finite() && s.rope_theta > 0.0) {
+                return Err(format!(
+                    "sliding-window attention needs a positive window and rotary base and a flag per layer \
+                     ({} layers): {s:?}",
+                    self.layers
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -89,6 +156,9 @@ pub struct Layer {
     pub ffn_norm: Vec<f32>,
     pub gate_up: Matrix,
     pub down: Matrix,
+    /// Gemma's RMS norms of the attention's and the feed-forward's outputs, before each is
+    /// added to the residual.
+    pub post_norms: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 pub struct Llama {
@@ -99,6 +169,8 @@ pub struct Llama {
     /// The output projection; `None` when tied to the embeddings.
     pub output: Option<Matrix>,
     rope: Rope,
+    /// The rotary embedding of sliding-window layers, where their base differs.
+    local_rope: Option<Rope>,
     team: Team,
 }
 
@@ -146,12 +218,18 @@ impl Llama {
             if l.qkv_bias.as_ref().is_some_and(|b| b.len() != q + 2 * kv) {
                 return Err(format!("block {n} query/key/value bias must have {} values", q + 2 * kv));
             }
+            if l.post_norms.as_ref().is_some_and(|(a, f)| a.len() != h || f.len() != h) {
+                return Err(format!("block {n} post-attention and post-feed-forward norms must have {h} values"));
+            }
         }
         if norm.len() != h {
             return Err(format!("the final norm must have {h} values"));
         }
         let rope = Rope::new(cfg.head_dim, cfg.rope_theta, cfg.rope_pairs, cfg.rope_divisors.as_deref());
-        Ok(Self { cfg, embed, layers, norm, output, rope, team: Team::new(crate::compute_threads()) })
+        // Sliding layers turn by their own base, unscaled (llama.cpp's `freq_base_swa`).
+        let local_rope =
+            cfg.variant.sliding.as_ref().map(|s| Rope::new(cfg.head_dim, s.rope_theta, cfg.rope_pairs, None));
+        Ok(Self { cfg, embed, layers, norm, output, rope, local_rope, team: Team::new(crate::compute_threads()) })
     }
 
     /// Bytes of weights read per decoded token.
@@ -195,8 +273,12 @@ impl Llama {
         let mut x = vec![0.0f32; n * h];
         for (row, t) in x.chunks_exact_mut(h).zip(pieces.iter().flat_map(|p| p.1.iter())) {
             self.embed.row_into(*t as usize, row);
+            if let Some(scale) = cfg.variant.embed_scale {
+                row.iter_mut().for_each(|v| *v *= scale);
+            }
         }
         let (cos, sin) = self.rope.tables(rows.iter().map(|r| r.pos));
+        let local = self.local_rope.as_ref().map(|r| r.tables(rows.iter().map(|r| r.pos)));
         let mut normed = vec![0.0f32; n * h];
         let mut qkv = vec![0.0f32; n * (qd + 2 * kvd)];
         let mut att = vec![0.0f32; n * qd];
@@ -217,9 +299,14 @@ impl Llama {
                     row[..qd + kvd].copy_from_slice(&normed_heads);
                 }
             }
+            let slides = cfg.slides(l);
+            let (rope, cos, sin) = match (&self.local_rope, &local) {
+                (Some(rope), Some((c, s))) if slides => (rope, c, s),
+                _ => (&self.rope, &cos, &sin),
+            };
             for (i, row) in qkv.chunks_exact_mut(qd + 2 * kvd).enumerate() {
-                let (c, s) = (&cos[i * self.rope.half()..], &sin[i * self.rope.half()..]);
-                self.rope.apply(&mut row[..qd + kvd], c, s);
+                let (c, s) = (&cos[i * rope.half()..], &sin[i * rope.half()..]);
+                rope.apply(&mut row[..qd + kvd], c, s);
             }
             // Append this layer's keys and values to each sequence's cache.
             let mut offset = 0;
@@ -233,23 +320,34 @@ impl Llama {
             fn caches<'a, T: Elem>(pieces: &'a [(&mut Seq, &[u32], bool)], l: usize) -> Vec<(&'a [T], &'a [T])> {
                 pieces.iter().map(|(s, _, _)| (T::of(&s.k[l]), T::of(&s.v[l]))).collect()
             }
+            let scope = attention::Scope::of(&cfg, l);
             match cfg.kv {
                 KvDtype::F32 => {
-                    attention::causal(&mut self.team, &cfg, &rows, &qkv, &caches::<f32>(pieces, l), &mut att)
+                    attention::causal(&mut self.team, &cfg, scope, &rows, &qkv, &caches::<f32>(pieces, l), &mut att)
                 }
-                KvDtype::F16 => {
-                    attention::causal(&mut self.team, &cfg, &rows, &qkv, &caches::<half::f16>(pieces, l), &mut att)
-                }
+                KvDtype::F16 => attention::causal(
+                    &mut self.team,
+                    &cfg,
+                    scope,
+                    &rows,
+                    &qkv,
+                    &caches::<half::f16>(pieces, l),
+                    &mut att,
+                ),
             }
             layer.wo.matmul(&mut self.team, &att, n, &mut proj);
-            x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
+            let post = layer.post_norms.as_ref();
+            add_residual(&mut x, &proj, post.map(|p| &p.0[..]), cfg.rms_eps, &mut normed);
             rms_norm(&x, &layer.ffn_norm, cfg.rms_eps, &mut normed);
             layer.gate_up.matmul(&mut self.team, &normed, n, &mut gate_up);
             let inter = cfg.intermediate;
-            self.team
-                .chunks_mut(&mut act, inter, |i, o| swiglu(&gate_up[i * 2 * inter..(i + 1) * 2 * inter], inter, o));
+            let gate = match cfg.variant.gate {
+                Gate::Silu => swiglu,
+                Gate::GeluTanh => geglu,
+            };
+            self.team.chunks_mut(&mut act, inter, |i, o| gate(&gate_up[i * 2 * inter..(i + 1) * 2 * inter], inter, o));
             layer.down.matmul(&mut self.team, &act, n, &mut proj);
-            x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
+            add_residual(&mut x, &proj, post.map(|p| &p.1[..]), cfg.rms_eps, &mut normed);
         }
         // Logits only for the last token of the pieces that want them.
         let mut last_rows = Vec::new();
@@ -266,6 +364,9 @@ impl Llama {
         rms_norm(&last_rows, &self.norm, cfg.rms_eps, &mut finals);
         let mut logits = vec![0.0f32; m * cfg.vocab];
         self.output.as_ref().unwrap_or(&self.embed).matmul(&mut self.team, &finals, m, &mut logits);
+        if let Some(cap) = cfg.variant.final_softcap {
+            logits.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
+        }
         Ok(logits.chunks_exact(cfg.vocab).map(<[f32]>::to_vec).collect())
     }
 }
@@ -286,6 +387,19 @@ impl TextGenerator for Llama {
         }
         self.forward_seqs(&mut pieces).map_err(BackendError)
     }
+}
+
+/// `x += out`, or `x += rms_norm(out) · norm` where a norm is given (Gemma's post-norms;
+/// `scratch` holds the normed rows, as long as `out`).
+fn add_residual(x: &mut [f32], out: &[f32], norm: Option<&[f32]>, eps: f32, scratch: &mut [f32]) {
+    let add = match norm {
+        Some(w) => {
+            rms_norm(out, w, eps, scratch);
+            &*scratch
+        }
+        None => out,
+    };
+    x.iter_mut().zip(add).for_each(|(a, b)| *a += b);
 }
 
 /// `out` = each row of `x` scaled to unit RMS, times `weight`.

@@ -6,8 +6,9 @@
 //! one by one, then the GPT-2 regex), `llama-bpe` (Llama 3's regex, numbers in groups of up to
 //! three, words looked up whole before merging) and `qwen2` (Qwen 2's: digits one by one).
 //! Control and user-defined tokens (`<|im_start|>` …) become special added tokens, so they are
-//! matched in text and skipped when decoding. Other vocabularies (SentencePiece `llama`, other
-//! pre-tokenizer regexes) are refused by name.
+//! matched in text and skipped when decoding. SentencePiece vocabularies (`llama`: Gemma, Llama 2,
+//! Mistral, TinyLlama) are built in [`super::spm`]. Other vocabularies and pre-tokenizer regexes
+//! are refused by name.
 
 use std::collections::HashMap;
 
@@ -21,16 +22,15 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
 
+// GGUF `tokenizer.ggml.token_type` values that mark special tokens.
+use super::spm::{CONTROL, USER_DEFINED};
+
 /// Llama 3's pre-tokenizer regex, as its `tokenizer.json` holds it (llama.cpp runs the same
 /// with the case-insensitive group spelled out).
 const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen 2's: Llama 3's with digits one by one.
 const QWEN2: &str =
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-
-/// GGUF `tokenizer.ggml.token_type` values that mark special tokens.
-const CONTROL: i32 = 3;
-const USER_DEFINED: i32 = 4;
 
 /// The tokenizer plus the ids and template the GGUF declares.
 pub struct GgufTokenizer {
@@ -66,10 +66,14 @@ pub fn read(path: &std::path::Path) -> Result<GgufTokenizer, LoadError> {
 
 pub fn from_gguf(content: &Content) -> Result<GgufTokenizer, LoadError> {
     let model = meta(content, "tokenizer.ggml.model").and_then(|v| v.to_string().ok()).map(String::as_str);
-    if model != Some("gpt2") {
-        return Err(LoadError::Unsupported(format!(
-            "GGUF tokenizer model {model:?} (only byte-level BPE, `gpt2`, is supported so far)"
-        )));
+    match model {
+        Some("gpt2") => {}
+        Some("llama") => return sentencepiece(content),
+        _ => {
+            return Err(LoadError::Unsupported(format!(
+                "GGUF tokenizer model {model:?} (supported: `gpt2`, byte-level BPE; `llama`, SentencePiece)"
+            )))
+        }
     }
     let pre =
         meta(content, "tokenizer.ggml.pre").and_then(|v| v.to_string().ok()).map(String::as_str).unwrap_or("default");
@@ -133,6 +137,33 @@ pub fn from_gguf(content: &Content) -> Result<GgufTokenizer, LoadError> {
     }
     Ok(GgufTokenizer {
         tokenizer,
+        bos: u32_of(content, "tokenizer.ggml.bos_token_id"),
+        eos: u32_of(content, "tokenizer.ggml.eos_token_id"),
+        chat_template: meta(content, "tokenizer.chat_template").and_then(|v| v.to_string().ok()).cloned(),
+    })
+}
+
+/// A SentencePiece vocabulary (`tokenizer.ggml.model = "llama"`).
+fn sentencepiece(content: &Content) -> Result<GgufTokenizer, LoadError> {
+    let pieces = strings(content, "tokenizer.ggml.tokens")?;
+    let numbers = |key: &str| -> Result<Vec<Value>, LoadError> {
+        let v = meta(content, key).ok_or_else(|| LoadError::Config(format!("GGUF metadata has no `{key}`")))?;
+        v.to_vec().cloned().map_err(|e| LoadError::Config(format!("GGUF `{key}`: {e}")))
+    };
+    let bad = |key: &str, e: candle_core::Error| LoadError::Config(format!("GGUF `{key}`: {e}"));
+    let scores: Vec<f32> = numbers("tokenizer.ggml.scores")?
+        .iter()
+        .map(|v| v.to_f32().map_err(|e| bad("tokenizer.ggml.scores", e)))
+        .collect::<Result<_, _>>()?;
+    let types: Vec<i32> = numbers("tokenizer.ggml.token_type")?
+        .iter()
+        .map(|v| v.to_i32().map_err(|e| bad("tokenizer.ggml.token_type", e)))
+        .collect::<Result<_, _>>()?;
+    // llama.cpp's default for SentencePiece vocabularies when the key is absent.
+    let add_space_prefix =
+        meta(content, "tokenizer.ggml.add_space_prefix").and_then(|v| v.to_bool().ok()).unwrap_or(true);
+    Ok(GgufTokenizer {
+        tokenizer: super::spm::tokenizer(&pieces, &scores, &types, add_space_prefix)?,
         bos: u32_of(content, "tokenizer.ggml.bos_token_id"),
         eos: u32_of(content, "tokenizer.ggml.eos_token_id"),
         chat_template: meta(content, "tokenizer.chat_template").and_then(|v| v.to_string().ok()).cloned(),

@@ -16,6 +16,7 @@ pub mod hf_dir;
 pub mod nomic_bert;
 pub mod ops;
 pub mod roberta;
+pub mod spm;
 pub mod tokenizer;
 pub mod weights;
 

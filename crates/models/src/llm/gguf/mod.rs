@@ -1,6 +1,6 @@
-//! A llama-family model from one GGUF file: shapes from its metadata, weights kept in their
-//! quantized blocks where a kernel exists (Q4_0, Q4_1, Q8_0) and dequantized to f32 by candle
-//! otherwise, tokenizer and chat template from the same file.
+//! A llama-family or Gemma model from one GGUF file: shapes from its metadata, weights kept in
+//! their quantized blocks where a kernel exists (Q4_0, Q4_1, Q8_0, K-quants; Q5 regrouped) and
+//! dequantized to f32 by candle otherwise, tokenizer and chat template from the same file.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -9,12 +9,12 @@ use std::sync::Arc;
 use aiserve_core::chat::ChatTemplate;
 use aiserve_core::generate::{GeneratorInfo, GeneratorSpec};
 use aiserve_core::LoadError;
-use candle_core::quantized::gguf_file::{Content, TensorInfo};
+use candle_core::quantized::gguf_file::{Content, TensorInfo, Value};
 use candle_core::quantized::GgmlDType;
 use candle_core::Device;
 
 use super::kv::KvDtype;
-use super::llama::{Layer, Llama, LlamaConfig};
+use super::llama::{Gate, Layer, Llama, LlamaConfig, Sliding, Variant};
 use super::rope::RopePairs;
 use super::tokenizer::GenTokenizer;
 use super::Options;
@@ -75,21 +75,29 @@ pub fn config(content: &Content) -> Result<LlamaConfig, LoadError> {
         content.metadata.get("general.architecture").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
     let rope_pairs = match arch.as_str() {
         "llama" | "mistral" => RopePairs::Adjacent,
-        "qwen2" | "qwen3" => RopePairs::Halves,
+        "qwen2" | "qwen3" | "gemma" | "gemma2" | "gemma3" => RopePairs::Halves,
         other => {
             return Err(LoadError::Unsupported(format!(
-                "GGUF architecture `{other}` (supported: llama, mistral, qwen2, qwen3)"
+                "GGUF architecture `{other}` (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3)"
             )))
         }
     };
     let heads = required(content, &format!("{arch}.attention.head_count"))?;
     let hidden = required(content, &format!("{arch}.embedding_length"))?;
+    let layers = required(content, &format!("{arch}.block_count"))?;
     let vocab = content
         .tensor_infos
         .get("token_embd.weight")
         .map(|t| t.shape.dims()[0])
         .ok_or_else(|| LoadError::Weights("GGUF has no `token_embd.weight`".into()))?;
-    let head_dim = meta_u32(content, &format!("{arch}.rope.dimension_count"))?.unwrap_or(hidden / heads.max(1));
+    let head_dim = match meta_u32(content, &format!("{arch}.attention.key_length"))? {
+        Some(k) => k,
+        None => meta_u32(content, &format!("{arch}.rope.dimension_count"))?.unwrap_or(hidden / heads.max(1)),
+    };
+    if let Some(v) = meta_u32(content, &format!("{arch}.attention.value_length"))?.filter(|v| *v != head_dim) {
+        return Err(LoadError::Unsupported(format!("GGUF value heads of {v} values with key heads of {head_dim}")));
+    }
+    let rope_theta = meta_f32(content, &format!("{arch}.rope.freq_base"))?.unwrap_or(10_000.0);
     let scaling_type = format!("{arch}.rope.scaling.type");
     let rope_divisors = match content.metadata.get(&scaling_type).and_then(|v| v.to_string().ok()).map(String::as_str) {
         None | Some("none") => None,
@@ -109,20 +117,81 @@ pub fn config(content: &Content) -> Result<LlamaConfig, LoadError> {
     let cfg = LlamaConfig {
         hidden,
         intermediate: required(content, &format!("{arch}.feed_forward_length"))?,
-        layers: required(content, &format!("{arch}.block_count"))?,
+        layers,
         heads,
         kv_heads: meta_u32(content, &format!("{arch}.attention.head_count_kv"))?.unwrap_or(heads),
         head_dim,
         vocab,
         rms_eps: meta_f32(content, &format!("{arch}.attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
-        rope_theta: meta_f32(content, &format!("{arch}.rope.freq_base"))?.unwrap_or(10_000.0),
+        rope_theta,
         max_context: meta_u32(content, &format!("{arch}.context_length"))?.unwrap_or(2048),
         rope_pairs,
         rope_divisors,
         kv: KvDtype::default(),
+        variant: match arch.as_str() {
+            "gemma" | "gemma2" | "gemma3" => gemma(content, &arch, hidden, heads, head_dim, layers, rope_theta)?,
+            _ => Variant::default(),
+        },
     };
     cfg.validate().map_err(LoadError::Config)?;
     Ok(cfg)
+}
+
+/// How Gemma `arch` (`gemma`, `gemma2`, `gemma3`) departs from Llama, with llama.cpp's defaults
+/// where the metadata is silent: Gemma 2 slides every other layer over 4096 positions and caps
+/// attention scores at 50 and logits at 30; Gemma 3 slides five layers of six over
+/// `sliding_window`, with a rotary base of 10 000 there; both 27B models scale queries by
+/// `hidden / heads` rather than the head size.
+fn gemma(
+    content: &Content,
+    arch: &str,
+    hidden: usize,
+    heads: usize,
+    head_dim: usize,
+    layers: usize,
+    rope_theta: f32,
+) -> Result<Variant, LoadError> {
+    let (gemma2, gemma3) = (arch == "gemma2", arch == "gemma3");
+    let positive = |v: Option<f32>| v.filter(|v| *v > 0.0);
+    let window = match meta_u32(content, &format!("{arch}.attention.sliding_window"))? {
+        Some(w) => Some(w).filter(|w| *w > 0),
+        None if gemma2 => Some(4096),
+        None => None,
+    };
+    let sliding = match window {
+        Some(window) if gemma2 || gemma3 => {
+            let key = format!("{arch}.attention.sliding_window_pattern");
+            let flags = match content.metadata.get(&key) {
+                Some(Value::Array(v)) => v
+                    .iter()
+                    .map(|b| b.to_bool().map_err(|e| LoadError::Config(format!("GGUF `{key}`: {e}"))))
+                    .collect::<Result<Vec<bool>, _>>()?,
+                _ => {
+                    // Every `n`th layer attends to everything (llama.cpp's `set_swa_pattern`).
+                    let n = meta_u32(content, &key)?.unwrap_or(if gemma2 { 2 } else { 6 });
+                    (0..layers).map(|l| n == 0 || l % n < n - 1).collect()
+                }
+            };
+            let base = meta_f32(content, &format!("{arch}.rope.freq_base_swa"))?;
+            Some(Sliding {
+                window,
+                layers: flags,
+                rope_theta: base.unwrap_or(if gemma3 { 10_000.0 } else { rope_theta }),
+            })
+        }
+        _ => None,
+    };
+    let big = (gemma2 && layers == 46) || (gemma3 && layers == 62);
+    let attn_softcap = positive(meta_f32(content, &format!("{arch}.attn_logit_softcapping"))?);
+    let final_softcap = positive(meta_f32(content, &format!("{arch}.final_logit_softcapping"))?);
+    Ok(Variant {
+        gate: Gate::GeluTanh,
+        embed_scale: Some((hidden as f32).sqrt()),
+        attn_scale: Some(1.0 / if big { (hidden / heads) as f32 } else { head_dim as f32 }.sqrt()),
+        attn_softcap: if gemma2 { Some(attn_softcap.unwrap_or(50.0)) } else { attn_softcap },
+        final_softcap: if gemma2 { Some(final_softcap.unwrap_or(30.0)) } else { final_softcap },
+        sliding,
+    })
 }
 
 /// Limits, tokenizer and chat template of the GGUF file at `path` (metadata only), for KV
@@ -338,6 +407,14 @@ pub fn load(path: &Path, opts: Options) -> Result<Llama, LoadError> {
                 &format!("{p} feed-forward"),
             )?,
             down: t.matrix(&format!("{p}.ffn_down.weight"))?,
+            post_norms: if t.has(&format!("{p}.post_attention_norm.weight")) {
+                Some((
+                    t.vector(&format!("{p}.post_attention_norm.weight"), cfg.hidden)?,
+                    t.vector(&format!("{p}.post_ffw_norm.weight"), cfg.hidden)?,
+                ))
+            } else {
+                None
+            },
         });
     }
     let embed = t.matrix("token_embd.weight")?;

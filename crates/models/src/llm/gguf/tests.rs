@@ -201,3 +201,45 @@ fn unsupported_or_malformed_rope_scaling_is_refused_by_name() {
     let no_factor = error(&tiny(&[("llama.rope.scaling.type", Value::String("linear".into()))], &[]));
     assert!(no_factor.contains("llama.rope.scaling.factor"), "{no_factor}");
 }
+
+/// Gemma's departures from Llama read from metadata, with llama.cpp's defaults where it is silent.
+#[test]
+fn gemma_variants_follow_llama_cpp_defaults() {
+    let content = |arch: &str, extra: &[(&str, Value)]| {
+        let mut metadata: std::collections::HashMap<String, Value> = extra
+            .iter()
+            .map(|(k, v)| (format!("{arch}.{k}"), v.clone()))
+            .chain([("general.architecture".to_string(), Value::String(arch.into()))])
+            .collect();
+        for (k, v) in [("attention.head_count", 4), ("embedding_length", 640), ("block_count", 12)] {
+            metadata.entry(format!("{arch}.{k}")).or_insert(Value::U32(v));
+        }
+        gguf_file::Content {
+            magic: gguf_file::VersionedMagic::GgufV3,
+            metadata,
+            tensor_infos: Default::default(),
+            tensor_data_offset: 0,
+        }
+    };
+    // Gemma 3 270M's keys: five sliding layers of six at base 10 000, head size from key_length.
+    let g3 =
+        content("gemma3", &[("attention.sliding_window", Value::U32(512)), ("attention.key_length", Value::U32(256))]);
+    let v = gemma(&g3, "gemma3", 640, 4, 256, 12, 1e6).unwrap();
+    let s = v.sliding.clone().unwrap();
+    assert_eq!((s.window, s.rope_theta), (512, 10_000.0));
+    let global = |l: &[bool]| l.iter().enumerate().filter(|(_, s)| !**s).map(|(i, _)| i).collect::<Vec<_>>();
+    assert_eq!(global(&s.layers), [5, 11]);
+    assert_eq!((v.embed_scale, v.attn_scale), (Some(640f32.sqrt()), Some(1.0 / 16.0)));
+    assert_eq!((v.attn_softcap, v.final_softcap, v.gate), (None, None, Gate::GeluTanh));
+    // Gemma 2: every other layer slides over 4096, scores capped at 50 and logits at 30.
+    let v = gemma(&content("gemma2", &[]), "gemma2", 640, 4, 256, 12, 1e4).unwrap();
+    let s = v.sliding.unwrap();
+    assert_eq!((s.window, s.rope_theta, s.layers[..4].to_vec()), (4096, 1e4, vec![true, false, true, false]));
+    assert_eq!((v.attn_softcap, v.final_softcap), (Some(50.0), Some(30.0)));
+    // An explicit per-layer pattern wins.
+    let flags = Value::Array((0..12).map(|l| Value::Bool(l % 3 != 0)).collect());
+    let g3 =
+        content("gemma3", &[("attention.sliding_window", Value::U32(64)), ("attention.sliding_window_pattern", flags)]);
+    let s = gemma(&g3, "gemma3", 640, 4, 256, 12, 1e6).unwrap().sliding.unwrap();
+    assert_eq!(global(&s.layers), [0, 3, 6, 9]);
+}
