@@ -322,3 +322,74 @@ fn tiny_t5_matches_transformers_tied_and_untied() {
         }
     }
 }
+
+/// A fork of a sequence's first positions is what feeding those tokens computes: the rest of
+/// the prompt fed to the fork gives the logits of the whole prompt fed at once, to the bit.
+#[test]
+fn a_forked_prefix_gives_the_same_logits_as_a_fresh_prompt() {
+    let dir = smollm2_dir();
+    for kv in [KvDtype::F32, KvDtype::F16] {
+        let (spec, mut model) = load_with_kv(dir.path(), Bits::default(), kv);
+        let ids = chat_ids(&spec, "Write a haiku about the sea.");
+        let whole = first_logits(model.as_mut(), &ids);
+        let mut seq = model.new_sequence();
+        let mut item = [GenItem { state: &mut seq, tokens: &ids, prompt_len: ids.len(), logits: false }];
+        model.forward(&mut item).unwrap();
+        assert_eq!(model.shared_len(&seq), Some(ids.len()));
+        assert!(model.fork(&seq, ids.len() + 1).is_none(), "no more positions than it holds");
+        let mut fork = model.fork(&seq, 30).unwrap();
+        drop(seq);
+        let rest = &ids[30..];
+        let mut item = [GenItem { state: &mut fork, tokens: rest, prompt_len: ids.len(), logits: true }];
+        assert_eq!(model.forward(&mut item).unwrap().remove(0), whole, "{kv:?}");
+    }
+}
+
+/// Through the engine: a prompt seen before is answered the same, its prefix copied from the
+/// cache (counted in `aiserve_tokens_total{kind="prompt_cached"}`), a different question after
+/// the same system prompt reuses the system prompt.
+#[test]
+fn the_engine_reuses_cached_prefixes_without_changing_greedy_answers() {
+    use aiserve_core::sampling::SamplingParams;
+    use aiserve_runtime::generation::engine::{Engine, EngineConfig, Event, GenRequest};
+    use aiserve_runtime::metrics::METRICS;
+    let dir = smollm2_dir();
+    let (spec, model) = load(dir.path());
+    let engine = Engine::start("prefix-test", "1", model, spec.clone(), EngineConfig::default()).unwrap();
+    let cached = || METRICS.tokens.with_label_values(&["prefix-test", "prompt_cached"]).get();
+    let answer = |prompt: &[u32]| {
+        let req = GenRequest {
+            prompt: prompt.to_vec(),
+            max_tokens: 24,
+            sampling: SamplingParams { temperature: 0.0, ..Default::default() },
+            stop: Vec::new(),
+            logprobs: None,
+            deadline: None,
+            constraint: None,
+            keep_special: false,
+        };
+        let mut rx = engine.submit(req).unwrap();
+        let mut text = String::new();
+        loop {
+            match rx.blocking_recv().expect("an event") {
+                Event::Text(t) => text.push_str(&t),
+                Event::Done { .. } => return text,
+                Event::Failed(e) => panic!("{e}"),
+                Event::Token(_) => {}
+            }
+        }
+    };
+    let first = chat_ids(&spec, "Which city is the capital of France?");
+    let cold = answer(&first);
+    assert_eq!(cached(), 0);
+    assert_eq!(answer(&first), cold, "the same answer from the cached prefix");
+    assert_eq!(cached() as usize, first.len() - 1, "all of the prompt but its last token");
+    // SmolLM2's template puts its system prompt first: 30-odd tokens shared.
+    let second = chat_ids(&spec, "What is 2 + 2?");
+    let shared = first.iter().zip(&second).take_while(|(a, b)| a == b).count();
+    let before = cached();
+    let (_, mut fresh) = load(dir.path());
+    let want = greedy(fresh.as_mut(), &[second.clone()], 24, &spec.info.stop_tokens).remove(0);
+    assert_eq!(answer(&second), spec.tokenizer.decode(&want).unwrap());
+    assert_eq!((cached() - before) as usize, shared);
+}

@@ -79,4 +79,15 @@ pub trait TextGenerator: Send {
     /// asked, in item order. On error the states of this batch are unspecified (the engine
     /// drops them).
     fn forward(&mut self, items: &mut [GenItem<'_>]) -> Result<Vec<Vec<f32>>, BackendError>;
+    /// How many positions `state` holds, where this model can share them through
+    /// [`fork`](Self::fork) (prefix caching); `None` where it cannot (an encoder-decoder's
+    /// state depends on its whole prompt).
+    fn shared_len(&self, _state: &SeqState) -> Option<usize> {
+        None
+    }
+    /// A new sequence holding a copy of the first `len` positions of `state`, as if those
+    /// tokens had been fed to a fresh one; `None` where the model cannot or `state` holds fewer.
+    fn fork(&self, _state: &SeqState, _len: usize) -> Option<SeqState> {
+        None
+    }
 }

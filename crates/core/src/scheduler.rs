@@ -230,6 +230,31 @@ impl Scheduler {
         step
     }
 
+    /// Prefix caching: sequence `id`, whose first prompt chunk the step in flight feeds from
+    /// position 0, already has its first `cached` tokens in a cache it was given. Its chunk is
+    /// moved past them (same length or what is left of the prompt); returns the new chunk, or
+    /// `None` (nothing changed) where that does not apply or the cached tokens would not fit
+    /// the KV budget beside what runs. At least one prompt token is always left to feed, so
+    /// the pass still yields the next token's logits.
+    pub fn reuse(&mut self, id: SeqId, cached: usize) -> Option<Prefill> {
+        let running_kv = self.kv_used();
+        let step = self.in_flight.as_mut()?;
+        let planned = running_kv + step.tokens();
+        let s = self.running.iter_mut().find(|s| s.id == id)?;
+        let p = step.prefill.iter_mut().find(|p| p.id == id && p.start == 0)?;
+        let total = s.pending();
+        if cached == 0 || s.fed != 0 || cached >= total {
+            return None;
+        }
+        let len = p.len.min(total - cached);
+        if planned - p.len + cached + len > self.cfg.kv_budget_tokens {
+            return None;
+        }
+        s.fed = cached;
+        *p = Prefill { id, start: cached, len, last: cached + len == total };
+        Some(*p)
+    }
+
     /// Records that the last step ran: fed tokens now hold KV slots, decodes and final prompt
     /// chunks produced one token each. Returns the sequences that reached their `max_new`
     /// (already removed). Sequences removed while the step ran are skipped.
@@ -392,6 +417,31 @@ mod tests {
         s.complete();
         drain(&mut s, 100);
         assert!(s.is_idle());
+    }
+
+    #[test]
+    fn a_cached_prefix_moves_the_first_chunk_past_it_within_the_budget() {
+        let mut s = Scheduler::new(cfg(100, 4, 64, 16));
+        s.submit(1, 40, 5).unwrap();
+        let step = s.schedule();
+        assert_eq!(step.prefill, [Prefill { id: 1, start: 0, len: 16, last: false }]);
+        // 30 tokens cached: the chunk feeds 30..40 and ends the prompt.
+        assert_eq!(s.reuse(1, 30), Some(Prefill { id: 1, start: 30, len: 10, last: true }));
+        assert_eq!(s.reuse(1, 20), None, "only the first chunk, once");
+        assert!(s.complete().is_empty());
+        assert_eq!((s.kv_used(), s.schedule().decode), (40, vec![1]));
+        s.complete();
+        // Never the whole prompt (the pass must yield logits), never past the budget.
+        let mut s = Scheduler::new(cfg(38, 4, 64, 16));
+        s.submit(2, 20, 5).unwrap();
+        s.submit(3, 20, 5).unwrap();
+        s.schedule();
+        assert_eq!(s.reuse(2, 20), None);
+        assert_eq!(s.reuse(2, 19), Some(Prefill { id: 2, start: 19, len: 1, last: true }));
+        // 19 + 1 for sequence 2, then 19 + 1 for sequence 3: 40 slots of 38.
+        assert_eq!(s.reuse(3, 19), None);
+        s.complete();
+        assert!(s.kv_used() <= 38);
     }
 
     #[test]

@@ -42,7 +42,8 @@ fn main() {
         model.weight_bytes() / 1_000_000,
         rayon::current_num_threads()
     );
-    let template = spec.chat_template.clone().expect("chat template");
+    // Base models (Gemma 3 270M) have no chat template: their questions go in as plain text.
+    let template = spec.chat_template.clone();
 
     // Greedy answers and time to first token.
     let skip = std::env::var_os("AISERVE_ONLY_BATCH").is_some();
@@ -55,8 +56,10 @@ fn main() {
             "Write a long story about a robot who learns to paint.",
         ][..]
     } {
-        let prompt = template.render(&[Message::new("user", q)], true).unwrap();
-        let ids = spec.tokenizer.encode(&prompt, false).unwrap();
+        let ids = match &template {
+            Some(t) => spec.tokenizer.encode(&t.render(&[Message::new("user", q)], true).unwrap(), false).unwrap(),
+            None => spec.tokenizer.encode(q, true).unwrap(),
+        };
         let mut seq: SeqState = model.new_sequence();
         let t0 = Instant::now();
         let logits = model

@@ -47,6 +47,14 @@ impl Rows {
         }
     }
 
+    /// A copy of the first `values` values (all of them if there are fewer).
+    pub fn prefix(&self, values: usize) -> Self {
+        match self {
+            Rows::F32(v) => Rows::F32(v[..values.min(v.len())].to_vec()),
+            Rows::F16(v) => Rows::F16(v[..values.min(v.len())].to_vec()),
+        }
+    }
+
     /// Appends `rows` (whole rows of `width` values), growing by [`GROWTH`] positions at a time.
     pub fn extend(&mut self, rows: impl ExactSizeIterator<Item = impl AsRef<[f32]>>, width: usize) {
         fn room<T>(v: &mut Vec<T>, more: usize, width: usize) {

@@ -387,6 +387,19 @@ impl TextGenerator for Llama {
         }
         self.forward_seqs(&mut pieces).map_err(BackendError)
     }
+
+    fn shared_len(&self, state: &SeqState) -> Option<usize> {
+        state.downcast_ref::<Seq>().map(|s| s.len)
+    }
+
+    /// Keys and values of the first `len` positions, copied: every position's depend only on
+    /// the tokens up to it, so they are what feeding those tokens afresh would compute.
+    fn fork(&self, state: &SeqState, len: usize) -> Option<SeqState> {
+        let seq = state.downcast_ref::<Seq>().filter(|s| s.len >= len)?;
+        let width = self.cfg.kv_dim();
+        let copy = |rows: &[Rows]| rows.iter().map(|r| r.prefix(len * width)).collect();
+        Some(Box::new(Seq { len, k: copy(&seq.k), v: copy(&seq.v) }))
+    }
 }
 
 /// `x += out`, or `x += rms_norm(out) · norm` where a norm is given (Gemma's post-norms;

@@ -5,7 +5,8 @@
 //! (their receiver is closed: the KV cache is freed before the next forward pass), asks the
 //! [`Scheduler`] which decodes and prompt chunks run next, runs them as one forward pass, then
 //! samples, detokenises, checks stop tokens and stop strings, and sends each sequence's new text
-//! to its receiver. Nothing here runs on the async runtime.
+//! to its receiver. Nothing here runs on the async runtime. Sequences that end leave their KV
+//! caches to the [`PrefixCache`], which later prompts starting the same way copy from.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -19,6 +20,7 @@ use aiserve_core::stop::{Detokenizer, StopStrings};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::grammar::{apply_mask, Constraint};
+use super::prefix::PrefixCache;
 use crate::error::Error;
 use crate::metrics::METRICS;
 
@@ -148,6 +150,7 @@ impl Engine {
             sched: Scheduler::new(sched.clone()),
             sched_cfg: sched,
             seqs: HashMap::new(),
+            prefix: PrefixCache::default(),
             queued: queued.clone(),
             labels: [model.to_string(), version.to_string()],
             metrics,
@@ -257,6 +260,8 @@ struct Loop {
     sched: Scheduler,
     sched_cfg: SchedulerConfig,
     seqs: HashMap<SeqId, Active>,
+    /// KV caches of ended sequences, within what the budget leaves free.
+    prefix: PrefixCache,
     queued: Arc<AtomicUsize>,
     labels: [String; 2],
     metrics: EngineMetrics,
@@ -269,6 +274,8 @@ struct EngineMetrics {
     batch: prometheus::Histogram,
     tokens_per_pass: prometheus::Histogram,
     generated: prometheus::IntCounter,
+    /// Prompt tokens whose KV came from the prefix cache.
+    cached: prometheus::IntCounter,
     first_token: prometheus::Histogram,
     token_gap: prometheus::Histogram,
     /// The version's cumulative statistics: passes, and sequences finished.
@@ -283,6 +290,7 @@ impl EngineMetrics {
             batch: METRICS.batch_size.with_label_values(&labels),
             tokens_per_pass: METRICS.batch_tokens.with_label_values(&labels),
             generated: METRICS.tokens.with_label_values(&[model, "generated"]),
+            cached: METRICS.tokens.with_label_values(&[model, "prompt_cached"]),
             first_token: METRICS.first_token_seconds.with_label_values(&labels),
             token_gap: METRICS.token_seconds.with_label_values(&labels),
             stats: Default::default(),
@@ -371,11 +379,18 @@ impl Loop {
         );
     }
 
-    /// Removes a sequence everywhere; sends its final event if it has one.
+    /// Removes a sequence everywhere; sends its final event if it has one. Its KV cache goes to
+    /// the prefix cache, if the model can share it and the budget has room.
     fn finish(&mut self, id: SeqId, last: Option<Event>) {
         self.sched.remove(id);
-        if let Some(s) = self.seqs.remove(&id) {
+        if let Some(mut s) = self.seqs.remove(&id) {
             self.queued.fetch_sub(1, Ordering::SeqCst);
+            if let Some(state) = s.state.take() {
+                if let Some(n) = self.generator.shared_len(&state).filter(|n| *n <= s.tokens.len()) {
+                    self.prefix.insert(s.tokens[..n].to_vec(), state);
+                }
+                self.prefix.shrink_to(self.sched_cfg.kv_budget_tokens.saturating_sub(self.sched.kv_used()));
+            }
             // The KV cache goes before the client hears the sequence ended.
             let events = s.events.clone();
             drop(s);
@@ -416,7 +431,7 @@ impl Loop {
     }
 
     fn step(&mut self) {
-        let step = self.sched.schedule();
+        let mut step = self.sched.schedule();
         for id in &step.preempted {
             if let Some(s) = self.seqs.get_mut(id) {
                 s.state = None;
@@ -425,6 +440,22 @@ impl Loop {
         if step.is_empty() {
             return;
         }
+        // Sequences starting their prompt: copy the longest cached prefix, if the scheduler
+        // can fit it. At least one token is left to feed, for the logits.
+        let mut cached = 0;
+        for p in step.prefill.iter_mut().filter(|p| p.start == 0) {
+            let Some(s) = self.seqs.get_mut(&p.id).filter(|s| s.state.is_none()) else { continue };
+            let limit = s.tokens.len() - 1;
+            let Some((len, state)) = self.prefix.lookup(&s.tokens, limit, self.generator.as_ref()) else { continue };
+            if let Some(moved) = self.sched.reuse(p.id, len) {
+                s.state = Some(state);
+                *p = moved;
+                cached += len;
+            }
+        }
+        self.metrics.cached.inc_by(cached as u64);
+        // What runs now comes first: the cache keeps only the budget's rest.
+        self.prefix.shrink_to(self.sched_cfg.kv_budget_tokens.saturating_sub(self.sched.kv_used() + step.tokens()));
         self.report();
         self.metrics.batch.observe((step.decode.len() + step.prefill.len()) as f64);
         self.metrics.tokens_per_pass.observe(step.tokens() as f64);

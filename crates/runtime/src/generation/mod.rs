@@ -6,6 +6,7 @@
 pub mod engine;
 pub mod grammar;
 pub mod params;
+pub mod prefix;
 pub mod tools;
 
 use std::future::poll_fn;
