@@ -345,40 +345,83 @@ fn a_forked_prefix_gives_the_same_logits_as_a_fresh_prompt() {
     }
 }
 
+/// The text the engine generates for `prompt`.
+fn engine_answer(
+    engine: &aiserve_runtime::generation::engine::Engine,
+    prompt: &[u32],
+    max_tokens: usize,
+    sampling: aiserve_core::sampling::SamplingParams,
+) -> String {
+    use aiserve_runtime::generation::engine::{Event, GenRequest};
+    let req = GenRequest {
+        prompt: prompt.to_vec(),
+        max_tokens,
+        sampling,
+        stop: Vec::new(),
+        logprobs: None,
+        deadline: None,
+        constraint: None,
+        keep_special: false,
+    };
+    let mut rx = engine.submit(req).unwrap();
+    let mut text = String::new();
+    loop {
+        match rx.blocking_recv().expect("an event") {
+            Event::Text(t) => text.push_str(&t),
+            Event::Done { .. } => return text,
+            Event::Failed(e) => panic!("{e}"),
+            Event::Token(_) => {}
+        }
+    }
+}
+
+/// Prompt-lookup speculative decoding: on an answer that copies its prompt, drafts are
+/// accepted, and the answers (greedy, and sampled with a seed) are those without drafts.
+#[test]
+fn drafted_tokens_change_no_answer() {
+    use aiserve_core::sampling::SamplingParams;
+    use aiserve_runtime::generation::engine::{Engine, EngineConfig};
+    use aiserve_runtime::metrics::METRICS;
+    let dir = smollm2_dir();
+    let (spec, _) = load(dir.path());
+    let text = "The invoice number is INV-2024-00173, issued to Northwind Traders, 42 Harbour Road, \
+                Portsmouth, for 17 crates of green tea at 12.50 each.";
+    let prompt = chat_ids(&spec, &format!("Repeat this sentence exactly: {text}"));
+    let mut answers = Vec::new();
+    for (name, draft_tokens) in [("drafts-off", 0), ("drafts-on", 4)] {
+        let (_, model) = load(dir.path());
+        let cfg = EngineConfig { draft_tokens, ..Default::default() };
+        let engine = Engine::start(name, "1", model, spec.clone(), cfg).unwrap();
+        let greedy = engine_answer(&engine, &prompt, 60, SamplingParams { temperature: 0.0, ..Default::default() });
+        let sampled = (0..3)
+            .map(|seed| engine_answer(&engine, &prompt, 40, SamplingParams { seed: Some(seed), ..Default::default() }))
+            .collect::<Vec<_>>();
+        let drafted = METRICS.tokens.with_label_values(&[name, "drafted"]).get();
+        let accepted = METRICS.tokens.with_label_values(&[name, "draft_accepted"]).get();
+        answers.push((greedy, sampled, drafted, accepted));
+    }
+    let (off, on) = (&answers[0], &answers[1]);
+    assert!(off.0.contains("Northwind Traders, 42 Harbour Road"), "the model copies: {:?}", off.0);
+    assert_eq!(on.0, off.0, "greedy");
+    assert_eq!(on.1, off.1, "sampled, seeded");
+    assert_eq!((off.2, off.3), (0, 0));
+    assert!(on.3 >= 20 && on.3 <= on.2, "{} of {} drafted tokens accepted", on.3, on.2);
+}
+
 /// Through the engine: a prompt seen before is answered the same, its prefix copied from the
 /// cache (counted in `aiserve_tokens_total{kind="prompt_cached"}`), a different question after
 /// the same system prompt reuses the system prompt.
 #[test]
 fn the_engine_reuses_cached_prefixes_without_changing_greedy_answers() {
     use aiserve_core::sampling::SamplingParams;
-    use aiserve_runtime::generation::engine::{Engine, EngineConfig, Event, GenRequest};
+    use aiserve_runtime::generation::engine::{Engine, EngineConfig};
     use aiserve_runtime::metrics::METRICS;
     let dir = smollm2_dir();
     let (spec, model) = load(dir.path());
     let engine = Engine::start("prefix-test", "1", model, spec.clone(), EngineConfig::default()).unwrap();
     let cached = || METRICS.tokens.with_label_values(&["prefix-test", "prompt_cached"]).get();
-    let answer = |prompt: &[u32]| {
-        let req = GenRequest {
-            prompt: prompt.to_vec(),
-            max_tokens: 24,
-            sampling: SamplingParams { temperature: 0.0, ..Default::default() },
-            stop: Vec::new(),
-            logprobs: None,
-            deadline: None,
-            constraint: None,
-            keep_special: false,
-        };
-        let mut rx = engine.submit(req).unwrap();
-        let mut text = String::new();
-        loop {
-            match rx.blocking_recv().expect("an event") {
-                Event::Text(t) => text.push_str(&t),
-                Event::Done { .. } => return text,
-                Event::Failed(e) => panic!("{e}"),
-                Event::Token(_) => {}
-            }
-        }
-    };
+    let answer =
+        |prompt: &[u32]| engine_answer(&engine, prompt, 24, SamplingParams { temperature: 0.0, ..Default::default() });
     let first = chat_ids(&spec, "Which city is the capital of France?");
     let cold = answer(&first);
     assert_eq!(cached(), 0);
@@ -389,7 +432,41 @@ fn the_engine_reuses_cached_prefixes_without_changing_greedy_answers() {
     let shared = first.iter().zip(&second).take_while(|(a, b)| a == b).count();
     let before = cached();
     let (_, mut fresh) = load(dir.path());
-    let want = greedy(fresh.as_mut(), &[second.clone()], 24, &spec.info.stop_tokens).remove(0);
+    let want = greedy(fresh.as_mut(), std::slice::from_ref(&second), 24, &spec.info.stop_tokens).remove(0);
     assert_eq!(answer(&second), spec.tokenizer.decode(&want).unwrap());
     assert_eq!((cached() - before) as usize, shared);
+}
+
+/// Verifying drafts: logits after each of several tokens fed at once are those of feeding
+/// them one at a time, to the bit, and dropping refused positions leaves the sequence as if
+/// they had never been fed.
+#[test]
+fn logits_after_each_drafted_token_match_one_at_a_time() {
+    let dir = smollm2_dir();
+    let (spec, mut model) = load(dir.path());
+    assert!(model.verifies_drafts());
+    let ids = chat_ids(&spec, "Write a haiku about the sea.");
+    let extra = [504u32, 2988, 288, 451, 8170];
+    let prefilled = |model: &mut Box<dyn TextGenerator>| {
+        let mut seq = model.new_sequence();
+        let mut item = [GenItem { state: &mut seq, tokens: &ids, prompt_len: ids.len(), logits: false }];
+        model.forward(&mut item).unwrap();
+        seq
+    };
+    let mut a = prefilled(&mut model);
+    let one: Vec<Vec<f32>> = extra
+        .iter()
+        .map(|t| {
+            let mut item = [GenItem { state: &mut a, tokens: &[*t], prompt_len: ids.len(), logits: true }];
+            model.forward(&mut item).unwrap().remove(0)
+        })
+        .collect();
+    let mut b = prefilled(&mut model);
+    let mut item = [GenItem { state: &mut b, tokens: &extra, prompt_len: ids.len(), logits: true }];
+    assert_eq!(model.forward_rows(&mut item, &[5]).unwrap(), one);
+    // Two of the four drafts after `extra[0]` accepted: keep their positions, feed the next.
+    assert!(model.truncate(&mut b, ids.len() + 3));
+    assert!(!model.truncate(&mut b, ids.len() + 4), "it cannot grow back");
+    let mut item = [GenItem { state: &mut b, tokens: &extra[3..4], prompt_len: ids.len(), logits: true }];
+    assert_eq!(model.forward(&mut item).unwrap().remove(0), one[3]);
 }

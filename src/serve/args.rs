@@ -102,6 +102,11 @@ pub struct GenerationArgs {
     /// Most sequences running or waiting per generation model before new requests get 503.
     #[arg(long, env = "AISERVE_MAX_QUEUED_SEQS", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_queued_seqs: u64,
+    /// Most tokens a decoding sequence guesses ahead from its own context per forward pass
+    /// (prompt-lookup speculative decoding: the model verifies them in the same pass, so answers
+    /// do not change); it stops for a sequence whose guesses keep failing. 0 turns it off.
+    #[arg(long, env = "AISERVE_DRAFT_TOKENS", default_value_t = 4, value_parser = clap::value_parser!(u64).range(0..=16))]
+    pub draft_tokens: u64,
     /// Bits GGUF models round activations to before multiplying them with 4-bit weights: 16
     /// answers as f32 does; 8 (llama.cpp's choice) is faster but changes small models' answers.
     #[arg(long, env = "AISERVE_ACTIVATION_BITS", default_value_t = 16, value_parser = clap::builder::TypedValueParser::map(clap::builder::PossibleValuesParser::new(["8", "16"]), |v: String| v.parse::<u8>().expect("8 or 16")))]
@@ -135,6 +140,7 @@ impl GenerationArgs {
             max_step_tokens: self.max_step_tokens as usize,
             prefill_chunk: self.prefill_chunk as usize,
             max_queued: self.max_queued_seqs as usize,
+            draft_tokens: self.draft_tokens as usize,
         }
     }
 }

@@ -79,6 +79,27 @@ pub trait TextGenerator: Send {
     /// asked, in item order. On error the states of this batch are unspecified (the engine
     /// drops them).
     fn forward(&mut self, items: &mut [GenItem<'_>]) -> Result<Vec<Vec<f32>>, BackendError>;
+    /// Whether [`forward_rows`](Self::forward_rows) returns logits after several tokens of an
+    /// item and [`truncate`](Self::truncate) drops positions: what speculative decoding needs
+    /// to verify drafted tokens in one pass.
+    fn verifies_drafts(&self) -> bool {
+        false
+    }
+    /// [`forward`](Self::forward), returning for item `i` the logits after each of its last
+    /// `rows[i]` tokens (none for 0), items in order and positions in order. The default serves
+    /// at most one row per item.
+    fn forward_rows(&mut self, items: &mut [GenItem<'_>], rows: &[usize]) -> Result<Vec<Vec<f32>>, BackendError> {
+        if rows.len() != items.len() || rows.iter().any(|r| *r > 1) {
+            return Err(BackendError("this model returns one row of logits per sequence".into()));
+        }
+        items.iter_mut().zip(rows).for_each(|(item, r)| item.logits = *r == 1);
+        self.forward(items)
+    }
+    /// Keeps only the first `len` positions of `state` (drafted tokens that were not accepted
+    /// go); false where the model cannot or `state` holds fewer.
+    fn truncate(&self, _state: &mut SeqState, _len: usize) -> bool {
+        false
+    }
     /// How many positions `state` holds, where this model can share them through
     /// [`fork`](Self::fork) (prefix caching); `None` where it cannot (an encoder-decoder's
     /// state depends on its whole prompt).

@@ -63,6 +63,8 @@ pub struct Step {
     pub prefill: Vec<Prefill>,
     /// Sequences whose KV cache the engine must drop now (they will be prefilled again later).
     pub preempted: Vec<SeqId>,
+    /// Decoding sequences that also feed this many drafted tokens (speculative decoding).
+    pub drafts: Vec<(SeqId, usize)>,
 }
 
 impl Step {
@@ -71,7 +73,9 @@ impl Step {
     }
 
     pub fn tokens(&self) -> usize {
-        self.decode.len() + self.prefill.iter().map(|p| p.len).sum::<usize>()
+        self.decode.len()
+            + self.prefill.iter().map(|p| p.len).sum::<usize>()
+            + self.drafts.iter().map(|d| d.1).sum::<usize>()
     }
 }
 
@@ -105,12 +109,14 @@ pub struct Scheduler {
     running: Vec<Seq>,
     /// The step handed out and not yet completed.
     in_flight: Option<Step>,
+    /// Drafted tokens accepted in the step in flight, by sequence.
+    accepted: Vec<(SeqId, usize)>,
 }
 
 impl Scheduler {
     pub fn new(cfg: SchedulerConfig) -> Self {
         assert!(cfg.max_seqs > 0 && cfg.max_step_tokens > 0 && cfg.prefill_chunk > 0 && cfg.kv_budget_tokens > 0);
-        Self { cfg, waiting: VecDeque::new(), running: Vec::new(), in_flight: None }
+        Self { cfg, waiting: VecDeque::new(), running: Vec::new(), in_flight: None, accepted: Vec::new() }
     }
 
     /// Queues a sequence with `prompt` tokens that may generate up to `max_new` more.
@@ -255,15 +261,47 @@ impl Scheduler {
         Some(*p)
     }
 
+    /// Speculative decoding: decoding sequence `id` of the step in flight may also feed up to
+    /// `k` drafted tokens after its last one. Returns how many it may: within its `max_new`
+    /// (each accepted draft is a generated token, and one more is sampled after them), the
+    /// step's token limit and the KV budget; 0 where it does not decode in this step.
+    pub fn draft(&mut self, id: SeqId, k: usize) -> usize {
+        let running_kv = self.kv_used();
+        let Some(step) = self.in_flight.as_mut() else { return 0 };
+        let Some(s) = self.running.iter().find(|s| s.id == id) else { return 0 };
+        if !step.decode.contains(&id) || step.drafts.iter().any(|d| d.0 == id) {
+            return 0;
+        }
+        let tokens = step.tokens();
+        let k = k
+            .min(s.max_new.saturating_sub(s.generated + 1))
+            .min(self.cfg.max_step_tokens.saturating_sub(tokens))
+            .min(self.cfg.kv_budget_tokens.saturating_sub(running_kv + tokens));
+        if k > 0 {
+            step.drafts.push((id, k));
+        }
+        k
+    }
+
+    /// `n` of the tokens sequence `id` drafted in the step in flight were accepted: they and
+    /// the token sampled after them were generated, and their KV stays.
+    pub fn accept(&mut self, id: SeqId, n: usize) {
+        let drafted = self.in_flight.as_ref().and_then(|s| s.drafts.iter().find(|d| d.0 == id)).map_or(0, |d| d.1);
+        self.accepted.retain(|a| a.0 != id);
+        self.accepted.push((id, n.min(drafted)));
+    }
+
     /// Records that the last step ran: fed tokens now hold KV slots, decodes and final prompt
-    /// chunks produced one token each. Returns the sequences that reached their `max_new`
+    /// chunks produced one token each (a decode with accepted drafts, one more per draft). Returns the sequences that reached their `max_new`
     /// (already removed). Sequences removed while the step ran are skipped.
     pub fn complete(&mut self) -> Vec<SeqId> {
         let Some(step) = self.in_flight.take() else { return Vec::new() };
+        let accepted = std::mem::take(&mut self.accepted);
         for id in &step.decode {
             if let Some(s) = self.running.iter_mut().find(|s| s.id == *id) {
-                s.fed += 1;
-                s.generated += 1;
+                let n = accepted.iter().find(|a| a.0 == *id).map_or(0, |a| a.1);
+                s.fed += 1 + n;
+                s.generated += 1 + n;
             }
         }
         for p in &step.prefill {
@@ -442,6 +480,31 @@ mod tests {
         assert_eq!(s.reuse(3, 19), None);
         s.complete();
         assert!(s.kv_used() <= 38);
+    }
+
+    #[test]
+    fn drafts_fit_max_new_the_step_and_the_budget_and_count_when_accepted() {
+        let mut s = Scheduler::new(cfg(100, 4, 8, 16));
+        s.submit(1, 3, 6).unwrap();
+        s.submit(2, 3, 50).unwrap();
+        s.schedule();
+        s.complete();
+        let step = s.schedule();
+        assert_eq!(step.decode, [1, 2]);
+        // Sequence 1 has generated 1 of 6: at most 4 drafts (plus the token after them).
+        assert_eq!(s.draft(1, 8), 4);
+        assert_eq!(s.draft(1, 2), 0, "once per step");
+        // The step holds 2 decodes + 4 drafts of its 8 tokens.
+        assert_eq!(s.draft(2, 8), 2);
+        s.accept(1, 3);
+        s.accept(2, 7);
+        assert!(s.complete().is_empty());
+        // 1: 3 + 1 + 3 fed, 5 generated; 2: 3 + 1 + 2 (capped at its drafts).
+        assert_eq!(s.kv_used(), 7 + 6);
+        let step = s.schedule();
+        assert_eq!(s.draft(1, 8), 0, "one token left: nothing to draft");
+        assert_eq!(step.decode, [1, 2]);
+        assert_eq!(s.complete(), [1]);
     }
 
     #[test]

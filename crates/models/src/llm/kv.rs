@@ -47,6 +47,14 @@ impl Rows {
         }
     }
 
+    /// Keeps the first `values` values.
+    pub fn truncate(&mut self, values: usize) {
+        match self {
+            Rows::F32(v) => v.truncate(values),
+            Rows::F16(v) => v.truncate(values),
+        }
+    }
+
     /// A copy of the first `values` values (all of them if there are fewer).
     pub fn prefix(&self, values: usize) -> Self {
         match self {

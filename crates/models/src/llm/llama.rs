@@ -244,8 +244,9 @@ impl Llama {
         Seq { len: 0, k: rows(), v: rows() }
     }
 
-    /// Runs `pieces` (a sequence, its new tokens, whether it wants logits) as one batch.
-    pub fn forward_seqs(&mut self, pieces: &mut [(&mut Seq, &[u32], bool)]) -> Result<Vec<Vec<f32>>, String> {
+    /// Runs `pieces` (a sequence, its new tokens, after how many of its last tokens it wants
+    /// logits) as one batch.
+    pub fn forward_seqs(&mut self, pieces: &mut [(&mut Seq, &[u32], usize)]) -> Result<Vec<Vec<f32>>, String> {
         let cfg = self.cfg.clone();
         let (h, qd, kvd) = (cfg.hidden, cfg.q_dim(), cfg.kv_dim());
         // Token rows of the batch: which piece each belongs to and its position.
@@ -264,11 +265,14 @@ impl Llama {
             if let Some(t) = tokens.iter().find(|t| **t as usize >= cfg.vocab) {
                 return Err(format!("token id {t} is outside the vocabulary of {}", cfg.vocab));
             }
+            if pieces[p].2 > tokens.len() {
+                return Err(format!("logits after {} of {} tokens", pieces[p].2, tokens.len()));
+            }
             rows.extend((0..tokens.len()).map(|j| attention::Row { piece: p, pos: seq.len + j }));
         }
         let n = rows.len();
         if n == 0 {
-            return Ok(vec![Vec::new(); pieces.iter().filter(|p| p.2).count()]);
+            return Ok(Vec::new());
         }
         let mut x = vec![0.0f32; n * h];
         for (row, t) in x.chunks_exact_mut(h).zip(pieces.iter().flat_map(|p| p.1.iter())) {
@@ -317,7 +321,7 @@ impl Llama {
                 offset += tokens.len();
             }
             // Each sequence's cache of this layer, as the model's element type.
-            fn caches<'a, T: Elem>(pieces: &'a [(&mut Seq, &[u32], bool)], l: usize) -> Vec<(&'a [T], &'a [T])> {
+            fn caches<'a, T: Elem>(pieces: &'a [(&mut Seq, &[u32], usize)], l: usize) -> Vec<(&'a [T], &'a [T])> {
                 pieces.iter().map(|(s, _, _)| (T::of(&s.k[l]), T::of(&s.v[l]))).collect()
             }
             let scope = attention::Scope::of(&cfg, l);
@@ -349,15 +353,13 @@ impl Llama {
             layer.down.matmul(&mut self.team, &act, n, &mut proj);
             add_residual(&mut x, &proj, post.map(|p| &p.1[..]), cfg.rms_eps, &mut normed);
         }
-        // Logits only for the last token of the pieces that want them.
+        // Logits only after the last tokens of the pieces that want them.
         let mut last_rows = Vec::new();
         let mut end = 0;
         for (seq, tokens, want) in pieces.iter_mut() {
             end += tokens.len();
             seq.len += tokens.len();
-            if *want {
-                last_rows.extend_from_slice(&x[(end - 1) * h..end * h]);
-            }
+            last_rows.extend_from_slice(&x[(end - *want) * h..end * h]);
         }
         let m = last_rows.len() / h;
         let mut finals = vec![0.0f32; m * h];
@@ -383,9 +385,36 @@ impl TextGenerator for Llama {
                 .state
                 .downcast_mut::<Seq>()
                 .ok_or_else(|| BackendError("sequence state of another model".into()))?;
-            pieces.push((seq, item.tokens, item.logits));
+            pieces.push((seq, item.tokens, item.logits as usize));
         }
         self.forward_seqs(&mut pieces).map_err(BackendError)
+    }
+
+    fn verifies_drafts(&self) -> bool {
+        true
+    }
+
+    fn forward_rows(&mut self, items: &mut [GenItem<'_>], rows: &[usize]) -> Result<Vec<Vec<f32>>, BackendError> {
+        if rows.len() != items.len() {
+            return Err(BackendError(format!("{} row counts for {} items", rows.len(), items.len())));
+        }
+        let mut pieces = Vec::with_capacity(items.len());
+        for (item, want) in items.iter_mut().zip(rows) {
+            let seq = item
+                .state
+                .downcast_mut::<Seq>()
+                .ok_or_else(|| BackendError("sequence state of another model".into()))?;
+            pieces.push((seq, item.tokens, *want));
+        }
+        self.forward_seqs(&mut pieces).map_err(BackendError)
+    }
+
+    fn truncate(&self, state: &mut SeqState, len: usize) -> bool {
+        let Some(seq) = state.downcast_mut::<Seq>().filter(|s| s.len >= len) else { return false };
+        let width = self.cfg.kv_dim();
+        seq.k.iter_mut().chain(seq.v.iter_mut()).for_each(|r| r.truncate(len * width));
+        seq.len = len;
+        true
     }
 
     fn shared_len(&self, state: &SeqState) -> Option<usize> {

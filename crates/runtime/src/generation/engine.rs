@@ -19,6 +19,7 @@ use aiserve_core::scheduler::{Scheduler, SchedulerConfig, SeqId};
 use aiserve_core::stop::{Detokenizer, StopStrings};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
+use super::draft::{self, Drafting};
 use super::grammar::{apply_mask, Constraint};
 use super::prefix::PrefixCache;
 use crate::error::Error;
@@ -37,11 +38,21 @@ pub struct EngineConfig {
     pub prefill_chunk: usize,
     /// Most sequences admitted or waiting before new requests get 503.
     pub max_queued: usize,
+    /// Most tokens a decoding sequence drafts per pass from its own context (prompt-lookup
+    /// speculative decoding); 0 turns it off.
+    pub draft_tokens: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { kv_cache_bytes: 1 << 30, max_seqs: 16, max_step_tokens: 512, prefill_chunk: 256, max_queued: 256 }
+        Self {
+            kv_cache_bytes: 1 << 30,
+            max_seqs: 16,
+            max_step_tokens: 512,
+            prefill_chunk: 256,
+            max_queued: 256,
+            draft_tokens: 4,
+        }
     }
 }
 
@@ -151,6 +162,7 @@ impl Engine {
             sched_cfg: sched,
             seqs: HashMap::new(),
             prefix: PrefixCache::default(),
+            draft_tokens: cfg.draft_tokens,
             queued: queued.clone(),
             labels: [model.to_string(), version.to_string()],
             metrics,
@@ -251,6 +263,8 @@ struct Active {
     last_token: Option<std::time::Instant>,
     /// Until when it may wait for its first token.
     deadline: Option<std::time::Instant>,
+    /// How its drafts fared (speculative decoding stops where they keep failing).
+    drafting: Drafting,
 }
 
 struct Loop {
@@ -262,6 +276,8 @@ struct Loop {
     seqs: HashMap<SeqId, Active>,
     /// KV caches of ended sequences, within what the budget leaves free.
     prefix: PrefixCache,
+    /// Most drafted tokens per sequence and pass.
+    draft_tokens: usize,
     queued: Arc<AtomicUsize>,
     labels: [String; 2],
     metrics: EngineMetrics,
@@ -276,6 +292,9 @@ struct EngineMetrics {
     generated: prometheus::IntCounter,
     /// Prompt tokens whose KV came from the prefix cache.
     cached: prometheus::IntCounter,
+    /// Tokens drafted (speculative decoding), and those of them accepted.
+    drafted: prometheus::IntCounter,
+    accepted: prometheus::IntCounter,
     first_token: prometheus::Histogram,
     token_gap: prometheus::Histogram,
     /// The version's cumulative statistics: passes, and sequences finished.
@@ -291,6 +310,8 @@ impl EngineMetrics {
             tokens_per_pass: METRICS.batch_tokens.with_label_values(&labels),
             generated: METRICS.tokens.with_label_values(&[model, "generated"]),
             cached: METRICS.tokens.with_label_values(&[model, "prompt_cached"]),
+            drafted: METRICS.tokens.with_label_values(&[model, "drafted"]),
+            accepted: METRICS.tokens.with_label_values(&[model, "draft_accepted"]),
             first_token: METRICS.first_token_seconds.with_label_values(&labels),
             token_gap: METRICS.token_seconds.with_label_values(&labels),
             stats: Default::default(),
@@ -375,6 +396,7 @@ impl Loop {
                 arrived: std::time::Instant::now(),
                 last_token: None,
                 deadline: req.deadline,
+                drafting: Drafting::default(),
             },
         );
     }
@@ -385,8 +407,13 @@ impl Loop {
         self.sched.remove(id);
         if let Some(mut s) = self.seqs.remove(&id) {
             self.queued.fetch_sub(1, Ordering::SeqCst);
-            if let Some(state) = s.state.take() {
-                if let Some(n) = self.generator.shared_len(&state).filter(|n| *n <= s.tokens.len()) {
+            if let Some(mut state) = s.state.take() {
+                // Every position but the last token's was fed (refused drafts' positions, if
+                // the sequence ended among them, are dropped here).
+                let fed = self.generator.shared_len(&state).map(|n| n.min(s.tokens.len().saturating_sub(1)));
+                if let Some(n) = fed.filter(|n| {
+                    self.generator.truncate(&mut state, *n) || self.generator.shared_len(&state) == Some(*n)
+                }) {
                     self.prefix.insert(s.tokens[..n].to_vec(), state);
                 }
                 self.prefix.shrink_to(self.sched_cfg.kv_budget_tokens.saturating_sub(self.sched.kv_used()));
@@ -458,16 +485,40 @@ impl Loop {
         self.prefix.shrink_to(self.sched_cfg.kv_budget_tokens.saturating_sub(self.sched.kv_used() + step.tokens()));
         self.report();
         self.metrics.batch.observe((step.decode.len() + step.prefill.len()) as f64);
-        self.metrics.tokens_per_pass.observe(step.tokens() as f64);
         // (sequence, token range fed, wants logits) in batch order.
-        let mut plan: Vec<(SeqId, std::ops::Range<usize>, bool)> = Vec::new();
+        // Speculative decoding: decoding sequences whose recent tokens appeared before feed what
+        // followed them there too, as far as the scheduler has room.
+        let mut drafts: HashMap<SeqId, Vec<u32>> = HashMap::new();
+        if self.draft_tokens > 0 && self.generator.verifies_drafts() {
+            for id in &step.decode {
+                let Some(s) = self.seqs.get_mut(id).filter(|s| s.constraint.is_none()) else { continue };
+                let guess = draft::propose(&s.tokens, self.draft_tokens);
+                if guess.is_empty() || !s.drafting.ready() {
+                    continue;
+                }
+                let k = self.sched.draft(*id, guess.len());
+                if k > 0 {
+                    drafts.insert(*id, guess[..k].to_vec());
+                }
+            }
+        }
+        self.metrics.tokens_per_pass.observe((step.tokens() + drafts.values().map(Vec::len).sum::<usize>()) as f64);
+        // (sequence, token range fed, logit rows wanted) in batch order.
+        let mut plan: Vec<(SeqId, std::ops::Range<usize>, usize)> = Vec::new();
         for id in &step.decode {
             let len = self.seqs[id].tokens.len();
-            plan.push((*id, len - 1..len, true));
+            plan.push((*id, len - 1..len, 1 + drafts.get(id).map_or(0, Vec::len)));
         }
         for p in &step.prefill {
-            plan.push((p.id, p.start..p.start + p.len, p.last));
+            plan.push((p.id, p.start..p.start + p.len, p.last as usize));
         }
+        // What drafting sequences feed: their last token, then the draft.
+        let fed: HashMap<SeqId, Vec<u32>> = drafts
+            .iter()
+            .map(|(id, d)| {
+                (*id, [&[*self.seqs[id].tokens.last().expect("a decoding sequence has tokens")], &d[..]].concat())
+            })
+            .collect();
         let mut states: Vec<SeqState> = plan
             .iter()
             .map(|(id, _, _)| {
@@ -478,26 +529,33 @@ impl Loop {
         // tokens already committed, so another thread computes them while the forward pass runs.
         let mut constrained: Vec<(SeqId, Constraint)> = plan
             .iter()
-            .filter(|p| p.2)
+            .filter(|p| p.2 > 0)
             .filter_map(|(id, _, _)| Some((*id, self.seqs.get_mut(id)?.constraint.take()?)))
             .collect();
         let mut masks = HashMap::new();
+        let rows: Vec<usize> = plan.iter().map(|p| p.2).collect();
         let result = std::thread::scope(|scope| {
             let masking = (!constrained.is_empty())
                 .then(|| scope.spawn(|| constrained.iter_mut().map(|(id, c)| (*id, c.mask())).collect::<Vec<_>>()));
             let mut items: Vec<GenItem> = states
                 .iter_mut()
                 .zip(&plan)
-                .map(|(state, (id, range, logits))| GenItem {
+                .map(|(state, (id, range, rows))| GenItem {
                     state,
-                    tokens: &self.seqs[id].tokens[range.clone()],
+                    tokens: fed.get(id).map_or(&self.seqs[id].tokens[range.clone()], Vec::as_slice),
                     prompt_len: self.seqs[id].prompt_len,
-                    logits: *logits,
+                    logits: *rows > 0,
                 })
                 .collect();
             let generator = &mut self.generator;
             let started = std::time::Instant::now();
-            let r = catch_unwind(AssertUnwindSafe(|| generator.forward(&mut items)));
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                if drafts.is_empty() {
+                    generator.forward(&mut items)
+                } else {
+                    generator.forward_rows(&mut items, &rows)
+                }
+            }));
             self.metrics.stats.execution(items.len(), 0, started.elapsed());
             if let Some(m) = masking {
                 masks.extend(m.join().unwrap_or_default());
@@ -509,15 +567,15 @@ impl Loop {
                 s.constraint = Some(c);
             }
         }
-        let done_by_length = self.sched.complete();
         let logits = match result {
-            Ok(Ok(l)) if l.len() == plan.iter().filter(|p| p.2).count() => l,
+            Ok(Ok(l)) if l.len() == rows.iter().sum::<usize>() => l,
             other => {
                 let err = match other {
                     Ok(Ok(l)) => aiserve_core::BackendError(format!("model returned {} logit rows", l.len())),
                     Ok(Err(e)) => e,
                     Err(_) => aiserve_core::BackendError("the model panicked".into()),
                 };
+                self.sched.complete();
                 // One log line and error id for the batch; every sequence in it reports that id.
                 let ids: Vec<SeqId> = plan.iter().map(|p| p.0).collect();
                 self.fail_all(&ids, err);
@@ -529,82 +587,119 @@ impl Loop {
                 s.state = Some(state);
             }
         }
-        let tok = self.spec.tokenizer.clone();
-        let mut generated = 0u64;
-        let (mut first_token, mut token_gap) = (Vec::new(), Vec::new());
-        for ((id, _, _), mut row) in plan.iter().filter(|p| p.2).zip(logits) {
-            let Some(s) = self.seqs.get_mut(id) else { continue };
-            // The sampler rewrites the row; log-probabilities are of the model's own logits.
-            let raw = s.logprobs.map(|top| (row.clone(), top));
-            if s.constraint.is_some() {
-                match masks.remove(id) {
-                    Some(Ok(mask)) => apply_mask(&mask, &mut row),
-                    other => {
-                        let why = match other {
-                            Some(Err(e)) => e,
-                            _ => "the grammar's mask could not be computed".into(),
-                        };
-                        let err = Error::invalid("response_format", format!("the output grammar failed: {why}"));
-                        self.finish(*id, Some(Event::Failed(err)));
-                        continue;
+        let mut logits = logits.into_iter();
+        for (id, _, want) in plan.iter().filter(|p| p.2 > 0) {
+            let mine: Vec<Vec<f32>> = logits.by_ref().take(*want).collect();
+            let draft = drafts.remove(id).unwrap_or_default();
+            let mut accepted = 0;
+            for (i, mut row) in mine.into_iter().enumerate() {
+                let Some(s) = self.seqs.get_mut(id) else { break };
+                // The sampler rewrites the row; log-probabilities are of the model's own logits.
+                let raw = s.logprobs.map(|top| (row.clone(), top));
+                if s.constraint.is_some() {
+                    match masks.remove(id) {
+                        Some(Ok(mask)) => apply_mask(&mask, &mut row),
+                        other => {
+                            let why = match other {
+                                Some(Err(e)) => e,
+                                _ => "the grammar's mask could not be computed".into(),
+                            };
+                            let err = Error::invalid("response_format", format!("the output grammar failed: {why}"));
+                            self.finish(*id, Some(Event::Failed(err)));
+                            break;
+                        }
+                    }
+                }
+                let t = s.sampler.sample(&mut row);
+                // A drafted token the model would have sampled anyway is accepted: with one
+                // guess per position, that is the exact rule of speculative sampling, so the
+                // tokens are distributed as without drafts (and greedy ones are the same).
+                if !self.take(*id, t, raw) || draft.get(i) != Some(&t) {
+                    break;
+                }
+                accepted += 1;
+            }
+            if !draft.is_empty() {
+                self.metrics.drafted.inc_by(draft.len() as u64);
+                self.metrics.accepted.inc_by(accepted as u64);
+                if let Some(s) = self.seqs.get_mut(id) {
+                    s.drafting.record(accepted);
+                    self.sched.accept(*id, accepted);
+                    // The positions of refused drafts go (an ended sequence's go in `finish`).
+                    if let Some(state) = s.state.as_mut() {
+                        let keep = s.tokens.len() - 1;
+                        if !self.generator.truncate(state, keep) {
+                            s.state = None;
+                            self.sched.remove(*id);
+                            let err = aiserve_core::BackendError("the model could not drop drafted positions".into());
+                            self.fail_all(&[*id], err);
+                        }
                     }
                 }
             }
-            let t = s.sampler.sample(&mut row);
-            s.tokens.push(t);
-            generated += 1;
-            let now = std::time::Instant::now();
-            match s.last_token.replace(now) {
-                None => first_token.push(now - s.arrived),
-                Some(prev) => token_gap.push(now - prev),
-            }
-            if self.spec.info.stop_tokens.contains(&t) {
-                self.end(*id, FinishReason::Stop);
-                continue;
-            }
-            if let Some(c) = &mut s.constraint {
-                if let Err(e) = c.commit(t) {
-                    let err = Error::invalid("response_format", format!("the output grammar failed: {e}"));
-                    self.finish(*id, Some(Event::Failed(err)));
-                    continue;
-                }
-            }
-            if let Some((raw, top)) = raw {
-                let _ = s.events.send(Event::Token(TokenLogprob::of(&raw, t, top)));
-            }
-            let special = if s.keep_special { tok.special_text(t) } else { None };
-            let delta = match special {
-                // What the detokenizer holds comes first, then the marker itself.
-                Some(marker) => s.detok.flush(tok.as_ref()).map(|held| held + &marker),
-                None => s.detok.push(tok.as_ref(), t),
-            };
-            let delta = match delta {
-                Ok(d) => d,
-                Err(e) => {
-                    let api = Error::backend(&self.labels[0], &self.labels[1], &aiserve_core::BackendError(e));
-                    self.finish(*id, Some(Event::Failed(api)));
-                    continue;
-                }
-            };
-            let released = s.stops.push(&delta);
-            if !released.text.is_empty() {
-                let _ = s.events.send(Event::Text(released.text));
-            }
-            let complete = s.constraint.as_ref().is_some_and(Constraint::is_done);
-            if released.stopped {
-                let done = self.done(*id, FinishReason::Stop);
-                self.finish(*id, Some(done));
-            } else if complete {
-                // The grammar allows nothing but an end: the sequence ends as if it sampled one.
-                self.end(*id, FinishReason::Stop);
-            }
         }
-        self.metrics.generated.inc_by(generated);
-        first_token.iter().for_each(|d| self.metrics.first_token.observe(d.as_secs_f64()));
-        token_gap.iter().for_each(|d| self.metrics.token_gap.observe(d.as_secs_f64()));
-        for id in done_by_length {
+        for id in self.sched.complete() {
             self.end(id, FinishReason::Length);
         }
+    }
+
+    /// Takes token `t` sampled for sequence `id` (`raw`: its logits and how many alternatives'
+    /// log-probabilities to report): sends its text, ends the sequence at an end token, a stop
+    /// string or a complete grammar. Returns whether the sequence goes on.
+    fn take(&mut self, id: SeqId, t: u32, raw: Option<(Vec<f32>, usize)>) -> bool {
+        let tok = self.spec.tokenizer.clone();
+        let Some(s) = self.seqs.get_mut(&id) else { return false };
+        s.tokens.push(t);
+        self.metrics.generated.inc();
+        let now = std::time::Instant::now();
+        match s.last_token.replace(now) {
+            None => self.metrics.first_token.observe((now - s.arrived).as_secs_f64()),
+            Some(prev) => self.metrics.token_gap.observe((now - prev).as_secs_f64()),
+        }
+        if self.spec.info.stop_tokens.contains(&t) {
+            self.end(id, FinishReason::Stop);
+            return false;
+        }
+        if let Some(c) = &mut s.constraint {
+            if let Err(e) = c.commit(t) {
+                let err = Error::invalid("response_format", format!("the output grammar failed: {e}"));
+                self.finish(id, Some(Event::Failed(err)));
+                return false;
+            }
+        }
+        if let Some((raw, top)) = raw {
+            let _ = s.events.send(Event::Token(TokenLogprob::of(&raw, t, top)));
+        }
+        let special = if s.keep_special { tok.special_text(t) } else { None };
+        let delta = match special {
+            // What the detokenizer holds comes first, then the marker itself.
+            Some(marker) => s.detok.flush(tok.as_ref()).map(|held| held + &marker),
+            None => s.detok.push(tok.as_ref(), t),
+        };
+        let delta = match delta {
+            Ok(d) => d,
+            Err(e) => {
+                let api = Error::backend(&self.labels[0], &self.labels[1], &aiserve_core::BackendError(e));
+                self.finish(id, Some(Event::Failed(api)));
+                return false;
+            }
+        };
+        let released = s.stops.push(&delta);
+        if !released.text.is_empty() {
+            let _ = s.events.send(Event::Text(released.text));
+        }
+        let complete = s.constraint.as_ref().is_some_and(Constraint::is_done);
+        if released.stopped {
+            let done = self.done(id, FinishReason::Stop);
+            self.finish(id, Some(done));
+            return false;
+        }
+        if complete {
+            // The grammar allows nothing but an end: the sequence ends as if it sampled one.
+            self.end(id, FinishReason::Stop);
+            return false;
+        }
+        true
     }
 
     fn done(&self, id: SeqId, reason: FinishReason) -> Event {

@@ -3,6 +3,7 @@
 //! glue the handlers use: prompts from chat messages, `n` choices per request, waiting for
 //! complete answers or streaming them.
 
+pub mod draft;
 pub mod engine;
 pub mod grammar;
 pub mod params;
