@@ -1,6 +1,8 @@
 """Streams chat completions from an aiserve (or any OpenAI-compatible) server with C concurrent
-clients and reports aggregate generated tokens/s and time to first token. Standard library only.
-  generate_load.py ADDR MODEL CONCURRENCY [REQUESTS_PER_CLIENT] [MAX_TOKENS]"""
+clients and reports aggregate generated tokens/s and time to first token. MODE `completions`
+sends the same requests as plain prompts to /v1/completions (base models without a chat
+template). Standard library only.
+  generate_load.py ADDR MODEL CONCURRENCY [REQUESTS_PER_CLIENT] [MAX_TOKENS] [chat|completions]"""
 import http.client
 import json
 import statistics
@@ -11,6 +13,7 @@ import time
 addr, model, conc = sys.argv[1], sys.argv[2], int(sys.argv[3])
 per_client = int(sys.argv[4]) if len(sys.argv) > 4 else 2
 max_tokens = int(sys.argv[5]) if len(sys.argv) > 5 else 128
+chat = (sys.argv[6] if len(sys.argv) > 6 else "chat") == "chat"
 host, port = addr.rsplit(":", 1)
 topics = ["a robot who learns to paint", "the sea at night", "a city of glass", "an old lighthouse keeper",
           "a dragon who loves books", "the first day of school", "a journey to the moon", "a forgotten garden"]
@@ -19,12 +22,17 @@ ttfts, tokens, lock = [], [0], threading.Lock()
 
 def client(i):
     for r in range(per_client):
-        body = json.dumps({"model": model, "stream": True, "max_tokens": max_tokens, "temperature": 0,
-                           "stream_options": {"include_usage": True},
-                           "messages": [{"role": "user", "content": f"Write a long story about {topics[(i + r) % len(topics)]}."}]})
+        ask = f"Write a long story about {topics[(i + r) % len(topics)]}."
+        body = {"model": model, "stream": True, "max_tokens": max_tokens, "temperature": 0,
+                "stream_options": {"include_usage": True}}
+        if chat:
+            body["messages"] = [{"role": "user", "content": ask}]
+        else:
+            body["prompt"] = f"{ask}\n\n"
         conn = http.client.HTTPConnection(host, int(port), timeout=600)
         t0 = time.time()
-        conn.request("POST", "/v1/chat/completions", body, {"content-type": "application/json"})
+        conn.request("POST", "/v1/chat/completions" if chat else "/v1/completions", json.dumps(body),
+                     {"content-type": "application/json"})
         resp = conn.getresponse()
         first = None
         for line in resp:
@@ -32,7 +40,9 @@ def client(i):
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             chunk = json.loads(line[6:])
-            if first is None and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+            choice = chunk["choices"][0] if chunk.get("choices") else {}
+            piece = choice.get("delta", {}).get("content") if chat else choice.get("text")
+            if first is None and piece:
                 first = time.time() - t0
             if chunk.get("usage"):
                 with lock:

@@ -1,51 +1,70 @@
 #!/usr/bin/env bash
-# Text generation side by side in one run, SmolLM2-135M-Instruct Q4_1 (GGUF), same file, same
-# machine: llama.cpp (through llama-cpp-python 0.3.36, ../shared/peers/llamacpp) then aiserve,
-# model only (decode tokens/s, time to first token, prefill, aggregate decode at 1-16 sequences
-# per forward pass; 1 and 2 threads), then aiserve over HTTP (streamed chat completions, 1 and 8
-# concurrent clients: aggregate tokens/s and time to first token).
-#   bench/generate_vs_llamacpp.sh      # env: PEERS_HOME, AISERVE_ASSETS, CARGO_TARGET_DIR
-# On CPUs with AMX, llama.cpp comes from bench/llamacpp_without_amx.sh unless PEERS_HOME is set.
-# Loopback only; the server it starts is stopped on exit.
+# Text generation side by side in one run against llama.cpp's own programs (`llama-bench`,
+# `llama-server`, built once by ../shared/peers/llamacpp/build_native.sh), same GGUF files, same
+# machine, 2 threads: SmolLM2-135M-Instruct Q4_1 and Gemma 3 270M Q4_K_M.
+#   1. model only: llama-bench pp201 / tg128 (-r 3) next to `cargo bench --bench generate`
+#      (the same measures: 201 prompt tokens in one pass; 128 single-token passes from BOS),
+#   2. over HTTP, servers one at a time, alternated ROUNDS times: one streamed client
+#      (`llama-server -np 1` against aiserve with and without drafting), then eight
+#      (`llama-server -np 8 -c 8192` against aiserve): bench/generate_load.py, greedy, 128
+#      tokens (chat for SmolLM2, plain completions for the base Gemma model).
+#   bench/generate_vs_llamacpp.sh     # env: ROUNDS (default 2), AISERVE_ASSETS, CARGO_TARGET_DIR
+# Loopback only; every server it starts is stopped on exit.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 shared=$(cd "$here/../shared" && pwd)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/aiserve-target}"
 assets="${AISERVE_ASSETS:-$HOME/.cache/aiserve-assets}"
-gguf="$assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-"$shared/fetch-assets.sh" "$assets" >/dev/null
+rounds=${ROUNDS:-2}
+"$shared/fetch-assets.sh" "$assets" gemma3 >/dev/null
+bin=$(bash "$shared/peers/llamacpp/build_native.sh")
 (cd "$here" && cargo build --release -q && cargo bench -q -p aiserve-models --bench generate --no-run 2>/dev/null)
 bench_bin=$(ls -t "$CARGO_TARGET_DIR"/release/deps/generate-* | grep -v '\.d$' | head -1)
 tmp=$(mktemp -d)
-cleanup() { [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null; rm -rf "$tmp"; }
+pid=""
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
+port=18093
 
-echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%FT%TZ)"
-echo; echo "### llama.cpp (llama-cpp-python 0.3.36)"
-# Its default build crashes in its AMX path on CPUs that have AMX: use one built without it.
-if [ -z "${PEERS_HOME:-}" ] && grep -qw amx_int8 /proc/cpuinfo; then
-  export PEERS_HOME=$("$here/bench/llamacpp_without_amx.sh")
-  echo "(built without AMX: $PEERS_HOME)"
-fi
-"$shared/peers/llamacpp/measure.sh" "$gguf"
-for threads in 1 2; do
-  echo; echo "### aiserve model only, $threads thread(s)"
-  AISERVE_GGUF="$gguf" RAYON_NUM_THREADS=$threads "$bench_bin"
-done
+wait_ready() { # URL
+  for _ in $(seq 600); do curl -sf "$1" >/dev/null && return 0; sleep 0.2; done
+  echo "not ready: $1" >&2; exit 1
+}
+stop() { kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; pid=""; }
 
-echo; echo "### aiserve over HTTP (streamed chat, greedy, 128 tokens per answer)"
-mkdir -p "$tmp/repo/smollm2/1" && cp "$gguf" "$tmp/repo/smollm2/1/"
-"$CARGO_TARGET_DIR/release/aiserve" serve --repo "$tmp/repo" --addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 >"$tmp/log" 2>&1 &
-pid=$!
-addr=""
-for _ in $(seq 100); do
-  addr=$(sed -n 's/.*aiserve listening addr=\([0-9.:]*\).*/\1/p' "$tmp/log" | head -1)
-  [ -n "$addr" ] && break
-  sleep 0.1
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%FT%TZ)"
+for name in smollm2 gemma3; do
+  case $name in
+    smollm2) gguf="$assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"; mode=chat ;;
+    gemma3) gguf="$assets/gemma3/gemma-3-270m-q4_k_m.gguf"; mode=completions ;;
+  esac
+  echo; echo "## $name ($(basename "$gguf"))"
+  echo; echo "### llama-bench, 2 threads"
+  "$bin/llama-bench" -m "$gguf" -t 2 -p 201 -n 128 -r 3 2>/dev/null | grep -E '^\| (model|[a-z])'
+  echo; echo "### aiserve model only, 2 threads"
+  AISERVE_GGUF="$gguf" AISERVE_BATCHES=1,8 RAYON_NUM_THREADS=2 "$bench_bin" | grep -E 'as llama|prefill|decode batch|^model'
+
+  mkdir -p "$tmp/repo-$name/$name/1" && ln -sf "$gguf" "$tmp/repo-$name/$name/1/"
+  for round in $(seq "$rounds"); do
+    for clients in 1 8; do
+      echo; echo "### over HTTP, $clients client(s), round $round"
+      "$bin/llama-server" -m "$gguf" -t 2 -tb 2 -np "$clients" -c $((clients == 1 ? 4096 : 8192)) --jinja \
+        --host 127.0.0.1 --port $port -a "$name" >"$tmp/llama.log" 2>&1 &
+      pid=$!
+      wait_ready "http://127.0.0.1:$port/health"
+      printf 'llama-server -np %s:       ' "$clients"
+      python3 "$here/bench/generate_load.py" "127.0.0.1:$port" "$name" "$clients" $((clients == 1 ? 4 : 2)) 128 $mode
+      stop
+      for drafts in 4 0; do
+        [ "$clients" = 8 ] && [ "$drafts" = 0 ] && continue
+        "$CARGO_TARGET_DIR/release/aiserve" serve --repo "$tmp/repo-$name" --addr 127.0.0.1:$port \
+          --grpc-addr 127.0.0.1:0 --draft-tokens $drafts >"$tmp/aiserve.log" 2>&1 &
+        pid=$!
+        wait_ready "http://127.0.0.1:$port/v2/models/$name/ready"
+        printf 'aiserve (--draft-tokens %s): ' "$drafts"
+        python3 "$here/bench/generate_load.py" "127.0.0.1:$port" "$name" "$clients" $((clients == 1 ? 4 : 2)) 128 $mode
+        stop
+      done
+    done
+  done
 done
-for _ in $(seq 100); do
-  curl -sf "http://$addr/v2/models/smollm2/ready" >/dev/null && break
-  sleep 0.1
-done
-python3 "$here/bench/generate_load.py" "$addr" smollm2 1 4
-python3 "$here/bench/generate_load.py" "$addr" smollm2 8 2

@@ -107,8 +107,22 @@ fn main() {
         128.0 / t.elapsed().as_secs_f64()
     );
 
-    // Prefill speed: 200 tokens as one chunk.
-    let ids = spec.tokenizer.encode(&"word ".repeat(200), false).unwrap();
+    // llama-bench's tg128: 128 single-token passes from an empty sequence (its first token is
+    // the BOS), every pass timed.
+    let bos = spec.tokenizer.encode("", true).unwrap().first().copied().unwrap_or(0);
+    let mut seq = model.new_sequence();
+    let mut next = [bos];
+    let t = Instant::now();
+    for _ in 0..128 {
+        let logits =
+            model.forward(&mut [GenItem { state: &mut seq, tokens: &next, prompt_len: 1, logits: true }]).unwrap();
+        next = [argmax(&logits[0])];
+    }
+    println!("as llama-bench measures it: tg128 {:.1} tok/s", 128.0 / t.elapsed().as_secs_f64());
+
+    // Prefill speed: 201 tokens as one chunk (llama-bench's pp201 feeds 201 tokens at once).
+    let mut ids = spec.tokenizer.encode(&"word ".repeat(300), false).unwrap();
+    ids.truncate(201);
     let mut seq = model.new_sequence();
     let t = Instant::now();
     model.forward(&mut [GenItem { state: &mut seq, tokens: &ids, prompt_len: ids.len(), logits: true }]).unwrap();
