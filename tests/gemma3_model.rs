@@ -5,22 +5,11 @@
 
 use std::path::Path;
 
-use aiserve_core::generate::{GenItem, GeneratorSpec, TextGenerator};
+use aiserve_core::generate::{GenItem, TextGenerator};
 use aiserve_core::sampling::argmax;
-use aiserve_core::{Description, Loaded, ModelLoader};
-use aiserve_models::CandleLoader;
 use serde_json::Value;
 
-fn load(dir: &Path) -> (GeneratorSpec, Box<dyn TextGenerator>) {
-    let loader = CandleLoader::cpu();
-    let description = loader.describe(dir, &aiserve_core::config::ModelConfig::new_default()).unwrap();
-    let Description::Generator(spec) = &description else { panic!("not described as a generator") };
-    let spec = spec.clone();
-    match loader.load(dir, &description).unwrap() {
-        Loaded::Generator(g) => (spec, g),
-        _ => panic!("not loaded as a generator"),
-    }
-}
+use crate::generate_model::load;
 
 fn gemma3_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

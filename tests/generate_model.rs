@@ -15,7 +15,7 @@ use aiserve_models::quant::Bits;
 use aiserve_models::CandleLoader;
 use serde_json::{json, Value};
 
-fn load(dir: &Path) -> (GeneratorSpec, Box<dyn TextGenerator>) {
+pub fn load(dir: &Path) -> (GeneratorSpec, Box<dyn TextGenerator>) {
     load_with(dir, Bits::default())
 }
 
@@ -345,13 +345,14 @@ fn a_forked_prefix_gives_the_same_logits_as_a_fresh_prompt() {
     }
 }
 
-/// The text the engine generates for `prompt`.
+/// The text the engine generates for `prompt`, and how many prompt tokens came from its
+/// prefix cache.
 fn engine_answer(
     engine: &aiserve_runtime::generation::engine::Engine,
     prompt: &[u32],
     max_tokens: usize,
     sampling: aiserve_core::sampling::SamplingParams,
-) -> String {
+) -> (String, usize) {
     use aiserve_runtime::generation::engine::{Event, GenRequest};
     let req = GenRequest {
         prompt: prompt.to_vec(),
@@ -368,7 +369,7 @@ fn engine_answer(
     loop {
         match rx.blocking_recv().expect("an event") {
             Event::Text(t) => text.push_str(&t),
-            Event::Done { .. } => return text,
+            Event::Done { cached_tokens, .. } => return (text, cached_tokens),
             Event::Failed(e) => panic!("{e}"),
             Event::Token(_) => {}
         }
@@ -392,9 +393,11 @@ fn drafted_tokens_change_no_answer() {
         let (_, model) = load(dir.path());
         let cfg = EngineConfig { draft_tokens, ..Default::default() };
         let engine = Engine::start(name, "1", model, spec.clone(), cfg).unwrap();
-        let greedy = engine_answer(&engine, &prompt, 60, SamplingParams { temperature: 0.0, ..Default::default() });
+        let greedy = engine_answer(&engine, &prompt, 60, SamplingParams { temperature: 0.0, ..Default::default() }).0;
         let sampled = (0..3)
-            .map(|seed| engine_answer(&engine, &prompt, 40, SamplingParams { seed: Some(seed), ..Default::default() }))
+            .map(|seed| {
+                engine_answer(&engine, &prompt, 40, SamplingParams { seed: Some(seed), ..Default::default() }).0
+            })
             .collect::<Vec<_>>();
         let drafted = METRICS.tokens.with_label_values(&[name, "drafted"]).get();
         let accepted = METRICS.tokens.with_label_values(&[name, "draft_accepted"]).get();
@@ -424,16 +427,18 @@ fn the_engine_reuses_cached_prefixes_without_changing_greedy_answers() {
         |prompt: &[u32]| engine_answer(&engine, prompt, 24, SamplingParams { temperature: 0.0, ..Default::default() });
     let first = chat_ids(&spec, "Which city is the capital of France?");
     let cold = answer(&first);
-    assert_eq!(cached(), 0);
-    assert_eq!(answer(&first), cold, "the same answer from the cached prefix");
-    assert_eq!(cached() as usize, first.len() - 1, "all of the prompt but its last token");
+    assert_eq!((cached(), cold.1), (0, 0));
+    let again = answer(&first);
+    assert_eq!(again.0, cold.0, "the same answer from the cached prefix");
+    assert_eq!(again.1, first.len() - 1, "all of the prompt but its last token, in the sequence's usage");
+    assert_eq!(cached() as usize, first.len() - 1, "and in the metric");
     // SmolLM2's template puts its system prompt first: 30-odd tokens shared.
     let second = chat_ids(&spec, "What is 2 + 2?");
     let shared = first.iter().zip(&second).take_while(|(a, b)| a == b).count();
     let before = cached();
     let (_, mut fresh) = load(dir.path());
     let want = greedy(fresh.as_mut(), std::slice::from_ref(&second), 24, &spec.info.stop_tokens).remove(0);
-    assert_eq!(answer(&second), spec.tokenizer.decode(&want).unwrap());
+    assert_eq!(answer(&second), (spec.tokenizer.decode(&want).unwrap(), shared));
     assert_eq!((cached() - before) as usize, shared);
 }
 

@@ -28,16 +28,34 @@ pub fn softmax(s: &mut [f32]) {
 
 /// SwiGLU: `silu(gate) · up` from rows holding `[gate | up]`.
 pub fn swiglu(gate_up: &[f32], width: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    let vector: Vector = simd::swiglu;
+    #[cfg(not(target_arch = "x86_64"))]
+    let vector = ();
+    glu(gate_up, width, out, |g| g / (1.0 + exp(-g)), vector);
+}
+
+/// A row's vector path: writes what it can of `act(gate) · up`, returns how many values.
+#[cfg(target_arch = "x86_64")]
+type Vector = unsafe fn(&[f32], &[f32], &mut [f32]) -> usize;
+#[cfg(not(target_arch = "x86_64"))]
+type Vector = ();
+
+/// `act(gate) · up` for rows holding `[gate | up]`: the vector path where the CPU has AVX2 and
+/// FMA, `act` for the tail (the same operations, so the same bits).
+fn glu(gate_up: &[f32], width: usize, out: &mut [f32], act: fn(f32) -> f32, vector: Vector) {
     for (gu, o) in gate_up.chunks_exact(2 * width).zip(out.chunks_exact_mut(width)) {
         let (g, u) = gu.split_at(width);
         let mut done = 0;
         #[cfg(target_arch = "x86_64")]
         if simd::available() {
-            // SAFETY: the CPU has AVX2 and FMA (checked above).
-            done = unsafe { simd::swiglu(g, u, o) };
+            // SAFETY: the CPU has AVX2 and FMA (checked above), which the vector paths need.
+            done = unsafe { vector(g, u, o) };
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        let () = vector;
         for ((o, g), u) in o.iter_mut().zip(g).zip(u).skip(done) {
-            *o = g / (1.0 + exp(-g)) * u;
+            *o = act(*g) * u;
         }
     }
 }
@@ -50,18 +68,11 @@ const GELU_CUBIC: f32 = 0.044_715;
 /// GeGLU: `gelu(gate) · up` (GELU's tanh approximation, as Gemma and llama.cpp use) from rows
 /// holding `[gate | up]`.
 pub fn geglu(gate_up: &[f32], width: usize, out: &mut [f32]) {
-    for (gu, o) in gate_up.chunks_exact(2 * width).zip(out.chunks_exact_mut(width)) {
-        let (g, u) = gu.split_at(width);
-        let mut done = 0;
-        #[cfg(target_arch = "x86_64")]
-        if simd::available() {
-            // SAFETY: the CPU has AVX2 and FMA (checked above).
-            done = unsafe { simd::geglu(g, u, o) };
-        }
-        for ((o, g), u) in o.iter_mut().zip(g).zip(u).skip(done) {
-            *o = g / (1.0 + exp(-GELU_2U * (g + GELU_CUBIC * g * g * g))) * u;
-        }
-    }
+    #[cfg(target_arch = "x86_64")]
+    let vector: Vector = simd::geglu;
+    #[cfg(not(target_arch = "x86_64"))]
+    let vector = ();
+    glu(gate_up, width, out, |g| g / (1.0 + exp(-GELU_2U * (g + GELU_CUBIC * g * g * g))), vector);
 }
 
 /// Eight lane sums added as `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`, as the vector path does.

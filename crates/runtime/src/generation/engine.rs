@@ -105,6 +105,8 @@ pub enum Event {
         stop: Option<String>,
         prompt_tokens: usize,
         completion_tokens: usize,
+        /// Prompt tokens whose KV was copied from the prefix cache.
+        cached_tokens: usize,
     },
     Failed(Error),
 }
@@ -265,6 +267,8 @@ struct Active {
     deadline: Option<std::time::Instant>,
     /// How its drafts fared (speculative decoding stops where they keep failing).
     drafting: Drafting,
+    /// Prompt tokens copied from the prefix cache.
+    cached: usize,
 }
 
 struct Loop {
@@ -397,6 +401,7 @@ impl Loop {
                 last_token: None,
                 deadline: req.deadline,
                 drafting: Drafting::default(),
+                cached: 0,
             },
         );
     }
@@ -476,6 +481,7 @@ impl Loop {
             let Some((len, state)) = self.prefix.lookup(&s.tokens, limit, self.generator.as_ref()) else { continue };
             if let Some(moved) = self.sched.reuse(p.id, len) {
                 s.state = Some(state);
+                s.cached = len.min(s.prompt_len);
                 *p = moved;
                 cached += len;
             }
@@ -709,6 +715,7 @@ impl Loop {
             stop: s.stops.matched().map(str::to_owned),
             prompt_tokens: s.prompt_len,
             completion_tokens: s.tokens.len() - s.prompt_len,
+            cached_tokens: s.cached,
         }
     }
 }

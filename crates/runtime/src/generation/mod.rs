@@ -45,6 +45,8 @@ pub struct Completion {
     pub stop: Option<String>,
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
+    /// Prompt tokens whose KV came from the prefix cache.
+    pub cached_tokens: usize,
 }
 
 impl GenModel {
@@ -224,8 +226,8 @@ pub async fn collect(mut rx: UnboundedReceiver<Event>) -> Result<Completion, Err
         match e {
             Event::Text(t) => text.push_str(&t),
             Event::Token(t) => logprobs.push(t),
-            Event::Done { reason, stop, prompt_tokens, completion_tokens } => {
-                return Ok(Completion { text, logprobs, reason, stop, prompt_tokens, completion_tokens })
+            Event::Done { reason, stop, prompt_tokens, completion_tokens, cached_tokens } => {
+                return Ok(Completion { text, logprobs, reason, stop, prompt_tokens, completion_tokens, cached_tokens })
             }
             Event::Failed(e) => return Err(e),
         }

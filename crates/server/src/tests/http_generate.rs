@@ -47,7 +47,10 @@ async fn chat_answers_with_usage_and_finish_reasons() {
     assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
     assert_eq!(v["choices"][0]["message"], json!({ "role": "assistant", "content": "cdefg" }));
     assert_eq!(v["choices"][0]["finish_reason"], "length");
-    assert_eq!(v["usage"], json!({ "prompt_tokens": 2, "completion_tokens": 5, "total_tokens": 7 }));
+    assert_eq!(
+        v["usage"],
+        json!({ "prompt_tokens": 2, "completion_tokens": 5, "total_tokens": 7, "prompt_tokens_details": { "cached_tokens": 0 } })
+    );
     // Runs to the end token: `z` … `~`, then 127.
     let (_, v) = h.json("POST", "/v1/chat/completions", chat("xy", json!({ "max_completion_tokens": 40 }))).await;
     assert_eq!(v["choices"][0]["message"]["content"], "z{|}~");
@@ -87,7 +90,10 @@ async fn streamed_chat_matches_the_whole_answer() {
     assert_eq!(finish["choices"][0]["finish_reason"], "length");
     let usage = &chunks[chunks.len() - 1];
     assert_eq!(usage["choices"], json!([]));
-    assert_eq!(usage["usage"], json!({ "prompt_tokens": 2, "completion_tokens": 6, "total_tokens": 8 }));
+    assert_eq!(
+        usage["usage"],
+        json!({ "prompt_tokens": 2, "completion_tokens": 6, "total_tokens": 8, "prompt_tokens_details": { "cached_tokens": 0 } })
+    );
     assert!(chunks[..chunks.len() - 1].iter().all(|c| c["usage"].is_null()));
 }
 
@@ -101,7 +107,10 @@ async fn completions_take_every_prompt_form_with_n_choices_each() {
     let texts: Vec<&str> = v["choices"].as_array().unwrap().iter().map(|c| c["text"].as_str().unwrap()).collect();
     assert_eq!(texts, ["cde", "cde", "rst", "rst"]);
     assert!(v["choices"].as_array().unwrap().iter().enumerate().all(|(i, c)| c["index"] == i));
-    assert_eq!(v["usage"], json!({ "prompt_tokens": 4, "completion_tokens": 12, "total_tokens": 16 }));
+    assert_eq!(
+        v["usage"],
+        json!({ "prompt_tokens": 4, "completion_tokens": 12, "total_tokens": 16, "prompt_tokens_details": { "cached_tokens": 0 } })
+    );
     // Token ids, and lists of them.
     let (_, v) =
         h.json("POST", "/v1/completions", json!({ "model": "gen", "prompt": [97, 98], "max_tokens": 2 })).await;

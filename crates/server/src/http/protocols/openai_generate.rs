@@ -224,8 +224,11 @@ impl Logprobs {
     }
 }
 
-fn usage(prompt: usize, completion: usize) -> Value {
-    json!({ "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion })
+/// OpenAI's usage object; `cached` prompt tokens came from the prefix cache (summed over the
+/// choices, at most the prompt tokens).
+fn usage(prompt: usize, completion: usize, cached: usize) -> Value {
+    json!({ "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+        "prompt_tokens_details": { "cached_tokens": cached.min(prompt) } })
 }
 
 /// Parses the body, resolves the model and checks the fields both routes share.
@@ -355,6 +358,7 @@ async fn respond(
     if !p.stream {
         let done = collect_all(rxs, deadline).await?;
         let completion_tokens: usize = done.iter().map(|c| c.completion_tokens).sum();
+        let cached_tokens: usize = done.iter().map(|c| c.cached_tokens).sum();
         let choices: Vec<Value> = done
             .iter()
             .enumerate()
@@ -370,7 +374,7 @@ async fn respond(
             })
             .collect();
         let mut body = shape.envelope(false, choices);
-        body.insert("usage".into(), usage(prompt_tokens, completion_tokens));
+        body.insert("usage".into(), usage(prompt_tokens, completion_tokens, cached_tokens));
         return Ok(tag(Json(Value::Object(body)).into_response(), served));
     }
     let stream = ChunkStream {
@@ -380,6 +384,7 @@ async fn respond(
         outbox: VecDeque::new(),
         prompt_tokens,
         completion_tokens: 0,
+        cached_tokens: 0,
         include_usage: p.include_usage,
         ended: false,
         logprobs,
@@ -404,6 +409,8 @@ struct ChunkStream {
     outbox: VecDeque<SseEvent>,
     prompt_tokens: usize,
     completion_tokens: usize,
+    /// Prompt tokens the prefix cache supplied, summed over the choices.
+    cached_tokens: usize,
     include_usage: bool,
     ended: bool,
     logprobs: Option<Logprobs>,
@@ -484,11 +491,12 @@ impl ChunkStream {
                             let deltas = self.stream_of(i).push(&t);
                             self.send_deltas(i, deltas);
                         }
-                        Event::Done { reason, completion_tokens, .. } => {
+                        Event::Done { reason, completion_tokens, cached_tokens, .. } => {
                             let deltas = self.stream_of(i).finish();
                             self.send_deltas(i, deltas);
                             let calls = self.stream_of(i).calls();
                             self.completion_tokens += completion_tokens;
+                            self.cached_tokens += cached_tokens;
                             // Tokens whose text never came (cut by a stop string) go with the end.
                             let logprobs = match self.pending.get(&i) {
                                 Some((t, _)) if !t.is_empty() => self.take_logprobs(i),
@@ -511,7 +519,10 @@ impl ChunkStream {
                 None => {
                     if self.include_usage {
                         let mut body = self.shape.envelope(true, Vec::new());
-                        body.insert("usage".into(), usage(self.prompt_tokens, self.completion_tokens));
+                        body.insert(
+                            "usage".into(),
+                            usage(self.prompt_tokens, self.completion_tokens, self.cached_tokens),
+                        );
                         self.outbox.push_back(SseEvent::default().data(Value::Object(body).to_string()));
                     }
                     self.outbox.push_back(SseEvent::default().data("[DONE]"));

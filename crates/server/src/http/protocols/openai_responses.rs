@@ -261,7 +261,10 @@ async fn responses(State(state): State<AppState>, headers: HeaderMap, body: Body
         let c = &done[0];
         whole(output.as_ref(), &c.text).0.into_iter().for_each(|d| items.delta(d));
         items.close();
-        return Ok(tag(Json(items.response(Some((c.reason, c.completion_tokens)))).into_response(), served));
+        return Ok(tag(
+            Json(items.response(Some((c.reason, c.completion_tokens, c.cached_tokens)))).into_response(),
+            served,
+        ));
     }
     let s = Stream {
         items,
@@ -425,10 +428,11 @@ impl Items {
         }
     }
 
-    /// The response object: in progress, or finished with its reason and token count.
-    fn response(&self, end: Option<(FinishReason, usize)>) -> Value {
+    /// The response object: in progress, or finished with its reason, its token count and the
+    /// prompt tokens the prefix cache supplied.
+    fn response(&self, end: Option<(FinishReason, usize, usize)>) -> Value {
         let mut r = self.head.clone();
-        if let Some((reason, completion)) = end {
+        if let Some((reason, completion, cached)) = end {
             let incomplete = reason == FinishReason::Length;
             r.insert("status".into(), if incomplete { "incomplete" } else { "completed" }.into());
             if incomplete {
@@ -437,7 +441,7 @@ impl Items {
             r.insert("output".into(), self.done.clone().into());
             r.insert(
                 "usage".into(),
-                json!({ "input_tokens": self.prompt_tokens, "input_tokens_details": { "cached_tokens": 0 },
+                json!({ "input_tokens": self.prompt_tokens, "input_tokens_details": { "cached_tokens": cached },
                     "output_tokens": completion, "output_tokens_details": { "reasoning_tokens": 0 },
                     "total_tokens": self.prompt_tokens + completion }),
             );
@@ -480,12 +484,12 @@ impl Stream {
                     }
                 }
                 Some((_, Event::Token(_))) => {}
-                Some((_, Event::Done { reason, completion_tokens, .. })) => {
+                Some((_, Event::Done { reason, completion_tokens, cached_tokens, .. })) => {
                     for d in self.calls.finish() {
                         self.items.delta(d);
                     }
                     self.items.close();
-                    let r = self.items.response(Some((reason, completion_tokens)));
+                    let r = self.items.response(Some((reason, completion_tokens, cached_tokens)));
                     let kind =
                         if reason == FinishReason::Length { "response.incomplete" } else { "response.completed" };
                     self.items.emit(kind, json!({ "response": r }));
