@@ -345,16 +345,13 @@ fn a_forked_prefix_gives_the_same_logits_as_a_fresh_prompt() {
     }
 }
 
-/// The text the engine generates for `prompt`, and how many prompt tokens came from its
-/// prefix cache.
-fn engine_answer(
-    engine: &aiserve_runtime::generation::engine::Engine,
+/// A greedy (or `sampling`) request for `prompt`.
+fn request(
     prompt: &[u32],
     max_tokens: usize,
     sampling: aiserve_core::sampling::SamplingParams,
-) -> (String, usize) {
-    use aiserve_runtime::generation::engine::{Event, GenRequest};
-    let req = GenRequest {
+) -> aiserve_runtime::generation::engine::GenRequest {
+    aiserve_runtime::generation::engine::GenRequest {
         prompt: prompt.to_vec(),
         max_tokens,
         sampling,
@@ -363,8 +360,14 @@ fn engine_answer(
         deadline: None,
         constraint: None,
         keep_special: false,
-    };
-    let mut rx = engine.submit(req).unwrap();
+    }
+}
+
+/// A sequence's text, and how many of its prompt tokens came from the prefix cache.
+fn collect(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<aiserve_runtime::generation::engine::Event>,
+) -> (String, usize) {
+    use aiserve_runtime::generation::engine::Event;
     let mut text = String::new();
     loop {
         match rx.blocking_recv().expect("an event") {
@@ -374,6 +377,73 @@ fn engine_answer(
             Event::Token(_) => {}
         }
     }
+}
+
+/// The text the engine generates for `prompt`, and how many prompt tokens came from its
+/// prefix cache.
+fn engine_answer(
+    engine: &aiserve_runtime::generation::engine::Engine,
+    prompt: &[u32],
+    max_tokens: usize,
+    sampling: aiserve_core::sampling::SamplingParams,
+) -> (String, usize) {
+    collect(engine.submit(request(prompt, max_tokens, sampling)).unwrap())
+}
+
+/// A model that sleeps before each pass, so that requests sent meanwhile start together.
+struct Slow(Box<dyn TextGenerator>);
+
+impl TextGenerator for Slow {
+    fn new_sequence(&self) -> SeqState {
+        self.0.new_sequence()
+    }
+    fn forward(&mut self, items: &mut [GenItem<'_>]) -> Result<Vec<Vec<f32>>, aiserve_core::BackendError> {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        self.0.forward(items)
+    }
+    fn verifies_drafts(&self) -> bool {
+        self.0.verifies_drafts()
+    }
+    fn forward_rows(
+        &mut self,
+        items: &mut [GenItem<'_>],
+        rows: &[usize],
+    ) -> Result<Vec<Vec<f32>>, aiserve_core::BackendError> {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        self.0.forward_rows(items, rows)
+    }
+    fn truncate(&self, state: &mut SeqState, len: usize) -> bool {
+        self.0.truncate(state, len)
+    }
+    fn shared_len(&self, state: &SeqState) -> Option<usize> {
+        self.0.shared_len(state)
+    }
+    fn fork(&self, state: &SeqState, len: usize) -> Option<SeqState> {
+        self.0.fork(state, len)
+    }
+}
+
+/// The `n` choices of one prompt arriving together: the second waits a step and copies the
+/// first one's prompt instead of computing it again, and answers the same.
+#[test]
+fn sequences_arriving_together_with_one_prompt_compute_it_once() {
+    use aiserve_core::sampling::SamplingParams;
+    use aiserve_runtime::generation::engine::{Engine, EngineConfig};
+    let dir = smollm2_dir();
+    let (spec, model) = load(dir.path());
+    let engine =
+        Engine::start("together-test", "1", Box::new(Slow(model)), spec.clone(), EngineConfig::default()).unwrap();
+    let greedy = || SamplingParams { temperature: 0.0, ..Default::default() };
+    // Something running, so that the two below arrive during one pass.
+    let busy = engine.submit(request(&chat_ids(&spec, "Name three colors."), 6, greedy())).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    let prompt = chat_ids(&spec, "Which city is the capital of France?");
+    let first = engine.submit(request(&prompt, 12, greedy())).unwrap();
+    let second = engine.submit(request(&prompt, 12, greedy())).unwrap();
+    let (a, b) = (collect(first), collect(second));
+    collect(busy);
+    assert_eq!(a.1, 0);
+    assert_eq!(b, (a.0.clone(), prompt.len() - 1), "the same answer, all of the prompt but its last token copied");
 }
 
 /// Prompt-lookup speculative decoding: on an answer that copies its prompt, drafts are

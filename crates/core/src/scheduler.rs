@@ -261,6 +261,19 @@ impl Scheduler {
         Some(*p)
     }
 
+    /// Prefix caching: sequence `id`, whose first chunk the step in flight feeds from position
+    /// 0, goes back to the head of the queue instead, to copy next step the prefix another
+    /// sequence of this step computes. Returns false (nothing changed) where that does not apply.
+    pub fn defer(&mut self, id: SeqId) -> bool {
+        let Some(step) = self.in_flight.as_mut() else { return false };
+        let Some(i) = step.prefill.iter().position(|p| p.id == id && p.start == 0) else { return false };
+        let Some(r) = self.running.iter().position(|s| s.id == id && s.fed == 0) else { return false };
+        step.prefill.remove(i);
+        let s = self.running.remove(r);
+        self.waiting.push_front(s);
+        true
+    }
+
     /// Speculative decoding: decoding sequence `id` of the step in flight may also feed up to
     /// `k` drafted tokens after its last one. Returns how many it may: within its `max_new`
     /// (each accepted draft is a generated token, and one more is sampled after them), the
@@ -480,6 +493,24 @@ mod tests {
         assert_eq!(s.reuse(3, 19), None);
         s.complete();
         assert!(s.kv_used() <= 38);
+    }
+
+    #[test]
+    fn a_deferred_sequence_waits_at_the_head_of_the_queue() {
+        let mut s = Scheduler::new(cfg(100, 4, 64, 16));
+        for id in 1..=3 {
+            s.submit(id, 10, 5).unwrap();
+        }
+        let step = s.schedule();
+        assert_eq!(step.prefill.len(), 3);
+        assert!(s.defer(3) && s.defer(2));
+        assert!(!s.defer(2), "once");
+        assert_eq!((s.running(), s.waiting()), (1, 2));
+        s.complete();
+        // Next step: 1 decodes, 2 and 3 start, in their order.
+        let step = s.schedule();
+        assert_eq!(step.decode, [1]);
+        assert_eq!(step.prefill.iter().map(|p| p.id).collect::<Vec<_>>(), [2, 3]);
     }
 
     #[test]

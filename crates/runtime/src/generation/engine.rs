@@ -15,13 +15,13 @@ use std::sync::{mpsc, Arc};
 
 use aiserve_core::generate::{GenItem, GeneratorSpec, SeqState, TextGenerator};
 use aiserve_core::sampling::{Sampler, SamplingParams, TokenLogprob};
-use aiserve_core::scheduler::{Scheduler, SchedulerConfig, SeqId};
+use aiserve_core::scheduler::{Prefill, Scheduler, SchedulerConfig, SeqId};
 use aiserve_core::stop::{Detokenizer, StopStrings};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::draft::{self, Drafting};
 use super::grammar::{apply_mask, Constraint};
-use super::prefix::PrefixCache;
+use super::prefix::{self, PrefixCache};
 use crate::error::Error;
 use crate::metrics::METRICS;
 
@@ -164,6 +164,7 @@ impl Engine {
             sched_cfg: sched,
             seqs: HashMap::new(),
             prefix: PrefixCache::default(),
+            shares_prefixes: None,
             draft_tokens: cfg.draft_tokens,
             queued: queued.clone(),
             labels: [model.to_string(), version.to_string()],
@@ -269,6 +270,8 @@ struct Active {
     drafting: Drafting,
     /// Prompt tokens copied from the prefix cache.
     cached: usize,
+    /// Whether it already waited a step for another sequence's prefix.
+    deferred: bool,
 }
 
 struct Loop {
@@ -280,6 +283,9 @@ struct Loop {
     seqs: HashMap<SeqId, Active>,
     /// KV caches of ended sequences, within what the budget leaves free.
     prefix: PrefixCache,
+    /// Whether the model can copy a sequence's prefix (else nothing waits for one), known from
+    /// the first sequence state seen.
+    shares_prefixes: Option<bool>,
     /// Most drafted tokens per sequence and pass.
     draft_tokens: usize,
     queued: Arc<AtomicUsize>,
@@ -402,6 +408,7 @@ impl Loop {
                 deadline: req.deadline,
                 drafting: Drafting::default(),
                 cached: 0,
+                deferred: false,
             },
         );
     }
@@ -487,6 +494,41 @@ impl Loop {
             }
         }
         self.metrics.cached.inc_by(cached as u64);
+        // Sequences starting the way another one that completes its prompt in this step starts
+        // (the `n` choices of one prompt, a burst of requests behind one system prompt) wait a
+        // step and copy that prefix; the other's prompt is kept in the cache for them.
+        let starting: Vec<Prefill> = step.prefill.iter().filter(|p| p.start == 0).copied().collect();
+        let (mut deferred, mut leaders) = (Vec::new(), Vec::new());
+        if self.shares_prefixes.is_none() {
+            let state = self.seqs.values().find_map(|s| s.state.as_ref());
+            self.shares_prefixes = state.map(|st| self.generator.shared_len(st).is_some());
+        }
+        if self.shares_prefixes == Some(true) {
+            for (k, p) in starting.iter().enumerate() {
+                let s = &self.seqs[&p.id];
+                if s.deferred {
+                    continue;
+                }
+                let leader = starting[..k].iter().find(|l| {
+                    l.last && !deferred.contains(&l.id) && {
+                        let t = &self.seqs[&l.id].tokens;
+                        t.iter().zip(&s.tokens).take_while(|(a, b)| a == b).count() >= prefix::BLOCK
+                    }
+                });
+                if let Some(l) = leader {
+                    deferred.push(p.id);
+                    leaders.push(l.id);
+                }
+            }
+        }
+        for id in deferred.iter().rev() {
+            if self.sched.defer(*id) {
+                if let Some(s) = self.seqs.get_mut(id) {
+                    s.deferred = true;
+                }
+            }
+        }
+        step.prefill.retain(|p| !deferred.contains(&p.id));
         // What runs now comes first: the cache keeps only the budget's rest.
         self.prefix.shrink_to(self.sched_cfg.kv_budget_tokens.saturating_sub(self.sched.kv_used() + step.tokens()));
         self.report();
@@ -592,6 +634,19 @@ impl Loop {
             if let Some(s) = self.seqs.get_mut(id) {
                 s.state = Some(state);
             }
+        }
+        // The prompts others wait for go into the prefix cache now.
+        for id in &leaders {
+            let Some(s) = self.seqs.get(id) else { continue };
+            let Some(state) = &s.state else { continue };
+            let n = s.prompt_len.min(s.tokens.len() - 1);
+            if let Some(copy) = self.generator.fork(state, n) {
+                self.prefix.insert(s.tokens[..n].to_vec(), copy);
+            }
+        }
+        if !leaders.is_empty() {
+            let budget = self.sched_cfg.kv_budget_tokens;
+            self.prefix.shrink_to(budget.saturating_sub(self.sched.kv_used() + step.tokens()));
         }
         let mut logits = logits.into_iter();
         for (id, _, want) in plan.iter().filter(|p| p.2 > 0) {
