@@ -481,6 +481,70 @@ fn drafted_tokens_change_no_answer() {
     assert!(on.3 >= 20 && on.3 <= on.2, "{} of {} drafted tokens accepted", on.3, on.2);
 }
 
+/// Drafting with everything else a request may ask: log-probabilities (each token's, from its
+/// own row of the verifying pass), a stop string met inside an accepted draft, penalties and
+/// a short `max_tokens` give the same events with drafts on and off.
+#[test]
+fn drafting_keeps_logprobs_stop_strings_penalties_and_lengths() {
+    use aiserve_core::sampling::{SamplingParams, TokenLogprob};
+    use aiserve_runtime::generation::engine::{Engine, EngineConfig, Event};
+    let dir = smollm2_dir();
+    let (spec, _) = load(dir.path());
+    let text = "Northwind Traders, 42 Harbour Road, Portsmouth, ordered 17 crates of green tea.";
+    let prompt = chat_ids(&spec, &format!("Repeat this sentence exactly: {text}"));
+    let cases = [
+        (60, vec![], SamplingParams { temperature: 0.0, ..Default::default() }),
+        (60, vec!["Portsmouth".to_string()], SamplingParams { temperature: 0.0, ..Default::default() }),
+        (9, vec![], SamplingParams { temperature: 0.0, ..Default::default() }),
+        (
+            40,
+            vec![],
+            SamplingParams { seed: Some(5), frequency_penalty: 0.5, presence_penalty: 0.3, ..Default::default() },
+        ),
+    ];
+    let mut runs: Vec<Vec<(String, Vec<TokenLogprob>, String)>> = Vec::new();
+    for draft_tokens in [0, 4] {
+        let (_, model) = load(dir.path());
+        let engine = Engine::start(
+            &format!("drafting-{draft_tokens}"),
+            "1",
+            model,
+            spec.clone(),
+            EngineConfig { draft_tokens, ..Default::default() },
+        )
+        .unwrap();
+        let mut run = Vec::new();
+        for (max_tokens, stop, sampling) in &cases {
+            let mut req = request(&prompt, *max_tokens, sampling.clone());
+            req.stop = stop.clone();
+            req.logprobs = Some(2);
+            let mut rx = engine.submit(req).unwrap();
+            let (mut out, mut lps) = (String::new(), Vec::new());
+            let end = loop {
+                match rx.blocking_recv().expect("an event") {
+                    Event::Text(t) => out.push_str(&t),
+                    Event::Token(t) => lps.push(t),
+                    Event::Done { reason, stop, completion_tokens, .. } => {
+                        break format!("{reason:?} {stop:?} {completion_tokens}")
+                    }
+                    Event::Failed(e) => panic!("{e}"),
+                }
+            };
+            run.push((out, lps, end));
+        }
+        runs.push(run);
+    }
+    assert!(runs[0][1].2.contains("Portsmouth"), "the stop string ends the second case: {:?}", runs[0][1]);
+    assert!(runs[0][2].2.ends_with(" 9"), "nine tokens: {:?}", runs[0][2].2);
+    for (i, (off, on)) in runs[0].iter().zip(&runs[1]).enumerate() {
+        assert_eq!(on, off, "case {i}");
+    }
+    let accepted =
+        |name: &str| aiserve_runtime::metrics::METRICS.tokens.with_label_values(&[name, "draft_accepted"]).get();
+    assert_eq!(accepted("drafting-0"), 0);
+    assert!(accepted("drafting-4") >= 10, "drafts were taken: {}", accepted("drafting-4"));
+}
+
 /// Through the engine: a prompt seen before is answered the same, its prefix copied from the
 /// cache (counted in `aiserve_tokens_total{kind="prompt_cached"}`), a different question after
 /// the same system prompt reuses the system prompt.
