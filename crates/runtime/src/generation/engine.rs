@@ -15,7 +15,7 @@ use std::sync::{mpsc, Arc};
 
 use aiserve_core::generate::{GenItem, GeneratorSpec, SeqState, TextGenerator};
 use aiserve_core::sampling::{Sampler, SamplingParams, TokenLogprob};
-use aiserve_core::scheduler::{Prefill, Scheduler, SchedulerConfig, SeqId};
+use aiserve_core::scheduler::{Prefill, Scheduler, SchedulerConfig, SeqId, Step};
 use aiserve_core::stop::{Detokenizer, StopStrings};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
@@ -469,18 +469,9 @@ impl Loop {
         self.metrics.depth.set(self.seqs.len() as i64);
     }
 
-    fn step(&mut self) {
-        let mut step = self.sched.schedule();
-        for id in &step.preempted {
-            if let Some(s) = self.seqs.get_mut(id) {
-                s.state = None;
-            }
-        }
-        if step.is_empty() {
-            return;
-        }
-        // Sequences starting their prompt: copy the longest cached prefix, if the scheduler
-        // can fit it. At least one token is left to feed, for the logits.
+    /// Sequences starting their prompt copy the longest cached prefix, where the scheduler can
+    /// fit it; at least one token is left to feed, for the logits.
+    fn reuse_prefixes(&mut self, step: &mut Step) {
         let mut cached = 0;
         for p in step.prefill.iter_mut().filter(|p| p.start == 0) {
             let Some(s) = self.seqs.get_mut(&p.id).filter(|s| s.state.is_none()) else { continue };
@@ -494,62 +485,88 @@ impl Loop {
             }
         }
         self.metrics.cached.inc_by(cached as u64);
-        // Sequences starting the way another one that completes its prompt in this step starts
-        // (the `n` choices of one prompt, a burst of requests behind one system prompt) wait a
-        // step and copy that prefix; the other's prompt is kept in the cache for them.
-        let starting: Vec<Prefill> = step.prefill.iter().filter(|p| p.start == 0).copied().collect();
-        let (mut deferred, mut leaders) = (Vec::new(), Vec::new());
+    }
+
+    /// Sequences starting the way another one that completes its prompt in this step starts
+    /// (the `n` choices of one prompt, a burst of requests behind one system prompt) wait a
+    /// step, once, and then copy that prefix. Returns the sequences whose prompts they wait for
+    /// (kept in the cache after the pass).
+    fn defer_followers(&mut self, step: &mut Step) -> Vec<SeqId> {
         if self.shares_prefixes.is_none() {
             let state = self.seqs.values().find_map(|s| s.state.as_ref());
             self.shares_prefixes = state.map(|st| self.generator.shared_len(st).is_some());
         }
-        if self.shares_prefixes == Some(true) {
-            for (k, p) in starting.iter().enumerate() {
-                let s = &self.seqs[&p.id];
-                if s.deferred {
-                    continue;
+        if self.shares_prefixes != Some(true) {
+            return Vec::new();
+        }
+        let starting: Vec<Prefill> = step.prefill.iter().filter(|p| p.start == 0).copied().collect();
+        let (mut deferred, mut leaders) = (Vec::new(), Vec::new());
+        for (k, p) in starting.iter().enumerate() {
+            let s = &self.seqs[&p.id];
+            if s.deferred {
+                continue;
+            }
+            let leader = starting[..k].iter().find(|l| {
+                l.last && !deferred.contains(&l.id) && {
+                    let t = &self.seqs[&l.id].tokens;
+                    t.iter().zip(&s.tokens).take_while(|(a, b)| a == b).count() >= prefix::BLOCK
                 }
-                let leader = starting[..k].iter().find(|l| {
-                    l.last && !deferred.contains(&l.id) && {
-                        let t = &self.seqs[&l.id].tokens;
-                        t.iter().zip(&s.tokens).take_while(|(a, b)| a == b).count() >= prefix::BLOCK
-                    }
-                });
-                if let Some(l) = leader {
-                    deferred.push(p.id);
-                    leaders.push(l.id);
-                }
+            });
+            if let Some(l) = leader {
+                deferred.push(p.id);
+                leaders.push(l.id);
             }
         }
-        for id in deferred.iter().rev() {
-            if self.sched.defer(*id) {
-                if let Some(s) = self.seqs.get_mut(id) {
-                    s.deferred = true;
-                }
+        // Later ones first: each goes to the head of the queue.
+        deferred.reverse();
+        deferred.retain(|id| self.sched.defer(*id));
+        for id in &deferred {
+            if let Some(s) = self.seqs.get_mut(id) {
+                s.deferred = true;
             }
         }
         step.prefill.retain(|p| !deferred.contains(&p.id));
+        leaders
+    }
+
+    /// Speculative decoding: decoding sequences whose recent tokens appeared before feed what
+    /// followed them there too, as far as the scheduler has room.
+    fn drafts(&mut self, step: &Step) -> HashMap<SeqId, Vec<u32>> {
+        let mut drafts = HashMap::new();
+        if self.draft_tokens == 0 || !self.generator.verifies_drafts() {
+            return drafts;
+        }
+        for id in &step.decode {
+            let Some(s) = self.seqs.get_mut(id).filter(|s| s.constraint.is_none()) else { continue };
+            let guess = draft::propose(&s.tokens, self.draft_tokens);
+            if guess.is_empty() || !s.drafting.ready() {
+                continue;
+            }
+            let k = self.sched.draft(*id, guess.len());
+            if k > 0 {
+                drafts.insert(*id, guess[..k].to_vec());
+            }
+        }
+        drafts
+    }
+
+    fn step(&mut self) {
+        let mut step = self.sched.schedule();
+        for id in &step.preempted {
+            if let Some(s) = self.seqs.get_mut(id) {
+                s.state = None;
+            }
+        }
+        if step.is_empty() {
+            return;
+        }
+        self.reuse_prefixes(&mut step);
+        let leaders = self.defer_followers(&mut step);
         // What runs now comes first: the cache keeps only the budget's rest.
         self.prefix.shrink_to(self.sched_cfg.kv_budget_tokens.saturating_sub(self.sched.kv_used() + step.tokens()));
         self.report();
         self.metrics.batch.observe((step.decode.len() + step.prefill.len()) as f64);
-        // (sequence, token range fed, wants logits) in batch order.
-        // Speculative decoding: decoding sequences whose recent tokens appeared before feed what
-        // followed them there too, as far as the scheduler has room.
-        let mut drafts: HashMap<SeqId, Vec<u32>> = HashMap::new();
-        if self.draft_tokens > 0 && self.generator.verifies_drafts() {
-            for id in &step.decode {
-                let Some(s) = self.seqs.get_mut(id).filter(|s| s.constraint.is_none()) else { continue };
-                let guess = draft::propose(&s.tokens, self.draft_tokens);
-                if guess.is_empty() || !s.drafting.ready() {
-                    continue;
-                }
-                let k = self.sched.draft(*id, guess.len());
-                if k > 0 {
-                    drafts.insert(*id, guess[..k].to_vec());
-                }
-            }
-        }
+        let mut drafts = self.drafts(&step);
         self.metrics.tokens_per_pass.observe((step.tokens() + drafts.values().map(Vec::len).sum::<usize>()) as f64);
         // (sequence, token range fed, logit rows wanted) in batch order.
         let mut plan: Vec<(SeqId, std::ops::Range<usize>, usize)> = Vec::new();
