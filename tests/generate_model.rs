@@ -415,6 +415,9 @@ impl TextGenerator for Slow {
     fn truncate(&self, state: &mut SeqState, len: usize) -> bool {
         self.0.truncate(state, len)
     }
+    fn shares_prefixes(&self) -> bool {
+        self.0.shares_prefixes()
+    }
     fn shared_len(&self, state: &SeqState) -> Option<usize> {
         self.0.shared_len(state)
     }

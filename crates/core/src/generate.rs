@@ -100,6 +100,11 @@ pub trait TextGenerator: Send {
     fn truncate(&self, _state: &mut SeqState, _len: usize) -> bool {
         false
     }
+    /// Whether [`fork`](Self::fork) copies prefixes (prefix caching): the engine lets a
+    /// sequence wait for another's prompt only where it does.
+    fn shares_prefixes(&self) -> bool {
+        false
+    }
     /// How many positions `state` holds, where this model can share them through
     /// [`fork`](Self::fork) (prefix caching); `None` where it cannot (an encoder-decoder's
     /// state depends on its whole prompt).

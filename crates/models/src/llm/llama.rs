@@ -417,6 +417,10 @@ impl TextGenerator for Llama {
         true
     }
 
+    fn shares_prefixes(&self) -> bool {
+        true
+    }
+
     fn shared_len(&self, state: &SeqState) -> Option<usize> {
         state.downcast_ref::<Seq>().map(|s| s.len)
     }

@@ -30,6 +30,9 @@ pub const CONTROL: i32 = 3;
 pub const USER_DEFINED: i32 = 4;
 pub const BYTE: i32 = 6;
 
+/// The longest piece (in characters) that merges make.
+const MAX_MERGED_CHARS: usize = 64;
+
 /// SentencePiece's spelling of a space.
 const SPACE: &str = "\u{2581}";
 
@@ -58,10 +61,15 @@ pub fn tokenizer(
         )));
     }
     // Every split of a piece into two pieces, ranked by the piece's score (ties: lower id,
-    // then shorter left part, so the order is the same on every load).
+    // then shorter left part, so the order is the same on every load). Pieces longer than
+    // MAX_MERGED_CHARS are not made by merges (SentencePiece trains pieces of at most 16
+    // characters; a file with very long ones would otherwise cost the square of their length).
     let mut merges: Vec<(f32, u32, usize, &str, &str)> = Vec::new();
     for (id, piece) in pieces.iter().enumerate() {
-        if matches!(types[id], BYTE | UNKNOWN) || vocab.get(piece) != Some(&(id as u32)) {
+        if matches!(types[id], BYTE | UNKNOWN)
+            || vocab.get(piece) != Some(&(id as u32))
+            || piece.chars().nth(MAX_MERGED_CHARS).is_some()
+        {
             continue;
         }
         for (k, _) in piece.char_indices().skip(1) {

@@ -164,7 +164,6 @@ impl Engine {
             sched_cfg: sched,
             seqs: HashMap::new(),
             prefix: PrefixCache::default(),
-            shares_prefixes: None,
             draft_tokens: cfg.draft_tokens,
             queued: queued.clone(),
             labels: [model.to_string(), version.to_string()],
@@ -283,9 +282,6 @@ struct Loop {
     seqs: HashMap<SeqId, Active>,
     /// KV caches of ended sequences, within what the budget leaves free.
     prefix: PrefixCache,
-    /// Whether the model can copy a sequence's prefix (else nothing waits for one), known from
-    /// the first sequence state seen.
-    shares_prefixes: Option<bool>,
     /// Most drafted tokens per sequence and pass.
     draft_tokens: usize,
     queued: Arc<AtomicUsize>,
@@ -492,11 +488,7 @@ impl Loop {
     /// step, once, and then copy that prefix. Returns the sequences whose prompts they wait for
     /// (kept in the cache after the pass).
     fn defer_followers(&mut self, step: &mut Step) -> Vec<SeqId> {
-        if self.shares_prefixes.is_none() {
-            let state = self.seqs.values().find_map(|s| s.state.as_ref());
-            self.shares_prefixes = state.map(|st| self.generator.shared_len(st).is_some());
-        }
-        if self.shares_prefixes != Some(true) {
+        if !self.generator.shares_prefixes() {
             return Vec::new();
         }
         let starting: Vec<Prefill> = step.prefill.iter().filter(|p| p.start == 0).copied().collect();

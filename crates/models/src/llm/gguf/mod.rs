@@ -187,7 +187,7 @@ fn gemma(
     Ok(Variant {
         gate: Gate::GeluTanh,
         embed_scale: Some((hidden as f32).sqrt()),
-        attn_scale: Some(1.0 / if big { (hidden / heads) as f32 } else { head_dim as f32 }.sqrt()),
+        attn_scale: Some(1.0 / if big { (hidden / heads.max(1)) as f32 } else { head_dim as f32 }.sqrt()),
         attn_softcap: if gemma2 { Some(attn_softcap.unwrap_or(50.0)) } else { attn_softcap },
         final_softcap: if gemma2 { Some(final_softcap.unwrap_or(30.0)) } else { final_softcap },
         sliding,

@@ -224,11 +224,17 @@ impl Logprobs {
     }
 }
 
-/// OpenAI's usage object; `cached` prompt tokens came from the prefix cache (summed over the
-/// choices, at most the prompt tokens).
+/// OpenAI's usage object; `cached` prompt tokens came from the prefix cache.
 fn usage(prompt: usize, completion: usize, cached: usize) -> Value {
     json!({ "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-        "prompt_tokens_details": { "cached_tokens": cached.min(prompt) } })
+        "prompt_tokens_details": { "cached_tokens": cached } })
+}
+
+/// Cached prompt tokens of a request: per prompt, the most any of its `n` choices copied (each
+/// choice holds the prompt once), summed over the prompts. `by_choice` is in choice order
+/// (prompt by prompt).
+fn cached_prompt_tokens(by_choice: &[usize], n: usize) -> usize {
+    by_choice.chunks(n.max(1)).map(|c| c.iter().copied().max().unwrap_or(0)).sum()
 }
 
 /// Parses the body, resolves the model and checks the fields both routes share.
@@ -358,7 +364,8 @@ async fn respond(
     if !p.stream {
         let done = collect_all(rxs, deadline).await?;
         let completion_tokens: usize = done.iter().map(|c| c.completion_tokens).sum();
-        let cached_tokens: usize = done.iter().map(|c| c.cached_tokens).sum();
+        let by_choice: Vec<usize> = done.iter().map(|c| c.cached_tokens).collect();
+        let cached_tokens = cached_prompt_tokens(&by_choice, p.n);
         let choices: Vec<Value> = done
             .iter()
             .enumerate()
@@ -384,7 +391,8 @@ async fn respond(
         outbox: VecDeque::new(),
         prompt_tokens,
         completion_tokens: 0,
-        cached_tokens: 0,
+        cached_tokens: vec![0; sequences],
+        n: p.n,
         include_usage: p.include_usage,
         ended: false,
         logprobs,
@@ -409,8 +417,10 @@ struct ChunkStream {
     outbox: VecDeque<SseEvent>,
     prompt_tokens: usize,
     completion_tokens: usize,
-    /// Prompt tokens the prefix cache supplied, summed over the choices.
-    cached_tokens: usize,
+    /// Prompt tokens the prefix cache supplied, by choice.
+    cached_tokens: Vec<usize>,
+    /// Choices per prompt.
+    n: usize,
     include_usage: bool,
     ended: bool,
     logprobs: Option<Logprobs>,
@@ -496,7 +506,9 @@ impl ChunkStream {
                             self.send_deltas(i, deltas);
                             let calls = self.stream_of(i).calls();
                             self.completion_tokens += completion_tokens;
-                            self.cached_tokens += cached_tokens;
+                            if let Some(c) = self.cached_tokens.get_mut(i) {
+                                *c = cached_tokens;
+                            }
                             // Tokens whose text never came (cut by a stop string) go with the end.
                             let logprobs = match self.pending.get(&i) {
                                 Some((t, _)) if !t.is_empty() => self.take_logprobs(i),
@@ -521,7 +533,11 @@ impl ChunkStream {
                         let mut body = self.shape.envelope(true, Vec::new());
                         body.insert(
                             "usage".into(),
-                            usage(self.prompt_tokens, self.completion_tokens, self.cached_tokens),
+                            usage(
+                                self.prompt_tokens,
+                                self.completion_tokens,
+                                cached_prompt_tokens(&self.cached_tokens, self.n),
+                            ),
                         );
                         self.outbox.push_back(SseEvent::default().data(Value::Object(body).to_string()));
                     }
