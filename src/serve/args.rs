@@ -107,6 +107,10 @@ pub struct GenerationArgs {
     /// do not change); it stops for a sequence whose guesses keep failing. 0 turns it off.
     #[arg(long, env = "AISERVE_DRAFT_TOKENS", default_value_t = 4, value_parser = clap::value_parser!(u64).range(0..=16))]
     pub draft_tokens: u64,
+    /// Passes decoding more sequences than this draft nothing (many rows already keep the
+    /// cores busy, so drafted rows cost what they save).
+    #[arg(long, env = "AISERVE_DRAFT_MAX_SEQS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub draft_max_seqs: u64,
     /// Bits GGUF models round activations to before multiplying them with 4-bit weights: 16
     /// answers as f32 does; 8 (llama.cpp's choice) is faster but changes small models' answers.
     #[arg(long, env = "AISERVE_ACTIVATION_BITS", default_value_t = 16, value_parser = clap::builder::TypedValueParser::map(clap::builder::PossibleValuesParser::new(["8", "16"]), |v: String| v.parse::<u8>().expect("8 or 16")))]
@@ -141,6 +145,7 @@ impl GenerationArgs {
             prefill_chunk: self.prefill_chunk as usize,
             max_queued: self.max_queued_seqs as usize,
             draft_tokens: self.draft_tokens as usize,
+            draft_max_seqs: self.draft_max_seqs as usize,
         }
     }
 }

@@ -41,6 +41,9 @@ pub struct EngineConfig {
     /// Most tokens a decoding sequence drafts per pass from its own context (prompt-lookup
     /// speculative decoding); 0 turns it off.
     pub draft_tokens: usize,
+    /// Passes with more decoding sequences than this draft nothing: with many rows a pass is
+    /// bound by arithmetic, not by reading the weights, and drafted rows cost what they save.
+    pub draft_max_seqs: usize,
 }
 
 impl Default for EngineConfig {
@@ -52,6 +55,7 @@ impl Default for EngineConfig {
             prefill_chunk: 256,
             max_queued: 256,
             draft_tokens: 4,
+            draft_max_seqs: 2,
         }
     }
 }
@@ -165,6 +169,7 @@ impl Engine {
             seqs: HashMap::new(),
             prefix: PrefixCache::default(),
             draft_tokens: cfg.draft_tokens,
+            draft_max_seqs: cfg.draft_max_seqs,
             queued: queued.clone(),
             labels: [model.to_string(), version.to_string()],
             metrics,
@@ -284,6 +289,8 @@ struct Loop {
     prefix: PrefixCache,
     /// Most drafted tokens per sequence and pass.
     draft_tokens: usize,
+    /// Most decoding sequences in a pass that drafts.
+    draft_max_seqs: usize,
     queued: Arc<AtomicUsize>,
     labels: [String; 2],
     metrics: EngineMetrics,
@@ -525,7 +532,7 @@ impl Loop {
     /// followed them there too, as far as the scheduler has room.
     fn drafts(&mut self, step: &Step) -> HashMap<SeqId, Vec<u32>> {
         let mut drafts = HashMap::new();
-        if self.draft_tokens == 0 || !self.generator.verifies_drafts() {
+        if self.draft_tokens == 0 || step.decode.len() > self.draft_max_seqs || !self.generator.verifies_drafts() {
             return drafts;
         }
         for id in &step.decode {
