@@ -8,6 +8,7 @@ mod cli;
 mod digits_model;
 mod embeddings_model;
 mod gemma3_model;
+mod generate_engine;
 mod generate_model;
 mod gguf_tokenizer;
 mod hostile;

@@ -14,106 +14,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
 use aiserve_core::generate::{GenItem, GeneratorSpec, SeqState, TextGenerator};
-use aiserve_core::sampling::{Sampler, SamplingParams, TokenLogprob};
-use aiserve_core::scheduler::{Prefill, Scheduler, SchedulerConfig, SeqId, Step};
+use aiserve_core::sampling::Sampler;
+use aiserve_core::scheduler::{Scheduler, SchedulerConfig, SeqId};
 use aiserve_core::stop::{Detokenizer, StopStrings};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use super::draft::{self, Drafting};
+use super::draft::Drafting;
 use super::grammar::{apply_mask, Constraint};
-use super::prefix::{self, PrefixCache};
+use super::prefix::PrefixCache;
 use crate::error::Error;
 use crate::metrics::METRICS;
 
-/// Engine limits of one model version.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EngineConfig {
-    /// Memory all sequences' KV caches may take together.
-    pub kv_cache_bytes: usize,
-    /// Most sequences decoding together.
-    pub max_seqs: usize,
-    /// Most tokens (decodes plus prompt chunks) in one forward pass.
-    pub max_step_tokens: usize,
-    /// Most prompt tokens of one sequence per forward pass.
-    pub prefill_chunk: usize,
-    /// Most sequences admitted or waiting before new requests get 503.
-    pub max_queued: usize,
-    /// Most tokens a decoding sequence drafts per pass from its own context (prompt-lookup
-    /// speculative decoding); 0 turns it off.
-    pub draft_tokens: usize,
-    /// Passes with more decoding sequences than this draft nothing: with many rows a pass is
-    /// bound by arithmetic, not by reading the weights, and drafted rows cost what they save.
-    pub draft_max_seqs: usize,
-}
+mod emit;
+mod plan;
+mod types;
 
-impl Default for EngineConfig {
-    fn default() -> Self {
-        Self {
-            kv_cache_bytes: 1 << 30,
-            max_seqs: 16,
-            max_step_tokens: 512,
-            prefill_chunk: 256,
-            max_queued: 256,
-            draft_tokens: 4,
-            draft_max_seqs: 2,
-        }
-    }
-}
-
-/// One sequence to generate.
-#[derive(Clone, Debug)]
-pub struct GenRequest {
-    pub prompt: Vec<u32>,
-    pub max_tokens: usize,
-    pub sampling: SamplingParams,
-    pub stop: Vec<String>,
-    /// Report each generated token's log-probability and this many alternatives'.
-    pub logprobs: Option<usize>,
-    /// A sequence that has not produced its first token by then fails with 504 (the request
-    /// timeout bounds the wait in the queue and the prefill, as for every other model).
-    pub deadline: Option<std::time::Instant>,
-    /// The grammar its text must follow (structured outputs), compiled for this model.
-    pub constraint: Option<Constraint>,
-    /// Special tokens that are not end tokens come out as their text (a tool-call marker such
-    /// as Mistral's `[TOOL_CALLS]` that the parser must see); otherwise they are left out.
-    pub keep_special: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FinishReason {
-    /// An end-of-sequence token or a stop string.
-    Stop,
-    /// `max_tokens` reached.
-    Length,
-}
-
-impl FinishReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stop => "stop",
-            Self::Length => "length",
-        }
-    }
-}
-
-/// What a sequence's receiver gets: text pieces, then exactly one `Done` or `Failed`. With
-/// `logprobs` asked, each generated token's (but an end token's) comes before the text it
-/// completes, which may come later (held back as part of a character or a stop string).
-#[derive(Debug)]
-pub enum Event {
-    Text(String),
-    Token(TokenLogprob),
-    /// `stop` is the stop string that ended the text, if one did.
-    Done {
-        reason: FinishReason,
-        stop: Option<String>,
-        prompt_tokens: usize,
-        completion_tokens: usize,
-        /// Prompt tokens whose KV was copied from the prefix cache.
-        cached_tokens: usize,
-    },
-    Failed(Error),
-}
+pub use types::{EngineConfig, Event, FinishReason, GenRequest};
 
 struct Submit {
     id: SeqId,
@@ -426,10 +342,11 @@ impl Loop {
                 // Every position but the last token's was fed (refused drafts' positions, if
                 // the sequence ended among them, are dropped here).
                 let fed = self.generator.shared_len(&state).map(|n| n.min(s.tokens.len().saturating_sub(1)));
-                if let Some(n) = fed.filter(|n| {
-                    self.generator.truncate(&mut state, *n) || self.generator.shared_len(&state) == Some(*n)
-                }) {
-                    self.prefix.insert(s.tokens[..n].to_vec(), state);
+                if let Some(n) = fed.filter(|n| self.generator.truncate(&mut state, *n)) {
+                    // The sequence ends here: its tokens move to the cache, not a copy.
+                    let mut tokens = std::mem::take(&mut s.tokens);
+                    tokens.truncate(n);
+                    self.prefix.insert(tokens, state);
                 }
                 self.prefix.shrink_to(self.sched_cfg.kv_budget_tokens.saturating_sub(self.sched.kv_used()));
             }
@@ -470,83 +387,6 @@ impl Loop {
 
     fn report(&self) {
         self.metrics.depth.set(self.seqs.len() as i64);
-    }
-
-    /// Sequences starting their prompt copy the longest cached prefix, where the scheduler can
-    /// fit it; at least one token is left to feed, for the logits.
-    fn reuse_prefixes(&mut self, step: &mut Step) {
-        let mut cached = 0;
-        for p in step.prefill.iter_mut().filter(|p| p.start == 0) {
-            let Some(s) = self.seqs.get_mut(&p.id).filter(|s| s.state.is_none()) else { continue };
-            let limit = s.tokens.len() - 1;
-            let Some((len, state)) = self.prefix.lookup(&s.tokens, limit, self.generator.as_ref()) else { continue };
-            if let Some(moved) = self.sched.reuse(p.id, len) {
-                s.state = Some(state);
-                s.cached = len.min(s.prompt_len);
-                *p = moved;
-                cached += len;
-            }
-        }
-        self.metrics.cached.inc_by(cached as u64);
-    }
-
-    /// Sequences starting the way another one that completes its prompt in this step starts
-    /// (the `n` choices of one prompt, a burst of requests behind one system prompt) wait a
-    /// step, once, and then copy that prefix. Returns the sequences whose prompts they wait for
-    /// (kept in the cache after the pass).
-    fn defer_followers(&mut self, step: &mut Step) -> Vec<SeqId> {
-        if !self.generator.shares_prefixes() {
-            return Vec::new();
-        }
-        let starting: Vec<Prefill> = step.prefill.iter().filter(|p| p.start == 0).copied().collect();
-        let (mut deferred, mut leaders) = (Vec::new(), Vec::new());
-        for (k, p) in starting.iter().enumerate() {
-            let s = &self.seqs[&p.id];
-            if s.deferred {
-                continue;
-            }
-            let leader = starting[..k].iter().find(|l| {
-                l.last && !deferred.contains(&l.id) && {
-                    let t = &self.seqs[&l.id].tokens;
-                    t.iter().zip(&s.tokens).take_while(|(a, b)| a == b).count() >= prefix::BLOCK
-                }
-            });
-            if let Some(l) = leader {
-                deferred.push(p.id);
-                leaders.push(l.id);
-            }
-        }
-        // Later ones first: each goes to the head of the queue.
-        deferred.reverse();
-        deferred.retain(|id| self.sched.defer(*id));
-        for id in &deferred {
-            if let Some(s) = self.seqs.get_mut(id) {
-                s.deferred = true;
-            }
-        }
-        step.prefill.retain(|p| !deferred.contains(&p.id));
-        leaders
-    }
-
-    /// Speculative decoding: decoding sequences whose recent tokens appeared before feed what
-    /// followed them there too, as far as the scheduler has room.
-    fn drafts(&mut self, step: &Step) -> HashMap<SeqId, Vec<u32>> {
-        let mut drafts = HashMap::new();
-        if self.draft_tokens == 0 || step.decode.len() > self.draft_max_seqs || !self.generator.verifies_drafts() {
-            return drafts;
-        }
-        for id in &step.decode {
-            let Some(s) = self.seqs.get_mut(id).filter(|s| s.constraint.is_none()) else { continue };
-            let guess = draft::propose(&s.tokens, self.draft_tokens);
-            if guess.is_empty() || !s.drafting.ready() {
-                continue;
-            }
-            let k = self.sched.draft(*id, guess.len());
-            if k > 0 {
-                drafts.insert(*id, guess[..k].to_vec());
-            }
-        }
-        drafts
     }
 
     fn step(&mut self) {
@@ -717,76 +557,6 @@ impl Loop {
         }
         for id in self.sched.complete() {
             self.end(id, FinishReason::Length);
-        }
-    }
-
-    /// Takes token `t` sampled for sequence `id` (`raw`: its logits and how many alternatives'
-    /// log-probabilities to report): sends its text, ends the sequence at an end token, a stop
-    /// string or a complete grammar. Returns whether the sequence goes on.
-    fn take(&mut self, id: SeqId, t: u32, raw: Option<(Vec<f32>, usize)>) -> bool {
-        let tok = self.spec.tokenizer.clone();
-        let Some(s) = self.seqs.get_mut(&id) else { return false };
-        s.tokens.push(t);
-        self.metrics.generated.inc();
-        let now = std::time::Instant::now();
-        match s.last_token.replace(now) {
-            None => self.metrics.first_token.observe((now - s.arrived).as_secs_f64()),
-            Some(prev) => self.metrics.token_gap.observe((now - prev).as_secs_f64()),
-        }
-        if self.spec.info.stop_tokens.contains(&t) {
-            self.end(id, FinishReason::Stop);
-            return false;
-        }
-        if let Some(c) = &mut s.constraint {
-            if let Err(e) = c.commit(t) {
-                let err = Error::invalid("response_format", format!("the output grammar failed: {e}"));
-                self.finish(id, Some(Event::Failed(err)));
-                return false;
-            }
-        }
-        if let Some((raw, top)) = raw {
-            let _ = s.events.send(Event::Token(TokenLogprob::of(&raw, t, top)));
-        }
-        let special = if s.keep_special { tok.special_text(t) } else { None };
-        let delta = match special {
-            // What the detokenizer holds comes first, then the marker itself.
-            Some(marker) => s.detok.flush(tok.as_ref()).map(|held| held + &marker),
-            None => s.detok.push(tok.as_ref(), t),
-        };
-        let delta = match delta {
-            Ok(d) => d,
-            Err(e) => {
-                let api = Error::backend(&self.labels[0], &self.labels[1], &aiserve_core::BackendError(e));
-                self.finish(id, Some(Event::Failed(api)));
-                return false;
-            }
-        };
-        let released = s.stops.push(&delta);
-        if !released.text.is_empty() {
-            let _ = s.events.send(Event::Text(released.text));
-        }
-        let complete = s.constraint.as_ref().is_some_and(Constraint::is_done);
-        if released.stopped {
-            let done = self.done(id, FinishReason::Stop);
-            self.finish(id, Some(done));
-            return false;
-        }
-        if complete {
-            // The grammar allows nothing but an end: the sequence ends as if it sampled one.
-            self.end(id, FinishReason::Stop);
-            return false;
-        }
-        true
-    }
-
-    fn done(&self, id: SeqId, reason: FinishReason) -> Event {
-        let s = &self.seqs[&id];
-        Event::Done {
-            reason,
-            stop: s.stops.matched().map(str::to_owned),
-            prompt_tokens: s.prompt_len,
-            completion_tokens: s.tokens.len() - s.prompt_len,
-            cached_tokens: s.cached,
         }
     }
 }
