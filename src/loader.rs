@@ -1,5 +1,6 @@
 //! The loader `aiserve serve` hands the runtime: ONNX graphs go to ONNX Runtime, everything
-//! else (aiserve's own versions, Hugging Face directories, GGUF files) to candle.
+//! else (aiserve's own versions, the graphs among them too, Hugging Face directories, GGUF
+//! files) to candle.
 
 use std::path::Path;
 
@@ -23,7 +24,9 @@ impl ModelLoader for RepoLoader {
 
     fn load(&self, dir: &Path, description: &Description) -> Result<Loaded, LoadError> {
         match description {
-            Description::Graph(_) => self.onnx.load(dir, description),
+            Description::Graph(info) if info.platform == aiserve_onnx::describe::PLATFORM => {
+                self.onnx.load(dir, description)
+            }
             _ => self.candle.load(dir, description),
         }
     }

@@ -282,7 +282,8 @@ impl ImageClassifierConfig {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct VersionConfig {
-    /// The model kind; `image_classifier` is the one served today.
+    /// The model kind: `image_classifier` (class probabilities) or `image_to_text` (a string
+    /// read from the picture, e.g. the digit-strings model).
     pub kind: ModelKind,
     /// The architecture within the kind, e.g. `digits_cnn`.
     pub architecture: String,
@@ -301,6 +302,18 @@ pub struct VersionConfig {
 #[serde(rename_all = "snake_case")]
 pub enum ModelKind {
     ImageClassifier,
+    /// Reads a string: `output` is `BYTES` with `shape = [longest string]`, `labels` are the
+    /// characters it writes.
+    ImageToText,
+}
+
+impl ModelKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::ImageClassifier => "image_classifier",
+            ModelKind::ImageToText => "image_to_text",
+        }
+    }
 }
 
 /// The input tensor of an image classifier: one image per batch row.
@@ -323,7 +336,7 @@ pub struct InputConfig {
 pub struct OutputConfig {
     pub name: String,
     pub datatype: String,
-    /// `[classes]`.
+    /// `[classes]` (an `image_to_text` model: `[longest string]`).
     pub shape: [usize; 1],
 }
 
@@ -363,10 +376,16 @@ impl VersionConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
-        if self.input.datatype != "FP32" || self.output.datatype != "FP32" {
+        let output = match self.kind {
+            ModelKind::ImageClassifier => "FP32",
+            ModelKind::ImageToText => "BYTES",
+        };
+        if self.input.datatype != "FP32" || self.output.datatype != output {
             return Err(format!(
-                "only FP32 tensors are supported, got input {} and output {}",
-                self.input.datatype, self.output.datatype
+                "an {} takes FP32 and gives {output}, got input {} and output {}",
+                self.kind.name(),
+                self.input.datatype,
+                self.output.datatype
             ));
         }
         if self.input.shape.iter().any(|&d| d == 0 || d > 4096) {
@@ -376,7 +395,11 @@ impl VersionConfig {
         if !(lo.is_finite() && hi.is_finite() && lo < hi) {
             return Err(format!("`input.range` must be [low, high] with low < high, got {:?}", self.input.range));
         }
-        if self.labels.len() != self.output.shape[0] {
+        if self.kind == ModelKind::ImageToText {
+            if self.labels.is_empty() || self.output.shape[0] == 0 {
+                return Err("an image_to_text model needs `labels` (its characters) and a string length".into());
+            }
+        } else if self.labels.len() != self.output.shape[0] {
             return Err(format!(
                 "`labels` has {} entries but `output.shape` declares {} classes",
                 self.labels.len(),
@@ -426,6 +449,26 @@ shape = [10]
         assert!(err.contains("surprise"), "{err}");
         let err = VersionConfig::parse(&DIGITS.replace("model.safetensors", "../../etc/passwd")).unwrap_err();
         assert!(err.contains("`weights`"), "{err}");
+    }
+
+    /// A reader writes BYTES of up to `output.shape` characters from `labels`; a classifier's
+    /// FP32 output is refused for it, and a BYTES output for a classifier.
+    #[test]
+    fn image_to_text_configs_are_checked_by_kind() {
+        let reader = DIGITS.replace("image_classifier", "image_to_text").replace(
+            "\"probabilities\"\ndatatype = \"FP32\"\nshape = [10]",
+            "\"text\"\ndatatype = \"BYTES\"\nshape = [6]",
+        );
+        let cfg = VersionConfig::parse(&reader).unwrap();
+        assert_eq!((cfg.kind, cfg.output.shape), (ModelKind::ImageToText, [6]));
+        let err = VersionConfig::parse(&reader.replace("\"BYTES\"", "\"FP32\"")).unwrap_err();
+        assert!(err.contains("an image_to_text takes FP32 and gives BYTES"), "{err}");
+        let err = VersionConfig::parse(
+            &DIGITS.replace("datatype = \"FP32\"\nshape = [10]", "datatype = \"BYTES\"\nshape = [10]"),
+        )
+        .unwrap_err();
+        assert!(err.contains("an image_classifier takes FP32 and gives FP32"), "{err}");
+        assert!(VersionConfig::parse(&reader.replace("shape = [6]", "shape = [0]")).is_err());
     }
 
     #[test]

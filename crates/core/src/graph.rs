@@ -59,6 +59,23 @@ pub struct GraphInfo {
     pub spinning: bool,
     /// Set when `model.toml` makes it an image classifier (`/classify` takes pictures).
     pub classifier: Option<GraphClassifier>,
+    /// Set when the model reads a string from a picture (`/classify` answers the string).
+    pub reader: Option<GraphReader>,
+}
+
+/// A model that reads a line of writing from a picture (an `image_to_text` version): its picture
+/// input `[N, height, width, 1]` in [0, 1] with light writing on `background`, its text output
+/// (BYTES `[N]`) and the per-character probabilities output (FP32 `[N, positions]`, 0 past the
+/// end).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GraphReader {
+    pub input: usize,
+    pub text: usize,
+    pub probabilities: usize,
+    pub height: usize,
+    pub width: usize,
+    /// How many pixels of margin the writing was given in training, all round.
+    pub margin: usize,
 }
 
 /// An image classifier graph, resolved at load from `[onnx.image]` and the graph.
@@ -245,6 +262,7 @@ mod tests {
             threads: 1,
             spinning: false,
             classifier: None,
+            reader: None,
         }
     }
 

@@ -47,6 +47,7 @@ pub fn describe(session: &Session, config: &OnnxConfig, threads: usize) -> Resul
         threads,
         spinning: config.spinning.unwrap_or(false),
         classifier: None,
+        reader: None,
     })
 }
 

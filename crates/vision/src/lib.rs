@@ -9,6 +9,7 @@
 //! - [`resize`]: bilinear resizing bit for bit as OpenCV's, which the networks were fed with;
 //! - [`prepare`]: the detector's input size and planes, text lines at the recogniser's height;
 //! - [`decode`]: PNG and JPEG files into pictures, within size limits;
+//! - [`ink`]: handwriting laid out as MNIST's digits are, for the digit-strings reader;
 //! - [`geometry`] and [`picture`]: the points, hulls, rectangles and pictures they share.
 //!
 //! The parameters and conventions follow PP-OCR's reference post-processing (RapidOCR's
@@ -19,6 +20,7 @@ pub mod ctc;
 pub mod db;
 pub mod decode;
 pub mod geometry;
+pub mod ink;
 pub mod picture;
 pub mod prepare;
 pub mod resize;

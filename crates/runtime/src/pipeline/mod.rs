@@ -130,6 +130,7 @@ impl Pipeline {
             threads: 0,
             spinning: false,
             classifier: None,
+            reader: None,
         };
         Ok(Self { info, wiring, steps, stats: Arc::new(VersionStats::default()), labels })
     }

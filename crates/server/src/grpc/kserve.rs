@@ -195,7 +195,11 @@ pub(super) fn model_config(state: &AppState, servable: &Servable) -> pb::ModelCo
     pb::ModelConfig {
         name: servable.model.to_string(),
         platform: md.platform.to_owned(),
-        backend: if matches!(servable.kind, Kind::Graph(_)) { "onnxruntime" } else { "aiserve" }.to_owned(),
+        backend: match &servable.kind {
+            Kind::Graph(g) if g.info.platform != crate::kserve::PLATFORM => "onnxruntime",
+            _ => "aiserve",
+        }
+        .to_owned(),
         version_policy: Some(version_policy),
         max_batch_size: max_batch,
         input,

@@ -188,12 +188,12 @@ pub fn metadata(servable: &Servable) -> Metadata {
                     "batching": g.info.batched, "max_batch_size": if g.info.batched { g.max_batch } else { 0 },
                     "graph": g.info.metadata,
                 });
-                if g.info.classifier.is_some() {
+                if g.info.classifier.is_some() || g.info.reader.is_some() {
                     p["endpoints"] = json!(["classify"]);
                 }
                 p
             },
-            platform: ONNX_PLATFORM,
+            platform: if g.info.platform == PLATFORM { PLATFORM } else { ONNX_PLATFORM },
         },
         Kind::Pipeline(p) => Metadata {
             inputs: metas(&p.info.inputs),

@@ -39,6 +39,7 @@ pub fn describe(dir: &Path) -> Option<Description> {
         threads: 1,
         spinning: false,
         classifier: None,
+        reader: None,
     }))
 }
 

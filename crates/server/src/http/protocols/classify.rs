@@ -4,7 +4,8 @@
 //! `{"images": [<image>, ...]}`, or a raw PNG/JPEG body. Query: `?model=&version=`.
 //! `&top=k` adds the `k` most likely classes, `"top": [{"label", "probability"}]`.
 //! Answer: `{"label", "probabilities", "model", "version"}` (or `"predictions": [...]` for
-//! `images`).
+//! `images`). A model that reads text (the digit-strings reader) answers `{"text", "label"}`
+//! (the same string) and the probability of each character read.
 
 use aiserve_core::ImageBatch;
 use axum::body::Body;
@@ -56,21 +57,40 @@ async fn classify(
     let servable = state.registry.resolve(model, q.version.as_deref())?;
     let (probs, single, labels, label_of): (_, _, &[String], fn(&str) -> Value) =
         if let aiserve_runtime::servable::Kind::Graph(g) = &servable.kind {
+            let pictures = || {
+                if looks_like_image(&body.bytes) {
+                    Ok((vec![("body".to_owned(), body.bytes.clone())], true))
+                } else if is_json(&headers, &body.bytes) {
+                    super::classify_graph::pictures(parse_json(&body.bytes, &body.hold)?, &body.hold)
+                } else {
+                    Err(Error::UnsupportedMediaType(
+                        "`/classify` takes a PNG/JPEG body or JSON with base64 pictures".into(),
+                    ))
+                }
+            };
+            if let Some(r) = &g.info.reader {
+                if q.top.is_some() {
+                    return Err(Error::invalid(
+                        "top",
+                        format!("`top` ranks a classifier's labels; model `{model}` reads text (drop `top`)"),
+                    )
+                    .into());
+                }
+                let (pics, single) = pictures()?;
+                let deadline = state.deadline(&headers, None)?;
+                let read = super::classify_graph::read(&state, &servable, g, r, pics, &body.hold, deadline).await?;
+                let readings: Vec<Value> = read
+                    .into_iter()
+                    .map(|(text, p)| serde_json::json!({ "text": text, "label": text, "probabilities": p }))
+                    .collect();
+                return Ok(answer(&servable, readings, single));
+            }
             let c = g.info.classifier.as_ref().ok_or_else(|| Error::WrongModelKind {
                 model: model.to_owned(),
                 is: "an ONNX model without `[onnx.image]` in its model.toml".into(),
                 wants: "pictures to classify (use KServe v2 or TF Serving for its tensors)".into(),
             })?;
-            let (pics, single) = if looks_like_image(&body.bytes) {
-                (vec![("body".to_owned(), body.bytes.clone())], true)
-            } else if is_json(&headers, &body.bytes) {
-                super::classify_graph::pictures(parse_json(&body.bytes, &body.hold)?, &body.hold)?
-            } else {
-                return Err(Error::UnsupportedMediaType(
-                    "`/classify` takes a PNG/JPEG body or JSON with base64 pictures".into(),
-                )
-                .into());
-            };
+            let (pics, single) = pictures()?;
             let deadline = state.deadline(&headers, None)?;
             let probs = super::classify_graph::classify(&state, &servable, g, c, pics, &body.hold, deadline).await?;
             // An ONNX model's labels are the lines of its labels file, answered as written.
@@ -92,7 +112,12 @@ async fn classify(
             let deadline = state.deadline(&headers, None)?;
             (img.classify(batch, Some(deadline), &body.hold).await?, single, &img.config.labels[..], label_value)
         };
-    let mut predictions: Vec<Value> = probs.into_iter().map(|p| prediction(p, labels, label_of, q.top)).collect();
+    let predictions: Vec<Value> = probs.into_iter().map(|p| prediction(p, labels, label_of, q.top)).collect();
+    Ok(answer(&servable, predictions, single))
+}
+
+/// One picture's answer with the model and version, or `predictions` for several.
+fn answer(servable: &aiserve_runtime::servable::Servable, mut predictions: Vec<Value>, single: bool) -> Response {
     let (m, v) = (servable.model.to_string(), servable.version.to_string());
     let out = if single {
         let mut p = predictions.remove(0);
@@ -102,7 +127,7 @@ async fn classify(
     } else {
         serde_json::json!({ "predictions": predictions, "model": m, "version": v })
     };
-    Ok(crate::http::metrics::tag(Json(out).into_response(), crate::http::metrics::Served::of(&servable)))
+    crate::http::metrics::tag(Json(out).into_response(), crate::http::metrics::Served::of(servable))
 }
 
 /// One picture's answer: the best label and every probability, plus with `top` the `k` most

@@ -5,7 +5,7 @@
 //! best label and gives the probabilities (softmax of the scores when the config says they are
 //! logits).
 
-use aiserve_core::graph::GraphClassifier;
+use aiserve_core::graph::{GraphClassifier, GraphReader};
 use aiserve_core::{Tensor, TensorData};
 use aiserve_runtime::budget::Hold;
 use aiserve_runtime::graph::Graph;
@@ -14,7 +14,7 @@ use axum::body::Bytes;
 use serde_json::{Map, Value};
 
 use super::images::decode_base64;
-use crate::decode::image::decode_pixels;
+use crate::decode::image::{decode_pixels, decode_writing};
 use crate::error::Error;
 use crate::http::state::AppState;
 
@@ -62,14 +62,7 @@ pub async fn classify(
     hold: &Hold,
     deadline: std::time::Instant,
 ) -> Result<Vec<Vec<f32>>, Error> {
-    let n = pictures.len();
-    if n == 0 {
-        return Err(Error::invalid("images", "`images` must hold at least one picture, got 0"));
-    }
-    let max = state.limits.max_request_images;
-    if n > max {
-        return Err(aiserve_core::InputError::too_large("images", max, n).into());
-    }
+    let n = check_count(state, pictures.len())?;
     let channels = c.config.channel_count();
     let per = c.height * c.width * channels;
     hold.grow(n * per * size_of::<f32>(), "the batch of pictures")?;
@@ -106,6 +99,60 @@ pub async fn classify(
         .chunks(classes)
         .map(|row| if c.config.softmax { aiserve_core::math::softmax(row) } else { row.to_vec() })
         .collect())
+}
+
+/// Reads the pictures with a string reader: each one's text and the probability of each
+/// character, in order. Pictures are fitted to the input as its training strings were laid out.
+pub async fn read(
+    state: &AppState,
+    servable: &Servable,
+    g: &Graph,
+    r: &GraphReader,
+    pictures: Vec<(String, Bytes)>,
+    hold: &Hold,
+    deadline: std::time::Instant,
+) -> Result<Vec<(String, Vec<f32>)>, Error> {
+    let n = check_count(state, pictures.len())?;
+    let per = r.height * r.width;
+    hold.grow(n * per * size_of::<f32>(), "the batch of pictures")?;
+    let mut data = Vec::with_capacity(n * per);
+    for (field, bytes) in pictures {
+        let (size, h) = ((r.height, r.width, r.margin), hold.clone());
+        let values = state.decode("the picture decoder", move || decode_writing(&bytes, size, &field, &h)).await?;
+        data.extend_from_slice(&values);
+    }
+    let input =
+        Tensor::new(vec![n, r.height, r.width, 1], TensorData::F32(data)).map_err(|e| Error::invalid("image", e))?;
+    let outputs = g.infer(vec![(g.info.inputs[r.input].name.clone(), input)], Some(deadline)).await?;
+    let (TensorData::Bytes(texts), TensorData::F32(probs)) = (&outputs[r.text].data, &outputs[r.probabilities].data)
+    else {
+        return Err(backend(servable, "the reader's outputs are not BYTES text and FP32 probabilities".into()));
+    };
+    let positions = probs.len() / n.max(1);
+    if texts.len() != n || probs.len() != n * positions {
+        return Err(backend(servable, format!("the model read {} strings for {n} pictures", texts.len())));
+    }
+    Ok(texts
+        .iter()
+        .zip(probs.chunks(positions.max(1)))
+        .map(|(t, p)| {
+            let text = String::from_utf8_lossy(t).into_owned();
+            let chars = text.chars().count().min(p.len());
+            (text, p[..chars].to_vec())
+        })
+        .collect())
+}
+
+/// The number of pictures, checked against at least one and the request limit.
+fn check_count(state: &AppState, n: usize) -> Result<usize, Error> {
+    if n == 0 {
+        return Err(Error::invalid("images", "`images` must hold at least one picture, got 0"));
+    }
+    let max = state.limits.max_request_images;
+    if n > max {
+        return Err(aiserve_core::InputError::too_large("images", max, n).into());
+    }
+    Ok(n)
 }
 
 fn backend(servable: &Servable, message: String) -> Error {

@@ -2,7 +2,8 @@
 // fitted to the model's input as MNIST was made (the digit scaled into a 20/28 box and centred
 // by its centre of mass) for one-channel models, or scaled whole for colour ones; or an
 // uploaded picture. Pictures go to `/classify`, which applies the model's own preprocessing,
-// and the answer's `top` labels become the bar chart.
+// and the answer's `top` labels become the bar chart. A model that reads text (the digit-strings
+// reader: a BYTES `text` output) answers a string; its characters' probabilities are the bars.
 
 import { call, fillSelect, showError } from './api.js';
 
@@ -22,6 +23,12 @@ function inputSize(name) {
     return dims;
   }
   return [224, 224, 3];
+}
+
+/** Whether the model reads text (a BYTES `text` output) rather than classifying. */
+function reads(name) {
+  const m = meta[name];
+  return Boolean(m && (m.outputs || []).some((o) => o.name === 'text' && o.datatype === 'BYTES'));
 }
 
 export function models(kinds) {
@@ -108,10 +115,14 @@ function fitInk() {
 }
 
 function showAnswer(answer) {
-  $('digits-label').textContent = String(answer.label);
+  const read = typeof answer.text === 'string';
+  $('digits-label').textContent = read ? answer.text || '(nothing read)' : String(answer.label);
   const bars = $('digits-bars');
   bars.replaceChildren();
-  for (const { label, probability } of answer.top || []) {
+  const rows = read
+    ? [...answer.text].map((label, i) => ({ label, probability: answer.probabilities[i] }))
+    : answer.top || [];
+  for (const { label, probability } of rows) {
     const li = document.createElement('li');
     const name = document.createElement('span');
     name.className = 'bar-label';
@@ -136,7 +147,7 @@ async function classify(picture) {
   if (!model) return;
   const ticket = ++pending;
   try {
-    const q = new URLSearchParams({ model, top: '10' });
+    const q = new URLSearchParams(reads(model) ? { model } : { model, top: '10' });
     const answer = await call('POST', `/classify?${q}`, picture);
     if (ticket !== pending) return; // a newer drawing is on its way
     showError($('digits-error'), '');
