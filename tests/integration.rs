@@ -5,6 +5,7 @@
 //! puts in `$AISERVE_ASSETS` (default `~/.cache/aiserve-assets`); no network.
 
 mod cli;
+mod digit_strings_model;
 mod digits_model;
 mod embeddings_model;
 mod gemma3_model;

@@ -46,7 +46,7 @@ rm -rf "$tfproto" && mkdir -p "$tfproto"
   tensorflow/core/protobuf/error_codes.proto xla/tsl/protobuf/error_codes.proto tensorflow/core/example/example.proto
 # A repository of copies (the server refuses symlinks that leave the repository).
 repo=$(mktemp -d)
-cp -r "$root/models/digits" "$repo/"
+cp -r "$root/models/digits" "$root/models/digit-strings" "$repo/"
 mkdir -p "$repo/minilm" && cp -r "$assets/minilm" "$repo/minilm/1"
 mkdir -p "$repo/smollm2/1" && cp "$assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" "$repo/smollm2/1/"
 # Seeded cross-encoders (checked against NumPy below; the playground's rerank tab uses one).

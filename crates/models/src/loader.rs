@@ -1,6 +1,7 @@
 //! The candle-backed [`ModelLoader`]: recognises a version directory's format and loads it.
 //!
-//! - `config.toml` (written by `aiserve train`): an aiserve-native model such as the digits CNN.
+//! - `config.toml` (written by `aiserve train`): an aiserve-native model such as the digits CNN,
+//!   or the digit-strings reader (served as a graph: tensors in, text out).
 //! - `config.json` (a Hugging Face / sentence-transformers directory): a text embedding model,
 //!   or a cross-encoder (reranker) when its `architectures` name `…ForSequenceClassification`.
 //! - one `.gguf` file: a llama-family text generation model with its own tokenizer and template.
@@ -13,6 +14,7 @@ use aiserve_core::config::{ModelConfig, ModelKind, VERSION_CONFIG_FILE};
 use aiserve_core::{Description, LoadError, Loaded, ModelLoader};
 use candle_core::Device;
 
+use crate::digit_strings::{self, reader::StringReader, DigitStrings};
 use crate::digits::{self, classifier::DigitsClassifier, DigitsCnn};
 use crate::llm;
 use crate::llm::kv::KvDtype;
@@ -47,7 +49,12 @@ impl ModelLoader for CandleLoader {
             return Ok(Description::Generator(llm::gguf::describe(&path, self.gen.kv)?));
         }
         if dir.join(VERSION_CONFIG_FILE).is_file() || !hf_dir::is_hf_dir(dir) {
-            return Ok(Description::Image(read_version_config(dir)?));
+            let config = read_version_config(dir)?;
+            return match config.kind {
+                ModelKind::ImageClassifier => Ok(Description::Image(config)),
+                // A string reader is a graph of our own: tensors in, text and probabilities out.
+                ModelKind::ImageToText => Ok(Description::Graph(digit_strings::reader::describe(&config)?)),
+            };
         }
         let config =
             hf_dir::read_json(dir, "config.json")?.ok_or_else(|| LoadError::Config("config.json is missing".into()))?;
@@ -82,6 +89,11 @@ impl ModelLoader for CandleLoader {
                 Ok(Loaded::Embedder(Box::new(Embedder::new(encoder, info.clone()))))
             }
             Description::Scorer { info, .. } => Ok(Loaded::Scorer(Box::new(CrossEncoder::load(dir, info)?))),
+            Description::Graph(info) if info.reader.is_some() && info.platform == digit_strings::reader::PLATFORM => {
+                let config = read_version_config(dir)?;
+                let model = DigitStrings::load(&dir.join(&config.weights), &self.device).map_err(LoadError::Weights)?;
+                Ok(Loaded::Graph(Box::new(StringReader::new(model, self.device.clone()))))
+            }
             Description::Graph(_) => {
                 Err(LoadError::Unsupported("ONNX graphs are run by ONNX Runtime (aiserve-onnx), not candle".into()))
             }

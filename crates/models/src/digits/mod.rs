@@ -158,29 +158,8 @@ impl DigitsCnn {
     /// shape, finite F32 values.
     pub fn load(path: &Path, cnn: CnnShape, device: &Device) -> std::result::Result<Self, String> {
         cnn.check()?;
-        let mut map = candle_core::safetensors::load(path, device).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut params = Vec::with_capacity(PARAM_NAMES.len());
-        for (name, shape) in PARAM_NAMES.iter().zip(cnn.params()) {
-            let shape = shape.as_slice();
-            let t = map.remove(*name).ok_or_else(|| format!("tensor `{name}` is missing"))?;
-            if t.dims() != shape {
-                return Err(format!("tensor `{name}` must have shape {shape:?}, got {:?}", t.dims()));
-            }
-            let t = t.to_dtype(DType::F32).map_err(|e| e.to_string())?;
-            let finite = t
-                .flatten_all()
-                .and_then(|f| f.to_vec1::<f32>())
-                .map_err(|e| e.to_string())?
-                .iter()
-                .all(|v| v.is_finite());
-            if !finite {
-                return Err(format!("tensor `{name}` holds NaN or infinite values"));
-            }
-            params.push(t);
-        }
-        if let Some(extra) = map.keys().next() {
-            return Err(format!("unexpected tensor `{extra}`"));
-        }
+        let map = candle_core::safetensors::load(path, device).map_err(|e| format!("{}: {e}", path.display()))?;
+        let params = take_checked(map, &PARAM_NAMES, &cnn.params())?;
         Ok(Self { shape: cnn, params, packed: Default::default() })
     }
 
@@ -253,6 +232,32 @@ impl DigitsCnn {
         let x = x.matmul(&p[6])?.broadcast_add(&p[7])?.relu()?;
         x.matmul(&p[8])?.broadcast_add(&p[9])
     }
+}
+
+/// The tensors `names` of a weights file, in order, each checked: present, of its shape in
+/// `shapes`, finite once F32; a tensor not named is refused too.
+pub(crate) fn take_checked(
+    mut map: HashMap<String, Tensor>,
+    names: &[&str],
+    shapes: &[Vec<usize>],
+) -> std::result::Result<Vec<Tensor>, String> {
+    let mut params = Vec::with_capacity(names.len());
+    for (name, shape) in names.iter().zip(shapes) {
+        let t = map.remove(*name).ok_or_else(|| format!("tensor `{name}` is missing"))?;
+        if t.dims() != shape.as_slice() {
+            return Err(format!("tensor `{name}` must have shape {shape:?}, got {:?}", t.dims()));
+        }
+        let t = t.to_dtype(DType::F32).map_err(|e| e.to_string())?;
+        let values = t.flatten_all().and_then(|f| f.to_vec1::<f32>()).map_err(|e| e.to_string())?;
+        if !values.iter().all(|v| v.is_finite()) {
+            return Err(format!("tensor `{name}` holds NaN or infinite values"));
+        }
+        params.push(t);
+    }
+    if let Some(extra) = map.keys().next() {
+        return Err(format!("unexpected tensor `{extra}`"));
+    }
+    Ok(params)
 }
 
 #[cfg(test)]

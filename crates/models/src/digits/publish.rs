@@ -68,7 +68,19 @@ fn write_version(
     epochs: &[EpochMetrics],
     report: Option<&Report>,
 ) -> std::io::Result<()> {
-    model.save(&dir.join(WEIGHTS_FILE)).map_err(std::io::Error::other)?;
+    write_files(dir, |w| model.save(w).map_err(std::io::Error::other), config, epochs, report)
+}
+
+/// Writes a trained version's files into `dir` and syncs them: the weights (by `save`, given
+/// their path), `config.toml`, the epochs as `metrics.json` and, when given, the report's pictures.
+pub fn write_files<E: serde::Serialize>(
+    dir: &Path,
+    save: impl FnOnce(&Path) -> std::io::Result<()>,
+    config: &VersionConfig,
+    epochs: &[E],
+    report: Option<&Report>,
+) -> std::io::Result<()> {
+    save(&dir.join(WEIGHTS_FILE))?;
     std::fs::write(dir.join(VERSION_CONFIG_FILE), config.to_toml())?;
     let metrics = serde_json::to_string_pretty(epochs).map_err(std::io::Error::other)?;
     std::fs::write(dir.join(METRICS_FILE), metrics + "\n")?;

@@ -23,6 +23,8 @@ pub struct Report<'a> {
     pub eval: &'a str,
     /// `matrix[true][predicted]` counts on the evaluation pictures, and the class labels.
     pub confusion: Vec<Vec<u32>>,
+    /// What the matrix counts (`pictures`; the digit-strings reader counts `digits`).
+    pub counted: &'a str,
     pub labels: &'a [String],
 }
 
@@ -44,7 +46,7 @@ fn err(e: impl std::fmt::Display) -> std::io::Error {
 pub fn write(dir: &Path, report: &Report) -> std::io::Result<()> {
     fonts();
     curves(&dir.join(CURVES_FILE), report.epochs, report.eval).map_err(err)?;
-    confusion(&dir.join(CONFUSION_FILE), &report.confusion, report.labels).map_err(err)
+    confusion(&dir.join(CONFUSION_FILE), &report.confusion, report.labels, report.counted).map_err(err)
 }
 
 type Drawn = Result<(), Box<dyn std::error::Error>>;
@@ -100,7 +102,7 @@ fn curves(path: &Path, epochs: &[EpochMetrics], eval: &str) -> Drawn {
     Ok(())
 }
 
-fn confusion(path: &Path, matrix: &[Vec<u32>], labels: &[String]) -> Drawn {
+fn confusion(path: &Path, matrix: &[Vec<u32>], labels: &[String], counted: &str) -> Drawn {
     let k = matrix.len().max(1);
     // Cells shrink with the number of classes so the picture stays under ~900 pixels a side.
     let cell = (640 / k).clamp(3, 48) as i32;
@@ -109,7 +111,7 @@ fn confusion(path: &Path, matrix: &[Vec<u32>], labels: &[String]) -> Drawn {
     let root = BitMapBackend::new(path, ((left + side + 20) as u32, (top + side + 40) as u32)).into_drawing_area();
     root.fill(&WHITE)?;
     let title =
-        format!("confusion: true class (rows) taken for (columns), {} pictures", matrix.iter().flatten().sum::<u32>());
+        format!("confusion: true class (rows) taken for (columns), {} {counted}", matrix.iter().flatten().sum::<u32>());
     root.draw(&Text::new(title, (10, 10), (FONT, 16)))?;
     for (i, row) in matrix.iter().enumerate() {
         let total = row.iter().sum::<u32>().max(1) as f64;
@@ -168,7 +170,11 @@ mod tests {
         let epochs = [epoch(1, 0.5, 0.8), epoch(2, 0.3, 0.9), epoch(3, 0.2, 0.93)];
         let labels: Vec<String> = ["cat", "dog", "bird"].map(String::from).to_vec();
         let confusion = vec![vec![90, 8, 2], vec![5, 95, 0], vec![10, 0, 90]];
-        write(tmp.path(), &Report { epochs: &epochs, eval: "validation", confusion, labels: &labels }).unwrap();
+        write(
+            tmp.path(),
+            &Report { epochs: &epochs, eval: "validation", confusion, labels: &labels, counted: "pictures" },
+        )
+        .unwrap();
         let curves = image::open(tmp.path().join(CURVES_FILE)).unwrap().to_rgb8();
         assert_eq!(curves.dimensions(), (1000, 420));
         let colours: std::collections::HashSet<_> = curves.pixels().map(|p| p.0).collect();

@@ -95,16 +95,17 @@ pub struct EpochMetrics {
     pub learning_rate: f64,
 }
 
-/// Receives progress; all methods default to doing nothing.
-pub trait Progress {
+/// Receives progress, with an epoch's metrics of type `M` (the digit-strings trainer's are its
+/// own); all methods default to doing nothing.
+pub trait Progress<M = EpochMetrics> {
     fn epoch_start(&mut self, _epoch: usize, _batches: usize) {}
-    fn batch_end(&mut self, _batch: usize, _mean_loss: f64, _accuracy: f64, _images_per_second: f64) {}
-    fn epoch_end(&mut self, _metrics: &EpochMetrics) {}
+    fn batch_end(&mut self, _batch: usize, _mean_loss: f64, _accuracy: f64, _items_per_second: f64) {}
+    fn epoch_end(&mut self, _metrics: &M) {}
 }
 
 /// A [`Progress`] that reports nothing.
 pub struct Quiet;
-impl Progress for Quiet {}
+impl<M> Progress<M> for Quiet {}
 
 pub struct Trained {
     pub model: DigitsCnn,
@@ -362,16 +363,23 @@ fn sharded_grads(model: &DigitsCnn, vars: &[Var], split: &Split, idx: &[usize], 
     let mut acc = parts.next().expect("at least one shard")?;
     for part in parts {
         let part = part?;
-        for var in vars {
-            if let (Some(a), Some(b)) = (acc.grads.get(var), part.grads.get(var)) {
-                let sum = (a + b)?;
-                acc.grads.insert(var, sum);
-            }
-        }
+        add_grads(&mut acc.grads, &part.grads, vars)?;
         acc.loss_sum += part.loss_sum;
         acc.correct += part.correct;
     }
     Ok(acc)
+}
+
+/// Adds a shard's gradients of `vars` into `acc` (shards are added in a fixed order, so a run is
+/// deterministic for a given thread count).
+pub(crate) fn add_grads(acc: &mut GradStore, part: &GradStore, vars: &[Var]) -> Result<()> {
+    for var in vars {
+        if let (Some(a), Some(b)) = (acc.get(var), part.get(var)) {
+            let sum = (a + b)?;
+            acc.insert(var, sum);
+        }
+    }
+    Ok(())
 }
 
 /// Mean cross-entropy and accuracy over a split.

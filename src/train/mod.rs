@@ -1,6 +1,12 @@
 //! `aiserve train digits`: train the CNN on an MNIST-format directory and publish a new version;
 //! `aiserve train image-classifier --data DIR`: the same CNN on a user's picture folders (one
-//! sub-folder per class), with a validation split, published with the folders' names as labels.
+//! sub-folder per class), with a validation split, published with the folders' names as labels;
+//! `aiserve train digit-strings`: the seed's CNN + LSTM sequence model ([`strings`]).
+
+mod shown;
+mod strings;
+
+use shown::Shown;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,18 +16,18 @@ use aiserve_core::ModelName;
 use aiserve_models::digits::publish::{classifier_config, publish, version_config};
 use aiserve_models::digits::report::Report;
 use aiserve_models::digits::train::{
-    confusion, evaluate, train_controlled, Control, EpochMetrics, Outcome, Progress, Schedule, TrainConfig, Trained,
+    confusion, evaluate, train_controlled, Control, EpochMetrics, Outcome, Schedule, TrainConfig, Trained,
 };
 use aiserve_models::digits::CnnShape;
 use aiserve_models::image_folder;
 use aiserve_models::mnist::{self, Dataset};
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// What to train: `digits` (the MNIST CNN) or `image-classifier` (the same CNN on your own
-    /// picture folders).
+    /// What to train: `digits` (the MNIST CNN), `image-classifier` (the same CNN on your own
+    /// picture folders) or `digit-strings` (a CNN + LSTM encoder-decoder reading strings of 1 to
+    /// 6 MNIST digits).
     #[arg(value_enum)]
     pub task: Task,
     /// digits: the directory with the four MNIST IDX files (gzipped or not; default
@@ -80,6 +86,17 @@ pub struct TrainArgs {
     /// with the same flags: the result is the model the run would have made uninterrupted.
     #[arg(long, env = "AISERVE_TRAIN_RESUME")]
     pub resume: bool,
+    /// digit-strings: how many strings to compose from MNIST's training pictures for each epoch
+    /// (the validation split of them, once, from pictures held out of training).
+    #[arg(long, env = "AISERVE_TRAIN_STRINGS", default_value_t = 30_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(10..=10_000_000))]
+    pub strings: usize,
+    /// digit-strings: train on the same strings every epoch (Keras-style, a fixed set) instead
+    /// of composing new ones each epoch.
+    #[arg(long, env = "AISERVE_TRAIN_FIXED_STRINGS")]
+    pub fixed_strings: bool,
+    /// digit-strings: the LSTMs' latent_dim.
+    #[arg(long, env = "AISERVE_TRAIN_LATENT_DIM", default_value_t = 128, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    pub latent_dim: usize,
     /// Print one line per epoch instead of drawing a progress bar.
     #[arg(long, env = "AISERVE_TRAIN_QUIET")]
     pub quiet: bool,
@@ -89,6 +106,7 @@ pub struct TrainArgs {
 pub enum Task {
     Digits,
     ImageClassifier,
+    DigitStrings,
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
@@ -97,56 +115,8 @@ fn parse_size(s: &str) -> Result<(usize, usize), String> {
     Ok((side(h)?, side(w)?))
 }
 
-struct Bar {
-    bar: Option<ProgressBar>,
-    epochs: usize,
-    /// What the per-epoch evaluation runs on: `test` or `validation`.
-    eval: &'static str,
-}
-
-impl Progress for Bar {
-    fn epoch_start(&mut self, epoch: usize, batches: usize) {
-        if let Some(old) = self.bar.take() {
-            old.finish();
-        }
-        let bar = ProgressBar::new(batches as u64);
-        bar.set_style(
-            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
-                .expect("static template")
-                .progress_chars("=> "),
-        );
-        bar.set_prefix(format!("{epoch}/{}", self.epochs));
-        self.bar = Some(bar);
-    }
-
-    fn batch_end(&mut self, batch: usize, loss: f64, accuracy: f64, ips: f64) {
-        if let Some(bar) = &self.bar {
-            bar.set_position(batch as u64);
-            if batch.is_multiple_of(20) {
-                bar.set_message(format!("loss {loss:.4} acc {:.2}% {ips:.0} img/s", accuracy * 100.0));
-            }
-        }
-    }
-
-    fn epoch_end(&mut self, m: &EpochMetrics) {
-        let line = epoch_line(m, self.eval);
-        match self.bar.take() {
-            Some(bar) => bar.finish_with_message(line),
-            None => println!("{line}"),
-        }
-    }
-}
-
-struct Lines(&'static str);
-
-impl Progress for Lines {
-    fn epoch_end(&mut self, m: &EpochMetrics) {
-        println!("epoch {}: {}", m.epoch, epoch_line(m, self.0));
-    }
-}
-
-fn epoch_line(m: &EpochMetrics, eval: &str) -> String {
-    format!(
+fn epoch_line(m: &EpochMetrics, eval: &'static str) -> (usize, String) {
+    let line = format!(
         "loss {:.4} acc {:.2}% | {eval} loss {:.4} acc {:.2}% | {:.1} s, {:.0} img/s",
         m.loss,
         m.accuracy * 100.0,
@@ -154,7 +124,8 @@ fn epoch_line(m: &EpochMetrics, eval: &str) -> String {
         m.test_accuracy * 100.0,
         m.seconds,
         m.images_per_second
-    )
+    );
+    (m.epoch, line)
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
@@ -172,10 +143,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     match args.task {
         Task::Digits => digits(&args, &cfg),
         Task::ImageClassifier => image_classifier(&args, &cfg),
+        Task::DigitStrings => strings::run(&args, &cfg),
     }
 }
 
-fn model_name(args: &TrainArgs, default: Option<&str>) -> anyhow::Result<ModelName> {
+pub(crate) fn model_name(args: &TrainArgs, default: Option<&str>) -> anyhow::Result<ModelName> {
     let name =
         args.model.as_deref().or(default).context("--model NAME is required: the repository name to publish under")?;
     name.parse().map_err(|e| anyhow::anyhow!("--model: {e}"))
@@ -231,11 +203,8 @@ fn fit(
         if args.resume { ", resuming" } else { "" }
     );
     let control = Control { checkpoint: Some(&dir), resume: args.resume, stop: Some(&STOP) };
-    let outcome = if args.quiet {
-        train_controlled(data, cnn, cfg, &control, &mut Lines(eval))?
-    } else {
-        train_controlled(data, cnn, cfg, &control, &mut Bar { bar: None, epochs: cfg.epochs, eval })?
-    };
+    let mut shown = Shown::new(args.quiet, cfg.epochs, ("acc", "img/s"), eval, epoch_line);
+    let outcome = train_controlled(data, cnn, cfg, &control, &mut shown)?;
     let trained = match outcome {
         Outcome::Done(t) => t,
         Outcome::Interrupted { epoch, batch } => anyhow::bail!(
@@ -303,6 +272,7 @@ fn digits(args: &TrainArgs, cfg: &TrainConfig) -> anyhow::Result<()> {
         eval: "test",
         confusion: confusion(&trained.model, &data.test, config.labels.len())?,
         labels: &config.labels,
+        counted: "pictures",
     };
     let (version, path) = publish(&args.repo, &name, &trained.model, &config, &trained.epochs, Some(&report))
         .with_context(|| format!("publishing into {}", args.repo.display()))?;
@@ -382,6 +352,7 @@ fn image_classifier(args: &TrainArgs, cfg: &TrainConfig) -> anyhow::Result<()> {
         eval: "validation",
         confusion: confusion(&trained.model, test.as_ref().unwrap_or(&data.test), folder.classes.len())?,
         labels: &folder.classes,
+        counted: "pictures",
     };
     let (version, path) = publish(&args.repo, &name, &trained.model, &config, &trained.epochs, Some(&report))
         .with_context(|| format!("publishing into {}", args.repo.display()))?;
