@@ -38,7 +38,6 @@ pub fn run(args: &TrainArgs, cfg: &TrainConfig) -> anyhow::Result<()> {
     // Flags of the CNN tasks that this one does not take: refused by name, never ignored.
     let other = [
         ("--resume", args.resume),
-        ("--early-stopping", args.early_stopping.is_some()),
         ("--limit-train (give --strings)", args.limit_train.is_some()),
         ("--test-data", args.test_data.is_some()),
         ("--size", args.size.is_some()),
@@ -60,6 +59,7 @@ pub fn run(args: &TrainArgs, cfg: &TrainConfig) -> anyhow::Result<()> {
         seed: cfg.seed,
         schedule: cfg.schedule,
         latent: args.latent_dim,
+        patience: args.early_stopping,
     };
     println!(
         "training digit_strings (latent_dim {}) on {} {}strings of 1-{MAX_DIGITS} MNIST digits an epoch ({} validation), {} epochs, batch {}, RMSprop lr {}, seed {}, {} threads",
@@ -75,6 +75,9 @@ pub fn run(args: &TrainArgs, cfg: &TrainConfig) -> anyhow::Result<()> {
     );
     let mut shown = Shown::new(args.quiet, scfg.epochs, ("token acc", "strings/s"), "validation", summary);
     let trained = train(&data, &scfg, &mut shown)?;
+    if let Some(best) = trained.best_epoch {
+        println!("early stopping after epoch {}: kept epoch {best}, the lowest validation loss", trained.epochs.len());
+    }
     let up_to_5 = test.with_lengths(1..=5);
     let accuracy = string_accuracy(&trained.model, &up_to_5)?;
     let (test_loss, _) = evaluate(&trained.model, &up_to_5)?;
@@ -98,8 +101,8 @@ pub fn run(args: &TrainArgs, cfg: &TrainConfig) -> anyhow::Result<()> {
         train_seconds: (trained.seconds * 10.0).round() / 10.0,
         aiserve_version: env!("CARGO_PKG_VERSION").into(),
         lr_schedule: (scfg.schedule != Schedule::Constant).then(|| scfg.schedule.name().into()),
-        early_stopping: None,
-        best_epoch: None,
+        early_stopping: scfg.patience,
+        best_epoch: trained.best_epoch,
     };
     let config = version_config(Some(prov));
     // The curves: per-token loss and accuracy, training against validation.

@@ -66,7 +66,9 @@ pub fn compose(
     let mut strings = compose_raw(split, pool, count, lengths, seed)?;
     for canvas in strings.images.chunks_exact_mut(Strings::IMAGE_LEN) {
         let raw = Picture { pixels: canvas.to_vec(), height: HEIGHT, width: WIDTH, channels: 1 };
-        canvas.copy_from_slice(&fit_writing(&raw, HEIGHT, WIDTH, MARGIN));
+        if let Some(fitted) = fit_writing(&raw, HEIGHT, WIDTH, MARGIN) {
+            canvas.copy_from_slice(&fitted);
+        }
     }
     Ok(strings)
 }
@@ -167,7 +169,7 @@ mod tests {
         let fitted = compose(&split, 0..10, 200, 1..=6, 9).unwrap();
         assert_eq!(fitted.digits, s.digits);
         let raw = Picture { pixels: s.image(7).to_vec(), height: HEIGHT, width: WIDTH, channels: 1 };
-        assert_eq!(fitted.image(7), &fit_writing(&raw, HEIGHT, WIDTH, MARGIN)[..]);
+        assert_eq!(fitted.image(7), &fit_writing(&raw, HEIGHT, WIDTH, MARGIN).unwrap()[..]);
         let first_column = (0..WIDTH).find(|&c| (0..HEIGHT).any(|r| fitted.image(7)[r * WIDTH + c] > 0)).unwrap();
         assert!((MARGIN..=MARGIN + 1).contains(&first_column), "{first_column}");
         let short = s.with_lengths(1..=2);

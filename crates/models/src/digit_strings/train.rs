@@ -34,11 +34,22 @@ pub struct StringsConfig {
     pub schedule: Schedule,
     /// The LSTMs' `latent_dim`.
     pub latent: usize,
+    /// Early stopping: end once the validation loss has not improved for this many epochs and
+    /// keep the best epoch's weights (Keras' `restore_best_weights=True`).
+    pub patience: Option<usize>,
 }
 
 impl Default for StringsConfig {
     fn default() -> Self {
-        Self { epochs: 10, batch_size: 32, learning_rate: 1e-3, seed: 42, schedule: Schedule::Constant, latent: LATENT }
+        Self {
+            epochs: 10,
+            batch_size: 32,
+            learning_rate: 1e-3,
+            seed: 42,
+            schedule: Schedule::Constant,
+            latent: LATENT,
+            patience: None,
+        }
     }
 }
 
@@ -123,6 +134,8 @@ pub struct TrainedStrings {
     pub model: DigitStrings,
     pub epochs: Vec<StringEpoch>,
     pub seconds: f64,
+    /// With early stopping: the epoch whose weights `model` holds.
+    pub best_epoch: Option<usize>,
 }
 
 /// Trains from scratch on strings composed from `data.pictures`, validating after every epoch
@@ -147,6 +160,8 @@ pub fn train(
     let total_steps = per_epoch * cfg.epochs;
     let mut epochs = Vec::with_capacity(cfg.epochs);
     let mut strings = data.train_strings(1)?;
+    // Early stopping's best validation loss, its epoch and a copy of its weights.
+    let mut best: Option<(f64, usize, Vec<Tensor>)> = None;
     for epoch in 1..=cfg.epochs {
         if data.fresh && epoch > 1 {
             strings = data.train_strings(epoch)?;
@@ -185,8 +200,25 @@ pub fn train(
         };
         progress.epoch_end(&m);
         epochs.push(m);
+        if let Some(patience) = cfg.patience {
+            if best.as_ref().is_none_or(|(loss, _, _)| val_loss < *loss) {
+                let weights = vars.iter().map(|v| v.as_tensor().copy()).collect::<Result<Vec<_>>>()?;
+                best = Some((val_loss, epoch, weights));
+            } else if best.as_ref().is_some_and(|(_, e, _)| epoch - e >= patience) {
+                break;
+            }
+        }
     }
-    Ok(TrainedStrings { model: model.detached(), epochs, seconds: started.elapsed().as_secs_f64() })
+    let best_epoch = match best {
+        Some((_, e, weights)) => {
+            for (var, w) in vars.iter().zip(&weights) {
+                var.set(w)?;
+            }
+            Some(e)
+        }
+        None => None,
+    };
+    Ok(TrainedStrings { model: model.detached(), epochs, seconds: started.elapsed().as_secs_f64(), best_epoch })
 }
 
 struct Step {
@@ -363,6 +395,30 @@ mod tests {
         assert!(last.val_accuracy > 0.5, "{:?}", a.epochs);
         let b = train(&data, &StringsConfig { epochs: 1, ..cfg }, &mut Quiet).unwrap();
         assert_eq!((b.epochs[0].loss, b.epochs[0].val_loss), (first.loss, first.val_loss));
+    }
+
+    /// Every validation string is labelled "999999" (its pictures hold one or two digits), so
+    /// the better the training task is learned the worse the validation loss: with patience 1
+    /// training stops after epoch 2 and keeps epoch 1's weights.
+    #[test]
+    fn early_stopping_keeps_the_best_epoch() {
+        let split = bars();
+        let mut validation = compose(&split, 0..10, 64, 1..=2, 2).unwrap();
+        validation.digits.iter_mut().for_each(|d| *d = vec![9; MAX_DIGITS]);
+        let data = StringsData { pictures: split, per_epoch: 768, lengths: 1..=2, seed: 1, fresh: true, validation };
+        let cfg = StringsConfig {
+            epochs: 6,
+            learning_rate: 3e-3,
+            latent: 32,
+            seed: 3,
+            patience: Some(1),
+            ..Default::default()
+        };
+        let t = train(&data, &cfg, &mut Quiet).unwrap();
+        let losses: Vec<f64> = t.epochs.iter().map(|e| e.val_loss).collect();
+        assert_eq!((t.epochs.len(), t.best_epoch), (2, Some(1)), "{losses:?}");
+        let (loss, _) = evaluate(&t.model, &data.validation).unwrap();
+        assert!((loss - losses[0]).abs() < 1e-6, "the kept weights are epoch 1's: {loss} vs {losses:?}");
     }
 
     #[test]

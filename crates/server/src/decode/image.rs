@@ -83,18 +83,19 @@ pub fn decode_pixels(
 }
 
 /// Decodes a picture of handwriting for a string reader: grey, fitted to `height x width` as its
-/// training strings were laid out (see `aiserve_vision::ink`), scaled to [0, 1].
+/// training strings were laid out (see `aiserve_vision::ink`), scaled to [0, 1]; `None` when the
+/// picture holds no writing.
 pub fn decode_writing(
     bytes: &[u8],
     (height, width, margin): (usize, usize, usize),
     field: &str,
     hold: &Hold,
-) -> Result<Vec<f32>, Error> {
+) -> Result<Option<Vec<f32>>, Error> {
     let img = open(bytes, 1, height * width * (1 + size_of::<f32>()), field, hold)?.to_luma8();
     let (w, h) = (img.width() as usize, img.height() as usize);
     let picture = aiserve_vision::picture::Picture { pixels: img.into_raw(), height: h, width: w, channels: 1 };
     let fitted = aiserve_vision::ink::fit_writing(&picture, height, width, margin);
-    Ok(fitted.into_iter().map(|p| p as f32 / 255.0).collect())
+    Ok(fitted.map(|f| f.into_iter().map(|p| p as f32 / 255.0).collect()))
 }
 
 /// Opens a PNG/JPEG within the limits, counting the decoder's buffers, the conversion to

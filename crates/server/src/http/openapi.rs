@@ -59,7 +59,7 @@ pub static ROUTES: &[Route] = &[
         "/classify",
         Some(Infer),
         "simple",
-        "Classify one image or a batch (JSON pixels, base64 or PNG/JPEG body); `?model=&version=&top=`",
+        "Classify one image or a batch (JSON pixels, base64 or PNG/JPEG body), or read the string a text reader sees (`text`); `?model=&version=&top=`",
         CLASSIFY_BODY,
         &[BAD, UNKNOWN, TOO_BIG, (415, "body is neither JSON nor a picture"), BUSY, SLOW]
     ),

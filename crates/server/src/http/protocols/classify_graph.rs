@@ -102,7 +102,8 @@ pub async fn classify(
 }
 
 /// Reads the pictures with a string reader: each one's text and the probability of each
-/// character, in order. Pictures are fitted to the input as its training strings were laid out.
+/// character, in order. Pictures are fitted to the input as its training strings were laid out;
+/// one without writing (a blank page) reads as an empty string.
 pub async fn read(
     state: &AppState,
     servable: &Servable,
@@ -116,10 +117,13 @@ pub async fn read(
     let per = r.height * r.width;
     hold.grow(n * per * size_of::<f32>(), "the batch of pictures")?;
     let mut data = Vec::with_capacity(n * per);
+    // A picture without writing reads as nothing; it keeps its row (zeros) in the batch.
+    let mut blank = Vec::with_capacity(n);
     for (field, bytes) in pictures {
         let (size, h) = ((r.height, r.width, r.margin), hold.clone());
         let values = state.decode("the picture decoder", move || decode_writing(&bytes, size, &field, &h)).await?;
-        data.extend_from_slice(&values);
+        blank.push(values.is_none());
+        data.extend(values.unwrap_or_else(|| vec![0.0; per]));
     }
     let input =
         Tensor::new(vec![n, r.height, r.width, 1], TensorData::F32(data)).map_err(|e| Error::invalid("image", e))?;
@@ -129,13 +133,17 @@ pub async fn read(
         return Err(backend(servable, "the reader's outputs are not BYTES text and FP32 probabilities".into()));
     };
     let positions = probs.len() / n.max(1);
-    if texts.len() != n || probs.len() != n * positions {
+    if texts.len() != n || positions == 0 || probs.len() != n * positions {
         return Err(backend(servable, format!("the model read {} strings for {n} pictures", texts.len())));
     }
     Ok(texts
         .iter()
-        .zip(probs.chunks(positions.max(1)))
-        .map(|(t, p)| {
+        .zip(probs.chunks(positions))
+        .zip(blank)
+        .map(|((t, p), blank)| {
+            if blank {
+                return (String::new(), Vec::new());
+            }
             let text = String::from_utf8_lossy(t).into_owned();
             let chars = text.chars().count().min(p.len());
             (text, p[..chars].to_vec())
