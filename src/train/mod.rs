@@ -95,7 +95,7 @@ pub struct TrainArgs {
     #[arg(long, env = "AISERVE_TRAIN_FIXED_STRINGS")]
     pub fixed_strings: bool,
     /// digit-strings: the LSTMs' latent_dim.
-    #[arg(long, env = "AISERVE_TRAIN_LATENT_DIM", default_value_t = 128, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    #[arg(long, env = "AISERVE_TRAIN_LATENT_DIM", default_value_t = aiserve_models::digit_strings::LATENT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=aiserve_models::digit_strings::MAX_LATENT as u64))]
     pub latent_dim: usize,
     /// Print one line per epoch instead of drawing a progress bar.
     #[arg(long, env = "AISERVE_TRAIN_QUIET")]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use aiserve_core::config::TrainingProvenance;
 use aiserve_models::digit_strings::publish::{publish, version_config};
 use aiserve_models::digit_strings::train::{
-    digit_confusion, evaluate, string_accuracy, strings_data, test_strings, train, StringEpoch, StringsConfig,
+    digit_confusion, evaluate, string_accuracy, strings_data, test_strings, train, StringEpoch,
 };
 use aiserve_models::digit_strings::MAX_DIGITS;
 use aiserve_models::digits::report::Report;
@@ -52,29 +52,21 @@ pub fn run(args: &TrainArgs, cfg: &TrainConfig) -> anyhow::Result<()> {
     let data = strings_data(&mnist, args.strings, args.validation_split, args.seed, !args.fixed_strings)
         .map_err(anyhow::Error::msg)?;
     let test = test_strings(&mnist, args.limit_test.unwrap_or(TEST_STRINGS), args.seed).map_err(anyhow::Error::msg)?;
-    let scfg = StringsConfig {
-        epochs: cfg.epochs,
-        batch_size: cfg.batch_size,
-        learning_rate: cfg.learning_rate,
-        seed: cfg.seed,
-        schedule: cfg.schedule,
-        latent: args.latent_dim,
-        patience: args.early_stopping,
-    };
+    let latent = args.latent_dim;
     println!(
         "training digit_strings (latent_dim {}) on {} {}strings of 1-{MAX_DIGITS} MNIST digits an epoch ({} validation), {} epochs, batch {}, RMSprop lr {}, seed {}, {} threads",
-        scfg.latent,
+        latent,
         data.per_epoch,
         if data.fresh { "new " } else { "" },
         data.validation.len(),
-        scfg.epochs,
-        scfg.batch_size,
-        scfg.learning_rate,
-        scfg.seed,
+        cfg.epochs,
+        cfg.batch_size,
+        cfg.learning_rate,
+        cfg.seed,
         aiserve_models::compute_threads()
     );
-    let mut shown = Shown::new(args.quiet, scfg.epochs, ("token acc", "strings/s"), "validation", summary);
-    let trained = train(&data, &scfg, &mut shown)?;
+    let mut shown = Shown::new(args.quiet, cfg.epochs, ("token acc", "strings/s"), "validation", summary);
+    let trained = train(&data, cfg, latent, &mut shown)?;
     if let Some(best) = trained.best_epoch {
         println!("early stopping after epoch {}: kept epoch {best}, the lowest validation loss", trained.epochs.len());
     }
@@ -92,16 +84,16 @@ pub fn run(args: &TrainArgs, cfg: &TrainConfig) -> anyhow::Result<()> {
     let prov = TrainingProvenance {
         data: dir.display().to_string(),
         train_examples: data.per_epoch,
-        epochs: scfg.epochs,
-        batch_size: scfg.batch_size,
-        learning_rate: scfg.learning_rate,
-        seed: scfg.seed,
+        epochs: cfg.epochs,
+        batch_size: cfg.batch_size,
+        learning_rate: cfg.learning_rate,
+        seed: cfg.seed,
         test_accuracy: accuracy,
         test_loss,
         train_seconds: (trained.seconds * 10.0).round() / 10.0,
         aiserve_version: env!("CARGO_PKG_VERSION").into(),
-        lr_schedule: (scfg.schedule != Schedule::Constant).then(|| scfg.schedule.name().into()),
-        early_stopping: scfg.patience,
+        lr_schedule: (cfg.schedule != Schedule::Constant).then(|| cfg.schedule.name().into()),
+        early_stopping: cfg.patience,
         best_epoch: trained.best_epoch,
     };
     let config = version_config(Some(prov));

@@ -20,38 +20,9 @@ use serde::{Deserialize, Serialize};
 
 use super::compose::{compose, Strings};
 use super::rmsprop::RmsProp;
-use super::{masked_hits, masked_loss, DigitStrings, END, HEIGHT, LATENT, MAX_DIGITS, START, WIDTH};
-use crate::digits::train::{add_grads, Progress, Schedule};
+use super::{masked_hits, masked_loss, DigitStrings, END, HEIGHT, MAX_DIGITS, START, WIDTH};
+use crate::digits::train::{add_grads, Progress, TrainConfig};
 use crate::mnist::{Dataset, Split};
-
-#[derive(Clone, Debug)]
-pub struct StringsConfig {
-    pub epochs: usize,
-    pub batch_size: usize,
-    /// RMSprop's rate (Keras' default 1e-3).
-    pub learning_rate: f64,
-    pub seed: u64,
-    pub schedule: Schedule,
-    /// The LSTMs' `latent_dim`.
-    pub latent: usize,
-    /// Early stopping: end once the validation loss has not improved for this many epochs and
-    /// keep the best epoch's weights (Keras' `restore_best_weights=True`).
-    pub patience: Option<usize>,
-}
-
-impl Default for StringsConfig {
-    fn default() -> Self {
-        Self {
-            epochs: 10,
-            batch_size: 32,
-            learning_rate: 1e-3,
-            seed: 42,
-            schedule: Schedule::Constant,
-            latent: LATENT,
-            patience: None,
-        }
-    }
-}
 
 /// What a run trains and validates on: the pictures training strings are composed of (a new
 /// set of strings every epoch, from the seed and the epoch, unless `fresh` is off: more strings
@@ -138,11 +109,14 @@ pub struct TrainedStrings {
     pub best_epoch: Option<usize>,
 }
 
-/// Trains from scratch on strings composed from `data.pictures`, validating after every epoch
-/// (the batch progress reports tokens: loss and accuracy per token, strings per second).
+/// Trains a reader with LSTMs of `latent` units from scratch on strings composed from
+/// `data.pictures`, validating after every epoch; `cfg`'s rate is RMSprop's (Keras' default is
+/// `TrainConfig`'s 1e-3). The batch progress reports tokens: loss and accuracy per token,
+/// strings per second.
 pub fn train(
     data: &StringsData,
-    cfg: &StringsConfig,
+    cfg: &TrainConfig,
+    latent: usize,
     progress: &mut dyn Progress<StringEpoch>,
 ) -> Result<TrainedStrings> {
     if cfg.batch_size == 0 || cfg.epochs == 0 {
@@ -152,7 +126,7 @@ pub fn train(
         candle_core::bail!("training needs at least one training and one validation string");
     }
     let device = Device::Cpu;
-    let (model, vars) = DigitStrings::init(cfg.seed, cfg.latent, &device)?;
+    let (model, vars) = DigitStrings::init(cfg.seed, latent, &device)?;
     let mut opt = RmsProp::new(vars.clone(), cfg.learning_rate)?;
     let started = Instant::now();
     let mut order: Vec<usize> = (0..data.per_epoch).collect();
@@ -386,14 +360,14 @@ mod tests {
             fresh: true,
             validation: compose(&split, 0..10, 64, 1..=2, 2).unwrap(),
         };
-        let cfg = StringsConfig { epochs: 3, learning_rate: 3e-3, latent: 32, seed: 3, ..Default::default() };
-        let a = train(&data, &cfg, &mut Quiet).unwrap();
+        let cfg = TrainConfig { epochs: 3, learning_rate: 3e-3, seed: 3, ..Default::default() };
+        let a = train(&data, &cfg, 32, &mut Quiet).unwrap();
         let (first, last) = (&a.epochs[0], a.epochs.last().unwrap());
         // Chance is one token in eleven; 72 steps take the loss down and the validation tokens
         // past half (the real data's bar is checked on the committed model).
         assert!(last.loss < first.loss * 0.9, "{:?}", a.epochs);
         assert!(last.val_accuracy > 0.5, "{:?}", a.epochs);
-        let b = train(&data, &StringsConfig { epochs: 1, ..cfg }, &mut Quiet).unwrap();
+        let b = train(&data, &TrainConfig { epochs: 1, ..cfg }, 32, &mut Quiet).unwrap();
         assert_eq!((b.epochs[0].loss, b.epochs[0].val_loss), (first.loss, first.val_loss));
     }
 
@@ -406,15 +380,8 @@ mod tests {
         let mut validation = compose(&split, 0..10, 64, 1..=2, 2).unwrap();
         validation.digits.iter_mut().for_each(|d| *d = vec![9; MAX_DIGITS]);
         let data = StringsData { pictures: split, per_epoch: 768, lengths: 1..=2, seed: 1, fresh: true, validation };
-        let cfg = StringsConfig {
-            epochs: 6,
-            learning_rate: 3e-3,
-            latent: 32,
-            seed: 3,
-            patience: Some(1),
-            ..Default::default()
-        };
-        let t = train(&data, &cfg, &mut Quiet).unwrap();
+        let cfg = TrainConfig { epochs: 6, learning_rate: 3e-3, seed: 3, patience: Some(1), ..Default::default() };
+        let t = train(&data, &cfg, 32, &mut Quiet).unwrap();
         let losses: Vec<f64> = t.epochs.iter().map(|e| e.val_loss).collect();
         assert_eq!((t.epochs.len(), t.best_epoch), (2, Some(1)), "{losses:?}");
         let (loss, _) = evaluate(&t.model, &data.validation).unwrap();
