@@ -74,7 +74,7 @@ pub struct GraphReader {
     pub probabilities: usize,
     pub height: usize,
     pub width: usize,
-    /// How many pixels of margin the writing was given in training, all round.
+    /// The margin (pixels above, below and left of the writing) pictures are laid out with.
     pub margin: usize,
 }
 
