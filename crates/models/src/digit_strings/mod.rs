@@ -22,10 +22,8 @@ use std::path::Path;
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 use rand::{Rng, SeedableRng};
 
-use crate::digits::take_checked;
-use crate::kernels::conv::{conv2d_bias_relu, conv2d_bias_relu_packed, conv2d_bias_relu_pool, pack_kernel};
+use crate::digits::{conv_stack, take_checked};
 use crate::kernels::packed::PackedLinear;
-use crate::kernels::pool::max_pool2x2;
 use lstm::Lstm;
 
 /// `architecture` value in the version config.
@@ -199,34 +197,9 @@ impl DigitStrings {
     /// The feature columns `[N, COLUMNS, FEATURES]` of pictures `[N, HEIGHT, WIDTH, 1]` in [0, 1]:
     /// the digits CNN's convolution stack, each column its 3 rows of 64 channels.
     pub fn columns(&self, x: &Tensor) -> Result<Tensor> {
-        let p = &self.params;
-        let n = x.dim(0)?;
-        let y = if x.track_op() || p[..6].iter().any(|t| t.track_op()) || !x.device().is_cpu() {
-            let y = max_pool2x2(&conv2d_bias_relu(x, &p[0], &p[1], true)?)?;
-            let y = max_pool2x2(&conv2d_bias_relu(&y, &p[2], &p[3], true)?)?;
-            conv2d_bias_relu(&y, &p[4], &p[5], true)?
-        } else {
-            let [k1, k2, k3] = match self.packed.get() {
-                Some(k) => k,
-                None => {
-                    let packed = self.pack_kernels()?;
-                    self.packed.get_or_init(|| packed)
-                }
-            };
-            let y = conv2d_bias_relu_pool(x, &p[0], &p[1], k1)?;
-            let y = conv2d_bias_relu_pool(&y, &p[2], &p[3], k2)?;
-            conv2d_bias_relu_packed(&y, &p[4], &p[5], k3)?
-        };
+        let y = conv_stack(x, &self.params[..6], &self.packed)?;
         // [N, 3, COLUMNS, 64] → [N, COLUMNS, 3 * 64].
-        y.permute((0, 2, 1, 3))?.contiguous()?.reshape((n, COLUMNS, FEATURES))
-    }
-
-    fn pack_kernels(&self) -> Result<[PackedLinear; 3]> {
-        let pack = |w: &Tensor| -> Result<PackedLinear> {
-            let (kh, kw, c, oc) = w.dims4()?;
-            Ok(pack_kernel(&w.flatten_all()?.to_vec1::<f32>()?, kh * kw * c, oc))
-        };
-        Ok([pack(&self.params[0])?, pack(&self.params[2])?, pack(&self.params[4])?])
+        y.permute((0, 2, 1, 3))?.contiguous()?.reshape((x.dim(0)?, COLUMNS, FEATURES))
     }
 
     /// Teacher forcing: the logits `[N, L, TOKENS]` the decoder gives at each step when fed

@@ -183,32 +183,7 @@ impl DigitsCnn {
         if !x.device().is_cpu() {
             return self.logits_reference(x);
         }
-        let p = &self.params;
-        if x.track_op() || p.iter().any(|t| t.track_op()) {
-            let x = max_pool2x2(&conv2d_bias_relu(x, &p[0], &p[1], true)?)?;
-            let x = max_pool2x2(&conv2d_bias_relu(&x, &p[2], &p[3], true)?)?;
-            return self.dense_head(&conv2d_bias_relu(&x, &p[4], &p[5], true)?);
-        }
-        // Inference (nothing tracks a gradient): the kernels packed once, each convolution and
-        // its pool in one pass.
-        let [k1, k2, k3] = match self.packed.get() {
-            Some(k) => k,
-            None => {
-                let packed = self.pack_kernels()?;
-                self.packed.get_or_init(|| packed)
-            }
-        };
-        let x = conv2d_bias_relu_pool(x, &p[0], &p[1], k1)?;
-        let x = conv2d_bias_relu_pool(&x, &p[2], &p[3], k2)?;
-        self.dense_head(&conv2d_bias_relu_packed(&x, &p[4], &p[5], k3)?)
-    }
-
-    fn pack_kernels(&self) -> Result<[PackedLinear; 3]> {
-        let pack = |w: &Tensor| -> Result<PackedLinear> {
-            let (kh, kw, c, oc) = w.dims4()?;
-            Ok(pack_kernel(&w.flatten_all()?.to_vec1::<f32>()?, kh * kw * c, oc))
-        };
-        Ok([pack(&self.params[0])?, pack(&self.params[2])?, pack(&self.params[4])?])
+        self.dense_head(&conv_stack(x, &self.params[..6], &self.packed)?)
     }
 
     /// The same network through candle's stock NCHW ops: the correctness reference for the
@@ -232,6 +207,32 @@ impl DigitsCnn {
         let x = x.matmul(&p[6])?.broadcast_add(&p[7])?.relu()?;
         x.matmul(&p[8])?.broadcast_add(&p[9])
     }
+}
+
+/// The seed's convolution stack (conv 32, pool, conv 64, pool, conv 64, ReLU after each) on NHWC
+/// pictures in [0, 1], `p` its six weights and biases: through the training kernels when anything
+/// tracks a gradient; otherwise (inference) through kernels packed once into `packed`, each
+/// convolution and its pool in one pass. The digits CNN and the digit-strings reader share it.
+pub(crate) fn conv_stack(x: &Tensor, p: &[Tensor], packed: &std::sync::OnceLock<[PackedLinear; 3]>) -> Result<Tensor> {
+    if x.track_op() || p.iter().any(|t| t.track_op()) {
+        let x = max_pool2x2(&conv2d_bias_relu(x, &p[0], &p[1], true)?)?;
+        let x = max_pool2x2(&conv2d_bias_relu(&x, &p[2], &p[3], true)?)?;
+        return conv2d_bias_relu(&x, &p[4], &p[5], true);
+    }
+    let [k1, k2, k3] = match packed.get() {
+        Some(k) => k,
+        None => {
+            let pack = |w: &Tensor| -> Result<PackedLinear> {
+                let (kh, kw, c, oc) = w.dims4()?;
+                Ok(pack_kernel(&w.flatten_all()?.to_vec1::<f32>()?, kh * kw * c, oc))
+            };
+            let kernels = [pack(&p[0])?, pack(&p[2])?, pack(&p[4])?];
+            packed.get_or_init(|| kernels)
+        }
+    };
+    let x = conv2d_bias_relu_pool(x, &p[0], &p[1], k1)?;
+    let x = conv2d_bias_relu_pool(&x, &p[2], &p[3], k2)?;
+    conv2d_bias_relu_packed(&x, &p[4], &p[5], k3)
 }
 
 /// The tensors `names` of a weights file, in order, each checked: present, of its shape in
