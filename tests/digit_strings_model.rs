@@ -185,15 +185,56 @@ fn train_digit_strings_publishes_a_version_that_loads() {
         assert!(image::open(dir.join(file)).is_ok(), "{file}");
     }
     let (mut model, _) = load(&dir);
-    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_aiserve"))
-        .args(["train", "digit-strings", "--resume", "--repo"])
-        .arg(repo.path())
-        .output()
-        .unwrap();
-    assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("does not take --resume"), "{refused:?}");
     let out = model.run(vec![Tensor::new(vec![1, 28, 128, 1], TensorData::F32(vec![0.0; 28 * 128])).unwrap()]).unwrap();
     assert!(texts(&out[0])[0].len() <= MAX_DIGITS);
+}
+
+/// A real Ctrl-C (SIGINT) during epoch 2 saves a checkpoint and says how to go on; `--resume`
+/// finishes the run, publishes, removes the checkpoint, and the reader is bit for bit the one an
+/// uninterrupted run makes; `--resume` with nothing to resume is refused.
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_resume_finishes_the_same_reader() {
+    use std::io::BufRead;
+    let args =
+        ["--quiet", "--epochs", "3", "--strings", "1600", "--limit-test", "50", "--latent-dim", "16", "--seed", "7"];
+    let train = |repo: &std::path::Path, extra: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_aiserve"));
+        c.args(["train", "digit-strings"]).args(args).args(extra).arg("--data").arg(crate::mnist_dir());
+        c.arg("--repo").arg(repo);
+        c
+    };
+    let (straight, stopped) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let out = train(straight.path(), &[]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = train(stopped.path(), &["--resume"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no checkpoint at"), "{err}");
+    let mut child = train(stopped.path(), &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.by_ref().map(|l| l.unwrap()).any(|l| l.starts_with("epoch 1:")), "no first epoch line");
+    let kill = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("run the same command with --resume"), "{err}");
+    let model = stopped.path().join("digit-strings");
+    assert!(model.join(".checkpoint/state.json").exists() && !model.join("1").exists());
+    let out = train(stopped.path(), &["--resume"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("resuming") && stdout.contains("published digit-strings version 1"), "{stdout}");
+    assert!(!model.join(".checkpoint").exists(), "the checkpoint goes once the version is published");
+    let weights = |repo: &std::path::Path| std::fs::read(repo.join("digit-strings/1/model.safetensors")).unwrap();
+    let (a, b) = (weights(straight.path()), weights(stopped.path()));
+    let (a, b) =
+        (safetensors::SafeTensors::deserialize(&a).unwrap(), safetensors::SafeTensors::deserialize(&b).unwrap());
+    for (name, t) in a.tensors() {
+        assert_eq!(t.data(), b.tensor(&name).unwrap().data(), "`{name}` differs from the uninterrupted run's");
+    }
 }
 
 /// Requests that must be refused or answered, never take the server down: not pictures, too

@@ -13,10 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use aiserve_core::config::TrainingProvenance;
 use aiserve_core::ModelName;
+use aiserve_models::checkpoint::{Control, Outcome};
 use aiserve_models::digits::publish::{classifier_config, publish, version_config};
 use aiserve_models::digits::report::Report;
 use aiserve_models::digits::train::{
-    confusion, evaluate, train_controlled, Control, EpochMetrics, Outcome, Schedule, TrainConfig, Trained,
+    confusion, evaluate, train_controlled, EpochMetrics, Schedule, TrainConfig, Trained,
 };
 use aiserve_models::digits::CnnShape;
 use aiserve_models::image_folder;
@@ -163,15 +164,9 @@ fn checkpoint_dir(args: &TrainArgs, name: &ModelName) -> PathBuf {
     args.repo.join(name.as_str()).join(".checkpoint")
 }
 
-/// Trains with a checkpoint after every epoch and on an interrupt; `--resume` continues one.
-fn fit(
-    args: &TrainArgs,
-    name: &ModelName,
-    data: &Dataset,
-    cnn: CnnShape,
-    cfg: &TrainConfig,
-    eval: &'static str,
-) -> anyhow::Result<Trained> {
+/// Where this run keeps its checkpoint, checked against `--resume`, with the Ctrl-C / SIGTERM
+/// handler installed that asks training to save one and stop.
+fn checkpointing(args: &TrainArgs, name: &ModelName) -> anyhow::Result<PathBuf> {
     let dir = checkpoint_dir(args, name);
     if args.resume && !dir.join("state.json").exists() {
         anyhow::bail!("--resume: no checkpoint at {} (nothing to continue)", dir.display());
@@ -189,6 +184,30 @@ fn fit(
         eprintln!("\nstopping: saving a checkpoint after this batch (interrupt again to quit without one)");
     })
     .context("installing the Ctrl-C handler")?;
+    Ok(dir)
+}
+
+/// The trained result, or the error that says how to resume an interrupted run.
+fn finish<T>(outcome: Outcome<T>, dir: &std::path::Path) -> anyhow::Result<T> {
+    match outcome {
+        Outcome::Done(t) => Ok(t),
+        Outcome::Interrupted { epoch, batch } => anyhow::bail!(
+            "interrupted in epoch {epoch} after {batch} batches; checkpoint saved at {}: run the same command with --resume to continue",
+            dir.display()
+        ),
+    }
+}
+
+/// Trains with a checkpoint after every epoch and on an interrupt; `--resume` continues one.
+fn fit(
+    args: &TrainArgs,
+    name: &ModelName,
+    data: &Dataset,
+    cnn: CnnShape,
+    cfg: &TrainConfig,
+    eval: &'static str,
+) -> anyhow::Result<Trained> {
+    let dir = checkpointing(args, name)?;
     println!(
         "training digits_cnn ({}x{}x{} pictures, {} classes) on {} images ({} {eval}), {} epochs, batch {}, seed {}, {} threads{}",
         cnn.height,
@@ -205,14 +224,7 @@ fn fit(
     );
     let control = Control { checkpoint: Some(&dir), resume: args.resume, stop: Some(&STOP) };
     let mut shown = Shown::new(args.quiet, cfg.epochs, ("acc", "img/s"), eval, epoch_line);
-    let outcome = train_controlled(data, cnn, cfg, &control, &mut shown)?;
-    let trained = match outcome {
-        Outcome::Done(t) => t,
-        Outcome::Interrupted { epoch, batch } => anyhow::bail!(
-            "interrupted in epoch {epoch} after {batch} batches; checkpoint saved at {}: run the same command with --resume to continue",
-            dir.display()
-        ),
-    };
+    let trained = finish(train_controlled(data, cnn, cfg, &control, &mut shown)?, &dir)?;
     if let Some(best) = trained.best_epoch {
         println!("early stopping after epoch {}: kept epoch {best}, the lowest {eval} loss", trained.epochs.len());
     }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use aiserve_core::config::TrainingProvenance;
 use aiserve_models::digit_strings::publish::{publish, version_config};
 use aiserve_models::digit_strings::train::{
-    digit_confusion, evaluate, string_accuracy, strings_data, test_strings, train, StringEpoch,
+    digit_confusion, evaluate, string_accuracy, strings_data, test_strings, train_controlled, StringEpoch,
 };
 use aiserve_models::digit_strings::MAX_DIGITS;
 use aiserve_models::digits::report::Report;
@@ -15,7 +15,8 @@ use aiserve_models::digits::train::{EpochMetrics, Schedule, TrainConfig};
 use aiserve_models::mnist;
 use anyhow::Context;
 
-use super::{model_name, Shown, TrainArgs};
+use super::{checkpointing, finish, finished, model_name, Shown, TrainArgs, STOP};
+use aiserve_models::checkpoint::Control;
 
 /// Test strings read after training when `--limit-test` does not say.
 const TEST_STRINGS: usize = 5_000;
@@ -37,7 +38,6 @@ fn summary(m: &StringEpoch, eval: &'static str) -> (usize, String) {
 pub fn run(args: &TrainArgs, cfg: &TrainConfig) -> anyhow::Result<()> {
     // Flags of the CNN tasks that this one does not take: refused by name, never ignored.
     let other = [
-        ("--resume", args.resume),
         ("--limit-train (give --strings)", args.limit_train.is_some()),
         ("--test-data", args.test_data.is_some()),
         ("--size", args.size.is_some()),
@@ -53,8 +53,9 @@ pub fn run(args: &TrainArgs, cfg: &TrainConfig) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     let test = test_strings(&mnist, args.limit_test.unwrap_or(TEST_STRINGS), args.seed).map_err(anyhow::Error::msg)?;
     let latent = args.latent_dim;
+    let checkpoint = checkpointing(args, &name)?;
     println!(
-        "training digit_strings (latent_dim {}) on {} {}strings of 1-{MAX_DIGITS} MNIST digits an epoch ({} validation), {} epochs, batch {}, RMSprop lr {}, seed {}, {} threads",
+        "training digit_strings (latent_dim {}) on {} {}strings of 1-{MAX_DIGITS} MNIST digits an epoch ({} validation), {} epochs, batch {}, RMSprop lr {}, seed {}, {} threads{}",
         latent,
         data.per_epoch,
         if data.fresh { "new " } else { "" },
@@ -63,10 +64,12 @@ pub fn run(args: &TrainArgs, cfg: &TrainConfig) -> anyhow::Result<()> {
         cfg.batch_size,
         cfg.learning_rate,
         cfg.seed,
-        aiserve_models::compute_threads()
+        aiserve_models::compute_threads(),
+        if args.resume { ", resuming" } else { "" }
     );
     let mut shown = Shown::new(args.quiet, cfg.epochs, ("token acc", "strings/s"), "validation", summary);
-    let trained = train(&data, cfg, latent, &mut shown)?;
+    let control = Control { checkpoint: Some(&checkpoint), resume: args.resume, stop: Some(&STOP) };
+    let trained = finish(train_controlled(&data, cfg, latent, &control, &mut shown)?, &checkpoint)?;
     if let Some(best) = trained.best_epoch {
         println!("early stopping after epoch {}: kept epoch {best}, the lowest validation loss", trained.epochs.len());
     }
@@ -121,6 +124,7 @@ pub fn run(args: &TrainArgs, cfg: &TrainConfig) -> anyhow::Result<()> {
     };
     let (version, path) = publish(&args.repo, &name, &trained.model, &config, &trained.epochs, Some(&report))
         .with_context(|| format!("publishing into {}", args.repo.display()))?;
+    finished(args, &name);
     println!("published {name} version {version} at {}", path.display());
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! block with a `SAFETY` comment saying why it holds.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod checkpoint;
 pub mod digit_strings;
 pub mod digits;
 pub mod image_folder;

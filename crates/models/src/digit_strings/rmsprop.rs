@@ -3,7 +3,7 @@
 //! The seed trains its sequence model with it.
 
 use candle_core::backprop::GradStore;
-use candle_core::{Result, Var};
+use candle_core::{Result, Tensor, Var};
 
 const RHO: f64 = 0.9;
 const EPS: f64 = 1e-7;
@@ -32,6 +32,26 @@ impl RmsProp {
                 vel.set(&next)?;
             }
         }
+        Ok(())
+    }
+
+    /// Tensors of state per variable in [`RmsProp::state`].
+    pub const SLOTS: usize = 1;
+
+    /// The mean squares, in the variables' order (a checkpoint's optimiser state).
+    pub fn state(&self) -> Vec<Vec<Tensor>> {
+        self.velocity.iter().map(|v| vec![v.as_tensor().clone()]).collect()
+    }
+
+    /// Puts back a state taken by [`RmsProp::state`] after `steps` steps.
+    pub fn restore(&mut self, state: &[Vec<Tensor>], steps: usize) -> Result<()> {
+        if state.len() != self.vars.len() || state.iter().any(|s| s.len() != Self::SLOTS) {
+            candle_core::bail!("the checkpoint's optimiser state does not fit {} variables", self.vars.len());
+        }
+        for (v, s) in self.velocity.iter().zip(state) {
+            v.set(&s[0])?;
+        }
+        self.steps = steps;
         Ok(())
     }
 }

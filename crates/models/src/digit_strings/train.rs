@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::compose::{compose, Strings};
 use super::rmsprop::RmsProp;
 use super::{masked_hits, masked_loss, DigitStrings, END, HEIGHT, MAX_DIGITS, START, WIDTH};
+use crate::checkpoint::{self, Control, Outcome, Position};
 use crate::digits::train::{add_grads, Progress, TrainConfig};
 use crate::mnist::{Dataset, Split};
 
@@ -119,6 +120,50 @@ pub fn train(
     latent: usize,
     progress: &mut dyn Progress<StringEpoch>,
 ) -> Result<TrainedStrings> {
+    match train_controlled(data, cfg, latent, &Control::default(), progress)? {
+        Outcome::Done(t) => Ok(t),
+        Outcome::Interrupted { .. } => candle_core::bail!("interrupted without a stop flag"),
+    }
+}
+
+/// An epoch's running sums, kept in a checkpoint.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Sums {
+    pub loss_sum: f64,
+    pub hits: usize,
+    pub tokens: f64,
+    pub seen: usize,
+}
+
+/// The settings a checkpoint must have been made with to be resumed.
+fn fingerprint(data: &StringsData, cfg: &TrainConfig, latent: usize) -> String {
+    format!(
+        "digit_strings latent={latent} pictures={} strings={} lengths={:?} data_seed={} fresh={} validation={} epochs={} batch={} lr={} seed={} schedule={} patience={:?}",
+        data.pictures.len(),
+        data.per_epoch,
+        data.lengths,
+        data.seed,
+        data.fresh,
+        data.validation.len(),
+        cfg.epochs,
+        cfg.batch_size,
+        cfg.learning_rate,
+        cfg.seed,
+        cfg.schedule.name(),
+        cfg.patience
+    )
+}
+
+/// [`train`] with checkpoints, resuming and interrupts: a run interrupted and resumed gives the
+/// same model, bit for bit, as one that ran through (the epoch's strings are composed again from
+/// the seed, its shuffles replayed, the batches already done skipped, RMSprop's state restored).
+pub fn train_controlled(
+    data: &StringsData,
+    cfg: &TrainConfig,
+    latent: usize,
+    control: &Control,
+    progress: &mut dyn Progress<StringEpoch>,
+) -> Result<Outcome<TrainedStrings>> {
     if cfg.batch_size == 0 || cfg.epochs == 0 {
         candle_core::bail!("epochs and batch size must be at least 1");
     }
@@ -128,71 +173,85 @@ pub fn train(
     let device = Device::Cpu;
     let (model, vars) = DigitStrings::init(cfg.seed, latent, &device)?;
     let mut opt = RmsProp::new(vars.clone(), cfg.learning_rate)?;
+    let print = fingerprint(data, cfg, latent);
+    let mut at: Position<Sums, StringEpoch> = Position::start(print.clone(), cfg.epochs);
+    // Early stopping: a copy of the best epoch's weights (its loss and epoch are in `at.best`).
+    let mut best_weights: Option<Vec<Tensor>> = None;
+    if let Some(ck) = checkpoint::resume(control, &vars, RmsProp::SLOTS, &print)? {
+        opt.restore(&ck.optimizer, ck.position.steps)?;
+        best_weights = ck.best_weights;
+        at = ck.position;
+    }
     let started = Instant::now();
+    let before = at.seconds;
+    let save = |at: &Position<Sums, StringEpoch>, best: &Option<Vec<Tensor>>, opt: &RmsProp| {
+        let at = Position { seconds: before + started.elapsed().as_secs_f64(), ..at.clone() };
+        checkpoint::save_into(control, &at, &vars, opt.state(), best)
+    };
     let mut order: Vec<usize> = (0..data.per_epoch).collect();
+    // The shuffles of the epochs already done, replayed: each epoch shuffles the last's order.
+    for epoch in 1..at.epoch {
+        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(epoch as u64)));
+    }
     let per_epoch = order.len().div_ceil(cfg.batch_size);
     let total_steps = per_epoch * cfg.epochs;
-    let mut epochs = Vec::with_capacity(cfg.epochs);
-    let mut strings = data.train_strings(1)?;
-    // Early stopping's best validation loss, its epoch and a copy of its weights.
-    let mut best: Option<(f64, usize, Vec<Tensor>)> = None;
-    for epoch in 1..=cfg.epochs {
-        if data.fresh && epoch > 1 {
-            strings = data.train_strings(epoch)?;
-        }
+    let mut rate = cfg.learning_rate;
+    for epoch in at.epoch..=cfg.epochs {
+        let strings = data.train_strings(epoch)?;
         order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(epoch as u64)));
         progress.epoch_start(epoch, per_epoch);
         let t0 = Instant::now();
-        let (mut loss_sum, mut hits, mut tokens, mut seen) = (0.0f64, 0usize, 0.0f64, 0usize);
-        let mut rate = cfg.learning_rate;
-        for (b, idx) in order.chunks(cfg.batch_size).enumerate() {
+        for (b, idx) in order.chunks(cfg.batch_size).enumerate().skip(at.batch) {
             let step = sharded_grads(&model, &vars, &strings, idx, &device)?;
             rate = cfg.schedule.rate(cfg.learning_rate, (epoch - 1) * per_epoch + b, total_steps);
             opt.lr = rate;
             opt.step(&step.grads)?;
-            loss_sum += step.loss_sum;
-            hits += step.hits;
-            tokens += step.tokens;
-            seen += idx.len();
-            let sps = seen as f64 / t0.elapsed().as_secs_f64();
-            progress.batch_end(b + 1, loss_sum / tokens, hits as f64 / tokens, sps);
+            let sums = &mut at.sums;
+            sums.loss_sum += step.loss_sum;
+            sums.hits += step.hits;
+            sums.tokens += step.tokens;
+            sums.seen += idx.len();
+            let sps = sums.seen as f64 / (at.epoch_seconds + t0.elapsed().as_secs_f64());
+            progress.batch_end(b + 1, sums.loss_sum / sums.tokens, sums.hits as f64 / sums.tokens, sps);
+            if control.stopping() {
+                at.batch = b + 1;
+                at.steps = opt.steps;
+                at.epoch_seconds += t0.elapsed().as_secs_f64();
+                save(&at, &best_weights, &opt)?;
+                return Ok(Outcome::Interrupted { epoch, batch: b + 1 });
+            }
         }
-        let seconds = t0.elapsed().as_secs_f64();
+        let seconds = at.epoch_seconds + t0.elapsed().as_secs_f64();
         let served = model.detached();
         let (val_loss, val_accuracy) = evaluate(&served, &data.validation)?;
         let val_string_accuracy = string_accuracy(&served, &data.validation)?;
+        let sums = &at.sums;
         let m = StringEpoch {
             epoch,
-            loss: loss_sum / tokens,
-            accuracy: hits as f64 / tokens,
+            loss: sums.loss_sum / sums.tokens,
+            accuracy: sums.hits as f64 / sums.tokens,
             val_loss,
             val_accuracy,
             val_string_accuracy,
             seconds,
-            strings_per_second: seen as f64 / seconds,
+            strings_per_second: sums.seen as f64 / seconds,
             learning_rate: rate,
         };
         progress.epoch_end(&m);
-        epochs.push(m);
-        if let Some(patience) = cfg.patience {
-            if best.as_ref().is_none_or(|(loss, _, _)| val_loss < *loss) {
-                let weights = vars.iter().map(|v| v.as_tensor().copy()).collect::<Result<Vec<_>>>()?;
-                best = Some((val_loss, epoch, weights));
-            } else if best.as_ref().is_some_and(|(_, e, _)| epoch - e >= patience) {
-                break;
-            }
+        at.epochs.push(m);
+        let stopped_early =
+            checkpoint::early_stop(&mut at.best, &mut best_weights, cfg.patience, val_loss, epoch, &vars)?;
+        at.next_epoch(epoch, opt.steps);
+        if stopped_early {
+            break;
+        }
+        if epoch < cfg.epochs {
+            save(&at, &best_weights, &opt)?;
         }
     }
-    let best_epoch = match best {
-        Some((_, e, weights)) => {
-            for (var, w) in vars.iter().zip(&weights) {
-                var.set(w)?;
-            }
-            Some(e)
-        }
-        None => None,
-    };
-    Ok(TrainedStrings { model: model.detached(), epochs, seconds: started.elapsed().as_secs_f64(), best_epoch })
+    let best_epoch = checkpoint::keep_best(at.best, best_weights, &vars)?;
+    let seconds = before + started.elapsed().as_secs_f64();
+    Ok(Outcome::Done(TrainedStrings { model: model.detached(), epochs: at.epochs, seconds, best_epoch }))
 }
 
 struct Step {
@@ -386,6 +445,47 @@ mod tests {
         assert_eq!((t.epochs.len(), t.best_epoch), (2, Some(1)), "{losses:?}");
         let (loss, _) = evaluate(&t.model, &data.validation).unwrap();
         assert!((loss - losses[0]).abs() < 1e-6, "the kept weights are epoch 1's: {loss} vs {losses:?}");
+    }
+
+    /// Stops after batch 4 of epoch 2 (a Ctrl-C), resumes from the checkpoint, and ends with the
+    /// weights and metrics of a run that went straight through (new strings every epoch, early
+    /// stopping's best kept across the interrupt); a checkpoint of other settings is refused.
+    #[test]
+    fn an_interrupted_run_resumes_exactly() {
+        use crate::checkpoint::testing::StopAt;
+        use std::sync::atomic::AtomicBool;
+        let split = bars();
+        let data = StringsData {
+            pictures: split.clone(),
+            per_epoch: 320,
+            lengths: 1..=2,
+            seed: 1,
+            fresh: true,
+            validation: compose(&split, 0..10, 32, 1..=2, 2).unwrap(),
+        };
+        let cfg = TrainConfig { epochs: 3, learning_rate: 3e-3, seed: 4, patience: Some(5), ..Default::default() };
+        let straight = train(&data, &cfg, 16, &mut Quiet).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(".checkpoint");
+        let stop = AtomicBool::new(false);
+        let control = Control { checkpoint: Some(&dir), resume: false, stop: Some(&stop) };
+        let out = train_controlled(&data, &cfg, 16, &control, &mut StopAt::new(&stop, 2, 4)).unwrap();
+        assert!(matches!(out, Outcome::Interrupted { epoch: 2, batch: 4 }));
+        let control = Control { checkpoint: Some(&dir), resume: true, stop: None };
+        let Outcome::Done(resumed) = train_controlled(&data, &cfg, 16, &control, &mut Quiet).unwrap() else {
+            panic!("not interrupted this time")
+        };
+        let metrics = |t: &TrainedStrings| {
+            t.epochs.iter().map(|e| (e.loss, e.accuracy, e.val_loss, e.val_string_accuracy)).collect::<Vec<_>>()
+        };
+        assert_eq!(metrics(&resumed), metrics(&straight));
+        assert_eq!(resumed.best_epoch, straight.best_epoch);
+        let b = batch(&data.validation, &[0, 1, 2], &Device::Cpu).unwrap();
+        let logits = |t: &TrainedStrings| t.model.logits(&b.x, &b.inputs).unwrap().flatten_all().unwrap();
+        let (x, y) = (logits(&resumed).to_vec1::<f32>().unwrap(), logits(&straight).to_vec1::<f32>().unwrap());
+        assert_eq!(x, y, "bit for bit the same model");
+        let err = train_controlled(&data, &cfg, 8, &control, &mut Quiet).err().unwrap().to_string();
+        assert!(err.contains("is of another run"), "{err}");
     }
 
     #[test]

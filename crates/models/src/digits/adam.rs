@@ -49,19 +49,22 @@ impl Adam {
         Ok(())
     }
 
-    /// The moments, in the variables' order: `(first, second)`.
-    pub fn moments(&self) -> Vec<(Tensor, Tensor)> {
-        self.m.iter().zip(&self.v).map(|(m, v)| (m.as_tensor().clone(), v.as_tensor().clone())).collect()
+    /// Tensors of state per variable in [`Adam::state`].
+    pub const SLOTS: usize = 2;
+
+    /// The moments, in the variables' order: `[first, second]` for each.
+    pub fn state(&self) -> Vec<Vec<Tensor>> {
+        self.m.iter().zip(&self.v).map(|(m, v)| vec![m.as_tensor().clone(), v.as_tensor().clone()]).collect()
     }
 
-    /// Puts back moments taken by [`Adam::moments`] after `steps` steps.
-    pub fn restore(&mut self, moments: &[(Tensor, Tensor)], steps: usize) -> Result<()> {
-        if moments.len() != self.vars.len() {
-            candle_core::bail!("the checkpoint has {} moment pairs for {} variables", moments.len(), self.vars.len());
+    /// Puts back moments taken by [`Adam::state`] after `steps` steps.
+    pub fn restore(&mut self, state: &[Vec<Tensor>], steps: usize) -> Result<()> {
+        if state.len() != self.vars.len() || state.iter().any(|s| s.len() != Self::SLOTS) {
+            candle_core::bail!("the checkpoint's optimiser state does not fit {} variables", self.vars.len());
         }
-        for ((m, v), (fm, sm)) in self.m.iter().zip(&self.v).zip(moments) {
-            m.set(fm)?;
-            v.set(sm)?;
+        for ((m, v), s) in self.m.iter().zip(&self.v).zip(state) {
+            m.set(&s[0])?;
+            v.set(&s[1])?;
         }
         self.steps = steps;
         Ok(())

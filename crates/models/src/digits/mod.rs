@@ -8,7 +8,6 @@
 //! Weights live in `model.safetensors` under the names of [`PARAM_NAMES`].
 
 pub mod adam;
-pub mod checkpoint;
 pub mod classifier;
 pub mod publish;
 pub mod report;

@@ -4,8 +4,6 @@
 //! the kernels reduce in a fixed order). Progress is reported through [`Progress`] so the binary
 //! can draw a bar and tests can stay quiet. Runs on the calling thread; the kernels use rayon.
 
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use candle_core::backprop::GradStore;
@@ -16,8 +14,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::adam::Adam;
-use super::checkpoint::{self, Checkpoint, Position};
 use super::{CnnShape, DigitsCnn};
+use crate::checkpoint::{self, Control, Outcome, Position};
 use crate::mnist::{Dataset, Split};
 
 /// Hyper-parameters; the defaults are Keras' (`epochs=10`, `batch_size=32`, Adam lr 1e-3,
@@ -139,24 +137,12 @@ pub fn train_shaped(data: &Dataset, cnn: CnnShape, cfg: &TrainConfig, progress: 
     }
 }
 
-/// Checkpoints and interrupts for [`train_controlled`].
-#[derive(Default)]
-pub struct Control<'a> {
-    /// The checkpoint directory, written after every epoch and on a stop (`None`: none).
-    pub checkpoint: Option<&'a Path>,
-    /// Continue from the checkpoint instead of starting afresh.
-    pub resume: bool,
-    /// Set (by a Ctrl-C handler) to stop at the next batch, after saving the checkpoint.
-    pub stop: Option<&'a AtomicBool>,
-}
-
-pub enum Outcome {
-    Done(Trained),
-    /// Stopped by [`Control::stop`] with `batch` batches of `epoch` done; the checkpoint holds it.
-    Interrupted {
-        epoch: usize,
-        batch: usize,
-    },
+/// An epoch's running sums, kept in a checkpoint.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Sums {
+    pub loss_sum: f64,
+    pub correct: usize,
+    pub seen: usize,
 }
 
 /// The settings a checkpoint must have been made with to be resumed.
@@ -183,7 +169,7 @@ pub fn train_controlled(
     cfg: &TrainConfig,
     control: &Control,
     progress: &mut dyn Progress,
-) -> Result<Outcome> {
+) -> Result<Outcome<Trained>> {
     if cfg.batch_size == 0 || cfg.epochs == 0 {
         candle_core::bail!("epochs and batch size must be at least 1");
     }
@@ -210,49 +196,19 @@ pub fn train_controlled(
     let (model, vars) = DigitsCnn::init_shaped(cfg.seed, cnn, &device)?;
     let mut opt = Adam::new(vars.clone(), cfg.learning_rate)?;
     let print = fingerprint(data, cnn, cfg);
-    let mut at = Position {
-        fingerprint: print.clone(),
-        epoch: 1,
-        batch: 0,
-        loss_sum: 0.0,
-        correct: 0,
-        seen: 0,
-        epoch_seconds: 0.0,
-        steps: 0,
-        seconds: 0.0,
-        epochs: Vec::with_capacity(cfg.epochs),
-        best: None,
-    };
+    let mut at: Position<Sums, EpochMetrics> = Position::start(print.clone(), cfg.epochs);
     // Early stopping: a copy of the best epoch's weights (its loss and epoch are in `at.best`).
     let mut best_weights: Option<Vec<Tensor>> = None;
-    if control.resume {
-        let dir = control.checkpoint.ok_or_else(|| candle_core::Error::msg("resuming needs a checkpoint directory"))?;
-        let ck = checkpoint::load(dir, vars.len()).map_err(candle_core::Error::msg)?;
-        if ck.position.fingerprint != print {
-            candle_core::bail!(
-                "the checkpoint at {} is of another run ({}); this one is {print}: run the same command, or delete it",
-                dir.display(),
-                ck.position.fingerprint
-            );
-        }
-        for (var, w) in vars.iter().zip(&ck.weights) {
-            var.set(w)?;
-        }
-        opt.restore(&ck.moments, ck.position.steps)?;
+    if let Some(ck) = checkpoint::resume(control, &vars, Adam::SLOTS, &print)? {
+        opt.restore(&ck.optimizer, ck.position.steps)?;
         best_weights = ck.best_weights;
         at = ck.position;
     }
     let started = Instant::now();
     let before = at.seconds;
-    let save = |at: &Position, best: &Option<Vec<Tensor>>, opt: &Adam| -> Result<()> {
-        let Some(dir) = control.checkpoint else { return Ok(()) };
-        let ck = Checkpoint {
-            position: Position { seconds: before + started.elapsed().as_secs_f64(), ..at.clone() },
-            weights: vars.iter().map(|v| v.as_tensor().clone()).collect(),
-            moments: opt.moments(),
-            best_weights: best.clone(),
-        };
-        checkpoint::save(dir, &ck).map_err(|e| candle_core::Error::msg(format!("saving the checkpoint: {e}")))
+    let save = |at: &Position<Sums, EpochMetrics>, best: &Option<Vec<Tensor>>, opt: &Adam| {
+        let at = Position { seconds: before + started.elapsed().as_secs_f64(), ..at.clone() };
+        checkpoint::save_into(control, &at, &vars, opt.state(), best)
     };
     let mut order: Vec<usize> = (0..data.train.len()).collect();
     // The shuffles of the epochs already done, replayed: each epoch shuffles the last's order.
@@ -262,7 +218,6 @@ pub fn train_controlled(
     let per_epoch = order.len().div_ceil(cfg.batch_size);
     let total_steps = per_epoch * cfg.epochs;
     let mut rate = cfg.learning_rate;
-    let mut stopped_early = false;
     for epoch in at.epoch..=cfg.epochs {
         order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(epoch as u64)));
         progress.epoch_start(epoch, per_epoch);
@@ -273,12 +228,13 @@ pub fn train_controlled(
             rate = cfg.schedule.rate(cfg.learning_rate, (epoch - 1) * per_epoch + b, total_steps);
             opt.lr = rate;
             opt.step(&step.grads)?;
-            at.loss_sum += step.loss_sum;
-            at.correct += step.correct;
-            at.seen += idx.len();
-            let ips = at.seen as f64 / (at.epoch_seconds + t0.elapsed().as_secs_f64());
-            progress.batch_end(b + 1, at.loss_sum / at.seen as f64, at.correct as f64 / at.seen as f64, ips);
-            if control.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            let sums = &mut at.sums;
+            sums.loss_sum += step.loss_sum;
+            sums.correct += step.correct;
+            sums.seen += idx.len();
+            let ips = sums.seen as f64 / (at.epoch_seconds + t0.elapsed().as_secs_f64());
+            progress.batch_end(b + 1, sums.loss_sum / sums.seen as f64, sums.correct as f64 / sums.seen as f64, ips);
+            if control.stopping() {
                 at.batch = b + 1;
                 at.steps = opt.steps;
                 at.epoch_seconds += t0.elapsed().as_secs_f64();
@@ -288,28 +244,22 @@ pub fn train_controlled(
         }
         let seconds = at.epoch_seconds + t0.elapsed().as_secs_f64();
         let (test_loss, test_accuracy) = evaluate(&model, &data.test, 256)?;
+        let sums = &at.sums;
         let m = EpochMetrics {
             epoch,
-            loss: at.loss_sum / at.seen as f64,
-            accuracy: at.correct as f64 / at.seen as f64,
+            loss: sums.loss_sum / sums.seen as f64,
+            accuracy: sums.correct as f64 / sums.seen as f64,
             test_loss,
             test_accuracy,
             seconds,
-            images_per_second: at.seen as f64 / seconds,
+            images_per_second: sums.seen as f64 / seconds,
             learning_rate: rate,
         };
         progress.epoch_end(&m);
         at.epochs.push(m);
-        if let Some(patience) = cfg.patience {
-            if at.best.is_none_or(|(l, _)| test_loss < l) {
-                best_weights = Some(vars.iter().map(|v| v.as_tensor().copy()).collect::<Result<Vec<_>>>()?);
-                at.best = Some((test_loss, epoch));
-            } else if at.best.is_some_and(|(_, e)| epoch - e >= patience) {
-                stopped_early = true;
-            }
-        }
-        (at.epoch, at.batch, at.loss_sum, at.correct, at.seen, at.epoch_seconds) = (epoch + 1, 0, 0.0, 0, 0, 0.0);
-        at.steps = opt.steps;
+        let stopped_early =
+            checkpoint::early_stop(&mut at.best, &mut best_weights, cfg.patience, test_loss, epoch, &vars)?;
+        at.next_epoch(epoch, opt.steps);
         if stopped_early {
             break;
         }
@@ -317,15 +267,7 @@ pub fn train_controlled(
             save(&at, &best_weights, &opt)?;
         }
     }
-    let best_epoch = match (at.best, best_weights) {
-        (Some((_, e)), Some(weights)) => {
-            for (var, w) in vars.iter().zip(&weights) {
-                var.set(w)?;
-            }
-            Some(e)
-        }
-        _ => None,
-    };
+    let best_epoch = checkpoint::keep_best(at.best, best_weights, &vars)?;
     let seconds = before + started.elapsed().as_secs_f64();
     Ok(Outcome::Done(Trained { model: model.detached(), epochs: at.epochs, seconds, best_epoch }))
 }
@@ -484,17 +426,8 @@ mod tests {
     /// is refused.
     #[test]
     fn an_interrupted_run_resumes_exactly() {
-        struct StopAt<'a>(&'a AtomicBool, usize, usize, usize);
-        impl Progress for StopAt<'_> {
-            fn epoch_start(&mut self, epoch: usize, _: usize) {
-                self.3 = epoch;
-            }
-            fn batch_end(&mut self, batch: usize, _: f64, _: f64, _: f64) {
-                if (self.3, batch) == (self.1, self.2) {
-                    self.0.store(true, Ordering::Relaxed);
-                }
-            }
-        }
+        use crate::checkpoint::testing::StopAt;
+        use std::sync::atomic::AtomicBool;
         let data = Dataset { train: bands(320), test: bands(60) };
         let cfg = TrainConfig { epochs: 3, learning_rate: 3e-3, seed: 4, patience: Some(5), ..TrainConfig::default() };
         let straight = train(&data, &cfg, &mut Quiet).unwrap();
@@ -502,7 +435,7 @@ mod tests {
         let dir = tmp.path().join(".checkpoint");
         let stop = AtomicBool::new(false);
         let control = Control { checkpoint: Some(&dir), resume: false, stop: Some(&stop) };
-        let out = train_controlled(&data, CnnShape::DIGITS, &cfg, &control, &mut StopAt(&stop, 2, 5, 0)).unwrap();
+        let out = train_controlled(&data, CnnShape::DIGITS, &cfg, &control, &mut StopAt::new(&stop, 2, 5)).unwrap();
         assert!(matches!(out, Outcome::Interrupted { epoch: 2, batch: 5 }));
         let control = Control { checkpoint: Some(&dir), resume: true, stop: None };
         let Outcome::Done(resumed) = train_controlled(&data, CnnShape::DIGITS, &cfg, &control, &mut Quiet).unwrap()
