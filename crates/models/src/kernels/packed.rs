@@ -4,8 +4,11 @@
 //! [`NR`] output features, each `k x NR` with the features side by side, so the product's inner
 //! loop reads one contiguous row of the panel per step and multiplies it into [`MR`] rows of `x`
 //! at once (each `x` value broadcast, no horizontal sums, no per-call packing of the weight).
-//! This is the register tile of a BLIS/MLAS SGEMM (6 x 16 with AVX2 and FMA: 12 accumulators),
-//! with the weight side packed ahead of time as ONNX Runtime does for its initialisers.
+//! This is the register tile of a BLIS/MLAS SGEMM (6 x 16 with AVX2 and FMA: 12 accumulators;
+//! 6 x 32, two panels side by side, with AVX-512: 12 accumulators of twice the width), with the
+//! weight side packed ahead of time as ONNX Runtime does for its initialisers. Each output value
+//! is the same chain of multiply-adds in either, so the bits are the same; `AISERVE_NO_AVX512=1`
+//! keeps to AVX2.
 //!
 //! Loops, per thread (threads take contiguous ranges of panels, so each writes its own output
 //! columns): `k` in blocks of [`KC`] (one panel block, `KC x NR`, stays in L1 while it meets every
@@ -25,6 +28,28 @@ const KC: usize = 256;
 const MC: usize = 120;
 /// Products below this many multiply-adds run on the calling thread.
 const PARALLEL_MIN_MACS: usize = 1 << 18;
+
+/// Whether the products run on 512-bit vectors (checked once; `AISERVE_NO_AVX512=1` says no).
+fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static YES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *YES.get_or_init(|| {
+            std::env::var_os("AISERVE_NO_AVX512").is_none() && std::arch::is_x86_feature_detected!("avx512f")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Panels one register tile covers: two with AVX-512 (32 output features), else one.
+fn panels_per_tile() -> usize {
+    if avx512() {
+        2
+    } else {
+        1
+    }
+}
 
 /// A linear layer's weight in panels (see the module docs).
 #[derive(Clone)]
@@ -79,8 +104,11 @@ impl PackedLinear {
         let tasks = threads.min(panels).max(1);
         let len = out.len();
         let out_ptr = SendPtr(out.as_mut_ptr());
+        let step = panels_per_tile();
         let run = |t: usize| {
-            let (from, to) = (panels * t / tasks, panels * (t + 1) / tasks);
+            // Tasks start on a whole tile's panels.
+            let edge = |t: usize| (panels * t / tasks).next_multiple_of(step).min(panels);
+            let (from, to) = (edge(t), edge(t + 1));
             // SAFETY: task `t` writes only the output columns of panels `from..to`, which no
             // other task writes; every index stays below `m * n` (checked above), and `out` is
             // not otherwise used until every task has finished.
@@ -122,10 +150,12 @@ impl PackedLinear {
         // The last value any tile reads: the bottom-right tap of the last pixel.
         let last = ((oh - 1 + kh - 1) * width + ow - 1 + kw - 1) * c + c - 1;
         assert!(kw - 1 + ow <= width && last < img.len(), "packed: the convolution reads past the picture");
+        let (panels, step) = (n.div_ceil(NR), panels_per_tile());
         for y in 0..oh {
-            for panel in 0..n.div_ceil(NR) {
-                let b = &self.panels[panel * self.k * NR..(panel + 1) * self.k * NR];
-                let cols = NR.min(n - panel * NR);
+            for panel in (0..panels).step_by(step) {
+                let count = step.min(panels - panel);
+                let b = &self.panels[panel * self.k * NR..(panel + count) * self.k * NR];
+                let cols = (count * NR).min(n - panel * NR);
                 for x0 in (0..ow).step_by(MR) {
                     let rows = MR.min(ow - x0);
                     let a = &img[(y * width + x0) * c..];
@@ -157,6 +187,7 @@ impl PackedLinear {
     /// of these panels during the call.
     unsafe fn panels_range(&self, x: &[f32], m: usize, from: usize, to: usize, out: *mut f32, len: usize) {
         let (n, k) = (self.n, self.k);
+        let step = panels_per_tile();
         debug_assert_eq!(len, m * n);
         // A few rows (one text) meet each weight value once: reading the weight in one
         // sequential sweep (no `k` blocks) lets the prefetcher stream it from memory; more rows
@@ -178,9 +209,14 @@ impl PackedLinear {
                         }
                     }
                 }
-                for panel in from..to {
-                    let b = &self.panels[panel * k * NR + pc * NR..panel * k * NR + (pc + kc) * NR];
-                    let cols = NR.min(n - panel * NR);
+                for panel in (from..to).step_by(step) {
+                    let count = step.min(to - panel);
+                    // The block `pc..pc + kc` of each of the tile's panels.
+                    let b = |i: usize| {
+                        let base = (panel + i) * k * NR;
+                        &self.panels[base + pc * NR..base + (pc + kc) * NR]
+                    };
+                    let cols = (count * NR).min(n - panel * NR);
                     for (t, ir) in (ic..ic + mc).step_by(MR).enumerate() {
                         let rows = MR.min(ic + mc - ir);
                         let at = ir * n + panel * NR;
@@ -188,7 +224,7 @@ impl PackedLinear {
                         let strip = &strips[t * kc * MR..(t + 1) * kc * MR];
                         // SAFETY: the tile's rows and columns lie inside `out` (asserted) and in
                         // this task's columns.
-                        unsafe { tile_product(strip, rows, b, kc, out.add(at), n, cols) };
+                        unsafe { tile_product(strip, rows, [b(0), b(count - 1)], kc, out.add(at), n, cols) };
                     }
                 }
             }
@@ -208,14 +244,44 @@ impl SendPtr {
     }
 }
 
-/// `out[r * ldc + c] += Σ_p a[p * MR + r] · b[p * NR + c]` for `r < rows`, `p < kc`, `c < cols`
-/// (`a` is a strip: `kc` steps of `MR` rows).
+/// `out[r * ldc + c] += Σ_p a[p * MR + r] · b[c / NR][p * NR + c % NR]` for `r < rows`,
+/// `p < kc`, `c < cols` (`a` is a strip: `kc` steps of `MR` rows; `b` one or, past [`NR`]
+/// columns, two panel blocks of `kc x NR`).
 ///
 /// # Safety
 /// `out` must point to a writable tile of `rows` rows `ldc` apart, each with `cols` values.
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_product(a: &[f32], rows: usize, b: &[f32], kc: usize, out: *mut f32, ldc: usize, cols: usize) {
-    assert!((1..=MR).contains(&rows) && cols <= NR && b.len() >= kc * NR && a.len() >= kc * MR, "packed: tile bounds");
+unsafe fn tile_product(a: &[f32], rows: usize, b: [&[f32]; 2], kc: usize, out: *mut f32, ldc: usize, cols: usize) {
+    let panels = cols.div_ceil(NR);
+    assert!(
+        (1..=MR).contains(&rows)
+            && (1..=2 * NR).contains(&cols)
+            && b.iter().all(|b| b.len() >= kc * NR)
+            && a.len() >= kc * MR,
+        "packed: tile bounds"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        macro_rules! pick {
+            ($p:literal) => {
+                match rows {
+                    1 => avx512::tile::<1, $p>,
+                    2 => avx512::tile::<2, $p>,
+                    3 => avx512::tile::<3, $p>,
+                    4 => avx512::tile::<4, $p>,
+                    5 => avx512::tile::<5, $p>,
+                    _ => avx512::tile::<6, $p>,
+                }
+            };
+        }
+        let f = if panels == 2 { pick!(2) } else { pick!(1) };
+        // SAFETY: the CPU has AVX-512F (checked once in `avx512`); `a` and `b` bounds were
+        // asserted, `out` is the caller's contract.
+        unsafe { f(a, [b[0].as_ptr(), b[1].as_ptr()], kc, out, ldc, cols) };
+        return;
+    }
+    assert_eq!(panels, 1, "packed: two panels per tile without AVX-512");
+    let b = b[0];
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         let f = match rows {
@@ -240,8 +306,10 @@ unsafe fn tile_product(a: &[f32], rows: usize, b: &[f32], kc: usize, out: *mut f
     }
 }
 
-/// `out[r * ldc + j] += Σ_{ky,kx,ci} a[(ky * width + r + kx) * c + ci] · b[((ky * kw + kx) * c
-/// + ci) * NR + j]` for `r < rows`, `j < cols`: a register tile of [`PackedLinear::conv_image_acc`].
+/// `out[r * ldc + j] += Σ_{ky,kx,ci} a[(ky * width + r + kx) * c + ci] · b[(j / NR) * k * NR +
+/// ((ky * kw + kx) * c + ci) * NR + j % NR]` for `r < rows`, `j < cols`, with `k = kh * kw * c`:
+/// a register tile of [`PackedLinear::conv_image_acc`] over one panel, or two (AVX-512) past
+/// [`NR`] columns.
 ///
 /// # Safety
 /// `out` must point to a writable tile of `rows` rows `ldc` apart, each with `cols` values.
@@ -259,8 +327,30 @@ unsafe fn conv_tile(
     cols: usize,
 ) {
     let k = kh * kw * c;
-    assert!((1..=MR).contains(&rows) && cols <= NR && b.len() >= k * NR, "packed: conv tile bounds");
+    let panels = cols.div_ceil(NR);
+    assert!((1..=MR).contains(&rows) && cols <= 2 * NR && b.len() >= panels * k * NR, "packed: conv tile bounds");
     assert!(((kh - 1) * width + rows - 1 + kw - 1) * c + c <= a.len(), "packed: conv tile reads past the picture");
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        macro_rules! pick {
+            ($p:literal) => {
+                match rows {
+                    1 => avx512::conv_tile::<1, $p>,
+                    2 => avx512::conv_tile::<2, $p>,
+                    3 => avx512::conv_tile::<3, $p>,
+                    4 => avx512::conv_tile::<4, $p>,
+                    5 => avx512::conv_tile::<5, $p>,
+                    _ => avx512::conv_tile::<6, $p>,
+                }
+            };
+        }
+        let f = if panels == 2 { pick!(2) } else { pick!(1) };
+        // SAFETY: AVX-512F is present; the reads of `a` and `b` were bounded above (the second
+        // panel starts `k * NR` after the first), `out` is the caller's contract.
+        unsafe { f(a, width, c, kh, kw, [b.as_ptr(), b.as_ptr().add((panels - 1) * k * NR)], out, ldc, cols) };
+        return;
+    }
+    assert_eq!(panels, 1, "packed: two panels per tile without AVX-512");
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         let f = match rows {
@@ -411,6 +501,121 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{MR, NR};
+
+    /// One `R x (16 P)` register tile over `kc` steps, `P` panels side by side: R·P accumulators,
+    /// P weight loads and R broadcasts per step; then added into `out` (masked past `cols`).
+    ///
+    /// # Safety
+    /// AVX-512F must be available; `a` must hold `kc * MR` values, each of the first `P`
+    /// pointers in `b` `kc * NR`, and `out` `R` writable rows `ldc` apart of `cols` values each.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn tile<const R: usize, const P: usize>(
+        a: &[f32],
+        b: [*const f32; 2],
+        kc: usize,
+        out: *mut f32,
+        ldc: usize,
+        cols: usize,
+    ) {
+        let a = a.as_ptr();
+        let mut acc = [[_mm512_setzero_ps(); P]; R];
+        for p in 0..kc {
+            // SAFETY: `p < kc`, `r < R`: inside `a` and the `P` panel blocks (the caller's
+            // contract); prefetches past a block's end are hints, never faults.
+            unsafe {
+                let mut w = [_mm512_setzero_ps(); P];
+                for (j, w) in w.iter_mut().enumerate() {
+                    _mm_prefetch::<_MM_HINT_T0>(b[j].wrapping_add((p + 8) * NR) as *const i8);
+                    *w = _mm512_loadu_ps(b[j].add(p * NR));
+                }
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let av = _mm512_set1_ps(*a.add(p * MR + r));
+                    for (acc, w) in acc.iter_mut().zip(&w) {
+                        *acc = _mm512_fmadd_ps(av, *w, *acc);
+                    }
+                }
+            }
+        }
+        // SAFETY: the caller's contract on `out`.
+        unsafe { add_tile(&acc, out, ldc, cols) };
+    }
+
+    /// One `R x (16 P)` tile of an implicit-GEMM convolution (see `super::conv_tile`): the taps
+    /// step through the kernel's rows and columns, the `R` pixels' values of one tap lie `c`
+    /// apart in the picture.
+    ///
+    /// # Safety
+    /// AVX-512F must be available; `a` and the first `P` panels in `b` must hold every value
+    /// read (the caller bounds them), and `out` `R` writable rows `ldc` apart of `cols` values.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn conv_tile<const R: usize, const P: usize>(
+        a: &[f32],
+        width: usize,
+        c: usize,
+        kh: usize,
+        kw: usize,
+        b: [*const f32; 2],
+        out: *mut f32,
+        ldc: usize,
+        cols: usize,
+    ) {
+        let a = a.as_ptr();
+        let mut acc = [[_mm512_setzero_ps(); P]; R];
+        let mut p = 0;
+        for ky in 0..kh {
+            for kx in 0..kw {
+                // SAFETY: the tap's values for the `R` pixels and `c` channels, and its weight
+                // rows, lie inside `a` and `b` (the caller's contract).
+                unsafe {
+                    let tap = a.add((ky * width + kx) * c);
+                    for ci in 0..c {
+                        let mut w = [_mm512_setzero_ps(); P];
+                        for (j, w) in w.iter_mut().enumerate() {
+                            *w = _mm512_loadu_ps(b[j].add(p * NR));
+                        }
+                        for (r, acc) in acc.iter_mut().enumerate() {
+                            let av = _mm512_set1_ps(*tap.add(r * c + ci));
+                            for (acc, w) in acc.iter_mut().zip(&w) {
+                                *acc = _mm512_fmadd_ps(av, *w, *acc);
+                            }
+                        }
+                        p += 1;
+                    }
+                }
+            }
+        }
+        // SAFETY: the caller's contract on `out`.
+        unsafe { add_tile(&acc, out, ldc, cols) };
+    }
+
+    /// Adds the accumulators into the `R x cols` output tile, masking the columns past `cols`.
+    ///
+    /// # Safety
+    /// AVX-512F must be available; `out` must hold `R` writable rows `ldc` apart of `cols` values.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn add_tile<const R: usize, const P: usize>(acc: &[[__m512; P]; R], out: *mut f32, ldc: usize, cols: usize) {
+        for (r, acc) in acc.iter().enumerate() {
+            for (j, v) in acc.iter().enumerate() {
+                let left = cols.saturating_sub(j * NR).min(NR);
+                let mask: __mmask16 = if left == NR { u16::MAX } else { (1u16 << left) - 1 };
+                // SAFETY: the masked lanes are the row's columns `j * NR..cols` (the caller's
+                // contract); masked-off lanes are neither read nor written.
+                unsafe {
+                    let at = out.add(r * ldc + j * NR);
+                    let sum = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, at), *v);
+                    _mm512_mask_storeu_ps(at, mask, sum);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,6 +687,49 @@ mod tests {
         }
     }
 
+    /// AVX-512's tiles (one or two panels wide) give the bits of AVX2's one-panel tiles: each
+    /// output value is the same chain of multiply-adds. Checks nothing on a CPU without both.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn wide_tiles_give_the_bits_of_avx2() {
+        if !(std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma"))
+        {
+            eprintln!("no AVX-512 here: nothing to compare");
+            return;
+        }
+        let k = 45;
+        let a: Vec<f32> = (0..MR * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..2 * k * NR).map(|i| (i as f32 * 0.11).cos() * 1.7).collect();
+        let (b0, b1) = b.split_at(k * NR);
+        let ldc = 40;
+        type Wide = unsafe fn(&[f32], [*const f32; 2], usize, *mut f32, usize, usize);
+        type Narrow = unsafe fn(&[f32], &[f32], usize, *mut f32, usize, usize);
+        let cases: [(Wide, Wide, Narrow, usize); 3] = [
+            (avx512::tile::<1, 1>, avx512::tile::<1, 2>, avx2::tile::<1>, 1),
+            (avx512::tile::<5, 1>, avx512::tile::<5, 2>, avx2::tile::<5>, 5),
+            (avx512::tile::<6, 1>, avx512::tile::<6, 2>, avx2::tile::<6>, 6),
+        ];
+        for (one, two, narrow, rows) in cases {
+            for cols in [3, 16, 21, 32] {
+                let mut wide = vec![0.5f32; rows * ldc];
+                let mut want = wide.clone();
+                let f = if cols > NR { two } else { one };
+                // SAFETY: the CPU has AVX-512F, AVX2 and FMA (checked above); `a` holds `k * MR`
+                // values, each panel `k * NR`, and the outputs `rows` rows of `ldc >= cols`.
+                unsafe {
+                    f(&a, [b0.as_ptr(), b1.as_ptr()], k, wide.as_mut_ptr(), ldc, cols);
+                    narrow(&a, b0, k, want.as_mut_ptr(), ldc, cols.min(NR));
+                    if cols > NR {
+                        narrow(&a, b1, k, want.as_mut_ptr().add(NR), ldc, cols - NR);
+                    }
+                }
+                assert_eq!(wide, want, "{rows} rows, {cols} columns");
+            }
+        }
+    }
+
     /// A tile of a partial panel adds only its own columns.
     #[test]
     fn partial_tiles_touch_only_their_columns() {
@@ -490,7 +738,7 @@ mod tests {
         let b: Vec<f32> = (0..k * NR).map(|i| (i as f32 * 0.11).cos()).collect();
         let mut out = vec![1.0f32; rows * ldc];
         // SAFETY: `out` has `rows` rows of `ldc >= cols` values.
-        unsafe { tile_product(&a, rows, &b, k, out.as_mut_ptr(), ldc, cols) };
+        unsafe { tile_product(&a, rows, [&b, &b], k, out.as_mut_ptr(), ldc, cols) };
         for r in 0..rows {
             for c in 0..ldc {
                 let want =

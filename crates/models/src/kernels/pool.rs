@@ -78,13 +78,15 @@ fn backward(g: &PoolGeom, x: &[f32], y: &[f32], dy: &[f32]) -> Vec<f32> {
                 let (x2, x3) = img[row1 + p..row1 + p + 2 * c].split_at(c);
                 let (d0, d1) = top[row0 + p..row0 + p + 2 * c].split_at_mut(c);
                 let (d2, d3) = bottom[p..p + 2 * c].split_at_mut(c);
-                for ch in 0..c {
-                    let (e0, e1, e2) = (x0[ch] == m[ch], x1[ch] == m[ch], x2[ch] == m[ch]);
-                    let gv = gr[ch];
-                    d0[ch] = if e0 { gv } else { 0.0 };
-                    d1[ch] = if !e0 && e1 { gv } else { 0.0 };
-                    d2[ch] = if !e0 && !e1 && e2 { gv } else { 0.0 };
-                    d3[ch] = if !e0 && !e1 && !e2 && x3[ch] == m[ch] { gv } else { 0.0 };
+                // Zipped lanes (no index checks) and selects instead of branches: vectorises.
+                let outs = d0.iter_mut().zip(d1.iter_mut()).zip(d2.iter_mut().zip(d3.iter_mut()));
+                let ins = x0.iter().zip(x1).zip(x2.iter().zip(x3)).zip(m.iter().zip(gr));
+                for (((d0, d1), (d2, d3)), (((&a, &b), (&cc, &d)), (&mx, &gv))) in outs.zip(ins) {
+                    let (e0, e1, e2, e3) = (a == mx, b == mx, cc == mx, d == mx);
+                    *d0 = if e0 { gv } else { 0.0 };
+                    *d1 = if e1 & !e0 { gv } else { 0.0 };
+                    *d2 = if e2 & !(e0 | e1) { gv } else { 0.0 };
+                    *d3 = if e3 & !(e0 | e1 | e2) { gv } else { 0.0 };
                 }
             }
         }
