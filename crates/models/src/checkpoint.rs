@@ -1,7 +1,8 @@
 //! Training checkpoints, shared by every trainer: where a run stands (epoch, batches done in it,
 //! the epoch's running sums, the metrics so far, early stopping's best), the weights, the
 //! optimiser's state and the best epoch's weights, so that a resumed run goes on exactly as the
-//! interrupted one would have.
+//! interrupted one would have; and [`Run`], the bookkeeping of a run between its batches and
+//! epochs that writes them.
 //!
 //! A checkpoint is a directory of two files (`state.json`, `tensors.safetensors`), written into
 //! a sibling staging directory and renamed into place, so an interrupt while saving leaves the
@@ -11,8 +12,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use candle_core::{Device, Result, Tensor, Var};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -84,7 +88,7 @@ impl<S: Default, M> Position<S, M> {
     }
 
     /// Moves on to the epoch after `epoch`, with `steps` optimiser steps taken.
-    pub fn next_epoch(&mut self, epoch: usize, steps: usize) {
+    fn next_epoch(&mut self, epoch: usize, steps: usize) {
         (self.epoch, self.batch, self.sums, self.epoch_seconds, self.steps) = (epoch + 1, 0, S::default(), 0.0, steps);
     }
 }
@@ -154,7 +158,7 @@ pub fn load<S: DeserializeOwned, M: DeserializeOwned>(
 /// With [`Control::resume`]: the checkpoint of the run whose settings are `fingerprint`, its
 /// weights already put into `vars` (the optimiser's state and the position are the caller's to
 /// restore); a checkpoint of another run is refused. Without it: `None`.
-pub fn resume<S: DeserializeOwned, M: DeserializeOwned>(
+fn resume<S: DeserializeOwned, M: DeserializeOwned>(
     control: &Control,
     vars: &[Var],
     slots: usize,
@@ -180,7 +184,7 @@ pub fn resume<S: DeserializeOwned, M: DeserializeOwned>(
 
 /// Writes the checkpoint of a run at `position` (its `seconds` already current) into
 /// [`Control::checkpoint`], if there is one.
-pub fn save_into<S: Serialize + Clone, M: Serialize + Clone>(
+fn save_into<S: Serialize + Clone, M: Serialize + Clone>(
     control: &Control,
     position: &Position<S, M>,
     vars: &[Var],
@@ -200,7 +204,7 @@ pub fn save_into<S: Serialize + Clone, M: Serialize + Clone>(
 /// Early stopping after an epoch of evaluation loss `loss`: a new best keeps a copy of the
 /// weights (and its loss and epoch in `best`); true once `patience` epochs have passed without
 /// one. Without a patience, nothing is kept and training goes on.
-pub fn early_stop(
+fn early_stop(
     best: &mut Option<(f64, usize)>,
     best_weights: &mut Option<Vec<Tensor>>,
     patience: Option<usize>,
@@ -219,7 +223,7 @@ pub fn early_stop(
 
 /// At the end of a run with early stopping: puts the best epoch's weights back into `vars` and
 /// names that epoch.
-pub fn keep_best(best: Option<(f64, usize)>, best_weights: Option<Vec<Tensor>>, vars: &[Var]) -> Result<Option<usize>> {
+fn keep_best(best: Option<(f64, usize)>, best_weights: Option<Vec<Tensor>>, vars: &[Var]) -> Result<Option<usize>> {
     match (best, best_weights) {
         (Some((_, e)), Some(weights)) => {
             for (var, w) in vars.iter().zip(&weights) {
@@ -228,6 +232,131 @@ pub fn keep_best(best: Option<(f64, usize)>, best_weights: Option<Vec<Tensor>>, 
             Ok(Some(e))
         }
         _ => Ok(None),
+    }
+}
+
+/// Shuffles `order` for epoch `epoch` (1-based): each epoch shuffles the last one's order with a
+/// stream of its own, so a resumed run replays the shuffles of the epochs already done.
+pub fn shuffle_for_epoch(order: &mut [usize], seed: u64, epoch: usize) {
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_add(epoch as u64)));
+}
+
+/// A resumed run's optimiser state (`slots` tensors a variable) and steps taken.
+pub type Resumed = (Vec<Vec<Tensor>>, usize);
+
+/// One controlled run's bookkeeping, shared by the trainers: where it stands, early stopping's
+/// best weights, the clock across interrupts, and the checkpoints written from them.
+pub struct Run<'a, S, M> {
+    pub at: Position<S, M>,
+    /// Early stopping: a copy of the best epoch's weights (its loss and epoch are in `at.best`).
+    best_weights: Option<Vec<Tensor>>,
+    control: &'a Control<'a>,
+    vars: &'a [Var],
+    started: Instant,
+    /// Seconds trained before this process took the run over.
+    before: f64,
+}
+
+impl<'a, S, M> Run<'a, S, M>
+where
+    S: Default + Clone + Serialize + DeserializeOwned,
+    M: Clone + Serialize + DeserializeOwned,
+{
+    /// A run from its start, or with [`Control::resume`] from the checkpoint of the same run
+    /// (`fingerprint`): its weights go back into `vars`, and the optimiser's state (`slots`
+    /// tensors a variable) and steps are returned for the optimiser to take back.
+    pub fn begin(
+        control: &'a Control<'a>,
+        vars: &'a [Var],
+        slots: usize,
+        fingerprint: String,
+        epochs: usize,
+    ) -> Result<(Self, Option<Resumed>)> {
+        let mut run = Self {
+            at: Position::start(fingerprint, epochs),
+            best_weights: None,
+            control,
+            vars,
+            started: Instant::now(),
+            before: 0.0,
+        };
+        let mut optimizer = None;
+        if let Some(ck) = resume::<S, M>(control, vars, slots, &run.at.fingerprint)? {
+            optimizer = Some((ck.optimizer, ck.position.steps));
+            run.best_weights = ck.best_weights;
+            run.before = ck.position.seconds;
+            run.at = ck.position;
+        }
+        Ok((run, optimizer))
+    }
+
+    /// `0..len` in the order of the epoch before the one the run starts at (see
+    /// [`shuffle_for_epoch`]).
+    pub fn replayed_order(&self, len: usize, seed: u64) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..len).collect();
+        for epoch in 1..self.at.epoch {
+            shuffle_for_epoch(&mut order, seed, epoch);
+        }
+        order
+    }
+
+    /// The seconds the run has trained, across interrupts.
+    pub fn seconds(&self) -> f64 {
+        self.before + self.started.elapsed().as_secs_f64()
+    }
+
+    fn save(&self, optimizer: Vec<Vec<Tensor>>) -> Result<()> {
+        let at = Position { seconds: self.seconds(), ..self.at.clone() };
+        save_into(self.control, &at, self.vars, optimizer, &self.best_weights)
+    }
+
+    /// After each batch: when a stop was asked for, saves the run as it stands (`batch` batches
+    /// of the epoch done, `steps` optimiser steps, `seconds` more of the epoch) and says so.
+    pub fn stop_here(
+        &mut self,
+        batch: usize,
+        steps: usize,
+        seconds: f64,
+        optimizer: impl FnOnce() -> Vec<Vec<Tensor>>,
+    ) -> Result<bool> {
+        if !self.control.stopping() {
+            return Ok(false);
+        }
+        (self.at.batch, self.at.steps) = (batch, steps);
+        self.at.epoch_seconds += seconds;
+        self.save(optimizer())?;
+        Ok(true)
+    }
+
+    /// After each epoch of `epochs`: records its metrics, keeps early stopping's best by the
+    /// evaluation `loss` (with a `patience`), moves on and checkpoints the run unless it ends;
+    /// true when early stopping ends it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn end_epoch(
+        &mut self,
+        metrics: M,
+        loss: f64,
+        epoch: usize,
+        epochs: usize,
+        patience: Option<usize>,
+        steps: usize,
+        optimizer: impl FnOnce() -> Vec<Vec<Tensor>>,
+    ) -> Result<bool> {
+        self.at.epochs.push(metrics);
+        let stop = early_stop(&mut self.at.best, &mut self.best_weights, patience, loss, epoch, self.vars)?;
+        self.at.next_epoch(epoch, steps);
+        if !stop && epoch < epochs {
+            self.save(optimizer())?;
+        }
+        Ok(stop)
+    }
+
+    /// The end of the run: early stopping's best weights back into the variables; the epochs'
+    /// metrics, the seconds trained and the epoch kept (with early stopping).
+    pub fn finish(self) -> Result<(Vec<M>, f64, Option<usize>)> {
+        let seconds = self.seconds();
+        let kept = keep_best(self.at.best, self.best_weights, self.vars)?;
+        Ok((self.at.epochs, seconds, kept))
     }
 }
 

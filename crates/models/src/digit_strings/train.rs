@@ -13,15 +13,13 @@ use std::time::Instant;
 
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Result, Tensor, Var};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::compose::{compose, Strings};
 use super::rmsprop::RmsProp;
 use super::{masked_hits, masked_loss, DigitStrings, END, HEIGHT, MAX_DIGITS, START, WIDTH};
-use crate::checkpoint::{self, Control, Outcome, Position};
+use crate::checkpoint::{shuffle_for_epoch, Control, Outcome, Run};
 use crate::digits::train::{add_grads, Progress, TrainConfig};
 use crate::mnist::{Dataset, Split};
 
@@ -173,59 +171,41 @@ pub fn train_controlled(
     let device = Device::Cpu;
     let (model, vars) = DigitStrings::init(cfg.seed, latent, &device)?;
     let mut opt = RmsProp::new(vars.clone(), cfg.learning_rate)?;
-    let print = fingerprint(data, cfg, latent);
-    let mut at: Position<Sums, StringEpoch> = Position::start(print.clone(), cfg.epochs);
-    // Early stopping: a copy of the best epoch's weights (its loss and epoch are in `at.best`).
-    let mut best_weights: Option<Vec<Tensor>> = None;
-    if let Some(ck) = checkpoint::resume(control, &vars, RmsProp::SLOTS, &print)? {
-        opt.restore(&ck.optimizer, ck.position.steps)?;
-        best_weights = ck.best_weights;
-        at = ck.position;
+    let (mut run, optimizer) =
+        Run::<Sums, StringEpoch>::begin(control, &vars, RmsProp::SLOTS, fingerprint(data, cfg, latent), cfg.epochs)?;
+    if let Some((state, steps)) = optimizer {
+        opt.restore(&state, steps)?;
     }
-    let started = Instant::now();
-    let before = at.seconds;
-    let save = |at: &Position<Sums, StringEpoch>, best: &Option<Vec<Tensor>>, opt: &RmsProp| {
-        let at = Position { seconds: before + started.elapsed().as_secs_f64(), ..at.clone() };
-        checkpoint::save_into(control, &at, &vars, opt.state(), best)
-    };
-    let mut order: Vec<usize> = (0..data.per_epoch).collect();
-    // The shuffles of the epochs already done, replayed: each epoch shuffles the last's order.
-    for epoch in 1..at.epoch {
-        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(epoch as u64)));
-    }
+    let mut order = run.replayed_order(data.per_epoch, cfg.seed);
     let per_epoch = order.len().div_ceil(cfg.batch_size);
     let total_steps = per_epoch * cfg.epochs;
     let mut rate = cfg.learning_rate;
-    for epoch in at.epoch..=cfg.epochs {
+    for epoch in run.at.epoch..=cfg.epochs {
         let strings = data.train_strings(epoch)?;
-        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(epoch as u64)));
+        shuffle_for_epoch(&mut order, cfg.seed, epoch);
         progress.epoch_start(epoch, per_epoch);
         let t0 = Instant::now();
-        for (b, idx) in order.chunks(cfg.batch_size).enumerate().skip(at.batch) {
+        for (b, idx) in order.chunks(cfg.batch_size).enumerate().skip(run.at.batch) {
             let step = sharded_grads(&model, &vars, &strings, idx, &device)?;
             rate = cfg.schedule.rate(cfg.learning_rate, (epoch - 1) * per_epoch + b, total_steps);
             opt.lr = rate;
             opt.step(&step.grads)?;
-            let sums = &mut at.sums;
+            let sums = &mut run.at.sums;
             sums.loss_sum += step.loss_sum;
             sums.hits += step.hits;
             sums.tokens += step.tokens;
             sums.seen += idx.len();
-            let sps = sums.seen as f64 / (at.epoch_seconds + t0.elapsed().as_secs_f64());
+            let sps = sums.seen as f64 / (run.at.epoch_seconds + t0.elapsed().as_secs_f64());
             progress.batch_end(b + 1, sums.loss_sum / sums.tokens, sums.hits as f64 / sums.tokens, sps);
-            if control.stopping() {
-                at.batch = b + 1;
-                at.steps = opt.steps;
-                at.epoch_seconds += t0.elapsed().as_secs_f64();
-                save(&at, &best_weights, &opt)?;
+            if run.stop_here(b + 1, opt.steps, t0.elapsed().as_secs_f64(), || opt.state())? {
                 return Ok(Outcome::Interrupted { epoch, batch: b + 1 });
             }
         }
-        let seconds = at.epoch_seconds + t0.elapsed().as_secs_f64();
+        let seconds = run.at.epoch_seconds + t0.elapsed().as_secs_f64();
         let served = model.detached();
         let (val_loss, val_accuracy) = evaluate(&served, &data.validation)?;
         let val_string_accuracy = string_accuracy(&served, &data.validation)?;
-        let sums = &at.sums;
+        let sums = &run.at.sums;
         let m = StringEpoch {
             epoch,
             loss: sums.loss_sum / sums.tokens,
@@ -238,20 +218,12 @@ pub fn train_controlled(
             learning_rate: rate,
         };
         progress.epoch_end(&m);
-        at.epochs.push(m);
-        let stopped_early =
-            checkpoint::early_stop(&mut at.best, &mut best_weights, cfg.patience, val_loss, epoch, &vars)?;
-        at.next_epoch(epoch, opt.steps);
-        if stopped_early {
+        if run.end_epoch(m, val_loss, epoch, cfg.epochs, cfg.patience, opt.steps, || opt.state())? {
             break;
         }
-        if epoch < cfg.epochs {
-            save(&at, &best_weights, &opt)?;
-        }
     }
-    let best_epoch = checkpoint::keep_best(at.best, best_weights, &vars)?;
-    let seconds = before + started.elapsed().as_secs_f64();
-    Ok(Outcome::Done(TrainedStrings { model: model.detached(), epochs: at.epochs, seconds, best_epoch }))
+    let (epochs, seconds, best_epoch) = run.finish()?;
+    Ok(Outcome::Done(TrainedStrings { model: model.detached(), epochs, seconds, best_epoch }))
 }
 
 struct Step {

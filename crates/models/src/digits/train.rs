@@ -8,14 +8,12 @@ use std::time::Instant;
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Result, Tensor, Var, D};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::adam::Adam;
 use super::{CnnShape, DigitsCnn};
-use crate::checkpoint::{self, Control, Outcome, Position};
+use crate::checkpoint::{shuffle_for_epoch, Control, Outcome, Run};
 use crate::mnist::{Dataset, Split};
 
 /// Hyper-parameters; the defaults are Keras' (`epochs=10`, `batch_size=32`, Adam lr 1e-3,
@@ -195,56 +193,37 @@ pub fn train_controlled(
     }
     let (model, vars) = DigitsCnn::init_shaped(cfg.seed, cnn, &device)?;
     let mut opt = Adam::new(vars.clone(), cfg.learning_rate)?;
-    let print = fingerprint(data, cnn, cfg);
-    let mut at: Position<Sums, EpochMetrics> = Position::start(print.clone(), cfg.epochs);
-    // Early stopping: a copy of the best epoch's weights (its loss and epoch are in `at.best`).
-    let mut best_weights: Option<Vec<Tensor>> = None;
-    if let Some(ck) = checkpoint::resume(control, &vars, Adam::SLOTS, &print)? {
-        opt.restore(&ck.optimizer, ck.position.steps)?;
-        best_weights = ck.best_weights;
-        at = ck.position;
+    let (mut run, optimizer) =
+        Run::<Sums, EpochMetrics>::begin(control, &vars, Adam::SLOTS, fingerprint(data, cnn, cfg), cfg.epochs)?;
+    if let Some((state, steps)) = optimizer {
+        opt.restore(&state, steps)?;
     }
-    let started = Instant::now();
-    let before = at.seconds;
-    let save = |at: &Position<Sums, EpochMetrics>, best: &Option<Vec<Tensor>>, opt: &Adam| {
-        let at = Position { seconds: before + started.elapsed().as_secs_f64(), ..at.clone() };
-        checkpoint::save_into(control, &at, &vars, opt.state(), best)
-    };
-    let mut order: Vec<usize> = (0..data.train.len()).collect();
-    // The shuffles of the epochs already done, replayed: each epoch shuffles the last's order.
-    for epoch in 1..at.epoch {
-        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(epoch as u64)));
-    }
+    let mut order = run.replayed_order(data.train.len(), cfg.seed);
     let per_epoch = order.len().div_ceil(cfg.batch_size);
     let total_steps = per_epoch * cfg.epochs;
     let mut rate = cfg.learning_rate;
-    for epoch in at.epoch..=cfg.epochs {
-        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(epoch as u64)));
+    for epoch in run.at.epoch..=cfg.epochs {
+        shuffle_for_epoch(&mut order, cfg.seed, epoch);
         progress.epoch_start(epoch, per_epoch);
         let t0 = Instant::now();
-        let skip = at.batch;
-        for (b, idx) in order.chunks(cfg.batch_size).enumerate().skip(skip) {
+        for (b, idx) in order.chunks(cfg.batch_size).enumerate().skip(run.at.batch) {
             let step = sharded_grads(&model, &vars, &data.train, idx, &device)?;
             rate = cfg.schedule.rate(cfg.learning_rate, (epoch - 1) * per_epoch + b, total_steps);
             opt.lr = rate;
             opt.step(&step.grads)?;
-            let sums = &mut at.sums;
+            let sums = &mut run.at.sums;
             sums.loss_sum += step.loss_sum;
             sums.correct += step.correct;
             sums.seen += idx.len();
-            let ips = sums.seen as f64 / (at.epoch_seconds + t0.elapsed().as_secs_f64());
+            let ips = sums.seen as f64 / (run.at.epoch_seconds + t0.elapsed().as_secs_f64());
             progress.batch_end(b + 1, sums.loss_sum / sums.seen as f64, sums.correct as f64 / sums.seen as f64, ips);
-            if control.stopping() {
-                at.batch = b + 1;
-                at.steps = opt.steps;
-                at.epoch_seconds += t0.elapsed().as_secs_f64();
-                save(&at, &best_weights, &opt)?;
+            if run.stop_here(b + 1, opt.steps, t0.elapsed().as_secs_f64(), || opt.state())? {
                 return Ok(Outcome::Interrupted { epoch, batch: b + 1 });
             }
         }
-        let seconds = at.epoch_seconds + t0.elapsed().as_secs_f64();
+        let seconds = run.at.epoch_seconds + t0.elapsed().as_secs_f64();
         let (test_loss, test_accuracy) = evaluate(&model, &data.test, 256)?;
-        let sums = &at.sums;
+        let sums = &run.at.sums;
         let m = EpochMetrics {
             epoch,
             loss: sums.loss_sum / sums.seen as f64,
@@ -256,20 +235,12 @@ pub fn train_controlled(
             learning_rate: rate,
         };
         progress.epoch_end(&m);
-        at.epochs.push(m);
-        let stopped_early =
-            checkpoint::early_stop(&mut at.best, &mut best_weights, cfg.patience, test_loss, epoch, &vars)?;
-        at.next_epoch(epoch, opt.steps);
-        if stopped_early {
+        if run.end_epoch(m, test_loss, epoch, cfg.epochs, cfg.patience, opt.steps, || opt.state())? {
             break;
         }
-        if epoch < cfg.epochs {
-            save(&at, &best_weights, &opt)?;
-        }
     }
-    let best_epoch = checkpoint::keep_best(at.best, best_weights, &vars)?;
-    let seconds = before + started.elapsed().as_secs_f64();
-    Ok(Outcome::Done(Trained { model: model.detached(), epochs: at.epochs, seconds, best_epoch }))
+    let (epochs, seconds, best_epoch) = run.finish()?;
+    Ok(Outcome::Done(Trained { model: model.detached(), epochs, seconds, best_epoch }))
 }
 
 /// The summed gradients of one batch, and its loss and hit counts.

@@ -29,6 +29,21 @@ const MC: usize = 120;
 /// Products below this many multiply-adds run on the calling thread.
 const PARALLEL_MIN_MACS: usize = 1 << 18;
 
+/// The `R`-row instance (`R` = `rows`, 1 to [`MR`]) of a `P`-panel tile kernel.
+#[cfg(target_arch = "x86_64")]
+macro_rules! by_rows {
+    ($($f:ident)::+, $rows:expr, $p:literal) => {
+        match $rows {
+            1 => $($f)::+::<1, $p>,
+            2 => $($f)::+::<2, $p>,
+            3 => $($f)::+::<3, $p>,
+            4 => $($f)::+::<4, $p>,
+            5 => $($f)::+::<5, $p>,
+            _ => $($f)::+::<6, $p>,
+        }
+    };
+}
+
 /// Whether the products run on 512-bit vectors (checked once; `AISERVE_NO_AVX512=1` says no).
 fn avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -262,19 +277,7 @@ unsafe fn tile_product(a: &[f32], rows: usize, b: [&[f32]; 2], kc: usize, out: *
     );
     #[cfg(target_arch = "x86_64")]
     if avx512() {
-        macro_rules! pick {
-            ($p:literal) => {
-                match rows {
-                    1 => avx512::tile::<1, $p>,
-                    2 => avx512::tile::<2, $p>,
-                    3 => avx512::tile::<3, $p>,
-                    4 => avx512::tile::<4, $p>,
-                    5 => avx512::tile::<5, $p>,
-                    _ => avx512::tile::<6, $p>,
-                }
-            };
-        }
-        let f = if panels == 2 { pick!(2) } else { pick!(1) };
+        let f = if panels == 2 { by_rows!(avx512::tile, rows, 2) } else { by_rows!(avx512::tile, rows, 1) };
         // SAFETY: the CPU has AVX-512F (checked once in `avx512`); `a` and `b` bounds were
         // asserted, `out` is the caller's contract.
         unsafe { f(a, [b[0].as_ptr(), b[1].as_ptr()], kc, out, ldc, cols) };
@@ -332,19 +335,7 @@ unsafe fn conv_tile(
     assert!(((kh - 1) * width + rows - 1 + kw - 1) * c + c <= a.len(), "packed: conv tile reads past the picture");
     #[cfg(target_arch = "x86_64")]
     if avx512() {
-        macro_rules! pick {
-            ($p:literal) => {
-                match rows {
-                    1 => avx512::conv_tile::<1, $p>,
-                    2 => avx512::conv_tile::<2, $p>,
-                    3 => avx512::conv_tile::<3, $p>,
-                    4 => avx512::conv_tile::<4, $p>,
-                    5 => avx512::conv_tile::<5, $p>,
-                    _ => avx512::conv_tile::<6, $p>,
-                }
-            };
-        }
-        let f = if panels == 2 { pick!(2) } else { pick!(1) };
+        let f = if panels == 2 { by_rows!(avx512::conv_tile, rows, 2) } else { by_rows!(avx512::conv_tile, rows, 1) };
         // SAFETY: AVX-512F is present; the reads of `a` and `b` were bounded above (the second
         // panel starts `k * NR` after the first), `out` is the caller's contract.
         unsafe { f(a, width, c, kh, kw, [b.as_ptr(), b.as_ptr().add((panels - 1) * k * NR)], out, ldc, cols) };
