@@ -214,9 +214,9 @@ impl DigitsCnn {
 /// convolution and its pool in one pass. The digits CNN and the digit-strings reader share it.
 pub(crate) fn conv_stack(x: &Tensor, p: &[Tensor], packed: &std::sync::OnceLock<[PackedLinear; 3]>) -> Result<Tensor> {
     if x.track_op() || p.iter().any(|t| t.track_op()) {
-        let x = max_pool2x2(&conv2d_bias_relu(x, &p[0], &p[1], true)?)?;
-        let x = max_pool2x2(&conv2d_bias_relu(&x, &p[2], &p[3], true)?)?;
-        return conv2d_bias_relu(&x, &p[4], &p[5], true);
+        let x = max_pool2x2(&conv2d_bias_relu(x, &p[0], &p[1])?)?;
+        let x = max_pool2x2(&conv2d_bias_relu(&x, &p[2], &p[3])?)?;
+        return conv2d_bias_relu(&x, &p[4], &p[5]);
     }
     let [k1, k2, k3] = match packed.get() {
         Some(k) => k,

@@ -1,14 +1,15 @@
 //! 2-D convolution (NHWC input, HWIO weights, stride 1, no padding) with fused bias and ReLU.
 //!
-//! Forward: im2col turns the input into an `M x K` matrix (`M = N*OH*OW` output pixels,
-//! `K = KH*KW*C` taps); the output is `cols · W + b` (`W` is HWIO, i.e. already `K x OC`), with
-//! ReLU applied in place. The whole batch is one GEMM, so small images still make large products.
-//! Backward (from the ReLU output and its gradient): `g = dy ⊙ [y > 0]`, `db = Σ g`,
+//! Forward (training and inference alike): the kernel packed as a product's weight
+//! ([`pack_kernel`]) and each picture's convolution an implicit GEMM read straight from the
+//! picture ([`forward_direct`]), with bias, ReLU and optionally the 2x2 pool in one pass.
+//! Backward (from the ReLU output and its gradient): im2col turns the input into an `M x K`
+//! matrix (`M = N*OH*OW` output pixels, `K = KH*KW*C` taps); `g = dy ⊙ [y > 0]`, `db = Σ g`,
 //! `dW = colsᵀ · g`, `dx = col2im(g · Wᵀ)` (skipped when the input needs no gradient).
 
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::gemm::{matmul, matmul_parallel_from, MatRef};
+use super::gemm::{matmul, MatRef};
 use super::packed::PackedLinear;
 use super::{f32_slice, for_each_chunk_mut, with_cpu_f32};
 
@@ -120,65 +121,9 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     })
 }
 
-/// A forward convolution's GEMM is split across the cores inside only from this many
-/// multiply-adds: below it (one 28x28 picture's layers take 0.2-2 M) the fork and join cost more
-/// than the product, measured on the digits CNN at batch 1.
-const FORWARD_PARALLEL_MIN_MACS: usize = 1 << 23;
-
 /// Patch-matrix floats per cache block: a block's im2col output (plus its GEMM panel) stays in
 /// the per-core L2 (1 MiB of floats = 4 MiB would not; 192 Ki floats = 768 KiB does).
 const BLOCK_FLOATS: usize = 192 * 1024;
-
-/// Images per block of the forward passes: as many as keep the block's patch matrix in L2, and
-/// no more than an equal share of the batch per core, so every core gets a block. A batch of
-/// fewer images than cores is one block (its GEMM parallelised inside).
-fn images_per_block(g: &ConvGeom) -> usize {
-    let share = g.n.div_ceil(rayon::current_num_threads().max(1));
-    (BLOCK_FLOATS / (g.oh() * g.ow() * g.k()).max(1)).min(share).max(1)
-}
-
-/// `relu(conv(x, w) + b)` (or without the ReLU), NHWC out.
-///
-/// The batch is cut into blocks of whole images ([`images_per_block`]); each block runs im2col,
-/// a sequential GEMM and the bias/ReLU epilogue while its data is still in cache, and blocks are
-/// spread over the cores.
-pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], b: &[f32], relu: bool) -> Vec<f32> {
-    let (rows_per_image, oc) = (g.oh() * g.ow(), g.oc);
-    let images_per_block = images_per_block(g);
-    let mut out = vec![0.0f32; g.m() * oc];
-    if images_per_block >= g.n && !super::nested() {
-        forward_block(g, x, w, b, relu, &mut out);
-        return out;
-    }
-    let image_len = g.h * g.w * g.c;
-    for_each_chunk_mut(&mut out, images_per_block * rows_per_image * oc, |i, block| {
-        let n = block.len() / (rows_per_image * oc);
-        let sub = ConvGeom { n, ..*g };
-        let xs = &x[i * images_per_block * image_len..][..n * image_len];
-        forward_block(&sub, xs, w, b, relu, block);
-    });
-    out
-}
-
-/// One GEMM over all of `g`'s images into `out` (`m x oc`), then bias (and ReLU) in one pass.
-fn forward_block(g: &ConvGeom, x: &[f32], w: &[f32], b: &[f32], relu: bool, out: &mut [f32]) {
-    let (m, k, oc) = (g.m(), g.k(), g.oc);
-    with_scratch(m * k, |cols| {
-        im2col(g, x, cols);
-        matmul_parallel_from(
-            MatRef::row_major(cols, m, k),
-            MatRef::row_major(w, k, oc),
-            out,
-            false,
-            FORWARD_PARALLEL_MIN_MACS,
-        );
-    });
-    for row in out.chunks_exact_mut(oc) {
-        for (v, bias) in row.iter_mut().zip(b) {
-            *v = if relu { (*v + bias).max(0.0) } else { *v + bias };
-        }
-    }
-}
 
 /// A convolution kernel (`KH x KW x C x OC`, HWIO) packed for [`forward_direct`]: the product's
 /// weight side is the kernel transposed, `OC x K` (output channels by taps).
@@ -238,22 +183,21 @@ fn pool_bias_relu(img: &[f32], ow: usize, oc: usize, b: &[f32], dst: &mut [f32])
     }
 }
 
-/// Gradients of [`forward`] given its output `y` and the output gradient `dy`.
+/// Gradients of [`forward_direct`] (without the pool) given its output `y` and the output gradient `dy`.
 pub struct ConvGrads {
     pub dx: Option<Vec<f32>>,
     pub dw: Vec<f32>,
     pub db: Vec<f32>,
 }
 
-pub fn backward(g: &ConvGeom, x: &[f32], w: &[f32], y: &[f32], dy: &[f32], relu: bool, need_dx: bool) -> ConvGrads {
+pub fn backward(g: &ConvGeom, x: &[f32], w: &[f32], y: &[f32], dy: &[f32], need_dx: bool) -> ConvGrads {
     let (rows_per_image, k, oc) = (g.oh() * g.ow(), g.k(), g.oc);
-    let gm: Vec<f32> =
-        if relu { dy.iter().zip(y).map(|(d, y)| if *y > 0.0 { *d } else { 0.0 }).collect() } else { dy.to_vec() };
+    let gm: Vec<f32> = dy.iter().zip(y).map(|(d, y)| if *y > 0.0 { *d } else { 0.0 }).collect();
     let mut db = vec![0.0; oc];
     for row in gm.chunks_exact(oc) {
         db.iter_mut().zip(row).for_each(|(a, v)| *a += v);
     }
-    // Same L2-sized blocks of images as the forward pass, one after the other: dW accumulates
+    // L2-sized blocks of images, one after the other: dW accumulates
     // over the blocks, dX is written block by block.
     let images_per_block = (BLOCK_FLOATS / (rows_per_image * k)).clamp(1, g.n.max(1));
     let image_len = g.h * g.w * g.c;
@@ -278,9 +222,7 @@ pub fn backward(g: &ConvGeom, x: &[f32], w: &[f32], y: &[f32], dy: &[f32], relu:
 }
 
 /// The candle op: `(x [N,H,W,C], w [KH,KW,C,OC], b [OC]) -> [N,OH,OW,OC]`.
-pub struct Conv2dBiasRelu {
-    pub relu: bool,
-}
+pub struct Conv2dBiasRelu;
 
 impl CustomOp3 for Conv2dBiasRelu {
     fn name(&self) -> &'static str {
@@ -300,13 +242,9 @@ impl CustomOp3 for Conv2dBiasRelu {
         let x = f32_slice(s1, l1, "conv2d input")?;
         let w = f32_slice(s2, l2, "conv2d kernel")?;
         let b = f32_slice(s3, l3, "conv2d bias")?;
-        let out = if self.relu {
-            // The kernel packed for this step (a few thousand values) and each picture's
-            // convolution read in place: no patch matrix in the forward pass.
-            forward_direct(&g, x, &pack_kernel(w, g.k(), g.oc), b, false)
-        } else {
-            forward(&g, x, w, b, false)
-        };
+        // The kernel packed for this step (a few thousand values) and each picture's
+        // convolution read in place: no patch matrix in the forward pass.
+        let out = forward_direct(&g, x, &pack_kernel(w, g.k(), g.oc), b, false);
         Ok((CpuStorage::F32(out), Shape::from((g.n, g.oh(), g.ow(), g.oc))))
     }
 
@@ -322,9 +260,7 @@ impl CustomOp3 for Conv2dBiasRelu {
         let grads = with_cpu_f32(x, "conv2d input", |xs| {
             with_cpu_f32(w, "conv2d kernel", |ws| {
                 with_cpu_f32(y, "conv2d output", |ys| {
-                    with_cpu_f32(dy, "conv2d output grad", |dys| {
-                        Ok(backward(&g, xs, ws, ys, dys, self.relu, x.track_op()))
-                    })
+                    with_cpu_f32(dy, "conv2d output grad", |dys| Ok(backward(&g, xs, ws, ys, dys, x.track_op())))
                 })
             })
         })?;
@@ -385,8 +321,8 @@ pub fn conv2d_bias_relu_packed(x: &Tensor, w: &Tensor, b: &Tensor, packed: &Pack
 }
 
 /// `relu(conv2d(x, w) + b)` on NHWC tensors through the fast kernel.
-pub fn conv2d_bias_relu(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
-    x.apply_op3(w, b, Conv2dBiasRelu { relu })
+pub fn conv2d_bias_relu(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    x.apply_op3(w, b, Conv2dBiasRelu)
 }
 
 #[cfg(test)]
@@ -413,7 +349,7 @@ mod tests {
         let x = Var::from_vec(seq(g.n * g.h * g.w * g.c, 1.0), (g.n, g.h, g.w, g.c), &dev)?;
         let w = Var::from_vec(seq(g.k() * g.oc, 0.5), (g.kh, g.kw, g.c, g.oc), &dev)?;
         let b = Var::from_vec(vec![0.1f32, -0.2, 0.05, 0.0], g.oc, &dev)?;
-        let fast = conv2d_bias_relu(&x, &w, &b, true)?;
+        let fast = conv2d_bias_relu(&x, &w, &b)?;
         let slow = reference(&x, &w, &b)?;
         let diff = (&fast - &slow)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(diff < 1e-5, "forward differs by {diff}");
@@ -442,7 +378,7 @@ mod tests {
             let x = Tensor::from_vec(seq(g.n * g.h * g.w * g.c, 1.0), (g.n, g.h, g.w, g.c), &dev)?;
             let w = Tensor::from_vec(seq(g.k() * g.oc, 0.5), (g.kh, g.kw, g.c, g.oc), &dev)?;
             let b = Tensor::from_vec(seq(g.oc, 0.3), g.oc, &dev)?;
-            let conv = conv2d_bias_relu(&x, &w, &b, true)?;
+            let conv = conv2d_bias_relu(&x, &w, &b)?;
             let apart = crate::kernels::pool::max_pool2x2(&conv)?;
             let packed = pack_kernel(&w.flatten_all()?.to_vec1::<f32>()?, g.k(), g.oc);
             let outputs = [
@@ -464,7 +400,7 @@ mod tests {
         let x = Tensor::from_vec(seq(2 * 5 * 5, 1.0), (2, 5, 5, 1), &dev)?;
         let w = Var::from_vec(seq(9 * 3, 0.3), (3, 3, 1, 3), &dev)?;
         let b = Var::from_vec(vec![0.0f32; 3], 3, &dev)?;
-        let grads = conv2d_bias_relu(&x, &w, &b, true)?.sum_all()?.backward()?;
+        let grads = conv2d_bias_relu(&x, &w, &b)?.sum_all()?.backward()?;
         assert!(grads.get(&x).is_none());
         assert!(grads.get(&w).is_some());
         Ok(())
@@ -476,7 +412,7 @@ mod tests {
         let x = Tensor::zeros((1, 5, 5, 2), candle_core::DType::F32, &dev).unwrap();
         let w = Tensor::zeros((3, 3, 1, 4), candle_core::DType::F32, &dev).unwrap();
         let b = Tensor::zeros(4, candle_core::DType::F32, &dev).unwrap();
-        let err = conv2d_bias_relu(&x, &w, &b, true).unwrap_err().to_string();
+        let err = conv2d_bias_relu(&x, &w, &b).unwrap_err().to_string();
         assert!(err.contains("2 channels"), "{err}");
     }
 }

@@ -40,23 +40,17 @@ const PARALLEL_MIN_MACS: usize = 1 << 18;
 
 /// `out = a · b` (or `out += a · b` when `accumulate`); `out` is dense row-major `a.rows x b.cols`.
 pub fn matmul(a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32], accumulate: bool) {
-    matmul_parallel_from(a, b, out, accumulate, PARALLEL_MIN_MACS);
-}
-
-/// [`matmul`], spread over the cores only from `min_macs` multiply-adds (a caller that knows
-/// its products are cheap to run alone, such as one small picture's convolution, sets it higher).
-pub fn matmul_parallel_from(a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32], accumulate: bool, min_macs: usize) {
     assert_eq!(out.len(), a.rows * b.cols, "matmul: output has the wrong size");
-    product(a, b, out, (b.cols, 1), accumulate, min_macs);
+    product(a, b, out, (b.cols, 1), accumulate);
 }
 
 /// Like [`matmul`] with the output element `(i, j)` at `out[i * strides.0 + j * strides.1]`
 /// (so a transposed output costs nothing).
 pub fn matmul_strided(a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32], strides: (usize, usize), accumulate: bool) {
-    product(a, b, out, strides, accumulate, PARALLEL_MIN_MACS);
+    product(a, b, out, strides, accumulate);
 }
 
-fn product(a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32], strides: (usize, usize), accumulate: bool, min_macs: usize) {
+fn product(a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32], strides: (usize, usize), accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let (out_rs, out_cs) = strides;
     assert_eq!(b.rows, k, "matmul: inner dimensions differ");
@@ -76,7 +70,8 @@ fn product(a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32], strides: (usize, usize
         }
         return;
     }
-    let parallelism = if m * n * k >= min_macs && !super::nested() { Parallelism::Rayon(0) } else { Parallelism::None };
+    let parallelism =
+        if m * n * k >= PARALLEL_MIN_MACS && !super::nested() { Parallelism::Rayon(0) } else { Parallelism::None };
     // SAFETY: every index gemm reads or writes was checked to lie inside its slice above:
     // lhs (m x k) and rhs (k x n) by `check`, dst (m x n with its strides) by the view assert.
     unsafe {

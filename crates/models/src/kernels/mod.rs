@@ -1,9 +1,8 @@
 //! Fast CPU kernels for small convolutional networks, plugged into candle as custom ops.
 //!
 //! candle's CPU conv2d and its backward pass are slow for 28x28 images (a few GFLOP/s), so the
-//! digits CNN runs its convolutions as im2col + one large GEMM per layer in NHWC layout, with the
-//! bias and ReLU fused into the GEMM epilogue, and a matching backward pass. Max pooling is NHWC
-//! too. Each op implements candle's `CustomOp` traits, so autograd and the optimiser work
+//! digits CNN runs its convolutions in NHWC layout as implicit GEMMs on a packed kernel with the
+//! bias and ReLU fused in, and a backward pass of im2col + GEMMs. Max pooling is NHWC too. Each op implements candle's `CustomOp` traits, so autograd and the optimiser work
 //! unchanged. Work inside an op is spread over candle's rayon pool (per image for copies, per
 //! GEMM tile for the products); the ops hold no state between calls.
 //!

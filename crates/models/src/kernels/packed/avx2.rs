@@ -1,0 +1,117 @@
+//! The 6 x 16 register tiles of [`super`] on AVX2 and FMA.
+
+use std::arch::x86_64::*;
+
+use super::{MR, NR};
+
+/// One `R x 16` register tile over `kc` steps: 2·R accumulators, two weight loads and R
+/// broadcasts per step; then added into `out` (vector adds for a whole panel).
+///
+/// # Safety
+/// AVX2 and FMA must be available; `a` must hold `kc * MR` values, `b` `kc * NR`, and `out`
+/// `R` writable rows `ldc` apart of `cols` values each.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn tile<const R: usize>(a: &[f32], b: &[f32], kc: usize, out: *mut f32, ldc: usize, cols: usize) {
+    let (a, b) = (a.as_ptr(), b.as_ptr());
+    let mut c0 = [_mm256_setzero_ps(); R];
+    let mut c1 = [_mm256_setzero_ps(); R];
+    // Two steps per iteration (fewer loop instructions between the FMAs), then the odd one.
+    let step = |p: usize, c0: &mut [__m256; R], c1: &mut [__m256; R]| {
+        // SAFETY: `p < kc`, `r < R`: inside `a` and `b` by the caller's contract.
+        unsafe {
+            // The weight arrives from memory for a single text: ask for it 8 steps ahead
+            // (prefetches past the end of the panel are hints, never faults).
+            _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add((p + 8) * NR) as *const i8);
+            let b0 = _mm256_loadu_ps(b.add(p * NR));
+            let b1 = _mm256_loadu_ps(b.add(p * NR + 8));
+            for r in 0..R {
+                let av = _mm256_broadcast_ss(&*a.add(p * MR + r));
+                c0[r] = _mm256_fmadd_ps(av, b0, c0[r]);
+                c1[r] = _mm256_fmadd_ps(av, b1, c1[r]);
+            }
+        }
+    };
+    let mut p = 0;
+    while p + 2 <= kc {
+        step(p, &mut c0, &mut c1);
+        step(p + 1, &mut c0, &mut c1);
+        p += 2;
+    }
+    if p < kc {
+        step(p, &mut c0, &mut c1);
+    }
+    // SAFETY: the caller's contract on `out`.
+    unsafe { add_tile(&c0, &c1, out, ldc, cols) };
+}
+
+/// One `R x 16` tile of an implicit-GEMM convolution (see `super::conv_tile`): the taps
+/// step through the kernel's rows and columns, and the `R` pixels' values of one tap lie
+/// `c` apart in the picture, so nothing is packed on the input side.
+///
+/// # Safety
+/// AVX2 and FMA must be available; `a` and `b` must hold every value read (the caller
+/// bounds them), and `out` `R` writable rows `ldc` apart of `cols` values each.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn conv_tile<const R: usize>(
+    a: &[f32],
+    width: usize,
+    c: usize,
+    kh: usize,
+    kw: usize,
+    b: &[f32],
+    out: *mut f32,
+    ldc: usize,
+    cols: usize,
+) {
+    let (a, b) = (a.as_ptr(), b.as_ptr());
+    let mut c0 = [_mm256_setzero_ps(); R];
+    let mut c1 = [_mm256_setzero_ps(); R];
+    let mut p = 0;
+    for ky in 0..kh {
+        for kx in 0..kw {
+            // SAFETY: the tap's values for the `R` pixels and `c` channels, and its weight
+            // rows, lie inside `a` and `b` (the caller's contract).
+            unsafe {
+                let tap = a.add((ky * width + kx) * c);
+                for ci in 0..c {
+                    let b0 = _mm256_loadu_ps(b.add(p * NR));
+                    let b1 = _mm256_loadu_ps(b.add(p * NR + 8));
+                    for r in 0..R {
+                        let av = _mm256_broadcast_ss(&*tap.add(r * c + ci));
+                        c0[r] = _mm256_fmadd_ps(av, b0, c0[r]);
+                        c1[r] = _mm256_fmadd_ps(av, b1, c1[r]);
+                    }
+                    p += 1;
+                }
+            }
+        }
+    }
+    // SAFETY: the caller's contract on `out`.
+    unsafe { add_tile(&c0, &c1, out, ldc, cols) };
+}
+
+/// Adds the accumulators into the `R x cols` output tile (vector adds for a whole panel).
+///
+/// # Safety
+/// AVX2 must be available; `out` must hold `R` writable rows `ldc` apart of `cols` values.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn add_tile<const R: usize>(c0: &[__m256; R], c1: &[__m256; R], out: *mut f32, ldc: usize, cols: usize) {
+    for r in 0..R {
+        // SAFETY: row `r` of the output tile holds `cols` values (the caller's contract).
+        unsafe {
+            let row = out.add(r * ldc);
+            if cols == NR {
+                _mm256_storeu_ps(row, _mm256_add_ps(_mm256_loadu_ps(row), c0[r]));
+                _mm256_storeu_ps(row.add(8), _mm256_add_ps(_mm256_loadu_ps(row.add(8)), c1[r]));
+            } else {
+                let mut t = [0.0f32; NR];
+                _mm256_storeu_ps(t.as_mut_ptr(), c0[r]);
+                _mm256_storeu_ps(t.as_mut_ptr().add(8), c1[r]);
+                for (c, v) in t.iter().enumerate().take(cols) {
+                    *row.add(c) += v;
+                }
+            }
+        }
+    }
+}
