@@ -180,13 +180,18 @@ pub fn train_controlled(
     let per_epoch = order.len().div_ceil(cfg.batch_size);
     let total_steps = per_epoch * cfg.epochs;
     let mut rate = cfg.learning_rate;
+    // Composed for each epoch, or once for a fixed set.
+    let mut strings: Option<Strings> = None;
     for epoch in run.at.epoch..=cfg.epochs {
-        let strings = data.train_strings(epoch)?;
+        if data.fresh || strings.is_none() {
+            strings = Some(data.train_strings(epoch)?);
+        }
+        let strings = strings.as_ref().expect("composed above");
         shuffle_for_epoch(&mut order, cfg.seed, epoch);
         progress.epoch_start(epoch, per_epoch);
         let t0 = Instant::now();
         for (b, idx) in order.chunks(cfg.batch_size).enumerate().skip(run.at.batch) {
-            let step = sharded_grads(&model, &vars, &strings, idx, &device)?;
+            let step = sharded_grads(&model, &vars, strings, idx, &device)?;
             rate = cfg.schedule.rate(cfg.learning_rate, (epoch - 1) * per_epoch + b, total_steps);
             opt.lr = rate;
             opt.step(&step.grads)?;
