@@ -170,6 +170,7 @@ pub fn train_controlled(
     }
     let device = Device::Cpu;
     let (model, vars) = DigitStrings::init(cfg.seed, latent, &device)?;
+    let _flush = crate::kernels::denormals::FlushDenormals::new();
     let mut opt = RmsProp::new(vars.clone(), cfg.learning_rate)?;
     let (mut run, optimizer) =
         Run::<Sums, StringEpoch>::begin(control, &vars, RmsProp::SLOTS, fingerprint(data, cfg, latent), cfg.epochs)?;

@@ -19,9 +19,10 @@ use std::path::Path;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
 
-use crate::kernels::conv::{conv2d_bias_relu, conv2d_bias_relu_packed, conv2d_bias_relu_pool, pack_kernel};
+use crate::kernels::conv::{
+    conv2d_bias_relu, conv2d_bias_relu_packed, conv2d_bias_relu_pool, conv2d_bias_relu_pool_train, pack_kernel,
+};
 use crate::kernels::packed::PackedLinear;
-use crate::kernels::pool::max_pool2x2;
 
 /// `architecture` value in the version config.
 pub const ARCHITECTURE: &str = "digits_cnn";
@@ -214,8 +215,8 @@ impl DigitsCnn {
 /// convolution and its pool in one pass. The digits CNN and the digit-strings reader share it.
 pub(crate) fn conv_stack(x: &Tensor, p: &[Tensor], packed: &std::sync::OnceLock<[PackedLinear; 3]>) -> Result<Tensor> {
     if x.track_op() || p.iter().any(|t| t.track_op()) {
-        let x = max_pool2x2(&conv2d_bias_relu(x, &p[0], &p[1])?)?;
-        let x = max_pool2x2(&conv2d_bias_relu(&x, &p[2], &p[3])?)?;
+        let x = conv2d_bias_relu_pool_train(x, &p[0], &p[1])?;
+        let x = conv2d_bias_relu_pool_train(&x, &p[2], &p[3])?;
         return conv2d_bias_relu(&x, &p[4], &p[5]);
     }
     let [k1, k2, k3] = match packed.get() {

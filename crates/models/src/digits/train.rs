@@ -192,6 +192,7 @@ pub fn train_controlled(
         }
     }
     let (model, vars) = DigitsCnn::init_shaped(cfg.seed, cnn, &device)?;
+    let _flush = crate::kernels::denormals::FlushDenormals::new();
     let mut opt = Adam::new(vars.clone(), cfg.learning_rate)?;
     let (mut run, optimizer) =
         Run::<Sums, EpochMetrics>::begin(control, &vars, Adam::SLOTS, fingerprint(data, cnn, cfg), cfg.epochs)?;

@@ -10,6 +10,7 @@
 //! register-tiled product (the gemm crate packs both operands on every call).
 
 pub mod conv;
+pub mod denormals;
 pub mod gemm;
 pub mod packed;
 pub mod pool;
@@ -22,6 +23,19 @@ use rayon::prelude::*;
 /// shards each batch across them), so kernels run sequentially instead of nesting parallelism.
 pub(crate) fn nested() -> bool {
     rayon::current_thread_index().is_some()
+}
+
+/// Whether f32 kernels run on 512-bit vectors (checked once; `AISERVE_NO_AVX512=1` says no).
+pub(crate) fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static YES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *YES.get_or_init(|| {
+            std::env::var_os("AISERVE_NO_AVX512").is_none() && std::arch::is_x86_feature_detected!("avx512f")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// Calls `f(i, chunk)` for each `chunk_len`-sized chunk of `dst`, in parallel unless [`nested`].

@@ -16,7 +16,7 @@
 //! register tiles. A text of 14 tokens is one row block: the weight is read exactly once.
 //! Without AVX2/FMA the same loops run plain arithmetic.
 
-use super::nested;
+use super::{avx512, nested};
 
 /// Output features per panel (two 8-wide vectors).
 pub const NR: usize = 16;
@@ -42,19 +42,6 @@ macro_rules! by_rows {
             _ => $($f)::+::<6, $p>,
         }
     };
-}
-
-/// Whether the products run on 512-bit vectors (checked once; `AISERVE_NO_AVX512=1` says no).
-fn avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static YES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *YES.get_or_init(|| {
-            std::env::var_os("AISERVE_NO_AVX512").is_none() && std::arch::is_x86_feature_detected!("avx512f")
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }
 
 /// Panels one register tile covers: two with AVX-512 (32 output features), else one.
