@@ -490,7 +490,7 @@ impl CustomOp3 for Conv2dInference<'_> {
 }
 
 /// `maxpool2x2(relu(conv2d(x, w) + b))` on NHWC tensors in one pass, for inference (tensors that
-/// track no gradient; training takes [`conv2d_bias_relu`] and `max_pool2x2`); `packed` is `w`
+/// track no gradient; training takes [`conv2d_bias_relu_pool_train`]); `packed` is `w`
 /// packed by [`pack_kernel`].
 pub fn conv2d_bias_relu_pool(x: &Tensor, w: &Tensor, b: &Tensor, packed: &PackedLinear) -> Result<Tensor> {
     x.apply_op3_no_bwd(w, b, &Conv2dInference { packed, pool: true })

@@ -37,7 +37,8 @@ fn flush_here(on: bool) {
 static ACTIVE: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
 
 /// While alive, subnormal results and inputs count as zero on the calling thread and rayon's
-/// workers (a guard is dropped on the thread that made it) (training only: serving keeps IEEE arithmetic once no training runs).
+/// workers: for training only (serving keeps IEEE arithmetic once no training runs). Not `Send`:
+/// a guard ends on the thread that made it.
 pub struct FlushDenormals(std::marker::PhantomData<*const ()>);
 
 impl FlushDenormals {

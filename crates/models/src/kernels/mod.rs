@@ -2,9 +2,11 @@
 //!
 //! candle's CPU conv2d and its backward pass are slow for 28x28 images (a few GFLOP/s), so the
 //! digits CNN runs its convolutions in NHWC layout as implicit GEMMs on a packed kernel with the
-//! bias and ReLU fused in, and a backward pass of im2col + GEMMs. Max pooling is NHWC too. Each op implements candle's `CustomOp` traits, so autograd and the optimiser work
-//! unchanged. Work inside an op is spread over candle's rayon pool (per image for copies, per
-//! GEMM tile for the products); the ops hold no state between calls.
+//! bias and ReLU (and for the pooled layers the 2x2 max pool) fused in, and a backward pass of
+//! im2col + GEMMs. Each op implements candle's `CustomOp` traits, so autograd and the optimiser
+//! work unchanged. Work inside an op is spread over candle's rayon pool (per image for copies, per
+//! GEMM tile for the products); an op keeps nothing between calls except what one call's forward
+//! pass leaves for its own backward (the pooled windows' arg-max).
 //!
 //! Text encoders use [`packed`]: their linear layers' weights packed once at load for a
 //! register-tiled product (the gemm crate packs both operands on every call).
@@ -13,7 +15,8 @@ pub mod conv;
 pub mod denormals;
 pub mod gemm;
 pub mod packed;
-pub mod pool;
+#[cfg(test)]
+mod pool;
 pub mod skinny;
 
 use candle_core::{bail, CpuStorage, Layout, Result, Storage, Tensor};

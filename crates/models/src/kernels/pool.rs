@@ -1,4 +1,6 @@
-//! 2x2 max pooling with stride 2 on NHWC tensors (odd edges are dropped, as in Keras "valid").
+//! 2x2 max pooling with stride 2 on NHWC tensors (odd edges are dropped, as in Keras "valid"),
+//! as an op of its own: the reference that the fused convolution + pool ops are tested against
+//! (training and serving both pool inside the convolution's op).
 //!
 //! The backward pass recomputes each window's arg-max from the input and routes the gradient to
 //! the first maximal element, as TensorFlow and PyTorch do.
