@@ -15,9 +15,11 @@ two lines of text comes back with boxes and the words; without it the OCR tab sa
 pipeline. --screenshots: a PNG of each tab (README's pictures).
 """
 import argparse
+import atexit
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -49,13 +51,17 @@ def check(ok, what):
 
 
 def browser():
+    # Chromium's profile lives in a directory of its own, removed when this script ends (about
+    # 3 MB a run, which would pile up in /tmp otherwise).
+    profile = tempfile.mkdtemp(prefix="aiserve-chromium-")
+    atexit.register(shutil.rmtree, profile, ignore_errors=True)
     o = webdriver.ChromeOptions()
     o.binary_location = "/usr/bin/chromium"
     # Headless, and nothing that phones home: this machine's network is closed.
     for flag in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage", "--window-size=1200,900",
-                 f"--user-data-dir={tempfile.mkdtemp(prefix='aiserve-chromium-')}"]:
+                 f"--user-data-dir={profile}"]:
         o.add_argument(flag)
     o.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(options=o, service=Service("/usr/bin/chromedriver"))
