@@ -193,7 +193,7 @@ pub fn forward_pool_argmax(g: &ConvGeom, x: &[f32], packed: &PackedLinear, b: &[
         });
     };
     let pairs = out.chunks_mut(per_image).zip(arg.chunks_mut(per_image));
-    if super::nested() {
+    if !super::spread(g.n) {
         pairs.enumerate().for_each(|(i, p)| one(i, p));
     } else {
         use rayon::prelude::*;

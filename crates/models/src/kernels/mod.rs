@@ -41,9 +41,18 @@ pub(crate) fn avx512() -> bool {
     false
 }
 
-/// Calls `f(i, chunk)` for each `chunk_len`-sized chunk of `dst`, in parallel unless [`nested`].
+/// Whether `tasks` pieces of work are worth handing to the pool: more than one, more than one
+/// thread to run them, and not already on a worker ([`nested`]). Otherwise the calling thread
+/// does them itself: a hand-over to the pool costs a wake-up of a sleeping worker while the
+/// caller waits (tens of microseconds on a one-picture forward pass, for nothing).
+pub(crate) fn spread(tasks: usize) -> bool {
+    tasks > 1 && !nested() && rayon::current_num_threads() > 1
+}
+
+/// Calls `f(i, chunk)` for each `chunk_len`-sized chunk of `dst`, in parallel where [`spread`]
+/// says so.
 pub(crate) fn for_each_chunk_mut<T: Send>(dst: &mut [T], chunk_len: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
-    if nested() {
+    if !spread(dst.len().div_ceil(chunk_len.max(1))) {
         dst.chunks_mut(chunk_len).enumerate().for_each(|(i, c)| f(i, c));
     } else {
         dst.par_chunks_mut(chunk_len).enumerate().for_each(|(i, c)| f(i, c));

@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 
 use crate::kernels::gemm::{matmul, MatRef};
-use crate::kernels::{for_each_chunk_mut, nested};
+use crate::kernels::{for_each_chunk_mut, spread};
 
 /// Rows per parallel task for the cheap row-wise ops.
 const ROWS_PER_TASK: usize = 32;
@@ -185,7 +185,7 @@ pub fn attention(qkv: &[f32], lens: &[usize], heads: usize, ctx: &mut [f32]) {
     let pairs: Vec<(usize, usize)> = (0..lens.len()).flat_map(|s| (0..heads).map(move |h| (s, h))).collect();
     // A short text's attention is a few microseconds: spreading it over threads costs more.
     let macs: usize = lens.iter().map(|l| l * l * width * 2).sum();
-    let outs: Vec<Vec<f32>> = if nested() || macs < PARALLEL_ATTENTION_MACS {
+    let outs: Vec<Vec<f32>> = if !spread(pairs.len()) || macs < PARALLEL_ATTENTION_MACS {
         pairs.iter().copied().map(task).collect()
     } else {
         pairs.par_iter().copied().map(task).collect()
