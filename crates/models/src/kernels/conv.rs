@@ -338,6 +338,43 @@ pub fn backward_masked(g: &ConvGeom, x: &[f32], w: &[f32], gm: &[f32], need_dx: 
     ConvGrads { dx, dw, db }
 }
 
+impl ConvGrads {
+    /// The gradients as candle's backward pass wants them: tensors shaped like `x`, `w`, `b`.
+    fn into_tensors(
+        self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dev = x.device();
+        let dx = self.dx.map(|dx| Tensor::from_vec(dx, x.shape(), dev)).transpose()?;
+        Ok((dx, Some(Tensor::from_vec(self.dw, w.shape(), dev)?), Some(Tensor::from_vec(self.db, b.shape(), dev)?)))
+    }
+}
+
+/// A convolution op's geometry and its input, kernel and bias values.
+type ForwardInputs<'a> = (ConvGeom, &'a [f32], &'a [f32], &'a [f32]);
+
+fn forward_inputs<'a>(
+    (s1, l1): (&'a CpuStorage, &Layout),
+    (s2, l2): (&'a CpuStorage, &Layout),
+    (s3, l3): (&'a CpuStorage, &Layout),
+) -> Result<ForwardInputs<'a>> {
+    let g = ConvGeom::from_shapes(l1.shape(), l2.shape(), l3.shape())?;
+    Ok((g, f32_slice(s1, l1, "conv2d input")?, f32_slice(s2, l2, "conv2d kernel")?, f32_slice(s3, l3, "conv2d bias")?))
+}
+
+/// Runs `f` on the values of a convolution op's input, kernel, output and output gradient.
+fn with_backward_inputs<R>(t: [&Tensor; 4], f: impl FnOnce([&[f32]; 4]) -> Result<R>) -> Result<R> {
+    with_cpu_f32(t[0], "conv2d input", |xs| {
+        with_cpu_f32(t[1], "conv2d kernel", |ws| {
+            with_cpu_f32(t[2], "conv2d output", |ys| {
+                with_cpu_f32(t[3], "conv2d output grad", |dys| f([xs, ws, ys, dys]))
+            })
+        })
+    })
+}
+
 /// The candle op: `(x [N,H,W,C], w [KH,KW,C,OC], b [OC]) -> [N,OH,OW,OC]`.
 pub struct Conv2dBiasRelu;
 
@@ -355,10 +392,7 @@ impl CustomOp3 for Conv2dBiasRelu {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = ConvGeom::from_shapes(l1.shape(), l2.shape(), l3.shape())?;
-        let x = f32_slice(s1, l1, "conv2d input")?;
-        let w = f32_slice(s2, l2, "conv2d kernel")?;
-        let b = f32_slice(s3, l3, "conv2d bias")?;
+        let (g, x, w, b) = forward_inputs((s1, l1), (s2, l2), (s3, l3))?;
         // The kernel packed for this step (a few thousand values) and each picture's
         // convolution read in place: no patch matrix in the forward pass.
         let out = forward_direct(&g, x, &pack_kernel(w, g.k(), g.oc), b, false);
@@ -374,16 +408,9 @@ impl CustomOp3 for Conv2dBiasRelu {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = ConvGeom::from_shapes(x.shape(), w.shape(), b.shape())?;
-        let grads = with_cpu_f32(x, "conv2d input", |xs| {
-            with_cpu_f32(w, "conv2d kernel", |ws| {
-                with_cpu_f32(y, "conv2d output", |ys| {
-                    with_cpu_f32(dy, "conv2d output grad", |dys| Ok(backward(&g, xs, ws, ys, dys, x.track_op())))
-                })
-            })
-        })?;
-        let dev = x.device();
-        let dx = grads.dx.map(|dx| Tensor::from_vec(dx, x.shape(), dev)).transpose()?;
-        Ok((dx, Some(Tensor::from_vec(grads.dw, w.shape(), dev)?), Some(Tensor::from_vec(grads.db, b.shape(), dev)?)))
+        let grads =
+            with_backward_inputs([x, w, y, dy], |[xs, ws, ys, dys]| Ok(backward(&g, xs, ws, ys, dys, x.track_op())))?;
+        grads.into_tensors(x, w, b)
     }
 }
 
@@ -408,13 +435,10 @@ impl CustomOp3 for Conv2dBiasReluPool {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = ConvGeom::from_shapes(l1.shape(), l2.shape(), l3.shape())?;
+        let (g, x, w, b) = forward_inputs((s1, l1), (s2, l2), (s3, l3))?;
         if g.oh() < 2 || g.ow() < 2 {
             bail!("conv2d + maxpool: a {}x{} output is smaller than the pooling window", g.oh(), g.ow());
         }
-        let x = f32_slice(s1, l1, "conv2d input")?;
-        let w = f32_slice(s2, l2, "conv2d kernel")?;
-        let b = f32_slice(s3, l3, "conv2d bias")?;
         let (out, arg) = forward_pool_argmax(&g, x, &pack_kernel(w, g.k(), g.oc), b);
         *self.argmax.lock().unwrap_or_else(|e| e.into_inner()) = arg;
         Ok((CpuStorage::F32(out), Shape::from((g.n, g.oh() / 2, g.ow() / 2, g.oc))))
@@ -433,21 +457,13 @@ impl CustomOp3 for Conv2dBiasReluPool {
         if arg.len() != y.elem_count() {
             bail!("conv2d + maxpool: backward without its forward pass");
         }
-        let grads = with_cpu_f32(x, "conv2d input", |xs| {
-            with_cpu_f32(w, "conv2d kernel", |ws| {
-                with_cpu_f32(y, "conv2d output", |ys| {
-                    with_cpu_f32(dy, "conv2d output grad", |dys| {
-                        Ok(with_buffer(&MASKED, g.m() * g.oc, |gm| {
-                            pooled_output_grad(&g, ys, dys, &arg, gm);
-                            backward_masked(&g, xs, ws, gm, x.track_op())
-                        }))
-                    })
-                })
-            })
+        let grads = with_backward_inputs([x, w, y, dy], |[xs, ws, ys, dys]| {
+            Ok(with_buffer(&MASKED, g.m() * g.oc, |gm| {
+                pooled_output_grad(&g, ys, dys, &arg, gm);
+                backward_masked(&g, xs, ws, gm, x.track_op())
+            }))
         })?;
-        let dev = x.device();
-        let dx = grads.dx.map(|dx| Tensor::from_vec(dx, x.shape(), dev)).transpose()?;
-        Ok((dx, Some(Tensor::from_vec(grads.dw, w.shape(), dev)?), Some(Tensor::from_vec(grads.db, b.shape(), dev)?)))
+        grads.into_tensors(x, w, b)
     }
 }
 
