@@ -32,6 +32,24 @@ fn flush_here(on: bool) {
     let _ = on;
 }
 
+/// Whether subnormals count as zero on this thread.
+pub(crate) fn flushing() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        mxcsr() & FTZ_DAZ == FTZ_DAZ
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Makes this thread flush subnormals as `on` says (a helper taking a job adopts its caller's
+/// mode, so a result never depends on which thread computed it).
+pub(crate) fn set_flushing(on: bool) {
+    if flushing() != on {
+        flush_here(on);
+    }
+}
+
 /// Trainings under way in this process (tests run several at once): flushing stays on until
 /// the last one ends, so each run computes the same bits from start to end.
 static ACTIVE: std::sync::Mutex<usize> = std::sync::Mutex::new(0);

@@ -4,7 +4,7 @@
 //! digits CNN runs its convolutions in NHWC layout as implicit GEMMs on a packed kernel with the
 //! bias and ReLU (and for the pooled layers the 2x2 max pool) fused in, and a backward pass of
 //! im2col + GEMMs. Each op implements candle's `CustomOp` traits, so autograd and the optimiser
-//! work unchanged. Work inside an op is spread over candle's rayon pool (per image for copies, per
+//! work unchanged. Work inside an op is spread over the [`team`] of helper threads (per image for copies, per
 //! GEMM tile for the products); an op keeps nothing between calls except what one call's forward
 //! pass leaves for its own backward (the pooled windows' arg-max).
 //!
@@ -18,9 +18,10 @@ pub mod packed;
 #[cfg(test)]
 mod pool;
 pub mod skinny;
+pub(crate) mod team;
 
 use candle_core::{bail, CpuStorage, Layout, Result, Storage, Tensor};
-use rayon::prelude::*;
+use std::sync::Mutex;
 
 /// True on a rayon worker thread: the caller already spreads work over the cores (training
 /// shards each batch across them), so kernels run sequentially instead of nesting parallelism.
@@ -41,21 +42,23 @@ pub(crate) fn avx512() -> bool {
     false
 }
 
-/// Whether `tasks` pieces of work are worth handing to the pool: more than one, more than one
-/// thread to run them, and not already on a worker ([`nested`]). Otherwise the calling thread
-/// does them itself: a hand-over to the pool costs a wake-up of a sleeping worker while the
-/// caller waits (tens of microseconds on a one-picture forward pass, for nothing).
+/// Whether `tasks` pieces of work are worth handing to the [`team`]: more than one, more than
+/// one thread to run them, and not on a rayon worker ([`nested`]: training's shards, which
+/// keep their kernels sequential). Otherwise the calling thread does them itself.
 pub(crate) fn spread(tasks: usize) -> bool {
     tasks > 1 && !nested() && rayon::current_num_threads() > 1
 }
 
-/// Calls `f(i, chunk)` for each `chunk_len`-sized chunk of `dst`, in parallel where [`spread`]
-/// says so.
+/// Calls `f(i, chunk)` for each `chunk_len`-sized chunk of `dst`, over the [`team`] where
+/// [`spread`] says so.
 pub(crate) fn for_each_chunk_mut<T: Send>(dst: &mut [T], chunk_len: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
-    if !spread(dst.len().div_ceil(chunk_len.max(1))) {
+    let chunk_len = chunk_len.max(1);
+    if !spread(dst.len().div_ceil(chunk_len)) {
         dst.chunks_mut(chunk_len).enumerate().for_each(|(i, c)| f(i, c));
     } else {
-        dst.par_chunks_mut(chunk_len).enumerate().for_each(|(i, c)| f(i, c));
+        // Each chunk is taken by exactly one task; the locks are never contended.
+        let chunks: Vec<Mutex<&mut [T]>> = dst.chunks_mut(chunk_len).map(Mutex::new).collect();
+        team::team().run(chunks.len(), &|i| f(i, &mut chunks[i].lock().unwrap_or_else(|e| e.into_inner())));
     }
 }
 

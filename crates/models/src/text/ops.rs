@@ -6,9 +6,10 @@
 //! heads through [`linear_acc`] (the linear layers use [`crate::kernels::packed`]). Nothing here
 //! allocates per token.
 
-use rayon::prelude::*;
+use std::sync::OnceLock;
 
 use crate::kernels::gemm::{matmul, MatRef};
+use crate::kernels::team::team;
 use crate::kernels::{for_each_chunk_mut, spread};
 
 /// Rows per parallel task for the cheap row-wise ops.
@@ -188,7 +189,11 @@ pub fn attention(qkv: &[f32], lens: &[usize], heads: usize, ctx: &mut [f32]) {
     let outs: Vec<Vec<f32>> = if !spread(pairs.len()) || macs < PARALLEL_ATTENTION_MACS {
         pairs.iter().copied().map(task).collect()
     } else {
-        pairs.par_iter().copied().map(task).collect()
+        let outs: Vec<OnceLock<Vec<f32>>> = pairs.iter().map(|_| OnceLock::new()).collect();
+        team().run(pairs.len(), &|i| {
+            let _ = outs[i].set(task(pairs[i]));
+        });
+        outs.into_iter().map(|o| o.into_inner().expect("the team ran every pair")).collect()
     };
     for (&(s, h), out) in pairs.iter().zip(&outs) {
         for (i, src) in out.chunks_exact(d).enumerate() {

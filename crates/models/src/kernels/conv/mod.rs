@@ -15,7 +15,7 @@ mod pooled;
 pub use pooled::conv2d_bias_relu_pool_train;
 
 use super::gemm::{matmul, MatRef};
-use super::packed::PackedLinear;
+use super::packed::{Epilogue, PackedLinear};
 use super::{f32_slice, for_each_chunk_mut, with_cpu_f32};
 
 /// Dimensions of one convolution call.
@@ -162,25 +162,22 @@ pub fn forward_direct(g: &ConvGeom, x: &[f32], packed: &PackedLinear, b: &[f32],
     let mut out = vec![0.0f32; g.n * per_image];
     for_each_chunk_mut(&mut out, per_image, |i, dst| {
         let img = &x[i * image_len..][..image_len];
-        with_scratch(oh * ow * oc, |conv| {
-            conv.fill(0.0);
-            packed.conv_image_acc(img, g.w, g.c, g.kh, g.kw, ow, conv);
-            if pool {
+        if pool {
+            with_scratch(oh * ow * oc, |conv| {
+                packed.conv_image(img, g.w, g.c, g.kh, g.kw, ow, conv, Epilogue::Store);
                 pool_bias_relu(conv, ow, oc, b, dst);
-            } else {
-                for (d, row) in dst.chunks_exact_mut(oc).zip(conv.chunks_exact(oc)) {
-                    for ((d, v), bias) in d.iter_mut().zip(row).zip(b) {
-                        *d = (v + bias).max(0.0);
-                    }
-                }
-            }
-        });
+            });
+        } else {
+            // The tiles add the bias and apply the ReLU as they write.
+            packed.conv_image(img, g.w, g.c, g.kh, g.kw, ow, dst, Epilogue::BiasRelu(b));
+        }
     });
     out
 }
 
 /// One image's `relu(max of each 2x2 window + b)` (the same as pooling after the bias and ReLU:
 /// both are monotonic and the bias is per channel) from its `oh x ow x oc` convolution output.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma"))]
 fn pool_bias_relu(img: &[f32], ow: usize, oc: usize, b: &[f32], dst: &mut [f32]) {
     let (ph, pw) = (img.len() / (ow * oc) / 2, ow / 2);
     for y in 0..ph {

@@ -34,13 +34,20 @@ fn forward_pool_argmax(g: &ConvGeom, x: &[f32], packed: &PackedLinear, b: &[f32]
     if !crate::kernels::spread(g.n) {
         out.chunks_mut(per_image).zip(arg.chunks_mut(per_image)).enumerate().for_each(|(i, p)| one(i, p));
     } else {
-        use rayon::prelude::*;
-        out.par_chunks_mut(per_image).zip(arg.par_chunks_mut(per_image)).enumerate().for_each(|(i, p)| one(i, p));
+        // One task per picture, each taking its own (never contended) lock.
+        let pictures: Vec<std::sync::Mutex<(&mut [f32], &mut [u8])>> =
+            out.chunks_mut(per_image).zip(arg.chunks_mut(per_image)).map(std::sync::Mutex::new).collect();
+        crate::kernels::team::team().run(pictures.len(), &|i| {
+            let mut p = pictures[i].lock().unwrap_or_else(|e| e.into_inner());
+            let (dst, arg) = &mut *p;
+            one(i, (dst, arg));
+        });
     }
     (out, arg)
 }
 
 /// One image's pooled `relu(conv + b)` and the window position of each maximum.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma"))]
 fn pool_bias_relu_argmax(img: &[f32], ow: usize, oc: usize, b: &[f32], dst: &mut [f32], arg: &mut [u8]) {
     let (ph, pw) = (img.len() / (ow * oc) / 2, ow / 2);
     for y in 0..ph {

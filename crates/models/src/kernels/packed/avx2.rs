@@ -2,22 +2,33 @@
 
 use std::arch::x86_64::*;
 
-use super::{MR, NR};
+use super::{Epi, NR};
 
 /// One `R x 16` register tile over `kc` steps: 2·R accumulators, two weight loads and R
-/// broadcasts per step; then added into `out` (vector adds for a whole panel).
+/// broadcasts (one from each of `R` rows of `x`, `lda` apart) per step; then added into `out`
+/// (vector adds for a whole panel).
 ///
 /// # Safety
-/// AVX2 and FMA must be available; `a` must hold `kc * MR` values, `b` `kc * NR`, and `out`
-/// `R` writable rows `ldc` apart of `cols` values each.
+/// AVX2 and FMA must be available; `a` must point to `R` readable rows `lda` apart of `kc`
+/// values each, `b` hold `kc * NR` values, and `out` `R` writable rows `ldc` apart of `cols`
+/// values each.
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn tile<const R: usize>(a: &[f32], b: &[f32], kc: usize, out: *mut f32, ldc: usize, cols: usize) {
-    let (a, b) = (a.as_ptr(), b.as_ptr());
+pub unsafe fn tile<const R: usize>(
+    a: *const f32,
+    lda: usize,
+    b: &[f32],
+    kc: usize,
+    out: *mut f32,
+    ldc: usize,
+    cols: usize,
+) {
+    let b = b.as_ptr();
+    let rows: [*const f32; R] = std::array::from_fn(|r| a.wrapping_add(r * lda));
     let mut c0 = [_mm256_setzero_ps(); R];
     let mut c1 = [_mm256_setzero_ps(); R];
     // Two steps per iteration (fewer loop instructions between the FMAs), then the odd one.
     let step = |p: usize, c0: &mut [__m256; R], c1: &mut [__m256; R]| {
-        // SAFETY: `p < kc`, `r < R`: inside `a` and `b` by the caller's contract.
+        // SAFETY: `p < kc`, `r < R`: inside the rows of `a` and `b` by the caller's contract.
         unsafe {
             // The weight arrives from memory for a single text: ask for it 8 steps ahead
             // (prefetches past the end of the panel are hints, never faults).
@@ -25,7 +36,7 @@ pub unsafe fn tile<const R: usize>(a: &[f32], b: &[f32], kc: usize, out: *mut f3
             let b0 = _mm256_loadu_ps(b.add(p * NR));
             let b1 = _mm256_loadu_ps(b.add(p * NR + 8));
             for r in 0..R {
-                let av = _mm256_broadcast_ss(&*a.add(p * MR + r));
+                let av = _mm256_broadcast_ss(&*rows[r].add(p));
                 c0[r] = _mm256_fmadd_ps(av, b0, c0[r]);
                 c1[r] = _mm256_fmadd_ps(av, b1, c1[r]);
             }
@@ -41,7 +52,7 @@ pub unsafe fn tile<const R: usize>(a: &[f32], b: &[f32], kc: usize, out: *mut f3
         step(p, &mut c0, &mut c1);
     }
     // SAFETY: the caller's contract on `out`.
-    unsafe { add_tile(&c0, &c1, out, ldc, cols) };
+    unsafe { finish_tile(&c0, &c1, out, ldc, cols, Epi::Add) };
 }
 
 /// One `R x 16` tile of an implicit-GEMM convolution (see `super::conv_tile`): the taps
@@ -63,6 +74,7 @@ pub unsafe fn conv_tile<const R: usize>(
     out: *mut f32,
     ldc: usize,
     cols: usize,
+    epi: Epi,
 ) {
     let (a, b) = (a.as_ptr(), b.as_ptr());
     let mut c0 = [_mm256_setzero_ps(); R];
@@ -87,29 +99,49 @@ pub unsafe fn conv_tile<const R: usize>(
             }
         }
     }
-    // SAFETY: the caller's contract on `out`.
-    unsafe { add_tile(&c0, &c1, out, ldc, cols) };
+    // SAFETY: the caller's contract on `out` (and on the bias in `epi`).
+    unsafe { finish_tile(&c0, &c1, out, ldc, cols, epi) };
 }
 
-/// Adds the accumulators into the `R x cols` output tile (vector adds for a whole panel).
+/// Writes the accumulators into the `R x cols` output tile as `epi` says (vector operations for
+/// a whole panel).
 ///
 /// # Safety
-/// AVX2 must be available; `out` must hold `R` writable rows `ldc` apart of `cols` values.
+/// AVX2 must be available; `out` must hold `R` writable rows `ldc` apart of `cols` values, and
+/// a bias in `epi` `cols` values.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn add_tile<const R: usize>(c0: &[__m256; R], c1: &[__m256; R], out: *mut f32, ldc: usize, cols: usize) {
+unsafe fn finish_tile<const R: usize>(
+    c0: &[__m256; R],
+    c1: &[__m256; R],
+    out: *mut f32,
+    ldc: usize,
+    cols: usize,
+    epi: Epi,
+) {
     for r in 0..R {
-        // SAFETY: row `r` of the output tile holds `cols` values (the caller's contract).
+        // SAFETY: row `r` of the output tile holds `cols` values, a bias `cols` (the caller's
+        // contract).
         unsafe {
             let row = out.add(r * ldc);
             if cols == NR {
-                _mm256_storeu_ps(row, _mm256_add_ps(_mm256_loadu_ps(row), c0[r]));
-                _mm256_storeu_ps(row.add(8), _mm256_add_ps(_mm256_loadu_ps(row.add(8)), c1[r]));
+                let (v0, v1) = match epi {
+                    Epi::Add => {
+                        (_mm256_add_ps(_mm256_loadu_ps(row), c0[r]), _mm256_add_ps(_mm256_loadu_ps(row.add(8)), c1[r]))
+                    }
+                    Epi::Store => (c0[r], c1[r]),
+                    Epi::BiasRelu(b) => (
+                        _mm256_max_ps(_mm256_add_ps(c0[r], _mm256_loadu_ps(b)), _mm256_setzero_ps()),
+                        _mm256_max_ps(_mm256_add_ps(c1[r], _mm256_loadu_ps(b.add(8))), _mm256_setzero_ps()),
+                    ),
+                };
+                _mm256_storeu_ps(row, v0);
+                _mm256_storeu_ps(row.add(8), v1);
             } else {
                 let mut t = [0.0f32; NR];
                 _mm256_storeu_ps(t.as_mut_ptr(), c0[r]);
                 _mm256_storeu_ps(t.as_mut_ptr().add(8), c1[r]);
                 for (c, v) in t.iter().enumerate().take(cols) {
-                    *row.add(c) += v;
+                    *row.add(c) = epi.apply(*row.add(c), *v, c);
                 }
             }
         }

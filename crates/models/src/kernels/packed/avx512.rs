@@ -1,29 +1,34 @@
-//! The 6 x 32 register tiles of [`super`] on AVX-512 (two panels side by side).
+//! The register tiles of [`super`] on AVX-512: up to 12 rows by 32 columns (two panels side by
+//! side).
 
 use std::arch::x86_64::*;
 
-use super::{MR, NR};
+use super::{Epi, NR};
 
 /// One `R x (16 P)` register tile over `kc` steps, `P` panels side by side: R·P accumulators,
-/// P weight loads and R broadcasts per step; then added into `out` (masked past `cols`).
+/// P weight loads and R broadcasts (one from each of `R` rows of `x`, `lda` apart) per step;
+/// then added into `out` (masked past `cols`).
 ///
 /// # Safety
-/// AVX-512F must be available; `a` must hold `kc * MR` values, each of the first `P`
-/// pointers in `b` `kc * NR`, and `out` `R` writable rows `ldc` apart of `cols` values each.
+/// AVX-512F must be available; `a` must point to `R` readable rows `lda` apart of `kc` values
+/// each, each of the first `P` pointers in `b` to `kc * NR` values, and `out` to `R` writable
+/// rows `ldc` apart of `cols` values each.
 #[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn tile<const R: usize, const P: usize>(
-    a: &[f32],
+    a: *const f32,
+    lda: usize,
     b: [*const f32; 2],
     kc: usize,
     out: *mut f32,
     ldc: usize,
     cols: usize,
 ) {
-    let a = a.as_ptr();
+    let rows: [*const f32; R] = std::array::from_fn(|r| a.wrapping_add(r * lda));
     let mut acc = [[_mm512_setzero_ps(); P]; R];
     for p in 0..kc {
-        // SAFETY: `p < kc`, `r < R`: inside `a` and the `P` panel blocks (the caller's
-        // contract); prefetches past a block's end are hints, never faults.
+        // SAFETY: `p < kc`, `r < R`: inside the rows of `a` and the `P` panel blocks (the
+        // caller's contract); prefetches past a block's end are hints, never faults.
         unsafe {
             let mut w = [_mm512_setzero_ps(); P];
             for (j, w) in w.iter_mut().enumerate() {
@@ -31,7 +36,7 @@ pub unsafe fn tile<const R: usize, const P: usize>(
                 *w = _mm512_loadu_ps(b[j].add(p * NR));
             }
             for (r, acc) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(*a.add(p * MR + r));
+                let av = _mm512_set1_ps(*rows[r].add(p));
                 for (acc, w) in acc.iter_mut().zip(&w) {
                     *acc = _mm512_fmadd_ps(av, *w, *acc);
                 }
@@ -39,7 +44,7 @@ pub unsafe fn tile<const R: usize, const P: usize>(
         }
     }
     // SAFETY: the caller's contract on `out`.
-    unsafe { add_tile(&acc, out, ldc, cols) };
+    unsafe { finish_tile(&acc, out, ldc, cols, Epi::Add) };
 }
 
 /// One `R x (16 P)` tile of an implicit-GEMM convolution (see `super::conv_tile`): the taps
@@ -61,6 +66,7 @@ pub unsafe fn conv_tile<const R: usize, const P: usize>(
     out: *mut f32,
     ldc: usize,
     cols: usize,
+    epi: Epi,
 ) {
     let a = a.as_ptr();
     let mut acc = [[_mm512_setzero_ps(); P]; R];
@@ -87,16 +93,24 @@ pub unsafe fn conv_tile<const R: usize, const P: usize>(
             }
         }
     }
-    // SAFETY: the caller's contract on `out`.
-    unsafe { add_tile(&acc, out, ldc, cols) };
+    // SAFETY: the caller's contract on `out` (and on the bias in `epi`).
+    unsafe { finish_tile(&acc, out, ldc, cols, epi) };
 }
 
-/// Adds the accumulators into the `R x cols` output tile, masking the columns past `cols`.
+/// Writes the accumulators into the `R x cols` output tile as `epi` says, masking the columns
+/// past `cols`.
 ///
 /// # Safety
-/// AVX-512F must be available; `out` must hold `R` writable rows `ldc` apart of `cols` values.
+/// AVX-512F must be available; `out` must hold `R` writable rows `ldc` apart of `cols` values,
+/// and a bias in `epi` `cols` values.
 #[target_feature(enable = "avx512f")]
-unsafe fn add_tile<const R: usize, const P: usize>(acc: &[[__m512; P]; R], out: *mut f32, ldc: usize, cols: usize) {
+unsafe fn finish_tile<const R: usize, const P: usize>(
+    acc: &[[__m512; P]; R],
+    out: *mut f32,
+    ldc: usize,
+    cols: usize,
+    epi: Epi,
+) {
     for (r, acc) in acc.iter().enumerate() {
         for (j, v) in acc.iter().enumerate() {
             let left = cols.saturating_sub(j * NR).min(NR);
@@ -105,8 +119,15 @@ unsafe fn add_tile<const R: usize, const P: usize>(acc: &[[__m512; P]; R], out: 
             // contract); masked-off lanes are neither read nor written.
             unsafe {
                 let at = out.add(r * ldc + j * NR);
-                let sum = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, at), *v);
-                _mm512_mask_storeu_ps(at, mask, sum);
+                let value = match epi {
+                    Epi::Add => _mm512_add_ps(_mm512_maskz_loadu_ps(mask, at), *v),
+                    Epi::Store => *v,
+                    Epi::BiasRelu(bias) => _mm512_max_ps(
+                        _mm512_add_ps(*v, _mm512_maskz_loadu_ps(mask, bias.add(j * NR))),
+                        _mm512_setzero_ps(),
+                    ),
+                };
+                _mm512_mask_storeu_ps(at, mask, value);
             }
         }
     }
