@@ -58,7 +58,7 @@ pub(crate) fn for_each_chunk_mut<T: Send>(dst: &mut [T], chunk_len: usize, f: im
     } else {
         // Each chunk is taken by exactly one task; the locks are never contended.
         let chunks: Vec<Mutex<&mut [T]>> = dst.chunks_mut(chunk_len).map(Mutex::new).collect();
-        team::team().run(chunks.len(), &|i| f(i, &mut chunks[i].lock().unwrap_or_else(|e| e.into_inner())));
+        team::run(chunks.len(), &|i| f(i, &mut chunks[i].lock().unwrap_or_else(|e| e.into_inner())));
     }
 }
 

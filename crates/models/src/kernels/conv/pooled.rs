@@ -37,7 +37,7 @@ fn forward_pool_argmax(g: &ConvGeom, x: &[f32], packed: &PackedLinear, b: &[f32]
         // One task per picture, each taking its own (never contended) lock.
         let pictures: Vec<std::sync::Mutex<(&mut [f32], &mut [u8])>> =
             out.chunks_mut(per_image).zip(arg.chunks_mut(per_image)).map(std::sync::Mutex::new).collect();
-        crate::kernels::team::team().run(pictures.len(), &|i| {
+        crate::kernels::team::run(pictures.len(), &|i| {
             let mut p = pictures[i].lock().unwrap_or_else(|e| e.into_inner());
             let (dst, arg) = &mut *p;
             one(i, (dst, arg));

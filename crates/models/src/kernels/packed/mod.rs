@@ -174,7 +174,7 @@ impl PackedLinear {
         if tasks == 1 {
             run(0);
         } else {
-            super::team::team().run(tasks, &run);
+            super::team::run(tasks, &run);
         }
     }
 
