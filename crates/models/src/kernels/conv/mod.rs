@@ -152,7 +152,7 @@ pub fn pack_kernel(w: &[f32], k: usize, oc: usize) -> PackedLinear {
 }
 
 /// Inference through a kernel packed once ([`pack_kernel`]): each picture's convolution is an
-/// implicit GEMM over the picture read in place ([`PackedLinear::conv_image_acc`]), so neither a patch
+/// implicit GEMM over the picture read in place ([`PackedLinear::conv_image`]), so neither a patch
 /// matrix nor a per-call packing is written; then `relu(· + b)`, and with `pool` the 2x2 max
 /// pool, in one pass per picture. Pictures are shared out over the cores.
 pub fn forward_direct(g: &ConvGeom, x: &[f32], packed: &PackedLinear, b: &[f32], pool: bool) -> Vec<f32> {

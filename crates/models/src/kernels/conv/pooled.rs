@@ -11,7 +11,7 @@ use super::{
     backward_masked, forward_inputs, pack_kernel, with_backward_inputs, with_buffer, with_scratch, ConvGeom, MASKED,
 };
 use crate::kernels::for_each_chunk_mut;
-use crate::kernels::packed::PackedLinear;
+use crate::kernels::packed::{Epilogue, PackedLinear};
 
 /// Training's fused forward: [`super::forward_direct`] with the pool, also recording for every
 /// pooled value which of its window's four positions (0..4, row-major) gave the maximum, for
@@ -27,7 +27,7 @@ fn forward_pool_argmax(g: &ConvGeom, x: &[f32], packed: &PackedLinear, b: &[f32]
         let img = &x[i * image_len..][..image_len];
         with_scratch(oh * ow * oc, |conv| {
             conv.fill(0.0);
-            packed.conv_image_acc(img, g.w, g.c, g.kh, g.kw, ow, conv);
+            packed.conv_image(img, g.w, g.c, g.kh, g.kw, ow, conv, Epilogue::Add);
             pool_bias_relu_argmax(conv, ow, oc, b, dst, arg);
         });
     };

@@ -178,28 +178,13 @@ impl PackedLinear {
         }
     }
 
-    /// [`Self::conv_image`] adding into `out`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn conv_image_acc(
-        &self,
-        img: &[f32],
-        width: usize,
-        c: usize,
-        kh: usize,
-        kw: usize,
-        ow: usize,
-        out: &mut [f32],
-    ) {
-        self.conv_image(img, width, c, kh, kw, ow, out, Epilogue::Add);
-    }
-
     /// A whole picture's convolution as an implicit GEMM, read straight from the picture (no
     /// patch matrix): `out[(y * ow + x) * n + o] (+)= Σ w[o][(ky * kw + kx) * c + ci] ·
     /// img[((y + ky) * width + x + kx) * c + ci]` for every output pixel, with this weight packed
     /// from the kernel as `n x (kh * kw * c)` (output channels by taps). `img` is one NHWC
     /// picture `width` wide; `out` holds its `oh x ow` output pixels of `n` channels. A register
-    /// tile takes up to [`MR`] neighbours of one output row, whose values lie `c` apart; `epi`
-    /// says how its sums reach `out`.
+    /// tile takes up to [`MR`] ([`MR_WIDE`] with AVX-512) neighbours of one output row, whose
+    /// values lie `c` apart; `epi` says how its sums reach `out`.
     #[allow(clippy::too_many_arguments)]
     pub fn conv_image(
         &self,
@@ -490,7 +475,7 @@ mod tests {
             let packed = PackedLinear::new(&wt, oc, k);
             let (oh, ow) = (h + 1 - kh, w + 1 - kw);
             let mut out = vec![0.25f32; oh * ow * oc];
-            packed.conv_image_acc(&img, w, c, kh, kw, ow, &mut out);
+            packed.conv_image(&img, w, c, kh, kw, ow, &mut out, Epilogue::Add);
             for y in 0..oh {
                 for x in 0..ow {
                     for o in 0..oc {
@@ -526,7 +511,7 @@ mod tests {
         let packed = PackedLinear::new(&wt, oc, k);
         let (oh, ow) = (h + 1 - kh, w + 1 - kw);
         let mut sums = vec![0.0f32; oh * ow * oc];
-        packed.conv_image_acc(&img, w, c, kh, kw, ow, &mut sums);
+        packed.conv_image(&img, w, c, kh, kw, ow, &mut sums, Epilogue::Add);
         let mut stored = vec![f32::NAN; sums.len()];
         packed.conv_image(&img, w, c, kh, kw, ow, &mut stored, Epilogue::Store);
         assert_eq!(stored, sums);
