@@ -23,6 +23,7 @@ use crate::kernels::conv::{
     conv2d_bias_relu, conv2d_bias_relu_packed, conv2d_bias_relu_pool, conv2d_bias_relu_pool_train, pack_kernel,
 };
 use crate::kernels::packed::PackedLinear;
+use crate::kernels::with_cpu_f32;
 
 /// `architecture` value in the version config.
 pub const ARCHITECTURE: &str = "digits_cnn";
@@ -115,6 +116,8 @@ pub struct DigitsCnn {
     /// The convolution kernels packed for inference, on first use (only weights that track no
     /// gradient take that path: they never change).
     packed: std::sync::OnceLock<[PackedLinear; 3]>,
+    /// The dense layers' weights packed for inference, likewise.
+    dense: std::sync::OnceLock<[PackedLinear; 2]>,
 }
 
 impl DigitsCnn {
@@ -146,7 +149,7 @@ impl DigitsCnn {
             vars.push(Var::from_vec(data, shape, device)?);
         }
         let params = vars.iter().map(|v| v.as_tensor().clone()).collect();
-        Ok((Self { shape: cnn, params, packed: Default::default() }, vars))
+        Ok((Self { shape: cnn, params, packed: Default::default(), dense: Default::default() }, vars))
     }
 
     /// What this network takes and gives.
@@ -160,7 +163,7 @@ impl DigitsCnn {
         cnn.check()?;
         let map = candle_core::safetensors::load(path, device).map_err(|e| format!("{}: {e}", path.display()))?;
         let params = take_checked(map, &PARAM_NAMES, &cnn.params())?;
-        Ok(Self { shape: cnn, params, packed: Default::default() })
+        Ok(Self { shape: cnn, params, packed: Default::default(), dense: Default::default() })
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
@@ -175,7 +178,12 @@ impl DigitsCnn {
 
     /// A copy that shares no autograd history (for serving).
     pub fn detached(&self) -> Self {
-        Self { shape: self.shape, params: self.params.iter().map(|t| t.detach()).collect(), packed: Default::default() }
+        Self {
+            shape: self.shape,
+            params: self.params.iter().map(|t| t.detach()).collect(),
+            packed: Default::default(),
+            dense: Default::default(),
+        }
     }
 
     /// Class logits `[N, classes]` for images `[N, height, width, channels]` in [0, 1].
@@ -183,7 +191,44 @@ impl DigitsCnn {
         if !x.device().is_cpu() {
             return self.logits_reference(x);
         }
-        self.dense_head(&conv_stack(x, &self.params[..6], &self.packed)?)
+        let x = conv_stack(x, &self.params[..6], &self.packed)?;
+        if x.track_op() || self.params[6..].iter().any(|t| t.track_op()) {
+            return self.dense_head(&x);
+        }
+        self.dense_head_packed(&x)
+    }
+
+    /// Inference's dense layers through weights packed once (the encoders' product, spread over
+    /// the kernels' team) instead of six candle ops on one thread: the helpers waited for them
+    /// at the end of every batch.
+    fn dense_head_packed(&self, x: &Tensor) -> Result<Tensor> {
+        let p = &self.params;
+        let [d1, d2] = match self.dense.get() {
+            Some(d) => d,
+            None => {
+                // Dense weights are `in x out`; the packed product takes `out x in`.
+                let pack = |w: &Tensor| -> Result<PackedLinear> {
+                    let (k, n) = w.dims2()?;
+                    Ok(PackedLinear::new(&w.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?, n, k))
+                };
+                let d = [pack(&p[6])?, pack(&p[8])?];
+                self.dense.get_or_init(|| d)
+            }
+        };
+        let x = x.flatten_from(1)?;
+        let rows = x.dims()[0];
+        let biases = |b: &Tensor, n: usize| -> Result<Vec<f32>> {
+            Ok(b.to_vec1::<f32>()?.into_iter().cycle().take(rows * n).collect())
+        };
+        let mut hidden = biases(&p[7], d1.n())?;
+        with_cpu_f32(&x, "dense head", |x| {
+            d1.matmul_acc(x, &mut hidden);
+            Ok(())
+        })?;
+        hidden.iter_mut().for_each(|v| *v = v.max(0.0));
+        let mut logits = biases(&p[9], d2.n())?;
+        d2.matmul_acc(&hidden, &mut logits);
+        Tensor::from_vec(logits, (rows, d2.n()), x.device())
     }
 
     /// The same network through candle's stock NCHW ops: the correctness reference for the
