@@ -131,6 +131,11 @@ impl Team {
                     wait_round(&mut round);
                 }
                 *self.0.job.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                if std::thread::panicking() {
+                    // The caller's own panic is the one reported; a helper's from the same job
+                    // must not surface as the next job's.
+                    self.0.panicked.store(false, Ordering::SeqCst);
+                }
             }
         }
         let wait = Wait(s);
@@ -322,6 +327,10 @@ mod tests {
         }
         let r = catch_unwind(AssertUnwindSafe(|| team.run(&|t| assert!(t != 2, "thread 2 fails"))));
         assert!(r.is_err());
+        // The caller and a helper failing in one job: one panic, and the next job is clean.
+        let r = catch_unwind(AssertUnwindSafe(|| team.run(&|t| assert!(t == 1, "thread {t} fails"))));
+        assert!(r.is_err());
+        team.run(&|_| {});
         // Still usable afterwards, also after parking.
         std::thread::sleep(SPIN * 3);
         let n = AtomicUsize::new(0);
