@@ -62,6 +62,29 @@ pub(crate) fn for_each_chunk_mut<T: Send>(dst: &mut [T], chunk_len: usize, f: im
     }
 }
 
+/// [`for_each_chunk_mut`] over two buffers cut alike: `f(i, a_chunk, b_chunk)` for the `i`-th
+/// `a_len`-sized chunk of `a` and `b_len`-sized chunk of `b` (a picture's values and its arg-max
+/// bytes).
+pub(crate) fn for_each_chunk_pair_mut<A: Send, B: Send>(
+    (a, a_len): (&mut [A], usize),
+    (b, b_len): (&mut [B], usize),
+    f: impl Fn(usize, &mut [A], &mut [B]) + Sync + Send,
+) {
+    let tasks = a.len().div_ceil(a_len.max(1));
+    let pairs = a.chunks_mut(a_len.max(1)).zip(b.chunks_mut(b_len.max(1)));
+    if !spread(tasks) {
+        pairs.enumerate().for_each(|(i, (x, y))| f(i, x, y));
+    } else {
+        // Each pair is taken by exactly one task; the locks are never contended.
+        let pairs: Vec<Mutex<(&mut [A], &mut [B])>> = pairs.map(Mutex::new).collect();
+        team::run(pairs.len(), &|i| {
+            let mut pair = pairs[i].lock().unwrap_or_else(|e| e.into_inner());
+            let (x, y) = &mut *pair;
+            f(i, x, y)
+        });
+    }
+}
+
 /// The contiguous `f32` data of a CPU storage as described by its layout.
 pub(crate) fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
     let data = storage.as_slice::<f32>()?;

@@ -10,8 +10,8 @@ use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use super::{
     backward_masked, forward_inputs, pack_kernel, with_backward_inputs, with_buffer, with_scratch, ConvGeom, MASKED,
 };
-use crate::kernels::for_each_chunk_mut;
 use crate::kernels::packed::{Epilogue, PackedLinear};
+use crate::kernels::{for_each_chunk_mut, for_each_chunk_pair_mut};
 
 /// Training's fused forward: [`super::forward_direct`] with the pool, also recording for every
 /// pooled value which of its window's four positions (0..4, row-major) gave the maximum, for
@@ -23,26 +23,14 @@ fn forward_pool_argmax(g: &ConvGeom, x: &[f32], packed: &PackedLinear, b: &[f32]
     let image_len = g.h * g.w * g.c;
     let mut out = vec![0.0f32; g.n * per_image];
     let mut arg = vec![0u8; g.n * per_image];
-    let one = |i: usize, (dst, arg): (&mut [f32], &mut [u8])| {
+    for_each_chunk_pair_mut((&mut out, per_image), (&mut arg, per_image), |i, dst, arg| {
         let img = &x[i * image_len..][..image_len];
         with_scratch(oh * ow * oc, |conv| {
             conv.fill(0.0);
             packed.conv_image(img, g.w, g.c, g.kh, g.kw, ow, conv, Epilogue::Add);
             pool_bias_relu_argmax(conv, ow, oc, b, dst, arg);
         });
-    };
-    if !crate::kernels::spread(g.n) {
-        out.chunks_mut(per_image).zip(arg.chunks_mut(per_image)).enumerate().for_each(|(i, p)| one(i, p));
-    } else {
-        // One task per picture, each taking its own (never contended) lock.
-        let pictures: Vec<std::sync::Mutex<(&mut [f32], &mut [u8])>> =
-            out.chunks_mut(per_image).zip(arg.chunks_mut(per_image)).map(std::sync::Mutex::new).collect();
-        crate::kernels::team::run(pictures.len(), &|i| {
-            let mut p = pictures[i].lock().unwrap_or_else(|e| e.into_inner());
-            let (dst, arg) = &mut *p;
-            one(i, (dst, arg));
-        });
-    }
+    });
     (out, arg)
 }
 
