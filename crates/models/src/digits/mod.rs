@@ -22,7 +22,7 @@ use rand::{Rng, SeedableRng};
 use crate::kernels::conv::{
     conv2d_bias_relu, conv2d_bias_relu_packed, conv2d_bias_relu_pool, conv2d_bias_relu_pool_train, pack_kernel,
 };
-use crate::kernels::packed::PackedLinear;
+use crate::kernels::packed::{Act, PackedLinear};
 use crate::kernels::with_cpu_f32;
 
 /// `architecture` value in the version config.
@@ -217,17 +217,14 @@ impl DigitsCnn {
         };
         let x = x.flatten_from(1)?;
         let rows = x.dims()[0];
-        let biases = |b: &Tensor, n: usize| -> Result<Vec<f32>> {
-            Ok(b.to_vec1::<f32>()?.into_iter().cycle().take(rows * n).collect())
-        };
-        let mut hidden = biases(&p[7], d1.n())?;
+        let mut hidden = vec![0.0; rows * d1.n()];
+        let b1 = p[7].to_vec1::<f32>()?;
         with_cpu_f32(&x, "dense head", |x| {
-            d1.matmul_acc(x, &mut hidden);
+            d1.matmul_bias(x, &b1, Act::Relu, &mut hidden);
             Ok(())
         })?;
-        hidden.iter_mut().for_each(|v| *v = v.max(0.0));
-        let mut logits = biases(&p[9], d2.n())?;
-        d2.matmul_acc(&hidden, &mut logits);
+        let mut logits = vec![0.0; rows * d2.n()];
+        d2.matmul_bias(&hidden, &p[9].to_vec1::<f32>()?, Act::Identity, &mut logits);
         Tensor::from_vec(logits, (rows, d2.n()), x.device())
     }
 

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::ops::{self, Activation};
 use super::weights::Weights;
 use super::Encoder;
-use crate::kernels::packed::PackedLinear;
+use crate::kernels::packed::{Act, PackedLinear};
 
 /// The fields of `config.json` the forward pass needs.
 #[derive(Debug, Deserialize)]
@@ -196,14 +196,11 @@ impl Encoder for Bert {
         let mut ctx = vec![0.0; tokens * h];
         let mut inter = vec![0.0; tokens * self.intermediate];
         for l in &self.layers {
-            ops::fill_rows(&mut qkv, &l.qkv_b);
-            l.qkv_w.matmul_acc(&x, &mut qkv);
+            l.qkv_w.matmul_bias(&x, &l.qkv_b, Act::Identity, &mut qkv);
             ops::attention(&qkv, lens, self.heads, &mut ctx);
             l.out_w.matmul_acc(&ctx, &mut x); // residual: x += ctx · W_o
             ops::bias_layer_norm(&mut x, &l.out_b, &l.ln1.0, &l.ln1.1, self.eps);
-            ops::fill_rows(&mut inter, &l.ff1_b);
-            l.ff1_w.matmul_acc(&x, &mut inter);
-            self.act.apply(&mut inter);
+            self.act.after_linear(&l.ff1_w, &x, &l.ff1_b, &mut inter);
             l.ff2_w.matmul_acc(&inter, &mut x); // residual: x += ff · W_2
             ops::bias_layer_norm(&mut x, &l.ff2_b, &l.ln2.0, &l.ln2.1, self.eps);
         }

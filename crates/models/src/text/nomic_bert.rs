@@ -20,7 +20,7 @@ use serde::Deserialize;
 use super::ops;
 use super::weights::Weights;
 use super::Encoder;
-use crate::kernels::packed::PackedLinear;
+use crate::kernels::packed::{Act, PackedLinear};
 
 #[derive(Debug, Deserialize)]
 pub struct NomicConfig {
@@ -281,8 +281,7 @@ impl Encoder for NomicBert {
         let half = self.rotary.dim / 2;
         let angles = self.rotary.table(lens.iter().copied().max().unwrap_or(0));
         for l in &self.layers {
-            ops::fill_rows(&mut qkv, &l.qkv_b);
-            l.qkv_w.matmul_acc(&x, &mut qkv);
+            l.qkv_w.matmul_bias(&x, &l.qkv_b, Act::Identity, &mut qkv);
             for (r, &pos) in qkv.chunks_exact_mut(3 * h).zip(&positions) {
                 let cos_sin = &angles[pos * half..(pos + 1) * half];
                 self.rotary.apply(&mut r[..h], cos_sin); // queries
@@ -291,8 +290,7 @@ impl Encoder for NomicBert {
             ops::attention(&qkv, lens, self.heads, &mut ctx);
             l.out_w.matmul_acc(&ctx, &mut x); // residual: x += ctx · W_o
             ops::bias_layer_norm(&mut x, &l.out_b, &l.norm1.0, &l.norm1.1, self.eps);
-            ops::fill_rows(&mut fc1, &l.fc1_b);
-            l.fc1_w.matmul_acc(&x, &mut fc1);
+            l.fc1_w.matmul_bias(&x, &l.fc1_b, Act::Identity, &mut fc1);
             for (out, r) in act.chunks_exact_mut(self.inner).zip(fc1.chunks_exact(2 * self.inner)) {
                 let (value, gate) = r.split_at(self.inner);
                 for ((o, v), g) in out.iter_mut().zip(value).zip(gate) {

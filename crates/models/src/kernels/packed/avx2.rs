@@ -2,17 +2,18 @@
 
 use std::arch::x86_64::*;
 
-use super::{Epi, NR};
+use super::{Act, Epi, Start, NR};
 
 /// One `R x 16` register tile over `kc` steps: 2·R accumulators, two weight loads and R
-/// broadcasts (one from each of `R` rows of `x`, `lda` apart) per step; then added into `out`
-/// (vector adds for a whole panel).
+/// broadcasts (one from each of `R` rows of `x`, `lda` apart) per step; then written into
+/// `out` as `epi` says (vector operations for a whole panel).
 ///
 /// # Safety
 /// AVX2 and FMA must be available; `a` must point to `R` readable rows `lda` apart of `kc`
 /// values each, `b` hold `kc * NR` values, and `out` `R` writable rows `ldc` apart of `cols`
-/// values each.
+/// values each (a bias in `epi` `cols` values).
 #[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn tile<const R: usize>(
     a: *const f32,
     lda: usize,
@@ -21,6 +22,7 @@ pub unsafe fn tile<const R: usize>(
     out: *mut f32,
     ldc: usize,
     cols: usize,
+    epi: Epi,
 ) {
     let b = b.as_ptr();
     let rows: [*const f32; R] = std::array::from_fn(|r| a.wrapping_add(r * lda));
@@ -51,8 +53,8 @@ pub unsafe fn tile<const R: usize>(
     if p < kc {
         step(p, &mut c0, &mut c1);
     }
-    // SAFETY: the caller's contract on `out`.
-    unsafe { finish_tile(&c0, &c1, out, ldc, cols, Epi::Add) };
+    // SAFETY: the caller's contract on `out` and the bias.
+    unsafe { finish_tile(&c0, &c1, out, ldc, cols, epi) };
 }
 
 /// One `R x 16` tile of an implicit-GEMM convolution (see `super::conv_tile`): the taps
@@ -123,16 +125,20 @@ unsafe fn finish_tile<const R: usize>(
         // contract).
         unsafe {
             let row = out.add(r * ldc);
-            if cols == NR {
-                let (v0, v1) = match epi {
-                    Epi::Add => {
+            if cols == NR && epi.act != Act::GeluErf {
+                let (v0, v1) = match epi.start {
+                    Start::Old => {
                         (_mm256_add_ps(_mm256_loadu_ps(row), c0[r]), _mm256_add_ps(_mm256_loadu_ps(row.add(8)), c1[r]))
                     }
-                    Epi::Store => (c0[r], c1[r]),
-                    Epi::BiasRelu(b) => (
-                        _mm256_max_ps(_mm256_add_ps(c0[r], _mm256_loadu_ps(b)), _mm256_setzero_ps()),
-                        _mm256_max_ps(_mm256_add_ps(c1[r], _mm256_loadu_ps(b.add(8))), _mm256_setzero_ps()),
-                    ),
+                    Start::Zero => (c0[r], c1[r]),
+                    Start::Bias(b) => {
+                        (_mm256_add_ps(c0[r], _mm256_loadu_ps(b)), _mm256_add_ps(c1[r], _mm256_loadu_ps(b.add(8))))
+                    }
+                };
+                let (v0, v1) = if epi.act == Act::Relu {
+                    (_mm256_max_ps(v0, _mm256_setzero_ps()), _mm256_max_ps(v1, _mm256_setzero_ps()))
+                } else {
+                    (v0, v1)
                 };
                 _mm256_storeu_ps(row, v0);
                 _mm256_storeu_ps(row.add(8), v1);
