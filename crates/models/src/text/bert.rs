@@ -9,6 +9,7 @@
 use aiserve_core::LoadError;
 use serde::Deserialize;
 
+use super::attention::attention;
 use super::ops::{self, Activation};
 use super::weights::Weights;
 use super::Encoder;
@@ -197,7 +198,7 @@ impl Encoder for Bert {
         let mut inter = vec![0.0; tokens * self.intermediate];
         for l in &self.layers {
             l.qkv_w.matmul_bias(&x, &l.qkv_b, Act::Identity, &mut qkv);
-            ops::attention(&qkv, lens, self.heads, &mut ctx);
+            attention(&qkv, lens, self.heads, &mut ctx);
             l.out_w.matmul_acc(&ctx, &mut x); // residual: x += ctx · W_o
             ops::bias_layer_norm(&mut x, &l.out_b, &l.ln1.0, &l.ln1.1, self.eps);
             self.act.after_linear(&l.ff1_w, &x, &l.ff1_b, &mut inter);

@@ -8,6 +8,7 @@
 //! sequences with the row-wise [`ops`]; their linear layers are packed once at load for
 //! [`crate::kernels::packed`].
 
+pub mod attention;
 pub mod bert;
 pub mod cross_encoder;
 pub mod embedder;

@@ -17,6 +17,7 @@
 use aiserve_core::LoadError;
 use serde::Deserialize;
 
+use super::attention::attention;
 use super::ops;
 use super::weights::Weights;
 use super::Encoder;
@@ -287,7 +288,7 @@ impl Encoder for NomicBert {
                 self.rotary.apply(&mut r[..h], cos_sin); // queries
                 self.rotary.apply(&mut r[h..2 * h], cos_sin); // keys
             }
-            ops::attention(&qkv, lens, self.heads, &mut ctx);
+            attention(&qkv, lens, self.heads, &mut ctx);
             l.out_w.matmul_acc(&ctx, &mut x); // residual: x += ctx · W_o
             ops::bias_layer_norm(&mut x, &l.out_b, &l.norm1.0, &l.norm1.1, self.eps);
             l.fc1_w.matmul_bias(&x, &l.fc1_b, Act::Identity, &mut fc1);
