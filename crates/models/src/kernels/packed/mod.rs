@@ -262,7 +262,7 @@ impl PackedLinear {
             assert_eq!(b.len(), n, "packed: one bias value per output channel");
         }
         assert_eq!(self.k, kh * kw * c, "packed: kernel taps do not match the weight");
-        assert!(n > 0 && ow > 0 && out.len() % (n * ow) == 0, "packed: the output is not whole rows of pixels");
+        assert!(n > 0 && ow > 0 && out.len().is_multiple_of(n * ow), "packed: the output is not whole rows of pixels");
         let oh = out.len() / (n * ow);
         // The last value any tile reads: the bottom-right tap of the last pixel.
         let last = ((oh - 1 + kh - 1) * width + ow - 1 + kw - 1) * c + c - 1;

@@ -14,6 +14,8 @@ use aiserve_core::math::{HI, LN2_HI, LN2_LO, LO, LOG2E, P};
 const KW: usize = 16;
 /// Queries per tile of the score product.
 const QR: usize = 8;
+/// Scratch values a thread keeps between heads (4 MiB: texts of up to ~1000 tokens).
+const KEEP: usize = 1 << 20;
 
 /// Whether a head of `d` values runs here: whole vectors, at most eight of them.
 pub fn fits(d: usize) -> bool {
@@ -51,7 +53,12 @@ pub unsafe fn head(rows: &[f32], width: usize, col: usize, len: usize, d: usize,
         scratch.resize((d + len) * keys, 0.0);
         // SAFETY: the caller's contract and the assert above; `scratch` holds the transposed
         // keys (`d x keys`) and the scores (`len x keys`).
-        unsafe { f(rows.as_ptr(), width, col, len, scale, scratch, dst, ld) }
+        unsafe { f(rows.as_ptr(), width, col, len, scale, scratch, dst, ld) };
+        // A long text's scores (up to `len²` values: 256 MiB for 8192 tokens) are not kept
+        // on the thread after its head.
+        if scratch.capacity() > KEEP {
+            *scratch = Vec::new();
+        }
     });
 }
 
