@@ -29,6 +29,20 @@ pub(crate) fn nested() -> bool {
     rayon::current_thread_index().is_some()
 }
 
+/// An output buffer's address shared by a job's tasks, each of which writes only its own
+/// disjoint part of it (the callers' `SAFETY` comments say which) while the buffer lives.
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr(pub(crate) *mut f32);
+// SAFETY: the tasks sharing it write disjoint elements only, and the buffer outlives the job.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Whether f32 kernels run on 512-bit vectors (checked once; `AISERVE_NO_AVX512=1` says no).
 pub(crate) fn avx512() -> bool {
     #[cfg(target_arch = "x86_64")]

@@ -18,7 +18,7 @@
 //! exactly once.
 //! Without AVX2/FMA the same loops run plain arithmetic.
 
-use super::{avx512, nested};
+use super::{avx512, nested, SendPtr};
 
 /// Output features per panel (two 8-wide vectors).
 pub const NR: usize = 16;
@@ -352,18 +352,6 @@ impl PackedLinear {
                 }
             }
         }
-    }
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: the pointer is only written through at disjoint columns (see `matmul_acc`).
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 

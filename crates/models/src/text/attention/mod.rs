@@ -7,7 +7,7 @@
 //! [`softmax_rows`] between them.
 
 use crate::kernels::gemm::{matmul, MatRef};
-use crate::kernels::{avx512 as has_avx512, spread, team};
+use crate::kernels::{avx512 as has_avx512, spread, team, SendPtr};
 
 use super::ops::lanes_sum;
 
@@ -93,18 +93,6 @@ fn generic_head(rows: &[f32], width: usize, col: usize, len: usize, d: usize, sc
     let mut out = vec![0.0; len * d];
     matmul(MatRef::row_major(&scores, len, len), view(2), &mut out, false);
     out
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: written through only at disjoint rows and columns (see `attention`).
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// Each `len`-long row of `scores` replaced by `softmax(row · scale)`: the exponentials through
