@@ -193,18 +193,19 @@ impl Encoder for Bert {
         let mut x = ops::embed_tokens(h, (&self.word, &self.token_type), table, ids, lens, seconds);
         let zero = vec![0.0; h];
         ops::bias_layer_norm(&mut x, &zero, &self.emb_ln.0, &self.emb_ln.1, self.eps);
-        let mut qkv = vec![0.0; tokens * 3 * h];
-        let mut ctx = vec![0.0; tokens * h];
-        let mut inter = vec![0.0; tokens * self.intermediate];
-        for l in &self.layers {
-            l.qkv_w.matmul_bias(&x, &l.qkv_b, Act::Identity, &mut qkv);
-            attention(&qkv, lens, self.heads, &mut ctx);
-            l.out_w.matmul_acc(&ctx, &mut x); // residual: x += ctx · W_o
-            ops::bias_layer_norm(&mut x, &l.out_b, &l.ln1.0, &l.ln1.1, self.eps);
-            self.act.after_linear(&l.ff1_w, &x, &l.ff1_b, &mut inter);
-            l.ff2_w.matmul_acc(&inter, &mut x); // residual: x += ff · W_2
-            ops::bias_layer_norm(&mut x, &l.ff2_b, &l.ln2.0, &l.ln2.1, self.eps);
-        }
+        // Each buffer is written whole (the products from their bias, attention every row)
+        // before it is read.
+        ops::with_buffers([tokens * 3 * h, tokens * h, tokens * self.intermediate], |[qkv, ctx, inter]| {
+            for l in &self.layers {
+                l.qkv_w.matmul_bias(&x, &l.qkv_b, Act::Identity, qkv);
+                attention(qkv, lens, self.heads, ctx);
+                l.out_w.matmul_acc(ctx, &mut x); // residual: x += ctx · W_o
+                ops::bias_layer_norm(&mut x, &l.out_b, &l.ln1.0, &l.ln1.1, self.eps);
+                self.act.after_linear(&l.ff1_w, &x, &l.ff1_b, inter);
+                l.ff2_w.matmul_acc(inter, &mut x); // residual: x += ff · W_2
+                ops::bias_layer_norm(&mut x, &l.ff2_b, &l.ln2.0, &l.ln2.1, self.eps);
+            }
+        });
         x
     }
 }

@@ -275,32 +275,33 @@ impl Encoder for NomicBert {
         let positions: Vec<usize> = lens.iter().flat_map(|&len| 0..len).collect();
         let zero = vec![0.0; h];
         ops::bias_layer_norm(&mut x, &zero, &self.emb_ln.0, &self.emb_ln.1, self.eps);
-        let mut qkv = vec![0.0; tokens * 3 * h];
-        let mut ctx = vec![0.0; tokens * h];
-        let mut fc1 = vec![0.0; tokens * 2 * self.inner];
-        let mut act = vec![0.0; tokens * self.inner];
         let half = self.rotary.dim / 2;
         let angles = self.rotary.table(lens.iter().copied().max().unwrap_or(0));
-        for l in &self.layers {
-            l.qkv_w.matmul_bias(&x, &l.qkv_b, Act::Identity, &mut qkv);
-            for (r, &pos) in qkv.chunks_exact_mut(3 * h).zip(&positions) {
-                let cos_sin = &angles[pos * half..(pos + 1) * half];
-                self.rotary.apply(&mut r[..h], cos_sin); // queries
-                self.rotary.apply(&mut r[h..2 * h], cos_sin); // keys
-            }
-            attention(&qkv, lens, self.heads, &mut ctx);
-            l.out_w.matmul_acc(&ctx, &mut x); // residual: x += ctx · W_o
-            ops::bias_layer_norm(&mut x, &l.out_b, &l.norm1.0, &l.norm1.1, self.eps);
-            l.fc1_w.matmul_bias(&x, &l.fc1_b, Act::Identity, &mut fc1);
-            for (out, r) in act.chunks_exact_mut(self.inner).zip(fc1.chunks_exact(2 * self.inner)) {
-                let (value, gate) = r.split_at(self.inner);
-                for ((o, v), g) in out.iter_mut().zip(value).zip(gate) {
-                    *o = v * g / (1.0 + (-g).exp()); // value · silu(gate)
+        // Each buffer is written whole (the products from their bias, attention every row, the
+        // gate every value) before it is read.
+        let sizes = [tokens * 3 * h, tokens * h, tokens * 2 * self.inner, tokens * self.inner];
+        ops::with_buffers(sizes, |[qkv, ctx, fc1, act]| {
+            for l in &self.layers {
+                l.qkv_w.matmul_bias(&x, &l.qkv_b, Act::Identity, qkv);
+                for (r, &pos) in qkv.chunks_exact_mut(3 * h).zip(&positions) {
+                    let cos_sin = &angles[pos * half..(pos + 1) * half];
+                    self.rotary.apply(&mut r[..h], cos_sin); // queries
+                    self.rotary.apply(&mut r[h..2 * h], cos_sin); // keys
                 }
+                attention(qkv, lens, self.heads, ctx);
+                l.out_w.matmul_acc(ctx, &mut x); // residual: x += ctx · W_o
+                ops::bias_layer_norm(&mut x, &l.out_b, &l.norm1.0, &l.norm1.1, self.eps);
+                l.fc1_w.matmul_bias(&x, &l.fc1_b, Act::Identity, fc1);
+                for (out, r) in act.chunks_exact_mut(self.inner).zip(fc1.chunks_exact(2 * self.inner)) {
+                    let (value, gate) = r.split_at(self.inner);
+                    for ((o, v), g) in out.iter_mut().zip(value).zip(gate) {
+                        *o = v * g / (1.0 + (-g).exp()); // value · silu(gate)
+                    }
+                }
+                l.fc2_w.matmul_acc(act, &mut x); // residual: x += mlp · W_2
+                ops::bias_layer_norm(&mut x, &l.fc2_b, &l.norm2.0, &l.norm2.1, self.eps);
             }
-            l.fc2_w.matmul_acc(&act, &mut x); // residual: x += mlp · W_2
-            ops::bias_layer_norm(&mut x, &l.fc2_b, &l.norm2.0, &l.norm2.1, self.eps);
-        }
+        });
         x
     }
 }
