@@ -108,7 +108,7 @@ fn layer_norm_rows(chunk: &mut [f32], bias: &[f32], gamma: &[f32], beta: &[f32],
 /// The sum of `f(v)` over `row` in 16 lanes, folded in halves: `iter().sum()` adds one value
 /// after another (each add waiting for the last), which made layer norm 4.5% of an encode.
 #[inline(always)]
-pub(super) fn lanes_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+fn lanes_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut lanes = [0.0f32; 16];
     let chunks = row.chunks_exact(16);
     let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();

@@ -9,8 +9,6 @@
 use crate::kernels::gemm::{matmul, MatRef};
 use crate::kernels::{avx512 as has_avx512, spread, team, SendPtr};
 
-use super::ops::lanes_sum;
-
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
@@ -95,61 +93,18 @@ fn generic_head(rows: &[f32], width: usize, col: usize, len: usize, d: usize, sc
     out
 }
 
-/// Each `len`-long row of `scores` replaced by `softmax(row · scale)`: the exponentials through
-/// [`aiserve_core::math::exp`]'s polynomial, which vectorises (libm's `expf`, one call a value,
-/// was 1.3% of an encode). A row of up to 16 values (a text of up to 16 tokens) is worked in
-/// one 16-lane array; longer rows in 16 lanes and a tail. Either way the maximum and the sum
-/// fold lanes instead of adding one value after another (3.4% of an encode before).
+/// Each `len`-long row of `scores` replaced by `softmax(row · scale)` (the general path's
+/// softmax): the maximum and the sum through [`aiserve_core::math`]'s lane-wise `max` and
+/// `sum`, the exponentials through its `exp`, which vectorises.
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma"))]
 fn softmax_rows(scores: &mut [f32], len: usize, scale: f32) {
-    use aiserve_core::math::exp;
+    use aiserve_core::math::{exp, max, sum};
     for row in scores.chunks_exact_mut(len) {
-        if len <= 16 {
-            let mut v = [f32::NEG_INFINITY; 16];
-            v[..len].copy_from_slice(row);
-            let mut top = v;
-            for half in [8, 4, 2, 1] {
-                for k in 0..half {
-                    top[k] = top[k].max(top[k + half]);
-                }
-            }
-            for (k, e) in v.iter_mut().enumerate() {
-                *e = if k < len { exp((*e - top[0]) * scale) } else { 0.0 };
-            }
-            let mut sum = v;
-            for half in [8, 4, 2, 1] {
-                for k in 0..half {
-                    sum[k] += sum[k + half];
-                }
-            }
-            let inv = 1.0 / sum[0];
-            row.iter_mut().zip(&v).for_each(|(r, e)| *r = e * inv);
-        } else {
-            let max = lanes_max(row);
-            row.iter_mut().for_each(|v| *v = exp((*v - max) * scale));
-            let inv = 1.0 / lanes_sum(row, |v| v);
-            row.iter_mut().for_each(|v| *v *= inv);
-        }
+        let top = max(row);
+        row.iter_mut().for_each(|v| *v = exp((*v - top) * scale));
+        let inv = 1.0 / sum(row);
+        row.iter_mut().for_each(|v| *v *= inv);
     }
-}
-
-/// The largest value of `row` (−∞ for none), in 16 lanes as [`lanes_sum`].
-#[inline(always)]
-fn lanes_max(row: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; 16];
-    let chunks = row.chunks_exact(16);
-    let tail = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    for c in chunks {
-        for k in 0..16 {
-            lanes[k] = lanes[k].max(c[k]);
-        }
-    }
-    for half in [8, 4, 2, 1] {
-        for k in 0..half {
-            lanes[k] = lanes[k].max(lanes[k + half]);
-        }
-    }
-    lanes[0].max(tail)
 }
 
 #[cfg(test)]
