@@ -155,17 +155,31 @@ pub fn pack_kernel(w: &[f32], k: usize, oc: usize) -> PackedLinear {
 /// implicit GEMM over the picture read in place ([`PackedLinear::conv_image`]), so neither a patch
 /// matrix nor a per-call packing is written; then `relu(· + b)`, and with `pool` the 2x2 max
 /// pool, in one pass per picture. Pictures are shared out over the cores.
+///
+/// With `pool`, only the output pixels a window reads are computed (an odd last row and
+/// column are dropped by the pool: 21 of the 121 pixels of the digits CNN's second
+/// convolution), and a large output is convolved and pooled a few rows at a time so that the
+/// pool reads the convolution from L1, not L2.
 pub fn forward_direct(g: &ConvGeom, x: &[f32], packed: &PackedLinear, b: &[f32], pool: bool) -> Vec<f32> {
     let (oh, ow, oc) = (g.oh(), g.ow(), g.oc);
-    let per_image = if pool { (oh / 2) * (ow / 2) * oc } else { oh * ow * oc };
+    let (ph, pw) = (oh / 2, ow / 2);
+    let per_image = if pool { ph * pw * oc } else { oh * ow * oc };
     let image_len = g.h * g.w * g.c;
+    // Pooled rows per chunk: the chunk's convolution (`2 * rows` rows of `2 * pw` pixels)
+    // within 32 KiB, one row at least.
+    let chunk = (POOL_CHUNK_FLOATS / (4 * pw * oc).max(1)).clamp(1, ph.max(1));
     let mut out = vec![0.0f32; g.n * per_image];
     for_each_chunk_mut(&mut out, per_image, |i, dst| {
         let img = &x[i * image_len..][..image_len];
         if pool {
-            with_scratch(oh * ow * oc, |conv| {
-                packed.conv_image(img, g.w, g.c, g.kh, g.kw, ow, conv, Epilogue::Store);
-                pool_bias_relu(conv, ow, oc, b, dst);
+            with_scratch(4 * chunk * pw * oc, |conv| {
+                for y0 in (0..ph).step_by(chunk) {
+                    let rows = chunk.min(ph - y0);
+                    let conv = &mut conv[..4 * rows * pw * oc];
+                    let src = &img[2 * y0 * g.w * g.c..];
+                    packed.conv_image(src, g.w, g.c, g.kh, g.kw, 2 * pw, conv, Epilogue::Store);
+                    pool_bias_relu(conv, 2 * pw, oc, b, &mut dst[y0 * pw * oc..][..rows * pw * oc]);
+                }
             });
         } else {
             // The tiles add the bias and apply the ReLU as they write.
@@ -174,6 +188,9 @@ pub fn forward_direct(g: &ConvGeom, x: &[f32], packed: &PackedLinear, b: &[f32],
     });
     out
 }
+
+/// Floats of convolution output [`forward_direct`] pools at a time (32 KiB: in L1 with room).
+const POOL_CHUNK_FLOATS: usize = 8 * 1024;
 
 /// One image's `relu(max of each 2x2 window + b)` (the same as pooling after the bias and ReLU:
 /// both are monotonic and the bias is per channel) from its `oh x ow x oc` convolution output.
@@ -422,6 +439,7 @@ mod tests {
         for g in [
             ConvGeom { n: 3, h: 9, w: 8, c: 3, kh: 3, kw: 3, oc: 5 },
             ConvGeom { n: 70, h: 28, w: 28, c: 1, kh: 3, kw: 3, oc: 32 },
+            ConvGeom { n: 2, h: 13, w: 13, c: 32, kh: 3, kw: 3, oc: 64 },
         ] {
             let x = Tensor::from_vec(seq(g.n * g.h * g.w * g.c, 1.0), (g.n, g.h, g.w, g.c), &dev)?;
             let w = Tensor::from_vec(seq(g.k() * g.oc, 0.5), (g.kh, g.kw, g.c, g.oc), &dev)?;

@@ -58,16 +58,17 @@ pub unsafe fn tile<const R: usize>(
 }
 
 /// One `R x 16` tile of an implicit-GEMM convolution (see `super::conv_tile`): the taps
-/// step through the kernel's rows and columns, and the `R` pixels' values of one tap lie
-/// `c` apart in the picture, so nothing is packed on the input side.
+/// step through the kernel's rows and columns, and pixel `r`'s values of a tap lie `offs[r]`
+/// past the tap's place in the picture, so nothing is packed on the input side.
 ///
 /// # Safety
-/// AVX2 and FMA must be available; `a` and `b` must hold every value read (the caller
-/// bounds them), and `out` `R` writable rows `ldc` apart of `cols` values each.
+/// AVX2 and FMA must be available; `offs` must hold `R` offsets, `a` and `b` every value read
+/// (the caller bounds them), and `out` `R` writable rows `ldc` apart of `cols` values each.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn conv_tile<const R: usize>(
     a: &[f32],
+    offs: &[usize],
     width: usize,
     c: usize,
     kh: usize,
@@ -78,7 +79,8 @@ pub unsafe fn conv_tile<const R: usize>(
     cols: usize,
     epi: Epi,
 ) {
-    let (a, b) = (a.as_ptr(), b.as_ptr());
+    let px: [*const f32; R] = std::array::from_fn(|r| a.as_ptr().wrapping_add(offs[r]));
+    let b = b.as_ptr();
     let mut c0 = [_mm256_setzero_ps(); R];
     let mut c1 = [_mm256_setzero_ps(); R];
     let mut p = 0;
@@ -87,12 +89,12 @@ pub unsafe fn conv_tile<const R: usize>(
             // SAFETY: the tap's values for the `R` pixels and `c` channels, and its weight
             // rows, lie inside `a` and `b` (the caller's contract).
             unsafe {
-                let tap = a.add((ky * width + kx) * c);
+                let tap = (ky * width + kx) * c;
                 for ci in 0..c {
                     let b0 = _mm256_loadu_ps(b.add(p * NR));
                     let b1 = _mm256_loadu_ps(b.add(p * NR + 8));
                     for r in 0..R {
-                        let av = _mm256_broadcast_ss(&*tap.add(r * c + ci));
+                        let av = _mm256_broadcast_ss(&*px[r].add(tap + ci));
                         c0[r] = _mm256_fmadd_ps(av, b0, c0[r]);
                         c1[r] = _mm256_fmadd_ps(av, b1, c1[r]);
                     }

@@ -51,16 +51,18 @@ pub unsafe fn tile<const R: usize, const P: usize>(
 }
 
 /// One `R x (16 P)` tile of an implicit-GEMM convolution (see `super::conv_tile`): the taps
-/// step through the kernel's rows and columns, the `R` pixels' values of one tap lie `c`
-/// apart in the picture.
+/// step through the kernel's rows and columns; pixel `r`'s values of a tap lie `offs[r]` past
+/// the tap's place in the picture.
 ///
 /// # Safety
-/// AVX-512F must be available; `a` and the first `P` panels in `b` must hold every value
-/// read (the caller bounds them), and `out` `R` writable rows `ldc` apart of `cols` values.
+/// AVX-512F must be available; `offs` must hold `R` offsets, `a` and the first `P` panels in
+/// `b` every value read (the caller bounds them), and `out` `R` writable rows `ldc` apart of
+/// `cols` values.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn conv_tile<const R: usize, const P: usize>(
     a: &[f32],
+    offs: &[usize],
     width: usize,
     c: usize,
     kh: usize,
@@ -71,7 +73,7 @@ pub unsafe fn conv_tile<const R: usize, const P: usize>(
     cols: usize,
     epi: Epi,
 ) {
-    let a = a.as_ptr();
+    let px: [*const f32; R] = std::array::from_fn(|r| a.as_ptr().wrapping_add(offs[r]));
     let mut acc = [[_mm512_setzero_ps(); P]; R];
     let mut p = 0;
     for ky in 0..kh {
@@ -79,14 +81,14 @@ pub unsafe fn conv_tile<const R: usize, const P: usize>(
             // SAFETY: the tap's values for the `R` pixels and `c` channels, and its weight
             // rows, lie inside `a` and `b` (the caller's contract).
             unsafe {
-                let tap = a.add((ky * width + kx) * c);
+                let tap = (ky * width + kx) * c;
                 for ci in 0..c {
                     let mut w = [_mm512_setzero_ps(); P];
                     for (j, w) in w.iter_mut().enumerate() {
                         *w = _mm512_loadu_ps(b[j].add(p * NR));
                     }
                     for (r, acc) in acc.iter_mut().enumerate() {
-                        let av = _mm512_set1_ps(*tap.add(r * c + ci));
+                        let av = _mm512_set1_ps(*px[r].add(tap + ci));
                         for (acc, w) in acc.iter_mut().zip(&w) {
                             *acc = _mm512_fmadd_ps(av, *w, *acc);
                         }

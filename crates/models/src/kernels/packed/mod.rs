@@ -281,15 +281,52 @@ impl PackedLinear {
                 // `cols` values from the panel's first column (the length was asserted).
                 Epilogue::BiasRelu(b) => Epi { start: Start::Bias(b[panel * NR..].as_ptr()), act: Act::Relu },
             };
-            for y in 0..oh {
-                for x0 in (0..ow).step_by(mr) {
-                    let rows = mr.min(ow - x0);
-                    let a = &img[(y * width + x0) * c..];
-                    let at = (y * ow + x0) * n + panel * NR;
-                    // SAFETY: the tile's taps end at or before `last` (asserted), and it writes
-                    // `rows` pixels of `cols` channels inside `out`.
-                    unsafe { conv_tile(a, width, c, kh, kw, rows, b, out.as_mut_ptr().add(at), n, cols, tile_epi) };
+            // Tiles take the output pixels in reading order, across the ends of rows: a
+            // 3 x 3 output (the digits CNN's last convolution) is one 9-pixel tile, not three
+            // 3-pixel ones that each stream the panel block and keep too few sums to hide the
+            // multiply-adds' latency; a 26-pixel row no longer ends in a 2-pixel tile. The
+            // pixels are spread evenly over the fewest tiles (100 pixels: 11 or 12 per tile, not
+            // eight 12s and a latency-bound 4).
+            let pixels = oh * ow;
+            let tiles = pixels.div_ceil(mr);
+            let (mut y, mut x, mut q0) = (0, 0, 0);
+            for t in 0..tiles {
+                let rows = pixels / tiles + usize::from(t < pixels % tiles);
+                // The tile's pixels in runs along output rows (plain arithmetic per run: this is
+                // per-tile work, and the first layer's tiles are only nine steps long).
+                let mut offs = [0usize; MR_WIDE];
+                let mut r = 0;
+                while r < rows {
+                    let run = (rows - r).min(ow - x);
+                    let mut at = (y * width + x) * c;
+                    for o in &mut offs[r..r + run] {
+                        *o = at;
+                        at += c;
+                    }
+                    (r, x) = (r + run, x + run);
+                    if x == ow {
+                        (y, x) = (y + 1, 0);
+                    }
                 }
+                // SAFETY: every pixel's taps end at or before `last` (asserted, and checked
+                // again in the tile), and the tile writes `rows` pixels of `cols` channels
+                // inside `out`.
+                unsafe {
+                    conv_tile(
+                        img,
+                        &offs[..rows],
+                        width,
+                        c,
+                        kh,
+                        kw,
+                        b,
+                        out.as_mut_ptr().add(q0 * n + panel * NR),
+                        n,
+                        cols,
+                        tile_epi,
+                    )
+                };
+                q0 += rows;
             }
         }
     }
@@ -416,35 +453,39 @@ unsafe fn tile_product(
     }
 }
 
-/// `out[r * ldc + j] (+)= Σ_{ky,kx,ci} a[(ky * width + r + kx) * c + ci] · b[(j / NR) * k * NR +
-/// ((ky * kw + kx) * c + ci) * NR + j % NR]` for `r < rows`, `j < cols`, with `k = kh * kw * c`:
-/// a register tile of [`PackedLinear::conv_image`] over one panel, or two (AVX-512) past
-/// [`NR`] columns, its sums written as `epi` says.
+/// `out[r * ldc + j] (+)= Σ_{ky,kx,ci} a[offs[r] + (ky * width + kx) * c + ci] · b[(j / NR) * k *
+/// NR + ((ky * kw + kx) * c + ci) * NR + j % NR]` for `r < offs.len()`, `j < cols`, with `k = kh
+/// * kw * c`: a register tile of [`PackedLinear::conv_image`] over one panel, or two (AVX-512)
+/// past [`NR`] columns, `offs[r]` where pixel `r`'s top-left tap lies in the picture `a`, its
+/// sums written as `epi` says.
 ///
 /// # Safety
-/// `out` must point to a writable tile of `rows` rows `ldc` apart, each with `cols` values,
-/// and a bias in `epi` to `cols` values.
+/// `offs` must be ascending; `out` must point to a writable tile of `offs.len()` rows `ldc`
+/// apart, each with `cols` values, and a bias in `epi` to `cols` values.
 #[allow(clippy::too_many_arguments)]
 unsafe fn conv_tile(
     a: &[f32],
+    offs: &[usize],
     width: usize,
     c: usize,
     kh: usize,
     kw: usize,
-    rows: usize,
     b: &[f32],
     out: *mut f32,
     ldc: usize,
     cols: usize,
     epi: Epi,
 ) {
-    let k = kh * kw * c;
+    let (k, rows) = (kh * kw * c, offs.len());
     let panels = cols.div_ceil(NR);
     assert!(
         (1..=rows_per_tile()).contains(&rows) && cols <= 2 * NR && b.len() >= panels * k * NR,
         "packed: conv tile bounds"
     );
-    assert!(((kh - 1) * width + rows - 1 + kw - 1) * c + c <= a.len(), "packed: conv tile reads past the picture");
+    // Ascending offsets (the contract): the last pixel's taps end last.
+    debug_assert!(offs.is_sorted());
+    let span = ((kh - 1) * width + kw - 1) * c + c;
+    assert!(offs[rows - 1] + span <= a.len(), "packed: conv tile reads past the picture");
     #[cfg(target_arch = "x86_64")]
     if avx512() {
         let f = if panels == 2 {
@@ -454,7 +495,9 @@ unsafe fn conv_tile(
         };
         // SAFETY: AVX-512F is present; the reads of `a` and `b` were bounded above (the second
         // panel starts `k * NR` after the first), `out` is the caller's contract.
-        unsafe { f(a, width, c, kh, kw, [b.as_ptr(), b.as_ptr().add((panels - 1) * k * NR)], out, ldc, cols, epi) };
+        unsafe {
+            f(a, offs, width, c, kh, kw, [b.as_ptr(), b.as_ptr().add((panels - 1) * k * NR)], out, ldc, cols, epi)
+        };
         return;
     }
     assert_eq!(panels, 1, "packed: two panels per tile without AVX-512");
@@ -470,16 +513,16 @@ unsafe fn conv_tile(
         };
         // SAFETY: AVX2 and FMA are present; the reads of `a` and `b` were bounded above, `out`
         // is the caller's contract.
-        unsafe { f(a, width, c, kh, kw, b, out, ldc, cols, epi) };
+        unsafe { f(a, offs, width, c, kh, kw, b, out, ldc, cols, epi) };
         return;
     }
-    for r in 0..rows {
+    for (r, &o) in offs.iter().enumerate() {
         for j in 0..cols {
             let mut v = 0.0f32;
             for ky in 0..kh {
                 for kx in 0..kw {
                     for ci in 0..c {
-                        v += a[(ky * width + r + kx) * c + ci] * b[((ky * kw + kx) * c + ci) * NR + j];
+                        v += a[o + (ky * width + kx) * c + ci] * b[((ky * kw + kx) * c + ci) * NR + j];
                     }
                 }
             }
