@@ -12,7 +12,7 @@ mod stats;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,6 +59,10 @@ pub struct BenchArgs {
     /// Request body file (JSON) instead of the generated one.
     #[arg(long)]
     pub payload: Option<PathBuf>,
+    /// Request bodies, one JSON document per line: requests take them in turn (e.g. many
+    /// different sentences for an embedding model, as its real traffic has). HTTP JSON only.
+    #[arg(long, conflicts_with = "payload")]
+    pub payloads: Option<PathBuf>,
     /// Write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -74,23 +78,33 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         bail!("--concurrency levels must be in 1..=10000, got {:?}", args.concurrency);
     }
     let batch = args.batch as usize;
-    let body = Bytes::from(args.protocol.body(&args.model, args.payload.as_deref(), batch)?);
+    let bodies: Vec<Bytes> = match &args.payloads {
+        Some(file) => payload::body_lines(args.protocol, file)?.into_iter().map(Bytes::from).collect(),
+        None => vec![Bytes::from(args.protocol.body(&args.model, args.payload.as_deref(), batch)?)],
+    };
     let target = format!("{}{}", args.url.trim_end_matches('/'), args.protocol.path(&args.model));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let grpc = args.protocol.is_grpc().then(|| grpc::Request::new(args.protocol, &args.model, batch));
     let size = match &grpc {
         Some(grpc::Request::Kserve(r)) => prost::Message::encoded_len(r),
         Some(grpc::Request::Tf(r)) => prost::Message::encoded_len(r),
-        None => body.len(),
+        None => bodies.iter().map(Bytes::len).sum::<usize>() / bodies.len(),
     };
-    println!("aiserve bench: {:?} {target} ({size} byte request, {batch} per request)", args.protocol);
+    let what = if bodies.len() > 1 {
+        format!("{} bodies in turn, {size} bytes on average", bodies.len())
+    } else {
+        format!("{size} byte request, {batch} per request")
+    };
+    println!("aiserve bench: {:?} {target} ({what})", args.protocol);
+    let bodies: Arc<[(Bytes, Option<(&'static str, String)>)]> =
+        bodies.into_iter().map(|b| (b.clone(), args.protocol.header(&b))).collect();
     println!("{}", table_header());
     let mut reports = Vec::new();
     for &c in &args.concurrency {
         let level = Level {
             protocol: args.protocol,
             target: target.clone(),
-            body: body.clone(),
+            bodies: bodies.clone(),
             grpc: grpc.clone(),
             grpc_connections: args.grpc_connections,
             concurrency: c,
@@ -126,7 +140,8 @@ fn check_target(uri: &hyper::Uri, allow_remote: bool) -> anyhow::Result<()> {
 struct Level {
     protocol: Protocol,
     target: String,
-    body: Bytes,
+    /// The request bodies, taken in turn, each with its extra header.
+    bodies: Arc<[(Bytes, Option<(&'static str, String)>)]>,
     /// The gRPC request, for the gRPC protocols.
     grpc: Option<grpc::Request>,
     /// HTTP/2 connections the gRPC calls share (0: one each).
@@ -142,6 +157,7 @@ impl Level {
         let budget = Arc::new(AtomicI64::new(if duration.is_some() { i64::MAX } else { requests as i64 }));
         let started = Instant::now();
         let stop_at = duration.map(|d| started + d);
+        let turn = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::with_capacity(self.concurrency);
         let mut connections = Vec::new();
         if self.grpc.is_some() {
@@ -157,14 +173,15 @@ impl Level {
                 tasks.push(tokio::spawn(grpc::task(conn, req.clone(), budget.clone(), stop_at)));
                 continue;
             }
-            let (client, budget, body, protocol) = (client.clone(), budget.clone(), self.body.clone(), self.protocol);
+            let (client, budget, bodies, turn, protocol) =
+                (client.clone(), budget.clone(), self.bodies.clone(), turn.clone(), self.protocol);
             let target: hyper::Uri = self.target.parse()?;
-            let extra = protocol.header(&body);
             tasks.push(tokio::spawn(async move {
                 let (mut lat, mut fail) = (Vec::new(), Vec::new());
                 while budget.fetch_sub(1, Ordering::Relaxed) > 0 && stop_at.is_none_or(|t| Instant::now() < t) {
+                    let (body, extra) = &bodies[turn.fetch_add(1, Ordering::Relaxed) % bodies.len()];
                     let mut req = hyper::Request::post(target.clone()).header("content-type", "application/json");
-                    if let Some((name, value)) = &extra {
+                    if let Some((name, value)) = extra {
                         req = req.header(*name, value.as_str());
                     }
                     let req = req.body(Full::new(body.clone())).expect("static request parts");

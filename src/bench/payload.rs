@@ -93,6 +93,26 @@ impl Protocol {
     }
 }
 
+/// The bodies of `--payloads`: one JSON document per non-empty line of `file` (e.g. many
+/// different sentences, so a text model sees a realistic mix of lengths, not one text).
+pub fn body_lines(protocol: Protocol, file: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    if protocol.is_grpc() || protocol == Protocol::KserveBinary {
+        anyhow::bail!("--payloads takes JSON bodies, one per line: not for {protocol:?}");
+    }
+    let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("--payloads {}: {e}", file.display()))?;
+    let mut bodies = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        if let Err(e) = serde_json::from_str::<Value>(line) {
+            anyhow::bail!("--payloads {}: line {} is not a JSON document: {e}", file.display(), i + 1);
+        }
+        bodies.push(line.as_bytes().to_vec());
+    }
+    if bodies.is_empty() {
+        anyhow::bail!("--payloads {}: no request bodies in it", file.display());
+    }
+    Ok(bodies)
+}
+
 /// `batch` copies of the pattern as little-endian f32 bytes (binary tensors, gRPC raw contents).
 pub fn images_le(batch: usize) -> Vec<u8> {
     let one: Vec<u8> = digit_pattern().iter().flatten().flat_map(|&v| (v as f32).to_le_bytes()).collect();
@@ -144,5 +164,22 @@ mod tests {
         assert_eq!(head["inputs"][0]["parameters"]["binary_data_size"], 3 * 784 * 4);
         assert_eq!(body.len() - len, 3 * 784 * 4);
         assert!(looks_valid(Protocol::KserveBinary, &[br#"{"outputs":[]}"#.as_slice(), &[1, 2]].concat(), Some(14)));
+    }
+
+    #[test]
+    fn payload_lines_are_json_documents() {
+        let dir = std::env::temp_dir().join(format!("aiserve-payloads-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bodies.jsonl");
+        std::fs::write(&file, "{\"input\": \"a\"}\n\n{\"input\": \"b c\"}\n").unwrap();
+        let bodies = body_lines(Protocol::Embeddings, &file).unwrap();
+        assert_eq!(bodies, [br#"{"input": "a"}"#.to_vec(), br#"{"input": "b c"}"#.to_vec()]);
+        std::fs::write(&file, "{\"input\": \"a\"}\n{\"input\": \n").unwrap();
+        let err = body_lines(Protocol::Embeddings, &file).unwrap_err().to_string();
+        assert!(err.contains("line 2 is not a JSON document"), "{err}");
+        std::fs::write(&file, "\n  \n").unwrap();
+        assert!(body_lines(Protocol::Embeddings, &file).unwrap_err().to_string().contains("no request bodies"));
+        assert!(body_lines(Protocol::KserveBinary, &file).unwrap_err().to_string().contains("not for"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
