@@ -96,8 +96,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         format!("{size} byte request, {batch} per request")
     };
     println!("aiserve bench: {:?} {target} ({what})", args.protocol);
-    let bodies: Arc<[(Bytes, Option<(&'static str, String)>)]> =
-        bodies.into_iter().map(|b| (b.clone(), args.protocol.header(&b))).collect();
+    let bodies: Arc<[Body]> = bodies.into_iter().map(|b| (b.clone(), args.protocol.header(&b))).collect();
     println!("{}", table_header());
     let mut reports = Vec::new();
     for &c in &args.concurrency {
@@ -137,11 +136,14 @@ fn check_target(uri: &hyper::Uri, allow_remote: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A request body and the extra header it needs (see [`Protocol::header`]).
+type Body = (Bytes, Option<(&'static str, String)>);
+
 struct Level {
     protocol: Protocol,
     target: String,
     /// The request bodies, taken in turn, each with its extra header.
-    bodies: Arc<[(Bytes, Option<(&'static str, String)>)]>,
+    bodies: Arc<[Body]>,
     /// The gRPC request, for the gRPC protocols.
     grpc: Option<grpc::Request>,
     /// HTTP/2 connections the gRPC calls share (0: one each).

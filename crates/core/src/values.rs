@@ -196,7 +196,7 @@ impl TensorData {
     pub fn to_f32(&self) -> Option<Vec<f32>> {
         Some(match self {
             Self::F32(v) => v.clone(),
-            other => other.into_f32_lossy()?,
+            other => other.to_f32_lossy()?,
         })
     }
 
@@ -204,11 +204,11 @@ impl TensorData {
     pub fn into_f32(self) -> Option<Vec<f32>> {
         match self {
             Self::F32(v) => Some(v),
-            other => other.into_f32_lossy(),
+            other => other.to_f32_lossy(),
         }
     }
 
-    fn into_f32_lossy(&self) -> Option<Vec<f32>> {
+    fn to_f32_lossy(&self) -> Option<Vec<f32>> {
         Some(match self {
             Self::Bool(v) => v.iter().map(|&b| b as u8 as f32).collect(),
             Self::U8(v) => v.iter().map(|&x| x as f32).collect(),

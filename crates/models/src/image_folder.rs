@@ -75,8 +75,11 @@ pub enum FolderError {
     TooLarge { count: usize, height: usize, width: usize, channels: usize, bytes: usize, max: usize },
 }
 
+/// The class names, each picture's class and path, and how many files were skipped.
+type Listing = (Vec<String>, Vec<(u8, PathBuf)>, usize);
+
 /// The pictures of each class folder of `dir`, sorted by file name.
-fn list(dir: &Path) -> Result<(Vec<String>, Vec<(u8, PathBuf)>, usize), FolderError> {
+fn list(dir: &Path) -> Result<Listing, FolderError> {
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| FolderError::Io { path, source }

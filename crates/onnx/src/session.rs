@@ -77,21 +77,6 @@ fn client_reason(message: &str) -> String {
     reason
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn client_reasons_lose_paths_and_length() {
-        let m = "Non-zero status code returned while running Conv node. Name:'c' Status Message: \
-                 /onnxruntime_src/core/conv.h:12 Invalid input shape: {48,0}";
-        assert_eq!(
-            super::client_reason(m),
-            "Non-zero status code returned while running Conv node. Name:'c' Status Message: Invalid input shape: {48,0}"
-        );
-        let long = super::client_reason(&"é".repeat(1000));
-        assert_eq!(long.chars().count(), super::MAX_REASON_CHARS + 1);
-    }
-}
-
 fn err(e: impl std::fmt::Display) -> BackendError {
     BackendError(format!("ONNX Runtime: {e}"))
 }
@@ -166,4 +151,19 @@ fn from_value(v: &DynValue) -> Result<Tensor, BackendError> {
         }
     };
     Tensor::new(shape, data).map_err(BackendError)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn client_reasons_lose_paths_and_length() {
+        let m = "Non-zero status code returned while running Conv node. Name:'c' Status Message: \
+                 /onnxruntime_src/core/conv.h:12 Invalid input shape: {48,0}";
+        assert_eq!(
+            super::client_reason(m),
+            "Non-zero status code returned while running Conv node. Name:'c' Status Message: Invalid input shape: {48,0}"
+        );
+        let long = super::client_reason(&"é".repeat(1000));
+        assert_eq!(long.chars().count(), super::MAX_REASON_CHARS + 1);
+    }
 }

@@ -109,9 +109,9 @@ fn homography(from: [(f64, f64); 4], to: [(f64, f64); 4]) -> Option<[f64; 8]> {
         a.swap(col, pivot);
         for row in 0..8 {
             if row != col {
-                let f = a[row][col] / a[col][col];
-                for k in col..9 {
-                    a[row][k] -= f * a[col][k];
+                let (f, pivot_row) = (a[row][col] / a[col][col], a[col]);
+                for (v, p) in a[row][col..].iter_mut().zip(&pivot_row[col..]) {
+                    *v -= f * p;
                 }
             }
         }

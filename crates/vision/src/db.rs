@@ -102,7 +102,8 @@ const ARC_TOLERANCE: f64 = 0.25;
 /// within [`ARC_TOLERANCE`] of the circle, every point rounded to a whole pixel.
 fn round_offset(poly: &[Point], delta: f64) -> Vec<Point> {
     let n = poly.len();
-    if n < 3 || !(delta > 0.0) {
+    // Also no offset for a NaN distance.
+    if n < 3 || delta.is_nan() || delta <= 0.0 {
         return poly.to_vec();
     }
     // Counter-clockwise (positive area) so that (dy, -dx) points outward.
@@ -250,8 +251,11 @@ pub fn reading_order(mut boxes: Vec<TextBox>) -> Vec<TextBox> {
 mod tests {
     use super::*;
 
-    /// A `h x w` map of 0.05 with `p` inside each given rotated rectangle (center, size, degrees).
-    fn map_with(h: usize, w: usize, rects: &[((f64, f64), (f64, f64), f64, f32)]) -> Vec<f32> {
+    /// A rotated rectangle (center, size, degrees) and the probability inside it.
+    type Rect = ((f64, f64), (f64, f64), f64, f32);
+
+    /// A `h x w` map of 0.05 with `p` inside each given rotated rectangle.
+    fn map_with(h: usize, w: usize, rects: &[Rect]) -> Vec<f32> {
         let mut m = vec![0.05f32; h * w];
         for &((cx, cy), (rw, rh), deg, p) in rects {
             let (s, c) = deg.to_radians().sin_cos();
@@ -328,8 +332,7 @@ mod tests {
         let m = map_with(32, 32, &[((5.0, 5.0), (1.0, 1.0), 0.0, 0.99), ((20.0, 20.0), (12.0, 8.0), 0.0, 0.4)]);
         assert_eq!(text_boxes(&m, (32, 32), (32, 32), &DbParams::default()).unwrap(), vec![]);
         assert!(text_boxes(&[0.0; 3], (2, 2), (2, 2), &DbParams::default()).unwrap_err().contains("needs 4 values"));
-        let mut few = DbParams::default();
-        few.max_candidates = 1;
+        let few = DbParams { max_candidates: 1, ..DbParams::default() };
         let two = map_with(32, 64, &[((12.0, 12.0), (16.0, 8.0), 0.0, 0.9), ((44.0, 12.0), (16.0, 8.0), 0.0, 0.9)]);
         assert_eq!(text_boxes(&two, (32, 64), (32, 64), &few).unwrap().len(), 1);
     }

@@ -30,6 +30,9 @@ pub struct Report<'a> {
 
 const FONT: &str = "sans-serif";
 
+/// One curve panel's pair of series (training, evaluation) from an epoch's metrics.
+type Series = fn(&EpochMetrics) -> (f64, f64);
+
 fn fonts() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -56,7 +59,7 @@ fn curves(path: &Path, epochs: &[EpochMetrics], eval: &str) -> Drawn {
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(500);
     let last = epochs.len().max(2) as f64;
-    let panels: [(&DrawingArea<_, _>, &str, fn(&EpochMetrics) -> (f64, f64)); 2] = [
+    let panels: [(&DrawingArea<_, _>, &str, Series); 2] = [
         (&left, "loss", |e| (e.loss, e.test_loss)),
         (&right, "accuracy %", |e| (e.accuracy * 100.0, e.test_accuracy * 100.0)),
     ];

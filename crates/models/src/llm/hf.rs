@@ -110,12 +110,11 @@ fn gemma3(config: &Value, hidden: usize, layers: usize) -> Result<Variant, LoadE
             (0..layers).map(|l| (l + 1) % n != 0).collect()
         }
     };
-    let sliding = match uint(config, "sliding_window").filter(|w| *w > 0) {
-        Some(window) => {
-            Some(Sliding { window, layers: flags, rope_theta: float("rope_local_base_freq").unwrap_or(10_000.0) })
-        }
-        None => None,
-    };
+    let sliding = uint(config, "sliding_window").filter(|w| *w > 0).map(|window| Sliding {
+        window,
+        layers: flags,
+        rope_theta: float("rope_local_base_freq").unwrap_or(10_000.0),
+    });
     if let Some(act) = config.get("hidden_activation").and_then(Value::as_str).filter(|a| *a != "gelu_pytorch_tanh") {
         return Err(LoadError::Unsupported(format!(
             "Gemma `hidden_activation` `{act}` (supported: gelu_pytorch_tanh)"
