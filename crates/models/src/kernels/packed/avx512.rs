@@ -183,11 +183,11 @@ pub(super) fn gelu_erf(v: __m512) -> __m512 {
     let x2 = _mm512_mul_ps(x, x);
     let mut p = _mm512_set1_ps(ERF_P[0]);
     for c in &ERF_P[1..] {
-        p = _mm512_add_ps(_mm512_mul_ps(p, x2), _mm512_set1_ps(*c));
+        p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(*c));
     }
     let mut q = _mm512_set1_ps(ERF_Q[0]);
     for c in &ERF_Q[1..] {
-        q = _mm512_add_ps(_mm512_mul_ps(q, x2), _mm512_set1_ps(*c));
+        q = _mm512_fmadd_ps(q, x2, _mm512_set1_ps(*c));
     }
     let erf = _mm512_div_ps(_mm512_mul_ps(x, p), q);
     _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5), v), _mm512_add_ps(_mm512_set1_ps(1.0), erf))
