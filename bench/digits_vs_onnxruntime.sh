@@ -12,6 +12,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 shared=$(cd "$here/../shared" && pwd)
 export PEERS_HOME="${PEERS_HOME:-$HOME/.cache/aiserve-peers}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/aiserve-target}"
+. "$here/bench/lib/serve.sh"
 rounds="${ROUNDS:-2}" served="${SERVED:-1}"
 "$shared/peers/embeddings_minilm/measure_onnx.sh" 1 >/dev/null  # installs ONNX Runtime 1.32's venv once
 py="$PEERS_HOME/venv-ort/bin/python"
@@ -42,11 +43,7 @@ mkdir -p "$tmp/repo/digits_onnx/1" && cp -r "$here/models/digits" "$tmp/repo/" &
 RAYON_NUM_THREADS=2 "$CARGO_TARGET_DIR/release/aiserve" serve --repo "$tmp/repo" --onnxruntime "$lib" \
   --addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 >"$tmp/log" 2>&1 &
 pid=$!
-for _ in $(seq 300); do
-  addr=$(sed -n 's/.*aiserve listening addr=\([0-9.:]*\).*/\1/p' "$tmp/log" | head -1)
-  [ -n "$addr" ] && grep -q "model=digits_onnx" "$tmp/log" && grep -q "model=digits " "$tmp/log" && break
-  sleep 0.1
-done
+serve_ready "$tmp/log" "$pid" digits digits_onnx
 for round in $(seq "$rounds"); do
   for model in digits digits_onnx; do
     for batch in 1 32; do

@@ -14,6 +14,7 @@ shared=$(cd "$here/../shared" && pwd)
 export PEERS_HOME="${PEERS_HOME:-$HOME/.cache/aiserve-peers}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/aiserve-target}"
 export AISERVE_ASSETS="${AISERVE_ASSETS:-$HOME/.cache/aiserve-assets}"
+. "$here/bench/lib/serve.sh"
 rounds="${ROUNDS:-2}" http="${HTTP:-1}" duration="${DURATION:-8s}"
 peer="$shared/peers/embeddings_minilm"
 "$shared/fetch-assets.sh" "$AISERVE_ASSETS" >/dev/null
@@ -47,11 +48,7 @@ for round in $(seq "$rounds"); do
     RAYON_NUM_THREADS=2 "$CARGO_TARGET_DIR/release/aiserve" serve --repo "$tmp/repo" --addr 127.0.0.1:0 \
       --grpc-addr 127.0.0.1:0 >"$tmp/log" 2>&1 &
     pid=$!
-    for _ in $(seq 300); do
-      addr=$(sed -n 's/.*aiserve listening addr=\([0-9.:]*\).*/\1/p' "$tmp/log" | head -1)
-      [ -n "$addr" ] && grep -q "model=minilm version=1" "$tmp/log" && break
-      sleep 0.1
-    done
+    serve_ready "$tmp/log" "$pid" minilm
     "$CARGO_TARGET_DIR/release/aiserve" bench --url "http://$addr" --protocol embeddings --model minilm \
       --payloads "$tmp/requests.jsonl" --concurrency 1,32 --duration "$duration" | tail -n +2
     kill "$pid"; wait "$pid" 2>/dev/null || true; pid=

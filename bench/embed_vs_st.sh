@@ -8,6 +8,7 @@
 # Loopback only; the server it starts is stopped on exit.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/bench/lib/serve.sh"
 shared=$(cd "$here/../shared" && pwd)
 export PEERS_HOME="${PEERS_HOME:-$HOME/.cache/aiserve-peers}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/aiserve-target}"
@@ -36,11 +37,7 @@ done
 mkdir -p "$tmp/repo/minilm" && cp -r "$assets/minilm" "$tmp/repo/minilm/1"
 "$CARGO_TARGET_DIR/release/aiserve" serve --repo "$tmp/repo" --addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 >"$tmp/log" 2>&1 &
 pid=$!
-for _ in $(seq 100); do
-  addr=$(sed -n 's/.*aiserve listening addr=\([0-9.:]*\).*/\1/p' "$tmp/log" | head -1)
-  [ -n "$addr" ] && grep -q "model=minilm version=1" "$tmp/log" && break
-  sleep 0.1
-done
+serve_ready "$tmp/log" "$pid" minilm
 "$py" - "$tmp/sentences.txt" >"$tmp/batch32.json" <<'PY'
 import json, sys
 print(json.dumps({"model": "minilm", "input": open(sys.argv[1]).read().split("\n")[:32]}))
