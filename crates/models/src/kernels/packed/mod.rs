@@ -242,9 +242,10 @@ impl PackedLinear {
     /// patch matrix): `out[(y * ow + x) * n + o] (+)= Σ w[o][(ky * kw + kx) * c + ci] ·
     /// img[((y + ky) * width + x + kx) * c + ci]` for every output pixel, with this weight packed
     /// from the kernel as `n x (kh * kw * c)` (output channels by taps). `img` is one NHWC
-    /// picture `width` wide; `out` holds its `oh x ow` output pixels of `n` channels. A register
-    /// tile takes up to [`MR`] ([`MR_WIDE`] with AVX-512) neighbours of one output row, whose
-    /// values lie `c` apart; `epi` says how its sums reach `out`.
+    /// picture `width` wide (`ow` may be less than `width + 1 - kw`: the columns past it are
+    /// not computed); `out` holds its `oh x ow` output pixels of `n` channels. A register tile
+    /// takes up to [`MR`] ([`MR_WIDE`] with AVX-512) output pixels in reading order, across row
+    /// ends; `epi` says how its sums reach `out`.
     #[allow(clippy::too_many_arguments)]
     pub fn conv_image(
         &self,
