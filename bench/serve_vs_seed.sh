@@ -6,6 +6,7 @@
 # Loopback only; every server it starts is stopped on exit.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/bench/lib/serve.sh"
 shared=$(cd "$here/../shared" && pwd)
 export PEERS_HOME="${PEERS_HOME:-$HOME/.cache/aiserve-peers}"
 DURATION="${DURATION:-10s}"; LEVELS="${LEVELS:-1,8,32}"
@@ -42,7 +43,8 @@ done
 
 "$bin" serve --addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 --repo "$here/models" 2>"$tmp/serve.log" &
 pid=$!
-for _ in $(seq 100); do addr=$(sed -n 's/.*aiserve listening addr=\([0-9.:]*\).*/\1/p' "$tmp/serve.log"); [ -n "$addr" ] && break; sleep 0.1; done
+# Ready, not just listening: requests sent while the models load get 404 and 503.
+serve_ready "$tmp/serve.log" "$pid" digits
 echo; echo "### aiserve POST /classify"
 "$bin" bench --url "http://$addr" --protocol classify --payload "$payload" --concurrency "$LEVELS" --duration "$DURATION" | tail -n +2
 echo; echo "### aiserve KServe v2 infer"
