@@ -78,17 +78,24 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         bail!("--concurrency levels must be in 1..=10000, got {:?}", args.concurrency);
     }
     let batch = args.batch as usize;
-    let bodies: Vec<Bytes> = match &args.payloads {
-        Some(file) => payload::body_lines(args.protocol, file)?.into_iter().map(Bytes::from).collect(),
-        None => vec![Bytes::from(args.protocol.body(&args.model, args.payload.as_deref(), batch)?)],
+    let bodies = match &args.payloads {
+        Some(file) => payload::body_lines(args.protocol, file)?,
+        None => vec![args.protocol.body(&args.model, args.payload.as_deref(), batch)?],
     };
+    let bodies: Arc<[Body]> = bodies
+        .into_iter()
+        .map(|b| {
+            let header = args.protocol.header(&b);
+            (Bytes::from(b), header)
+        })
+        .collect();
     let target = format!("{}{}", args.url.trim_end_matches('/'), args.protocol.path(&args.model));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let grpc = args.protocol.is_grpc().then(|| grpc::Request::new(args.protocol, &args.model, batch));
     let size = match &grpc {
         Some(grpc::Request::Kserve(r)) => prost::Message::encoded_len(r),
         Some(grpc::Request::Tf(r)) => prost::Message::encoded_len(r),
-        None => bodies.iter().map(Bytes::len).sum::<usize>() / bodies.len(),
+        None => bodies.iter().map(|(b, _)| b.len()).sum::<usize>() / bodies.len(),
     };
     let what = if bodies.len() > 1 {
         format!("{} bodies in turn, {size} bytes on average", bodies.len())
@@ -96,7 +103,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         format!("{size} byte request, {batch} per request")
     };
     println!("aiserve bench: {:?} {target} ({what})", args.protocol);
-    let bodies: Arc<[Body]> = bodies.into_iter().map(|b| (b.clone(), args.protocol.header(&b))).collect();
     println!("{}", table_header());
     let mut reports = Vec::new();
     for &c in &args.concurrency {
