@@ -4,6 +4,8 @@
 //! finer than llama.cpp's 8-bit activations. Each pair of values is broadcast to a tile's
 //! pair rows ([`super::layout`]); the products themselves are [`super::tiles`]'.
 
+#[cfg(target_arch = "x86_64")]
+use super::tiles::Wide;
 use super::tiles::{Scales, Width};
 use super::{Bits, BLOCK};
 
@@ -114,6 +116,18 @@ impl Width for Sixteen {
         true
     }
 
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn wide(
+        format: super::Format,
+        packed: &[u8],
+        tiles: std::ops::Range<usize>,
+        acts: &Acts,
+        out: &super::Out,
+    ) -> bool {
+        // SAFETY: this function's contract is `tiles::wide`'s.
+        unsafe { super::tiles::wide::<Sixteen>(format, packed, tiles, acts, out) }
+    }
+
     // Pair rows c and c + 8 (values 2c, 2c + 1 and 2c + 16, 2c + 17).
     #[cfg(target_arch = "x86_64")]
     const STEPS: usize = 8;
@@ -156,6 +170,40 @@ impl Width for Sixteen {
                 _mm256_add_epi32(acc, _mm256_madd_epi16(w, x))
             }
         }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Wide for Sixteen {
+    /// Pair rows `c` and `c + 8` of all 16 rows: a pair row's 32 bytes widened to 32 words.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn weights16<const F: u8>(payload: *const u8, c: usize) -> [std::arch::x86_64::__m512i; 2] {
+        use std::arch::x86_64::*;
+        // SAFETY: the 32-byte loads read pair rows `c`, `c + 8 < 16` (byte formats) or chunk
+        // `c < 8` (4-bit ones), inside the tile block's payload, and the CPU has AVX-512 F and
+        // BW (both this function's contract).
+        unsafe {
+            let at = |r: usize| _mm256_loadu_si256(payload.add(32 * r) as *const __m256i);
+            if super::tiles::signed(F) {
+                return [_mm512_cvtepi8_epi16(at(c)), _mm512_cvtepi8_epi16(at(c + 8))];
+            }
+            let q = _mm512_cvtepu8_epi16(at(c));
+            [_mm512_and_si512(q, _mm512_set1_epi16(0x0F)), _mm512_srli_epi16::<4>(q)]
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    // Inlined into its callers, which have these features.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    unsafe fn dot16<const F: u8>(
+        acc: std::arch::x86_64::__m512i,
+        w: std::arch::x86_64::__m512i,
+        x: std::arch::x86_64::__m512i,
+    ) -> std::arch::x86_64::__m512i {
+        // SAFETY: the CPU has AVX-512 F and VNNI (this function's contract).
+        unsafe { super::tiles::simd::vpdpwssd512(acc, w, x) }
     }
 }
 
