@@ -8,7 +8,7 @@
 //! `AISERVE_ACTIVATION_BITS=8` the 8-bit activations, `FORMAT=q4k` Q4_K's weights as loaded (f32
 //! scales per 32 values), `FORMAT=f32` the same values unquantized, `FORMAT=q6k` Q6_K's as
 //! loaded (signed bytes, f32 scales per 16 values), `FORMAT=q8_0` Q8_0's (f16 scale, signed
-//! bytes), `FORMAT=q5k` Q5_K's and Q5_1's (bytes, f32
+//! bytes), `FORMAT=q5_0` Q5_0's, `FORMAT=q5k` Q5_K's and Q5_1's (bytes, f32
 //! scale and term per 32).
 //!
 //!   cargo bench -p aiserve-models --bench quant_matmul
@@ -56,14 +56,16 @@ fn main() {
                 let f = if format == "q6k" { Format::Q6K } else { Format::Q5K };
                 return (Matrix::quantized(f, bits, r, c, bytes).unwrap(), c);
             }
-            if format == "q8_0" {
-                // Q8_0: an f16 scale and 32 signed bytes.
+            if format == "q8_0" || format == "q5_0" {
+                // An f16 scale, then 32 signed bytes (Q8_0) or 32 fifth bits and 16 bytes of
+                // nibbles (Q5_0).
+                let (f, payload) = if format == "q8_0" { (Format::Q8_0, 32) } else { (Format::Q5_0, 20) };
                 for _ in 0..r * c / 32 {
                     let d = 0.001 + (next() % 1000) as f32 * 1e-5;
                     bytes.extend_from_slice(&half::f16::from_f32(d).to_bits().to_le_bytes());
-                    bytes.extend((0..32).map(|_| next() as u8));
+                    bytes.extend((0..payload).map(|_| next() as u8));
                 }
-                return (Matrix::quantized(Format::Q8_0, bits, r, c, bytes).unwrap(), c);
+                return (Matrix::quantized(f, bits, r, c, bytes).unwrap(), c);
             }
             for _ in 0..r * c / 32 {
                 let (d, m) = (0.001 + (next() % 1000) as f32 * 1e-5, -((next() % 1000) as f32) * 1e-4);

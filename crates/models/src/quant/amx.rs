@@ -126,6 +126,7 @@ pub unsafe fn dot_tiles(
     use super::tiles::simd::by_format;
     assert!(rows.n == scales.n && rows.nb == scales.nb);
     assert!(!format.split_scales(), "the unit's sums cover whole blocks");
+    assert!(!format.high_bits(), "the unit's weight loads have no fifth bits");
     assert!(tiles.end * scales.nb * super::layout::tile_block_bytes(format) <= packed.len());
     assert!(tiles.end * super::layout::TILE < out.rows + super::layout::TILE && out.rows <= out.stride);
     // SAFETY: the unit is available (this function's contract), with AVX2, FMA, F16C and

@@ -107,8 +107,9 @@ impl Width for Sixteen {
         out: &super::Out,
     ) -> bool {
         let Some(split) = &acts.split else { return false };
-        if format.split_scales() {
-            // The unit's sums cover whole blocks; these need their halves apart.
+        if format.split_scales() || format.high_bits() {
+            // The unit's sums cover whole blocks, which these need apart; its weight loads
+            // have no fifth bits.
             return false;
         }
         // SAFETY: the split exists only where the unit is available.
@@ -139,8 +140,9 @@ impl Width for Sixteen {
     unsafe fn weights<const F: u8>(payload: *const u8, h: usize, c: usize) -> [std::arch::x86_64::__m256i; 2] {
         use std::arch::x86_64::*;
         // SAFETY: the 16-byte loads read half `h` of 32-byte pair rows `c`, `c + 8 < 16` (byte
-        // formats) or of chunk `c < 8` (4-bit ones), inside the tile block's payload, and the
-        // CPU has AVX2 (both this function's contract).
+        // formats) or of chunk `c < 8` (4-bit ones), and Q5_0's fifth bits 2 bytes at
+        // `4r + 2h < 64` of its plane, inside the tile block's payload, and the CPU has AVX2 (both
+        // this function's contract).
         unsafe {
             if super::tiles::signed(F) {
                 let at =
@@ -148,7 +150,14 @@ impl Width for Sixteen {
                 [at(c), at(c + 8)]
             } else {
                 let q = _mm256_cvtepu8_epi16(_mm_loadu_si128(payload.add(32 * c + 16 * h) as *const __m128i));
-                [_mm256_and_si256(q, _mm256_set1_epi16(0x0F)), _mm256_srli_epi16::<4>(q)]
+                let v = [_mm256_and_si256(q, _mm256_set1_epi16(0x0F)), _mm256_srli_epi16::<4>(q)];
+                if !super::tiles::high(F) {
+                    return v;
+                }
+                // Fifth bits of pair rows c and c + 8, half h: 16 bits each in the plane.
+                let plane = payload.add(super::layout::HIGH_PLANE);
+                let fifth = |r: usize| super::tiles::simd::fifth16(plane.add(4 * r + 2 * h));
+                [_mm256_or_si256(v[0], fifth(c)), _mm256_or_si256(v[1], fifth(c + 8))]
             }
         }
     }
@@ -181,15 +190,26 @@ impl Wide for Sixteen {
     unsafe fn weights16<const F: u8>(payload: *const u8, c: usize) -> [std::arch::x86_64::__m512i; 2] {
         use std::arch::x86_64::*;
         // SAFETY: the 32-byte loads read pair rows `c`, `c + 8 < 16` (byte formats) or chunk
-        // `c < 8` (4-bit ones), inside the tile block's payload, and the CPU has AVX-512 F and
-        // BW (both this function's contract).
+        // `c < 8` (4-bit ones), and Q5_0's fifth bits 4 bytes at `4r < 64` of its plane, inside
+        // the tile block's payload, and the CPU has AVX-512 F and BW (both this function's
+        // contract).
         unsafe {
             let at = |r: usize| _mm256_loadu_si256(payload.add(32 * r) as *const __m256i);
             if super::tiles::signed(F) {
                 return [_mm512_cvtepi8_epi16(at(c)), _mm512_cvtepi8_epi16(at(c + 8))];
             }
             let q = _mm512_cvtepu8_epi16(at(c));
-            [_mm512_and_si512(q, _mm512_set1_epi16(0x0F)), _mm512_srli_epi16::<4>(q)]
+            let v = [_mm512_and_si512(q, _mm512_set1_epi16(0x0F)), _mm512_srli_epi16::<4>(q)];
+            if !super::tiles::high(F) {
+                return v;
+            }
+            // Fifth bits of pair rows c and c + 8: 32 bits each in the plane, one per lane.
+            let plane = payload.add(super::layout::HIGH_PLANE);
+            let add = |v: __m512i, r: usize| {
+                let bits = std::ptr::read_unaligned(plane.add(4 * r) as *const u32);
+                _mm512_mask_add_epi16(v, bits, v, _mm512_set1_epi16(16))
+            };
+            [add(v[0], c), add(v[1], c + 8)]
         }
     }
 

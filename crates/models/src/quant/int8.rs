@@ -77,7 +77,8 @@ impl Width for Eight {
     unsafe fn weights<const F: u8>(payload: *const u8, h: usize, c: usize) -> [std::arch::x86_64::__m256i; 2] {
         use std::arch::x86_64::*;
         // SAFETY: the 32-byte loads read quad row `8h + c` or `8h + c + 4 < 16` (byte formats)
-        // or chunk `4h + c < 8` (4-bit ones), inside the tile block's payload, and the CPU has
+        // or chunk `4h + c < 8` (4-bit ones), and Q5_0's fifth bits 4 bytes at `16c + 4h` and
+        // `16c + 8 + 4h` (`< 64`) of its plane, inside the tile block's payload, and the CPU has
         // AVX2 (both this function's contract).
         unsafe {
             if super::tiles::signed(F) {
@@ -87,7 +88,14 @@ impl Width for Eight {
             }
             let nibble = _mm256_set1_epi8(0x0F);
             let q = _mm256_loadu_si256(payload.add(32 * (4 * h + c)) as *const __m256i);
-            [_mm256_and_si256(q, nibble), _mm256_and_si256(_mm256_srli_epi16::<4>(q), nibble)]
+            let v = [_mm256_and_si256(q, nibble), _mm256_and_si256(_mm256_srli_epi16::<4>(q), nibble)];
+            if !super::tiles::high(F) {
+                return v;
+            }
+            // Fifth bits of chunk 4h + c's low and high nibbles: 32 bits each in the plane.
+            let plane = payload.add(super::layout::HIGH_PLANE + 16 * c + 4 * h);
+            let fifth = |at: usize| super::tiles::simd::fifth8(plane.add(at));
+            [_mm256_or_si256(v[0], fifth(0)), _mm256_or_si256(v[1], fifth(8))]
         }
     }
 
@@ -133,8 +141,8 @@ impl Wide for Eight {
     #[inline(always)]
     unsafe fn weights16<const F: u8>(payload: *const u8, c: usize) -> [std::arch::x86_64::__m512i; 2] {
         use std::arch::x86_64::*;
-        // SAFETY: as in `weights`, for both halves `h`; the CPU has AVX-512 F and BW (this
-        // function's contract).
+        // SAFETY: as in `weights`, for both halves `h` (Q5_0's fifth bits: 8 bytes at `16c` and
+        // `16c + 8`); the CPU has AVX-512 F and BW (this function's contract).
         unsafe {
             if super::tiles::signed(F) {
                 let at = |h: usize, r: usize| _mm256_loadu_si256(payload.add(32 * (8 * h + r)) as *const __m256i);
@@ -144,7 +152,17 @@ impl Wide for Eight {
             let nibble = _mm512_set1_epi8(0x0F);
             let half = |h: usize| _mm256_loadu_si256(payload.add(32 * (4 * h + c)) as *const __m256i);
             let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(half(0)), half(1));
-            [_mm512_and_si512(q, nibble), _mm512_and_si512(_mm512_srli_epi16::<4>(q), nibble)]
+            let v = [_mm512_and_si512(q, nibble), _mm512_and_si512(_mm512_srli_epi16::<4>(q), nibble)];
+            if !super::tiles::high(F) {
+                return v;
+            }
+            // Fifth bits of chunks c and 4 + c's low and high nibbles: 64 bits each in the plane.
+            let plane = payload.add(super::layout::HIGH_PLANE + 16 * c);
+            let add = |v: __m512i, at: usize| {
+                let bits = std::ptr::read_unaligned(plane.add(at) as *const u64);
+                _mm512_mask_add_epi8(v, bits, v, _mm512_set1_epi8(16))
+            };
+            [add(v[0], 0), add(v[1], 8)]
         }
     }
 

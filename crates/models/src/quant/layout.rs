@@ -18,9 +18,14 @@
 //! For 8-bit activations ([`Bits::Eight`]) a block's values go in 8 *quad rows* instead: quad row `r` holds values `4r..4r + 4` of each weight row, for
 //! `pmaddubsw`/`vpdpbusd`, which sum four byte products per 32-bit lane. Chunk `4h + c` (32 bytes)
 //! holds rows `8h..8h + 8`: byte `i` is row `8h + i/4`, value `4c + i%4` in its low nibble and
-//! `16 + 4c + i%4` in its high one, so one load, two ANDs and a shift give two quad rows. Weights keep their GGUF size (a tile block is 16
-//! GGUF blocks' bytes); only the last tile of a matrix whose rows are not a multiple of 16 is
-//! padded with zero rows.
+//! `16 + 4c + i%4` in its high one, so one load, two ANDs and a shift give two quad rows.
+//!
+//! Q5_0's nibbles are laid out as the 4-bit formats'; their fifth bits follow in a 64-byte
+//! plane ([`HIGH_PLANE`]), one bit per lane of the vectors the nibbles unpack into, so that a
+//! vector's fifth bits are one 16-, 32- or 64-bit load (a mask on AVX-512; [`high_bit`]).
+//!
+//! Weights keep their GGUF size (a tile block is 16 GGUF blocks' bytes); only the last tile of
+//! a matrix whose rows are not a multiple of 16 is padded with zero rows.
 
 use super::{Bits, Format, BLOCK};
 
@@ -54,6 +59,22 @@ const fn second_value(format: Format) -> bool {
 /// Bytes of one tile block (16 rows × 32 values), the size of 16 GGUF blocks.
 pub const fn tile_block_bytes(format: Format) -> usize {
     TILE * format.block_bytes()
+}
+
+/// Where a [`Format::Q5_0`] tile block's plane of fifth bits starts in its payload (after the
+/// 256 bytes of nibbles).
+pub const HIGH_PLANE: usize = 256;
+
+/// Which bit of the plane of fifth bits holds value `p` (`< 32`) of tile row `j`'s: for 16-bit
+/// activations, pair row `p / 2` takes 32 bits, lane `2j + p % 2` (the lane its nibble unpacks
+/// to); for 8-bit ones, chunk `4h + c`'s low and high nibbles (values `4c..4c + 4` and
+/// `16 + 4c..`) take 32 bits each, byte for byte, ordered so that rows 0..8 and 8..16 of the
+/// same nibbles are one 64-bit word (`c` of 16 bytes: low h=0, low h=1, high h=0, high h=1).
+pub const fn high_bit(bits: Bits, j: usize, p: usize) -> usize {
+    match bits {
+        Bits::Sixteen => 32 * (p / 2) + 2 * j + p % 2,
+        Bits::Eight => 128 * (p % 16 / 4) + 64 * (p / 16) + 32 * (j / 8) + 4 * (j % 8) + p % 4,
+    }
 }
 
 /// Where weight value `p` (`< 32`) of tile row `j` sits in a tile block's payload: `(byte,
@@ -95,19 +116,40 @@ pub fn pack(format: Format, bits: Bits, rows: usize, nb: usize, gguf: &[u8]) -> 
                 } else {
                     payload[at] |= nibble(values, p) << if high { 4 } else { 0 };
                 }
+                if format.high_bits() && fifth_bit(blk, p) {
+                    let bit = high_bit(bits, j, p);
+                    payload[HIGH_PLANE + bit / 8] |= 1 << (bit % 8);
+                }
             }
         }
     }
     out
 }
 
-/// Bytes before the values in a GGUF block (or a [`Format::Q4K`] or [`Format::Q6K`] block).
+/// Bytes before the values (the low nibbles for Q5_0) in a GGUF block (or a [`Format::Q4K`] or
+/// [`Format::Q6K`] block).
 const fn header_bytes_gguf(format: Format) -> usize {
-    if second_value(format) {
+    if format.high_bits() {
+        6
+    } else if second_value(format) {
         2 * scale_bytes(format)
     } else {
         scale_bytes(format)
     }
+}
+
+/// Whether value `p` of a GGUF Q5_0 block has its fifth bit set (the `u32` after the scale).
+fn fifth_bit(blk: &[u8], p: usize) -> bool {
+    blk[2 + p / 8] >> (p % 8) & 1 == 1
+}
+
+/// Value `p`'s fifth bit in a tile block's `payload`, as 16 (0 for formats without).
+fn fifth(format: Format, bits: Bits, payload: &[u8], j: usize, p: usize) -> u8 {
+    if !format.high_bits() {
+        return 0;
+    }
+    let bit = high_bit(bits, j, p);
+    (payload[HIGH_PLANE + bit / 8] >> (bit % 8) & 1) << 4
 }
 
 /// The GGUF bytes of row `r` of a packed matrix of `nb` blocks per row (what [`pack`] was given).
@@ -130,6 +172,10 @@ pub fn gguf_row(format: Format, bits: Bits, packed: &[u8], nb: usize, r: usize, 
                 (_, true) => payload[at] >> 4,
             }
         };
+        if format.high_bits() {
+            let qh = (0..BLOCK).fold(0u32, |qh, p| qh | ((fifth(format, bits, payload, j, p) >> 4) as u32) << p);
+            out.extend_from_slice(&qh.to_le_bytes());
+        }
         if format.signed_bytes() {
             out.extend((0..BLOCK).map(value));
         } else {
@@ -166,6 +212,7 @@ pub fn read_block(format: Format, bits: Bits, packed: &[u8], nb: usize, r: usize
         Format::Q4_0 => ([f16(2 * j); 2], -8.0 * f16(2 * j)),
         Format::Q4_1 => ([f16(2 * j); 2], f16(2 * (TILE + j))),
         Format::Q8_0 => ([f16(2 * j); 2], 0.0),
+        Format::Q5_0 => ([f16(2 * j); 2], -16.0 * f16(2 * j)),
         Format::Q4K => ([f32(4 * j); 2], f32(4 * (TILE + j))),
         Format::Q6K => ([f32(4 * j), f32(4 * (TILE + j))], 0.0),
         Format::Q5K => ([f32(4 * j); 2], f32(4 * (TILE + j))),
@@ -173,11 +220,12 @@ pub fn read_block(format: Format, bits: Bits, packed: &[u8], nb: usize, r: usize
     let payload = &src[header(format)..];
     let q = std::array::from_fn(|p| {
         let (at, high) = payload_index(format, bits, j, p);
-        match (format.signed_bytes(), high) {
-            (true, _) => payload[at] as i8 as i32,
-            (_, false) => (payload[at] & 0x0F) as i32,
-            (_, true) => (payload[at] >> 4) as i32,
-        }
+        let nibbles = match (format.signed_bytes(), high) {
+            (true, _) => return payload[at] as i8 as i32,
+            (_, false) => payload[at] & 0x0F,
+            (_, true) => payload[at] >> 4,
+        };
+        (nibbles | fifth(format, bits, payload, j, p)) as i32
     });
     Block { d, m, q }
 }
@@ -199,12 +247,17 @@ mod tests {
     #[test]
     fn payload_positions_are_a_permutation() {
         for (format, bits) in crate::quant::tests::KINDS {
-            let mut seen = std::collections::HashSet::new();
+            let (mut seen, mut bit_seen) = (std::collections::HashSet::new(), std::collections::HashSet::new());
             for j in 0..TILE {
                 for p in 0..BLOCK {
                     let (at, high) = payload_index(format, bits, j, p);
                     assert!(at < TILE * format.block_bytes() - header(format));
                     assert!(seen.insert((at, high)), "{format:?} {bits:?} j={j} p={p}");
+                    assert!(
+                        high_bit(bits, j, p) < 8 * (TILE * format.block_bytes() - header(format) - HIGH_PLANE)
+                            || !format.high_bits()
+                    );
+                    assert!(bit_seen.insert(high_bit(bits, j, p)));
                 }
             }
             assert_eq!(seen.len(), TILE * BLOCK);

@@ -46,6 +46,10 @@ pub enum Format {
     Q4_1,
     /// f16 scale `d`, 32 signed bytes: `w = d·q`.
     Q8_0,
+    /// f16 scale `d`, 32 5-bit values: `w = d·(q − 16)`, GGML's Q5_0 (llama.cpp's K-quant files
+    /// use it where rows are not whole super-blocks). In tiles, low nibbles as the 4-bit formats'
+    /// and a plane of the fifth bits ([`layout::HIGH_PLANE`]).
+    Q5_0,
     /// f32 scale `d` and term `m`, 32 4-bit values: `w = d·q + m`; what GGML's Q4_K
     /// super-blocks become at load time ([`q4_k`]).
     Q4K,
@@ -63,6 +67,7 @@ impl Format {
             Format::Q4_0 => 18,
             Format::Q4_1 => 20,
             Format::Q8_0 => 34,
+            Format::Q5_0 => 22,
             Format::Q4K => 24,
             Format::Q6K => 40,
             Format::Q5K => 40,
@@ -76,7 +81,12 @@ impl Format {
 
     /// Whether each block adds a term per unit of activation (`w = d·q + m`; Q4_0: `m = −8·d`).
     pub const fn has_term(self) -> bool {
-        matches!(self, Format::Q4_0 | Format::Q4_1 | Format::Q4K | Format::Q5K)
+        matches!(self, Format::Q4_0 | Format::Q4_1 | Format::Q4K | Format::Q5K | Format::Q5_0)
+    }
+
+    /// Whether values have a fifth bit beside their nibbles ([`layout::HIGH_PLANE`]).
+    pub const fn high_bits(self) -> bool {
+        matches!(self, Format::Q5_0)
     }
 
     /// Whether a block's halves (values 0..16 and 16..32) have scales of their own.
@@ -177,7 +187,9 @@ impl Matrix {
     }
 
     /// The rows of `parts` one under the other (e.g. the query, key and value projections as one
-    /// product). All parts must share the column count and storage format.
+    /// product). All parts must share the column count and storage format, except that Q5_0
+    /// parts stack with Q8_0 ones as Q8_0 (exactly; llama.cpp's K-quant files mix the two in
+    /// attention layers).
     pub fn stack(parts: Vec<Matrix>) -> Result<Matrix, String> {
         let cols = parts.first().map(|p| p.cols).ok_or("nothing to stack")?;
         let rows = parts.iter().map(|p| p.rows).sum();
@@ -185,14 +197,33 @@ impl Matrix {
             return Err("stacked matrices must have the same number of columns".into());
         }
         let data = match &parts[0].data {
-            Data::Blocks { format, bits, .. } => {
+            Data::Blocks { bits, .. } => {
+                let bits = *bits;
+                let formats: Vec<Option<Format>> = parts
+                    .iter()
+                    .map(|p| match p.data {
+                        Data::Blocks { format, .. } => Some(format),
+                        Data::F32(_) => None,
+                    })
+                    .collect();
+                let format = match formats[0] {
+                    Some(Format::Q5_0) if formats.contains(&Some(Format::Q8_0)) => Format::Q8_0,
+                    f => f.expect("a block matrix"),
+                };
                 // Back to GGUF rows and packed again: a part's last tile may be padded.
-                let (format, bits) = (*format, *bits);
                 let mut all = Vec::new();
                 for p in parts {
                     match p.data {
                         Data::Blocks { format: f, bits: b, bytes } if f == format && b == bits => {
                             (0..p.rows).for_each(|r| layout::gguf_row(format, bits, &bytes, cols / BLOCK, r, &mut all))
+                        }
+                        Data::Blocks { format: Format::Q5_0, bits: b, bytes }
+                            if format == Format::Q8_0 && b == bits =>
+                        {
+                            let mut q5 = Vec::new();
+                            (0..p.rows)
+                                .for_each(|r| layout::gguf_row(Format::Q5_0, bits, &bytes, cols / BLOCK, r, &mut q5));
+                            all.extend(q5::q5_0_to_q8_0(&q5)?);
                         }
                         _ => return Err("stacked matrices must have the same format".into()),
                     }

@@ -1,12 +1,10 @@
-//! GGML's 5-bit formats regrouped at load time for the kernels: Q5_0 becomes Q8_0 (its values
-//! minus 16 are signed bytes under the same f16 scale), Q5_1 and Q5_K become [`Format::Q5K`]
-//! (values `0..=31` as bytes, f32 scale and term per 32). All exact; `Q5_K_M` files hold Q5_K and
-//! Q6_K, and llama.cpp's K-quant files use Q5_0 where rows are not whole super-blocks.
+//! GGML's 5-bit formats with a term regrouped at load time for the kernels: Q5_1 and Q5_K become
+//! [`Format::Q5K`] (values `0..=31` as bytes, f32 scale and term per 32), exactly; `Q5_K_M`
+//! files hold Q5_K and Q6_K. Q5_0 has a kernel of its own ([`Format::Q5_0`]) and becomes Q8_0
+//! only where it is stacked with Q8_0 rows.
 
 use super::{Format, BLOCK};
 
-/// Bytes per Q5_0 block: f16 `d`, 32 high bits, 16 bytes of low nibbles.
-pub const Q5_0_BYTES: usize = 22;
 /// Bytes per Q5_1 block: f16 `d`, f16 `m`, 32 high bits, 16 bytes of low nibbles.
 pub const Q5_1_BYTES: usize = 24;
 /// Values and bytes per Q5_K super-block: f16 `d` and `dmin`, 12 bytes of 6-bit scales and
@@ -22,17 +20,18 @@ fn whole(data: &[u8], size: usize, what: &str) -> Result<(), String> {
     }
 }
 
-/// Value `j` of a Q5_0/Q5_1 block: low nibble from `qs`, fifth bit `j` of `qh`.
+/// Value `j` of a Q5_0 or Q5_1 block: low nibble from `qs`, fifth bit `j` of `qh`.
 fn value_32(qh: u32, qs: &[u8], j: usize) -> u8 {
     let low = if j < 16 { qs[j] & 0xF } else { qs[j - 16] >> 4 };
     low | (((qh >> j) & 1) as u8) << 4
 }
 
-/// Q5_0 blocks (`w = d·(q − 16)`) as Q8_0 blocks with the same scale.
+/// Q5_0 blocks (`w = d·(q − 16)`) as Q8_0 blocks with the same scale (their values minus 16
+/// are signed bytes): for stacking them with Q8_0 rows ([`super::Matrix::stack`]).
 pub fn q5_0_to_q8_0(q5_0: &[u8]) -> Result<Vec<u8>, String> {
-    whole(q5_0, Q5_0_BYTES, "Q5_0")?;
-    let mut out = Vec::with_capacity(q5_0.len() / Q5_0_BYTES * Format::Q8_0.block_bytes());
-    for b in q5_0.chunks_exact(Q5_0_BYTES) {
+    whole(q5_0, Format::Q5_0.block_bytes(), "Q5_0")?;
+    let mut out = Vec::with_capacity(q5_0.len() / Format::Q5_0.block_bytes() * Format::Q8_0.block_bytes());
+    for b in q5_0.chunks_exact(Format::Q5_0.block_bytes()) {
         let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
         out.extend_from_slice(&b[..2]);
         out.extend((0..BLOCK).map(|j| (value_32(qh, &b[6..], j) as i8 - 16) as u8));
@@ -87,7 +86,8 @@ mod tests {
 
     #[test]
     fn converted_blocks_hold_the_values_ggml_decodes() {
-        let cases: [(GgmlDType, Format, crate::quant::Regroup); 3] = [
+        let cases: [(GgmlDType, Format, crate::quant::Regroup); 4] = [
+            (GgmlDType::Q5_0, Format::Q5_0, |b| Ok(b.to_vec())),
             (GgmlDType::Q5_0, Format::Q8_0, q5_0_to_q8_0),
             (GgmlDType::Q5_1, Format::Q5K, q5_1_to_blocks),
             (GgmlDType::Q5K, Format::Q5K, q5_k_to_blocks),

@@ -25,6 +25,13 @@ pub fn dequantize_block(format: Format, blk: &[u8], out: &mut [f32]) {
             (0..BLOCK).for_each(|j| out[j] = nibble(&blk[4..], j).mul_add(d, m));
         }
         Format::Q8_0 => (0..BLOCK).for_each(|j| out[j] = d * blk[2 + j] as i8 as f32),
+        Format::Q5_0 => {
+            let qh = u32::from_le_bytes(blk[2..6].try_into().expect("4 bytes"));
+            (0..BLOCK).for_each(|j| {
+                let q = nibble(&blk[6..], j) + 16.0 * ((qh >> j) & 1) as f32;
+                out[j] = q.mul_add(d, -16.0 * d)
+            });
+        }
         Format::Q4K => {
             let (d, m) = (f32_at(blk, 0), f32_at(blk, 4));
             (0..BLOCK).for_each(|j| out[j] = nibble(&blk[8..], j).mul_add(d, m));

@@ -110,19 +110,21 @@ fn dense(m: &Matrix) -> Vec<f32> {
 }
 
 /// Every format with each activation width.
-pub(crate) const KINDS: [(Format, Bits); 12] = [
+pub(crate) const KINDS: [(Format, Bits); 14] = [
     (Format::Q4_0, Bits::Sixteen),
     (Format::Q4_1, Bits::Sixteen),
     (Format::Q8_0, Bits::Sixteen),
     (Format::Q4K, Bits::Sixteen),
     (Format::Q6K, Bits::Sixteen),
     (Format::Q5K, Bits::Sixteen),
+    (Format::Q5_0, Bits::Sixteen),
     (Format::Q4_0, Bits::Eight),
     (Format::Q4_1, Bits::Eight),
     (Format::Q8_0, Bits::Eight),
     (Format::Q4K, Bits::Eight),
     (Format::Q6K, Bits::Eight),
     (Format::Q5K, Bits::Eight),
+    (Format::Q5_0, Bits::Eight),
 ];
 
 #[test]
@@ -277,7 +279,7 @@ fn f32_matrices_match_plain_sums_and_are_batch_invariant() {
 }
 
 #[test]
-fn stacking_keeps_rows_and_refuses_mixed_shapes() {
+fn stacking_keeps_rows_and_refuses_mixed_shapes_and_formats() {
     let a = Matrix::quantized(Format::Q8_0, Bits::Sixteen, 2, 32, random_blocks(Format::Q8_0, 2, 32, 1)).unwrap();
     let b = Matrix::quantized(Format::Q8_0, Bits::Sixteen, 3, 32, random_blocks(Format::Q8_0, 3, 32, 2)).unwrap();
     let (da, db) = (dense(&a), dense(&b));
@@ -287,6 +289,18 @@ fn stacking_keeps_rows_and_refuses_mixed_shapes() {
     let c = Matrix::f32(1, 32, vec![0.0; 32]).unwrap();
     let d = Matrix::quantized(Format::Q8_0, Bits::Sixteen, 1, 32, random_blocks(Format::Q8_0, 1, 32, 3)).unwrap();
     assert!(Matrix::stack(vec![c, d]).is_err());
+    // Q5_0 rows stack with Q8_0 ones as Q8_0, keeping their values.
+    for bits in [Bits::Sixteen, Bits::Eight] {
+        let q5 = Matrix::quantized(Format::Q5_0, bits, 17, 64, random_blocks(Format::Q5_0, 17, 64, 4)).unwrap();
+        let q8 = Matrix::quantized(Format::Q8_0, bits, 3, 64, random_blocks(Format::Q8_0, 3, 64, 5)).unwrap();
+        let want = [dense(&q5), dense(&q8)].concat();
+        let s = Matrix::stack(vec![q5, q8]).unwrap();
+        assert_eq!((s.rows(), s.format_name().starts_with("Q8_0")), (20, true));
+        assert_eq!(dense(&s), want);
+    }
+    let q4 = Matrix::quantized(Format::Q4_0, Bits::Sixteen, 1, 32, random_blocks(Format::Q4_0, 1, 32, 6)).unwrap();
+    let q8 = Matrix::quantized(Format::Q8_0, Bits::Sixteen, 1, 32, random_blocks(Format::Q8_0, 1, 32, 7)).unwrap();
+    assert!(Matrix::stack(vec![q4, q8]).is_err());
     assert!(Matrix::quantized(Format::Q4_1, Bits::Eight, 1, 33, vec![]).is_err());
     assert!(Matrix::quantized(Format::Q4_1, Bits::Eight, 1, 32, vec![0; 19]).is_err());
 }

@@ -321,7 +321,7 @@ fn kernel(dtype: GgmlDType) -> Option<(Format, Regroup)> {
         GgmlDType::Q4_0 => Some((Format::Q4_0, as_is)),
         GgmlDType::Q4_1 => Some((Format::Q4_1, as_is)),
         GgmlDType::Q8_0 => Some((Format::Q8_0, as_is)),
-        GgmlDType::Q5_0 => Some((Format::Q8_0, q5::q5_0_to_q8_0)),
+        GgmlDType::Q5_0 => Some((Format::Q5_0, as_is)),
         GgmlDType::Q5_1 => Some((Format::Q5K, q5::q5_1_to_blocks)),
         GgmlDType::Q4K => Some((Format::Q4K, q4_k::to_blocks)),
         GgmlDType::Q5K => Some((Format::Q5K, q5::q5_k_to_blocks)),

@@ -151,7 +151,7 @@ fn rope_frequency_factors_and_linear_scaling_turn_the_same_angles() {
 #[test]
 fn k_and_5_bit_quant_weights_give_the_logits_of_their_values() {
     for (dtype, name) in
-        [(GgmlDType::Q4K, "Q4K"), (GgmlDType::Q5K, "Q5K"), (GgmlDType::Q6K, "Q6K"), (GgmlDType::Q5_0, "Q8_0")]
+        [(GgmlDType::Q4K, "Q4K"), (GgmlDType::Q5K, "Q5K"), (GgmlDType::Q6K, "Q6K"), (GgmlDType::Q5_0, "Q5_0")]
     {
         // K-quants' rows are whole super-blocks of 256 values.
         let quantized = logits(&tiny_with(256, Weights::Quantized(dtype), &[], &[]));
@@ -185,7 +185,7 @@ fn qwen3_normalises_query_and_key_heads() {
 #[test]
 fn loaded_sizes_count_kernel_formats_as_held_and_the_rest_as_f32() {
     assert_eq!(loaded_bytes(GgmlDType::Q4K, 256), 8 * 24);
-    assert_eq!(loaded_bytes(GgmlDType::Q5_0, 32), 34);
+    assert_eq!(loaded_bytes(GgmlDType::Q5_0, 32), 22);
     assert_eq!(loaded_bytes(GgmlDType::Q3K, 256), 1024);
     assert_eq!(loaded_bytes(GgmlDType::F16, 10), 40);
 }

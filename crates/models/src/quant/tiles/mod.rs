@@ -211,4 +211,4 @@ pub unsafe fn portable<W: Width>(
 pub(crate) mod simd;
 
 #[cfg(target_arch = "x86_64")]
-pub use simd::{signed, wide, Q4K, Q4_0, Q4_1, Q5K, Q6K, Q8_0};
+pub use simd::{high, signed, wide, Q4K, Q4_0, Q4_1, Q5K, Q5_0, Q6K, Q8_0};

@@ -13,6 +13,7 @@ pub const Q8_0: u8 = 2;
 pub const Q4K: u8 = 3;
 pub const Q6K: u8 = 4;
 pub const Q5K: u8 = 5;
+pub const Q5_0: u8 = 6;
 
 /// Whether format `f`'s values are (signed) bytes, else unsigned 4-bit values.
 pub const fn signed(f: u8) -> bool {
@@ -21,7 +22,12 @@ pub const fn signed(f: u8) -> bool {
 
 /// Whether format `f`'s blocks add a term per unit of activation.
 pub const fn term(f: u8) -> bool {
-    f == Q4_0 || f == Q4_1 || f == Q4K || f == Q5K
+    f == Q4_0 || f == Q4_1 || f == Q4K || f == Q5K || f == Q5_0
+}
+
+/// Whether format `f`'s values have a fifth bit in a plane of their own ([`layout::HIGH_PLANE`]).
+pub const fn high(f: u8) -> bool {
+    f == Q5_0
 }
 
 /// Whether format `f`'s block halves have scales of their own.
@@ -34,7 +40,7 @@ const ROWS: usize = 8;
 /// `$body` with the kernel constant `$f` of `format` (each format's constant has its name).
 macro_rules! by_format {
     ($format:expr, |$f:ident| $body:expr) => {
-        by_format!(@ $format, $f, $body, Q4_0, Q4_1, Q8_0, Q4K, Q6K, Q5K)
+        by_format!(@ $format, $f, $body, Q4_0, Q4_1, Q8_0, Q4K, Q6K, Q5K, Q5_0)
     };
     (@ $format:expr, $f:ident, $body:expr, $($name:ident),*) => {
         match $format {
@@ -83,6 +89,7 @@ pub const fn format(f: u8) -> Format {
         Q4K => Format::Q4K,
         Q6K => Format::Q6K,
         Q5K => Format::Q5K,
+        Q5_0 => Format::Q5_0,
         _ => Format::Q8_0,
     }
 }
@@ -316,6 +323,42 @@ unsafe fn rows_zmm<W: Wide, const F: u8, const R: usize, const K: usize>(
     acc
 }
 
+/// 16 in each 16-bit lane `l` whose bit `l` of the 16 bits at `at` is set, else 0: the fifth
+/// bits of a 256-bit vector of 16-bit values ([`layout::high_bit`]).
+///
+/// # Safety
+/// `at` must be valid for reading 2 bytes, and the CPU must have AVX2.
+#[inline(always)]
+pub unsafe fn fifth16(at: *const u8) -> __m256i {
+    // SAFETY: the read is the contract's 2 bytes; the CPU has AVX2 (the contract).
+    unsafe {
+        let bits = std::ptr::read_unaligned(at as *const u16);
+        let lanes = _mm256_setr_epi16(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, -32768);
+        let set = _mm256_cmpeq_epi16(_mm256_and_si256(_mm256_set1_epi16(bits as i16), lanes), lanes);
+        _mm256_and_si256(set, _mm256_set1_epi16(16))
+    }
+}
+
+/// [`fifth16`] for 32 bytes and the 32 bits at `at`.
+///
+/// # Safety
+/// `at` must be valid for reading 4 bytes, and the CPU must have AVX2.
+#[inline(always)]
+pub unsafe fn fifth8(at: *const u8) -> __m256i {
+    // SAFETY: the read is the contract's 4 bytes; the CPU has AVX2 (the contract).
+    unsafe {
+        let bits = std::ptr::read_unaligned(at as *const u32);
+        // Byte `i` gets byte `i / 8` of the bits (each 128-bit half of the broadcast has all four).
+        let spread = _mm256_setr_epi8(
+            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
+        );
+        let b = _mm256_shuffle_epi8(_mm256_set1_epi32(bits as i32), spread);
+        let lanes = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(b, lanes), lanes);
+        _mm256_and_si256(set, _mm256_set1_epi8(16))
+    }
+}
+
 /// Rows `8h..8h + 8` of a tile block's header: their scales, and the term each adds per
 /// unit of activation (Q4_0: `−8·d`; Q8_0: none, the scales returned in its place; Q6K: the
 /// scales of values 16..32).
@@ -337,6 +380,7 @@ unsafe fn header8<const F: u8>(blk: *const u8, h: usize) -> (__m256, __m256) {
         let m = match F {
             Q4_1 => _mm256_cvtph_ps(_mm_loadu_si128(blk.add(2 * TILE + 16 * h) as *const __m128i)),
             Q4_0 => _mm256_mul_ps(dw, _mm256_set1_ps(-8.0)),
+            Q5_0 => _mm256_mul_ps(dw, _mm256_set1_ps(-16.0)),
             _ => dw,
         };
         (dw, m)
@@ -359,6 +403,7 @@ pub unsafe fn header16<const F: u8>(blk: *const u8) -> (__m512, __m512) {
         let m = match F {
             Q4_1 => _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(2 * TILE) as *const __m256i)),
             Q4_0 => _mm512_mul_ps(dw, _mm512_set1_ps(-8.0)),
+            Q5_0 => _mm512_mul_ps(dw, _mm512_set1_ps(-16.0)),
             _ => dw,
         };
         (dw, m)
