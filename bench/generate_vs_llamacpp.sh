@@ -8,7 +8,9 @@
 #      (`llama-server -np 1` against aiserve with and without drafting), then eight
 #      (`llama-server -np 8 -c 8192` against aiserve): bench/generate_load.py, greedy, 128
 #      tokens (chat for SmolLM2, plain completions for the base Gemma model).
-#   bench/generate_vs_llamacpp.sh     # env: ROUNDS (default 2), AISERVE_ASSETS, CARGO_TARGET_DIR
+#   With EIGHT=1 (the default), aiserve also runs with llama.cpp's precision, 8-bit activations
+#   (`--activation-bits 8`), beside its default 16-bit ones.
+#   bench/generate_vs_llamacpp.sh     # env: ROUNDS (default 2), EIGHT, AISERVE_ASSETS, CARGO_TARGET_DIR
 # Loopback only; every server it starts is stopped on exit.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,6 +18,7 @@ shared=$(cd "$here/../shared" && pwd)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/aiserve-target}"
 assets="${AISERVE_ASSETS:-$HOME/.cache/aiserve-assets}"
 rounds=${ROUNDS:-2}
+EIGHT=${EIGHT:-1}
 "$shared/fetch-assets.sh" "$assets" gemma3 >/dev/null
 bin=$(bash "$shared/peers/llamacpp/build_native.sh")
 (cd "$here" && cargo build --release -q && cargo bench -q -p aiserve-models --bench generate --no-run 2>/dev/null)
@@ -43,6 +46,11 @@ for name in smollm2 gemma3; do
   "$bin/llama-bench" -m "$gguf" -t 2 -p 201 -n 128 -r 3 2>/dev/null | grep -E '^\| (model|[a-z])'
   echo; echo "### aiserve model only, 2 threads"
   AISERVE_GGUF="$gguf" AISERVE_BATCHES=1,8 RAYON_NUM_THREADS=2 "$bench_bin" | grep -E 'as llama|prefill|decode batch|^model'
+  if [ "$EIGHT" = 1 ]; then
+    echo; echo "### aiserve model only, 2 threads, 8-bit activations (llama.cpp's precision)"
+    AISERVE_GGUF="$gguf" AISERVE_BATCHES=1,8 RAYON_NUM_THREADS=2 AISERVE_ACTIVATION_BITS=8 AISERVE_ONLY_BATCH=1 "$bench_bin" |
+      grep -E 'as llama|prefill|decode batch'
+  fi
 
   mkdir -p "$tmp/repo-$name/$name/1" && ln -sf "$gguf" "$tmp/repo-$name/$name/1/"
   for round in $(seq "$rounds"); do
@@ -55,13 +63,16 @@ for name in smollm2 gemma3; do
       printf 'llama-server -np %s:       ' "$clients"
       python3 "$here/bench/generate_load.py" "127.0.0.1:$port" "$name" "$clients" $((clients == 1 ? 4 : 2)) 128 $mode
       stop
-      for drafts in 4 0; do
-        [ "$clients" = 8 ] && [ "$drafts" = 0 ] && continue
+      variants=("--draft-tokens 4" "--draft-tokens 0")
+      [ "$clients" = 8 ] && variants=("--draft-tokens 4")
+      [ "$EIGHT" = 1 ] && variants+=("${variants[-1]} --activation-bits 8")
+      for flags in "${variants[@]}"; do
+        # shellcheck disable=SC2086 # the flags are words
         "$CARGO_TARGET_DIR/release/aiserve" serve --repo "$tmp/repo-$name" --addr 127.0.0.1:$port \
-          --grpc-addr 127.0.0.1:0 --draft-tokens $drafts >"$tmp/aiserve.log" 2>&1 &
+          --grpc-addr 127.0.0.1:0 $flags >"$tmp/aiserve.log" 2>&1 &
         pid=$!
         wait_ready "http://127.0.0.1:$port/v2/models/$name/ready"
-        printf 'aiserve (--draft-tokens %s): ' "$drafts"
+        printf 'aiserve (%s): ' "$flags"
         python3 "$here/bench/generate_load.py" "127.0.0.1:$port" "$name" "$clients" $((clients == 1 ? 4 : 2)) 128 $mode
         stop
       done

@@ -369,6 +369,10 @@ impl Llama {
         if let Some(cap) = cfg.variant.final_softcap {
             logits.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
         }
+        if m == 1 {
+            // One sequence (most decode steps): its logits as they are, not copied.
+            return Ok(vec![logits]);
+        }
         Ok(logits.chunks_exact(cfg.vocab).map(<[f32]>::to_vec).collect())
     }
 }

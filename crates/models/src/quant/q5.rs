@@ -1,7 +1,7 @@
 //! GGML's 5-bit formats with a term regrouped at load time for the kernels: Q5_1 and Q5_K become
 //! [`Format::Q5K`] (values `0..=31` as bytes, f32 scale and term per 32), exactly; `Q5_K_M`
-//! files hold Q5_K and Q6_K. Q5_0 has a kernel of its own ([`Format::Q5_0`]) and becomes Q8_0
-//! only where it is stacked with Q8_0 rows.
+//! files hold Q5_K and Q6_K. Q5_0 has a kernel of its own ([`Format::Q5_0`]) where it pays
+//! ([`native`]), and becomes Q8_0 elsewhere and where it is stacked with Q8_0 rows.
 
 use super::{Format, BLOCK};
 
@@ -26,8 +26,22 @@ fn value_32(qh: u32, qs: &[u8], j: usize) -> u8 {
     low | (((qh >> j) & 1) as u8) << 4
 }
 
+/// Whether Q5_0 weights run on their own kernel ([`Format::Q5_0`], 5.5 bits a weight) rather
+/// than widened to Q8_0 at load (8.5 bits): where the 512-bit kernels run, a vector's fifth
+/// bits cost one masked add; on AVX2 alone their unpacking costs more than the bytes save
+/// (`FORMAT=q5_0` against `q8_0`, `--bench quant_matmul`, 2 threads streaming: 1 row 5.6 vs 5.0
+/// ns, 8 rows 1.9 vs 1.46 ns per row and 128 multiply-adds; with 512-bit kernels 3.2 vs 5.0 and
+/// 0.94 vs 1.01).
+pub fn native() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return super::tiles::simd::avx512();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// Q5_0 blocks (`w = d·(q − 16)`) as Q8_0 blocks with the same scale (their values minus 16
-/// are signed bytes): for stacking them with Q8_0 rows ([`super::Matrix::stack`]).
+/// are signed bytes): where Q5_0 has no fast kernel ([`native`]), and for stacking them with
+/// Q8_0 rows ([`super::Matrix::stack`]).
 pub fn q5_0_to_q8_0(q5_0: &[u8]) -> Result<Vec<u8>, String> {
     whole(q5_0, Format::Q5_0.block_bytes(), "Q5_0")?;
     let mut out = Vec::with_capacity(q5_0.len() / Format::Q5_0.block_bytes() * Format::Q8_0.block_bytes());

@@ -109,7 +109,7 @@ fn vnni() -> bool {
 
 /// Whether the CPU runs 512-bit vectors with VNNI ([`Wide`]). `AISERVE_NO_AVX512=1` turns
 /// them off (the same bits either way).
-fn avx512() -> bool {
+pub(crate) fn avx512() -> bool {
     static YES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *YES.get_or_init(|| {
         std::env::var_os("AISERVE_NO_AVX512").is_none()
