@@ -170,18 +170,19 @@ impl TokenLogprob {
 }
 
 /// Index of the largest value (the first one on ties; NaNs are never the largest). The engine
-/// runs this for every greedy sequence of every step: the maximum comes from vector code
-/// ([`crate::math::max`]) and only the chunk holding it is searched value by value.
+/// runs this for every greedy sequence of every step: each chunk's maximum comes from vector
+/// code ([`crate::math::max`]) in one pass, and only the first chunk holding the largest is
+/// searched value by value.
 pub fn argmax(v: &[f32]) -> u32 {
     const CHUNK: usize = 512;
-    let best = crate::math::max(v);
-    let (mut at, mut chunks) = (0, v.chunks(CHUNK));
-    let found = chunks.find(|c| {
-        at += c.len();
-        crate::math::max(c) == best
-    });
-    let start = at - found.map_or(0, |c| c.len());
-    found.and_then(|c| c.iter().position(|x| *x == best)).map_or(0, |i| start + i) as u32
+    let (mut best, mut at) = (f32::NEG_INFINITY, 0);
+    for (i, c) in v.chunks(CHUNK).enumerate() {
+        let m = crate::math::max(c);
+        if m > best {
+            (best, at) = (m, i * CHUNK);
+        }
+    }
+    v[at..].iter().take(CHUNK).position(|x| *x == best).map_or(0, |i| at + i) as u32
 }
 
 #[cfg(test)]

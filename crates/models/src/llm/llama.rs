@@ -364,16 +364,14 @@ impl Llama {
         let m = last_rows.len() / h;
         let mut finals = vec![0.0f32; m * h];
         rms_norm(&last_rows, &self.norm, cfg.rms_eps, &mut finals);
-        let mut logits = vec![0.0f32; m * cfg.vocab];
-        self.output.as_ref().unwrap_or(&self.embed).matmul(&mut self.team, &finals, m, &mut logits);
+        // Each sequence's logits straight into its own buffer (no zero fill, no copy: 8 MB a
+        // step for 8 sequences of a 262,144-token vocabulary).
+        let mut logits = vec![Vec::new(); m];
+        self.output.as_ref().unwrap_or(&self.embed).matmul_rows(&mut self.team, &finals, &mut logits);
         if let Some(cap) = cfg.variant.final_softcap {
-            logits.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
+            logits.iter_mut().flatten().for_each(|v| *v = cap * (*v / cap).tanh());
         }
-        if m == 1 {
-            // One sequence (most decode steps): its logits as they are, not copied.
-            return Ok(vec![logits]);
-        }
-        Ok(logits.chunks_exact(cfg.vocab).map(<[f32]>::to_vec).collect())
+        Ok(logits)
     }
 }
 

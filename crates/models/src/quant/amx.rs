@@ -128,7 +128,7 @@ pub unsafe fn dot_tiles(
     assert!(!format.split_scales(), "the unit's sums cover whole blocks");
     assert!(!format.high_bits(), "the unit's weight loads have no fifth bits");
     assert!(tiles.end * scales.nb * super::layout::tile_block_bytes(format) <= packed.len());
-    assert!(tiles.end * super::layout::TILE < out.rows + super::layout::TILE && out.rows <= out.stride);
+    assert!(tiles.end * super::layout::TILE < out.rows + super::layout::TILE);
     // SAFETY: the unit is available (this function's contract), with AVX2, FMA, F16C and
     // AVX-512 F, BW and VL (`available` checks them); the bounds and the shape of `rows` are
     // asserted above.
@@ -397,9 +397,9 @@ mod imp {
                     let mask: __mmask16 = if valid == TILE { !0 } else { (1 << valid) - 1 };
                     for (k, o) in acc.iter_mut().enumerate().take(m) {
                         // SAFETY: the store writes row `i0 + k < n`, columns `16t..16t + valid`
-                        // of `out` (`16t + valid ≤ out.rows ≤ out.stride`; the mask leaves the
-                        // rest), valid for writes and this thread's alone (the contract).
-                        unsafe { _mm512_mask_storeu_ps(out.ptr.add((i0 + k) * out.stride + t * TILE), mask, *o) };
+                        // of `out` (`16t + valid ≤ out.rows`; the mask leaves the rest), valid
+                        // for writes and this thread's alone (the contract).
+                        unsafe { _mm512_mask_storeu_ps(out.row(i0 + k).add(t * TILE), mask, *o) };
                         *o = _mm512_setzero_ps();
                     }
                 }

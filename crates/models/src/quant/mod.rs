@@ -109,13 +109,41 @@ pub enum Bits {
     Sixteen,
 }
 
-/// Where a product's results go: row `i` of the output starts at `i * stride`; only the rows
-/// of the matrix (not a last tile's padding) are written.
+/// Where a product's results go: activation row `i`'s start at [`Out::row`]`(i)`, `rows` floats
+/// (only the rows of the matrix, not a last tile's padding, are written).
 pub struct Out {
-    pub ptr: *mut f32,
-    pub stride: usize,
+    starts: Starts,
     /// Weight rows of the matrix.
     pub rows: usize,
+}
+
+enum Starts {
+    /// Row `i` at `ptr + i·stride`, `stride ≥ rows`.
+    Strided { ptr: *mut f32, stride: usize },
+    /// Each row where it lies (one buffer per sequence, say).
+    Each(Vec<*mut f32>),
+}
+
+impl Out {
+    /// Rows `stride` floats apart from `ptr`.
+    pub fn strided(ptr: *mut f32, stride: usize, rows: usize) -> Out {
+        assert!(rows <= stride, "rows of {stride} floats cannot hold {rows} results");
+        Out { starts: Starts::Strided { ptr, stride }, rows }
+    }
+
+    /// Row `i` at `starts[i]`.
+    pub fn each(starts: Vec<*mut f32>, rows: usize) -> Out {
+        Out { starts: Starts::Each(starts), rows }
+    }
+
+    /// Where activation row `i`'s results start.
+    #[inline(always)]
+    pub fn row(&self, i: usize) -> *mut f32 {
+        match &self.starts {
+            Starts::Strided { ptr, stride } => ptr.wrapping_add(i * stride),
+            Starts::Each(starts) => starts[i],
+        }
+    }
 }
 
 // SAFETY: threads writing through the same `Out` write disjoint tiles (see `tiles::dot_tiles`).
@@ -258,13 +286,44 @@ impl Matrix {
     /// `out` (`n × rows`) = `x` (`n × cols`) · selfᵀ, the weight rows shared out among `team`
     /// in chunks.
     pub fn matmul(&self, team: &mut Team, x: &[f32], n: usize, out: &mut [f32]) {
-        assert_eq!(x.len(), n * self.cols, "matmul: x is not n x cols");
         assert_eq!(out.len(), n * self.rows, "matmul: out is not n x rows");
+        // SAFETY: `out` holds n rows of `self.rows` values and outlives the call.
+        unsafe { self.product(team, x, n, &Out::strided(out.as_mut_ptr(), self.rows, self.rows)) }
+    }
+
+    /// [`Matrix::matmul`] with activation row `i`'s results in `outs[i]` (replacing what it
+    /// held), which saves a model's logits a zero fill and a copy per sequence.
+    pub fn matmul_rows(&self, team: &mut Team, x: &[f32], outs: &mut [Vec<f32>]) {
+        let starts = outs
+            .iter_mut()
+            .map(|o| {
+                o.clear();
+                o.reserve_exact(self.rows);
+                o.spare_capacity_mut().as_mut_ptr() as *mut f32
+            })
+            .collect();
+        // SAFETY: each start has room for `self.rows` floats (reserved above), and the buffers
+        // outlive the call.
+        unsafe { self.product(team, x, outs.len(), &Out::each(starts, self.rows)) };
+        for o in outs {
+            // SAFETY: the product wrote all `self.rows` values of every row (`Out`'s contract:
+            // every column of the matrix, for every activation row).
+            unsafe { o.set_len(self.rows) };
+        }
+    }
+
+    /// The product of [`Matrix::matmul`] into `dst`.
+    ///
+    /// # Safety
+    /// `dst.row(i)` must be valid for writes of `self.rows` floats for `i < n`, and `dst.rows`
+    /// be `self.rows`.
+    unsafe fn product(&self, team: &mut Team, x: &[f32], n: usize, dst: &Out) {
+        assert_eq!(x.len(), n * self.cols, "matmul: x is not n x cols");
+        assert_eq!(dst.rows, self.rows);
         let (rows, cols) = (self.rows, self.cols);
         match &self.data {
             Data::Blocks { format, bits, bytes } => {
                 let tiles = Ranges::new(rows.div_ceil(layout::TILE), team.threads(), 1);
-                let dst = Out { ptr: out.as_mut_ptr(), stride: rows, rows };
                 let mut run = |product: &(dyn Fn(std::ops::Range<usize>) + Sync)| {
                     team.run(&|_| {
                         while let Some(t) = tiles.claim() {
@@ -272,25 +331,23 @@ impl Matrix {
                         }
                     })
                 };
-                // SAFETY (both): `out` holds n × rows values and outlives `run`; claimed tile
-                // ranges are disjoint, so no two threads write the same element.
+                // SAFETY (both): `dst`'s rows are valid for writes (this function's contract);
+                // claimed tile ranges are disjoint, so no two threads write the same element.
                 match bits {
                     Bits::Eight => {
                         let acts = int8::Acts::quantize(x, n, cols);
-                        run(&|t| unsafe { tiles::dot_tiles::<int8::Eight>(*format, bytes, t, &acts, &dst) });
+                        run(&|t| unsafe { tiles::dot_tiles::<int8::Eight>(*format, bytes, t, &acts, dst) });
                     }
                     Bits::Sixteen => {
                         let acts = int16::Acts::quantize(x, n, cols);
-                        run(&|t| unsafe { tiles::dot_tiles::<int16::Sixteen>(*format, bytes, t, &acts, &dst) });
+                        run(&|t| unsafe { tiles::dot_tiles::<int16::Sixteen>(*format, bytes, t, &acts, dst) });
                     }
                 }
             }
             Data::F32(w) => {
                 let per = rows_per_chunk(rows, n, team.threads());
                 let chunks = Chunks::new(rows.div_ceil(per));
-                let dst = OutPtr(out.as_mut_ptr());
                 team.run(&|_| {
-                    let dst = &dst;
                     let mut buf = Vec::new();
                     while let Some(c) = chunks.claim() {
                         let (r0, r1) = (c * per, ((c + 1) * per).min(rows));
@@ -298,10 +355,10 @@ impl Matrix {
                         dot_rows_f32(w, cols, r0..r1, x, n, &mut buf);
                         for i in 0..n {
                             for k in 0..r1 - r0 {
-                                // SAFETY: `out` has n × rows values and outlives `run`; chunks
-                                // are disjoint row ranges, so no two threads write the same
-                                // element.
-                                unsafe { *dst.0.add(i * rows + r0 + k) = buf[k * n + i] };
+                                // SAFETY: row `i < n`, column `r0 + k < rows` of `dst`, valid
+                                // for writes (the contract); chunks are disjoint row ranges, so
+                                // no two threads write the same element.
+                                unsafe { *dst.row(i).add(r0 + k) = buf[k * n + i] };
                             }
                         }
                     }
@@ -334,11 +391,6 @@ fn block_stats_portable(x: &[f32]) -> (f32, f32) {
     }
     (amax, ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7])))
 }
-
-/// The output buffer shared by the team's threads, each writing its own rows.
-struct OutPtr(*mut f32);
-// SAFETY: only used inside `Matrix::matmul`, where writes go to disjoint elements.
-unsafe impl Sync for OutPtr {}
 
 /// Weight rows per claimed chunk: several chunks per thread so uneven cores even out, fewer
 /// (bigger) ones when many activation rows make each weight row expensive anyway.

@@ -218,7 +218,7 @@ fn simd_and_portable_kernels_give_the_same_bits() {
         for n in [1, 2, 3, 4, 8, 11, 16, 17, 35] {
             let x: Vec<f32> = (0..n * cols).map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0).collect();
             let mut outs = [(); 3].map(|_| vec![f32::NAN; rows * n]);
-            let [oa, ob, oc] = outs.each_mut().map(|o| Out { ptr: o.as_mut_ptr(), stride: rows, rows });
+            let [oa, ob, oc] = outs.each_mut().map(|o| Out::strided(o.as_mut_ptr(), rows, rows));
             // SAFETY: the buffers hold n rows of `rows` values.
             unsafe {
                 if bits == Bits::Eight {
@@ -303,4 +303,21 @@ fn stacking_keeps_rows_and_refuses_mixed_shapes_and_formats() {
     assert!(Matrix::stack(vec![q4, q8]).is_err());
     assert!(Matrix::quantized(Format::Q4_1, Bits::Eight, 1, 33, vec![]).is_err());
     assert!(Matrix::quantized(Format::Q4_1, Bits::Eight, 1, 32, vec![0; 19]).is_err());
+}
+
+#[test]
+fn products_into_separate_rows_are_the_products_into_one_buffer() {
+    let mut team = Team::new(2);
+    let (rows, cols, n) = (37, 64, 3);
+    let x: Vec<f32> = (0..n * cols).map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0).collect();
+    let f32s = Matrix::f32(rows, cols, (0..rows * cols).map(|i| (i % 17) as f32 - 8.0).collect()).unwrap();
+    let blocks = Matrix::quantized(Format::Q5_0, Bits::Sixteen, rows, cols, random_blocks(Format::Q5_0, rows, cols, 9));
+    for m in [f32s, blocks.unwrap()] {
+        let mut whole = vec![0.0; n * rows];
+        m.matmul(&mut team, &x, n, &mut whole);
+        // Buffers that held something else, of other sizes, are replaced.
+        let mut each = vec![vec![1.0; 5], Vec::new(), vec![2.0; 100]];
+        m.matmul_rows(&mut team, &x, &mut each);
+        assert_eq!(each.concat(), whole, "{m:?}");
+    }
 }

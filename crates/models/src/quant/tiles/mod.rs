@@ -129,8 +129,8 @@ pub trait Wide: Width {
 /// activation row, written to `out`.
 ///
 /// # Safety
-/// `out.ptr` must be valid for writes of all activation rows of `out.stride ≥ out.rows` floats,
-/// and no other thread may write the columns of these tiles meanwhile.
+/// `out.row(i)` must be valid for writes of `out.rows` floats for every activation row `i`, and
+/// no other thread may write the columns of these tiles meanwhile.
 pub unsafe fn dot_tiles<W: Width>(
     format: Format,
     packed: &[u8],
@@ -160,7 +160,7 @@ pub unsafe fn vectors<W: Width>(
 ) {
     let nb = W::scales(acts).nb;
     assert!(tiles.end * nb * layout::tile_block_bytes(format) <= packed.len());
-    assert!(tiles.end * TILE < out.rows + TILE && out.rows <= out.stride);
+    assert!(tiles.end * TILE < out.rows + TILE);
     #[cfg(target_arch = "x86_64")]
     if super::avx2::available() {
         // SAFETY: the CPU has the features (checked above) and the bounds were asserted.
@@ -201,8 +201,8 @@ pub unsafe fn portable<W: Width>(
                     acc = blk.m.mul_add(s[j], acc);
                 }
             }
-            // SAFETY: row `i`, column `r < rows ≤ stride`, inside `out` by the contract.
-            unsafe { *out.ptr.add(i * out.stride + r) = acc };
+            // SAFETY: row `i`, column `r < rows`, inside `out` by the contract.
+            unsafe { *out.row(i).add(r) = acc };
         }
     }
 }

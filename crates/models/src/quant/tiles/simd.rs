@@ -241,9 +241,9 @@ unsafe fn tiles_zmm<W: Wide, const F: u8>(packed: &[u8], tiles: std::ops::Range<
             let mask: __mmask16 = if valid == TILE { !0 } else { (1 << valid) - 1 };
             for (k, o) in o[..take].iter().enumerate() {
                 // SAFETY: the store writes row `i + k < n`, columns `16t..16t + valid` of `out`
-                // (`16t + valid ≤ out.rows ≤ out.stride`; the mask leaves the rest), which is
-                // valid for writes and this thread's alone (the contract); the CPU has AVX-512 F.
-                unsafe { _mm512_mask_storeu_ps(out.ptr.add((i + k) * out.stride + t * TILE), mask, *o) };
+                // (`16t + valid ≤ out.rows`; the mask leaves the rest), which is valid for writes
+                // and this thread's alone (the contract); the CPU has AVX-512 F.
+                unsafe { _mm512_mask_storeu_ps(out.row(i + k).add(t * TILE), mask, *o) };
             }
             i += take;
         }
@@ -441,11 +441,10 @@ unsafe fn tiles_of<W: Width, const F: u8, const VNNI: bool>(
             let valid = (out.rows - t * TILE).min(TILE);
             for (k, o) in o[..take].iter().enumerate() {
                 // SAFETY: `dst` is row `i + k < n`, column `16t` of `out`, and the stores write
-                // its columns `16t..16t + valid` (`16t + valid ≤ out.rows ≤ out.stride`), valid
-                // for writes and this thread's alone (the contract); `all` is 16 floats; the
-                // CPU has AVX.
+                // its columns `16t..16t + valid` (`16t + valid ≤ out.rows`), valid for writes
+                // and this thread's alone (the contract); `all` is 16 floats; the CPU has AVX.
                 unsafe {
-                    let dst = out.ptr.add((i + k) * out.stride + t * TILE);
+                    let dst = out.row(i + k).add(t * TILE);
                     if valid == TILE {
                         _mm256_storeu_ps(dst, o[0]);
                         _mm256_storeu_ps(dst.add(8), o[1]);
