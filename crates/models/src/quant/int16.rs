@@ -4,9 +4,7 @@
 //! finer than llama.cpp's 8-bit activations. Each pair of values is broadcast to a tile's
 //! pair rows ([`super::layout`]); the products themselves are [`super::tiles`]'.
 
-#[cfg(target_arch = "x86_64")]
-use super::tiles::Wide;
-use super::tiles::{Scales, Width};
+use super::tiles::{Scales, Wide, Width};
 use super::{Bits, BLOCK};
 
 /// Steps on each side of zero: 127·257, so that every value splits into two signed bytes
@@ -117,18 +115,6 @@ impl Width for Sixteen {
         true
     }
 
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn wide(
-        format: super::Format,
-        packed: &[u8],
-        tiles: std::ops::Range<usize>,
-        acts: &Acts,
-        out: &super::Out,
-    ) -> bool {
-        // SAFETY: this function's contract is `tiles::wide`'s.
-        unsafe { super::tiles::wide::<Sixteen>(format, packed, tiles, acts, out) }
-    }
-
     // Pair rows c and c + 8 (values 2c, 2c + 1 and 2c + 16, 2c + 17).
     #[cfg(target_arch = "x86_64")]
     const STEPS: usize = 8;
@@ -182,7 +168,6 @@ impl Width for Sixteen {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
 impl Wide for Sixteen {
     /// Pair rows `c` and `c + 8` of all 16 rows: a pair row's 32 bytes widened to 32 words.
     #[cfg(target_arch = "x86_64")]

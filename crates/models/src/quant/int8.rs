@@ -99,18 +99,6 @@ impl Width for Eight {
         }
     }
 
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn wide(
-        format: super::Format,
-        packed: &[u8],
-        tiles: std::ops::Range<usize>,
-        acts: &Acts,
-        out: &super::Out,
-    ) -> bool {
-        // SAFETY: this function's contract is `tiles::wide`'s.
-        unsafe { super::tiles::wide::<Eight>(format, packed, tiles, acts, out) }
-    }
-
     /// Exact: a pair of products is at most 2·128·127, inside the 16 bits `pmaddubsw` keeps.
     /// Signed (Q8_0) weights multiply as |w| times x with w's sign.
     #[cfg(target_arch = "x86_64")]
@@ -134,7 +122,6 @@ impl Width for Eight {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
 impl Wide for Eight {
     /// Rows 0..8 come from chunk `c` and rows 8..16 from chunk `4 + c` (see [`super::layout`]).
     #[cfg(target_arch = "x86_64")]

@@ -43,7 +43,7 @@ impl Scales {
 }
 
 /// An activation width: how its rows are stored, and how a block of weights meets them.
-pub trait Width {
+pub trait Width: Wide {
     const BITS: Bits;
     /// Activation rows rounded to this width.
     type Acts: Sync;
@@ -88,25 +88,17 @@ pub trait Width {
     unsafe fn amx(_: Format, _: &[u8], _: std::ops::Range<usize>, _: &Self::Acts, _: &Out) -> bool {
         false
     }
-    /// Runs [`dot_tiles`] on 512-bit vectors if this width gains from them ([`Wide`]) and the
-    /// CPU has them; whether it did.
-    ///
-    /// # Safety
-    /// As [`dot_tiles`], after its checks.
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn wide(_: Format, _: &[u8], _: std::ops::Range<usize>, _: &Self::Acts, _: &Out) -> bool {
-        false
-    }
 }
 
-/// A width whose products also run on 512-bit vectors (AVX-512 with VNNI), where one
-/// multiply-add covers a whole tile and the unpacking and float work take half the
-/// instructions. Measured with `--bench quant_matmul` and `--bench generate`: 8-bit
-/// activations gain (prefill +15%, 8 rows 0.99 → 0.78 ns per row and 128 multiply-adds), and so
-/// do 16-bit ones (one thread, 8 rows: Q8_0 1.60 → 1.20 ns, Q4_K 1.85 → 1.31, Q6_K 1.87 →
-/// 1.21; Gemma 3 270M prefill +33%, 8 sequences +15%) once `vpdpwssd` is written out
-/// ([`simd::vpdpwssd512`]): as LLVM emitted it, two instructions, they had measured slower.
-pub trait Wide: Width {
+/// How a width's values meet a tile on 512-bit vectors (AVX-512 with VNNI), which every width's
+/// products run on where the CPU has them: one multiply-add covers a whole tile, and the
+/// unpacking and float work take half the instructions. Measured with `--bench quant_matmul`
+/// and `--bench generate`: 8-bit activations gain (prefill +15%, 8 rows 0.99 → 0.78 ns per row
+/// and 128 multiply-adds), and so do 16-bit ones (one thread, 8 rows: Q8_0 1.60 → 1.20 ns, Q4_K
+/// 1.85 → 1.31, Q6_K 1.87 → 1.21; Gemma 3 270M prefill +33%, 8 sequences +15%) once `vpdpwssd`
+/// is written out ([`simd::vpdpwssd512`]): as LLVM emitted it, two instructions, they had
+/// measured slower.
+pub trait Wide {
     /// The two weight vectors of step `c` for all 16 rows of a tile block's `payload`.
     ///
     /// # Safety
@@ -211,4 +203,4 @@ pub unsafe fn portable<W: Width>(
 pub(crate) mod simd;
 
 #[cfg(target_arch = "x86_64")]
-pub use simd::{high, signed, wide, Q4K, Q4_0, Q4_1, Q5K, Q5_0, Q6K, Q8_0};
+pub use simd::{high, signed, Q4K, Q4_0, Q4_1, Q5K, Q5_0, Q6K, Q8_0};

@@ -1,9 +1,10 @@
 //! The x86 paths of [`super`]'s products: 256-bit vectors with or without AVX-512 VNNI for every
-//! width, and 512-bit ones for [`super::Wide`] widths; the format and row-count dispatch.
+//! width, and 512-bit ones ([`super::Wide`]) where the CPU has AVX-512; the format and row-count
+//! dispatch.
 
 use std::arch::x86_64::*;
 
-use super::{Wide, Width};
+use super::Width;
 use crate::quant::layout::{self, TILE};
 use crate::quant::{Format, Out};
 
@@ -107,7 +108,7 @@ fn vnni() -> bool {
     })
 }
 
-/// Whether the CPU runs 512-bit vectors with VNNI ([`Wide`]). `AISERVE_NO_AVX512=1` turns
+/// Whether the CPU runs 512-bit vectors with VNNI ([`super::Wide`]). `AISERVE_NO_AVX512=1` turns
 /// them off (the same bits either way).
 pub(crate) fn avx512() -> bool {
     static YES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -140,8 +141,7 @@ pub unsafe fn vpdpwssd512(mut acc: __m512i, w: __m512i, x: __m512i) -> __m512i {
     acc
 }
 
-/// [`super::dot_tiles`] on 256-bit vectors (or 512-bit ones for a [`Wide`] width, where the CPU
-/// has them).
+/// [`super::dot_tiles`] on 512-bit vectors where the CPU has them, else 256-bit ones.
 ///
 /// # Safety
 /// As [`super::dot_tiles`], after its checks (the CPU has AVX2, FMA and F16C, and the bounds
@@ -154,9 +154,10 @@ pub unsafe fn dot_tiles<W: Width>(
     acts: &W::Acts,
     out: &Out,
 ) {
-    // SAFETY: `W::wide`'s contract is this function's.
-    if unsafe { W::wide(format, packed, tiles.clone(), acts, out) } {
-        return;
+    if avx512() {
+        // SAFETY: the CPU has AVX-512 F, BW, VL and VNNI (checked by `avx512`); the rest is
+        // this function's contract.
+        return unsafe { dot_tiles_zmm::<W>(format, packed, tiles, acts, out) };
     }
     if vnni() {
         // SAFETY: the CPU has AVX-512 VNNI and VL (checked by `vnni`); the rest is this
@@ -181,29 +182,10 @@ unsafe fn dot_tiles_vnni<W: Width>(
     by_format!(format, |F| unsafe { tiles_of::<W, F, true>(packed, tiles, acts, out) })
 }
 
-/// [`super::Width::wide`] for a [`Wide`] width.
-///
-/// # Safety
-/// As [`super::dot_tiles`], after its checks (the CPU has AVX2, FMA and F16C).
-pub unsafe fn wide<W: Wide>(
-    format: Format,
-    packed: &[u8],
-    tiles: std::ops::Range<usize>,
-    acts: &W::Acts,
-    out: &Out,
-) -> bool {
-    if avx512() {
-        // SAFETY: the CPU has AVX-512 F, BW, VL and VNNI (checked by `avx512`); the rest is
-        // this function's contract.
-        unsafe { dot_tiles_zmm::<W>(format, packed, tiles, acts, out) };
-    }
-    avx512()
-}
-
 /// # Safety
 /// As [`dot_tiles`], and the CPU must have AVX-512 F, BW, VL and VNNI.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn dot_tiles_zmm<W: Wide>(
+unsafe fn dot_tiles_zmm<W: Width>(
     format: Format,
     packed: &[u8],
     tiles: std::ops::Range<usize>,
@@ -219,7 +201,7 @@ unsafe fn dot_tiles_zmm<W: Wide>(
 /// # Safety
 /// As [`dot_tiles_zmm`], into which it is inlined.
 #[inline(always)]
-unsafe fn tiles_zmm<W: Wide, const F: u8>(packed: &[u8], tiles: std::ops::Range<usize>, acts: &W::Acts, out: &Out) {
+unsafe fn tiles_zmm<W: Width, const F: u8>(packed: &[u8], tiles: std::ops::Range<usize>, acts: &W::Acts, out: &Out) {
     let (n, nb) = (W::scales(acts).n, W::scales(acts).nb);
     let tile_bytes = nb * layout::tile_block_bytes(format(F));
     for t in tiles {
@@ -256,7 +238,7 @@ unsafe fn tiles_zmm<W: Wide, const F: u8>(packed: &[u8], tiles: std::ops::Range<
 /// As [`dot_tiles_zmm`], into which it is inlined; `tile` must point at a whole tile of
 /// `nb` blocks and activation rows `i0..i0 + R` must exist.
 #[inline(always)]
-unsafe fn rows_zmm<W: Wide, const F: u8, const R: usize, const K: usize>(
+unsafe fn rows_zmm<W: Width, const F: u8, const R: usize, const K: usize>(
     tile: *const u8,
     acts: &W::Acts,
     i0: usize,
