@@ -79,7 +79,7 @@ pub const fn high_bit(bits: Bits, j: usize, p: usize) -> usize {
 
 /// Where weight value `p` (`< 32`) of tile row `j` sits in a tile block's payload: `(byte,
 /// high nibble)` for 4-bit formats, `(byte, false)` for Q8_0.
-const fn payload_index(format: Format, bits: Bits, j: usize, p: usize) -> (usize, bool) {
+pub(crate) const fn payload_index(format: Format, bits: Bits, j: usize, p: usize) -> (usize, bool) {
     match (format, bits) {
         (Format::Q8_0 | Format::Q6K | Format::Q5K, Bits::Sixteen) => (32 * (p / 2) + 2 * j + p % 2, false),
         (Format::Q8_0 | Format::Q6K | Format::Q5K, Bits::Eight) => {

@@ -17,6 +17,7 @@
 //! [`q6_k`]); formats without a kernel here are dequantized to f32 by candle at load time.
 
 pub mod amx;
+pub mod argmax;
 mod avx2;
 pub mod int16;
 pub mod int8;
@@ -294,22 +295,12 @@ impl Matrix {
     /// [`Matrix::matmul`] with activation row `i`'s results in `outs[i]` (replacing what it
     /// held), which saves a model's logits a zero fill and a copy per sequence.
     pub fn matmul_rows(&self, team: &mut Team, x: &[f32], outs: &mut [Vec<f32>]) {
-        let starts = outs
-            .iter_mut()
-            .map(|o| {
-                o.clear();
-                o.reserve_exact(self.rows);
-                o.spare_capacity_mut().as_mut_ptr() as *mut f32
-            })
-            .collect();
-        // SAFETY: each start has room for `self.rows` floats (reserved above), and the buffers
-        // outlive the call.
-        unsafe { self.product(team, x, outs.len(), &Out::each(starts, self.rows)) };
-        for o in outs {
-            // SAFETY: the product wrote all `self.rows` values of every row (`Out`'s contract:
-            // every column of the matrix, for every activation row).
-            unsafe { o.set_len(self.rows) };
-        }
+        let out = each_row(outs, self.rows);
+        // SAFETY: `each_row` made room for `self.rows` floats in every buffer, which outlive
+        // the call.
+        unsafe { self.product(team, x, outs.len(), &out) };
+        // SAFETY: the product wrote all `self.rows` values of every row.
+        unsafe { written(outs, self.rows) };
     }
 
     /// The product of [`Matrix::matmul`] into `dst`.
@@ -322,27 +313,10 @@ impl Matrix {
         assert_eq!(dst.rows, self.rows);
         let (rows, cols) = (self.rows, self.cols);
         match &self.data {
-            Data::Blocks { format, bits, bytes } => {
-                let tiles = Ranges::new(rows.div_ceil(layout::TILE), team.threads(), 1);
-                let mut run = |product: &(dyn Fn(std::ops::Range<usize>) + Sync)| {
-                    team.run(&|_| {
-                        while let Some(t) = tiles.claim() {
-                            product(t);
-                        }
-                    })
-                };
-                // SAFETY (both): `dst`'s rows are valid for writes (this function's contract);
-                // claimed tile ranges are disjoint, so no two threads write the same element.
-                match bits {
-                    Bits::Eight => {
-                        let acts = int8::Acts::quantize(x, n, cols);
-                        run(&|t| unsafe { tiles::dot_tiles::<int8::Eight>(*format, bytes, t, &acts, dst) });
-                    }
-                    Bits::Sixteen => {
-                        let acts = int16::Acts::quantize(x, n, cols);
-                        run(&|t| unsafe { tiles::dot_tiles::<int16::Sixteen>(*format, bytes, t, &acts, dst) });
-                    }
-                }
+            Data::Blocks { bits, .. } => {
+                let acts = Rounded::of(*bits, x, n, cols);
+                // SAFETY: as this function's contract.
+                unsafe { self.tiles(team, &acts, std::slice::from_ref(&(0..rows.div_ceil(layout::TILE))), dst) }
             }
             Data::F32(w) => {
                 let per = rows_per_chunk(rows, n, team.threads());
@@ -365,6 +339,113 @@ impl Matrix {
                 });
             }
         }
+    }
+}
+
+impl Matrix {
+    /// The products of tile ranges `tiles` (of [`layout::TILE`] rows) of a block matrix with
+    /// the rounded activation rows `acts`, into `dst`, the tiles shared out among `team`.
+    ///
+    /// # Safety
+    /// `dst.row(i)` must be valid for writes of `self.rows` floats for every activation row
+    /// `i`, and `dst.rows` be `self.rows`.
+    unsafe fn tiles(&self, team: &mut Team, acts: &Rounded, tiles: &[std::ops::Range<usize>], dst: &Out) {
+        let Data::Blocks { format, bits, bytes } = &self.data else { panic!("tile products of an f32 matrix") };
+        assert_eq!(*bits, acts.bits(), "activations rounded for another width");
+        assert_eq!(acts.scales().nb * BLOCK, self.cols, "activations of another width");
+        assert_eq!(dst.rows, self.rows);
+        assert!(tiles.iter().all(|t| t.end <= self.rows.div_ceil(layout::TILE)), "tiles past the matrix");
+        // One range is shared out in shrinking pieces; several (scattered tiles) one by one.
+        let whole = (tiles.len() == 1).then(|| Ranges::new(tiles[0].len(), team.threads(), 1));
+        let list = Chunks::new(tiles.len());
+        let next = || match &whole {
+            Some(r) => r.claim().map(|t| tiles[0].start + t.start..tiles[0].start + t.end),
+            None => list.claim().map(|c| tiles[c].clone()),
+        };
+        let mut run = |product: &(dyn Fn(std::ops::Range<usize>) + Sync)| {
+            team.run(&|_| {
+                while let Some(t) = next() {
+                    product(t);
+                }
+            })
+        };
+        // SAFETY (both): `dst`'s rows are valid for writes (this function's contract); claimed
+        // tile ranges are disjoint, so no two threads write the same element.
+        match acts {
+            Rounded::Eight(a) => run(&|t| unsafe { tiles::dot_tiles::<int8::Eight>(*format, bytes, t, a, dst) }),
+            Rounded::Sixteen(a) => run(&|t| unsafe { tiles::dot_tiles::<int16::Sixteen>(*format, bytes, t, a, dst) }),
+        }
+    }
+}
+
+/// Activation rows rounded for a block matrix's products, at its [`Bits`].
+enum Rounded {
+    Eight(int8::Acts),
+    Sixteen(int16::Acts),
+}
+
+impl Rounded {
+    /// `x` (`n × cols`) rounded to `bits`.
+    fn of(bits: Bits, x: &[f32], n: usize, cols: usize) -> Self {
+        match bits {
+            Bits::Eight => Rounded::Eight(int8::Acts::quantize(x, n, cols)),
+            Bits::Sixteen => Rounded::Sixteen(int16::Acts::quantize(x, n, cols)),
+        }
+    }
+
+    fn bits(&self) -> Bits {
+        match self {
+            Rounded::Eight(_) => Bits::Eight,
+            Rounded::Sixteen(_) => Bits::Sixteen,
+        }
+    }
+
+    fn scales(&self) -> &tiles::Scales {
+        match self {
+            Rounded::Eight(a) => &a.scales,
+            Rounded::Sixteen(a) => &a.scales,
+        }
+    }
+
+    fn scales_mut(&mut self) -> &mut tiles::Scales {
+        match self {
+            Rounded::Eight(a) => &mut a.scales,
+            Rounded::Sixteen(a) => &mut a.scales,
+        }
+    }
+
+    /// Value `p` of block `j` (blocks row after row), as an integer.
+    fn value(&self, j: usize, p: usize) -> i32 {
+        use tiles::Width;
+        match self {
+            Rounded::Eight(a) => int8::Eight::value(a, j, p),
+            Rounded::Sixteen(a) => int16::Sixteen::value(a, j, p),
+        }
+    }
+}
+
+/// An [`Out`] writing activation row `i`'s `rows` results at the start of `outs[i]`, whose
+/// contents it drops (room for `rows` floats is reserved; see [`written`]).
+fn each_row(outs: &mut [Vec<f32>], rows: usize) -> Out {
+    let starts = outs
+        .iter_mut()
+        .map(|o| {
+            o.clear();
+            o.reserve_exact(rows);
+            o.spare_capacity_mut().as_mut_ptr() as *mut f32
+        })
+        .collect();
+    Out::each(starts, rows)
+}
+
+/// Marks the `rows` floats that a product wrote through [`each_row`] as each buffer's contents.
+///
+/// # Safety
+/// Every one of the first `rows` floats of each buffer must have been written.
+unsafe fn written(outs: &mut [Vec<f32>], rows: usize) {
+    for o in outs {
+        // SAFETY: room was reserved by `each_row`, and the values written (the contract).
+        unsafe { o.set_len(rows) };
     }
 }
 
