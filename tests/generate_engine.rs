@@ -238,3 +238,51 @@ fn the_engine_reuses_cached_prefixes_without_changing_greedy_answers() {
     assert_eq!(answer(&second), (spec.tokenizer.decode(&want).unwrap(), shared));
     assert_eq!((cached() - before) as usize, shared);
 }
+
+/// A model that records, for every row of logits asked of it, whether only the largest was.
+struct Record(Box<dyn TextGenerator>, std::sync::Arc<std::sync::Mutex<Vec<bool>>>);
+
+impl TextGenerator for Record {
+    fn new_sequence(&self) -> SeqState {
+        self.0.new_sequence()
+    }
+    fn forward(&mut self, items: &mut [GenItem<'_>]) -> Result<Vec<Vec<f32>>, aiserve_core::BackendError> {
+        self.1.lock().unwrap().extend(items.iter().filter(|i| i.logits).map(|i| i.argmax_only));
+        self.0.forward(items)
+    }
+}
+
+/// Greedy sequences ask the model for the largest logit alone (which it may compute without
+/// the others) and answer as with every logit; whatever reads the logits (log-probabilities,
+/// sampling, penalties) asks for all of them.
+#[test]
+fn only_plain_greedy_sequences_ask_for_the_largest_logit_alone() {
+    use aiserve_core::sampling::SamplingParams;
+    use aiserve_runtime::generation::engine::{Engine, EngineConfig};
+    let dir = smollm2_dir();
+    let (spec, mut plain) = load(dir.path());
+    let (_, model) = load(dir.path());
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let cfg = EngineConfig { draft_tokens: 0, ..Default::default() };
+    let engine = Engine::start("argmax-test", "1", Box::new(Record(model, asked.clone())), spec.clone(), cfg).unwrap();
+    let prompt = chat_ids(&spec, "Which city is the capital of France?");
+    let greedy_params = SamplingParams { temperature: 0.0, ..Default::default() };
+    let (text, _) = engine_answer(&engine, &prompt, 12, greedy_params.clone());
+    let want = greedy(plain.as_mut(), std::slice::from_ref(&prompt), 12, &spec.info.stop_tokens).remove(0);
+    assert_eq!(text, spec.tokenizer.decode(&want).unwrap());
+    let rows = std::mem::take(&mut *asked.lock().unwrap());
+    assert!(rows.len() >= want.len() && rows.iter().all(|a| *a), "{rows:?}");
+    let mut with_logprobs = request(&prompt, 4, greedy_params.clone());
+    with_logprobs.logprobs = Some(2);
+    let others = [
+        with_logprobs,
+        request(&prompt, 4, SamplingParams { seed: Some(1), ..Default::default() }),
+        request(&prompt, 4, SamplingParams { presence_penalty: 0.5, ..greedy_params.clone() }),
+        request(&prompt, 4, SamplingParams { logit_bias: vec![(42, 2.0)], ..greedy_params }),
+    ];
+    for req in others {
+        collect(engine.submit(req).unwrap());
+        let rows = std::mem::take(&mut *asked.lock().unwrap());
+        assert!(!rows.is_empty() && rows.iter().all(|a| !a), "{rows:?}");
+    }
+}

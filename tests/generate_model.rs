@@ -48,7 +48,13 @@ pub fn greedy(model: &mut dyn TextGenerator, prompts: &[Vec<u32>], steps: usize,
             seqs.iter_mut().enumerate().filter(|(i, _)| live.contains(i)).collect();
         let mut items: Vec<GenItem> = batch
             .iter_mut()
-            .map(|(i, s)| GenItem { state: s, tokens: &feed[*i], prompt_len: prompts[*i].len(), logits: true })
+            .map(|(i, s)| GenItem {
+                state: s,
+                tokens: &feed[*i],
+                prompt_len: prompts[*i].len(),
+                logits: true,
+                argmax_only: false,
+            })
             .collect();
         let logits = model.forward(&mut items).unwrap();
         drop(items);
@@ -130,7 +136,8 @@ fn smollm2_with_8_bit_activations_stays_close_to_16_bit() {
         let ids = chat_ids(&spec, q);
         let first = |m: &mut Box<dyn TextGenerator>| {
             let mut seq = m.new_sequence();
-            let item = GenItem { state: &mut seq, tokens: &ids, prompt_len: ids.len(), logits: true };
+            let item =
+                GenItem { state: &mut seq, tokens: &ids, prompt_len: ids.len(), logits: true, argmax_only: false };
             m.forward(&mut [item]).unwrap().remove(0)
         };
         let (a, b) = (first(&mut fine), first(&mut coarse));
@@ -256,7 +263,13 @@ fn ids(v: &Value) -> Vec<u32> {
 fn first_logits(model: &mut dyn TextGenerator, prompt: &[u32]) -> Vec<f32> {
     let mut seq = model.new_sequence();
     model
-        .forward(&mut [GenItem { state: &mut seq, tokens: prompt, prompt_len: prompt.len(), logits: true }])
+        .forward(&mut [GenItem {
+            state: &mut seq,
+            tokens: prompt,
+            prompt_len: prompt.len(),
+            logits: true,
+            argmax_only: false,
+        }])
         .unwrap()
         .remove(0)
 }
@@ -333,14 +346,16 @@ fn a_forked_prefix_gives_the_same_logits_as_a_fresh_prompt() {
         let ids = chat_ids(&spec, "Write a haiku about the sea.");
         let whole = first_logits(model.as_mut(), &ids);
         let mut seq = model.new_sequence();
-        let mut item = [GenItem { state: &mut seq, tokens: &ids, prompt_len: ids.len(), logits: false }];
+        let mut item =
+            [GenItem { state: &mut seq, tokens: &ids, prompt_len: ids.len(), logits: false, argmax_only: false }];
         model.forward(&mut item).unwrap();
         assert_eq!(model.shared_len(&seq), Some(ids.len()));
         assert!(model.fork(&seq, ids.len() + 1).is_none(), "no more positions than it holds");
         let mut fork = model.fork(&seq, 30).unwrap();
         drop(seq);
         let rest = &ids[30..];
-        let mut item = [GenItem { state: &mut fork, tokens: rest, prompt_len: ids.len(), logits: true }];
+        let mut item =
+            [GenItem { state: &mut fork, tokens: rest, prompt_len: ids.len(), logits: true, argmax_only: false }];
         assert_eq!(model.forward(&mut item).unwrap().remove(0), whole, "{kv:?}");
     }
 }
@@ -357,7 +372,8 @@ fn logits_after_each_drafted_token_match_one_at_a_time() {
     let extra = [504u32, 2988, 288, 451, 8170];
     let prefilled = |model: &mut Box<dyn TextGenerator>| {
         let mut seq = model.new_sequence();
-        let mut item = [GenItem { state: &mut seq, tokens: &ids, prompt_len: ids.len(), logits: false }];
+        let mut item =
+            [GenItem { state: &mut seq, tokens: &ids, prompt_len: ids.len(), logits: false, argmax_only: false }];
         model.forward(&mut item).unwrap();
         seq
     };
@@ -365,16 +381,18 @@ fn logits_after_each_drafted_token_match_one_at_a_time() {
     let one: Vec<Vec<f32>> = extra
         .iter()
         .map(|t| {
-            let mut item = [GenItem { state: &mut a, tokens: &[*t], prompt_len: ids.len(), logits: true }];
+            let mut item =
+                [GenItem { state: &mut a, tokens: &[*t], prompt_len: ids.len(), logits: true, argmax_only: false }];
             model.forward(&mut item).unwrap().remove(0)
         })
         .collect();
     let mut b = prefilled(&mut model);
-    let mut item = [GenItem { state: &mut b, tokens: &extra, prompt_len: ids.len(), logits: true }];
+    let mut item = [GenItem { state: &mut b, tokens: &extra, prompt_len: ids.len(), logits: true, argmax_only: false }];
     assert_eq!(model.forward_rows(&mut item, &[5]).unwrap(), one);
     // Two of the four drafts after `extra[0]` accepted: keep their positions, feed the next.
     assert!(model.truncate(&mut b, ids.len() + 3));
     assert!(!model.truncate(&mut b, ids.len() + 4), "it cannot grow back");
-    let mut item = [GenItem { state: &mut b, tokens: &extra[3..4], prompt_len: ids.len(), logits: true }];
+    let mut item =
+        [GenItem { state: &mut b, tokens: &extra[3..4], prompt_len: ids.len(), logits: true, argmax_only: false }];
     assert_eq!(model.forward(&mut item).unwrap().remove(0), one[3]);
 }

@@ -69,6 +69,10 @@ pub struct GenItem<'a> {
     pub prompt_len: usize,
     /// Whether to return the logits that follow the last of `tokens`.
     pub logits: bool,
+    /// Whether only the index of the largest logit matters (greedy sampling that nothing else
+    /// reads the logits for): a model may then return, in each row, the exact logit at that
+    /// index (the first largest) and any value no larger, −∞ included, elsewhere.
+    pub argmax_only: bool,
 }
 
 /// A loaded generation model. Called from a single dedicated thread.

@@ -59,6 +59,14 @@ impl Sampler {
         Self { params, rng, counts: HashMap::new(), weights: Vec::new() }
     }
 
+    /// Whether the token is always the index of the largest raw logit: temperature 0 with no
+    /// bias and no penalties (a model may then compute only that index; see
+    /// [`crate::GenItem::argmax_only`]).
+    pub fn greedy(&self) -> bool {
+        let p = &self.params;
+        p.temperature <= 0.0 && p.logit_bias.is_empty() && p.frequency_penalty == 0.0 && p.presence_penalty == 0.0
+    }
+
     /// Picks the next token and remembers it for the penalties. `logits` is scratch.
     pub fn sample(&mut self, logits: &mut [f32]) -> u32 {
         let p = &self.params;
@@ -196,6 +204,16 @@ mod tests {
     #[test]
     fn greedy_takes_the_first_maximum() {
         let mut s = Sampler::new(params(0.0, 1.0, 0, 1));
+        assert!(s.greedy());
+        // What else changes the token than the largest raw logit.
+        for p in [
+            params(0.7, 1.0, 0, 1),
+            SamplingParams { temperature: 0.0, logit_bias: vec![(3, 1.0)], ..Default::default() },
+            SamplingParams { temperature: 0.0, frequency_penalty: 0.5, ..Default::default() },
+            SamplingParams { temperature: 0.0, presence_penalty: -0.5, ..Default::default() },
+        ] {
+            assert!(!Sampler::new(p.clone()).greedy(), "{p:?}");
+        }
         assert_eq!(s.sample(&mut [0.1, 3.0, 3.0, -1.0]), 1);
         // Against the plain scan, across chunk boundaries, with NaNs and infinities around.
         let plain = |v: &[f32]| (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b }) as u32;

@@ -7,7 +7,9 @@
 //! Threads: rayon's pool (`RAYON_NUM_THREADS=1` for one thread). `AISERVE_ONLY_BATCH=1` skips the
 //! answers, `AISERVE_BATCHES=1,8` picks the batch sizes, `AISERVE_CONTEXT=1000` decodes after a
 //! 1000-token prompt instead of a short one, `AISERVE_ACTIVATION_BITS=8` the
-//! 8-bit activations (16 by default, as the server), `AISERVE_KV_CACHE_DTYPE=f16` f16 KV caches.
+//! 8-bit activations (16 by default, as the server), `AISERVE_KV_CACHE_DTYPE=f16` f16 KV caches,
+//! `AISERVE_ARGMAX_ONLY=1` batched decode steps that need only the largest logit, as the server
+//! runs greedy sequences (`GenItem::argmax_only`; the model may then skip most output rows).
 
 use std::time::Instant;
 
@@ -37,9 +39,11 @@ fn main() {
     };
     let mut model = gguf::load(path, Options { bits, kv }).expect("load");
     println!(
-        "model {} ({} MB of weights read per token, {bits:?}-bit activations, {kv:?} KV cache), {} threads",
+        "model {} ({} MB of weights read per token, greedy head {} MB, {bits:?}-bit activations, {kv:?} KV \
+         cache), {} threads",
         path.display(),
         model.weight_bytes() / 1_000_000,
+        model.head_bytes() / 1_000_000,
         rayon::current_num_threads()
     );
     // Base models (Gemma 3 270M) have no chat template: their questions go in as plain text.
@@ -63,7 +67,13 @@ fn main() {
         let mut seq: SeqState = model.new_sequence();
         let t0 = Instant::now();
         let logits = model
-            .forward(&mut [GenItem { state: &mut seq, tokens: &ids, prompt_len: ids.len(), logits: true }])
+            .forward(&mut [GenItem {
+                state: &mut seq,
+                tokens: &ids,
+                prompt_len: ids.len(),
+                logits: true,
+                argmax_only: false,
+            }])
             .unwrap();
         let ttft = t0.elapsed();
         let mut next = argmax(&logits[0]);
@@ -71,7 +81,13 @@ fn main() {
         let t1 = Instant::now();
         while out.len() < decode_tokens && !spec.info.stop_tokens.contains(&next) {
             let logits = model
-                .forward(&mut [GenItem { state: &mut seq, tokens: &[next], prompt_len: ids.len(), logits: true }])
+                .forward(&mut [GenItem {
+                    state: &mut seq,
+                    tokens: &[next],
+                    prompt_len: ids.len(),
+                    logits: true,
+                    argmax_only: false,
+                }])
                 .unwrap();
             next = argmax(&logits[0]);
             out.push(next);
@@ -93,12 +109,25 @@ fn main() {
     let ids = spec.tokenizer.encode("Write a long story about a robot who learns to paint.", true).unwrap();
     let mut seq = model.new_sequence();
     let t = Instant::now();
-    let mut logits =
-        model.forward(&mut [GenItem { state: &mut seq, tokens: &ids, prompt_len: ids.len(), logits: true }]).unwrap();
+    let mut logits = model
+        .forward(&mut [GenItem {
+            state: &mut seq,
+            tokens: &ids,
+            prompt_len: ids.len(),
+            logits: true,
+            argmax_only: false,
+        }])
+        .unwrap();
     for _ in 1..128 {
         let next = [argmax(&logits[0])];
         logits = model
-            .forward(&mut [GenItem { state: &mut seq, tokens: &next, prompt_len: ids.len(), logits: true }])
+            .forward(&mut [GenItem {
+                state: &mut seq,
+                tokens: &next,
+                prompt_len: ids.len(),
+                logits: true,
+                argmax_only: false,
+            }])
             .unwrap();
     }
     println!(
@@ -114,8 +143,9 @@ fn main() {
     let mut next = [bos];
     let t = Instant::now();
     for _ in 0..128 {
-        let logits =
-            model.forward(&mut [GenItem { state: &mut seq, tokens: &next, prompt_len: 1, logits: true }]).unwrap();
+        let logits = model
+            .forward(&mut [GenItem { state: &mut seq, tokens: &next, prompt_len: 1, logits: true, argmax_only: false }])
+            .unwrap();
         next = [argmax(&logits[0])];
     }
     println!("as llama-bench measures it: tg128 {:.1} tok/s", 128.0 / t.elapsed().as_secs_f64());
@@ -125,7 +155,15 @@ fn main() {
     ids.truncate(201);
     let mut seq = model.new_sequence();
     let t = Instant::now();
-    model.forward(&mut [GenItem { state: &mut seq, tokens: &ids, prompt_len: ids.len(), logits: true }]).unwrap();
+    model
+        .forward(&mut [GenItem {
+            state: &mut seq,
+            tokens: &ids,
+            prompt_len: ids.len(),
+            logits: true,
+            argmax_only: false,
+        }])
+        .unwrap();
     println!("prefill {} tokens: {:.0} tok/s", ids.len(), ids.len() as f64 / t.elapsed().as_secs_f64());
 
     // Sampling at OpenAI's default temperature (1, no top-k/top-p) over the whole vocabulary:
@@ -133,7 +171,13 @@ fn main() {
     let ids = spec.tokenizer.encode("Once upon a time", false).unwrap();
     let mut seq = model.new_sequence();
     let logits = model
-        .forward(&mut [GenItem { state: &mut seq, tokens: &ids, prompt_len: ids.len(), logits: true }])
+        .forward(&mut [GenItem {
+            state: &mut seq,
+            tokens: &ids,
+            prompt_len: ids.len(),
+            logits: true,
+            argmax_only: false,
+        }])
         .unwrap()
         .remove(0);
     let mut sampler = Sampler::new(SamplingParams { seed: Some(1), ..Default::default() });
@@ -160,12 +204,13 @@ fn main() {
         .ok()
         .map(|v| v.split(',').filter_map(|b| b.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 2, 4, 8, 16]);
+    let argmax_only = std::env::var_os("AISERVE_ARGMAX_ONLY").is_some();
     let mut base = f64::NAN;
     for b in batches {
         let mut seqs: Vec<SeqState> = (0..b).map(|_| model.new_sequence()).collect();
         let mut items: Vec<GenItem> = seqs
             .iter_mut()
-            .map(|s| GenItem { state: s, tokens: &prompt, prompt_len: prompt.len(), logits: true })
+            .map(|s| GenItem { state: s, tokens: &prompt, prompt_len: prompt.len(), logits: true, argmax_only: false })
             .collect();
         let logits = model.forward(&mut items).unwrap();
         let mut next: Vec<[u32; 1]> = logits.iter().map(|l| [argmax(l)]).collect();
@@ -175,7 +220,7 @@ fn main() {
             let mut items: Vec<GenItem> = seqs
                 .iter_mut()
                 .zip(&next)
-                .map(|(s, t)| GenItem { state: s, tokens: t, prompt_len: prompt.len(), logits: true })
+                .map(|(s, t)| GenItem { state: s, tokens: t, prompt_len: prompt.len(), logits: true, argmax_only })
                 .collect();
             let logits = model.forward(&mut items).unwrap();
             next = logits.iter().map(|l| [argmax(l)]).collect();

@@ -428,7 +428,8 @@ mod gemma3_tests {
 
     fn logits(model: &mut dyn TextGenerator, ids: &[u32]) -> Vec<Vec<f32>> {
         let mut seq = model.new_sequence();
-        let mut item = [GenItem { state: &mut seq, tokens: ids, prompt_len: ids.len(), logits: true }];
+        let mut item =
+            [GenItem { state: &mut seq, tokens: ids, prompt_len: ids.len(), logits: true, argmax_only: false }];
         model.forward_rows(&mut item, &[ids.len()]).unwrap()
     }
 

@@ -15,6 +15,7 @@ use super::act::{geglu, swiglu};
 use super::attention;
 use super::kv::{Elem, KvDtype, Rows};
 use super::rope::{Rope, RopePairs};
+use crate::quant::argmax::ArgmaxHead;
 use crate::quant::team::Team;
 use crate::quant::Matrix;
 
@@ -171,6 +172,8 @@ pub struct Llama {
     rope: Rope,
     /// The rotary embedding of sliding-window layers, where their base differs.
     local_rope: Option<Rope>,
+    /// The output projection's high bits, for greedy steps ([`ArgmaxHead`]), where it pays.
+    head: Option<ArgmaxHead>,
     team: Team,
 }
 
@@ -229,7 +232,11 @@ impl Llama {
         // Sliding layers turn by their own base, unscaled (llama.cpp's `freq_base_swa`).
         let local_rope =
             cfg.variant.sliding.as_ref().map(|s| Rope::new(cfg.head_dim, s.rope_theta, cfg.rope_pairs, None));
-        Ok(Self { cfg, embed, layers, norm, output, rope, local_rope, team: Team::new(crate::compute_threads()) })
+        // Soft-capped logits would need the cap's rounding in the bound: no head for those.
+        let head =
+            cfg.variant.final_softcap.is_none().then(|| ArgmaxHead::of(output.as_ref().unwrap_or(&embed))).flatten();
+        let team = Team::new(crate::compute_threads());
+        Ok(Self { cfg, embed, layers, norm, output, rope, local_rope, head, team })
     }
 
     /// Bytes of weights read per decoded token.
@@ -244,9 +251,19 @@ impl Llama {
         Seq { len: 0, k: rows(), v: rows() }
     }
 
+    /// Bytes the greedy head holds beside the weights (0 without one).
+    pub fn head_bytes(&self) -> usize {
+        self.head.as_ref().map_or(0, ArgmaxHead::bytes)
+    }
+
     /// Runs `pieces` (a sequence, its new tokens, after how many of its last tokens it wants
-    /// logits) as one batch.
-    pub fn forward_seqs(&mut self, pieces: &mut [(&mut Seq, &[u32], usize)]) -> Result<Vec<Vec<f32>>, String> {
+    /// logits) as one batch. With `argmax_only`, only each row's largest logit and its index
+    /// are exact ([`GenItem::argmax_only`]).
+    pub fn forward_seqs(
+        &mut self,
+        pieces: &mut [(&mut Seq, &[u32], usize)],
+        argmax_only: bool,
+    ) -> Result<Vec<Vec<f32>>, String> {
         let cfg = self.cfg.clone();
         let (h, qd, kvd) = (cfg.hidden, cfg.q_dim(), cfg.kv_dim());
         // Token rows of the batch: which piece each belongs to and its position.
@@ -367,7 +384,11 @@ impl Llama {
         // Each sequence's logits straight into its own buffer (no zero fill, no copy: 8 MB a
         // step for 8 sequences of a 262,144-token vocabulary).
         let mut logits = vec![Vec::new(); m];
-        self.output.as_ref().unwrap_or(&self.embed).matmul_rows(&mut self.team, &finals, &mut logits);
+        let output = self.output.as_ref().unwrap_or(&self.embed);
+        match &self.head {
+            Some(head) if argmax_only => head.argmax_rows(output, &mut self.team, &finals, &mut logits),
+            _ => output.matmul_rows(&mut self.team, &finals, &mut logits),
+        }
         if let Some(cap) = cfg.variant.final_softcap {
             logits.iter_mut().flatten().for_each(|v| *v = cap * (*v / cap).tanh());
         }
@@ -381,6 +402,7 @@ impl TextGenerator for Llama {
     }
 
     fn forward(&mut self, items: &mut [GenItem<'_>]) -> Result<Vec<Vec<f32>>, BackendError> {
+        let argmax_only = items.iter().all(|i| !i.logits || i.argmax_only);
         let mut pieces = Vec::with_capacity(items.len());
         for item in items.iter_mut() {
             let seq = item
@@ -389,7 +411,7 @@ impl TextGenerator for Llama {
                 .ok_or_else(|| BackendError("sequence state of another model".into()))?;
             pieces.push((seq, item.tokens, item.logits as usize));
         }
-        self.forward_seqs(&mut pieces).map_err(BackendError)
+        self.forward_seqs(&mut pieces, argmax_only).map_err(BackendError)
     }
 
     fn verifies_drafts(&self) -> bool {
@@ -400,6 +422,7 @@ impl TextGenerator for Llama {
         if rows.len() != items.len() {
             return Err(BackendError(format!("{} row counts for {} items", rows.len(), items.len())));
         }
+        let argmax_only = items.iter().zip(rows).all(|(i, want)| *want == 0 || i.argmax_only);
         let mut pieces = Vec::with_capacity(items.len());
         for (item, want) in items.iter_mut().zip(rows) {
             let seq = item
@@ -408,7 +431,7 @@ impl TextGenerator for Llama {
                 .ok_or_else(|| BackendError("sequence state of another model".into()))?;
             pieces.push((seq, item.tokens, *want));
         }
-        self.forward_seqs(&mut pieces).map_err(BackendError)
+        self.forward_seqs(&mut pieces, argmax_only).map_err(BackendError)
     }
 
     fn truncate(&self, state: &mut SeqState, len: usize) -> bool {

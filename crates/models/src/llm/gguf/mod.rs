@@ -18,6 +18,7 @@ use super::llama::{Gate, Layer, Llama, LlamaConfig, Sliding, Variant};
 use super::rope::RopePairs;
 use super::tokenizer::GenTokenizer;
 use super::Options;
+use crate::quant::argmax::ArgmaxHead;
 use crate::quant::{q4_k, q5, q6_k, Bits, Format, Matrix, Regroup};
 use crate::text::gguf_tokenizer;
 
@@ -339,8 +340,13 @@ fn loaded_bytes(dtype: GgmlDType, n: u64) -> u64 {
 /// Loads the model in the GGUF file at `path` with the numerics of `opts`.
 pub fn load(path: &Path, opts: Options) -> Result<Llama, LoadError> {
     let (file, content) = read_header(path)?;
-    let need: u64 =
+    let mut need: u64 =
         content.tensor_infos.values().map(|t| loaded_bytes(t.ggml_dtype, t.shape.elem_count() as u64)).sum();
+    // The output projection's greedy head, where one is made (`ArgmaxHead::of`).
+    let output = content.tensor_infos.get("output.weight").or_else(|| content.tensor_infos.get("token_embd.weight"));
+    if let Some((format, &[rows, cols])) = output.and_then(|t| Some((kernel(t.ggml_dtype)?.0, t.shape.dims()))) {
+        need += ArgmaxHead::bytes_for(format, rows, cols) as u64;
+    }
     let mut expanded: Vec<GgmlDType> = content
         .tensor_infos
         .values()

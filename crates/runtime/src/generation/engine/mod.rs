@@ -429,6 +429,15 @@ impl Loop {
                 self.seqs.get_mut(id).and_then(|s| s.state.take()).unwrap_or_else(|| self.generator.new_sequence())
             })
             .collect();
+        // Greedy sequences whose logits nothing else reads (log-probabilities, a grammar) need
+        // only the index of the largest.
+        let argmax_only: Vec<bool> = plan
+            .iter()
+            .map(|(id, _, _)| {
+                let s = &self.seqs[id];
+                s.sampler.greedy() && s.logprobs.is_none() && s.constraint.is_none()
+            })
+            .collect();
         // Grammar masks of the constrained sequences that sample this step: they depend only on
         // tokens already committed, so another thread computes them while the forward pass runs.
         let mut constrained: Vec<(SeqId, Constraint)> = plan
@@ -443,12 +452,13 @@ impl Loop {
                 .then(|| scope.spawn(|| constrained.iter_mut().map(|(id, c)| (*id, c.mask())).collect::<Vec<_>>()));
             let mut items: Vec<GenItem> = states
                 .iter_mut()
-                .zip(&plan)
-                .map(|(state, (id, range, rows))| GenItem {
+                .zip(plan.iter().zip(&argmax_only))
+                .map(|(state, ((id, range, rows), argmax_only))| GenItem {
                     state,
                     tokens: fed.get(id).map_or(&self.seqs[id].tokens[range.clone()], Vec::as_slice),
                     prompt_len: self.seqs[id].prompt_len,
                     logits: *rows > 0,
+                    argmax_only: *argmax_only,
                 })
                 .collect();
             let generator = &mut self.generator;
