@@ -3,7 +3,9 @@
 # `llama-server`, built once by ../shared/peers/llamacpp/build_native.sh), same GGUF files, same
 # machine, 2 threads: SmolLM2-135M-Instruct Q4_1 and Gemma 3 270M Q4_K_M.
 #   1. model only: llama-bench pp201 / tg128 (-r 3) next to `cargo bench --bench generate`
-#      (the same measures: 201 prompt tokens in one pass; 128 single-token passes from BOS),
+#      (the same measures: 201 prompt tokens in one pass; 128 single-token passes from BOS,
+#      every logit computed), then its greedy steps as the server runs them (the largest logit
+#      only, `AISERVE_ARGMAX_ONLY=1`: the greedy head where the model has one),
 #   2. over HTTP, servers one at a time, alternated ROUNDS times: one streamed client
 #      (`llama-server -np 1` against aiserve with and without drafting), then eight
 #      (`llama-server -np 8 -c 8192` against aiserve): bench/generate_load.py, greedy, 128
@@ -46,6 +48,9 @@ for name in smollm2 gemma3; do
   "$bin/llama-bench" -m "$gguf" -t 2 -p 201 -n 128 -r 3 2>/dev/null | grep -E '^\| (model|[a-z])'
   echo; echo "### aiserve model only, 2 threads"
   AISERVE_GGUF="$gguf" AISERVE_BATCHES=1,8 RAYON_NUM_THREADS=2 "$bench_bin" | grep -E 'as llama|prefill|decode batch|^model'
+  echo; echo "### aiserve model only, 2 threads, greedy steps (only the largest logit, as the server asks)"
+  AISERVE_GGUF="$gguf" AISERVE_ARGMAX_ONLY=1 AISERVE_ONLY_BATCH=1 AISERVE_BATCHES=1,2 RAYON_NUM_THREADS=2 "$bench_bin" |
+    grep -E 'decode batch'
   if [ "$EIGHT" = 1 ]; then
     echo; echo "### aiserve model only, 2 threads, 8-bit activations (llama.cpp's precision)"
     AISERVE_GGUF="$gguf" AISERVE_BATCHES=1,8 RAYON_NUM_THREADS=2 AISERVE_ACTIVATION_BITS=8 AISERVE_ONLY_BATCH=1 "$bench_bin" |

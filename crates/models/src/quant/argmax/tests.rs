@@ -93,12 +93,19 @@ fn ties_go_to_the_first_row_as_in_the_whole_product() {
 fn heads_only_for_large_q8_0_matrices_with_plain_scales() {
     let small = Matrix::quantized(Format::Q8_0, Bits::Sixteen, 64, 64, random_blocks(Format::Q8_0, 64, 64, 1));
     assert!(ArgmaxHead::of(&small.unwrap()).is_none());
-    let f32s = Matrix::f32(MIN_ROWS, 32, vec![0.5; MIN_ROWS * 32]).unwrap();
+    let f32s = Matrix::f32(4096, 32, vec![0.5; 4096 * 32]).unwrap();
     assert!(ArgmaxHead::of(&f32s).is_none());
-    let q4 = Matrix::quantized(Format::Q4_0, Bits::Sixteen, MIN_ROWS, 32, random_blocks(Format::Q4_0, MIN_ROWS, 32, 2));
-    assert!(ArgmaxHead::of(&q4.unwrap()).is_none());
-    let q8 = Matrix::quantized(Format::Q8_0, Bits::Sixteen, MIN_ROWS, 32, random_blocks(Format::Q8_0, MIN_ROWS, 32, 3));
-    assert_eq!(ArgmaxHead::of(&q8.unwrap()).is_some(), crate::quant::q5::native());
+    // Gemma 3's output projection gets one (its high bits take 22 of every 34 bytes), SmolLM2's
+    // (30 MB) and other formats none.
+    let gemma = ArgmaxHead::bytes_for(Format::Q8_0, 262_144, 640);
+    assert_eq!(gemma, if crate::quant::q5::native() { 262_144 * 640 / 32 * 22 } else { 0 });
+    assert_eq!(ArgmaxHead::bytes_for(Format::Q8_0, 49_152, 576), 0);
+    assert_eq!(ArgmaxHead::bytes_for(Format::Q4_0, 262_144, 640), 0);
+    // The smallest that pays, made for real.
+    let rows = MIN_BYTES / (32 / BLOCK * Format::Q8_0.block_bytes()) + TILE;
+    let q8 = Matrix::quantized(Format::Q8_0, Bits::Sixteen, rows, 32, random_blocks(Format::Q8_0, rows, 32, 3));
+    let head = ArgmaxHead::of(&q8.unwrap());
+    assert_eq!(head.map(|h| h.bytes()), crate::quant::q5::native().then(|| rows.div_ceil(TILE) * TILE * 22));
     // A negative scale, or one whose eightfold overflows f16, keeps the plain product.
     for d in [-0.01f32, 9000.0] {
         let mut blocks = random_blocks(Format::Q8_0, 16, 32, 4);
