@@ -173,6 +173,11 @@ impl ArgmaxHead {
         let tiles = rows.div_ceil(TILE);
         let exact = Rounded::of(*bits, x, n, cols);
         let margins = self.bounds(&exact, team, x, outs);
+        if margins.iter().any(|m| !m.is_finite()) {
+            // Activations that are not finite: no bound holds, and the whole product says what
+            // such rows give.
+            return full.matmul_rows(team, x, outs);
+        }
         // The row with the largest bound, exactly: a floor for each row's largest logit. The
         // scans of the rows (a megabyte each for Gemma) are shared out among the team.
         let tops = std::sync::Mutex::new(vec![0; n]);
