@@ -83,13 +83,7 @@ fn gemma3_continues_prompts_as_llama_cpp_does() {
         let mut feed = prompt.clone();
         let mut tied = false;
         for (k, w) in want.iter().enumerate() {
-            let mut items = [GenItem {
-                state: &mut seq,
-                tokens: &feed,
-                prompt_len: prompt.len(),
-                logits: true,
-                argmax_only: false,
-            }];
+            let mut items = [GenItem::new(&mut seq, &feed, prompt.len())];
             let logits = model.forward(&mut items).unwrap().remove(0);
             let t = argmax(&logits);
             if t != *w {

@@ -46,16 +46,8 @@ pub fn greedy(model: &mut dyn TextGenerator, prompts: &[Vec<u32>], steps: usize,
         }
         let mut batch: Vec<(usize, &mut SeqState)> =
             seqs.iter_mut().enumerate().filter(|(i, _)| live.contains(i)).collect();
-        let mut items: Vec<GenItem> = batch
-            .iter_mut()
-            .map(|(i, s)| GenItem {
-                state: s,
-                tokens: &feed[*i],
-                prompt_len: prompts[*i].len(),
-                logits: true,
-                argmax_only: false,
-            })
-            .collect();
+        let mut items: Vec<GenItem> =
+            batch.iter_mut().map(|(i, s)| GenItem::new(s, &feed[*i], prompts[*i].len())).collect();
         let logits = model.forward(&mut items).unwrap();
         drop(items);
         let mut next_live = Vec::new();
@@ -136,8 +128,7 @@ fn smollm2_with_8_bit_activations_stays_close_to_16_bit() {
         let ids = chat_ids(&spec, q);
         let first = |m: &mut Box<dyn TextGenerator>| {
             let mut seq = m.new_sequence();
-            let item =
-                GenItem { state: &mut seq, tokens: &ids, prompt_len: ids.len(), logits: true, argmax_only: false };
+            let item = GenItem::new(&mut seq, &ids, ids.len());
             m.forward(&mut [item]).unwrap().remove(0)
         };
         let (a, b) = (first(&mut fine), first(&mut coarse));
@@ -262,16 +253,7 @@ fn ids(v: &Value) -> Vec<u32> {
 
 fn first_logits(model: &mut dyn TextGenerator, prompt: &[u32]) -> Vec<f32> {
     let mut seq = model.new_sequence();
-    model
-        .forward(&mut [GenItem {
-            state: &mut seq,
-            tokens: prompt,
-            prompt_len: prompt.len(),
-            logits: true,
-            argmax_only: false,
-        }])
-        .unwrap()
-        .remove(0)
+    model.forward(&mut [GenItem::new(&mut seq, prompt, prompt.len())]).unwrap().remove(0)
 }
 
 fn assert_close(got: &[f32], want: &Value, what: &str) {
@@ -354,8 +336,7 @@ fn a_forked_prefix_gives_the_same_logits_as_a_fresh_prompt() {
         let mut fork = model.fork(&seq, 30).unwrap();
         drop(seq);
         let rest = &ids[30..];
-        let mut item =
-            [GenItem { state: &mut fork, tokens: rest, prompt_len: ids.len(), logits: true, argmax_only: false }];
+        let mut item = [GenItem::new(&mut fork, rest, ids.len())];
         assert_eq!(model.forward(&mut item).unwrap().remove(0), whole, "{kv:?}");
     }
 }
@@ -381,18 +362,17 @@ fn logits_after_each_drafted_token_match_one_at_a_time() {
     let one: Vec<Vec<f32>> = extra
         .iter()
         .map(|t| {
-            let mut item =
-                [GenItem { state: &mut a, tokens: &[*t], prompt_len: ids.len(), logits: true, argmax_only: false }];
+            let token = [*t];
+            let mut item = [GenItem::new(&mut a, &token, ids.len())];
             model.forward(&mut item).unwrap().remove(0)
         })
         .collect();
     let mut b = prefilled(&mut model);
-    let mut item = [GenItem { state: &mut b, tokens: &extra, prompt_len: ids.len(), logits: true, argmax_only: false }];
+    let mut item = [GenItem::new(&mut b, &extra, ids.len())];
     assert_eq!(model.forward_rows(&mut item, &[5]).unwrap(), one);
     // Two of the four drafts after `extra[0]` accepted: keep their positions, feed the next.
     assert!(model.truncate(&mut b, ids.len() + 3));
     assert!(!model.truncate(&mut b, ids.len() + 4), "it cannot grow back");
-    let mut item =
-        [GenItem { state: &mut b, tokens: &extra[3..4], prompt_len: ids.len(), logits: true, argmax_only: false }];
+    let mut item = [GenItem::new(&mut b, &extra[3..4], ids.len())];
     assert_eq!(model.forward(&mut item).unwrap().remove(0), one[3]);
 }

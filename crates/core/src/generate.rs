@@ -75,6 +75,13 @@ pub struct GenItem<'a> {
     pub argmax_only: bool,
 }
 
+impl<'a> GenItem<'a> {
+    /// `tokens` after what `state` holds, with every logit after the last of them.
+    pub fn new(state: &'a mut SeqState, tokens: &'a [u32], prompt_len: usize) -> Self {
+        GenItem { state, tokens, prompt_len, logits: true, argmax_only: false }
+    }
+}
+
 /// A loaded generation model. Called from a single dedicated thread.
 pub trait TextGenerator: Send {
     /// A fresh, empty sequence.

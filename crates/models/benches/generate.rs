@@ -66,29 +66,13 @@ fn main() {
         };
         let mut seq: SeqState = model.new_sequence();
         let t0 = Instant::now();
-        let logits = model
-            .forward(&mut [GenItem {
-                state: &mut seq,
-                tokens: &ids,
-                prompt_len: ids.len(),
-                logits: true,
-                argmax_only: false,
-            }])
-            .unwrap();
+        let logits = model.forward(&mut [GenItem::new(&mut seq, &ids, ids.len())]).unwrap();
         let ttft = t0.elapsed();
         let mut next = argmax(&logits[0]);
         let mut out = vec![next];
         let t1 = Instant::now();
         while out.len() < decode_tokens && !spec.info.stop_tokens.contains(&next) {
-            let logits = model
-                .forward(&mut [GenItem {
-                    state: &mut seq,
-                    tokens: &[next],
-                    prompt_len: ids.len(),
-                    logits: true,
-                    argmax_only: false,
-                }])
-                .unwrap();
+            let logits = model.forward(&mut [GenItem::new(&mut seq, &[next], ids.len())]).unwrap();
             next = argmax(&logits[0]);
             out.push(next);
         }
@@ -109,26 +93,10 @@ fn main() {
     let ids = spec.tokenizer.encode("Write a long story about a robot who learns to paint.", true).unwrap();
     let mut seq = model.new_sequence();
     let t = Instant::now();
-    let mut logits = model
-        .forward(&mut [GenItem {
-            state: &mut seq,
-            tokens: &ids,
-            prompt_len: ids.len(),
-            logits: true,
-            argmax_only: false,
-        }])
-        .unwrap();
+    let mut logits = model.forward(&mut [GenItem::new(&mut seq, &ids, ids.len())]).unwrap();
     for _ in 1..128 {
         let next = [argmax(&logits[0])];
-        logits = model
-            .forward(&mut [GenItem {
-                state: &mut seq,
-                tokens: &next,
-                prompt_len: ids.len(),
-                logits: true,
-                argmax_only: false,
-            }])
-            .unwrap();
+        logits = model.forward(&mut [GenItem::new(&mut seq, &next, ids.len())]).unwrap();
     }
     println!(
         "as llama.cpp measures it: 128 tokens incl. a {}-token prompt: {:.1} tok/s",
@@ -143,9 +111,7 @@ fn main() {
     let mut next = [bos];
     let t = Instant::now();
     for _ in 0..128 {
-        let logits = model
-            .forward(&mut [GenItem { state: &mut seq, tokens: &next, prompt_len: 1, logits: true, argmax_only: false }])
-            .unwrap();
+        let logits = model.forward(&mut [GenItem::new(&mut seq, &next, 1)]).unwrap();
         next = [argmax(&logits[0])];
     }
     println!("as llama-bench measures it: tg128 {:.1} tok/s", 128.0 / t.elapsed().as_secs_f64());
@@ -155,31 +121,14 @@ fn main() {
     ids.truncate(201);
     let mut seq = model.new_sequence();
     let t = Instant::now();
-    model
-        .forward(&mut [GenItem {
-            state: &mut seq,
-            tokens: &ids,
-            prompt_len: ids.len(),
-            logits: true,
-            argmax_only: false,
-        }])
-        .unwrap();
+    model.forward(&mut [GenItem::new(&mut seq, &ids, ids.len())]).unwrap();
     println!("prefill {} tokens: {:.0} tok/s", ids.len(), ids.len() as f64 / t.elapsed().as_secs_f64());
 
     // Sampling at OpenAI's default temperature (1, no top-k/top-p) over the whole vocabulary:
     // the engine thread does this for every sequence of every step.
     let ids = spec.tokenizer.encode("Once upon a time", false).unwrap();
     let mut seq = model.new_sequence();
-    let logits = model
-        .forward(&mut [GenItem {
-            state: &mut seq,
-            tokens: &ids,
-            prompt_len: ids.len(),
-            logits: true,
-            argmax_only: false,
-        }])
-        .unwrap()
-        .remove(0);
+    let logits = model.forward(&mut [GenItem::new(&mut seq, &ids, ids.len())]).unwrap().remove(0);
     let mut sampler = Sampler::new(SamplingParams { seed: Some(1), ..Default::default() });
     let mut row = logits.clone();
     let t = Instant::now();
@@ -208,10 +157,7 @@ fn main() {
     let mut base = f64::NAN;
     for b in batches {
         let mut seqs: Vec<SeqState> = (0..b).map(|_| model.new_sequence()).collect();
-        let mut items: Vec<GenItem> = seqs
-            .iter_mut()
-            .map(|s| GenItem { state: s, tokens: &prompt, prompt_len: prompt.len(), logits: true, argmax_only: false })
-            .collect();
+        let mut items: Vec<GenItem> = seqs.iter_mut().map(|s| GenItem::new(s, &prompt, prompt.len())).collect();
         let logits = model.forward(&mut items).unwrap();
         let mut next: Vec<[u32; 1]> = logits.iter().map(|l| [argmax(l)]).collect();
         let steps = 64;

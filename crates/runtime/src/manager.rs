@@ -457,13 +457,7 @@ fn warm_up(model: &mut Loaded, description: &Description) -> Result<(), String> 
             }
             let mut seq = model.new_sequence();
             let logits = model
-                .forward(&mut [GenItem {
-                    state: &mut seq,
-                    tokens: &ids,
-                    prompt_len: ids.len(),
-                    logits: true,
-                    argmax_only: false,
-                }])
+                .forward(&mut [GenItem::new(&mut seq, &ids, ids.len())])
                 .map_err(|e| format!("warm-up forward pass failed: {e}"))?;
             match logits.as_slice() {
                 [l] if l.len() == spec.info.vocab_size => Ok(()),

@@ -428,8 +428,7 @@ mod gemma3_tests {
 
     fn logits(model: &mut dyn TextGenerator, ids: &[u32]) -> Vec<Vec<f32>> {
         let mut seq = model.new_sequence();
-        let mut item =
-            [GenItem { state: &mut seq, tokens: ids, prompt_len: ids.len(), logits: true, argmax_only: false }];
+        let mut item = [GenItem::new(&mut seq, ids, ids.len())];
         model.forward_rows(&mut item, &[ids.len()]).unwrap()
     }
 

@@ -125,7 +125,7 @@ fn logits(file: &tempfile::NamedTempFile) -> Vec<f32> {
     let mut model = load(file.path(), Options::default()).unwrap();
     let mut seq = model.new_sequence();
     let ids = [1, 5, 9, 2, 7];
-    let item = GenItem { state: &mut seq, tokens: &ids, prompt_len: ids.len(), logits: true, argmax_only: false };
+    let item = GenItem::new(&mut seq, &ids, ids.len());
     model.forward(&mut [item]).unwrap().remove(0)
 }
 
