@@ -12,7 +12,10 @@
 #      tokens (chat for SmolLM2, plain completions for the base Gemma model).
 #   With EIGHT=1 (the default), aiserve also runs with llama.cpp's precision, 8-bit activations
 #   (`--activation-bits 8`), beside its default 16-bit ones.
-#   bench/generate_vs_llamacpp.sh     # env: ROUNDS (default 2), EIGHT, AISERVE_ASSETS, CARGO_TARGET_DIR
+#   After each one-client aiserve run without drafting, the model alone decodes greedy steps in
+#   the same minute (the rate one stream over HTTP is compared with).
+#   bench/generate_vs_llamacpp.sh     # env: ROUNDS (default 2), EIGHT, MODELS ("smollm2 gemma3"),
+#                                     # AISERVE_ASSETS, CARGO_TARGET_DIR
 # Loopback only; every server it starts is stopped on exit.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,7 +41,7 @@ wait_ready() { # URL
 stop() { kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; pid=""; }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%FT%TZ)"
-for name in smollm2 gemma3; do
+for name in ${MODELS:-smollm2 gemma3}; do
   case $name in
     smollm2) gguf="$assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"; mode=chat ;;
     gemma3) gguf="$assets/gemma3/gemma-3-270m-q4_k_m.gguf"; mode=completions ;;
@@ -80,6 +83,13 @@ for name in smollm2 gemma3; do
         printf 'aiserve (%s): ' "$flags"
         python3 "$here/bench/generate_load.py" "127.0.0.1:$port" "$name" "$clients" $((clients == 1 ? 4 : 2)) 128 $mode
         stop
+        if [ "$clients" = 1 ] && [ "$flags" = "--draft-tokens 0" ]; then
+          # The model alone in the same minute, as the server decodes a greedy stream: what the
+          # HTTP rate is compared with (this machine drifts by 10-25% over minutes).
+          printf '  model only, greedy steps, right after: '
+          AISERVE_GGUF="$gguf" AISERVE_ARGMAX_ONLY=1 AISERVE_ONLY_BATCH=1 AISERVE_BATCHES=1 RAYON_NUM_THREADS=2 \
+            "$bench_bin" | grep -E 'decode batch' | sed 's/ aggregate.*//'
+        fi
       done
     done
   done
