@@ -218,9 +218,7 @@ impl ArgmaxHead {
             }
         });
     }
-}
 
-impl ArgmaxHead {
     /// Into `outs[i]`, for every row `r` of the matrix, a bound `b` with `b + margins[i] ≥` the
     /// whole product's value with the activations `exact` (`x` rounded as the matrix rounds
     /// them); returns the margins.

@@ -340,9 +340,7 @@ impl Matrix {
             }
         }
     }
-}
 
-impl Matrix {
     /// The products of tile ranges `tiles` (of [`layout::TILE`] rows) of a block matrix with
     /// the rounded activation rows `acts`, into `dst`, the tiles shared out among `team`.
     ///
