@@ -1,5 +1,6 @@
 """Streams chat completions from an aiserve (or any OpenAI-compatible) server with C concurrent
-clients and reports aggregate generated tokens/s and time to first token. MODE `completions`
+clients and reports aggregate generated tokens/s, time to first token, and each stream's rate
+after its first token (the median over requests). MODE `completions`
 sends the same requests as plain prompts to /v1/completions (base models without a chat
 template). Standard library only.
   generate_load.py ADDR MODEL CONCURRENCY [REQUESTS_PER_CLIENT] [MAX_TOKENS] [chat|completions]"""
@@ -17,7 +18,7 @@ chat = (sys.argv[6] if len(sys.argv) > 6 else "chat") == "chat"
 host, port = addr.rsplit(":", 1)
 topics = ["a robot who learns to paint", "the sea at night", "a city of glass", "an old lighthouse keeper",
           "a dragon who loves books", "the first day of school", "a journey to the moon", "a forgotten garden"]
-ttfts, tokens, lock = [], [0], threading.Lock()
+ttfts, rates, tokens, lock = [], [], [0], threading.Lock()
 
 
 def client(i):
@@ -34,7 +35,7 @@ def client(i):
         conn.request("POST", "/v1/chat/completions" if chat else "/v1/completions", json.dumps(body),
                      {"content-type": "application/json"})
         resp = conn.getresponse()
-        first = None
+        first = last = None
         for line in resp:
             line = line.decode().strip()
             if not line.startswith("data: ") or line == "data: [DONE]":
@@ -42,13 +43,18 @@ def client(i):
             chunk = json.loads(line[6:])
             choice = chunk["choices"][0] if chunk.get("choices") else {}
             piece = choice.get("delta", {}).get("content") if chat else choice.get("text")
-            if first is None and piece:
-                first = time.time() - t0
+            if piece:
+                last = time.time() - t0
+                if first is None:
+                    first = last
             if chunk.get("usage"):
+                n = chunk["usage"]["completion_tokens"]
                 with lock:
-                    tokens[0] += chunk["usage"]["completion_tokens"]
+                    tokens[0] += n
         with lock:
             ttfts.append(first)
+            if last > first:
+                rates.append((n - 1) / (last - first))
         conn.close()
 
 
@@ -58,4 +64,5 @@ threads = [threading.Thread(target=client, args=(i,)) for i in range(conc)]
 [t.join() for t in threads]
 wall = time.time() - start
 print(f"concurrency {conc}: {tokens[0]} tokens in {wall:.1f} s = {tokens[0] / wall:.1f} tok/s aggregate, "
-      f"time to first token p50 {statistics.median(ttfts) * 1000:.0f} ms")
+      f"time to first token p50 {statistics.median(ttfts) * 1000:.0f} ms, "
+      f"after it p50 {statistics.median(rates):.1f} tok/s per stream")

@@ -12,8 +12,9 @@
 #      tokens (chat for SmolLM2, plain completions for the base Gemma model).
 #   With EIGHT=1 (the default), aiserve also runs with llama.cpp's precision, 8-bit activations
 #   (`--activation-bits 8`), beside its default 16-bit ones.
-#   After each one-client aiserve run without drafting, the model alone decodes greedy steps in
-#   the same minute (the rate one stream over HTTP is compared with).
+#   After each one-client aiserve run without drafting, the model alone in the same minute (the
+#   rates one stream over HTTP is compared with): greedy steps from a short prompt, and the
+#   client's four requests answered as the server does, prompts included (`AISERVE_AS_SERVED`).
 #   bench/generate_vs_llamacpp.sh     # env: ROUNDS (default 2), EIGHT, MODELS ("smollm2 gemma3"),
 #                                     # AISERVE_ASSETS, CARGO_TARGET_DIR
 # Loopback only; every server it starts is stopped on exit.
@@ -86,9 +87,11 @@ for name in ${MODELS:-smollm2 gemma3}; do
         if [ "$clients" = 1 ] && [ "$flags" = "--draft-tokens 0" ]; then
           # The model alone in the same minute, as the server decodes a greedy stream: what the
           # HTTP rate is compared with (this machine drifts by 10-25% over minutes).
-          printf '  model only, greedy steps, right after: '
-          AISERVE_GGUF="$gguf" AISERVE_ARGMAX_ONLY=1 AISERVE_ONLY_BATCH=1 AISERVE_BATCHES=1 RAYON_NUM_THREADS=2 \
-            "$bench_bin" | grep -E 'decode batch' | sed 's/ aggregate.*//'
+          # Twice: greedy steps from a short prompt, and the same four requests as the client's
+          # (their prompts, the prefix cache, 128 greedy tokens each).
+          AISERVE_GGUF="$gguf" AISERVE_AS_SERVED=1 AISERVE_ARGMAX_ONLY=1 AISERVE_ONLY_BATCH=1 AISERVE_BATCHES=1 \
+            RAYON_NUM_THREADS=2 "$bench_bin" | grep -E 'decode batch|as served' |
+            sed 's/ aggregate.*//; s/^decode/  model only right after, greedy steps, decode/; s/^as served/  model only right after, as served/'
         fi
       done
     done

@@ -9,12 +9,14 @@
 //! 1000-token prompt instead of a short one, `AISERVE_ACTIVATION_BITS=8` the
 //! 8-bit activations (16 by default, as the server), `AISERVE_KV_CACHE_DTYPE=f16` f16 KV caches,
 //! `AISERVE_ARGMAX_ONLY=1` batched decode steps that need only the largest logit, as the server
-//! runs greedy sequences (`GenItem::argmax_only`; the model may then skip most output rows).
+//! runs greedy sequences (`GenItem::argmax_only`; the model may then skip most output rows),
+//! `AISERVE_AS_SERVED=1` the four requests one client of `bench/generate_load.py` sends, as the
+//! server answers them (chat template, prefix cache, greedy steps), prompts included.
 
 use std::time::Instant;
 
-use aiserve_core::chat::Message;
-use aiserve_core::generate::{GenItem, SeqState, TextGenerator};
+use aiserve_core::chat::{ChatTemplate, Message};
+use aiserve_core::generate::{GenItem, GeneratorSpec, SeqState, TextGenerator};
 use aiserve_core::sampling::{argmax, Sampler, SamplingParams};
 use aiserve_models::llm::kv::KvDtype;
 use aiserve_models::llm::{gguf, Options};
@@ -86,6 +88,16 @@ fn main() {
             out.len(),
             &out[..out.len().min(12)]
         );
+    }
+
+    // `AISERVE_AS_SERVED=1`: the requests bench/generate_load.py sends one client, as the server
+    // answers them without HTTP: four questions (its first four topics) in the chat template
+    // (plain text plus a blank line for base models), each prompt's tokens that an earlier one
+    // began with taken from it in whole blocks of 16 (the server's prefix cache), then 128
+    // greedy tokens that need only the largest logit. Time includes the prompts: the rate one
+    // streamed client over HTTP is compared with.
+    if std::env::var_os("AISERVE_AS_SERVED").is_some() {
+        as_served(&mut model, &spec, template.as_deref());
     }
 
     // llama.cpp's own measure (../shared/peers/llamacpp/bench.py): a raw prompt, 128 greedy tokens,
@@ -177,4 +189,59 @@ fn main() {
         }
         println!("decode batch {b}: {rate:.1} tok/s aggregate ({:.2}x batch 1)", rate / base);
     }
+}
+
+/// The server's prefix cache shares prompts in blocks of this many tokens.
+const PREFIX_BLOCK: usize = 16;
+
+/// A step of a greedy sequence, as the server runs it: only the largest logit is needed.
+fn greedy<'a>(state: &'a mut SeqState, tokens: &'a [u32], prompt_len: usize) -> GenItem<'a> {
+    GenItem { argmax_only: true, ..GenItem::new(state, tokens, prompt_len) }
+}
+
+/// See `AISERVE_AS_SERVED` in `main`.
+fn as_served(model: &mut dyn TextGenerator, spec: &GeneratorSpec, template: Option<&ChatTemplate>) {
+    let topics = ["a robot who learns to paint", "the sea at night", "a city of glass", "an old lighthouse keeper"];
+    let prompts: Vec<Vec<u32>> = topics
+        .iter()
+        .map(|topic| {
+            let ask = format!("Write a long story about {topic}.");
+            match template {
+                Some(t) => spec.tokenizer.encode(&t.render(&[Message::new("user", &ask)], true).unwrap(), false),
+                None => spec.tokenizer.encode(&format!("{ask}\n\n"), true),
+            }
+            .unwrap()
+        })
+        .collect();
+    let (mut seen, mut fed, mut decoding) = (Vec::<(Vec<u32>, SeqState)>::new(), 0, 0.0);
+    let t = Instant::now();
+    for ids in &prompts {
+        // The longest whole-block prefix an earlier prompt shares (one token is always fed).
+        let shared = |p: &[u32]| p.iter().zip(ids).take_while(|(a, b)| a == b).count().min(ids.len() - 1);
+        let reuse = seen.iter().map(|(p, s)| (shared(p) / PREFIX_BLOCK * PREFIX_BLOCK, s)).max_by_key(|(n, _)| *n);
+        let (mut seq, from) = match reuse {
+            Some((n, s)) if n > 0 => (model.fork(s, n).expect("fork"), n),
+            _ => (model.new_sequence(), 0),
+        };
+        fed += ids.len() - from;
+        let logits = model.forward(&mut [greedy(&mut seq, &ids[from..], ids.len())]).unwrap();
+        let mut next = [argmax(&logits[0])];
+        let d = Instant::now();
+        for _ in 1..128 {
+            let logits = model.forward(&mut [greedy(&mut seq, &next, ids.len())]).unwrap();
+            next = [argmax(&logits[0])];
+        }
+        decoding += d.elapsed().as_secs_f64();
+        seen.push((ids.clone(), model.fork(&seq, ids.len()).expect("fork")));
+    }
+    let all = t.elapsed().as_secs_f64();
+    println!(
+        "as served: {} requests (prompts of {}-{} tokens, {fed} fed), 128 greedy tokens each, the prompts \
+         included: {:.1} tok/s; their steps after the first token alone {:.1} tok/s",
+        prompts.len(),
+        prompts.iter().map(Vec::len).min().unwrap(),
+        prompts.iter().map(Vec::len).max().unwrap(),
+        (128 * prompts.len()) as f64 / all,
+        (127 * prompts.len()) as f64 / decoding
+    );
 }
