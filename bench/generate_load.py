@@ -36,6 +36,7 @@ def client(i):
                      {"content-type": "application/json"})
         resp = conn.getresponse()
         first = last = None
+        n = 0
         for line in resp:
             line = line.decode().strip()
             if not line.startswith("data: ") or line == "data: [DONE]":
@@ -53,7 +54,7 @@ def client(i):
                     tokens[0] += n
         with lock:
             ttfts.append(first)
-            if last > first:
+            if first is not None and last > first and n > 1:
                 rates.append((n - 1) / (last - first))
         conn.close()
 
@@ -65,4 +66,4 @@ threads = [threading.Thread(target=client, args=(i,)) for i in range(conc)]
 wall = time.time() - start
 print(f"concurrency {conc}: {tokens[0]} tokens in {wall:.1f} s = {tokens[0] / wall:.1f} tok/s aggregate, "
       f"time to first token p50 {statistics.median(ttfts) * 1000:.0f} ms, "
-      f"after it p50 {statistics.median(rates):.1f} tok/s per stream")
+      f"after it p50 {statistics.median(rates) if rates else float('nan'):.1f} tok/s per stream")
