@@ -191,7 +191,8 @@ fn main() {
     }
 }
 
-/// The server's prefix cache shares prompts in blocks of this many tokens.
+/// The server's prefix cache shares prompts in blocks of this many tokens (the runtime's
+/// `generation::prefix::BLOCK`; this crate sits below the runtime, so the value is repeated).
 const PREFIX_BLOCK: usize = 16;
 
 /// A step of a greedy sequence, as the server runs it: only the largest logit is needed.
