@@ -152,6 +152,45 @@ fn pp_ocr_networks_serve_from_their_graphs() {
 }
 
 #[test]
+fn the_graph_rewrite_changes_rounding_only() {
+    use aiserve_onnx::fuse::{fuse, Fused};
+    let src = crate::rapidocr_dir();
+    let counts = |file: &str| fuse(&std::fs::read(src.join(file)).unwrap()).unwrap().map(|(_, f)| f);
+    // Every scale paddle2onnx wrote beside a convolution and every hard-swish is rewritten.
+    let det = Fused { conv_scales: 56, hard_swish: 24, into_conv: 10, batch_norm: 14 };
+    assert_eq!(counts("ch_PP-OCRv4_det_infer.onnx"), Some(det));
+    let rec = Fused { conv_scales: 56, hard_swish: 28, into_conv: 12, batch_norm: 16 };
+    assert_eq!(counts("ch_PP-OCRv4_rec_infer.onnx"), Some(rec));
+    let cls = Fused { hard_swish: 18, ..Fused::default() };
+    assert_eq!(counts("ch_ppocr_mobile_v2.0_cls_infer.onnx"), Some(cls));
+
+    // The same networks as written (`fuse = false`) beside the rewritten ones, on ONNX Runtime.
+    let repo = ocr_repo();
+    for model in ["det", "rec"] {
+        let plain = repo.path().join(format!("{model}_plain"));
+        std::fs::create_dir_all(plain.join("1")).unwrap();
+        for f in std::fs::read_dir(repo.path().join(model).join("1")).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, plain.join("1").join(f.file_name().unwrap())).unwrap();
+        }
+        std::fs::write(plain.join("model.toml"), "[onnx]\nfuse = false\n").unwrap();
+    }
+    let server = start(repo.path());
+    for (model, shape) in [("det", [1, 3, 96, 160]), ("rec", [2, 3, 48, 320])] {
+        let x = picture(shape.iter().product(), 7);
+        let (_, fused) = infer(&server, model, &shape, &x);
+        let (_, plain) = infer(&server, &format!("{model}_plain"), &shape, &x);
+        assert_eq!(fused[0].len(), plain[0].len());
+        let worst = fused[0].iter().zip(&plain[0]).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 2e-5, "{model}: rewritten and as written differ by {worst}");
+    }
+    let (_, log) = server.stop();
+    let rewritten = |dir: &str| log.iter().any(|l| l.contains("graph rewritten") && l.contains(&format!("/{dir}/1/")));
+    assert!(rewritten("det") && rewritten("rec") && rewritten("cls"), "{log:?}");
+    assert!(!rewritten("det_plain") && !rewritten("rec_plain"), "{log:?}");
+}
+
+#[test]
 fn concurrent_pictures_of_different_widths_are_answered_right() {
     let repo = ocr_repo();
     let server = start(repo.path());

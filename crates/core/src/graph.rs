@@ -57,6 +57,8 @@ pub struct GraphInfo {
     pub threads: usize,
     /// Whether the runtime's operator threads spin while waiting for work (`[onnx] spinning`).
     pub spinning: bool,
+    /// Whether aiserve rewrites the graph before the runtime optimises it (`[onnx] fuse`).
+    pub fuse: bool,
     /// Set when `model.toml` makes it an image classifier (`/classify` takes pictures).
     pub classifier: Option<GraphClassifier>,
     /// Set when the model reads a string from a picture (`/classify` answers the string).
@@ -261,6 +263,7 @@ mod tests {
             metadata: BTreeMap::new(),
             threads: 1,
             spinning: false,
+            fuse: false,
             classifier: None,
             reader: None,
         }

@@ -46,6 +46,7 @@ pub fn describe(session: &Session, config: &OnnxConfig, threads: usize) -> Resul
         metadata: metadata(session),
         threads,
         spinning: config.spinning.unwrap_or(false),
+        fuse: config.fuse.unwrap_or(true),
         classifier: None,
         reader: None,
     })

@@ -5,6 +5,7 @@
 //! ([`session`]). ONNX Runtime itself is opened at run time ([`library`]).
 
 pub mod describe;
+pub mod fuse;
 pub mod library;
 pub mod session;
 
@@ -71,16 +72,16 @@ fn read_labels(path: &Path) -> Result<Vec<String>, LoadError> {
 /// later ones.
 const SPARE_SESSIONS: usize = 4;
 
-/// Loads ONNX versions.
-/// A session opened by `describe`: its graph file, threading (count, spinning) and the session.
-type Spare = (PathBuf, (usize, bool), ort::session::Session);
+/// A session opened by `describe`: its graph file, options and the session.
+type Spare = (PathBuf, session::Options, ort::session::Session);
 
+/// Loads ONNX versions.
 pub struct OnnxLoader {
     runtime: Runtime,
     /// Threads available to model code, shared among a model's instances unless `[onnx]`
     /// says otherwise.
     threads: usize,
-    /// Sessions opened by `describe`, by graph file and threading (count, spinning), newest last.
+    /// Sessions opened by `describe`, by graph file and options, newest last.
     spare: Mutex<Vec<Spare>>,
 }
 
@@ -89,18 +90,18 @@ impl OnnxLoader {
         Self { runtime: Runtime::new(library), threads: threads.max(1), spare: Mutex::new(Vec::new()) }
     }
 
-    fn keep(&self, path: PathBuf, threads: (usize, bool), session: ort::session::Session) {
+    fn keep(&self, path: PathBuf, options: session::Options, session: ort::session::Session) {
         let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
         spare.retain(|(p, _, _)| *p != path);
         if spare.len() == SPARE_SESSIONS {
             spare.remove(0);
         }
-        spare.push((path, threads, session));
+        spare.push((path, options, session));
     }
 
-    fn take(&self, path: &Path, threads: (usize, bool)) -> Option<ort::session::Session> {
+    fn take(&self, path: &Path, options: session::Options) -> Option<ort::session::Session> {
         let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
-        let i = spare.iter().position(|(p, t, _)| p == path && *t == threads)?;
+        let i = spare.iter().position(|(p, o, _)| p == path && *o == options)?;
         Some(spare.remove(i).2)
     }
 
@@ -114,8 +115,12 @@ impl OnnxLoader {
         }
         let env = self.runtime.open().map_err(LoadError::Unsupported)?;
         let threads = model.onnx.threads.unwrap_or((self.threads / model.instances.max(1)).max(1));
-        let spinning = model.onnx.spinning.unwrap_or(false);
-        let session = session::open(env, &path, threads, spinning).map_err(LoadError::Weights)?;
+        let options = session::Options {
+            threads,
+            spinning: model.onnx.spinning.unwrap_or(false),
+            fuse: model.onnx.fuse.unwrap_or(true),
+        };
+        let session = session::open(env, &path, options).map_err(LoadError::Weights)?;
         let mut info = describe::describe(&session, &model.onnx, threads)?;
         if let Some(image) = &model.onnx.image {
             let labels = read_labels(&dir.join(&image.labels))?;
@@ -123,7 +128,7 @@ impl OnnxLoader {
                 .map_err(|e| LoadError::Config(format!("[onnx.image]: {e}")))?;
             info.classifier = Some(classifier);
         }
-        self.keep(path, (threads, spinning), session);
+        self.keep(path, options, session);
         Ok(Description::Graph(info))
     }
 
@@ -133,11 +138,12 @@ impl OnnxLoader {
             return Err(LoadError::Unsupported("not an ONNX version".into()));
         };
         let path = find(dir)?.ok_or_else(|| LoadError::Config(format!("no {MODEL_FILE} in the version")))?;
-        let session = match self.take(&path, (info.threads, info.spinning)) {
+        let options = session::Options { threads: info.threads, spinning: info.spinning, fuse: info.fuse };
+        let session = match self.take(&path, options) {
             Some(session) => session,
             None => {
                 let env = self.runtime.open().map_err(LoadError::Unsupported)?;
-                session::open(env, &path, info.threads, info.spinning).map_err(LoadError::Weights)?
+                session::open(env, &path, options).map_err(LoadError::Weights)?
             }
         };
         Ok(Loaded::Graph(Box::new(session::OnnxModel::new(session))))

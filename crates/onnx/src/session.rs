@@ -10,21 +10,50 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, TensorElementType, ValueType};
 
-/// Opens a session on `path` with `threads` threads inside each operator, spinning while they
-/// wait for work only when `spinning`.
-pub fn open(
-    env: &ort::environment::Environment,
-    path: &Path,
-    threads: usize,
-    spinning: bool,
-) -> Result<Session, String> {
-    Session::builder(env)
+/// How a session runs its graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Threads inside each operator.
+    pub threads: usize,
+    /// Whether those threads spin while they wait for work.
+    pub spinning: bool,
+    /// Whether aiserve rewrites the graph first ([`crate::fuse`]).
+    pub fuse: bool,
+}
+
+/// Opens a session on the graph at `path`.
+pub fn open(env: &ort::environment::Environment, path: &Path, options: Options) -> Result<Session, String> {
+    let mut builder = Session::builder(env)
         .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::All).map_err(Into::into))
-        .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
+        .and_then(|b| b.with_intra_threads(options.threads).map_err(Into::into))
         .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
-        .and_then(|b| b.with_intra_op_spinning(spinning).map_err(Into::into))
-        .and_then(|mut b| b.commit_from_file(path))
-        .map_err(|e| e.to_string())
+        .and_then(|b| b.with_intra_op_spinning(options.spinning).map_err(Into::into))
+        .map_err(|e| e.to_string())?;
+    let rewritten = if options.fuse { rewrite(path) } else { None };
+    match rewritten {
+        Some(bytes) => builder.commit_from_memory(&bytes),
+        None => builder.commit_from_file(path),
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// The graph at `path` rewritten, when a rewrite fits it.
+fn rewrite(path: &Path) -> Option<Vec<u8>> {
+    if std::fs::metadata(path).ok()?.len() > crate::fuse::MAX_BYTES {
+        return None;
+    }
+    let bytes = std::fs::read(path).ok()?;
+    match crate::fuse::fuse(&bytes) {
+        Ok(Some((bytes, fused))) => {
+            tracing::info!(graph = %path.display(), "graph rewritten for ONNX Runtime: {fused}");
+            Some(bytes)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::debug!(graph = %path.display(), "not rewritten: {e}");
+            None
+        }
+    }
 }
 
 /// A loaded ONNX graph.

@@ -64,6 +64,7 @@ pub fn describe(config: &VersionConfig) -> Result<GraphInfo, LoadError> {
         metadata,
         threads: crate::compute_threads(),
         spinning: false,
+        fuse: false,
         classifier: None,
         reader: Some(GraphReader { input: 0, text: 0, probabilities: 1, height: HEIGHT, width: WIDTH, margin: MARGIN }),
     })

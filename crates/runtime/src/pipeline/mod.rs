@@ -129,6 +129,7 @@ impl Pipeline {
             metadata: BTreeMap::from([("steps".to_owned(), order.join(", "))]),
             threads: 0,
             spinning: false,
+            fuse: false,
             classifier: None,
             reader: None,
         };

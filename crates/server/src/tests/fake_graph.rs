@@ -38,6 +38,7 @@ pub fn describe(dir: &Path) -> Option<Description> {
         metadata: BTreeMap::from([("producer".to_owned(), "fake".to_owned())]),
         threads: 1,
         spinning: false,
+        fuse: false,
         classifier: None,
         reader: None,
     }))
