@@ -2,7 +2,8 @@
 # OCR: aiserve's PP-OCR pipeline (pipelines/pp-ocr.toml over RapidOCR 1.4.4's three networks on
 # ONNX Runtime 1.32) against RapidOCR's own Python API on the same pictures, 1 and 8 concurrent
 # clients, side by side (bench/ocr_vs_rapidocr.py). With SPINNING=1 the three networks'
-# `[onnx] spinning = true` (ONNX Runtime's default) for comparison.
+# `[onnx] spinning = true` (ONNX Runtime's default) for comparison; with FUSE=0 the networks run
+# as written (`[onnx] fuse = false`: no folded scales, hard-swish as four operators).
 #   bench/ocr_vs_rapidocr.sh [SECONDS] [CLIENTS]         # defaults 20 1,8
 # Needs the client venv (tests/clients/run.sh makes it) and the fonts (.ci/fetch-fonts.sh).
 set -euo pipefail
@@ -20,7 +21,10 @@ cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
 for m in det:ch_PP-OCRv4_det_infer rec:ch_PP-OCRv4_rec_infer cls:ch_ppocr_mobile_v2.0_cls_infer; do
   mkdir -p "$tmp/repo/${m%%:*}/1" && cp "$assets/rapidocr/${m#*:}.onnx" "$tmp/repo/${m%%:*}/1/model.onnx"
-  [ "${SPINNING:-0}" = 1 ] && printf '[onnx]\nspinning = true\n' >"$tmp/repo/${m%%:*}/model.toml"
+  toml="[onnx]\n"
+  [ "${SPINNING:-0}" = 1 ] && toml+="spinning = true\n"
+  [ "${FUSE:-1}" = 0 ] && toml+="fuse = false\n"
+  printf "$toml" >"$tmp/repo/${m%%:*}/model.toml"
 done
 mkdir -p "$tmp/repo/ocr/1" && cp "$here/pipelines/pp-ocr.toml" "$tmp/repo/ocr/model.toml"
 "$bin" serve --repo "$tmp/repo" --addr 127.0.0.1:0 --grpc-addr off --onnxruntime "$lib" >"$tmp/log" 2>&1 &
