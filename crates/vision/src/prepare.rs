@@ -103,11 +103,17 @@ impl Fitted {
 pub fn planes(p: &Picture, mean: &[f64], std: &[f64], bgr: bool) -> Vec<f32> {
     let (n, c) = (p.height * p.width, p.channels);
     let mut out = vec![0.0f32; n * c];
-    for (i, px) in p.pixels.chunks_exact(c).enumerate() {
-        for k in 0..c {
-            let src = if bgr { c - 1 - k } else { k };
-            let v = f64::from(f32::from(px[src]) * (1.0f32 / 255.0));
-            out[k * n + i] = ((v - mean.get(k).copied().unwrap_or(0.0)) / std.get(k).copied().unwrap_or(1.0)) as f32;
+    if n == 0 {
+        return out;
+    }
+    for (k, plane) in out.chunks_exact_mut(n).enumerate() {
+        // A value depends only on the byte and the channel: one table of 256 per plane.
+        let (m, s) = (mean.get(k).copied().unwrap_or(0.0), std.get(k).copied().unwrap_or(1.0));
+        let table: Vec<f32> =
+            (0..=255u8).map(|b| ((f64::from(f32::from(b) * (1.0f32 / 255.0)) - m) / s) as f32).collect();
+        let src = if bgr { c - 1 - k } else { k };
+        for (v, px) in plane.iter_mut().zip(p.pixels.chunks_exact(c)) {
+            *v = table[usize::from(px[src])];
         }
     }
     out

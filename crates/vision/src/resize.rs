@@ -40,26 +40,27 @@ pub fn resize_linear(src: &Picture, height: usize, width: usize) -> Option<Pictu
         return None;
     }
     let across = taps(width, sw, true);
-    // One horizontally resized source row, values times ONE.
-    let row = |y: usize| -> Vec<i32> {
-        let line = &src.pixels[y * sw * c..(y + 1) * sw * c];
-        let mut out = Vec::with_capacity(width * c);
-        for &(s, w0, w1) in &across {
-            let (s0, s1) = (s as usize, (s as usize + 1).min(sw - 1));
-            for k in 0..c {
-                out.push(i32::from(line[s0 * c + k]) * w0 + i32::from(line[s1 * c + k]) * w1);
+    let stride = width * c;
+    // Every source row resized horizontally, values times ONE.
+    let mut rows = vec![0i32; sh * stride];
+    for (line, out) in src.pixels.chunks_exact(sw * c).zip(rows.chunks_exact_mut(stride)) {
+        for (&(s, w0, w1), out) in across.iter().zip(out.chunks_exact_mut(c)) {
+            let (s0, s1) = (s as usize * c, (s as usize + 1).min(sw - 1) * c);
+            for (k, o) in out.iter_mut().enumerate() {
+                *o = i32::from(line[s0 + k]) * w0 + i32::from(line[s1 + k]) * w1;
             }
         }
-        out
+    }
+    let row = |y: i64| {
+        let y = y.clamp(0, sh as i64 - 1) as usize;
+        &rows[y * stride..(y + 1) * stride]
     };
-    let rows: Vec<Vec<i32>> = (0..sh).map(row).collect();
-    let clip = |y: i64| y.clamp(0, sh as i64 - 1) as usize;
-    let mut pixels = Vec::with_capacity(height * width * c);
-    for (s, b0, b1) in taps(height, sh, false) {
-        let (r0, r1) = (&rows[clip(s)], &rows[clip(s + 1)]);
-        for (a, b) in r0.iter().zip(r1) {
+    // Then vertically, in straight lines over whole rows (the compiler's vector code).
+    let mut pixels = vec![0u8; height * stride];
+    for ((s, b0, b1), out) in taps(height, sh, false).into_iter().zip(pixels.chunks_exact_mut(stride)) {
+        for ((o, &a), &b) in out.iter_mut().zip(row(s)).zip(row(s + 1)) {
             let v = (((a >> 4) * b0) >> 16) + (((b >> 4) * b1) >> 16);
-            pixels.push(((v + 2) >> 2).clamp(0, 255) as u8);
+            *o = ((v + 2) >> 2).clamp(0, 255) as u8;
         }
     }
     Some(Picture { pixels, height, width, channels: c })
