@@ -30,7 +30,7 @@ impl Constant {
 }
 
 pub struct Graph<'a> {
-    pub g: &'a mut GraphProto,
+    g: &'a mut GraphProto,
     /// The default domain's operator-set version.
     pub opset: i64,
     /// Read by the graph's outputs or by subgraphs.
@@ -138,7 +138,7 @@ impl<'a> Graph<'a> {
             return floats(&self.g.initializer[i]);
         }
         let node = self.node(self.producer(name)?);
-        if node.op_type != "Constant" || !node.domain.is_empty() {
+        if !is(node, "Constant") {
             return None;
         }
         let value = node.attribute.first()?;
@@ -193,7 +193,7 @@ impl<'a> Graph<'a> {
         let dropped: HashSet<&String> =
             self.orphans.iter().filter(|o| !read.contains(*o) && !inputs.contains(o)).collect();
         self.g.initializer.retain(|t| !dropped.contains(&t.name));
-        self.g.node.retain(|n| !(n.op_type == "Constant" && n.output.len() == 1 && dropped.contains(&n.output[0])));
+        self.g.node.retain(|n| !(is(n, "Constant") && n.output.len() == 1 && dropped.contains(&n.output[0])));
         let mut exists: HashSet<String> = self.g.node.iter().flat_map(|n| n.output.iter().cloned()).collect();
         exists.extend(self.g.input.iter().map(|v| v.name.clone()));
         exists.extend(self.g.initializer.iter().map(|t| t.name.clone()));

@@ -82,9 +82,6 @@ pub fn fuse(bytes: &[u8]) -> Result<Option<(Vec<u8>, Fused)>, String> {
     Ok(Some((bytes, fused)))
 }
 
-#[cfg(test)]
-mod tests;
-
 /// Applies `pass` wherever it fits; how many times it did.
 fn repeat(g: &mut Graph, pass: fn(&mut Graph, usize) -> Option<usize>) -> usize {
     let (mut from, mut count) = (0, 0);
@@ -93,3 +90,6 @@ fn repeat(g: &mut Graph, pass: fn(&mut Graph, usize) -> Option<usize>) -> usize 
     }
     count
 }
+
+#[cfg(test)]
+mod tests;
